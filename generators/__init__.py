@@ -1,0 +1,1 @@
+"""longweave.generators."""

@@ -1,0 +1,184 @@
+"""Document sources for the generators.
+
+A corpus is a stream of `Document`s, each with a stable id, read lazily in batches so that a
+corpus bigger than memory streams through: JSONL and Parquet go through polars' lazy scanners
+(`collect_batches`), text files are read one at a time. The built-in `stdlib` corpus is the
+running Python's standard-library source: always present, a few thousand documents of real,
+long-range-structured text, which makes the demo and the tests work on a machine with no data.
+
+Source strings (the CLI's `--corpus`):
+- `stdlib`: the standard library's `.py` files (site-packages excluded);
+- `path/to/file.jsonl` (or `.json`, `.ndjson`), `path/to/file.parquet`: one document per row;
+- a directory: every text file below it (`*.txt`, `*.md`, `*.py`, ... by `text_suffixes`);
+- a glob such as `data/**/*.jsonl`: every matching file, each read by its suffix.
+
+Ids: the row's id column when there is one (`id_field`), else `<file>:<row>` for tables and the
+path relative to the source root for text files; `stdlib:<relative path>` for the built-in corpus.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import hashlib
+import json
+import sysconfig
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from .errors import CorpusError
+
+TABLE_SUFFIXES = {".jsonl", ".ndjson", ".json", ".parquet"}
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py", ".tex", ".html", ".c", ".h", ".js", ".java")
+FIELD = "--corpus"
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    text: str
+
+
+@dataclass
+class Corpus:
+    """A lazily read collection of documents; `fingerprint` keys every cache built from it."""
+
+    source: str
+    files: list[Path]
+    root: Path | None
+    text_field: str = "text"
+    id_field: str | None = "id"
+    text_suffixes: tuple[str, ...] = TEXT_SUFFIXES
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        source: str | Path,
+        text_field: str = "text",
+        id_field: str | None = "id",
+        text_suffixes: tuple[str, ...] = TEXT_SUFFIXES,
+    ) -> Corpus:
+        """Resolve a source string to its files; raises `CorpusError` naming `--corpus`."""
+        src = str(source).strip()
+        if not src:
+            raise CorpusError(FIELD, "no corpus given", "pass `stdlib`, a JSONL/Parquet file, a folder or a glob")
+        if src == "stdlib":
+            root = Path(sysconfig.get_paths()["stdlib"])
+            files = sorted(
+                p for p in root.rglob("*.py") if "site-packages" not in p.parts and p.is_file()
+            )
+            return cls("stdlib", files, root, "text", None, (".py",))
+        path = Path(src).expanduser()
+        if path.is_dir():
+            files = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and (p.suffix in text_suffixes or p.suffix in TABLE_SUFFIXES)
+            )
+            root = path
+        elif path.is_file():
+            files, root = [path], path.parent
+        elif any(ch in src for ch in "*?["):
+            files = sorted(Path(p) for p in globlib.glob(src, recursive=True) if Path(p).is_file())
+            root = Path(src.split("*")[0]).parent if "*" in src else Path(".")
+        else:
+            raise CorpusError(
+                FIELD, f"'{src}' does not exist", "pass `stdlib`, an existing JSONL/Parquet file, a folder or a glob"
+            )
+        if not files:
+            raise CorpusError(FIELD, f"'{src}' matches no readable files", "point it at JSONL, Parquet or text files")
+        return cls(src, files, root, text_field, id_field, text_suffixes)
+
+    # -- reading --------------------------------------------------------------------------------
+    def iter_batches(self, batch_size: int = 256) -> Iterator[list[Document]]:
+        """Documents in a fixed order, in lists of at most `batch_size`; empty texts are skipped."""
+        batch: list[Document] = []
+        seen_any = False
+        for doc in self._iter_documents(batch_size):
+            if not doc.text:
+                continue
+            seen_any = True
+            batch.append(doc)
+            if len(batch) >= batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        if not seen_any:
+            raise CorpusError(FIELD, f"'{self.source}' holds no non-empty documents", "use a corpus with text in it")
+
+    def __iter__(self) -> Iterator[Document]:
+        for batch in self.iter_batches():
+            yield from batch
+
+    def _iter_documents(self, batch_size: int) -> Iterator[Document]:
+        for path in self.files:
+            if path.suffix in TABLE_SUFFIXES:
+                yield from self._iter_table(path, batch_size)
+            else:
+                yield Document(self._file_id(path), path.read_text(encoding="utf-8", errors="replace"))
+
+    def _file_id(self, path: Path) -> str:
+        rel = path.relative_to(self.root) if self.root and path.is_relative_to(self.root) else path
+        return f"stdlib:{rel.as_posix()}" if self.source == "stdlib" else rel.as_posix()
+
+    def _iter_table(self, path: Path, batch_size: int) -> Iterator[Document]:
+        prefix = self._file_id(path)
+        try:
+            lazy = pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_ndjson(path, infer_schema_length=1000)
+            columns = lazy.collect_schema().names()
+        except Exception as exc:  # polars raises several types for malformed files
+            kind = "Parquet" if path.suffix == ".parquet" else "JSONL"
+            raise CorpusError(
+                FIELD, f"'{path}' is not valid {kind} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
+                f"give a valid {kind} file with a '{self.text_field}' column",
+            ) from None
+        if self.text_field not in columns:
+            raise CorpusError(
+                "--text-field", f"'{path}' has no column '{self.text_field}' (columns: {', '.join(columns)})",
+                "pass --text-field with one of those columns",
+            )
+        has_id = self.id_field is not None and self.id_field in columns
+        wanted = [self.text_field] + ([self.id_field] if has_id else [])
+        row = 0
+        try:
+            for frame in lazy.select(wanted).collect_batches(chunk_size=batch_size):
+                texts = frame.get_column(self.text_field).cast(pl.String).to_list()
+                ids = frame.get_column(self.id_field).cast(pl.String).to_list() if has_id else None
+                for i, text in enumerate(texts):
+                    doc_id = ids[i] if ids is not None and ids[i] is not None else f"{prefix}:{row}"
+                    yield Document(doc_id, text or "")
+                    row += 1
+        except CorpusError:
+            raise
+        except Exception as exc:
+            kind = "Parquet" if path.suffix == ".parquet" else "JSONL"
+            raise CorpusError(
+                FIELD, f"'{path}' is not valid {kind} near row {row} ({str(exc).splitlines()[0][:160]})",
+                f"repair the file or drop the bad rows",
+            ) from None
+
+    # -- identity -------------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """A hash of what the corpus is made of (paths, sizes, mtimes, fields): the cache key."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(json.dumps([self.source, self.text_field, self.id_field]).encode())
+            for p in self.files:
+                st = p.stat()
+                h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def sample_text(self, max_chars: int) -> Iterator[str]:
+        """Document texts in order until about `max_chars` characters (tokenizer training)."""
+        total = 0
+        for doc in self:
+            yield doc.text
+            total += len(doc.text)
+            if total >= max_chars:
+                return

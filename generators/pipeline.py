@@ -1,0 +1,92 @@
+"""From a spec to records: the one entry point the CLI, the workers and the tests share.
+
+`prepare(spec)` loads what a dataset needs once per process (tokenizer, corpus, tokenized corpus);
+`generate_shard(ctx, shard)` returns that shard's records as an Arrow table. Generation is a pure
+function of (spec, shard): every random choice is drawn from generators seeded by the dataset seed
+and the global sample index, never from process state, so a shard that runs twice (a worker died
+and its task was re-delivered) yields the same bytes, and shards can run in any order on any host.
+
+Each generator module exposes `generate(ctx, shard, start, stop) -> list[Record]` for the global
+sample indices [start, stop) of one shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .corpus import Corpus
+from .records import Record, to_table
+from .specs import CIPSpec, NIAHSpec, SpecBase, SynLSpec
+from .tokenizer import Tokenizer, default_cache_dir, resolve_tokenizer
+from .tokenstore import TokenStore
+
+# Stream ids that keep the random streams of different kinds apart for the same seed.
+KIND_STREAM = {"cip": 1, "synl": 2, "niah": 3, "doc_qa": 4}
+
+
+@dataclass
+class Context:
+    """What generating a dataset needs, loaded once per process and reused for every shard."""
+
+    spec: CIPSpec | SynLSpec | NIAHSpec
+    tokenizer: Tokenizer
+    corpus: Corpus | None
+    cache_dir: Path
+    dataset_id: str
+    memo: dict[str, Any] = field(default_factory=dict)  # per-generator caches (e.g. the CIP plan)
+    _store: TokenStore | None = None
+
+    @property
+    def store(self) -> TokenStore:
+        """The tokenized corpus, built on first use and cached on disk."""
+        if self._store is None:
+            if self.corpus is None:
+                raise RuntimeError("this dataset kind has no corpus")
+            self._store = TokenStore.build(self.corpus, self.tokenizer, self.cache_dir)
+        return self._store
+
+
+def sample_rng(spec: SpecBase, index: int, *extra: int) -> np.random.Generator:
+    """The random generator of one sample: a function of (seed, kind, global index) alone."""
+    return np.random.default_rng([spec.seed, KIND_STREAM[spec.kind], index, *extra])  # type: ignore[attr-defined]
+
+
+def prepare(spec: CIPSpec | SynLSpec | NIAHSpec, cache_dir: str | Path | None = None) -> Context:
+    """Open the corpus and tokenizer a spec names; raises typed errors for bad input."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    needs_corpus = spec.kind in ("cip", "niah") or spec.tokenizer is None
+    corpus = Corpus.open(spec.corpus, text_field=spec.text_field) if needs_corpus else None
+    tokenizer = resolve_tokenizer(spec.tokenizer, corpus, vocab_size=spec.vocab_size, cache_dir=cache)
+    return Context(spec, tokenizer, corpus, cache, spec.dataset_id())
+
+
+def _generator(kind: str) -> Callable[[Context, int, int, int], list[Record]]:
+    if kind == "cip":
+        from . import cip
+
+        return cip.generate
+    if kind == "synl":
+        from . import lookup
+
+        return lookup.generate
+    if kind == "niah":
+        from . import needles
+
+        return needles.generate
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def generate_records(ctx: Context, shard: int) -> list[Record]:
+    start, stop = ctx.spec.shard_bounds(shard)
+    return _generator(ctx.spec.kind)(ctx, shard, start, stop)
+
+
+def generate_shard(ctx: Context, shard: int) -> pa.Table:
+    """One shard's records as an Arrow table with the record schema."""
+    return to_table(generate_records(ctx, shard))

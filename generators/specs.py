@@ -1,0 +1,146 @@
+"""Dataset specs: the one declaration of every generator parameter (pydantic, validated once).
+
+A spec is flat JSON with a `kind` discriminator, e.g.
+`{"kind": "cip", "num_samples": 1000, "seq_len": 32768, "docs_per_seq": 8, "chunks_per_doc": 2}`.
+The CLI builds it from its options, the REST API receives it as the request body, and the worker
+gets it back from Redis; all of them validate it with the same models, so a bad value is refused
+the same way everywhere and names the field at fault. Nothing downstream re-parses parameters.
+
+`dataset_id` (content-addressed when no name is given) keys the sample ids, so the same spec
+always yields the same ids and the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+FORMATS = ("markdown", "csv", "jsonl", "html")
+FAMILIES = ("retrieval", "multihop", "aggregation", "comparison", "reasoning")
+NIAH_VARIANTS = ("passkey", "multikey", "multivalue")
+
+MAX_SEQ_LEN = 1 << 21  # 2M tokens: beyond any window we target, below anything that breaks int32 offsets
+MAX_SAMPLES = 100_000_000
+
+
+class SpecBase(BaseModel):
+    """Fields every dataset kind shares."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                             description="Dataset id used in sample ids; default: a hash of the spec.")
+    num_samples: int = Field(1000, ge=1, le=MAX_SAMPLES, description="Number of samples to generate.")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed; the same spec and seed give identical data.")
+    shard_size: int = Field(256, ge=1, le=1_000_000, description="Samples per shard (the unit of work and of files).")
+    corpus: str = Field("stdlib", min_length=1, description="`stdlib`, a JSONL/Parquet file, a folder or a glob.")
+    text_field: str = Field("text", min_length=1, description="Text column of JSONL/Parquet corpora.")
+    tokenizer: str | None = Field(None, description="Local Hugging Face tokenizer directory; default: train a BPE.")
+    vocab_size: int = Field(8192, ge=300, le=1_000_000, description="Vocabulary of the trained BPE (no --tokenizer).")
+
+    def dataset_id(self) -> str:
+        if self.name:
+            return self.name
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return f"{self.kind}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"  # type: ignore[attr-defined]
+
+    def num_shards(self) -> int:
+        return -(-self.num_samples // self.shard_size)
+
+    def shard_bounds(self, shard: int) -> tuple[int, int]:
+        """Global sample indices [start, stop) of a shard."""
+        if not 0 <= shard < self.num_shards():
+            raise ConfigError("shard", f"{shard} is outside 0..{self.num_shards() - 1}", "ask for an existing shard")
+        start = shard * self.shard_size
+        return start, min(start + self.shard_size, self.num_samples)
+
+
+class CIPSpec(SpecBase):
+    """Chunk-interleaved pretraining (LongSkywork): N documents, K chunks each, round robin."""
+
+    kind: Literal["cip"] = "cip"
+    seq_len: int = Field(8192, ge=16, le=MAX_SEQ_LEN, description="Tokens per sequence (exact).")
+    docs_per_seq: int = Field(4, ge=1, le=65_536, description="N: documents interleaved in one sequence.")
+    chunks_per_doc: int = Field(2, ge=1, le=4096, description="K: chunks each document is cut into.")
+    split: Literal["equal", "random"] = Field("random", description="Chunk cut points: equal sizes or random.")
+    min_doc_tokens: int | None = Field(None, ge=1, description="Skip documents shorter than this.")
+    max_doc_tokens: int | None = Field(None, ge=1, description="Skip documents longer than this.")
+
+    @model_validator(mode="after")
+    def _fits(self) -> CIPSpec:
+        if self.seq_len < self.docs_per_seq * self.chunks_per_doc + 2:
+            raise ValueError(
+                f"seq_len {self.seq_len} is smaller than docs_per_seq x chunks_per_doc + 2 "
+                f"({self.docs_per_seq} x {self.chunks_per_doc} + 2): raise seq_len or lower docs_per_seq/chunks_per_doc"
+            )
+        if self.min_doc_tokens and self.max_doc_tokens and self.min_doc_tokens > self.max_doc_tokens:
+            raise ValueError("min_doc_tokens is above max_doc_tokens: swap them")
+        return self
+
+
+class SynLSpec(SpecBase):
+    """Synthetic lengthy tables (SynL): lookup and reasoning questions over rendered tables."""
+
+    kind: Literal["synl"] = "synl"
+    seq_len: int = Field(8192, ge=256, le=MAX_SEQ_LEN, description="Target tokens of prompt plus answer.")
+    min_len_ratio: float = Field(0.5, gt=0, le=1, description="Sample lengths spread over [ratio x seq_len, seq_len].")
+    formats: list[Literal["markdown", "csv", "jsonl", "html"]] = Field(
+        default_factory=lambda: list(FORMATS), min_length=1, description="Table renderings to draw from.")
+    families: list[Literal["retrieval", "multihop", "aggregation", "comparison", "reasoning"]] = Field(
+        default_factory=lambda: list(FAMILIES), min_length=1, description="Task families to draw from.")
+    max_tables: int = Field(3, ge=1, le=8, description="Tables per prompt are drawn from 1..max_tables (multi-hop needs 2+).")
+
+    @field_validator("formats", "families")
+    @classmethod
+    def _dedupe(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+
+class NIAHSpec(SpecBase):
+    """Needle-in-a-haystack evaluation grid: context lengths x depths, tokenizer-exact."""
+
+    kind: Literal["niah"] = "niah"
+    lengths: list[Annotated[int, Field(ge=64, le=MAX_SEQ_LEN)]] = Field(
+        default_factory=lambda: [1024, 2048, 4096], min_length=1, description="Context lengths in tokens.")
+    depths: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=1, description="Needle depths (0 = start, 1 = end).")
+    variant: Literal["passkey", "multikey", "multivalue"] = Field("passkey", description="Needle task.")
+    num_needles: int = Field(4, ge=1, le=64, description="Keys (multikey) or values (multivalue) per haystack.")
+
+    @property
+    def grid_size(self) -> int:
+        return len(self.lengths) * len(self.depths)
+
+
+DatasetSpec = Annotated[CIPSpec | SynLSpec | NIAHSpec, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(DatasetSpec)
+SPEC_TYPES: dict[str, type[SpecBase]] = {"cip": CIPSpec, "synl": SynLSpec, "niah": NIAHSpec}
+
+
+def parse_spec(data: dict[str, Any] | str) -> CIPSpec | SynLSpec | NIAHSpec:
+    """Validate a spec (dict or JSON); raises `ConfigError` naming the first bad field."""
+    try:
+        if isinstance(data, str):
+            return _ADAPTER.validate_json(data)
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise config_error_from(exc) from None
+
+
+def config_error_from(exc: ValidationError) -> ConfigError:
+    err = exc.errors()[0]
+    loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+    # The discriminated union puts the kind in the path (`cip.seq_len`); users know only the field.
+    if loc and loc[0] in SPEC_TYPES:
+        loc = loc[1:]
+    field = loc[0] if loc else "spec"
+    msg = err["msg"].removeprefix("Value error, ")
+    fix = "see `longweave generate --help` for the accepted values"
+    if err["type"] == "extra_forbidden":
+        msg, fix = "unknown field", "remove it or check its spelling"
+    return ConfigError(field, msg, fix)

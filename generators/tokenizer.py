@@ -1,0 +1,211 @@
+"""Tokenizers: any Hugging Face tokenizer from a local directory, or one trained on the corpus.
+
+Every length in longweave is a token count under the tokenizer the dataset is made for, so the
+tokenizer is loaded once and wrapped in `Tokenizer`, which offers the few operations the
+generators need, all returning numpy arrays: batch encoding without special tokens (the Rust
+backend's parallel `encode_batch`), exact counting, decoding, and chat encoding with a loss mask.
+
+Without a tokenizer directory, `train_tokenizer` trains a byte-level BPE (vocab 8192 by default)
+on the corpus with the `tokenizers` library and saves it as a normal Hugging Face directory with
+BOS/EOS/PAD tokens and a ChatML chat template, cached under a hash of corpus and settings so the
+second run loads it in milliseconds. A dataset records the tokenizer's name and the sha256 of its
+`tokenizer.json`; the trainer refuses data made with another one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .corpus import Corpus
+from .errors import TokenizerError
+
+FIELD = "--tokenizer"
+BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+# ChatML: the assistant turn's content is the only span that carries loss in SFT samples.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LONGWEAVE_HOME", ".longweave")) / "cache"
+
+
+@dataclass
+class Tokenizer:
+    """A loaded Hugging Face fast tokenizer plus its identity (name, sha256)."""
+
+    hf: Any  # transformers.PreTrainedTokenizerFast
+    path: Path
+    name: str
+    sha256: str
+
+    @property
+    def bos_id(self) -> int | None:
+        return self.hf.bos_token_id
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.hf.eos_token_id
+
+    @property
+    def pad_id(self) -> int | None:
+        return self.hf.pad_token_id
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.hf)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.hf.backend_tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        encs = self.hf.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.int32) for e in encs]
+
+    def count(self, text: str) -> int:
+        return len(self.hf.backend_tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def count_batch(self, texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in self.hf.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+    def decode(self, ids: np.ndarray | list[int], skip_special_tokens: bool = False) -> str:
+        return self.hf.decode(list(map(int, ids)), skip_special_tokens=skip_special_tokens)
+
+    def encode_chat(self, messages: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids of a chat and a mask that is true on the last (assistant) message only.
+
+        The prompt is rendered with the generation prompt and must be a token prefix of the whole
+        chat; the mask covers what follows it. This holds for any chat template, without relying
+        on `{% generation %}` markers that few templates carry.
+        """
+        if not messages or messages[-1].get("role") != "assistant":
+            raise TokenizerError("messages", "the last message must be the assistant's answer", "end the chat with it")
+        if not getattr(self.hf, "chat_template", None):
+            raise TokenizerError(FIELD, f"'{self.name}' has no chat template", "use a tokenizer with a chat_template")
+        prompt = self.hf.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+        full = self.hf.apply_chat_template(messages, tokenize=False)
+        if not full.startswith(prompt):
+            raise TokenizerError(FIELD, "the chat template renders the prompt differently inside the full chat",
+                                 "use a template whose prompt is a prefix of the full chat")
+        # Special tokens in the rendered text (BOS, <|im_start|>) are parsed by the backend.
+        head = np.asarray(self.hf.backend_tokenizer.encode(prompt, add_special_tokens=False).ids, dtype=np.int32)
+        tail = np.asarray(self.hf.backend_tokenizer.encode(full[len(prompt):], add_special_tokens=False).ids,
+                          dtype=np.int32)
+        ids = np.concatenate([head, tail])
+        mask = np.zeros(len(ids), dtype=bool)
+        mask[len(head):] = True
+        return ids, mask
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "sha256": self.sha256, "vocab_size": self.vocab_size,
+                "bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load a fast tokenizer from a local directory (never from a hub)."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise TokenizerError(FIELD, f"'{path}' is not a directory",
+                             "pass a local Hugging Face tokenizer directory, or leave --tokenizer out to train one")
+    if not (p / "tokenizer.json").is_file():
+        raise TokenizerError(FIELD, f"'{path}' has no tokenizer.json",
+                             "save the tokenizer with save_pretrained() (a fast tokenizer) into that directory")
+    try:
+        hf = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+    except Exception as exc:
+        raise TokenizerError(FIELD, f"'{path}' could not be loaded ({str(exc).splitlines()[0][:160]})",
+                             "check tokenizer.json and tokenizer_config.json in that directory") from None
+    if not isinstance(hf, PreTrainedTokenizerFast):
+        raise TokenizerError(FIELD, f"'{path}' is not a fast tokenizer", "convert it to a tokenizer.json first")
+    cfg = {}
+    if (p / "tokenizer_config.json").is_file():
+        cfg = json.loads((p / "tokenizer_config.json").read_text())
+    name = cfg.get("longweave_name") or cfg.get("name_or_path") or p.name
+    return Tokenizer(hf, p, str(name), file_sha256(p / "tokenizer.json"))
+
+
+def train_tokenizer(
+    corpus: Corpus,
+    vocab_size: int = 8192,
+    max_chars: int = 20_000_000,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Train (or find in the cache) a byte-level BPE on the corpus; returns its directory."""
+    from tokenizers import Tokenizer as RawTokenizer
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    if vocab_size < 300:
+        raise TokenizerError("--vocab-size", f"{vocab_size} is too small for byte-level BPE",
+                             "use at least 300 (256 bytes plus merges and special tokens)")
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = hashlib.sha256(json.dumps(["bpe-v1", corpus.fingerprint(), vocab_size, max_chars]).encode()).hexdigest()[:16]
+    out = cache / "tokenizers" / f"bpe{vocab_size}-{key}"
+    if (out / "tokenizer.json").is_file():
+        return out
+
+    raw = RawTokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD, BOS, EOS, IM_START, IM_END],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    raw.train_from_iterator(corpus.sample_text(max_chars), trainer=trainer)
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=raw, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+        additional_special_tokens=[IM_START, IM_END], chat_template=CHATML_TEMPLATE,
+    )
+    # Write to a temporary sibling and rename, so a crash never leaves half a tokenizer behind.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
+    hf.save_pretrained(str(tmp))
+    cfg_path = tmp / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["longweave_name"] = f"longweave-bpe{vocab_size}-{corpus.source if corpus.source == 'stdlib' else key}"
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    try:
+        tmp.rename(out)
+    except OSError:  # another process won the race; its copy is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def resolve_tokenizer(
+    path: str | Path | None,
+    corpus: Corpus | None = None,
+    vocab_size: int = 8192,
+    cache_dir: str | Path | None = None,
+) -> Tokenizer:
+    """The tokenizer at `path`, or one trained on `corpus` when no path is given."""
+    if path:
+        return load_tokenizer(path)
+    if corpus is None:
+        raise TokenizerError(FIELD, "no tokenizer and no corpus to train one on", "pass --tokenizer DIR or --corpus SRC")
+    return load_tokenizer(train_tokenizer(corpus, vocab_size=vocab_size, cache_dir=cache_dir))
