@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
@@ -75,11 +76,11 @@ class CIPSpec(SpecBase):
     def _fits(self) -> CIPSpec:
         if self.seq_len < self.docs_per_seq * self.chunks_per_doc + 2:
             raise ValueError(
-                f"seq_len {self.seq_len} is smaller than docs_per_seq x chunks_per_doc + 2 "
-                f"({self.docs_per_seq} x {self.chunks_per_doc} + 2): raise seq_len or lower docs_per_seq/chunks_per_doc"
+                f"seq_len: {self.seq_len} is smaller than docs_per_seq x chunks_per_doc + 2 "
+                f"({self.docs_per_seq} x {self.chunks_per_doc} + 2) (fix: raise seq_len or lower docs_per_seq/chunks_per_doc)"
             )
         if self.min_doc_tokens and self.max_doc_tokens and self.min_doc_tokens > self.max_doc_tokens:
-            raise ValueError("min_doc_tokens is above max_doc_tokens: swap them")
+            raise ValueError("min_doc_tokens: it is above max_doc_tokens (fix: swap them)")
         return self
 
 
@@ -111,10 +112,24 @@ class NIAHSpec(SpecBase):
         default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=1, description="Needle depths (0 = start, 1 = end).")
     variant: Literal["passkey", "multikey", "multivalue"] = Field("passkey", description="Needle task.")
     num_needles: int = Field(4, ge=1, le=64, description="Keys (multikey) or values (multivalue) per haystack.")
+    value_kind: Literal["numbers", "uuids", "words"] = Field(
+        "numbers", description="What the needles hide: 7-digit numbers, UUIDs or word pairs.")
+
+    @field_validator("lengths", "depths")
+    @classmethod
+    def _unique(cls, v: list[Any]) -> list[Any]:
+        # A repeated grid value would silently weight one cell twice; keep the first occurrence.
+        return list(dict.fromkeys(v))
 
     @property
     def grid_size(self) -> int:
+        """Cells of the grid; sample i uses cell i % grid_size (lengths outer, depths inner)."""
         return len(self.lengths) * len(self.depths)
+
+    def cell(self, index: int) -> tuple[int, float]:
+        """(context length, depth) of global sample `index`."""
+        c = index % self.grid_size
+        return self.lengths[c // len(self.depths)], self.depths[c % len(self.depths)]
 
 
 DatasetSpec = Annotated[CIPSpec | SynLSpec | NIAHSpec, Field(discriminator="kind")]
@@ -141,6 +156,12 @@ def config_error_from(exc: ValidationError) -> ConfigError:
     field = loc[0] if loc else "spec"
     msg = err["msg"].removeprefix("Value error, ")
     fix = "see `longweave generate --help` for the accepted values"
-    if err["type"] == "extra_forbidden":
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        field = "kind"
+        msg = "must be one of " + ", ".join(SPEC_TYPES)
+    elif not loc and (m := re.match(r"^([a-z_]+): (.*?)(?: \(fix: (.*)\))?$", msg)):
+        # Cross-field checks (model validators) write "field: message (fix: ...)".
+        field, msg, fix = m.group(1), m.group(2), m.group(3) or fix
+    elif err["type"] == "extra_forbidden":
         msg, fix = "unknown field", "remove it or check its spelling"
     return ConfigError(field, msg, fix)

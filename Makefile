@@ -1,0 +1,45 @@
+# The two commands of the quick start: `make demo` and `make test`. Each creates or updates
+# .venv by itself (re-installed whenever pyproject.toml changes).
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+# CPU installs must pin torch: an unpinned torch pulls a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+EXTRAS ?= service,trainer,dev
+STAMP   = $(VENV)/.installed-$(shell echo '$(EXTRAS) $(TORCH)' | md5sum | cut -c1-8)
+DEMO   ?= out/demo
+
+.PHONY: venv demo test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check '$(TORCH)'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS)]'
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(VENV)/bin/longweave generate cip  --num-samples 64 --seq-len 8192 --docs-per-seq 4 --chunks-per-doc 2 --out $(DEMO)/cip
+	$(VENV)/bin/longweave generate synl --num-samples 32 --seq-len 4096 --out $(DEMO)/synl
+	@echo
+	@echo "Two datasets are ready (Parquet shards, a dataset card, the tokenizer):"
+	@echo "  $(DEMO)/cip   ($(DEMO)/cip/README.md)"
+	@echo "  $(DEMO)/synl  ($(DEMO)/synl/README.md)"
+	@echo "Look inside with: $(VENV)/bin/longweave inspect $(DEMO)/synl"
+
+test: venv
+	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
+
+bench: venv
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[$(EXTRAS),bench]'
+	$(PY) bench/cip.py
+	$(PY) bench/synl.py
+
+clean:
+	rm -rf out .longweave .pytest_cache

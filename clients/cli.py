@@ -1,0 +1,268 @@
+"""The `longweave` command line.
+
+`longweave generate cip|synl|niah` builds a dataset on this machine; `inspect` shows one. The
+options map one to one onto the fields of the dataset specs in `generators/specs.py`, which
+validate them; this module only collects options, reports progress and turns typed errors into
+one line naming the option and the fix, with exit code 2. Commands that need the service or the
+trainer import them inside the command, so `longweave generate` stays light.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from longweave.generators.errors import LongweaveError
+
+app = typer.Typer(
+    name="longweave",
+    help="Mass-produce synthetic long-context training data and train on it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+generate_app = typer.Typer(help="Generate a dataset into a local folder.", no_args_is_help=True)
+app.add_typer(generate_app, name="generate")
+
+console = Console(stderr=True)
+out_console = Console()
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def option_name(field: str) -> str:
+    """`seq_len` -> `--seq-len`; leaves names that already look like options alone."""
+    if field.startswith("-") or " " in field:
+        return field
+    return "--" + field.replace("_", "-")
+
+
+def fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def handles_errors(fn: F) -> F:
+    """Turn a `LongweaveError` into one line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LongweaveError as err:
+            text = f"{option_name(err.field)}: {err.message}"
+            fail(text + (f" (fix: {err.fix})" if err.fix else ""))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def split_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+# -- shared options ----------------------------------------------------------------------------------
+Corpus = Annotated[str, typer.Option("--corpus", help="`stdlib`, a JSONL/Parquet file, a folder or a glob.")]
+TextField = Annotated[str, typer.Option("--text-field", help="Text column of JSONL/Parquet corpora.")]
+TokenizerDir = Annotated[
+    str | None, typer.Option("--tokenizer", help="Local Hugging Face tokenizer directory (default: train a BPE on the corpus).")
+]
+VocabSize = Annotated[int, typer.Option("--vocab-size", help="Vocabulary of the BPE trained when no --tokenizer is given.")]
+NumSamples = Annotated[int, typer.Option("--num-samples", "-n", help="Samples to generate.")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed: the same options and seed give byte-identical files.")]
+ShardSize = Annotated[int, typer.Option("--shard-size", help="Samples per Parquet shard.")]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+Name = Annotated[str | None, typer.Option("--name", help="Dataset id used in sample ids (default: a hash of the options).")]
+CacheDir = Annotated[
+    Path | None, typer.Option("--cache-dir", help="Where trained tokenizers and tokenized corpora are cached.")
+]
+
+
+def run_generate(fields: dict[str, Any], out: Path, cache_dir: Path | None) -> None:
+    from longweave.generators.dataset import build_dataset
+    from longweave.generators.pipeline import prepare
+    from longweave.generators.specs import parse_spec
+
+    spec = parse_spec({k: v for k, v in fields.items() if v is not None})
+    cache = cache_dir or Path(os.environ.get("LONGWEAVE_HOME", ".longweave")) / "cache"
+    with console.status("loading the tokenizer and corpus (first run trains and tokenizes, then caches)"):
+        ctx = prepare(spec, cache)
+        if spec.kind in ("cip", "niah"):
+            _ = ctx.store
+    progress = Progress(
+        TextColumn(f"[bold]{spec.kind}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
+        TextColumn("{task.fields[tokens]:,} tokens"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    )
+    with progress:
+        task = progress.add_task("generate", total=spec.num_samples, tokens=0)
+        total_tokens = 0
+
+        def on_shard(shard: int, samples: int, tokens: int) -> None:
+            nonlocal total_tokens
+            total_tokens += tokens
+            progress.update(task, advance=samples, tokens=total_tokens)
+
+        result = build_dataset(spec, out, cache, on_shard=on_shard, ctx=ctx)
+    info = result.info
+    out_console.print(
+        f"[green]done:[/] {info['num_samples']:,} {info['kind']} samples, {info['num_tokens']:,} tokens, "
+        f"{len(info['shards'])} shard(s) in [bold]{result.out}[/] (card: {result.out / 'README.md'})",
+        highlight=False, soft_wrap=True,
+    )
+
+
+# -- generate ----------------------------------------------------------------------------------------
+@generate_app.command("cip")
+@handles_errors
+def generate_cip(
+    out: Out,
+    corpus: Corpus = "stdlib",
+    seq_len: Annotated[int, typer.Option("--seq-len", "-L", help="Tokens per sequence (exact).")] = 8192,
+    docs_per_seq: Annotated[int, typer.Option("--docs-per-seq", "-N", help="Documents interleaved per sequence.")] = 4,
+    chunks_per_doc: Annotated[int, typer.Option("--chunks-per-doc", "-K", help="Chunks per document.")] = 2,
+    split: Annotated[str, typer.Option("--split", help="Chunk cut points: equal or random.")] = "random",
+    min_doc_tokens: Annotated[int | None, typer.Option("--min-doc-tokens", help="Skip shorter documents.")] = None,
+    max_doc_tokens: Annotated[int | None, typer.Option("--max-doc-tokens", help="Skip longer documents.")] = None,
+    num_samples: NumSamples = 1000,
+    seed: Seed = 0,
+    shard_size: ShardSize = 256,
+    tokenizer: TokenizerDir = None,
+    vocab_size: VocabSize = 8192,
+    text_field: TextField = "text",
+    name: Name = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Chunk-interleaved pretraining sequences (LongSkywork CIP): d1c1 d2c1 ... dNc1 d1c2 ... dNcK."""
+    run_generate(
+        dict(kind="cip", corpus=corpus, seq_len=seq_len, docs_per_seq=docs_per_seq, chunks_per_doc=chunks_per_doc,
+             split=split, min_doc_tokens=min_doc_tokens, max_doc_tokens=max_doc_tokens, num_samples=num_samples,
+             seed=seed, shard_size=shard_size, tokenizer=tokenizer, vocab_size=vocab_size, text_field=text_field,
+             name=name),
+        out, cache_dir,
+    )
+
+
+@generate_app.command("synl")
+@handles_errors
+def generate_synl(
+    out: Out,
+    seq_len: Annotated[int, typer.Option("--seq-len", "-L", help="Target tokens of prompt plus answer.")] = 8192,
+    formats: Annotated[
+        str | None, typer.Option("--format", "--formats", help="Comma-separated: markdown,csv,jsonl,html (default: all).")
+    ] = None,
+    families: Annotated[
+        str | None,
+        typer.Option("--families", help="Comma-separated: retrieval,multihop,aggregation,comparison,reasoning (default: all)."),
+    ] = None,
+    max_tables: Annotated[int | None, typer.Option("--tables", help="Most tables per prompt (1..8).")] = None,
+    min_len_ratio: Annotated[
+        float | None, typer.Option("--min-len-ratio", help="Sample lengths spread over [ratio x seq-len, seq-len].")
+    ] = None,
+    num_samples: NumSamples = 1000,
+    seed: Seed = 0,
+    shard_size: ShardSize = 256,
+    corpus: Corpus = "stdlib",
+    tokenizer: TokenizerDir = None,
+    vocab_size: VocabSize = 8192,
+    name: Name = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Synthetic lengthy tables (SynL): lookup, multi-hop, aggregation, comparison and reasoning SFT tasks."""
+    run_generate(
+        dict(kind="synl", seq_len=seq_len, formats=split_list(formats), families=split_list(families),
+             max_tables=max_tables, min_len_ratio=min_len_ratio, num_samples=num_samples, seed=seed,
+             shard_size=shard_size, corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size, name=name),
+        out, cache_dir,
+    )
+
+
+@generate_app.command("niah")
+@handles_errors
+def generate_niah(
+    out: Out,
+    lengths: Annotated[str, typer.Option("--lengths", help="Comma-separated context lengths in tokens.")] = "1024,2048,4096",
+    depths: Annotated[str, typer.Option("--depths", help="Comma-separated needle depths in [0, 1].")] = "0,0.25,0.5,0.75,1",
+    variant: Annotated[str, typer.Option("--variant", help="passkey, multikey or multivalue.")] = "passkey",
+    num_needles: Annotated[int, typer.Option("--num-needles", help="Keys (multikey) or values (multivalue).")] = 4,
+    num_samples: Annotated[
+        int | None, typer.Option("--num-samples", "-n", help="Samples (default: one per grid cell).")
+    ] = None,
+    seed: Seed = 0,
+    shard_size: ShardSize = 256,
+    corpus: Corpus = "stdlib",
+    tokenizer: TokenizerDir = None,
+    vocab_size: VocabSize = 8192,
+    text_field: TextField = "text",
+    name: Name = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Needle-in-a-haystack evaluation grid: context lengths x depths, tokenizer-exact."""
+    try:
+        length_list = [int(x) for x in split_list(lengths) or []]
+    except ValueError:
+        fail(f"--lengths: '{lengths}' is not a comma-separated list of integers (fix: e.g. --lengths 1024,4096)")
+    try:
+        depth_list = [float(x) for x in split_list(depths) or []]
+    except ValueError:
+        fail(f"--depths: '{depths}' is not a comma-separated list of numbers (fix: e.g. --depths 0,0.5,1)")
+    if num_samples is None:
+        num_samples = max(1, len(length_list) * len(depth_list))
+    run_generate(
+        dict(kind="niah", lengths=length_list, depths=depth_list, variant=variant, num_needles=num_needles,
+             num_samples=num_samples, seed=seed, shard_size=shard_size, corpus=corpus, tokenizer=tokenizer,
+             vocab_size=vocab_size, text_field=text_field, name=name),
+        out, cache_dir,
+    )
+
+
+# -- inspect -----------------------------------------------------------------------------------------
+@app.command("inspect")
+@handles_errors
+def inspect_dataset(
+    path: Annotated[Path, typer.Argument(help="A dataset folder written by `longweave generate`.")],
+    samples: Annotated[int, typer.Option("--samples", "-n", help="Samples to show.")] = 1,
+    chars: Annotated[int, typer.Option("--chars", help="Characters of each sample's text to show.")] = 600,
+) -> None:
+    """Summarise a dataset folder and show its first samples decoded."""
+    from rich.table import Table
+
+    from longweave.generators.records import from_table, read_parquet
+    from longweave.generators.tokenizer import load_tokenizer
+
+    meta_path = path / "dataset.json"
+    if not meta_path.is_file():
+        fail(f"PATH: '{path}' has no dataset.json (fix: pass a folder written by `longweave generate`)")
+    info = json.loads(meta_path.read_text())
+    table = Table(title=f"{info['id']} ({info['kind']})", show_header=False)
+    for key in ("num_samples", "num_tokens"):
+        table.add_row(key, f"{info[key]:,}")
+    table.add_row("shards", str(len(info["shards"])))
+    table.add_row("tokenizer", f"{info['tokenizer']['name']} ({info['tokenizer']['sha256'][:12]})")
+    table.add_row("lengths", json.dumps(info["length_stats"]))
+    out_console.print(table)
+    tok = load_tokenizer(path / "tokenizer")
+    records = from_table(read_parquet(path / info["shards"][0]).slice(0, samples))
+    for rec in records:
+        text = tok.decode(rec.input_ids)
+        out_console.rule(f"{rec.id}  ({len(rec.input_ids):,} tokens)")
+        out_console.print(text[:chars], markup=False, highlight=False)
+        if len(text) > chars:
+            out_console.print(f"[dim]... {len(text) - chars:,} more characters[/]")
+        if rec.answer is not None:
+            out_console.print(f"[bold]answer:[/] {rec.answer}", highlight=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

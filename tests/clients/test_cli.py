@@ -1,0 +1,92 @@
+"""The `longweave` CLI as a user runs it: a real subprocess, exit codes, files on disk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def longweave(*args: str | Path, cache_dir: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "longweave.clients.cli", *map(str, args)]
+    if args and args[0] == "generate":
+        cmd += ["--cache-dir", str(cache_dir)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def parquet_bytes(folder: Path) -> list[bytes]:
+    return [p.read_bytes() for p in sorted((folder / "data").glob("*.parquet"))]
+
+
+CIP = ("generate", "cip", "--seq-len", "512", "--num-samples", "6", "--shard-size", "4")
+
+
+def test_generate_is_byte_identical_per_seed(tmp_path: Path, cache_dir: Path) -> None:
+    runs = {}
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        res = longweave(*CIP, "--seed", seed, "--out", tmp_path / name, cache_dir=cache_dir)
+        assert res.returncode == 0, res.stderr
+        runs[name] = parquet_bytes(tmp_path / name)
+    assert len(runs["a"]) == 2  # 6 samples in shards of 4
+    assert runs["a"] == runs["b"]
+    assert runs["a"] != runs["c"]
+    info = json.loads((tmp_path / "a" / "dataset.json").read_text())
+    assert info["num_samples"] == 6 and info["num_tokens"] == 6 * 512
+    assert (tmp_path / "a" / "README.md").read_text().count("512") >= 1
+    assert (tmp_path / "a" / "lengths.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "a" / "tokenizer" / "tokenizer.json").is_file()
+    assert "done:" in res.stdout and str(tmp_path / "c") in res.stdout.replace("\n", "")
+
+
+def test_inspect_shows_a_decoded_sample(tmp_path: Path, cache_dir: Path) -> None:
+    assert longweave(*CIP, "--out", tmp_path / "d", cache_dir=cache_dir).returncode == 0
+    res = longweave("inspect", tmp_path / "d", cache_dir=cache_dir)
+    assert res.returncode == 0, res.stderr
+    assert "num_tokens" in res.stdout and "/00000/000000" in res.stdout
+
+
+def bad_corpora(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.txt").write_text("")
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{oops\n')
+    (tmp_path / "bad.parquet").write_text("not parquet at all")
+    return {"empty": tmp_path / "empty", "jsonl": tmp_path / "bad.jsonl", "parquet": tmp_path / "bad.parquet"}
+
+
+@pytest.mark.parametrize(
+    "case, option",
+    [
+        ("missing corpus", "--corpus"),
+        ("empty corpus", "--corpus"),
+        ("invalid jsonl", "--corpus"),
+        ("invalid parquet", "--corpus"),
+        ("L < N*K", "--seq-len"),
+        ("unknown format", "--formats"),
+        ("unknown family", "--families"),
+        ("missing tokenizer", "--tokenizer"),
+        ("bad depth", "--depths"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(case: str, option: str, tmp_path: Path, cache_dir: Path) -> None:
+    corpora = bad_corpora(tmp_path)
+    out = ("--out", tmp_path / "out")
+    args = {
+        "missing corpus": ("generate", "cip", "--corpus", tmp_path / "nope.jsonl", *out),
+        "empty corpus": ("generate", "cip", "--corpus", corpora["empty"], *out),
+        "invalid jsonl": ("generate", "cip", "--corpus", corpora["jsonl"], *out),
+        "invalid parquet": ("generate", "cip", "--corpus", corpora["parquet"], *out),
+        "L < N*K": ("generate", "cip", "--seq-len", "40", "--docs-per-seq", "8", "--chunks-per-doc", "8", *out),
+        "unknown format": ("generate", "synl", "--format", "markdown,xml", *out),
+        "unknown family": ("generate", "synl", "--families", "poetry", *out),
+        "missing tokenizer": ("generate", "cip", "--tokenizer", tmp_path / "no-such-dir", *out),
+        "bad depth": ("generate", "niah", "--depths", "0,1.5", *out),
+    }[case]
+    res = longweave(*args, cache_dir=cache_dir)
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in res.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert option in lines[0] and "fix:" in lines[0], lines[0]

@@ -1,0 +1,90 @@
+"""Corpus sources: JSONL, Parquet, folders, globs, stdlib; stable ids; clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from longweave.generators.corpus import Corpus
+from longweave.generators.errors import CorpusError
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_jsonl_reads_every_row_with_ids(tmp_path: Path) -> None:
+    rows = [{"id": f"doc{i}", "text": f"text number {i}"} for i in range(1000)]
+    corpus = Corpus.open(write_jsonl(tmp_path / "c.jsonl", rows))
+    docs = list(corpus)
+    assert [d.id for d in docs] == [r["id"] for r in rows]
+    assert [d.text for d in docs] == [r["text"] for r in rows]
+    # batches never exceed the requested size and cover everything once
+    batches = list(corpus.iter_batches(batch_size=64))
+    assert max(len(b) for b in batches) == 64 and sum(len(b) for b in batches) == 1000
+
+
+def test_parquet_without_id_column_gets_row_ids(tmp_path: Path) -> None:
+    path = tmp_path / "c.parquet"
+    pl.DataFrame({"body": ["alpha", "", "gamma"]}).write_parquet(path)
+    docs = list(Corpus.open(path, text_field="body"))
+    assert [(d.id, d.text) for d in docs] == [("c.parquet:0", "alpha"), ("c.parquet:2", "gamma")]
+
+
+def test_folder_and_glob(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "one.txt").write_text("first")
+    (tmp_path / "two.md").write_text("second")
+    (tmp_path / "skip.bin").write_bytes(b"\x00\x01")
+    by_folder = list(Corpus.open(tmp_path))
+    assert sorted(d.id for d in by_folder) == ["a/one.txt", "two.md"]
+    by_glob = list(Corpus.open(str(tmp_path / "**" / "*.txt")))
+    assert [d.text for d in by_glob] == ["first"]
+
+
+def test_stdlib_has_stable_ids() -> None:
+    a, b = Corpus.open("stdlib"), Corpus.open("stdlib")
+    first = next(a.iter_batches(8))
+    assert [d.id for d in first] == [d.id for d in next(b.iter_batches(8))]
+    assert all(d.id.startswith("stdlib:") and d.id.endswith(".py") for d in first)
+    assert a.fingerprint() == b.fingerprint()
+
+
+@pytest.mark.parametrize(
+    "content, suffix, expect",
+    [
+        ("{not json\n", ".jsonl", "not valid JSONL"),
+        ("this is not parquet", ".parquet", "not valid Parquet"),
+    ],
+)
+def test_malformed_files_raise_corpus_error(tmp_path: Path, content: str, suffix: str, expect: str) -> None:
+    path = tmp_path / f"bad{suffix}"
+    path.write_text(content)
+    with pytest.raises(CorpusError) as info:
+        list(Corpus.open(path))
+    assert info.value.field == "--corpus" and expect in info.value.message
+
+
+def test_missing_empty_and_wrong_column(tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match="does not exist"):
+        Corpus.open(tmp_path / "nope.jsonl")
+    empty = write_jsonl(tmp_path / "empty.jsonl", [{"text": ""}])
+    with pytest.raises(CorpusError, match="no non-empty documents"):
+        list(Corpus.open(empty))
+    other = write_jsonl(tmp_path / "other.jsonl", [{"content": "x"}])
+    with pytest.raises(CorpusError) as info:
+        list(Corpus.open(other))
+    assert info.value.field == "--text-field" and "content" in info.value.message
+
+
+def test_bigger_than_one_batch_streams_lazily(tmp_path: Path) -> None:
+    # 20k rows in batches of 100: the reader must not need the whole file at once to start.
+    rows = [{"text": "x" * 50} for _ in range(20_000)]
+    corpus = Corpus.open(write_jsonl(tmp_path / "big.jsonl", rows))
+    it = corpus.iter_batches(batch_size=100)
+    assert len(next(it)) == 100
+    assert sum(len(b) for b in it) == 19_900
