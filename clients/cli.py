@@ -192,6 +192,7 @@ def generate_niah(
     depths: Annotated[str, typer.Option("--depths", help="Comma-separated needle depths in [0, 1].")] = "0,0.25,0.5,0.75,1",
     variant: Annotated[str, typer.Option("--variant", help="passkey, multikey or multivalue.")] = "passkey",
     num_needles: Annotated[int, typer.Option("--num-needles", help="Keys (multikey) or values (multivalue).")] = 4,
+    value_kind: Annotated[str, typer.Option("--value-kind", help="Needle values: numbers, uuids or words.")] = "numbers",
     num_samples: Annotated[
         int | None, typer.Option("--num-samples", "-n", help="Samples (default: one per grid cell).")
     ] = None,
@@ -217,6 +218,7 @@ def generate_niah(
         num_samples = max(1, len(length_list) * len(depth_list))
     run_generate(
         dict(kind="niah", lengths=length_list, depths=depth_list, variant=variant, num_needles=num_needles,
+             value_kind=value_kind,
              num_samples=num_samples, seed=seed, shard_size=shard_size, corpus=corpus, tokenizer=tokenizer,
              vocab_size=vocab_size, text_field=text_field, name=name),
         out, cache_dir,
@@ -258,6 +260,90 @@ def inspect_dataset(
             out_console.print(f"[dim]... {len(text) - chars:,} more characters[/]")
         if rec.answer is not None:
             out_console.print(f"[bold]answer:[/] {rec.answer}", highlight=False)
+
+
+# -- service -----------------------------------------------------------------------------------------
+@app.command("serve")
+@handles_errors
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", help="Local worker processes to start beside the API.")] = 0,
+) -> None:
+    """Run the dataset service (REST API). Without REDIS_URL it starts an embedded valkey-server."""
+    from longweave.service.commands import serve as serve_fn
+
+    serve_fn(host=host, port=port, workers=workers)
+
+
+@app.command("worker")
+@handles_errors
+def worker(
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Worker processes on this host.")] = 1,
+) -> None:
+    """Run shard workers against REDIS_URL (any number, on any host that reaches it)."""
+    from longweave.service.commands import worker as worker_fn
+
+    worker_fn(concurrency=concurrency)
+
+
+# -- trainer -----------------------------------------------------------------------------------------
+@app.command("train")
+@handles_errors
+def train(
+    recipe: Annotated[
+        Path | None, typer.Option("--recipe", help="A recipe YAML (recipes/*.yaml) or one training config.")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a config field, e.g. --set optim.lr=1e-4 (repeatable).")
+    ] = None,
+) -> None:
+    """Train (continual pretraining or long-context SFT) from Parquet datasets or Redis streams."""
+    from longweave.trainer.commands import train as train_fn
+
+    final = train_fn(recipe, overrides or [])
+    out_console.print(f"[green]done:[/] final model in [bold]{final}[/]", highlight=False, soft_wrap=True)
+
+
+@app.command("eval")
+@handles_errors
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="A Hugging Face model directory.")],
+    out: Out = Path("eval"),
+    data: Annotated[
+        list[str] | None, typer.Option("--data", help="Held-out dataset folders or Parquet files for perplexity.")
+    ] = None,
+    lengths: Annotated[str | None, typer.Option("--lengths", help="Comma-separated needle context lengths.")] = None,
+    depths: Annotated[str | None, typer.Option("--depths", help="Comma-separated needle depths in [0, 1].")] = None,
+    trials: Annotated[int, typer.Option("--trials", help="Needle trials per grid cell.")] = 2,
+) -> None:
+    """Needle grid (JSON and heatmap PNG) and perplexity by position bucket."""
+    from longweave.trainer.commands import evaluate as eval_fn
+
+    try:
+        length_list = [int(x) for x in split_list(lengths)] if lengths else None
+        depth_list = [float(x) for x in split_list(depths)] if depths else None
+    except ValueError:
+        fail("--lengths/--depths: not comma-separated numbers (fix: e.g. --lengths 1024,2048 --depths 0,0.5,1)")
+    result = eval_fn(model, out, data=data, lengths=length_list, depths=depth_list, trials=trials)
+    out_console.print(f"[green]done:[/] results in [bold]{out}[/]", highlight=False, soft_wrap=True)
+    if isinstance(result, dict):
+        out_console.print_json(json.dumps(result, default=str)[:4000])
+
+
+@app.command("merge")
+@handles_errors
+def merge(
+    a: Annotated[Path, typer.Argument(help="First model directory.")],
+    b: Annotated[Path, typer.Argument(help="Second model directory.")],
+    alpha: Annotated[float, typer.Option("--alpha", help="Weight of B: (1 - alpha) * A + alpha * B.")] = 0.5,
+    out: Out = Path("merged"),
+) -> None:
+    """Average the weights of two checkpoints of the same architecture (LongRecipe's last step)."""
+    from longweave.trainer.commands import merge as merge_fn
+
+    result = merge_fn(a, b, alpha, out)
+    out_console.print(f"[green]done:[/] merged model in [bold]{result}[/]", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

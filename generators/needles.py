@@ -1,0 +1,592 @@
+"""Needle-in-a-haystack evaluation sets: a grid of context lengths x depths, tokenizer-exact.
+
+What a sample is. One chat: the user message is an instruction, a haystack of corpus text with
+one or more needle sentences hidden in it, and a question; the assistant message is the answer.
+Variants:
+- `passkey`: one needle "The pass key is 4817203. Remember it. 4817203 is the pass key.";
+  the question asks for the pass key.
+- `multikey`: `num_needles` needles "The special magic number for {key} is: {value}." with
+  distinct keys; the question asks for one key's value, the others are distractors.
+- `multivalue`: `num_needles` needles with the same key and distinct values; the answer is every
+  value, in their order of appearance in the text, joined by ", ".
+Values are 7-digit numbers, UUIDs or adjective-noun word pairs (`value_kind`); keys are word pairs.
+Every draw comes from `pipeline.sample_rng(spec, index)`, so a sample is a function of (seed,
+index) alone.
+
+The grid. Sample i uses cell i % grid_size, cells enumerated lengths outer, depths inner
+(cell c -> lengths[c // len(depths)], depths[c % len(depths)]); `num_samples` = grid_size x r gives
+every cell r samples.
+
+Depth. The depth d of a needle is a fraction of the haystack's tokens: the needle is inserted at
+the start of the line that holds haystack token round(d x H), i.e. snapped back to the previous
+newline so no line of code or prose is cut; d = 1 (or a point past the last line start) appends
+the needle after the haystack's last line. The queried needle (passkey, multikey) sits at the cell's
+depth; multikey distractors sit at uniformly drawn depths; multivalue needles are spread evenly from
+the cell's depth towards the end (d + (1 - d) j / n, j = 0..n-1), as gkamradt's multi-needle tester
+does. Insertion points are fixed from the first estimate of the haystack's size; the length fit
+then moves only the haystack's end (and, rarely, drops its first lines), so a point can drift by
+a few tokens beyond the snapping. `meta.needle_depths` records the depth each needle actually got
+(tokens of haystack before it over haystack tokens, needles excluded).
+
+Haystack. Documents of the tokenized corpus (`ctx.store`) in a seeded order (one permutation per
+dataset seed; each sample starts at a random place in it), decoded and joined with a blank line.
+
+Length rule: exact. The sample (messages encoded with `ctx.tokenizer.encode_chat`, answer and
+template tokens included) has exactly the cell's length in tokens. The haystack's end is moved
+until an encode of the final prompt gives that count: a first cut from the corpus token counts,
+then steps of the measured difference (mapped to characters through the encoder's offsets), then
+a bisection on characters; after the first full encode only the changed end is re-encoded, and the
+record's own encode_chat checks the result. The count can jump over the target (a character that
+opens a token and breaks a merge with the text after it); the fitter then drops the haystack's
+first line and searches again, which moves the crossing to other text. Only if eight such
+restarts fail does it keep the longest sample below the target and record the gap in
+`meta.length_short`; in our runs (thousands of samples, two tokenizers, 700 to 131072 tokens)
+that never happened.
+"""
+
+from __future__ import annotations
+
+import bisect
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, CorpusError, TokenizerError
+from .pipeline import KIND_STREAM, Context, sample_rng
+from .records import Record, record_id
+from .specs import NIAHSpec
+from .tokenizer import Tokenizer
+
+SEP = "\n\n"  # between haystack documents
+MIN_HAYSTACK_TOKENS = 16  # a cell must leave at least this much haystack around the needles
+NUMBER_DIGITS = 7
+MAX_SEARCH_STEPS = 12  # full encodes per search for the end of the haystack (typically 2-3)
+MAX_RESTARTS = 8  # searches per sample, each with one more leading line dropped
+LOCAL_BACKOFF_TOKENS = 16  # re-encode from this many tokens before the first changed character
+DOC_SLACK_TOKENS = 256  # corpus tokens taken beyond the estimate, so the fitter can grow the cut
+
+NOUN = {"numbers": "number", "uuids": "uuid", "words": "word"}
+
+# Keys (and word values) are adjective-noun pairs: 64 x 64 = 4096 distinct, readable, and unlikely
+# to occur in source code or prose by accident.
+ADJECTIVES = (
+    "amber", "ancient", "azure", "bitter", "bold", "brave", "brisk", "bronze", "calm", "clever",
+    "cobalt", "copper", "crimson", "curly", "dusty", "eager", "early", "faint", "fancy", "fierce",
+    "frosty", "gentle", "gilded", "glossy", "golden", "grumpy", "hollow", "humble", "icy", "jolly",
+    "lively", "lucky", "marble", "mellow", "misty", "modest", "noble", "olive", "pale", "plucky",
+    "polite", "proud", "quiet", "rapid", "rustic", "scarlet", "shady", "silent", "silver", "sleepy",
+    "smoky", "snowy", "solar", "spicy", "stormy", "sturdy", "sunny", "swift", "tidy", "velvet",
+    "vivid", "wary", "witty", "zesty",
+)
+NOUNS = (
+    "anchor", "badger", "barrel", "beacon", "bison", "bramble", "canyon", "castle", "cedar", "comet",
+    "condor", "cricket", "dolphin", "ember", "falcon", "fern", "ferret", "fjord", "garden", "glacier",
+    "harbor", "hazel", "heron", "island", "jackal", "kettle", "lagoon", "lantern", "lemur", "magnet",
+    "meadow", "mirror", "nebula", "orchid", "otter", "panther", "pebble", "pepper", "pigeon", "quarry",
+    "quill", "raven", "reef", "saddle", "salmon", "spindle", "sparrow", "summit", "thistle", "tiger",
+    "timber", "tulip", "turtle", "valley", "violet", "walnut", "willow", "wombat", "yak", "zephyr",
+    "acorn", "basalt", "cactus", "delta",
+)
+
+PASSKEY_NEEDLE = "The pass key is {value}. Remember it. {value} is the pass key."
+MAGIC_NEEDLE = "The special magic {noun} for {key} is: {value}."
+INTRO = {
+    "passkey": "A pass key is hidden somewhere in the long text below. Find it and remember it: "
+               "you will be asked for it after the text.",
+    "multikey": "Special magic {noun}s are hidden in the long text below, each tied to a key. "
+                "Remember them: you will be asked for the {noun} of one key after the text.",
+    "multivalue": "Special magic {noun}s are hidden in the long text below. Remember them: you will be "
+                  "asked for all the {noun}s of one key after the text.",
+}
+QUESTION = {
+    "passkey": "What is the pass key? Answer with the pass key only.",
+    "multikey": "What is the special magic {noun} for {key} mentioned in the text above? "
+                "Answer with the {noun} only.",
+    "multivalue": "What are all the special magic {noun}s for {key} mentioned in the text above? "
+                  "List them in the order they appear in the text, separated by commas.",
+}
+
+
+# -- values ---------------------------------------------------------------------------------------
+def _word_pairs(rng: np.random.Generator, n: int) -> list[str]:
+    picks = rng.choice(len(ADJECTIVES) * len(NOUNS), size=n, replace=False)
+    return [f"{ADJECTIVES[p // len(NOUNS)]}-{NOUNS[p % len(NOUNS)]}" for p in picks]
+
+
+def _values(rng: np.random.Generator, kind: str, n: int, avoid: set[str]) -> list[str]:
+    """n distinct values of `kind`, none of them in `avoid` (the keys)."""
+    if kind == "numbers":
+        low = 10 ** (NUMBER_DIGITS - 1)
+        return [str(low + int(v)) for v in rng.choice(9 * low, size=n, replace=False)]
+    if kind == "uuids":
+        # Random version-4 UUIDs from the sample's own generator (uuid.uuid4 would use the OS).
+        return [str(uuid.UUID(bytes=rng.bytes(16), version=4)) for _ in range(n)]
+    pairs = _word_pairs(rng, n + len(avoid))
+    return [p for p in pairs if p not in avoid][:n]
+
+
+# -- haystack -------------------------------------------------------------------------------------
+def _doc_order(ctx: Context) -> np.ndarray:
+    """Non-empty documents of the store in the dataset's seeded order (computed once per process)."""
+    order = ctx.memo.get("niah.order")
+    if order is None:
+        lengths = ctx.store.lengths
+        nonempty = np.flatnonzero(lengths > 0)
+        if len(nonempty) == 0:
+            raise CorpusError("--corpus", "has no document with any text", "point it at a corpus with text")
+        spec = ctx.spec
+        # 2**40 cannot be a sample index (specs cap num_samples far below), so this stream is apart
+        # from every sample's.
+        rng = np.random.default_rng([spec.seed, KIND_STREAM["niah"], 2**40])
+        order = nonempty[rng.permutation(len(nonempty))]
+        ctx.memo["niah.order"] = order
+    return order
+
+
+@dataclass
+class _Haystack:
+    """Corpus text in sample order, grown on demand; knows where each corpus token lands as a char."""
+
+    ctx: Context
+    order: np.ndarray
+    position: int  # next index into `order`
+    sep_tokens: int
+    docs: list[int] = field(default_factory=list)
+    tokens: list[np.ndarray] = field(default_factory=list)  # tokens used of each doc (a prefix)
+    texts: list[str] = field(default_factory=list)
+    tok_starts: list[int] = field(default_factory=list)  # corpus-token position of each doc's start
+    char_starts: list[int] = field(default_factory=list)
+    text: str = ""
+
+    @property
+    def num_tokens(self) -> int:
+        if not self.docs:
+            return 0
+        return self.tok_starts[-1] + len(self.tokens[-1])
+
+    def ensure(self, n: int) -> None:
+        """Hold at least n corpus tokens (plus slack), decoding more documents if needed."""
+        want = n + DOC_SLACK_TOKENS
+        if self.num_tokens >= want:
+            return
+        store, tok = self.ctx.store, self.ctx.tokenizer
+        if self.docs and len(self.tokens[-1]) < int(store.lengths[self.docs[-1]]):
+            # The last document was cut short: take more of it before opening another one.
+            for column in (self.docs, self.tokens, self.texts, self.tok_starts, self.char_starts):
+                column.pop()
+            self.position -= 1
+        start = self.num_tokens + (self.sep_tokens if self.docs else 0)
+        while start < want:
+            doc = int(self.order[self.position % len(self.order)])
+            self.position += 1
+            ids = store.doc(doc)[: want - start]  # cap huge documents at what is needed
+            self.docs.append(doc)
+            self.tokens.append(np.asarray(ids))
+            self.texts.append(_decode(tok, ids))
+            self.tok_starts.append(start)
+            start += len(ids) + self.sep_tokens
+        self.text = SEP.join(self.texts)
+        self.char_starts = []
+        pos = 0
+        for t in self.texts:
+            self.char_starts.append(pos)
+            pos += len(t) + len(SEP)
+
+    def char_of(self, p: int) -> int:
+        """Character position of corpus token p (approximate inside a multi-byte character)."""
+        self.ensure(p)
+        j = bisect.bisect_right(self.tok_starts, p) - 1
+        k = p - self.tok_starts[j]
+        if k >= len(self.tokens[j]):  # inside the separator: the next document's start
+            return min(self.char_starts[j] + len(self.texts[j]) + len(SEP), len(self.text))
+        return self.char_starts[j] + len(_decode(self.ctx.tokenizer, self.tokens[j][:k]))
+
+    def doc_ids_in(self, s: int, cut: int) -> list[str]:
+        """Ids of the documents that text[s:cut] draws on, in order."""
+        ids = self.ctx.store.ids
+        spans = zip(self.docs, self.char_starts, self.texts)
+        return [ids[d] for d, c, t in spans if c < cut and c + len(t) > s]
+
+
+def _decode(tok: Tokenizer, ids: np.ndarray) -> str:
+    # The backend decoder straight from a list: no per-token conversion, no clean-up of spaces.
+    return tok.hf.backend_tokenizer.decode(np.asarray(ids).tolist(), skip_special_tokens=False)
+
+
+def _line_start(text: str, char: int) -> int:
+    """The start of the line holding `char` (0 when there is no newline before it)."""
+    return text.rfind("\n", 0, char) + 1
+
+
+# -- layout ---------------------------------------------------------------------------------------
+@dataclass
+class _Layout:
+    """The user content for one haystack window, and where its parts are in it."""
+
+    content: str
+    needle_starts: list[int]  # char offset of each needle in `content`
+    needle_ends: list[int]
+    order: list[int]  # appearance order -> needle index
+    hay_start: int  # haystack region in `content`
+    hay_end: int  # end of the haystack text proper (before needles appended at the end)
+    tail_base: int  # content offset minus haystack offset in the last haystack segment
+    tail_from: int  # haystack offset where that segment starts
+
+
+def _layout(intro: str, question: str, hay: str, s: int, cut: int, points: list[int | None],
+            needles: list[str]) -> _Layout:
+    """hay[s:cut] with needle lines inserted at the line starts `points`.
+
+    A point before `s` moves to `s`; a point at or past `cut` (or None) puts the needle after the
+    haystack's last line. Needles at the same point keep their index order.
+    """
+    head = intro + "\n\n"
+    where = [min(max(p, s), cut) if p is not None else cut for p in points]
+    ranked = sorted(range(len(needles)), key=lambda i: (where[i], i))
+    inner = [i for i in ranked if where[i] < cut]
+    at_end = [i for i in ranked if where[i] >= cut]
+    parts = [head]
+    size = len(head)
+    starts = [0] * len(needles)
+    ends = [0] * len(needles)
+    pos = s
+    for i in inner:
+        q = where[i]
+        parts.append(hay[pos:q])
+        size += q - pos
+        starts[i], ends[i] = size, size + len(needles[i])
+        parts.append(needles[i] + "\n")
+        size += len(needles[i]) + 1
+        pos = q
+    tail_base, tail_from = size - pos, pos
+    parts.append(hay[pos:cut])
+    size += cut - pos
+    hay_end = size
+    if at_end and cut > s and hay[cut - 1] != "\n":
+        parts.append("\n")
+        size += 1
+    for n, i in enumerate(at_end):
+        if n:
+            parts.append("\n")
+            size += 1
+        starts[i], ends[i] = size, size + len(needles[i])
+        parts.append(needles[i])
+        size += len(needles[i])
+    parts.append("\n\n" + question)
+    return _Layout("".join(parts), starts, ends, inner + at_end, len(head), hay_end, tail_base, tail_from)
+
+
+@dataclass
+class _Measure:
+    total: int
+    prompt: str
+    head_ids: list[int]  # the prompt's token ids
+    starts: list[int]  # char start of each prompt token
+    content_at: int  # where the user content begins in the prompt
+
+
+def _render(tok: Tokenizer, messages: list[dict[str, str]]) -> tuple[str, int]:
+    """The prompt as `Tokenizer.encode_chat` renders it, and where the user content sits in it."""
+    prompt = tok.hf.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    at = prompt.find(messages[0]["content"])
+    if at < 0:
+        raise TokenizerError("--tokenizer", f"the chat template of '{tok.name}' rewrites the user message",
+                             "use a template that inserts message content verbatim")
+    return prompt, at
+
+
+def _measure(tok: Tokenizer, messages: list[dict[str, str]], tail_tokens: int, base: _Measure | None = None,
+             same_until: int = 0) -> _Measure:
+    """Token count of the chat and the prompt's token offsets, encoding as `encode_chat` does.
+
+    With `base` (a measure of a prompt equal to this one up to content char `same_until`), only the
+    text from a token boundary a few tokens before that point is encoded; the tokens before it are
+    taken from `base`. That assumes no merge reaches back over those few tokens, which the
+    pre-tokenizers of BPE tokenizers guarantee in practice; the final record is encoded in full by
+    encode_chat and compared, and the sample is refitted with full encodes if they differ.
+    """
+    prompt, at = _render(tok, messages)
+    backend = tok.hf.backend_tokenizer
+    if base is not None and base.content_at == at:
+        k = max(bisect.bisect_right(base.starts, at + same_until) - 1 - LOCAL_BACKOFF_TOKENS, 0)
+        x = base.starts[k] if k < len(base.starts) else len(prompt)
+        if k > 0 and prompt[:x] == base.prompt[:x]:
+            enc = backend.encode(prompt[x:], add_special_tokens=False)
+            ids = base.head_ids[:k] + list(enc.ids)
+            starts = base.starts[:k] + [x + a for a, _ in enc.offsets]
+            return _Measure(len(ids) + tail_tokens, prompt, ids, starts, at)
+    enc = backend.encode(prompt, add_special_tokens=False)
+    return _Measure(len(enc.ids) + tail_tokens, prompt, list(enc.ids), [a for a, _ in enc.offsets], at)
+
+
+def _token_at(m: _Measure, char: int) -> int:
+    """Index of the prompt token that holds character `char`."""
+    return max(bisect.bisect_right(m.starts, char) - 1, 0)
+
+
+# -- one sample -----------------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    length: int
+    depth: float
+    variant: str
+    value_kind: str
+    keys: list[str | None]
+    values: list[str]
+    needles: list[str]
+    depths: list[float]  # requested depth of each needle
+    query: str | None
+    intro: str
+    question: str
+    answer: str
+
+
+def _plan(spec: NIAHSpec, index: int, rng: np.random.Generator) -> _Plan:
+    length, depth = spec.cell(index)
+    noun = NOUN[spec.value_kind]
+    variant = spec.variant
+    if variant == "passkey":
+        values = _values(rng, spec.value_kind, 1, set())
+        keys: list[str | None] = [None]
+        needles = [PASSKEY_NEEDLE.format(value=values[0])]
+        depths = [depth]
+        query = None
+        answer = values[0]
+    elif variant == "multikey":
+        n = spec.num_needles
+        key_list = _word_pairs(rng, n)
+        values = _values(rng, spec.value_kind, n, set(key_list))
+        keys = list(key_list)
+        needles = [MAGIC_NEEDLE.format(noun=noun, key=k, value=v) for k, v in zip(key_list, values)]
+        target = int(rng.integers(n))
+        depths = [float(d) for d in rng.random(n)]
+        depths[target] = depth
+        query = key_list[target]
+        answer = values[target]
+    else:
+        n = spec.num_needles
+        key = _word_pairs(rng, 1)[0]
+        values = _values(rng, spec.value_kind, n, {key})
+        keys = [key] * n
+        needles = [MAGIC_NEEDLE.format(noun=noun, key=key, value=v) for v in values]
+        depths = [depth + (1 - depth) * j / n for j in range(n)]
+        query = key
+        answer = ", ".join(values)  # increasing depths: generation order is appearance order
+    return _Plan(length, depth, variant, spec.value_kind, keys, values, needles, depths, query,
+                 INTRO[variant].format(noun=noun), QUESTION[variant].format(noun=noun, key=query), answer)
+
+
+def _messages(content: str, answer: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
+
+
+class _Fitter:
+    """Finds the haystack window hay[s:cut] whose sample has exactly `plan.length` tokens.
+
+    The count grows with `cut` in steps of mostly one token, but where a character opens a new
+    token and also breaks a merge with what follows (a line start after a newline), it jumps by
+    two, and the target may sit in such a jump. The count crosses the target at one place only, so
+    moving `cut` cannot help there; dropping the haystack's first line (s moves to the next line
+    start) shifts the crossing to other text, with other merges. Each restart drops one more line.
+    """
+
+    def __init__(self, ctx: Context, plan: _Plan, hay: _Haystack, anchors: list[int | None],
+                 tail_tokens: int, local: bool = True) -> None:
+        self.ctx, self.plan, self.hay, self.anchors, self.tail = ctx, plan, hay, anchors, tail_tokens
+        self.local = local  # re-encode only the changed end of the prompt (see `_measure`)
+        self.tried: dict[tuple[int, int], tuple[int, _Layout, _Measure]] = {}
+        self.base: dict[int, tuple[int, _Measure]] = {}  # s -> (cut, a full measure with that start)
+        self.encodes = 0  # full encodes
+
+    def try_cut(self, s: int, cut: int) -> int:
+        key = (s, cut)
+        if key not in self.tried:
+            p = self.plan
+            lay = _layout(p.intro, p.question, self.hay.text, s, cut, self.anchors, p.needles)
+            messages = _messages(lay.content, p.answer)
+            base = self.base.get(s) if self.local else None
+            if base is not None:
+                base_cut, base_m = base
+                m = _measure(self.ctx.tokenizer, messages, self.tail, base_m,
+                             min(lay.hay_end, self.tried[(s, base_cut)][1].hay_end))
+            else:
+                m = _measure(self.ctx.tokenizer, messages, self.tail)
+            if base is None:
+                self.base[s] = (cut, m)
+                self.encodes += 1
+            self.tried[key] = (m.total, lay, m)
+        return self.tried[key][0]
+
+    def step(self, s: int, cut: int, delta: int) -> int:
+        """The cut `delta` tokens further (or back), read off the encoder's offsets."""
+        _, lay, m = self.tried[(s, cut)]
+        if delta < 0:
+            end = m.content_at + lay.hay_end
+            e = bisect.bisect_left(m.starts, end)  # first token starting at or after the haystack end
+            t = max(e + delta, 0)
+            new = m.starts[t] - m.content_at - lay.tail_base if t < len(m.starts) else cut
+            return max(min(new, cut - 1), lay.tail_from, s)
+        # Forward: tokenize a window of the text after the cut (growing the haystack if needed).
+        window = 16 * delta + 64
+        while cut + window > len(self.hay.text):
+            before = len(self.hay.text)
+            self.hay.ensure(self.hay.num_tokens + 4 * delta + 64)
+            if len(self.hay.text) == before:
+                break
+        enc = self.ctx.tokenizer.hf.backend_tokenizer.encode(self.hay.text[cut: cut + window],
+                                                             add_special_tokens=False)
+        if not enc.offsets:
+            return cut + 1
+        return cut + max(enc.offsets[min(delta, len(enc.offsets)) - 1][1], 1)
+
+    def search(self, s: int, cut: int) -> tuple[int | None, int | None]:
+        """(exact cut, None) or (None, largest cut found short of the target)."""
+        target = self.plan.length
+        lo: int | None = None  # largest cut known to be short
+        hi: int | None = None  # smallest cut known to be long
+        for _ in range(MAX_SEARCH_STEPS):
+            total = self.try_cut(s, cut)
+            if total == target:
+                return cut, None
+            if total < target:
+                lo = cut if lo is None else max(lo, cut)
+            else:
+                hi = cut if hi is None else min(hi, cut)
+            if lo is not None and hi is not None and hi - lo <= 1:
+                break  # the count jumps over the target here
+            new = self.step(s, cut, target - total)
+            if lo is not None and hi is not None:
+                if not lo < new < hi or (s, new) in self.tried:
+                    new = (lo + hi) // 2
+            elif lo is not None:
+                new = max(new, lo + 1)
+                while (s, new) in self.tried:
+                    new += 1
+            elif hi is not None:
+                new = min(new, hi - 1)
+                while (s, new) in self.tried and new > s + 1:
+                    new -= 1
+                if new <= s:
+                    break
+            cut = new
+        return None, lo
+
+    def fit(self, cut: int) -> tuple[int, int]:
+        """(s, cut) of an exact window, else of the longest sample below the target."""
+        s = 0
+        for _ in range(MAX_RESTARTS):
+            exact, lo = self.search(s, cut)
+            if exact is not None:
+                return s, exact
+            nl = self.hay.text.find("\n", s)
+            if nl < 0 or lo is None or nl + 1 >= lo:
+                break
+            cut, s = lo + (nl + 1 - s), nl + 1
+        short = [k for k, (t, _, _) in self.tried.items() if t <= self.plan.length]
+        if not short:
+            raise ConfigError("lengths", f"{self.plan.length} cannot be reached with this tokenizer and corpus",
+                              "use a slightly larger length")
+        return max(short, key=lambda k: (self.tried[k][0], -k[0], k[1]))
+
+
+_SampleParts = tuple[list[dict[str, str]], np.ndarray, np.ndarray, list[int], dict[str, Any]]
+
+
+def _sample(ctx: Context, index: int) -> _SampleParts:
+    """Messages, input ids, loss mask, needle token offsets and meta of global sample `index`."""
+    spec: NIAHSpec = ctx.spec  # type: ignore[assignment]
+    tok = ctx.tokenizer
+    rng = sample_rng(spec, index)
+    plan = _plan(spec, index, rng)
+    order = _doc_order(ctx)
+    start = int(rng.integers(len(order)))
+
+    # Fixed overhead: the chat with every needle and no haystack. It also fixes the answer's tokens.
+    empty = _layout(plan.intro, plan.question, "", 0, 0, [None] * len(plan.needles), plan.needles)
+    ids, mask = tok.encode_chat(_messages(empty.content, plan.answer))
+    tail_tokens = int(mask.sum())
+    overhead = len(ids)
+    if plan.length < overhead + MIN_HAYSTACK_TOKENS:
+        need = overhead + MIN_HAYSTACK_TOKENS
+        fewer = " or fewer needles" if len(plan.needles) > 1 else ""
+        raise ConfigError("lengths", f"{plan.length} tokens cannot hold the {plan.variant} needles, question "
+                          f"and answer ({overhead} tokens) plus a haystack of {MIN_HAYSTACK_TOKENS}",
+                          f"use lengths of at least {need}{fewer}")
+    budget = plan.length - overhead  # haystack tokens, estimated in corpus-token units
+    hay = _Haystack(ctx, order, start, len(tok.encode(SEP)))
+    hay.ensure(budget)
+
+    # Needle points: line starts, fixed from the estimate so that the fit only moves the window's
+    # ends; None = after the last line.
+    anchors: list[int | None] = []
+    for d in plan.depths:
+        p = round(d * budget)
+        anchors.append(None if p >= budget else _line_start(hay.text, hay.char_of(p)))
+
+    for local in (True, False):
+        fitter = _Fitter(ctx, plan, hay, anchors, tail_tokens, local=local)
+        s, cut = fitter.fit(hay.char_of(budget))
+        total, lay, m = fitter.tried[(s, cut)]
+        messages = _messages(lay.content, plan.answer)
+        ids, mask = tok.encode_chat(messages)
+        if len(ids) == total and ids[: len(m.head_ids)].tolist() == m.head_ids:
+            break
+        # The tokenizer merged across the re-encoded boundary: fit again with full encodes.
+    else:
+        raise TokenizerError("--tokenizer", f"'{tok.name}' encodes the chat differently from its prompt",
+                             "use a tokenizer whose chat template renders the prompt as a prefix of the chat")
+
+    if plan.variant == "multivalue" and lay.order != sorted(lay.order):
+        # The answer lists values in generation order, fixed before the fit; it is the order of
+        # appearance because the needles' depths increase and snapping keeps ties in index order.
+        raise AssertionError("multivalue needles out of order")  # a bug, not bad input
+
+    # Needle token offsets and their actual depths in the haystack (needle tokens excluded).
+    at = m.content_at
+    spans = [(_token_at(m, at + lay.needle_starts[i]), _token_at(m, at + lay.needle_ends[i] - 1) + 1)
+             for i in lay.order]
+    h0 = _token_at(m, at + lay.hay_start)
+    h1 = bisect.bisect_left(m.starts, at + lay.hay_end)
+    needle_tokens = sum(b - a for a, b in spans)
+    hay_tokens = max(h1 - h0 - sum(b - a for a, b in spans if a < h1), 1)
+    depths = []
+    inside = 0
+    for a, b in spans:
+        depths.append(round(min(max(a - h0 - inside, 0) / hay_tokens, 1.0), 4))
+        inside += b - a
+    meta = {
+        "length": plan.length,
+        "depth": plan.depth,
+        "cell": index % spec.grid_size,
+        "variant": plan.variant,
+        "value_kind": plan.value_kind,
+        "keys": [plan.keys[i] for i in lay.order],
+        "values": [plan.values[i] for i in lay.order],
+        "query": plan.query,
+        "needle_token_offsets": [a for a, _ in spans],
+        "needle_depths": depths,
+        "needle_tokens": needle_tokens,
+        "answer_order": "appearance" if plan.variant == "multivalue" else None,
+        "length_short": plan.length - len(ids),
+        "doc_ids": hay.doc_ids_in(s, cut),
+        "seed": spec.seed,
+        "index": index,
+    }
+    return messages, ids, mask, [a for a, _ in spans], meta
+
+
+def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
+    """Records of the global sample indices [start, stop) of one shard."""
+    spec = ctx.spec
+    if not isinstance(spec, NIAHSpec):
+        raise TypeError(f"needles.generate needs a NIAHSpec, got {type(spec).__name__}")
+    out = []
+    for index in range(start, stop):
+        messages, ids, mask, segments, meta = _sample(ctx, index)
+        out.append(Record(
+            id=record_id(ctx.dataset_id, shard, index - start), kind="niah", input_ids=ids, loss_mask=mask,
+            segments=segments, messages=messages, answer=messages[-1]["content"], meta=meta,
+        ))
+    return out
