@@ -163,6 +163,9 @@ def generate_synl(
         typer.Option("--families", help="Comma-separated: retrieval,multihop,aggregation,comparison,reasoning (default: all)."),
     ] = None,
     max_tables: Annotated[int | None, typer.Option("--tables", help="Most tables per prompt (1..8).")] = None,
+    max_hops: Annotated[int | None, typer.Option("--max-hops", help="Most foreign-key hops of multi-hop questions (1..3).")] = None,
+    min_columns: Annotated[int | None, typer.Option("--min-columns", help="Fewest columns per table (5..16).")] = None,
+    max_columns: Annotated[int | None, typer.Option("--max-columns", help="Most columns per table (5..16).")] = None,
     min_len_ratio: Annotated[
         float | None, typer.Option("--min-len-ratio", help="Sample lengths spread over [ratio x seq-len, seq-len].")
     ] = None,
@@ -178,7 +181,8 @@ def generate_synl(
     """Synthetic lengthy tables (SynL): lookup, multi-hop, aggregation, comparison and reasoning SFT tasks."""
     run_generate(
         dict(kind="synl", seq_len=seq_len, formats=split_list(formats), families=split_list(families),
-             max_tables=max_tables, min_len_ratio=min_len_ratio, num_samples=num_samples, seed=seed,
+             max_tables=max_tables, max_hops=max_hops, min_columns=min_columns, max_columns=max_columns,
+             min_len_ratio=min_len_ratio, num_samples=num_samples, seed=seed,
              shard_size=shard_size, corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size, name=name),
         out, cache_dir,
     )

@@ -17,7 +17,16 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
@@ -95,11 +104,32 @@ class SynLSpec(SpecBase):
     families: list[Literal["retrieval", "multihop", "aggregation", "comparison", "reasoning"]] = Field(
         default_factory=lambda: list(FAMILIES), min_length=1, description="Task families to draw from.")
     max_tables: int = Field(3, ge=1, le=8, description="Tables per prompt are drawn from 1..max_tables (multi-hop needs 2+).")
+    max_hops: int = Field(3, ge=1, le=3, description="Multi-hop questions follow 1..max_hops foreign keys (hops+1 tables).")
+    min_columns: int = Field(5, ge=5, le=16, description="Fewest columns of a table (key and foreign keys included).")
+    max_columns: int = Field(16, ge=5, le=16, description=(
+        "Most columns of a table (key and foreign keys included); a table always keeps its key, its "
+        "foreign keys and one number, one category and one date column."))
 
     @field_validator("formats", "families")
     @classmethod
     def _dedupe(cls, v: list[str]) -> list[str]:
         return list(dict.fromkeys(v))
+
+    # Field validators (not a model validator) so that the error names the field to change.
+    @field_validator("max_tables")
+    @classmethod
+    def _room_for_hops(cls, v: int, info: ValidationInfo) -> int:
+        if v < 2 and "multihop" in info.data.get("families", ()):
+            raise ValueError("multihop questions need at least 2 tables: raise max_tables or drop multihop from families")
+        return v
+
+    @field_validator("max_columns")
+    @classmethod
+    def _columns_ordered(cls, v: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_columns", 5)
+        if v < low:
+            raise ValueError(f"max_columns {v} is below min_columns {low}: raise max_columns or lower min_columns")
+        return v
 
 
 class NIAHSpec(SpecBase):

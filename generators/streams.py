@@ -37,3 +37,31 @@ def events_key(dataset_id: str) -> str:
 def run_group(run_id: str) -> str:
     """The consumer group a trainer run attaches to a dataset's output stream."""
     return f"run:{run_id}"
+
+
+# -- service bookkeeping (written and read by the service only; listed here to keep one namespace) --
+STATS = f"{PREFIX}:stats"  # hash of service-wide counters for /metrics
+
+
+def published_key(dataset_id: str) -> str:
+    """Set of `shard:seq` already in the output stream: what makes publication idempotent."""
+    return f"{PREFIX}:{{{dataset_id}}}:pub"
+
+
+def shards_key(dataset_id: str) -> str:
+    """Set of shards whose batches are all published and whose Parquet file is written."""
+    return f"{PREFIX}:{{{dataset_id}}}:shards"
+
+
+def open_key(dataset_id: str) -> str:
+    """Hash shard -> id of its first output entry, for shards not yet in Parquet (trim floor)."""
+    return f"{PREFIX}:{{{dataset_id}}}:open"
+
+
+def errors_key(dataset_id: str) -> str:
+    return f"{PREFIX}:{{{dataset_id}}}:errors"
+
+
+def tenant_key(tenant: str) -> str:
+    """Sorted set of a tenant's dataset ids, scored by creation time."""
+    return f"{PREFIX}:tenant:{tenant}"

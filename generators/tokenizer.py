@@ -88,9 +88,21 @@ class Tokenizer:
     def encode_chat(self, messages: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of a chat and a mask that is true on the last (assistant) message only.
 
-        The prompt is rendered with the generation prompt and must be a token prefix of the whole
+        The prompt is rendered with the generation prompt and must be a text prefix of the whole
         chat; the mask covers what follows it. This holds for any chat template, without relying
         on `{% generation %}` markers that few templates carry.
+        """
+        ids, mask, _ = self.encode_chat_marked(messages, [])
+        return ids, mask
+
+    def encode_chat_marked(self, messages: list[dict[str, str]],
+                           marks: list[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """`encode_chat`, plus the index of the token where each string of `marks` begins.
+
+        Each mark is searched in the rendered prompt after the previous one, so a caller names the
+        start of every piece (a table's title, the question) and gets exact token offsets from the
+        tokenizer's own character offsets in the same encoding that yields the ids, instead of
+        re-encoding prefixes.
         """
         if not messages or messages[-1].get("role") != "assistant":
             raise TokenizerError("messages", "the last message must be the assistant's answer", "end the chat with it")
@@ -102,13 +114,28 @@ class Tokenizer:
             raise TokenizerError(FIELD, "the chat template renders the prompt differently inside the full chat",
                                  "use a template whose prompt is a prefix of the full chat")
         # Special tokens in the rendered text (BOS, <|im_start|>) are parsed by the backend.
-        head = np.asarray(self.hf.backend_tokenizer.encode(prompt, add_special_tokens=False).ids, dtype=np.int32)
+        enc = self.hf.backend_tokenizer.encode(prompt, add_special_tokens=False)
+        head = np.asarray(enc.ids, dtype=np.int32)
         tail = np.asarray(self.hf.backend_tokenizer.encode(full[len(prompt):], add_special_tokens=False).ids,
                           dtype=np.int32)
+        starts: list[int] = []
+        pos = 0
+        for mark in marks:
+            at = prompt.find(mark, pos)
+            if at < 0:
+                raise ValueError(f"mark {mark!r} does not occur in the rendered prompt (after character {pos})")
+            tok = None
+            # A character that no token covers (whitespace some tokenizers trim): take the next one.
+            for ch in range(at, len(prompt)):
+                tok = enc.char_to_token(ch)
+                if tok is not None:
+                    break
+            starts.append(len(head) if tok is None else int(tok))
+            pos = at + len(mark)
         ids = np.concatenate([head, tail])
         mask = np.zeros(len(ids), dtype=bool)
         mask[len(head):] = True
-        return ids, mask
+        return ids, mask, starts
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "sha256": self.sha256, "vocab_size": self.vocab_size,

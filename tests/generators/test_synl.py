@@ -1,0 +1,211 @@
+"""SynL: every answer is recomputed from the rendered prompt text alone, for every family and format.
+
+`table_parsers` reads each table back with its own parser (markdown splitter, `csv`, `json`,
+`html.parser`) and answers `meta["query"]` in plain Python; nothing here looks at the generator's
+frames. Around that: the loss mask covers exactly the assistant answer, lengths stay within
+[min_len_ratio x seq_len, seq_len], segments point at the table titles, the same seed gives the
+same bytes, and bad input is refused with a typed error naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from longweave.generators import lookup
+from longweave.generators.errors import ConfigError
+from longweave.generators.pipeline import Context, generate_records, generate_shard
+from longweave.generators.records import Record, write_parquet
+from longweave.generators.specs import FAMILIES, FORMATS, SynLSpec, parse_spec
+from longweave.generators.tokenizer import Tokenizer
+
+from .table_parsers import check_reasoning, parse_prompt, run_query
+
+SEQ_LEN = 1536
+
+
+def make_ctx(tokenizer: Tokenizer, cache_dir: Path, **fields: Any) -> Context:
+    spec = parse_spec({"kind": "synl", "tokenizer": str(tokenizer.path), **fields})
+    assert isinstance(spec, SynLSpec)
+    return Context(spec, tokenizer, None, cache_dir, spec.dataset_id())
+
+
+def generate(tokenizer: Tokenizer, cache_dir: Path, **fields: Any) -> list[Record]:
+    ctx = make_ctx(tokenizer, cache_dir, **fields)
+    return [r for shard in range(ctx.spec.num_shards()) for r in generate_records(ctx, shard)]
+
+
+def verify(rec: Record, tok: Tokenizer, spec_fields: dict[str, Any]) -> None:
+    """Everything a SynL record promises, checked from its text and tokens."""
+    meta = rec.meta
+    seq_len = spec_fields.get("seq_len", SEQ_LEN)
+    ratio = spec_fields.get("min_len_ratio", 0.5)
+    assert rec.kind == "synl"
+    assert [m["role"] for m in rec.messages] == ["system", "user", "assistant"]
+    user, reply = rec.messages[1]["content"], rec.messages[2]["content"]
+
+    # The answer, recomputed from the rendered text alone.
+    tables = parse_prompt(user, meta["format"], meta["tables"])
+    for t, tm in zip(tables, meta["tables"]):
+        assert len(t.rows) == tm["rows"] >= lookup.MIN_ROWS
+        keys = [r[t.key] for r in t.rows]
+        assert len(set(keys)) == len(keys), "keys must be unique"
+        assert 5 <= len(t.header) <= 16
+    for link in meta["links"]:  # every foreign key points at a row that is in the prompt
+        targets = {r[tables[link["to"]].key] for r in tables[link["to"]].rows}
+        assert {r[link["column"]] for r in tables[link["table"]].rows} <= targets
+    answer, used = run_query(meta["query"], tables)
+    assert answer == rec.answer, (meta["template"], meta["query"], answer, rec.answer)
+    if meta["family"] == "reasoning":
+        check_reasoning(reply, answer, used, tables)
+    else:
+        assert reply == answer
+
+    # Loss on the assistant turn only: the masked tokens decode to the answer and its end of turn.
+    ids, mask = np.asarray(rec.input_ids), np.asarray(rec.loss_mask)
+    assert mask.any() and not mask[: np.argmax(mask)].any() and mask[np.argmax(mask):].all()
+    assert tok.decode(ids[mask]) == reply + "<|im_end|>\n"
+    assert tok.decode(ids[~mask]).endswith(user + "<|im_end|>\n<|im_start|>assistant\n")
+
+    # Length within bounds.
+    assert math.ceil(ratio * seq_len) <= len(ids) <= seq_len, (len(ids), seq_len)
+    assert meta["tokens"] == len(ids)
+
+    # Segments: preamble, each table title, the question, the answer.
+    seg = list(rec.segments)
+    assert seg[0] == 0 and seg == sorted(seg) and seg[-1] == int((~mask).sum())
+    assert len(seg) == len(tables) + 3 and meta["segment_labels"][1:-2] == [t["label"] for t in meta["tables"]]
+    for start, tm in zip(seg[1:-2], meta["tables"]):
+        assert tok.decode(ids[start:start + 12]).lstrip().startswith(tm["title"])
+    assert tok.decode(ids[seg[-2]:seg[-2] + 4]).lstrip().startswith("Question")
+
+
+@pytest.fixture(scope="module")
+def matrix(tokenizer: Tokenizer, cache_dir: Path) -> dict[tuple[str, str], list[Record]]:
+    out = {}
+    for i, family in enumerate(FAMILIES):
+        for j, fmt in enumerate(FORMATS):
+            out[family, fmt] = generate(tokenizer, cache_dir, seq_len=SEQ_LEN, num_samples=5, shard_size=5,
+                                        seed=10 * i + j, families=[family], formats=[fmt])
+    return out
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_answers_match_a_recomputation_from_the_text(matrix: dict, tokenizer: Tokenizer, family: str,
+                                                     fmt: str) -> None:
+    records = matrix[family, fmt]
+    assert len(records) == 5
+    for rec in records:
+        assert rec.meta["family"] == family and rec.meta["format"] == fmt
+        verify(rec, tokenizer, {"seq_len": SEQ_LEN})
+
+
+def test_every_template_is_reached_and_answered_right(tokenizer: Tokenizer, cache_dir: Path) -> None:
+    """Draw samples of each family until every template has shown up, verifying each one."""
+    for family in FAMILIES:
+        want = set(lookup.Asker.FAMILY_TEMPLATES[family])
+        if family == "reasoning":  # reasoning asks the others' questions: r_<op>
+            want = {"r_sum", "r_count", "r_argmax", "r_argmin", "r_chain", "r_larger", "r_smaller", "r_difference",
+                    "r_cell"}
+        fields = {"seq_len": 1024, "num_samples": 200, "shard_size": 10, "seed": 99, "families": [family]}
+        ctx = make_ctx(tokenizer, cache_dir, **fields)
+        seen: set[str] = set()
+        for shard in range(ctx.spec.num_shards()):
+            for rec in generate_records(ctx, shard):
+                verify(rec, tokenizer, fields)
+                seen.add(rec.meta["template"].split("/")[0])
+            if want <= seen:
+                break
+        assert want <= seen, f"{family}: never drew {sorted(want - seen)}"
+
+
+def test_several_tables_and_lengths_near_the_target(matrix: dict) -> None:
+    records = [r for rs in matrix.values() for r in rs]
+    counts = defaultdict(int)
+    for r in records:
+        counts[len(r.meta["tables"])] += 1
+    assert counts[1] and counts[2] and counts[3], counts
+    assert any(r.meta["links"] for r in records if r.meta["family"] != "multihop")
+    hops = {len(r.meta["query"]["path"]) for r in records if r.meta["family"] == "multihop"}
+    assert hops >= {1, 2}, hops
+    # The fit lands just below its target (verify() already holds every length within bounds).
+    ratios = [len(r.input_ids) / r.meta["target_tokens"] for r in records]
+    assert np.median(ratios) > 0.93 and np.mean([x <= 1 for x in ratios]) > 0.9
+
+
+def test_a_16k_sample_is_exact(tokenizer: Tokenizer, cache_dir: Path) -> None:
+    fields = {"seq_len": 16384, "min_len_ratio": 0.9, "num_samples": 1, "seed": 5, "families": ["multihop"], "max_tables": 4,
+                  "formats": ["csv"]}
+    (rec,) = generate(tokenizer, cache_dir, **fields)
+    verify(rec, tokenizer, fields)
+    assert sum(t["rows"] for t in rec.meta["tables"]) > 100
+    assert rec.meta["target_tokens"] - len(rec.input_ids) < 200
+
+
+def test_same_seed_same_bytes_other_seed_other_data(tokenizer: Tokenizer, cache_dir: Path, tmp_path: Path) -> None:
+    fields = {"seq_len": 1024, "num_samples": 4, "shard_size": 4, "seed": 3}
+    paths = []
+    for run in range(2):
+        ctx = make_ctx(tokenizer, cache_dir, **fields)
+        paths.append(tmp_path / f"a{run}.parquet")
+        write_parquet(generate_shard(ctx, 0), paths[-1])
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    a = generate(tokenizer, cache_dir, **fields)
+    b = generate(tokenizer, cache_dir, **{**fields, "seed": 4})
+    assert all(not np.array_equal(x.input_ids, y.input_ids) for x, y in zip(a, b))
+    assert [r.id for r in a] == [f"{a[0].id.split('/')[0]}/00000/{i:06d}" for i in range(4)]
+
+
+def test_marked_encoding_is_encode_chat(matrix: dict, tokenizer: Tokenizer) -> None:
+    rec = matrix["retrieval", "html"][0]
+    ids, mask = tokenizer.encode_chat(rec.messages)
+    ids2, mask2, starts = tokenizer.encode_chat_marked(rec.messages, ["Table 1: ", "Question: "])
+    assert np.array_equal(ids, ids2) and np.array_equal(mask, mask2)
+    assert np.array_equal(ids, rec.input_ids) and starts[0] == rec.segments[1]
+    with pytest.raises(ValueError):
+        tokenizer.encode_chat_marked(rec.messages, ["Question: ", "Table 1: "])  # marks must come in order
+
+
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"families": ["poetry"]}, "families"),
+        ({"formats": ["xml"]}, "formats"),
+        ({"families": ["multihop"], "max_tables": 1}, "max_tables"),
+        ({"min_columns": 9, "max_columns": 6}, "max_columns"),
+        ({"max_hops": 4}, "max_hops"),
+        ({"seq_len": 100}, "seq_len"),
+    ],
+)
+def test_bad_specs_name_the_field(data: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_spec({"kind": "synl", **data})
+    assert info.value.field == field, info.value
+
+
+def test_a_seq_len_too_small_for_any_table_is_a_config_error(tokenizer: Tokenizer, cache_dir: Path) -> None:
+    ctx = make_ctx(tokenizer, cache_dir, seq_len=256, num_samples=1, families=["multihop"])
+    with pytest.raises(ConfigError) as info:
+        generate_records(ctx, 0)
+    assert info.value.field == "seq_len" and "raise seq_len" in info.value.fix
+    # A little more room is enough for narrow single tables.
+    ok = generate(tokenizer, cache_dir, seq_len=768, num_samples=2, families=["retrieval"], formats=["csv"],
+                  max_columns=6)
+    for rec in ok:
+        verify(rec, tokenizer, {"seq_len": 768})
+
+
+def test_the_parsers_catch_a_wrong_answer(matrix: dict, tokenizer: Tokenizer) -> None:
+    """The check is not vacuous: change one cell the answer depends on and the recomputation differs."""
+    rec = next(r for rs in matrix.values() for r in rs if r.meta["query"]["op"] == "cell")
+    q = rec.meta["query"]
+    tables = parse_prompt(rec.messages[1]["content"], rec.meta["format"], rec.meta["tables"])
+    row = tables[q["table"]].row(q["key"])
+    assert run_query(q, tables)[0] == rec.answer
+    row[q["column"]] = "tampered"
+    assert run_query(q, tables)[0] != rec.answer
