@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from longweave.generators import lookup
+from longweave.generators import lookup, questions
 from longweave.generators.errors import ConfigError
 from longweave.generators.pipeline import Context, generate_records, generate_shard
 from longweave.generators.records import Record, write_parquet
@@ -108,7 +108,7 @@ def test_answers_match_a_recomputation_from_the_text(matrix: dict, tokenizer: To
 def test_every_template_is_reached_and_answered_right(tokenizer: Tokenizer, cache_dir: Path) -> None:
     """Draw samples of each family until every template has shown up, verifying each one."""
     for family in FAMILIES:
-        want = set(lookup.Asker.FAMILY_TEMPLATES[family])
+        want = set(questions.Asker.FAMILY_TEMPLATES[family])
         if family == "reasoning":  # reasoning asks the others' questions: r_<op>
             want = {"r_sum", "r_count", "r_argmax", "r_argmin", "r_chain", "r_larger", "r_smaller", "r_difference",
                     "r_cell"}
