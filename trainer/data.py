@@ -1,0 +1,343 @@
+"""Data sources behind one interface: Parquet files, a live Redis stream, and a weighted mixture.
+
+A source hands out `Sample`s one at a time and can say where it stands (`state()`), so that a
+checkpoint records exactly which samples were consumed and a resumed run continues with the next
+one. Three promises hold for every source:
+
+- A live source may yield `None`, meaning "nothing new yet": the consumer can go on with what it
+  holds and ask again.
+- Exactly once relative to checkpoints. The loop checkpoints the source state together with the
+  model; after a crash it restores that state and the source hands out precisely the samples not
+  yet consumed at that checkpoint.
+- `commit(state)` is called once the checkpoint holding `state` is on disk. The Parquet source has
+  nothing to do then; the Redis source acknowledges (XACK) the entries that checkpoint covers, so an
+  entry leaves the pending list only when its samples can never be lost.
+- The data's tokenizer must be the model's: a dataset records the sha256 of its tokenizer.json and
+  a source refuses data made with another one (`ConfigError`).
+
+Parquet: a seeded permutation of all rows per epoch (a function of seed and epoch alone), cursor =
+(epoch, position). Redis (ARCHITECTURE.md §3-4): the run's own consumer group `run:{run_id}` on the
+dataset's output stream, consumer `rank{r}` per process; on start it first re-reads its own pending
+entries (delivered before a crash but never acknowledged) and skips the samples the checkpoint says
+were consumed, then reads new entries, blocking while workers are still producing; the stream ends
+when the dataset's state is final and nothing is left to read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+from longweave.generators import records, streams
+from longweave.generators.errors import ConfigError
+
+
+@dataclass
+class Sample:
+    id: str
+    input_ids: np.ndarray  # int32
+    loss_mask: np.ndarray | None = None  # bool, same length; None: loss on every token
+    segments: np.ndarray | None = None  # start offsets of source pieces (for position transforms)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"id": self.id, "input_ids": self.input_ids.tolist(),
+                "loss_mask": None if self.loss_mask is None else self.loss_mask.tolist(),
+                "segments": None if self.segments is None else self.segments.tolist()}
+
+    @classmethod
+    def from_state(cls, d: dict[str, Any]) -> Sample:
+        return cls(d["id"], np.asarray(d["input_ids"], np.int32),
+                   None if d["loss_mask"] is None else np.asarray(d["loss_mask"], bool),
+                   None if d["segments"] is None else np.asarray(d["segments"], np.int32))
+
+
+def samples_from_table(table: pa.Table) -> list[Sample]:
+    """Rows of a record table as `Sample`s, slicing the list columns' flat buffers (no per-token Python)."""
+    table = table.combine_chunks()
+    ids = table.column("id").to_pylist()
+    tok = table.column("input_ids").chunk(0) if table.num_rows else None
+    out: list[Sample] = []
+    if tok is None:
+        return out
+    tok_off = tok.offsets.to_numpy()
+    tok_val = tok.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+    lm = table.column("loss_mask").chunk(0)
+    seg = table.column("segments").chunk(0)
+    seg_off, seg_val = seg.offsets.to_numpy(), seg.values.to_numpy(zero_copy_only=False)
+    lm_valid = lm.is_valid().to_numpy(zero_copy_only=False)
+    lm_off = lm.offsets.to_numpy()
+    lm_val = lm.values.to_numpy(zero_copy_only=False).astype(bool) if len(lm.values) else np.zeros(0, bool)
+    for i, sid in enumerate(ids):
+        mask = lm_val[lm_off[i]:lm_off[i + 1]].copy() if lm_valid[i] else None
+        out.append(Sample(sid, tok_val[tok_off[i]:tok_off[i + 1]].copy(), mask,
+                          seg_val[seg_off[i]:seg_off[i + 1]].astype(np.int32)))
+    return out
+
+
+class Source(Protocol):
+    def __iter__(self) -> Iterator[Sample]: ...
+    def state(self) -> dict[str, Any]: ...
+    def load_state(self, state: dict[str, Any]) -> None: ...
+    def commit(self, state: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+def check_tokenizer(found: dict[str, Any] | None, expected_sha256: str | None, where: str) -> None:
+    """Refuse data made with another tokenizer than the model's."""
+    if expected_sha256 is None or not found or not found.get("sha256"):
+        return
+    if found["sha256"] != expected_sha256:
+        raise ConfigError(
+            "data.sources", f"{where} was made with tokenizer '{found.get('name')}' "
+            f"(sha256 {found['sha256'][:12]}), not the model's (sha256 {expected_sha256[:12]})",
+            "train on data made with the model's tokenizer, or regenerate it with --tokenizer <model dir>")
+
+
+# -- Parquet --------------------------------------------------------------------------------------
+def parquet_files(paths: list[str]) -> tuple[list[Path], dict[str, Any] | None]:
+    """Expand dataset directories into their shard files; also return the recorded tokenizer."""
+    files: list[Path] = []
+    tok: dict[str, Any] | None = None
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            info = p / "dataset.json"
+            if info.is_file():
+                t = json.loads(info.read_text()).get("tokenizer")
+                if tok and t and t.get("sha256") != tok.get("sha256"):
+                    raise ConfigError("data.sources.path", f"'{p}' uses another tokenizer than the other paths",
+                                      "mix only datasets made with one tokenizer")
+                tok = t or tok
+            found = sorted((p / "data").glob("*.parquet")) if (p / "data").is_dir() else sorted(p.glob("*.parquet"))
+            if not found:
+                raise ConfigError("data.sources.path", f"'{p}' holds no .parquet files", "pass a dataset directory")
+            files.extend(found)
+        elif p.is_file() and p.suffix == ".parquet":
+            files.append(p)
+        else:
+            raise ConfigError("data.sources.path", f"'{raw}' is neither a dataset directory nor a .parquet file",
+                              "pass the --out directory of `longweave generate` or Parquet files")
+    return files, tok
+
+
+class ParquetSource:
+    """Rows of Parquet files in a seeded order per epoch, with a resumable cursor."""
+
+    def __init__(self, paths: list[str], *, seed: int = 0, epochs: int = 1, shuffle: bool = True,
+                 tokenizer_sha256: str | None = None) -> None:
+        files, tok = parquet_files(paths)
+        check_tokenizer(tok, tokenizer_sha256, f"the dataset at {paths[0]}")
+        # Small and medium datasets fit in memory as Arrow tables; rows are decoded on demand.
+        self.tables = [records.read_parquet(f).combine_chunks() for f in files]
+        self.starts = np.cumsum([0] + [t.num_rows for t in self.tables])
+        self.n = int(self.starts[-1])
+        if self.n == 0:
+            raise ConfigError("data.sources.path", "the Parquet files hold no rows", "generate data first")
+        self.seed, self.epochs, self.shuffle = seed, epochs, shuffle
+        self.epoch, self.pos = 0, 0
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n)
+        return np.random.default_rng([self.seed, epoch]).permutation(self.n)
+
+    def _row(self, i: int) -> Sample:
+        f = int(np.searchsorted(self.starts, i, side="right") - 1)
+        return samples_from_table(self.tables[f].slice(i - int(self.starts[f]), 1))[0]
+
+    def __iter__(self) -> Iterator[Sample]:
+        while self.epoch < self.epochs:
+            order = self._order(self.epoch)
+            while self.pos < self.n:
+                i = int(order[self.pos])
+                self.pos += 1  # advance first: the state after a yield counts the sample as consumed
+                yield self._row(i)
+            self.epoch, self.pos = self.epoch + 1, 0
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+
+    def commit(self, state: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+# -- Redis stream ---------------------------------------------------------------------------------
+class RedisSource:
+    """The run's consumer group on a dataset's output stream, acknowledging after checkpoints."""
+
+    def __init__(self, url: str, dataset_id: str, run_id: str, *, rank: int = 0, block_ms: int = 1000,
+                 tokenizer_sha256: str | None = None, client: Any = None) -> None:
+        import redis
+
+        self.r = client if client is not None else redis.Redis.from_url(url)
+        self.dataset_id = dataset_id
+        self.key = streams.out_key(dataset_id)
+        self.meta = streams.meta_key(dataset_id)
+        self.group = streams.run_group(run_id)
+        self.consumer = f"rank{rank}"
+        self.block_ms = block_ms
+        tok = self.r.hget(self.meta, "tokenizer")
+        check_tokenizer(json.loads(tok) if tok else None, tokenizer_sha256, f"dataset '{dataset_id}'")
+        try:
+            # From the stream's start: a run sees every batch, also those published before it attached.
+            self.r.xgroup_create(self.key, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        # Cursor: entries fully consumed and not yet acknowledged, and the entry being consumed.
+        self.done: list[str] = []
+        self.current: str | None = None
+        self.offset = 0
+        self._restored: dict[str, Any] = {"done": [], "current": None, "offset": 0}
+
+    def state(self) -> dict[str, Any]:
+        return {"done": list(self.done), "current": self.current, "offset": self.offset}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self._restored = {"done": list(state.get("done", [])), "current": state.get("current"),
+                          "offset": int(state.get("offset", 0))}
+
+    def commit(self, state: dict[str, Any]) -> None:
+        """The checkpoint holding `state` is on disk: acknowledge the entries it fully covers."""
+        ids = state.get("done", [])
+        if ids:
+            self.r.xack(self.key, self.group, *ids)
+            acked = set(ids)
+            self.done = [i for i in self.done if i not in acked]
+
+    def _entries(self, start: str, block: int | None) -> list[tuple[str, dict[bytes, bytes]]]:
+        resp = self.r.xreadgroup(self.group, self.consumer, {self.key: start}, count=1, block=block)
+        if not resp:
+            return []
+        return [(eid.decode() if isinstance(eid, bytes) else eid, fields) for eid, fields in resp[0][1]]
+
+    def _finished(self) -> bool:
+        state = self.r.hget(self.meta, "state")
+        return state is not None and state.decode() in streams.FINAL_STATES
+
+    def _consume(self, eid: str, fields: dict[bytes, bytes], skip: int) -> Iterator[Sample]:
+        samples = samples_from_table(records.from_ipc(fields[streams.F_DATA.encode()]))
+        self.current, self.offset = eid, skip
+        for s in samples[skip:]:
+            self.offset += 1
+            yield s
+        self.done.append(eid)
+        self.current, self.offset = None, 0
+
+    def __iter__(self) -> Iterator[Sample | None]:
+        restored = self._restored
+        covered = set(restored["done"])
+        # 1. Our own pending entries: delivered before a crash, never acknowledged.
+        last = "0"
+        while True:
+            batch = self._entries(last, None)
+            if not batch:
+                break
+            eid, fields = batch[0]
+            last = eid
+            if eid in covered:
+                self.done.append(eid)  # the checkpoint consumed it all; ack at the next commit
+                continue
+            if not fields:  # deleted from the stream meanwhile (trimmed): nothing to train
+                self.done.append(eid)
+                continue
+            skip = restored["offset"] if eid == restored["current"] else 0
+            yield from self._consume(eid, fields, skip)
+        # 2. New entries, waiting while the workers are still producing.
+        while True:
+            batch = self._entries(">", self.block_ms)
+            if batch:
+                eid, fields = batch[0]
+                yield from self._consume(eid, fields, 0)
+                continue
+            if self._finished():
+                # Entries published just before the final state: one last non-blocking look.
+                batch = self._entries(">", None)
+                if not batch:
+                    return
+                eid, fields = batch[0]
+                yield from self._consume(eid, fields, 0)
+            else:
+                yield None  # nothing new yet: the packer may train on what it holds meanwhile
+
+    def close(self) -> None:
+        self.r.close()
+
+
+# -- Mixture --------------------------------------------------------------------------------------
+class MixtureSource:
+    """Samples drawn from several sources by weight (e.g. 80% CIP, 20% short-data replay).
+
+    The choice of source for the k-th sample is a function of (seed, k), so a resumed run makes
+    the same choices; an exhausted source drops out and the others share its weight.
+    """
+
+    def __init__(self, sources: list[Any], weights: list[float], seed: int = 0) -> None:
+        self.sources, self.weights, self.seed = sources, np.asarray(weights, float), seed
+        self.k = 0
+        self.exhausted = [False] * len(sources)
+        self._iters: list[Iterator[Sample] | None] = [None] * len(sources)
+
+    def __iter__(self) -> Iterator[Sample]:
+        self._iters = [iter(s) for s in self.sources]
+        while not all(self.exhausted):
+            w = np.where(self.exhausted, 0.0, self.weights)
+            u = np.random.default_rng([self.seed, self.k]).random()
+            j = int(np.searchsorted(np.cumsum(w) / w.sum(), u, side="right"))
+            j = min(j, len(w) - 1)
+            it = self._iters[j]
+            assert it is not None
+            try:
+                s = next(it)
+            except StopIteration:
+                self.exhausted[j] = True
+                continue
+            if s is None:  # a live source has nothing yet; this draw is made again later
+                yield None
+                continue
+            self.k += 1
+            yield s
+
+    def state(self) -> dict[str, Any]:
+        return {"k": self.k, "exhausted": list(self.exhausted), "sources": [s.state() for s in self.sources]}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.k, self.exhausted = int(state["k"]), list(state["exhausted"])
+        for s, st in zip(self.sources, state["sources"], strict=True):
+            s.load_state(st)
+
+    def commit(self, state: dict[str, Any]) -> None:
+        for s, st in zip(self.sources, state["sources"], strict=True):
+            s.commit(st)
+
+    def close(self) -> None:
+        for s in self.sources:
+            s.close()
+
+
+def build_source(cfg: Any, *, run_id: str, seed: int, rank: int, tokenizer_sha256: str | None) -> Any:
+    """The source (or mixture) that `cfg.data.sources` describes. `cfg` is a DataConfig."""
+    if not cfg.sources:
+        raise ConfigError("data.sources", "no data source", "add a parquet or redis source to the recipe")
+    built = []
+    for sc in cfg.sources:
+        if sc.kind == "parquet":
+            built.append(ParquetSource(sc.path, seed=seed, epochs=sc.epochs, shuffle=sc.shuffle,
+                                       tokenizer_sha256=tokenizer_sha256))
+        else:
+            built.append(RedisSource(sc.url, sc.dataset_id, run_id, rank=rank, block_ms=sc.block_ms,
+                                     tokenizer_sha256=tokenizer_sha256))
+    if len(built) == 1:
+        return built[0]
+    return MixtureSource(built, [sc.weight for sc in cfg.sources], seed=seed)

@@ -1,0 +1,176 @@
+"""Evaluation of a long-context model: the needle grid and perplexity by position.
+
+- Needle grid: for each context length and depth, a haystack of held-out text with one needle
+  sentence ("The magic number of <key> is <n>.") inserted at that depth, followed by the question
+  ("... The magic number of <key> is"). A trial counts as found when greedy decoding reproduces
+  every answer token; it is scored with one forward pass under teacher forcing (the argmax at each
+  answer position must equal the answer token, which is exactly what greedy decoding would emit).
+  Output: needle.json (accuracy[length][depth]) and needle.png (a heatmap, the usual picture).
+- Perplexity by position: per-token loss on held-out rows of `seq_len` tokens, averaged within
+  equal position buckets. A model that uses its long context has a loss that keeps falling with
+  position; one that does not has a flat or rising curve past its trained window.
+
+Also LongRecipe's token-impact analysis: `token_impact` gives, per token, the difference of the
+actual next token's unnormalised logit between an extended and a base model on the same text, and
+`select_sentences` keeps the sentences holding the most impactful tokens under a token budget.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from longweave.generators.errors import ConfigError
+
+KEYS = ["zebra-quartz", "amber-falcon", "violet-harbor", "copper-lantern", "silent-meadow", "orange-glacier"]
+
+
+def _load(model_dir: str | Path) -> tuple[Any, Any]:
+    from longweave.generators.tokenizer import load_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True, dtype=torch.float32)
+    return model.eval(), load_tokenizer(model_dir)
+
+
+def haystack_tokens(paths: list[str], limit: int = 2_000_000) -> np.ndarray:
+    """Held-out text as one token array: the input_ids of Parquet datasets, in file order."""
+    from longweave.generators.records import read_parquet
+
+    from .data import parquet_files, samples_from_table
+
+    files, _ = parquet_files(paths)
+    parts, total = [], 0
+    for f in files:
+        for s in samples_from_table(read_parquet(f)):
+            parts.append(s.input_ids)
+            total += len(s.input_ids)
+            if total >= limit:
+                return np.concatenate(parts)
+    if not parts:
+        raise ConfigError("--data", "no held-out text", "pass a dataset directory")
+    return np.concatenate(parts)
+
+
+@torch.no_grad()
+def needle_grid(model: Any, tok: Any, hay: np.ndarray, lengths: list[int], depths: list[float],
+                trials: int = 2, seed: int = 0) -> dict[str, Any]:
+    """accuracy[i][j]: share of trials at lengths[i], depths[j] whose answer was decoded exactly."""
+    rng = np.random.default_rng(seed)
+    acc = np.zeros((len(lengths), len(depths)))
+    for i, L in enumerate(lengths):
+        for j, d in enumerate(depths):
+            hits = 0
+            for t in range(trials):
+                key = KEYS[(i + j + t) % len(KEYS)]
+                number = str(int(rng.integers(10_000, 99_999)))
+                needle = tok.encode(f" The magic number of {key} is {number}. ")
+                question = tok.encode(f"\nWhat is the magic number of {key}? The magic number of {key} is")
+                answer = tok.encode(f" {number}")
+                room = L - len(needle) - len(question) - len(answer)
+                if room <= 0:
+                    raise ConfigError("--lengths", f"{L} tokens cannot hold the needle and question",
+                                      "use context lengths of at least 64 tokens")
+                start = int(rng.integers(0, max(1, len(hay) - room)))
+                filler = np.resize(hay[start:start + room], room)
+                at = round(d * room)
+                ids = np.concatenate([filler[:at], needle, filler[at:], question, answer]).astype(np.int64)
+                logits = model(input_ids=torch.from_numpy(ids)[None]).logits[0]
+                n = len(answer)
+                pred = logits[-n - 1:-1].argmax(-1).numpy()
+                hits += int(np.array_equal(pred, answer))
+            acc[i, j] = hits / trials
+    return {"lengths": lengths, "depths": depths, "trials": trials, "accuracy": acc.round(4).tolist()}
+
+
+@torch.no_grad()
+def perplexity_by_position(model: Any, hay: np.ndarray, seq_len: int, buckets: int = 8,
+                           max_rows: int = 8) -> dict[str, Any]:
+    """Mean next-token loss per position bucket over up to `max_rows` rows of `seq_len` tokens."""
+    rows = min(max_rows, (len(hay) - 1) // seq_len)
+    if rows < 1:
+        raise ConfigError("--data", f"the held-out text has fewer than {seq_len + 1} tokens",
+                          "pass more data or a smaller --seq-len")
+    nll = torch.zeros(seq_len - 1, dtype=torch.float64)
+    for r in range(rows):
+        ids = torch.from_numpy(hay[r * seq_len:(r + 1) * seq_len].astype(np.int64))[None]
+        logits = model(input_ids=ids).logits[0, :-1].float()
+        nll += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none").double()
+    nll /= rows
+    edges = np.linspace(0, seq_len - 1, buckets + 1).round().astype(int)
+    means = [float(nll[a:b].mean()) for a, b in itertools.pairwise(edges)]
+    return {"seq_len": seq_len, "rows": rows, "bucket_edges": edges.tolist(), "nll": [round(x, 5) for x in means],
+            "ppl": [round(float(np.exp(x)), 3) for x in means], "nll_all": round(float(nll.mean()), 5)}
+
+
+def heatmap(grid: dict[str, Any], path: Path, title: str = "needle retrieval") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    acc = np.asarray(grid["accuracy"])
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(grid["lengths"]), 1.2 + 0.45 * len(grid["depths"])))
+    im = ax.imshow(acc.T, cmap="RdYlGn", vmin=0, vmax=1, aspect="auto", origin="upper")
+    ax.set_xticks(range(len(grid["lengths"])), [str(x) for x in grid["lengths"]], rotation=45)
+    ax.set_yticks(range(len(grid["depths"])), [f"{d:.0%}" for d in grid["depths"]])
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("needle depth")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(model_dir: str | Path, out: str | Path, *, data: list[str] | None = None, lengths: list[int] | None = None,
+        depths: list[float] | None = None, trials: int = 2, buckets: int = 8, seq_len: int | None = None
+        ) -> dict[str, Any]:
+    """Both evaluations on a model directory; writes needle.json, needle.png, perplexity.json."""
+    if not data:
+        raise ConfigError("--data", "no held-out data", "pass a dataset directory with --data")
+    model, tok = _load(model_dir)
+    window = int(getattr(model.config, "max_position_embeddings", 2048))
+    lengths = lengths or [int(x) for x in np.linspace(max(64, window // 8), window, 6).round()]
+    depths = depths or [0.0, 0.25, 0.5, 0.75, 1.0]
+    hay = haystack_tokens(data)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    grid = needle_grid(model, tok, hay, lengths, depths, trials)
+    (out / "needle.json").write_text(json.dumps(grid, indent=1))
+    heatmap(grid, out / "needle.png", title=f"needle retrieval: {Path(model_dir).name}")
+    ppl = perplexity_by_position(model, hay, seq_len or window, buckets)
+    (out / "perplexity.json").write_text(json.dumps(ppl, indent=1))
+    return {"needle": grid, "perplexity": ppl}
+
+
+# -- LongRecipe's token-impact analysis -----------------------------------------------------------
+@torch.no_grad()
+def token_impact(base: Any, extended: Any, ids: np.ndarray) -> np.ndarray:
+    """Per position t >= 1: S_ext(x_t | x_<t) - S_base(x_t | x_<t), unnormalised logits; [0] = 0."""
+    x = torch.from_numpy(np.asarray(ids, np.int64))[None]
+    nxt = x[0, 1:]
+    a = base(input_ids=x).logits[0, :-1].float().gather(-1, nxt[:, None])[:, 0]
+    b = extended(input_ids=x).logits[0, :-1].float().gather(-1, nxt[:, None])[:, 0]
+    return np.concatenate([[0.0], (b - a).numpy()])
+
+
+def select_sentences(starts: np.ndarray, impact: np.ndarray, budget: int, top: float = 0.2) -> np.ndarray:
+    """Indices (in text order) of the sentences to keep: those with the largest share of top-`top`
+    impactful tokens first, while they fit in `budget` tokens; sentences without any go last."""
+    n = len(impact)
+    bounds = np.append(np.asarray(starts, np.int64), n)
+    cut = np.quantile(impact, 1 - top) if n else 0.0
+    hot = (impact >= cut) & (impact > 0)  # only tokens the extended model predicts better
+    scores = np.array([hot[a:b].sum() / max(1, b - a) for a, b in itertools.pairwise(bounds)])
+    keep, used = [], 0
+    for s in np.argsort(-scores, kind="stable"):
+        size = int(bounds[s + 1] - bounds[s])
+        if used + size <= budget:
+            keep.append(int(s))
+            used += size
+    return np.sort(np.asarray(keep, np.int64))

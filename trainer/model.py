@@ -1,0 +1,94 @@
+"""The model and its tokenizer: any local Hugging Face causal LM, or a tiny random Llama.
+
+`model.path: tiny` builds a small `LlamaForCausalLM` with random weights (seeded) whose vocabulary
+is the dataset's tokenizer, so the whole pipeline runs on a CPU in seconds. Otherwise the path is
+a local directory that `AutoModelForCausalLM` loads (never a hub download). Either way the RoPE is
+set from the config (rope.py) before the weights exist, and the tokenizer identity (sha256 of
+tokenizer.json) is returned so the data sources can refuse data made with another tokenizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from longweave.generators.errors import ConfigError
+from longweave.generators.tokenizer import Tokenizer, load_tokenizer
+
+from . import rope
+from .config import TrainConfig
+
+
+def resolve_tokenizer_dir(cfg: TrainConfig) -> Path:
+    """The tokenizer: explicit, else the model directory's, else the first dataset directory's."""
+    if cfg.model.tokenizer:
+        return Path(cfg.model.tokenizer)
+    if cfg.model.path != "tiny" and (Path(cfg.model.path) / "tokenizer.json").is_file():
+        return Path(cfg.model.path)
+    for src in cfg.data.sources:
+        for p in src.path:
+            if (Path(p) / "tokenizer" / "tokenizer.json").is_file():
+                return Path(p) / "tokenizer"
+    raise ConfigError("model.tokenizer", "no tokenizer found",
+                      "set model.tokenizer to a tokenizer directory (a dataset's tokenizer/ folder)")
+
+
+def attention_impl(cfg: TrainConfig, device: torch.device) -> str:
+    if cfg.model.attention != "auto":
+        return cfg.model.attention
+    if device.type == "cuda":
+        try:
+            import flash_attn  # noqa: F401
+
+            return "flash_attention_2"
+        except ImportError:
+            return "docs"
+    return "docs"
+
+
+def build(cfg: TrainConfig, device: torch.device) -> tuple[Any, Tokenizer]:
+    """The model (on `device`, float32 master weights) and its tokenizer."""
+    from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    tok = load_tokenizer(resolve_tokenizer_dir(cfg))
+    window = cfg.data.target_window or cfg.data.seq_len
+    impl = attention_impl(cfg, device)
+    load_impl = "sdpa" if impl == "docs" else impl  # ours is switched on once the model exists
+    if cfg.model.path == "tiny":
+        t = cfg.model.tiny
+        hf_cfg = LlamaConfig(
+            vocab_size=tok.vocab_size, hidden_size=t.hidden_size, num_hidden_layers=t.num_layers,
+            num_attention_heads=t.num_heads, num_key_value_heads=t.num_kv_heads,
+            intermediate_size=t.intermediate_size, max_position_embeddings=cfg.data.seq_len,
+            bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
+            tie_word_embeddings=True,
+        )
+        rope.apply(hf_cfg, cfg.model.rope, window)
+        hf_cfg._attn_implementation = load_impl
+        torch.manual_seed(cfg.model.init_seed)  # the same config gives the same initial weights
+        model = LlamaForCausalLM(hf_cfg)
+    else:
+        p = Path(cfg.model.path)
+        if not (p / "config.json").is_file():
+            raise ConfigError("model.path", f"'{p}' is not a Hugging Face model directory",
+                              "pass a local directory with config.json and weights, or 'tiny'")
+        hf_cfg = AutoConfig.from_pretrained(str(p), local_files_only=True)
+        rope.apply(hf_cfg, cfg.model.rope, window)
+        model = AutoModelForCausalLM.from_pretrained(str(p), config=hf_cfg, local_files_only=True,
+                                                     dtype=torch.float32, attn_implementation=load_impl)
+        if model.get_input_embeddings().num_embeddings < tok.vocab_size:
+            raise ConfigError("model.tokenizer", "the tokenizer has more tokens than the model's embedding",
+                              "use the model's own tokenizer")
+    if impl == "docs":
+        from . import attention
+
+        model.config._attn_implementation = attention.register()
+    if cfg.model.gradient_checkpointing:
+        # transformers 5 renamed it; older releases (>= 4.45 is allowed) only have the first name.
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    return model.to(device), tok
