@@ -1,0 +1,1 @@
+"""REST API v1 of the dataset service (FastAPI): `create_app(settings)` in `main.py`."""

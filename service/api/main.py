@@ -1,0 +1,194 @@
+"""The FastAPI application: `create_app(settings)`; run it with `longweave serve` or uvicorn.
+
+Every error a client can cause is a 4xx with a JSON body `{"detail": [{"field", "message",
+"fix"}]}` naming the field at fault: validation errors (422), the typed errors of the generators
+(422), unknown ids (404), a taken name (409), a body over `max_body_bytes` (413), no or a bad key
+(401). A 5xx means a bug in longweave, or Redis being unreachable (503).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from longweave.generators.errors import LongweaveError
+from longweave.generators.specs import SPEC_TYPES
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..redis_client import async_client
+from ..redis_server import EmbeddedRedis
+from ..settings import Settings
+from ..store import Store
+from .routes import datasets, health
+
+log = logging.getLogger("longweave.api")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("longweave_http_requests_total", "HTTP requests.",
+                                ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("longweave_http_request_seconds", "HTTP request latency.",
+                                 ["method", "route"], registry=self.registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.service = Gauge("longweave_service_total", "Service-wide counters kept in Redis.", ["counter"],
+                             registry=self.registry)
+        self.tasks_pending = Gauge("longweave_tasks_pending", "Shard tasks claimed and not acknowledged.",
+                                   registry=self.registry)
+        self.tasks_waiting = Gauge("longweave_tasks_waiting", "Shard tasks not yet claimed.", registry=self.registry)
+        self.redis_up = Gauge("longweave_redis_up", "1 if Redis answered the last scrape.", registry=self.registry)
+
+
+class BodyLimit:
+    """Refuse bodies over `limit` bytes with 413, whether or not Content-Length is sent.
+
+    The body is read here in full (bodies are small: a spec is a few hundred bytes) and replayed
+    to the app, so an oversized chunked body is refused before any route sees it.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            return await self.app(scope, receive, send)
+        too_big = JSONResponse(status_code=413, content={"detail": [{
+            "field": "body", "message": f"the body is over {self.limit} bytes", "fix": "send a smaller body"}]})
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = self.limit + 1
+                if declared > self.limit:
+                    return await too_big(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request":  # the client left
+                return
+            chunks.append(msg.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await too_big(scope, receive, send)
+            if not msg.get("more_body"):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+class Measure:
+    """Count requests and time them by route template (pure ASGI: streaming stays streaming)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t = time.perf_counter()
+        code = 500
+
+        async def tracked(msg: Message) -> None:
+            nonlocal code
+            if msg["type"] == "http.response.start":
+                code = msg["status"]
+                route = getattr(scope.get("route"), "path", "unmatched")
+                self.metrics.requests.labels(scope["method"], route, code).inc()
+                self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - t)
+            await send(msg)
+
+        await self.app(scope, receive, tracked)
+
+
+def _field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if not isinstance(p, int)]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        where, parts = parts[0], parts[1:]
+    else:
+        where = "body"
+    if parts and parts[0] in SPEC_TYPES:  # the union member's tag is not a field users know
+        parts = parts[1:]
+    return ".".join(parts) if parts else where
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        embedded = None
+        url = settings.redis_url
+        if not url:
+            embedded = EmbeddedRedis(settings.redis_dir, fsync=settings.redis_fsync).start()
+            url = embedded.url
+            log.warning("no REDIS_URL: started the embedded valkey-server on %s (data in %s)", url,
+                        settings.redis_dir)
+        if settings.auth == "off":
+            log.warning("AUTHENTICATION IS OFF (LONGWEAVE_AUTH=off): every request is tenant 'local'")
+        elif not settings.api_keys:
+            log.warning("authentication is on and no LONGWEAVE_API_KEYS are configured: every request gets 401")
+        app.state.redis = async_client(url)
+        try:
+            yield
+        finally:
+            await app.state.redis.aclose()
+            if embedded is not None:
+                embedded.stop()
+
+    app = FastAPI(title="longweave", version="0.1.0", lifespan=lifespan,
+                  description="Mass-produce synthetic long-context training data.")
+    app.state.settings = settings
+    app.state.store = Store(settings.store_root)
+    app.state.metrics = Metrics()
+    app.include_router(health.router)
+    app.include_router(datasets.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        detail = []
+        for err in exc.errors():
+            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+            fix = ""
+            if err.get("type") == "extra_forbidden":
+                msg, fix = "unknown field", "remove it or check its spelling"
+            field = _field(err.get("loc", ()))
+            if err.get("type") in ("union_tag_not_found", "union_tag_invalid"):
+                field, fix = "kind", f"one of {', '.join(SPEC_TYPES)}"
+            detail.append({"field": field, "message": msg, "fix": fix})
+        return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.exception_handler(LongweaveError)
+    async def _typed(request: Request, exc: LongweaveError) -> JSONResponse:
+        field = exc.field.lstrip("-").replace("-", "_")
+        return JSONResponse(status_code=422, content={"detail": [
+            {"field": field, "message": exc.message, "fix": exc.fix}]})
+
+    @app.exception_handler(redis.ConnectionError)
+    @app.exception_handler(redis.TimeoutError)
+    async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(status_code=503, content={"detail": [
+            {"field": "redis", "message": f"unreachable: {exc}", "fix": "retry shortly"}]},
+            headers={"Retry-After": "1"})
+
+    app.add_middleware(Measure, metrics=app.state.metrics)
+    # Outermost: a body over the limit is refused before anything reads it.
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

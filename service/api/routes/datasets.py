@@ -1,0 +1,251 @@
+"""/v1/datasets: create, list, inspect, follow (SSE), preview, download and cancel datasets."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import time
+from collections.abc import AsyncIterator
+from functools import lru_cache
+from pathlib import Path as FsPath
+from typing import Annotated, Any
+
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Body, Header, HTTPException, Query, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response, StreamingResponse
+from longweave.generators import streams as S
+from longweave.generators.corpus import Corpus
+from longweave.generators.errors import ConfigError, TokenizerError
+from longweave.generators.specs import DatasetSpec
+
+from ... import queue as Q
+from ..deps import MetaDep, RedisDep, SettingsDep, StoreDep, TenantDep
+from ..models import DatasetList, DatasetStatus, ErrorResponse, FileList, SamplePage
+
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
+                   responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such dataset for this tenant."}}
+GENERATOR_MODULE = {"cip": "cip", "synl": "lookup", "niah": "needles"}
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def _f(meta: dict[str, str], key: str) -> float | None:
+    v = meta.get(key)
+    return float(v) if v not in (None, "") else None
+
+
+async def status_of(r: aioredis.Redis, meta: dict[str, str]) -> DatasetStatus:
+    errors = []
+    if int(meta.get("errors", 0)):
+        errors = [json.loads(e)["message"] for e in await r.lrange(S.errors_key(meta["id"]), 0, 9)]
+    total, published = int(meta.get("samples_total", 0)), int(meta.get("samples_published", 0))
+    started, finished = _f(meta, "started_at"), _f(meta, "finished_at")
+    throughput = eta = None
+    if started is not None and published:
+        elapsed = max((finished or time.time()) - started, 1e-3)
+        throughput = round(published / elapsed, 3)
+        eta = 0.0 if meta["state"] == "done" else round((total - published) / throughput, 1)
+    tok = json.loads(meta["tokenizer"]) if meta.get("tokenizer") else None
+    return DatasetStatus(
+        id=meta["id"], kind=meta["kind"], state=meta["state"], spec=json.loads(meta["spec"]),  # type: ignore[arg-type]
+        samples_total=total, samples_published=published, samples_done=int(meta.get("samples_done", 0)),
+        tokens_published=int(meta.get("tokens_published", 0)), shards_done=int(meta.get("shards_done", 0)),
+        num_shards=int(meta["num_shards"]), batch_size=int(meta["batch_size"]),
+        created_at=float(meta["created_at"]), started_at=started, finished_at=finished,
+        throughput_samples_per_s=throughput, eta_s=eta, tokenizer=tok, errors=errors)
+
+
+def check_spec(spec: Any, settings: Any) -> None:
+    """What the models cannot know: this server's limits, paths and installed generators."""
+    if spec.num_samples > settings.max_samples:
+        raise ConfigError("num_samples", f"{spec.num_samples} is above this server's limit of {settings.max_samples}",
+                          "ask for fewer samples or split the dataset")
+    if spec.num_shards() > settings.max_shards:
+        raise ConfigError("shard_size", f"{spec.num_shards()} shards is above this server's limit of "
+                          f"{settings.max_shards}", "raise shard_size")
+    if importlib.util.find_spec(f"longweave.generators.{GENERATOR_MODULE[spec.kind]}") is None:
+        raise ConfigError("kind", f"'{spec.kind}' is not available on this server", "use another kind")
+    if spec.tokenizer is not None:
+        p = _inside_roots(spec.tokenizer, settings.data_roots, "tokenizer")
+        if not (p / "tokenizer.json").is_file():
+            raise TokenizerError("tokenizer", f"'{spec.tokenizer}' is not a tokenizer directory on this server",
+                                 "give a directory holding tokenizer.json, or leave tokenizer out to train a BPE")
+    if spec.corpus != "stdlib":
+        _inside_roots(spec.corpus, settings.data_roots, "corpus")
+        try:
+            Corpus.open(spec.corpus, text_field=spec.text_field)  # raises CorpusError naming the field
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ConfigError("corpus", f"'{spec.corpus}' cannot be opened ({exc})", "check the path") from None
+
+
+def _inside_roots(path: str, roots: list[FsPath], field: str) -> FsPath:
+    """`path` (or the fixed part of a glob) resolved, if it lies inside one of the data roots."""
+    fixed = path.split("*")[0].split("?")[0].split("[")[0]
+    try:  # `~nobody`, NUL bytes, loops: a path we cannot even resolve is simply not inside
+        p = FsPath(fixed).expanduser().resolve()
+        for root in roots:
+            if p.is_relative_to(root.expanduser().resolve()):
+                return FsPath(path).expanduser()
+    except (OSError, ValueError, RuntimeError):
+        pass
+    where = ", ".join(str(r) for r in roots) or "none configured"
+    raise ConfigError(field, f"'{path}' is outside the server's data roots ({where})",
+                      "use a path under LONGWEAVE_DATA_ROOTS" + ("" if field == "tokenizer" else " or `stdlib`"))
+
+
+@lru_cache(maxsize=8)
+def _tokenizer(path: str) -> Any:
+    from longweave.generators.tokenizer import load_tokenizer
+
+    return load_tokenizer(path)
+
+
+# -- routes -----------------------------------------------------------------------------------
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetStatus,
+             responses={409: {"model": ErrorResponse, "description": "The name is taken."},
+                        413: {"model": ErrorResponse, "description": "The body is over the size limit."}})
+async def create_dataset(spec: Annotated[DatasetSpec, Body()], tenant: TenantDep, r: RedisDep,
+                         settings: SettingsDep) -> DatasetStatus:
+    """Queue a dataset: one task per shard; workers generate, publish and store them."""
+    await run_in_threadpool(check_spec, spec, settings)
+    dataset = spec.name or Q.new_dataset_id(spec.kind)
+    created = await Q.create_dataset(
+        r, dataset, tenant, spec.model_dump_json(), spec.kind, spec.num_samples, spec.num_shards(),
+        spec.shard_size, settings.batch_size, settings.events_maxlen)
+    if not created:
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=[{
+            "field": "name", "message": f"a dataset named '{dataset}' exists", "fix": "choose another name"}])
+    meta = {k.decode(): v.decode() for k, v in (await r.hgetall(S.meta_key(dataset))).items()}
+    meta["id"] = dataset
+    return await status_of(r, meta)
+
+
+@router.get("", response_model=DatasetList)
+async def list_datasets(tenant: TenantDep, r: RedisDep,
+                        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+                        limit: Annotated[int, Query(ge=1, le=500)] = 50) -> DatasetList:
+    """This tenant's datasets, newest first."""
+    total = await r.zcard(S.tenant_key(tenant))
+    ids = [i.decode() for i in await r.zrevrange(S.tenant_key(tenant), offset, offset + limit - 1)]
+    items = []
+    for dataset in ids:
+        meta = {k.decode(): v.decode() for k, v in (await r.hgetall(S.meta_key(dataset))).items()}
+        if meta.get("owner") == tenant and "state" in meta:
+            meta["id"] = dataset
+            items.append(await status_of(r, meta))
+    return DatasetList(items=items, total=total, offset=offset, limit=limit)
+
+
+@router.get("/{dataset_id}", response_model=DatasetStatus, responses=NOT_FOUND)
+async def get_dataset(meta: MetaDep, r: RedisDep) -> Response:
+    """State, counts, throughput and ETA of one dataset."""
+    # The hot path of pollers: the model is built and validated once, here, and serialised
+    # directly (FastAPI would validate it a second time against response_model).
+    return Response((await status_of(r, meta)).model_dump_json(), media_type="application/json")
+
+
+@router.delete("/{dataset_id}", response_model=DatasetStatus, responses=NOT_FOUND)
+async def cancel_dataset(meta: MetaDep, r: RedisDep, settings: SettingsDep) -> DatasetStatus:
+    """Cancel: queued shards are skipped, running shards stop before their next batch."""
+    await Q.cancel_dataset(r, meta["id"], settings.events_maxlen)
+    meta["state"] = (await r.hget(S.meta_key(meta["id"]), "state")).decode()
+    return await status_of(r, meta)
+
+
+@router.get("/{dataset_id}/events", response_class=StreamingResponse, responses={
+    **NOT_FOUND, 200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}})
+async def dataset_events(meta: MetaDep, r: RedisDep,
+                         last_event_id: Annotated[str | None, Header(pattern=r"^\d{1,20}-\d{1,20}$")] = None,
+                         ) -> StreamingResponse:
+    """Progress as server-sent events (`state`, `shard`, `error`); ends when the dataset is final."""
+    key = S.events_key(meta["id"])
+
+    async def stream() -> AsyncIterator[bytes]:
+        cursor = last_event_id or "0-0"
+        while True:
+            res = await r.xread({key: cursor}, count=100, block=15_000)
+            if not res:
+                yield b": keep-alive\n\n"
+                continue
+            final = False
+            for entry_id, fields in res[0][1]:
+                cursor = entry_id.decode()
+                kind, data = fields[b"type"].decode(), fields[b"data"].decode()
+                yield f"id: {cursor}\nevent: {kind}\ndata: {data}\n\n".encode()
+                if kind == "state" and json.loads(data).get("state") in S.FINAL_STATES:
+                    final = True
+            if final:
+                return
+
+    return StreamingResponse(stream(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.get("/{dataset_id}/samples", response_model=SamplePage, responses=NOT_FOUND)
+async def preview_samples(meta: MetaDep, store: StoreDep, settings: SettingsDep,
+                          offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+                          limit: Annotated[int, Query(ge=1, le=1000)] = 10) -> SamplePage:
+    """Decoded samples [offset, offset+limit) from the completed shards."""
+    limit = min(limit, settings.max_preview)
+    return await run_in_threadpool(_preview, meta, store, offset, limit)
+
+
+def _preview(meta: dict[str, str], store: Any, offset: int, limit: int) -> SamplePage:
+    dataset, shard_size = meta["id"], int(meta["shard_size"])
+    total, num_shards = int(meta["samples_total"]), int(meta["num_shards"])
+    # Shards complete in any order; what is readable is the prefix of completed shards.
+    available, shard = 0, 0
+    while shard < num_shards and store.has_shard(dataset, shard):
+        available = min((shard + 1) * shard_size, total)
+        shard += 1
+    samples = []
+    if offset < available:
+        tok = None
+        path = meta.get("tokenizer_path")
+        if path and (FsPath(path) / "tokenizer.json").is_file():
+            tok = _tokenizer(path)
+        stop = min(offset + limit, available)
+        for s in range(offset // shard_size, (stop - 1) // shard_size + 1):
+            lo = max(offset, s * shard_size) - s * shard_size
+            hi = min(stop, (s + 1) * shard_size) - s * shard_size
+            for row in store.read_shard(dataset, s).slice(lo, hi - lo).to_pylist():
+                ids = row["input_ids"]
+                samples.append({
+                    "id": row["id"], "kind": row["kind"], "num_tokens": len(ids),
+                    "text": tok.decode(ids) if tok is not None else "",
+                    "answer": row["answer"], "segments": row["segments"],
+                    "messages": json.loads(row["messages"]) if row["messages"] else None,
+                    "meta": json.loads(row["meta"])})
+    return SamplePage(dataset=dataset, offset=offset, limit=limit, available=available,
+                      samples=samples)  # type: ignore[arg-type]
+
+
+@router.get("/{dataset_id}/files", response_model=FileList, responses=NOT_FOUND)
+async def list_files(meta: MetaDep, store: StoreDep) -> FileList:
+    """The Parquet shards written so far, and the card once the dataset is done."""
+    files = await run_in_threadpool(store.list_files, meta["id"])
+    return FileList(dataset=meta["id"], files=files)  # type: ignore[arg-type]
+
+
+@router.get("/{dataset_id}/files/{name:path}", response_class=StreamingResponse, responses={
+    **NOT_FOUND, 200: {"content": {"application/octet-stream": {}}, "description": "The file."}})
+async def get_file(meta: MetaDep, store: StoreDep, name: str) -> StreamingResponse:
+    """One file of the dataset (a Parquet shard, dataset.json, README.md, ...)."""
+    try:
+        f = await run_in_threadpool(store.open_file, meta["id"], name)
+    except KeyError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            detail=[{"field": "name", "message": f"no file '{name}'"}]) from None
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            while chunk := await asyncio.to_thread(f.read, 1 << 20):
+                yield chunk
+        finally:
+            f.close()
+
+    media = "application/json" if name.endswith(".json") else "text/markdown" if name.endswith(".md") \
+        else "application/octet-stream"
+    return StreamingResponse(body(), media_type=media)

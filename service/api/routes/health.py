@@ -1,0 +1,51 @@
+"""Liveness, readiness and Prometheus metrics (no authentication: probes and scrapers)."""
+
+from __future__ import annotations
+
+import redis
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import Response
+from longweave.generators import streams as S
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..deps import RedisDep
+from ..models import ErrorResponse, Health, Ready
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process answers."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Ready, responses={503: {"model": ErrorResponse}})
+async def readyz(r: RedisDep) -> Ready:
+    """Redis is reachable."""
+    try:
+        await r.ping()
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            detail=[{"field": "redis", "message": f"unreachable: {exc}"}]) from None
+    return Ready(status="ready", redis="ok")
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}})
+async def metrics(request: Request, r: RedisDep) -> Response:
+    """Request counts and latencies of this API process, queue depth and service-wide counters."""
+    m = request.app.state.metrics
+    try:
+        stats = {k.decode(): int(v) for k, v in (await r.hgetall(S.STATS)).items()}
+        groups = await r.xinfo_groups(S.TASKS) if await r.exists(S.TASKS) else []
+        for key in ("batches_published", "samples_published", "bytes_published", "shards_done",
+                    "duplicate_batches", "tasks_reclaimed"):
+            m.service.labels(key).set(stats.get(key, 0))
+        workers = next((g for g in groups if g["name"] in (S.WORKERS_GROUP, S.WORKERS_GROUP.encode())), None)
+        m.tasks_pending.set(workers["pending"] if workers else 0)
+        m.tasks_waiting.set((workers.get("lag") or 0) if workers else await r.xlen(S.TASKS))
+        m.redis_up.set(1)
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        m.redis_up.set(0)
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)

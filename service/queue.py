@@ -1,0 +1,321 @@
+"""The Redis queue: shard tasks, idempotent publication, completion, backpressure, trimming.
+
+Delivery semantics (ARCHITECTURE.md §4), stated once:
+- A shard task is delivered at least once: tasks live in the stream `lw:tasks` read by the
+  consumer group `workers`; a worker acknowledges a task only after every batch of the shard is
+  published and its Parquet file is written, and a task left pending by a dead worker is
+  reclaimed with XAUTOCLAIM after `claim_idle_ms`. A shard may therefore run twice.
+- Publication is idempotent: `PUBLISH` (Lua, atomic) adds a batch to `lw:{id}:out` only if its
+  `(shard, seq)` is not in `lw:{id}:pub`. Generation is a pure function of (spec, shard) and the
+  batch size is pinned per dataset, so a re-run produces the same batches and publishes nothing
+  new. Net: every sample lands in the stream exactly once.
+- Completion is a task too: when the last shard is recorded, `FINISH` queues one `final` task
+  (guarded, once) which writes the dataset card and only then sets `state=done`, so `done`
+  implies that the stream, the Parquet files and the card are all complete.
+- Backpressure: before each batch a worker waits while the slowest consumer group attached to
+  the output stream has more than `max_queued_batches` entries it has not read (checked inside
+  `PUBLISH`, so backpressure costs no extra round trip).
+- Trimming (`TRIM`): entries below the oldest entry some group has not acknowledged, and below
+  the first entry of any shard whose Parquet file is not yet written, may go. With no group
+  attached nothing is trimmed: nothing unconsumed is ever dropped.
+
+The worker uses the synchronous `Queue`; the API uses the async helpers at the bottom.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from longweave.generators import streams as S
+
+from .redis_client import sync_client
+
+FINAL = "final"  # the shard field of a dataset's completion task
+
+# -- Lua ------------------------------------------------------------------------------------------
+_STREAM_ID_HELPERS = """
+local function parse(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+local function less(a, b)
+  local am, as = parse(a); local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+local function groups(key)
+  local out = {}
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+    local t = {}
+    for i = 1, #g, 2 do t[g[i]] = g[i + 1] end
+    table.insert(out, t)
+  end
+  return out
+end
+-- The largest number of entries some group attached to `key` has not read (0 with no group);
+-- counts at most cap+1 entries when the server cannot tell a group's lag directly.
+local function slowest_lag(key, cap)
+  if redis.call('EXISTS', key) == 0 then return 0 end
+  local worst = 0
+  for _, g in ipairs(groups(key)) do
+    local lag = g['lag']
+    if type(lag) ~= 'number' then
+      lag = #redis.call('XRANGE', key, '(' .. g['last-delivered-id'], '+', 'COUNT', cap + 1)
+    end
+    if lag > worst then worst = lag end
+  end
+  return worst
+end
+"""
+
+# KEYS: meta, out, pub, open   ARGV: shard, seq, n, data, tokens, max_queued
+# Returns the new entry id; 0 if (shard, seq) was published before; -1 if the dataset is
+# cancelled, failed or gone; -2 if the slowest consumer group lags more than max_queued (the
+# caller waits and tries again). Backpressure and publication are one round trip.
+PUBLISH = _STREAM_ID_HELPERS + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'cancelled' or state == 'failed' or state == false then return -1 end
+local member = ARGV[1] .. ':' .. ARGV[2]
+if redis.call('SISMEMBER', KEYS[3], member) == 1 then
+  redis.call('HINCRBY', 'lw:stats', 'duplicate_batches', 1)
+  return 0
+end
+if slowest_lag(KEYS[2], tonumber(ARGV[6])) > tonumber(ARGV[6]) then return -2 end
+local id = redis.call('XADD', KEYS[2], '*', 'shard', ARGV[1], 'seq', ARGV[2], 'n', ARGV[3], 'data', ARGV[4])
+redis.call('SADD', KEYS[3], member)
+redis.call('HSETNX', KEYS[4], ARGV[1], id)
+redis.call('HINCRBY', KEYS[1], 'samples_published', ARGV[3])
+redis.call('HINCRBY', KEYS[1], 'tokens_published', ARGV[5])
+redis.call('HINCRBY', KEYS[1], 'batches_published', 1)
+redis.call('HINCRBY', 'lw:stats', 'batches_published', 1)
+redis.call('HINCRBY', 'lw:stats', 'samples_published', ARGV[3])
+redis.call('HINCRBY', 'lw:stats', 'bytes_published', string.len(ARGV[4]))
+return id
+"""
+
+# KEYS: meta, shards, open, events, tasks   ARGV: shard, rows, now, events_maxlen, dataset id
+# Records a shard as complete (its batches published, its Parquet written); queues the final
+# task once when every shard is complete. Returns 1 if newly recorded, 0 if it was already.
+FINISH = """
+local new = redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+if new == 1 then
+  redis.call('HINCRBY', KEYS[1], 'shards_done', 1)
+  redis.call('HINCRBY', KEYS[1], 'samples_done', ARGV[2])
+  redis.call('HINCRBY', 'lw:stats', 'shards_done', 1)
+  local m = redis.call('HMGET', KEYS[1], 'shards_done', 'samples_done', 'samples_total', 'num_shards', 'state')
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'type', 'shard', 'data',
+    cjson.encode({shard=tonumber(ARGV[1]), shards_done=tonumber(m[1]), samples_done=tonumber(m[2]),
+                  samples_total=tonumber(m[3]), num_shards=tonumber(m[4]), state=m[5], time=tonumber(ARGV[3])}))
+  if tonumber(m[1]) >= tonumber(m[4]) and m[5] ~= 'cancelled' and m[5] ~= 'failed'
+     and redis.call('HSETNX', KEYS[1], 'finalizing', ARGV[3]) == 1 then
+    redis.call('XADD', KEYS[5], '*', 'dataset', ARGV[5], 'shard', 'final')
+  end
+end
+return new
+"""
+
+# KEYS: meta, events   ARGV: new state, now, events_maxlen, allowed-from states (space separated)
+# A guarded state change; returns 1 if it happened.
+TRANSITION = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == false then return 0 end
+if not string.find(' ' .. ARGV[4] .. ' ', ' ' .. state .. ' ', 1, true) then return 0 end
+redis.call('HSET', KEYS[1], 'state', ARGV[1])
+if ARGV[1] == 'running' then redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2])
+else redis.call('HSET', KEYS[1], 'finished_at', ARGV[2]) end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'state', 'data',
+  cjson.encode({state=ARGV[1], previous=state, time=tonumber(ARGV[2])}))
+return 1
+"""
+
+# KEYS: out, open. Trims entries every group acknowledged and whose shard is in Parquet.
+# Returns the number of entries removed.
+TRIM = _STREAM_ID_HELPERS + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local gs = groups(KEYS[1])
+if #gs == 0 then return 0 end
+local floor = nil
+local function lower(id) if floor == nil or less(id, floor) then floor = id end end
+for _, g in ipairs(gs) do
+  if g['pending'] > 0 then
+    lower(redis.call('XPENDING', KEYS[1], g['name'])[2])
+  else
+    local ms, seq = parse(g['last-delivered-id'])
+    lower(ms .. '-' .. (seq + 1))
+  end
+end
+for _, id in ipairs(redis.call('HVALS', KEYS[2])) do lower(id) end
+return redis.call('XTRIM', KEYS[1], 'MINID', floor)
+"""
+
+
+def now() -> float:
+    return round(time.time(), 3)
+
+
+@dataclass
+class Task:
+    entry_id: str
+    dataset: str
+    shard: int | None  # None: the dataset's final task
+
+
+def _task(entry_id: Any, fields: dict[Any, Any]) -> Task | None:
+    f = {_s(k): _s(v) for k, v in fields.items()}
+    if "dataset" not in f or "shard" not in f:
+        return None
+    shard = None if f["shard"] == FINAL else int(f["shard"])
+    return Task(_s(entry_id), f["dataset"], shard)
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class Queue:
+    """Synchronous queue operations of a worker (one Redis connection pool per process)."""
+
+    def __init__(self, url: str, consumer: str | None = None, events_maxlen: int = 1000) -> None:
+        self.r = sync_client(url)
+        self.consumer = consumer or consumer_name()
+        self.events_maxlen = events_maxlen
+        self._publish = self.r.register_script(PUBLISH)
+        self._finish = self.r.register_script(FINISH)
+        self._transition = self.r.register_script(TRANSITION)
+        self._trim = self.r.register_script(TRIM)
+
+    def ensure_group(self) -> None:
+        try:
+            self.r.xgroup_create(S.TASKS, S.WORKERS_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # -- tasks -----------------------------------------------------------------------------
+    def claim(self, idle_ms: int, block_ms: int) -> Task | None:
+        """A task of a dead worker (idle past `idle_ms`) if any, else a new one."""
+        _, claimed, *_ = self.r.xautoclaim(S.TASKS, S.WORKERS_GROUP, self.consumer, idle_ms, "0-0", count=1)
+        for entry_id, fields in claimed:
+            if fields is None:  # deleted while pending
+                self.ack(_s(entry_id))
+                continue
+            self.r.hincrby(S.STATS, "tasks_reclaimed", 1)
+            return _task(entry_id, fields) or self._drop(entry_id)
+        res = self.r.xreadgroup(S.WORKERS_GROUP, self.consumer, {S.TASKS: ">"}, count=1, block=block_ms)
+        for _, entries in res or []:
+            for entry_id, fields in entries:
+                return _task(entry_id, fields) or self._drop(entry_id)
+        return None
+
+    def _drop(self, entry_id: Any) -> None:
+        self.ack(_s(entry_id))
+
+    def touch(self, entry_id: str) -> None:
+        """Reset the idle time of a task this worker still works on, so nobody reclaims it."""
+        self.r.xclaim(S.TASKS, S.WORKERS_GROUP, self.consumer, 0, [entry_id], justid=True)
+
+    def ack(self, entry_id: str) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xack(S.TASKS, S.WORKERS_GROUP, entry_id)
+        pipe.xdel(S.TASKS, entry_id)  # acknowledged tasks are history: keep the stream short
+        pipe.execute()
+
+    # -- datasets --------------------------------------------------------------------------
+    def meta(self, dataset: str) -> dict[str, str]:
+        return {_s(k): _s(v) for k, v in self.r.hgetall(S.meta_key(dataset)).items()}
+
+    def state(self, dataset: str) -> str | None:
+        v = self.r.hget(S.meta_key(dataset), "state")
+        return None if v is None else _s(v)
+
+    def transition(self, dataset: str, state: str, allowed_from: tuple[str, ...]) -> bool:
+        return bool(self._transition(keys=[S.meta_key(dataset), S.events_key(dataset)],
+                                     args=[state, now(), self.events_maxlen, " ".join(allowed_from)]))
+
+    def set_tokenizer(self, dataset: str, info: dict[str, Any], path: str) -> None:
+        self.r.hset(S.meta_key(dataset), mapping={
+            "tokenizer": json.dumps({"name": info["name"], "sha256": info["sha256"]}), "tokenizer_path": path})
+
+    def record_error(self, dataset: str, message: str) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.lpush(S.errors_key(dataset), json.dumps({"time": now(), "message": message[:2000]}))
+        pipe.hincrby(S.meta_key(dataset), "errors", 1)  # lets a status read skip the list when 0
+        pipe.ltrim(S.errors_key(dataset), 0, 49)
+        pipe.xadd(S.events_key(dataset), {"type": "error", "data": json.dumps({"message": message[:2000]})},
+                  maxlen=self.events_maxlen, approximate=True)
+        pipe.execute()
+
+    def fail(self, dataset: str, message: str) -> None:
+        self.record_error(dataset, message)
+        self.r.hset(S.meta_key(dataset), "error", message[:2000])
+        self.transition(dataset, "failed", ("queued", "running"))
+
+    def attempt(self, dataset: str, shard: int) -> int:
+        return int(self.r.hincrby(S.meta_key(dataset), f"attempts:{shard}", 1))
+
+    # -- output ----------------------------------------------------------------------------
+    def publish(self, dataset: str, shard: int, seq: int, n: int, data: bytes, tokens: int,
+                max_queued: int) -> int:
+        """1: published now; 0: published before (a re-run); -1: dataset cancelled or failed;
+        -2: a consumer group lags more than `max_queued` batches (wait, then call again)."""
+        res = self._publish(keys=[S.meta_key(dataset), S.out_key(dataset), S.published_key(dataset),
+                                  S.open_key(dataset)], args=[shard, seq, n, data, tokens, max_queued])
+        return res if isinstance(res, int) else 1
+
+    def finish_shard(self, dataset: str, shard: int, rows: int) -> bool:
+        return bool(self._finish(keys=[S.meta_key(dataset), S.shards_key(dataset), S.open_key(dataset),
+                                       S.events_key(dataset), S.TASKS],
+                                 args=[shard, rows, now(), self.events_maxlen, dataset]))
+
+    def trim(self, dataset: str) -> int:
+        return int(self._trim(keys=[S.out_key(dataset), S.open_key(dataset)]))
+
+
+# -- API side (async) -----------------------------------------------------------------------------
+def new_dataset_id(kind: str) -> str:
+    return f"{kind}-{uuid.uuid4().hex[:12]}"
+
+
+async def create_dataset(r: aioredis.Redis, dataset: str, tenant: str, spec_json: str, kind: str,
+                         num_samples: int, num_shards: int, shard_size: int, batch_size: int,
+                         events_maxlen: int) -> bool:
+    """Register a dataset and queue its shard tasks; False if the id is taken."""
+    t = now()
+    # HSETNX on `owner` claims the id atomically; only the winner fills in the rest.
+    if not await r.hsetnx(S.meta_key(dataset), "owner", tenant):
+        return False
+    pipe = r.pipeline(transaction=True)
+    pipe.hset(S.meta_key(dataset), mapping={
+        "spec": spec_json, "kind": kind, "state": "queued", "samples_total": num_samples,
+        "num_shards": num_shards, "shard_size": shard_size, "batch_size": batch_size,
+        "created_at": t, "samples_published": 0, "tokens_published": 0, "batches_published": 0,
+        "samples_done": 0, "shards_done": 0})
+    pipe.zadd(S.tenant_key(tenant), {dataset: t})
+    pipe.xadd(S.events_key(dataset), {"type": "state", "data": json.dumps({"state": "queued", "time": t})},
+              maxlen=events_maxlen, approximate=True)
+    await pipe.execute()
+    # Tasks go in after the meta hash exists, in chunks so one huge dataset never blocks Redis.
+    for lo in range(0, num_shards, 1000):
+        pipe = r.pipeline(transaction=False)
+        for shard in range(lo, min(lo + 1000, num_shards)):
+            pipe.xadd(S.TASKS, {"dataset": dataset, "shard": shard})
+        await pipe.execute()
+    return True
+
+
+async def cancel_dataset(r: aioredis.Redis, dataset: str, events_maxlen: int) -> bool:
+    script = r.register_script(TRANSITION)
+    return bool(await script(keys=[S.meta_key(dataset), S.events_key(dataset)],
+                             args=["cancelled", now(), events_maxlen, "queued running"]))

@@ -1,0 +1,36 @@
+"""Redis clients of the service, sync and async, with the one retry policy they share.
+
+A command that meets a dropped connection (Redis restarted, a failover) is retried with a short
+exponential backoff for about ten seconds before the error reaches the caller, so a Redis restart
+is a pause for the API and the workers, not an error. Every command the service retries is safe
+to repeat: reads, idempotent writes, and the Lua scripts, which check before they write.
+"""
+
+from __future__ import annotations
+
+import redis
+import redis.asyncio as aioredis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+RETRY_ON = [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError]
+
+
+def _options() -> dict:
+    return {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 5,
+            "retry_on_error": RETRY_ON}
+
+
+def sync_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 12), **_options())
+
+
+def async_client(url: str, max_connections: int = 64) -> aioredis.Redis:
+    """The API's client: a bounded pool that makes requests wait for a free connection, rather
+    than open one per concurrent request (hundreds of pollers would exhaust the server)."""
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=20,
+        retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 12), **_options())
+    return aioredis.Redis(connection_pool=pool)

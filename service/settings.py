@@ -1,0 +1,82 @@
+"""Service settings: declared once here, read from `LONGWEAVE_*` environment variables.
+
+The API, the workers and `longweave serve` all build a `Settings()`; nothing else in the service
+reads the environment. `REDIS_URL` (or `LONGWEAVE_REDIS_URL`) points at an external Redis; when
+neither is set, `longweave serve` starts the embedded valkey-server under `LONGWEAVE_HOME`.
+
+API keys are configured hashed: `LONGWEAVE_API_KEYS='{"<sha256 hex of key>": "<tenant>"}'`
+(`hash_api_key` computes the hash). `LONGWEAVE_AUTH=off` turns authentication off for local
+single-user use; every request then belongs to the tenant `local`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def hash_api_key(key: str) -> str:
+    """The form in which an API key is configured and compared (never the key itself)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LONGWEAVE_", extra="ignore", frozen=True, populate_by_name=True)
+
+    # -- where things live -------------------------------------------------------------------
+    home: Path = Field(Path(".longweave"), description="Root of local state: Redis data, store, caches.")
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("LONGWEAVE_REDIS_URL", "REDIS_URL"),
+        description="External Redis; unset: the embedded valkey-server under `home`.")
+    store_url: str | None = Field(None, description="fsspec URL of the Parquet store; default: `home`/datasets.")
+    cache_path: Path | None = Field(None, validation_alias=AliasChoices("LONGWEAVE_CACHE_DIR"),
+                                    description="Tokenizer and token-store cache; default: `home`/cache.")
+    redis_fsync: Literal["always", "everysec", "no"] = Field(
+        "everysec", description="appendfsync of the embedded server (appendonly is always on).")
+
+    # -- queue and workers -------------------------------------------------------------------
+    batch_size: int = Field(32, ge=1, le=100_000, description="Samples per published batch (pinned per dataset).")
+    max_queued_batches: int = Field(256, ge=1, description="Backpressure: most unread batches per consumer group.")
+    claim_idle_ms: int = Field(30_000, ge=100, description="A shard task idle this long is reclaimed (XAUTOCLAIM).")
+    block_ms: int = Field(1000, ge=10, description="How long an idle worker blocks on the task stream.")
+    max_attempts: int = Field(3, ge=1, description="Unexpected failures of one shard before its dataset fails.")
+    worker_contexts: int = Field(4, ge=1, description="Datasets whose tokenizer/corpus a worker keeps loaded.")
+
+    # -- API limits --------------------------------------------------------------------------
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest accepted request body.")
+    max_samples: int = Field(10_000_000, ge=1, description="Largest dataset one request may ask for.")
+    max_shards: int = Field(100_000, ge=1, description="Most shards one dataset may have.")
+    max_preview: int = Field(100, ge=1, description="Most samples one preview request returns.")
+    events_maxlen: int = Field(1000, ge=10, description="Progress events kept per dataset.")
+    data_roots: list[Path] = Field(
+        default_factory=list,
+        description="Server directories a spec may name as corpus or tokenizer; empty: only `stdlib` and "
+                    "trained tokenizers (a client must not make the server read arbitrary paths).")
+
+    # -- auth --------------------------------------------------------------------------------
+    auth: Literal["on", "off"] = Field("on", description="`off`: no keys, everything belongs to tenant `local`.")
+    api_keys: dict[str, str] = Field(default_factory=dict, description="sha256(key) hex -> tenant.")
+
+    @field_validator("api_keys")
+    @classmethod
+    def _hashed(cls, v: dict[str, str]) -> dict[str, str]:
+        for h in v:
+            if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+                raise ValueError("api_keys maps sha256 hex digests of keys to tenants (see hash_api_key)")
+        return v
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.cache_path or self.home / "cache"
+
+    @property
+    def store_root(self) -> str:
+        return self.store_url or str((self.home / "datasets").resolve())
+
+    @property
+    def redis_dir(self) -> Path:
+        return self.home / "redis"

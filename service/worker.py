@@ -1,0 +1,248 @@
+"""The shard worker: claim a task, generate the shard, publish it in batches, store it, acknowledge.
+
+One worker is one process with one loop (run as many as you like, on any host that reaches
+Redis: `longweave worker`). Per task:
+
+1. Skip (acknowledge) tasks of datasets that are cancelled, failed or gone.
+2. Load the dataset's context (tokenizer, corpus) once per process and keep the last few.
+3. Generate the whole shard (a pure function of (spec, shard)).
+4. Publish it as batches of the dataset's pinned `batch_size`, in order, through the idempotent
+   Lua script; before each batch, wait while the slowest consumer group lags more than
+   `max_queued_batches`, and stop if the dataset was cancelled (checked between batches).
+5. Write the shard's Parquet file, record the shard as complete, trim what every consumer has
+   acknowledged, and only then acknowledge the task.
+
+A crash anywhere before step 5 leaves the task pending; another worker reclaims it after
+`claim_idle_ms` and repeats the steps, publishing nothing twice (see service/queue.py). While a
+task runs, a heartbeat thread keeps resetting its idle time so that live work is not reclaimed.
+Redis being unreachable (a restart) is waited out, never turned into a failed dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import redis
+from longweave.generators.errors import LongweaveError
+from longweave.generators.pipeline import Context, generate_shard, prepare
+from longweave.generators.records import shard_name, to_ipc, token_lengths
+from longweave.generators.specs import parse_spec
+from longweave.generators.streams import FINAL_STATES
+
+from .queue import Queue, Task
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger("longweave.worker")
+
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+class Cancelled(Exception):
+    """The dataset left the running state while a shard was being published."""
+
+
+class Heartbeat:
+    """Resets the idle time of the current task every third of `claim_idle_ms`."""
+
+    def __init__(self, url: str, consumer: str, interval_s: float) -> None:
+        self.q = Queue(url, consumer)
+        self.interval = interval_s
+        self.entry: str | None = None
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop_event.wait(self.interval):
+            entry = self.entry
+            if entry is None:
+                continue
+            try:
+                self.q.touch(entry)
+            except redis.RedisError as exc:  # Redis down: the main loop notices too; keep beating
+                log.debug("heartbeat failed: %s", exc)
+
+    def close(self) -> None:
+        self.stop_event.set()
+
+
+class Worker:
+    def __init__(self, settings: Settings, redis_url: str | None = None) -> None:
+        self.settings = settings
+        url = redis_url or settings.redis_url
+        if not url:
+            raise RuntimeError("a worker needs REDIS_URL (longweave serve sets it for its local workers)")
+        self.url = url
+        self.q = Queue(url, events_maxlen=settings.events_maxlen)
+        self.store = Store(settings.store_root)
+        self.contexts: OrderedDict[str, Context] = OrderedDict()
+        self.heartbeat = Heartbeat(url, self.q.consumer, settings.claim_idle_ms / 3000)
+        self.stopping = False
+
+    # -- main loop -------------------------------------------------------------------------
+    def run(self, max_tasks: int | None = None) -> None:
+        done = 0
+        while not self.stopping and (max_tasks is None or done < max_tasks):
+            try:
+                self.q.ensure_group()
+                task = self.q.claim(self.settings.claim_idle_ms, self.settings.block_ms)
+                if task is None:
+                    continue
+                self.heartbeat.entry = task.entry_id
+                try:
+                    self.handle(task)
+                finally:
+                    self.heartbeat.entry = None
+                done += 1
+            except REDIS_DOWN as exc:
+                # The task (if any) stays pending and is reclaimed later, by us or another worker.
+                log.warning("redis unreachable (%s); retrying", exc)
+                time.sleep(0.5)
+            except redis.ResponseError as exc:
+                # NOGROUP: the task stream was deleted under us; the next turn recreates it.
+                if "NOGROUP" not in str(exc):
+                    raise
+        self.heartbeat.close()
+
+    def handle(self, task: Task) -> None:
+        state = self.q.state(task.dataset)
+        if state is None or state in FINAL_STATES:
+            self.q.ack(task.entry_id)
+            return
+        if task.shard is None:
+            self.finalize(task)
+            return
+        try:
+            self.q.transition(task.dataset, "running", ("queued",))
+            ctx = self.context(task.dataset)
+            self.run_shard(ctx, task)
+        except Cancelled:
+            pass
+        except REDIS_DOWN:
+            raise
+        except LongweaveError as exc:
+            # Bad input reaches a worker only when it depends on this host (a path, a corpus).
+            self.q.fail(task.dataset, exc.one_line())
+        except Exception as exc:  # a bug or a transient fault: retry a few times, then fail
+            msg = f"shard {task.shard}: {type(exc).__name__}: {exc}"
+            log.exception("task %s failed", task)
+            self.q.record_error(task.dataset, msg)
+            if self.q.attempt(task.dataset, task.shard) < self.settings.max_attempts:
+                return  # left pending: reclaimed after claim_idle_ms
+            self.q.fail(task.dataset, msg)
+        self.q.ack(task.entry_id)
+
+    # -- one shard -------------------------------------------------------------------------
+    def context(self, dataset: str) -> Context:
+        if dataset in self.contexts:
+            self.contexts.move_to_end(dataset)
+            return self.contexts[dataset]
+        meta = self.q.meta(dataset)
+        ctx = prepare(parse_spec(meta["spec"]), self.settings.cache_dir)
+        ctx.dataset_id = dataset  # sample ids carry the service's id, not the spec's hash
+        self.q.set_tokenizer(dataset, ctx.tokenizer.info(), str(ctx.tokenizer.path))
+        self.contexts[dataset] = ctx
+        while len(self.contexts) > self.settings.worker_contexts:
+            self.contexts.popitem(last=False)
+        return ctx
+
+    def run_shard(self, ctx: Context, task: Task) -> None:
+        dataset, shard = task.dataset, task.shard
+        assert shard is not None
+        batch_size = int(self.q.meta(dataset).get("batch_size") or self.settings.batch_size)
+        table = generate_shard(ctx, shard)
+        lengths = token_lengths([table]) if table.num_rows else np.zeros(0, np.int64)
+        batches = ((to_ipc(table.slice(lo, batch_size)), min(batch_size, table.num_rows - lo),
+                    int(lengths[lo:lo + batch_size].sum())) for lo in range(0, table.num_rows, batch_size))
+        publish_batches(self.q, dataset, shard, batches, self.settings.max_queued_batches)
+        self.store.write_shard(dataset, shard, table)
+        self.q.finish_shard(dataset, shard, table.num_rows)
+        self.q.trim(dataset)
+
+    # -- completion ------------------------------------------------------------------------
+    def finalize(self, task: Task) -> None:
+        """Write dataset.json and the card from the stored shards, then mark the dataset done."""
+        dataset = task.dataset
+        try:
+            ctx = self.context(dataset)
+            spec = ctx.spec
+            tables = [self.store.read_shard(dataset, s).select(["input_ids"]) for s in range(spec.num_shards())]
+            write_dataset_card(self.store, dataset, ctx, tables)
+        except REDIS_DOWN:
+            raise
+        except Exception as exc:
+            log.exception("final task of %s failed", dataset)
+            self.q.fail(dataset, f"card: {type(exc).__name__}: {exc}")
+            self.q.ack(task.entry_id)
+            return
+        self.q.transition(dataset, "done", ("queued", "running"))
+        self.q.ack(task.entry_id)
+
+
+def publish_batches(q: Queue, dataset: str, shard: int, batches: Iterable[tuple[bytes, int, int]],
+                    max_queued: int) -> None:
+    """Publish a shard's batches (IPC bytes, samples, tokens) in order.
+
+    Each batch waits while the slowest consumer group lags more than `max_queued` batches (the
+    check is inside the publishing script); waiting, we trim what consumers acknowledged.
+    """
+    for seq, (data, n, tokens) in enumerate(batches):
+        pause = 0.001
+        while (res := q.publish(dataset, shard, seq, n, data, tokens, max_queued)) == -2:
+            q.trim(dataset)
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)  # short: a long nap would let the consumers run dry
+        if res == -1:
+            raise Cancelled
+
+
+def write_dataset_card(store: Store, dataset: str, ctx: Context, tables: list[pa.Table]) -> dict[str, Any]:
+    from longweave.generators.card import length_stats, write_card
+
+    spec = ctx.spec
+    lengths = token_lengths(tables)
+    info: dict[str, Any] = {
+        "id": dataset, "kind": spec.kind, "spec": spec.model_dump(mode="json"),
+        "tokenizer": ctx.tokenizer.info(), "num_samples": len(lengths),
+        "num_tokens": int(lengths.sum()), "length_stats": length_stats(lengths),
+        "shards": [f"data/{shard_name(s)}" for s in range(spec.num_shards())],
+        "created_by": "longweave service",
+    }
+    store.write_json(dataset, "dataset.json", info)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_card(Path(tmp), info, lengths)
+        shutil.copytree(ctx.tokenizer.path, Path(tmp) / "tokenizer")
+        for p in sorted(Path(tmp).rglob("*")):
+            if p.is_file():
+                store.write_bytes(dataset, p.relative_to(tmp).as_posix(), p.read_bytes())
+    return info
+
+
+def main(settings: Settings | None = None, redis_url: str | None = None) -> None:
+    """Run one worker until SIGTERM/SIGINT (the current task finishes its batch first)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
+    w = Worker(settings or Settings(), redis_url)
+
+    def _stop(signum: int, frame: object) -> None:
+        w.stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    log.info("worker %s on %s", w.q.consumer, w.url.split("@")[-1])
+    w.run()
+
+
+if __name__ == "__main__":
+    main()

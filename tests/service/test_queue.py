@@ -1,0 +1,107 @@
+"""service/queue.py against the real server: idempotent publication, backpressure, cancellation,
+trimming only what every group acknowledged and what is in Parquet, reclaiming and heartbeats."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import redis
+from longweave.generators import streams as S
+from longweave.service.queue import Queue
+
+
+@pytest.fixture()
+def q(redis_server) -> Queue:
+    return Queue(redis_server.url)
+
+
+@pytest.fixture()
+def ds(r: redis.Redis) -> str:
+    name = f"q-{uuid.uuid4().hex[:8]}"
+    r.hset(S.meta_key(name), mapping={"state": "running", "num_shards": 2, "samples_total": 20})
+    return name
+
+
+def pub(q: Queue, ds: str, shard: int, seq: int, data: bytes = b"x", max_queued: int = 100) -> int:
+    return q.publish(ds, shard, seq, 5, data, 50, max_queued)
+
+
+def test_a_batch_is_published_once(q: Queue, ds: str, r: redis.Redis) -> None:
+    assert pub(q, ds, 0, 0, b"a") == 1
+    assert pub(q, ds, 0, 0, b"a") == 0  # the re-run of a shard
+    assert pub(q, ds, 0, 1, b"b") == 1
+    assert pub(q, ds, 1, 0, b"c") == 1  # same seq, other shard
+    assert [f[b"data"] for _, f in r.xrange(S.out_key(ds))] == [b"a", b"b", b"c"]
+    assert r.hget(S.meta_key(ds), "samples_published") == b"15"
+
+
+def test_publication_stops_when_cancelled(q: Queue, ds: str, r: redis.Redis) -> None:
+    assert pub(q, ds, 0, 0) == 1
+    assert q.transition(ds, "cancelled", ("queued", "running"))
+    assert pub(q, ds, 0, 1) == -1
+    assert not q.transition(ds, "running", ("queued",))  # final states are final
+    assert r.xlen(S.out_key(ds)) == 1
+
+
+def test_backpressure_follows_the_slowest_group(q: Queue, ds: str, r: redis.Redis) -> None:
+    out = S.out_key(ds)
+    for seq in range(3):
+        assert pub(q, ds, 0, seq, max_queued=2) == 1  # no group attached: never waits
+    r.xgroup_create(out, "run:fast", id="0")
+    r.xgroup_create(out, "run:slow", id="0")
+    assert pub(q, ds, 0, 3, max_queued=2) == -2     # both groups have 3 unread > 2: not published
+    r.xreadgroup("run:fast", "c", {out: ">"})
+    assert pub(q, ds, 0, 3, max_queued=2) == -2     # the slow one still lags
+    r.xreadgroup("run:slow", "c", {out: ">"}, count=2)
+    assert pub(q, ds, 0, 3, max_queued=2) == 1      # slowest lag is now 1
+    assert r.xlen(out) == 4
+
+
+def test_trim_waits_for_every_group_and_for_parquet(q: Queue, ds: str, r: redis.Redis) -> None:
+    out = S.out_key(ds)
+    for seq in range(4):
+        pub(q, ds, 0, seq)
+    assert q.trim(ds) == 0 and r.xlen(out) == 4            # no group: nothing is consumed, nothing goes
+    r.xgroup_create(out, "run:a", id="0")
+    r.xgroup_create(out, "run:b", id="0")
+    for group in ("run:a", "run:b"):
+        ids = [e for e, _ in r.xreadgroup(group, "c", {out: ">"})[0][1]]
+        r.xack(out, group, *ids)
+    assert q.trim(ds) == 0                                  # all acknowledged, but shard 0 is not in Parquet
+    q.finish_shard(ds, 0, 4)
+    pub(q, ds, 1, 0, b"y")                                  # shard 1 open: its entry must stay
+    assert q.trim(ds) == 4 and r.xlen(out) == 1
+    r.xreadgroup("run:a", "c", {out: ">"})                  # read, not acknowledged by a; b has not read
+    assert q.trim(ds) == 0 and r.xlen(out) == 1
+
+
+def test_finishing_the_last_shard_queues_one_final_task(q: Queue, ds: str, r: redis.Redis) -> None:
+    def finals() -> int:
+        return sum(1 for _, f in r.xrange(S.TASKS) if f[b"dataset"] == ds.encode() and f[b"shard"] == b"final")
+
+    assert q.finish_shard(ds, 0, 10) and finals() == 0
+    assert not q.finish_shard(ds, 0, 10)                   # a re-run counts nothing twice
+    assert q.finish_shard(ds, 1, 10) and finals() == 1
+    assert not q.finish_shard(ds, 1, 10) and finals() == 1
+    assert r.hget(S.meta_key(ds), "samples_done") == b"20"
+
+
+def test_a_dead_workers_task_is_reclaimed_and_a_live_ones_is_not(private_redis) -> None:
+    # A server of its own: the session's workers would take these tasks themselves.
+    dead, live, thief = (Queue(private_redis.url, consumer=n) for n in ("dead", "live", "thief"))
+    dead.ensure_group()
+    for shard in (0, 1):
+        dead.r.xadd(S.TASKS, {"dataset": "claims", "shard": shard})
+    t_dead, t_live = dead.claim(60_000, 10), live.claim(60_000, 10)
+    assert {t_dead.shard, t_live.shard} == {0, 1}
+    for _ in range(6):
+        time.sleep(0.25)
+        live.touch(t_live.entry_id)  # the heartbeat of a live worker
+    got = thief.claim(1000, 10)
+    assert got is not None and got.entry_id == t_dead.entry_id  # only the silent one is taken over
+    assert thief.claim(1000, 10) is None
+    thief.ack(got.entry_id)
+    live.ack(t_live.entry_id)
+    assert dead.r.xlen(S.TASKS) == 0  # acknowledged tasks are deleted
