@@ -192,8 +192,15 @@ def generate_synl(
 @handles_errors
 def generate_niah(
     out: Out,
-    lengths: Annotated[str, typer.Option("--lengths", help="Comma-separated context lengths in tokens.")] = "1024,2048,4096",
-    depths: Annotated[str, typer.Option("--depths", help="Comma-separated needle depths in [0, 1].")] = "0,0.25,0.5,0.75,1",
+    lengths: Annotated[
+        str | None, typer.Option("--lengths", help="Comma-separated context lengths in tokens (default: 1024,2048,4096).")
+    ] = None,
+    seq_len: Annotated[
+        int | None, typer.Option("--seq-len", "-L", help="One context length: the same as --lengths L.")
+    ] = None,
+    depths: Annotated[
+        str | None, typer.Option("--depths", help="Comma-separated needle depths in [0, 1] (default: 0,0.25,0.5,0.75,1).")
+    ] = None,
     variant: Annotated[str, typer.Option("--variant", help="passkey, multikey or multivalue.")] = "passkey",
     num_needles: Annotated[int, typer.Option("--num-needles", help="Keys (multikey) or values (multivalue).")] = 4,
     value_kind: Annotated[str, typer.Option("--value-kind", help="Needle values: numbers, uuids or words.")] = "numbers",
@@ -210,16 +217,18 @@ def generate_niah(
     cache_dir: CacheDir = None,
 ) -> None:
     """Needle-in-a-haystack evaluation grid: context lengths x depths, tokenizer-exact."""
+    if seq_len is not None and lengths is not None:
+        fail("--seq-len: give either --seq-len or --lengths, not both (fix: drop one of them)")
+    if seq_len is not None:
+        lengths = str(seq_len)
     try:
-        length_list = [int(x) for x in split_list(lengths) or []]
+        length_list = [int(x) for x in split_list(lengths) or []] if lengths is not None else None
     except ValueError:
         fail(f"--lengths: '{lengths}' is not a comma-separated list of integers (fix: e.g. --lengths 1024,4096)")
     try:
-        depth_list = [float(x) for x in split_list(depths) or []]
+        depth_list = [float(x) for x in split_list(depths) or []] if depths is not None else None
     except ValueError:
         fail(f"--depths: '{depths}' is not a comma-separated list of numbers (fix: e.g. --depths 0,0.5,1)")
-    if num_samples is None:
-        num_samples = max(1, len(length_list) * len(depth_list))
     run_generate(
         dict(kind="niah", lengths=length_list, depths=depth_list, variant=variant, num_needles=num_needles,
              value_kind=value_kind,

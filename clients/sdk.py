@@ -109,17 +109,22 @@ def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
-def _parse_sse(lines: list[str]) -> Event | None:
-    """One event from its lines (`id:`, `event:`, `data:`); comments and keep-alives give None."""
-    fields: dict[str, str] = {}
-    for line in lines:
-        if not line or line.startswith(":"):
-            continue
-        key, _, value = line.partition(":")
-        fields[key] = fields.get(key, "") + value.lstrip(" ")
-    if "data" not in fields:
-        return None
-    return Event(fields.get("id", ""), fields.get("event", "message"), json.loads(fields["data"]))
+class _SSEDecoder:
+    """Server-sent events from lines: an event ends at a blank line; comments are skipped."""
+
+    def __init__(self) -> None:
+        self._fields: dict[str, str] = {}
+
+    def feed(self, line: str) -> Event | None:
+        if line:
+            if not line.startswith(":"):
+                key, _, value = line.partition(":")
+                self._fields[key] = self._fields.get(key, "") + value.lstrip(" ")
+            return None
+        fields, self._fields = self._fields, {}
+        if "data" not in fields:  # a keep-alive
+            return None
+        return Event(fields.get("id", ""), fields.get("event", "message"), json.loads(fields["data"]))
 
 
 class Client:
@@ -181,14 +186,9 @@ class Client:
             if not resp.is_success:
                 resp.read()
                 _check(resp)
-            lines: list[str] = []
+            decoder = _SSEDecoder()
             for line in resp.iter_lines():
-                if line:
-                    lines.append(line)
-                    continue
-                event = _parse_sse(lines)
-                lines = []
-                if event is not None:
+                if (event := decoder.feed(line)) is not None:
                     yield event
 
     def wait(self, dataset_id: str, timeout: float = 3600.0, poll: float = 1.0) -> Dataset:
@@ -243,14 +243,9 @@ class AsyncClient:
             if not resp.is_success:
                 await resp.aread()
                 _check(resp)
-            lines: list[str] = []
+            decoder = _SSEDecoder()
             async for line in resp.aiter_lines():
-                if line:
-                    lines.append(line)
-                    continue
-                event = _parse_sse(lines)
-                lines = []
-                if event is not None:
+                if (event := decoder.feed(line)) is not None:
                     yield event
 
     async def wait(self, dataset_id: str, timeout: float = 3600.0, poll: float = 1.0) -> Dataset:

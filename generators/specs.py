@@ -33,6 +33,8 @@ from .errors import ConfigError
 FORMATS = ("markdown", "csv", "jsonl", "html")
 FAMILIES = ("retrieval", "multihop", "aggregation", "comparison", "reasoning")
 NIAH_VARIANTS = ("passkey", "multikey", "multivalue")
+NIAH_LENGTHS = (1024, 2048, 4096)
+NIAH_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 MAX_SEQ_LEN = 1 << 21  # 2M tokens: beyond any window we target, below anything that breaks int32 offsets
 MAX_SAMPLES = 100_000_000
@@ -137,13 +139,25 @@ class NIAHSpec(SpecBase):
 
     kind: Literal["niah"] = "niah"
     lengths: list[Annotated[int, Field(ge=64, le=MAX_SEQ_LEN)]] = Field(
-        default_factory=lambda: [1024, 2048, 4096], min_length=1, description="Context lengths in tokens.")
+        default_factory=lambda: list(NIAH_LENGTHS), min_length=1, description="Context lengths in tokens.")
     depths: list[Annotated[float, Field(ge=0, le=1)]] = Field(
-        default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0], min_length=1, description="Needle depths (0 = start, 1 = end).")
+        default_factory=lambda: list(NIAH_DEPTHS), min_length=1, description="Needle depths (0 = start, 1 = end).")
     variant: Literal["passkey", "multikey", "multivalue"] = Field("passkey", description="Needle task.")
     num_needles: int = Field(4, ge=1, le=64, description="Keys (multikey) or values (multivalue) per haystack.")
     value_kind: Literal["numbers", "uuids", "words"] = Field(
         "numbers", description="What the needles hide: 7-digit numbers, UUIDs or word pairs.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_per_cell(cls, data: Any) -> Any:
+        # Without num_samples, a grid gets one sample per cell rather than the generic default.
+        if isinstance(data, dict) and data.get("num_samples") is None:
+            try:
+                cells = len(set(data.get("lengths") or NIAH_LENGTHS)) * len(set(data.get("depths") or NIAH_DEPTHS))
+            except TypeError:  # malformed lists: the field validators report them
+                return data
+            data = {**data, "num_samples": max(1, cells)}
+        return data
 
     @field_validator("lengths", "depths")
     @classmethod

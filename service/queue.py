@@ -88,6 +88,10 @@ if redis.call('SISMEMBER', KEYS[3], member) == 1 then
   return 0
 end
 if slowest_lag(KEYS[2], tonumber(ARGV[6])) > tonumber(ARGV[6]) then return -2 end
+-- In order within a shard: a batch whose predecessor is not in the stream yet (it was refused
+-- for backpressure earlier in the same pipeline) waits, so pipelining never reorders a shard.
+local seq = tonumber(ARGV[2])
+if seq > 0 and redis.call('SISMEMBER', KEYS[3], ARGV[1] .. ':' .. (seq - 1)) == 0 then return -3 end
 local id = redis.call('XADD', KEYS[2], '*', 'shard', ARGV[1], 'seq', ARGV[2], 'n', ARGV[3], 'data', ARGV[4])
 redis.call('SADD', KEYS[3], member)
 redis.call('HSETNX', KEYS[4], ARGV[1], id)
@@ -269,10 +273,24 @@ class Queue:
     def publish(self, dataset: str, shard: int, seq: int, n: int, data: bytes, tokens: int,
                 max_queued: int) -> int:
         """1: published now; 0: published before (a re-run); -1: dataset cancelled or failed;
-        -2: a consumer group lags more than `max_queued` batches (wait, then call again)."""
+        -2: a consumer group lags more than `max_queued` batches (wait, then call again);
+        -3: the shard's previous batch is not published yet."""
         res = self._publish(keys=[S.meta_key(dataset), S.out_key(dataset), S.published_key(dataset),
                                   S.open_key(dataset)], args=[shard, seq, n, data, tokens, max_queued])
         return res if isinstance(res, int) else 1
+
+    def publish_window(self, dataset: str, shard: int, first_seq: int, batches: list[tuple[bytes, int, int]],
+                       max_queued: int) -> list[int]:
+        """`publish` for consecutive batches (data, samples, tokens) in one round trip.
+
+        A pipeline of scripts, each atomic on its own; -3 means "an earlier batch of this window
+        was refused (-2), publish that one first". The script keeps a shard's batches in order.
+        """
+        keys = [S.meta_key(dataset), S.out_key(dataset), S.published_key(dataset), S.open_key(dataset)]
+        pipe = self.r.pipeline(transaction=False)
+        for i, (data, n, tokens) in enumerate(batches):
+            self._publish(keys=keys, args=[shard, first_seq + i, n, data, tokens, max_queued], client=pipe)
+        return [res if isinstance(res, int) else 1 for res in pipe.execute()]
 
     def finish_shard(self, dataset: str, shard: int, rows: int) -> bool:
         return bool(self._finish(keys=[S.meta_key(dataset), S.shards_key(dataset), S.open_key(dataset),

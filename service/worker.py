@@ -28,6 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -191,21 +192,38 @@ class Worker:
         self.q.ack(task.entry_id)
 
 
+PUBLISH_WINDOW = 4  # batches sent per round trip: pipelining hides Redis latency on small batches
+
+
 def publish_batches(q: Queue, dataset: str, shard: int, batches: Iterable[tuple[bytes, int, int]],
-                    max_queued: int) -> None:
-    """Publish a shard's batches (IPC bytes, samples, tokens) in order.
+                    max_queued: int, window: int = PUBLISH_WINDOW) -> None:
+    """Publish a shard's batches (IPC bytes, samples, tokens) in order, `window` per round trip.
 
     Each batch waits while the slowest consumer group lags more than `max_queued` batches (the
     check is inside the publishing script); waiting, we trim what consumers acknowledged.
     """
-    for seq, (data, n, tokens) in enumerate(batches):
-        pause = 0.001
-        while (res := q.publish(dataset, shard, seq, n, data, tokens, max_queued)) == -2:
+    it = iter(batches)
+    pending: list[tuple[bytes, int, int]] = []
+    seq, pause = 0, 0.001
+    while True:
+        pending.extend(islice(it, window - len(pending)))
+        if not pending:
+            return
+        done = 0
+        for res in q.publish_window(dataset, shard, seq, pending, max_queued):
+            if res == -1:
+                raise Cancelled
+            if res < 0:  # -2: a consumer lags; -3: behind a refused batch of this window
+                break
+            done += 1
+        seq += done
+        del pending[:done]
+        if done:
+            pause = 0.001
+        else:
             q.trim(dataset)
             time.sleep(pause)
             pause = min(pause * 2, 0.02)  # short: a long nap would let the consumers run dry
-        if res == -1:
-            raise Cancelled
 
 
 def write_dataset_card(store: Store, dataset: str, ctx: Context, tables: list[pa.Table]) -> dict[str, Any]:

@@ -2,38 +2,75 @@
 trainer consumes the live stream (the service and the trainer meet only at the data contract of
 generators/streams.py and records.py).
 
-Every sample the workers make is trained exactly once, and the ids are exactly those a fresh
-in-process generation of the same spec gives.
+The run's consumer group is attached before the dataset is queued and the workers' backpressure
+bound is two batches, so the workers cannot run ahead of the trainer: training provably happens
+while the data is being made. Every sample the workers make is trained exactly once, with the ids
+a fresh in-process generation of the same spec gives, and the loss falls.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+import redis
+
 from longweave.clients.sdk import Client
+from longweave.generators import streams
+from longweave.service.redis_server import EmbeddedRedis
 from longweave.trainer import config, train
-from tests.service.conftest import (  # noqa: F401  (fixtures)
-    KEYS, api, expected_ids, redis_server, service_env, service_home, workers,
+from tests.service.conftest import (  # noqa: F401  (fixtures and helpers)
+    KEYS, expected_ids, redis_server, service_env, service_home, start_api, start_worker, stop,
 )
 
-SPEC = {"kind": "cip", "num_samples": 96, "seq_len": 256, "shard_size": 16, "docs_per_seq": 2, "seed": 11}
+SPEC = {"kind": "cip", "name": "e2e-live", "num_samples": 128, "seq_len": 256, "shard_size": 16,
+        "docs_per_seq": 2, "seed": 11}
+RUN_ID = "e2e"
 
 
-def test_trainer_consumes_what_the_workers_produce(api: str, workers: list, redis_server, tokenizer_dir: Path,
-                                                   cache_dir: Path, tmp_path: Path) -> None:
+@pytest.fixture()
+def throttled_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A Redis, an API and two workers of their own, whose backpressure bound is 2 batches."""
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        env = {**service_env, "REDIS_URL": server.url, "LONGWEAVE_HOME": str(tmp_path / "home"),
+               "LONGWEAVE_MAX_QUEUED_BATCHES": "2"}
+        api, url = start_api(env, tmp_path / "api.log")
+        workers = [start_worker(env, tmp_path / f"worker{i}.log") for i in range(2)]
+        try:
+            yield url, server.url
+        finally:
+            for p in [*workers, api]:
+                stop(p)
+
+
+@pytest.mark.slow
+def test_trainer_consumes_while_the_workers_produce(throttled_service: tuple[str, str], tokenizer_dir: Path,
+                                                    cache_dir: Path, tmp_path: Path) -> None:
+    api, redis_url = throttled_service
+    # Attach the run's group first: from the first batch on, the workers wait for the trainer.
+    redis.Redis.from_url(redis_url).xgroup_create(streams.out_key(SPEC["name"]), streams.run_group(RUN_ID),
+                                                  id="0", mkstream=True)
+    run = tmp_path / "run"
+    cfg = config.validate({
+        "run_dir": str(run), "run_id": RUN_ID, "steps": 1000, "micro_batch": 2, "checkpoint_every": 4,
+        "threads": 1, "progress": False, "model": {"tokenizer": str(tokenizer_dir)},
+        "data": {"seq_len": 512, "pack_buffer": 8,
+                 "sources": [{"kind": "redis", "url": redis_url, "dataset_id": SPEC["name"], "block_ms": 200}]},
+        "optim": {"lr": 3e-3, "warmup_steps": 2},
+    })
     with Client(api, api_key=KEYS["alice"]) as lw:
         ds = lw.create_dataset(SPEC)
-        run = tmp_path / "run"
-        cfg = config.validate({
-            "run_dir": str(run), "steps": 1000, "micro_batch": 2, "checkpoint_every": 4, "threads": 1,
-            "progress": False, "model": {"tokenizer": str(tokenizer_dir)},
-            "data": {"seq_len": 512, "pack_buffer": 8,
-                     "sources": [{"kind": "redis", "url": redis_server.url, "dataset_id": ds.id, "block_ms": 200}]},
-            "optim": {"lr": 3e-3, "warmup_steps": 2},
-        })
         train.train(cfg)  # returns when the dataset is done and its stream is drained
-        assert lw.get_dataset(ds.id).state == "done"
+        done = lw.get_dataset(ds.id)
+    assert done.state == "done"
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # Several optimizer steps happened before the workers published their last batch.
+    assert sum(m["time"] < done.model_extra["finished_at"] for m in metrics) >= 3
+    losses = [m["loss"] for m in metrics]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses
     trained = (run / "samples-rank0.log").read_text().split()
     assert Counter(trained) == Counter(expected_ids(SPEC, ds.id, cache_dir))
     assert (run / "final" / "config.json").is_file()

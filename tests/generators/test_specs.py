@@ -43,3 +43,9 @@ def test_dataset_id_is_content_addressed_and_shards_cover_everything() -> None:
     with pytest.raises(ConfigError):
         a.shard_bounds(4)
     assert parse_spec({"kind": "cip", "name": "my-set"}).dataset_id() == "my-set"
+
+
+def test_a_needle_grid_defaults_to_one_sample_per_cell() -> None:
+    assert parse_spec({"kind": "niah"}).num_samples == 15  # 3 default lengths x 5 default depths
+    assert parse_spec({"kind": "niah", "lengths": [512, 512, 1024], "depths": [0.5]}).num_samples == 2
+    assert parse_spec({"kind": "niah", "num_samples": 7}).num_samples == 7
