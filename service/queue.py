@@ -142,6 +142,14 @@ return 1
 
 # KEYS: out, open. Trims entries every group acknowledged and whose shard is in Parquet.
 # Returns the number of entries removed.
+# KEYS: meta, out   ARGV: cap. The slowest group's lag, without touching any payload; -1 if the
+# dataset is cancelled, failed or gone (a waiting worker must notice that too).
+LAG = _STREAM_ID_HELPERS + """
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'cancelled' or state == 'failed' or state == false then return -1 end
+return slowest_lag(KEYS[2], tonumber(ARGV[1]))
+"""
+
 TRIM = _STREAM_ID_HELPERS + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local gs = groups(KEYS[1])
@@ -199,6 +207,7 @@ class Queue:
         self._finish = self.r.register_script(FINISH)
         self._transition = self.r.register_script(TRANSITION)
         self._trim = self.r.register_script(TRIM)
+        self._lag = self.r.register_script(LAG)
 
     def ensure_group(self) -> None:
         try:
@@ -299,6 +308,11 @@ class Queue:
 
     def trim(self, dataset: str) -> int:
         return int(self._trim(keys=[S.out_key(dataset), S.open_key(dataset)]))
+
+    def lag(self, dataset: str, cap: int) -> int:
+        """Unread entries of the slowest consumer group (counted up to cap+1 when Redis cannot say);
+        -1 if the dataset is cancelled, failed or gone."""
+        return int(self._lag(keys=[S.meta_key(dataset), S.out_key(dataset)], args=[cap]))
 
 
 # -- API side (async) -----------------------------------------------------------------------------

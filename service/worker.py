@@ -204,7 +204,7 @@ def publish_batches(q: Queue, dataset: str, shard: int, batches: Iterable[tuple[
     """
     it = iter(batches)
     pending: list[tuple[bytes, int, int]] = []
-    seq, pause = 0, 0.001
+    seq = 0
     while True:
         pending.extend(islice(it, window - len(pending)))
         if not pending:
@@ -219,11 +219,18 @@ def publish_batches(q: Queue, dataset: str, shard: int, batches: Iterable[tuple[
         seq += done
         del pending[:done]
         if done:
-            pause = 0.001
-        else:
+            continue
+        # A consumer lags: wait on a payload-free check before sending the window's batches again.
+        pause = 0.001
+        while True:
             q.trim(dataset)
             time.sleep(pause)
             pause = min(pause * 2, 0.02)  # short: a long nap would let the consumers run dry
+            lag = q.lag(dataset, max_queued)
+            if lag < 0:
+                raise Cancelled
+            if lag <= max_queued:
+                break
 
 
 def write_dataset_card(store: Store, dataset: str, ctx: Context, tables: list[pa.Table]) -> dict[str, Any]:
