@@ -191,21 +191,32 @@ def parse_spec(data: dict[str, Any] | str) -> CIPSpec | SynLSpec | NIAHSpec:
         raise config_error_from(exc) from None
 
 
-def config_error_from(exc: ValidationError) -> ConfigError:
-    err = exc.errors()[0]
-    loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
-    # The discriminated union puts the kind in the path (`cip.seq_len`); users know only the field.
+def describe_error(err: dict[str, Any], default_fix: str = "") -> tuple[str, str, str]:
+    """(field, message, fix) of one pydantic error of a spec, in the words users know.
+
+    Shared by the CLI (via `config_error_from`) and the REST API's 422 handler, so both name the
+    same field: the union's tag is dropped from paths (`cip.seq_len` -> `seq_len`), cross-field
+    checks (model validators) name their field as "field: message (fix: ...)", and unknown or
+    missing kinds are reported on `kind`.
+    """
+    loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]
     if loc and loc[0] in SPEC_TYPES:
         loc = loc[1:]
-    field = loc[0] if loc else "spec"
-    msg = err["msg"].removeprefix("Value error, ")
-    fix = "see `longweave generate --help` for the accepted values"
-    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        field = "kind"
-        msg = "must be one of " + ", ".join(SPEC_TYPES)
+    field = ".".join(loc) if loc else "spec"
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    fix = default_fix
+    if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
+        field, msg = "kind", "must be one of " + ", ".join(SPEC_TYPES)
+        fix = "set kind to " + " or ".join(SPEC_TYPES)
     elif not loc and (m := re.match(r"^([a-z_]+): (.*?)(?: \(fix: (.*)\))?$", msg)):
-        # Cross-field checks (model validators) write "field: message (fix: ...)".
         field, msg, fix = m.group(1), m.group(2), m.group(3) or fix
-    elif err["type"] == "extra_forbidden":
+    elif err.get("type") == "extra_forbidden":
         msg, fix = "unknown field", "remove it or check its spelling"
-    return ConfigError(field, msg, fix)
+    return field, msg, fix
+
+
+def config_error_from(exc: ValidationError) -> ConfigError:
+    field, msg, fix = describe_error(exc.errors()[0], "see `longweave generate --help` for the accepted values")
+    return ConfigError(field.split(".")[0], msg, fix)

@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from longweave.generators.errors import LongweaveError
-from longweave.generators.specs import SPEC_TYPES
+from longweave.generators.specs import SPEC_TYPES, describe_error
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -165,13 +165,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = []
         for err in exc.errors():
-            msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-            fix = ""
-            if err.get("type") == "extra_forbidden":
-                msg, fix = "unknown field", "remove it or check its spelling"
-            field = _field(err.get("loc", ()))
-            if err.get("type") in ("union_tag_not_found", "union_tag_invalid"):
-                field, fix = "kind", f"one of {', '.join(SPEC_TYPES)}"
+            if err.get("loc", ("body",))[0] == "body":
+                field, msg, fix = describe_error(err, "see the request schema at /docs")
+                if field == "spec":
+                    field = "body"
+            else:  # query, path or header parameters
+                field, msg, fix = _field(err.get("loc", ())), str(err.get("msg", "invalid")), ""
             detail.append({"field": field, "message": msg, "fix": fix})
         return JSONResponse(status_code=422, content={"detail": detail})
 

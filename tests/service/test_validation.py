@@ -35,7 +35,7 @@ def fields(resp: httpx.Response) -> list[str]:
     ({**BASE, "corpus": "~nosuchuser/x"}, 422, "corpus"),               # found by schemathesis: was a 500
     ({**BASE, "tokenizer": "a\x00b"}, 422, "tokenizer"),
     ({**BASE, "name": "../../etc"}, 422, "name"),
-    ({**BASE, "docs_per_seq": 200, "seq_len": 256}, 422, "body"),    # cross-field: seq_len too small
+    ({**BASE, "docs_per_seq": 200, "seq_len": 256}, 422, "seq_len"),  # cross-field: named by the check
 ])
 def test_bad_specs_name_the_field(api: str, body: dict, status: int, field: str) -> None:
     c = client(api)
@@ -95,3 +95,16 @@ def test_paths_inside_the_data_roots_are_checked_and_accepted(api: str, cache_di
     resp = c.post("/v1/datasets", json={**BASE, "tokenizer": str(tokenizer_dir), "name": f"tok-{uuid.uuid4().hex[:8]}"})
     assert resp.status_code == 201, resp.text
     c.delete(f"/v1/datasets/{resp.json()['id']}")
+
+
+def test_cross_field_errors_name_the_field_and_the_fix(api: str) -> None:
+    # seq_len < docs_per_seq x chunks_per_doc + 2 is checked across fields, yet the detail names seq_len.
+    import httpx
+
+    from tests.service.conftest import KEYS
+
+    resp = httpx.post(f"{api}/v1/datasets", headers={"Authorization": f"Bearer {KEYS['alice']}"},
+                      json={"kind": "cip", "seq_len": 17, "docs_per_seq": 8, "chunks_per_doc": 2}, timeout=30)
+    assert resp.status_code == 422
+    (item,) = resp.json()["detail"]
+    assert item["field"] == "seq_len" and "raise seq_len" in item["fix"], item
