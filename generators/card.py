@@ -14,7 +14,25 @@ from typing import Any
 
 import numpy as np
 
+from .records import shard_name
+
 HISTOGRAM = "lengths.png"
+
+
+def dataset_info(spec: Any, dataset_id: str, tokenizer_info: dict[str, Any], lengths: np.ndarray,
+                 created_by: str) -> dict[str, Any]:
+    """What `dataset.json` holds and the card shows: one definition for local builds and the service."""
+    return {
+        "id": dataset_id,
+        "kind": spec.kind,
+        "spec": spec.model_dump(mode="json"),
+        "tokenizer": tokenizer_info,
+        "num_samples": int(len(lengths)),
+        "num_tokens": int(lengths.sum()),
+        "length_stats": length_stats(lengths),
+        "shards": [f"data/{shard_name(s)}" for s in range(spec.num_shards())],
+        "created_by": created_by,
+    }
 
 
 def length_stats(lengths: np.ndarray) -> dict[str, int]:

