@@ -1,6 +1,6 @@
 """The `longweave` command line.
 
-`longweave generate cip|synl|niah` builds a dataset on this machine; `inspect` shows one. The
+`longweave generate cip|synl|niah|doc-qa` builds a dataset on this machine; `inspect` shows one. The
 options map one to one onto the fields of the dataset specs in `generators/specs.py`, which
 validate them; this module only collects options, reports progress and turns typed errors into
 one line naming the option and the fix, with exit code 2. Commands that need the service or the
@@ -37,8 +37,15 @@ out_console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+LLM_OPTIONS = {"llm": "--llm-endpoint", "llm.endpoints": "--llm-endpoint", "llm.model": "--llm-model",
+               "llm.steps": "--llm-steps", "llm.concurrency": "--llm-concurrency"}
+LLM_FIX = "pass --llm-endpoint URL (a vLLM OpenAI-compatible server, e.g. http://localhost:8000/v1) and --llm-model NAME"
+
+
 def option_name(field: str) -> str:
     """`seq_len` -> `--seq-len`; leaves names that already look like options alone."""
+    if field in LLM_OPTIONS:
+        return LLM_OPTIONS[field]
     if field.startswith("-") or " " in field:
         return field
     return "--" + field.replace("_", "-")
@@ -58,7 +65,8 @@ def handles_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except LongweaveError as err:
             text = f"{option_name(err.field)}: {err.message}"
-            fail(text + (f" (fix: {err.fix})" if err.fix else ""))
+            fix = LLM_FIX if err.field in ("llm", "llm.endpoints", "llm.model") else err.fix
+            fail(text + (f" (fix: {fix})" if fix else ""))
 
     return wrapper  # type: ignore[return-value]
 
@@ -84,6 +92,22 @@ Name = Annotated[str | None, typer.Option("--name", help="Dataset id used in sam
 CacheDir = Annotated[
     Path | None, typer.Option("--cache-dir", help="Where trained tokenizers and tokenized corpora are cached.")
 ]
+LLMEndpoints = Annotated[str | None, typer.Option(
+    "--llm-endpoint", help="Comma-separated base URLs of vLLM OpenAI-compatible servers, e.g. http://localhost:8000/v1.")]
+LLMModel = Annotated[str | None, typer.Option("--llm-model", help="Served model name at the endpoints.")]
+LLMConcurrency = Annotated[int | None, typer.Option("--llm-concurrency", help="Most requests in flight per endpoint.")]
+
+
+def llm_section(endpoints: str | None, model: str | None, concurrency: int | None,
+                steps: list[str] | None = None) -> dict[str, Any] | None:
+    """The spec's `llm` section from the CLI options (None: no model; the spec validates the rest)."""
+    if endpoints is None and model is None and not steps:
+        return None
+    section: dict[str, Any] = {"backend": "openai", "endpoints": split_list(endpoints) or [], "model": model or "",
+                               "steps": steps or []}
+    if concurrency is not None:
+        section["concurrency"] = concurrency
+    return section
 
 
 def run_generate(fields: dict[str, Any], out: Path, cache_dir: Path | None) -> None:
@@ -93,9 +117,15 @@ def run_generate(fields: dict[str, Any], out: Path, cache_dir: Path | None) -> N
 
     spec = parse_spec({k: v for k, v in fields.items() if v is not None})
     cache = cache_dir or Path(os.environ.get("LONGWEAVE_HOME", ".longweave")) / "cache"
+    llm = None
+    llm_spec = getattr(spec, "llm", None)
+    if llm_spec is not None and llm_spec.enabled:
+        from longweave.service.llm import build_llm  # no response cache here: the Parquet files are the resume point
+
+        llm = build_llm(llm_spec, redis_url=None, api_key=os.environ.get("LONGWEAVE_LLM_API_KEY"))
     with console.status("loading the tokenizer and corpus (first run trains and tokenizes, then caches)"):
-        ctx = prepare(spec, cache)
-        if spec.kind in ("cip", "niah"):
+        ctx = prepare(spec, cache, llm=llm)
+        if spec.kind in ("cip", "niah", "doc_qa"):
             _ = ctx.store
     progress = Progress(
         TextColumn(f"[bold]{spec.kind}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
@@ -112,6 +142,10 @@ def run_generate(fields: dict[str, Any], out: Path, cache_dir: Path | None) -> N
 
         result = build_dataset(spec, out, cache, on_shard=on_shard, ctx=ctx)
     info = result.info
+    if info.get("llm"):
+        rejected = sum(v for k, v in info["llm"].items() if k.startswith("rejected."))
+        out_console.print(f"model: {sum(v for k, v in info['llm'].items() if k.startswith('requests.')):,} requests, "
+                          f"{rejected:,} outputs rejected by the checks (see the card)", highlight=False)
     out_console.print(
         f"[green]done:[/] {info['num_samples']:,} {info['kind']} samples, {info['num_tokens']:,} tokens, "
         f"{len(info['shards'])} shard(s) in [bold]{result.out}[/] (card: {result.out / 'README.md'})",
@@ -177,13 +211,52 @@ def generate_synl(
     vocab_size: VocabSize = 8192,
     name: Name = None,
     cache_dir: CacheDir = None,
+    llm_endpoint: LLMEndpoints = None,
+    llm_model: LLMModel = None,
+    llm_steps: Annotated[str | None, typer.Option(
+        "--llm-steps", help="Comma-separated steps that use the model: themes,phrasing,reasoning.")] = None,
+    llm_concurrency: LLMConcurrency = None,
 ) -> None:
     """Synthetic lengthy tables (SynL): lookup, multi-hop, aggregation, comparison and reasoning SFT tasks."""
     run_generate(
         dict(kind="synl", seq_len=seq_len, formats=split_list(formats), families=split_list(families),
              max_tables=max_tables, max_hops=max_hops, min_columns=min_columns, max_columns=max_columns,
              min_len_ratio=min_len_ratio, num_samples=num_samples, seed=seed,
-             shard_size=shard_size, corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size, name=name),
+             shard_size=shard_size, corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size, name=name,
+             llm=llm_section(llm_endpoint, llm_model, llm_concurrency, split_list(llm_steps))),
+        out, cache_dir,
+    )
+
+
+@generate_app.command("doc-qa")
+@handles_errors
+def generate_doc_qa(
+    out: Out,
+    llm_endpoint: LLMEndpoints = None,
+    llm_model: LLMModel = None,
+    llm_concurrency: LLMConcurrency = None,
+    seq_len: Annotated[int, typer.Option("--seq-len", "-L", help="Most tokens of document, question and answer.")] = 8192,
+    source: Annotated[str, typer.Option("--source", help="documents (joined corpus documents) or cip.")] = "documents",
+    chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help="Tokens of the chunk the questions are about.")] = 768,
+    pairs_per_chunk: Annotated[int, typer.Option("--pairs-per-chunk", help="QA pairs asked for per chunk.")] = 3,
+    attempts: Annotated[int, typer.Option("--attempts", help="Chunks tried per sample before it is dropped.")] = 3,
+    loss_on_prompt: Annotated[bool, typer.Option("--loss-on-prompt", help="Train on document and question too.")] = False,
+    num_samples: NumSamples = 1000,
+    seed: Seed = 0,
+    shard_size: ShardSize = 256,
+    corpus: Corpus = "stdlib",
+    tokenizer: TokenizerDir = None,
+    vocab_size: VocabSize = 8192,
+    text_field: TextField = "text",
+    name: Name = None,
+    cache_dir: CacheDir = None,
+) -> None:
+    """Long-document QA (Llama 2 Long self-instruct): a model writes and verifies QA pairs about a random chunk."""
+    run_generate(
+        dict(kind="doc_qa", seq_len=seq_len, source=source, chunk_tokens=chunk_tokens, pairs_per_chunk=pairs_per_chunk,
+             attempts=attempts, loss_on_prompt=loss_on_prompt, num_samples=num_samples, seed=seed,
+             shard_size=shard_size, corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size, text_field=text_field,
+             name=name, llm=llm_section(llm_endpoint, llm_model, llm_concurrency)),
         out, cache_dir,
     )
 

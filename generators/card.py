@@ -20,9 +20,14 @@ HISTOGRAM = "lengths.png"
 
 
 def dataset_info(spec: Any, dataset_id: str, tokenizer_info: dict[str, Any], lengths: np.ndarray,
-                 created_by: str) -> dict[str, Any]:
-    """What `dataset.json` holds and the card shows: one definition for local builds and the service."""
-    return {
+                 created_by: str, llm_stats: dict[str, int] | None = None) -> dict[str, Any]:
+    """What `dataset.json` holds and the card shows: one definition for local builds and the service.
+
+    `llm_stats` (flat counters of the model steps: requests, cache hits, accepted, rejected by
+    reason) is recorded when a model took part, so a reader sees how much was thrown away and why.
+    """
+    extra = {"llm": dict(sorted(llm_stats.items()))} if llm_stats else {}
+    return {**extra,
         "id": dataset_id,
         "kind": spec.kind,
         "spec": spec.model_dump(mode="json"),
@@ -73,6 +78,11 @@ def render_card(info: dict[str, Any]) -> str:
     tok = info["tokenizer"]
     params = "\n".join(f"| `{k}` | `{json.dumps(v)}` |" for k, v in sorted(spec.items()))
     shards = info["shards"]
+    llm = ""
+    if info.get("llm"):
+        rows = "\n".join(f"| `{k}` | {v:,} |" for k, v in info["llm"].items())
+        llm = (f"\n## Language model\nEvery model output was checked by code; what failed a check was rejected "
+               f"and counted (`rejected.<step>:<reason>`), never kept.\n\n| counter | value |\n| --- | --- |\n{rows}\n")
     return f"""# {info['id']}
 
 A longweave **{info['kind']}** dataset: {info['num_samples']:,} samples, {info['num_tokens']:,} tokens
@@ -89,7 +99,7 @@ ARCHITECTURE.md (`id, kind, input_ids, loss_mask, segments, messages, answer, me
 | {stats['min']:,} | {stats['p50']:,} | {stats['p90']:,} | {stats['max']:,} | {stats['mean']:,} |
 
 ![token lengths]({HISTOGRAM})
-
+{llm}
 ## Parameters
 | parameter | value |
 | --- | --- |

@@ -41,24 +41,47 @@ question and the answer begin, from the same encoding that yields the ids.
 Every random choice comes from `sample_rng(spec, index, ...)`: the plan (tables, columns, sizes)
 from one stream, each table's rows from a stream per block, the question from a stream that is
 restarted for every R tried, so a sample is a pure function of (seed, index).
+
+Model steps (`spec.llm.steps`, only when `ctx.llm` is set; otherwise nothing above changes, byte
+for byte). `themes` (`themes.py`): the model proposes table themes once per dataset; the valid
+ones join the pool the non-chain tables are drawn from, and code still fills their rows. With
+`phrasing` or `reasoning` a shard runs in phases: every template sample first, then one batched
+call per step for the whole shard (and one batched retry of the answers that failed validation).
+`phrasing` (`phrasing.py`) swaps in the model's rewrite of the question when it keeps every value
+the query needs and does not give the answer away; `reasoning` (`reasoning.py`) swaps in the
+model's steps when its final `Answer:` is the computed answer. A changed sample is re-encoded
+and refused when it leaves [min_len_ratio x seq_len, seq_len] (counted `too_long`/`too_short`).
+Whatever is refused keeps the template text, and every outcome is counted in `ctx.llm_stats`
+as `accepted.<step>` or `rejected.<step>:<reason>`. Each record's `meta["llm"]` names the model
+and says which text it holds: `phrasing` and, for reasoning samples, `reasoning` ("model" or
+"template"), and `themes` (the model themes among its tables), for the steps that ran.
+Requests are a function of (spec, sample) (the seed of each is derived from the dataset seed,
+the sample, the step and the attempt), so with the service's response cache a re-run of a shard
+sees the same answers and writes the same bytes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError
-from .pipeline import Context, sample_rng
+from .llm import LLMRequest, Sampling, ask
+from .phrasing import SYSTEM as PHRASING_SYSTEM
+from .phrasing import check_rewrite, phrasing_prompt, required_strings, split_question
+from .pipeline import KIND_STREAM, Context, sample_rng
 from .questions import Asker, Question, evaluate, reasoning_text, table_label
+from .reasoning import check_reasoning_reply
 from .records import Record, record_id
 from .specs import SynLSpec
 from .tables import (
     THEMES,
     Built,
     TableData,
+    TableSchema,
     TableSpec,
     chain_depth,
     choose_columns,
@@ -67,6 +90,7 @@ from .tables import (
     render_rows,
     resolve_foreign_keys,
 )
+from .themes import propose_themes
 
 MIN_ROWS = 4  # every table has at least this many rows, so every template has rows to pick from
 SYSTEM_PROMPTS = (
@@ -108,8 +132,13 @@ def _walk(rng: np.random.Generator, hops: int) -> list[str]:
     return path
 
 
-def draw_plan(spec: SynLSpec, index: int, family: str, fmt: str, level: int) -> Plan:
-    """Tables, columns and row weights of a sample; `level` 1 and 2 are smaller fallbacks."""
+def draw_plan(spec: SynLSpec, index: int, family: str, fmt: str, level: int,
+              pool: Mapping[str, TableSchema] = THEMES) -> Plan:
+    """Tables, columns and row weights of a sample; `level` 1 and 2 are smaller fallbacks.
+
+    Foreign-key chains come from the built-in themes; the other tables are drawn from `pool`
+    (the built-in themes, plus the model's when the themes step runs).
+    """
     rng = sample_rng(spec, index, 1, level)
     max_tables = spec.max_tables if level == 0 else 1 if level == 2 else min(spec.max_tables, 2)
     chain_themes: list[str] = []
@@ -118,7 +147,7 @@ def draw_plan(spec: SynLSpec, index: int, family: str, fmt: str, level: int) -> 
         hops = 1 if level else int(rng.integers(1, max_hops + 1))
         chain_themes = _walk(rng, hops)
     n = max(len(chain_themes), int(rng.integers(1, max_tables + 1)))
-    others = [t for t in sorted(THEMES) if t not in chain_themes]
+    others = [t for t in sorted(pool) if t not in chain_themes]
     extra = [others[i] for i in rng.choice(len(others), size=n - len(chain_themes), replace=False)]
     themes = chain_themes + extra
     order = rng.permutation(n)  # display order: the chain is not laid out in order
@@ -127,8 +156,8 @@ def draw_plan(spec: SynLSpec, index: int, family: str, fmt: str, level: int) -> 
     hi = spec.max_columns if level == 0 else min(spec.max_columns, max(spec.min_columns, 8))
     tables: list[TableSpec] = []
     for pos, name in enumerate(themes):
-        schema = THEMES[name]
-        fks = [fk_column(THEMES[r]) for r in schema.refs if r in present]
+        schema = pool[name]
+        fks = [fk_column(pool[r]) for r in schema.refs if r in present]
         ncols = spec.min_columns if level == 2 else int(rng.integers(spec.min_columns, hi + 1))
         cols = choose_columns(schema, rng, ncols, fks)
         tables.append(TableSpec(schema, cols, f"Table {pos + 1}: {name}", f"Table {pos + 1}"))
@@ -329,6 +358,12 @@ def fit(ctx: Context, spec: SynLSpec, index: int, plan: Plan, target: int) -> At
 
 
 def make_sample(ctx: Context, spec: SynLSpec, shard: int, index: int, local: int) -> Record:
+    return _record(ctx, spec, shard, index, local, *draft(ctx, spec, index))
+
+
+def draft(ctx: Context, spec: SynLSpec, index: int,
+          pool: Mapping[str, TableSchema] = THEMES) -> tuple[Plan, Attempt, int]:
+    """The template sample of a global index: its plan, its fitted attempt and its target length."""
     rng = sample_rng(spec, index)
     lo_len = int(np.ceil(spec.min_len_ratio * spec.seq_len))
     target = int(rng.integers(lo_len, spec.seq_len + 1))
@@ -337,7 +372,7 @@ def make_sample(ctx: Context, spec: SynLSpec, shard: int, index: int, local: int
     found: tuple[Plan, Attempt] | None = None
     smallest = 0
     for level in range(3):  # smaller plans (fewer tables, fewer columns) when the minimum does not fit
-        plan = draw_plan(spec, index, family, fmt, level)
+        plan = draw_plan(spec, index, family, fmt, level, pool)
         try:
             result = fit(ctx, spec, index, plan, target)
         except _TooLong as exc:
@@ -353,11 +388,11 @@ def make_sample(ctx: Context, spec: SynLSpec, shard: int, index: int, local: int
             f"its smallest form ({MIN_ROWS} rows and {spec.min_columns} columns per table) takes {smallest} tokens",
             f"raise seq_len well above {smallest} (other samples may need more)"
             + (", or lower min_columns" if spec.min_columns > 5 else ""))
-    return _record(ctx, spec, shard, index, local, *found, target)
+    return (*found, target)
 
 
 def _record(ctx: Context, spec: SynLSpec, shard: int, index: int, local: int, plan: Plan, att: Attempt,
-            target: int) -> Record:
+            target: int, llm_meta: dict[str, Any] | None = None) -> Record:
     segments = [0, *att.starts, int((~att.mask).sum())]
     meta = {
         "family": plan.family,
@@ -376,6 +411,8 @@ def _record(ctx: Context, spec: SynLSpec, shard: int, index: int, local: int, pl
         "target_tokens": target,
         "tokens": len(att),
     }
+    if llm_meta is not None:
+        meta["llm"] = llm_meta
     return Record(
         id=record_id(ctx.dataset_id, shard, local), kind="synl", input_ids=att.ids.astype(np.int32),
         loss_mask=att.mask, segments=segments, messages=att.messages, answer=att.answer, meta=meta,
@@ -383,8 +420,119 @@ def _record(ctx: Context, spec: SynLSpec, shard: int, index: int, local: int, pl
 
 
 def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
-    """SynL records for the global sample indices [start, stop) of one shard."""
+    """SynL records for the global sample indices [start, stop) of one shard.
+
+    Without a model (or without model steps) each sample is made on its own, as it always was.
+    With model steps the shard runs in phases: the themes (once per dataset), every template
+    sample, then one batched phrasing call and one batched reasoning call for the whole shard
+    (and one batched retry of what failed validation), so the model sees many requests at once.
+    """
     spec = ctx.spec
     if not isinstance(spec, SynLSpec):
         raise ConfigError("kind", f"lookup.generate got a '{spec.kind}' spec", "pass a synl spec")
-    return [make_sample(ctx, spec, shard, index, index - start) for index in range(start, stop)]
+    steps = set(spec.llm.steps) if ctx.llm is not None else set()
+    if not steps:
+        return [make_sample(ctx, spec, shard, index, index - start) for index in range(start, stop)]
+    llm_themes: dict[str, TableSchema] = {}
+    if "themes" in steps:
+        llm_themes, theme_stats = propose_themes(ctx, spec)
+        if shard == 0:  # proposed once per process, counted once per dataset
+            ctx.llm_stats.merge(theme_stats)
+    pool = {**THEMES, **llm_themes} if llm_themes else THEMES
+    drafts = [_Draft(index, *draft(ctx, spec, index, pool)) for index in range(start, stop)]
+    for step in ("phrasing", "reasoning"):
+        if step in steps:
+            _model_step(ctx, spec, [d for d in drafts if step == "phrasing" or d.plan.family == "reasoning"], step)
+    records = []
+    for d in drafts:
+        note: dict[str, Any] = {"model": ctx.llm.model if ctx.llm is not None else ""}
+        for step in ("phrasing", "reasoning"):
+            if step in steps and (step == "phrasing" or d.plan.family == "reasoning"):
+                note[step] = d.used.get(step, "template")
+        if "themes" in steps:
+            note["themes"] = [b.spec.schema.name for b in d.att.tables if b.spec.schema.name in llm_themes]
+        records.append(_record(ctx, spec, shard, d.index, d.index - start, d.plan, d.att, d.target, note))
+    return records
+
+
+# -- the model's steps: phrasing and reasoning, batched per shard ---------------------------------------
+LLM_RETRIES = 1  # one more batched round for the answers that failed validation
+_STEP_STREAM = {"phrasing": 1, "reasoning": 2}
+
+
+@dataclass
+class _Draft:
+    """A template sample of the shard, refined in place by the model steps."""
+
+    index: int
+    plan: Plan
+    att: Attempt
+    target: int
+    used: dict[str, str] = field(default_factory=dict)  # step -> "model" once a model answer is kept
+
+
+def _sampling(spec: SynLSpec, index: int, step: str, attempt: int) -> Sampling:
+    """The step's sampling with a seed that is a function of (seed, sample, step, attempt) alone."""
+    seed = np.random.SeedSequence([spec.seed, KIND_STREAM["synl"], index, 1 << 40, _STEP_STREAM[step], attempt])
+    return Sampling(temperature=spec.llm.temperature, top_p=spec.llm.top_p, max_tokens=spec.llm.max_tokens,
+                    seed=int(seed.generate_state(1)[0]))
+
+
+def _request(spec: SynLSpec, d: _Draft, step: str, attempt: int) -> LLMRequest:
+    sampling = _sampling(spec, d.index, step, attempt)
+    q = d.att.question
+    if step == "phrasing":
+        ask_text, _ = split_question(q.text)
+        prompt = phrasing_prompt(ask_text, required_strings(q, d.att.tables))
+        return LLMRequest.chat(PHRASING_SYSTEM, prompt, sampling=sampling, step=step)
+    return LLMRequest.chat(d.plan.system, d.att.messages[1]["content"], sampling=sampling, step=step)
+
+
+def _revise(ctx: Context, spec: SynLSpec, d: _Draft, step: str, reply: str) -> Attempt | str:
+    """The attempt with the model's text in place, or the reason it is refused."""
+    att, q = d.att, d.att.question
+    messages = [dict(m) for m in att.messages]
+    if step == "phrasing":
+        v = check_rewrite(reply, q, required_strings(q, att.tables), att.answer)
+        if not v.ok:
+            return v.reason
+        user = messages[1]["content"]
+        assert user.endswith(q.text)
+        q = replace(q, text=v.text)
+        messages[1]["content"] = user[: len(user) - len(att.question.text)] + v.text
+    else:
+        r = check_reasoning_reply(reply, att.answer, q.answer_format)
+        if not r.ok:
+            return r.reason
+        messages[2]["content"] = r.text
+    marks = [f"{b.spec.title}\n" for b in att.tables] + ["Question: "]
+    ids, mask, starts = ctx.tokenizer.encode_chat_marked(messages, marks)
+    new = replace(att, ids=ids, mask=mask, starts=starts, messages=messages, question=q)
+    if len(new) > spec.seq_len:
+        return "too_long"
+    if len(new) < int(np.ceil(spec.min_len_ratio * spec.seq_len)) <= len(att):
+        return "too_short"  # the template met the length promise; the model's text must too
+    return new
+
+
+def _model_step(ctx: Context, spec: SynLSpec, drafts: list[_Draft], step: str) -> None:
+    """One model step over the shard: one batched call, validation, one batched retry of what failed."""
+    assert ctx.llm is not None
+    pending = drafts
+    for attempt in range(LLM_RETRIES + 1):
+        if not pending:
+            return
+        responses = ask(ctx.llm, [_request(spec, d, step, attempt) for d in pending], ctx.llm_stats)
+        failed = []
+        for d, resp in zip(pending, responses):
+            if not resp.ok:
+                continue  # the backend already retried the transport; `ask` counted it as failed
+            result = "truncated" if resp.finish_reason == "length" else _revise(ctx, spec, d, step, resp.text)
+            if isinstance(result, str):
+                ctx.llm_stats.reject(step, result)
+                failed.append(d)
+            else:
+                ctx.llm_stats.accept(step)
+                d.att = result
+                d.used[step] = "model"
+        pending = failed

@@ -21,8 +21,9 @@ import numpy as np
 import pyarrow as pa
 
 from .corpus import Corpus
+from .llm import LLM, LLMStats
 from .records import Record, to_table
-from .specs import CIPSpec, NIAHSpec, SpecBase, SynLSpec
+from .specs import AnySpec, SpecBase
 from .tokenizer import Tokenizer, default_cache_dir, resolve_tokenizer
 from .tokenstore import TokenStore
 
@@ -34,12 +35,14 @@ KIND_STREAM = {"cip": 1, "synl": 2, "niah": 3, "doc_qa": 4}
 class Context:
     """What generating a dataset needs, loaded once per process and reused for every shard."""
 
-    spec: CIPSpec | SynLSpec | NIAHSpec
+    spec: AnySpec
     tokenizer: Tokenizer
     corpus: Corpus | None
     cache_dir: Path
     dataset_id: str
     memo: dict[str, Any] = field(default_factory=dict)  # per-generator caches (e.g. the CIP plan)
+    llm: LLM | None = None  # injected by the caller (service/llm) when the spec's llm section asks for one
+    llm_stats: LLMStats = field(default_factory=LLMStats)  # what the LLM steps sent, kept and rejected
     _store: TokenStore | None = None
 
     @property
@@ -57,13 +60,19 @@ def sample_rng(spec: SpecBase, index: int, *extra: int) -> np.random.Generator:
     return np.random.default_rng([spec.seed, KIND_STREAM[spec.kind], index, *extra])  # type: ignore[attr-defined]
 
 
-def prepare(spec: CIPSpec | SynLSpec | NIAHSpec, cache_dir: str | Path | None = None) -> Context:
+def prepare(spec: AnySpec, cache_dir: str | Path | None = None, llm: LLM | None = None) -> Context:
     """Open the corpus and tokenizer a spec names; raises typed errors for bad input."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    needs_corpus = spec.kind in ("cip", "niah") or spec.tokenizer is None
+    needs_corpus = spec.kind in ("cip", "niah", "doc_qa") or spec.tokenizer is None
     corpus = Corpus.open(spec.corpus, text_field=spec.text_field) if needs_corpus else None
     tokenizer = resolve_tokenizer(spec.tokenizer, corpus, vocab_size=spec.vocab_size, cache_dir=cache)
-    return Context(spec, tokenizer, corpus, cache, spec.dataset_id())
+    llm_spec = getattr(spec, "llm", None)
+    if llm is None and llm_spec is not None and llm_spec.enabled:
+        from .errors import ConfigError
+
+        raise ConfigError("llm", f"this {spec.kind} spec asks for a model ({llm_spec.backend}) but none was given",
+                          "run it through the service (longweave serve), which connects the llm section's endpoints")
+    return Context(spec, tokenizer, corpus, cache, spec.dataset_id(), llm=llm)
 
 
 def _generator(kind: str) -> Callable[[Context, int, int, int], list[Record]]:
@@ -79,6 +88,10 @@ def _generator(kind: str) -> Callable[[Context, int, int, int], list[Record]]:
         from . import needles
 
         return needles.generate
+    if kind == "doc_qa":
+        from . import docqa
+
+        return docqa.generate
     raise ValueError(f"unknown kind {kind!r}")
 
 

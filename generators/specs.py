@@ -31,6 +31,7 @@ from pydantic import (
 from .errors import ConfigError
 
 FORMATS = ("markdown", "csv", "jsonl", "html")
+LLM_STEPS = ("themes", "phrasing", "reasoning")
 FAMILIES = ("retrieval", "multihop", "aggregation", "comparison", "reasoning")
 NIAH_VARIANTS = ("passkey", "multikey", "multivalue")
 NIAH_LENGTHS = (1024, 2048, 4096)
@@ -72,6 +73,63 @@ class SpecBase(BaseModel):
         return start, min(start + self.shard_size, self.num_samples)
 
 
+class LLMSpec(BaseModel):
+    """Which language model a dataset uses, how to reach it, and which steps ask it.
+
+    `backend`: `none` (built-in schemas and templates), `openai` (vLLM's OpenAI-compatible server
+    at one or more `endpoints`, base URLs ending in /v1) or `vllm` (the in-process engine of a GPU
+    worker; `model` is then a local directory). Endpoint credentials do not belong in a spec
+    (it is stored and shown): workers read `LONGWEAVE_LLM_API_KEY`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backend: Literal["none", "openai", "vllm"] = Field("none", description="none, openai (vLLM server) or vllm (in-process).")
+    endpoints: list[Annotated[str, Field(max_length=500)]] = Field(
+        default_factory=list, max_length=64, description="Base URLs of vLLM OpenAI-compatible servers, e.g. http://gpu1:8000/v1.")
+    model: str = Field("", max_length=500, description="Served model name (openai) or local model directory (vllm).")
+    steps: list[Literal["themes", "phrasing", "reasoning"]] = Field(
+        default_factory=list, description="SynL steps that use the model: themes, phrasing, reasoning (doc_qa always does).")
+    temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
+    top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling.")
+    max_tokens: int = Field(512, ge=1, le=32_768, description="Most tokens per model answer.")
+    concurrency: int = Field(64, ge=1, le=4096, description="Most requests in flight per endpoint (adaptive below it).")
+    timeout_s: float = Field(120, gt=0, le=3600, description="Timeout of one request.")
+    max_retries: int = Field(4, ge=0, le=20, description="Retries of a failed request before it counts as failed.")
+    deadline_s: float = Field(300, gt=0, le=86_400, description="Fail the dataset when no endpoint answers for this long.")
+    num_themes: int = Field(8, ge=1, le=256, description="Table themes the model proposes (themes step).")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not re.match(r"^https?://[^\s/]+(/[^\s]*)?$", url):
+                raise ValueError(f"'{url[:80]}' is not an http(s) base URL: give one such as http://localhost:8000/v1")
+        return [u.rstrip("/") for u in v]
+
+    @field_validator("steps")
+    @classmethod
+    def _dedupe_steps(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _reachable(self) -> LLMSpec:
+        if self.backend == "openai" and not self.endpoints:
+            raise ValueError("endpoints: backend openai needs endpoints (fix: set llm.endpoints to base URLs such as "
+                             "http://localhost:8000/v1)")
+        if self.backend != "none" and not self.model:
+            raise ValueError("model: a model backend needs llm.model (fix: set it to the served model name, "
+                             "or to a local model directory for backend vllm)")
+        if self.backend == "none" and self.steps:
+            raise ValueError("steps: steps need a model (fix: set llm.backend to openai with llm.endpoints and "
+                             "llm.model, or drop llm.steps)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.backend != "none"
+
+
 class CIPSpec(SpecBase):
     """Chunk-interleaved pretraining (LongSkywork): N documents, K chunks each, round robin."""
 
@@ -111,6 +169,7 @@ class SynLSpec(SpecBase):
     max_columns: int = Field(16, ge=5, le=16, description=(
         "Most columns of a table (key and foreign keys included); a table always keeps its key, its "
         "foreign keys and one number, one category and one date column."))
+    llm: LLMSpec = Field(default_factory=LLMSpec, description="Language model for the themes, phrasing and reasoning steps.")
 
     @field_validator("formats", "families")
     @classmethod
@@ -176,12 +235,41 @@ class NIAHSpec(SpecBase):
         return self.lengths[c // len(self.depths)], self.depths[c % len(self.depths)]
 
 
-DatasetSpec = Annotated[CIPSpec | SynLSpec | NIAHSpec, Field(discriminator="kind")]
+class DocQASpec(SpecBase):
+    """Long-document QA (Llama 2 Long self-instruct): a model writes QA pairs about a random chunk,
+    verifies them against the chunk, and the whole document plus a verified question is the prompt."""
+
+    kind: Literal["doc_qa"] = "doc_qa"
+    seq_len: int = Field(8192, ge=256, le=MAX_SEQ_LEN, description="Most tokens of document, question and answer.")
+    source: Literal["documents", "cip"] = Field(
+        "documents", description="documents: consecutive corpus documents joined up to seq_len; cip: a CIP sequence.")
+    docs_per_seq: int = Field(4, ge=1, le=65_536, description="CIP source: documents interleaved per sequence.")
+    chunks_per_doc: int = Field(2, ge=1, le=4096, description="CIP source: chunks per document.")
+    chunk_tokens: int = Field(768, ge=32, le=65_536, description="Tokens of the chunk the model writes questions about.")
+    pairs_per_chunk: int = Field(3, ge=1, le=16, description="Question-answer pairs asked for per chunk.")
+    max_answer_tokens: int = Field(128, ge=1, le=4096, description="Longest answer kept (tokens).")
+    attempts: int = Field(3, ge=1, le=16, description="Chunks tried per sample before it is dropped (and counted).")
+    loss_on_prompt: bool = Field(False, description="Train on the document and question too (Llama 2 Long did).")
+    llm: LLMSpec = Field(default_factory=LLMSpec, description="The model that writes and verifies the pairs (required).")
+
+    @model_validator(mode="after")
+    def _needs_model(self) -> DocQASpec:
+        if not self.llm.enabled:
+            raise ValueError("llm: doc_qa needs a language model to write and verify its questions (fix: set "
+                             "llm.backend to openai with llm.endpoints and llm.model, e.g. a vLLM server)")
+        if self.chunk_tokens + self.max_answer_tokens + 64 > self.seq_len:
+            raise ValueError(f"chunk_tokens: {self.chunk_tokens} plus max_answer_tokens {self.max_answer_tokens} "
+                             f"does not fit in seq_len {self.seq_len} (fix: lower chunk_tokens or raise seq_len)")
+        return self
+
+
+AnySpec = CIPSpec | SynLSpec | NIAHSpec | DocQASpec
+DatasetSpec = Annotated[AnySpec, Field(discriminator="kind")]
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(DatasetSpec)
-SPEC_TYPES: dict[str, type[SpecBase]] = {"cip": CIPSpec, "synl": SynLSpec, "niah": NIAHSpec}
+SPEC_TYPES: dict[str, type[SpecBase]] = {"cip": CIPSpec, "synl": SynLSpec, "niah": NIAHSpec, "doc_qa": DocQASpec}
 
 
-def parse_spec(data: dict[str, Any] | str) -> CIPSpec | SynLSpec | NIAHSpec:
+def parse_spec(data: dict[str, Any] | str) -> AnySpec:
     """Validate a spec (dict or JSON); raises `ConfigError` naming the first bad field."""
     try:
         if isinstance(data, str):
@@ -210,8 +298,10 @@ def describe_error(err: dict[str, Any], default_fix: str = "") -> tuple[str, str
     if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
         field, msg = "kind", "must be one of " + ", ".join(SPEC_TYPES)
         fix = "set kind to " + " or ".join(SPEC_TYPES)
-    elif not loc and (m := re.match(r"^([a-z_]+): (.*?)(?: \(fix: (.*)\))?$", msg)):
-        field, msg, fix = m.group(1), m.group(2), m.group(3) or fix
+    elif err.get("type") == "value_error" and (m := re.match(r"^([a-z_]+): (.*?)(?: \(fix: (.*)\))?$", msg)):
+        # A cross-field check names its field first; nested models (llm) keep their path.
+        field = ".".join([*loc, m.group(1)]) if loc and loc[-1] != m.group(1) else m.group(1) if not loc else field
+        msg, fix = m.group(2), m.group(3) or fix
     elif err.get("type") == "extra_forbidden":
         msg, fix = "unknown field", "remove it or check its spelling"
     return field, msg, fix
@@ -219,4 +309,4 @@ def describe_error(err: dict[str, Any], default_fix: str = "") -> tuple[str, str
 
 def config_error_from(exc: ValidationError) -> ConfigError:
     field, msg, fix = describe_error(exc.errors()[0], "see `longweave generate --help` for the accepted values")
-    return ConfigError(field.split(".")[0], msg, fix)
+    return ConfigError(field if field.startswith("llm.") else field.split(".")[0], msg, fix)

@@ -41,6 +41,7 @@ def run_group(run_id: str) -> str:
 
 # -- service bookkeeping (written and read by the service only; listed here to keep one namespace) --
 STATS = f"{PREFIX}:stats"  # hash of service-wide counters for /metrics
+TRIM_LATER = f"{PREFIX}:trim-later"  # finished datasets whose streams may still hold acknowledged entries
 
 
 def published_key(dataset_id: str) -> str:

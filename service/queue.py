@@ -104,15 +104,18 @@ redis.call('HINCRBY', 'lw:stats', 'bytes_published', string.len(ARGV[4]))
 return id
 """
 
-# KEYS: meta, shards, open, events, tasks   ARGV: shard, rows, now, events_maxlen, dataset id
+# KEYS: meta, shards, open, events, tasks   ARGV: shard, rows, now, events_maxlen, dataset id, stats
 # Records a shard as complete (its batches published, its Parquet written); queues the final
 # task once when every shard is complete. Returns 1 if newly recorded, 0 if it was already.
+# `stats` (JSON object of counters, e.g. the LLM steps' requests and rejections) is added to the
+# dataset's `llm.*` fields in the same guarded step, so a shard that ran twice counts once.
 FINISH = """
 local new = redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 if new == 1 then
   redis.call('HINCRBY', KEYS[1], 'shards_done', 1)
   redis.call('HINCRBY', KEYS[1], 'samples_done', ARGV[2])
+  for k, v in pairs(cjson.decode(ARGV[6])) do redis.call('HINCRBY', KEYS[1], 'llm.' .. k, v) end
   redis.call('HINCRBY', 'lw:stats', 'shards_done', 1)
   local m = redis.call('HMGET', KEYS[1], 'shards_done', 'samples_done', 'samples_total', 'num_shards', 'state')
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'type', 'shard', 'data',
@@ -140,8 +143,6 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'state', 'data'
 return 1
 """
 
-# KEYS: out, open. Trims entries every group acknowledged and whose shard is in Parquet.
-# Returns the number of entries removed.
 # KEYS: meta, out   ARGV: cap. The slowest group's lag, without touching any payload; -1 if the
 # dataset is cancelled, failed or gone (a waiting worker must notice that too).
 LAG = _STREAM_ID_HELPERS + """
@@ -150,6 +151,8 @@ if state == 'cancelled' or state == 'failed' or state == false then return -1 en
 return slowest_lag(KEYS[2], tonumber(ARGV[1]))
 """
 
+# KEYS: out, open. Trims entries every group acknowledged and whose shard is in Parquet.
+# Returns the number of entries removed.
 TRIM = _STREAM_ID_HELPERS + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local gs = groups(KEYS[1])
@@ -301,13 +304,27 @@ class Queue:
             self._publish(keys=keys, args=[shard, first_seq + i, n, data, tokens, max_queued], client=pipe)
         return [res if isinstance(res, int) else 1 for res in pipe.execute()]
 
-    def finish_shard(self, dataset: str, shard: int, rows: int) -> bool:
+    def finish_shard(self, dataset: str, shard: int, rows: int, stats: dict[str, int] | None = None) -> bool:
         return bool(self._finish(keys=[S.meta_key(dataset), S.shards_key(dataset), S.open_key(dataset),
                                        S.events_key(dataset), S.TASKS],
-                                 args=[shard, rows, now(), self.events_maxlen, dataset]))
+                                 args=[shard, rows, now(), self.events_maxlen, dataset, json.dumps(stats or {})]))
 
     def trim(self, dataset: str) -> int:
         return int(self._trim(keys=[S.out_key(dataset), S.open_key(dataset)]))
+
+    # Consumers keep acknowledging after a dataset's last shard, when no worker trims on its way
+    # through any more; idle workers trim those datasets (`housekeeping` in service/worker.py).
+    def trim_later(self, dataset: str) -> None:
+        self.r.sadd(S.TRIM_LATER, dataset)
+
+    def trim_pending(self, limit: int = 50) -> list[str]:
+        return [_s(d) for d in self.r.srandmember(S.TRIM_LATER, limit) or []]
+
+    def trim_finished(self, dataset: str) -> None:
+        """Trim a finished dataset's stream; forget it once the stream is empty or gone."""
+        self.trim(dataset)
+        if not self.r.exists(S.meta_key(dataset)) or self.r.xlen(S.out_key(dataset)) == 0:
+            self.r.srem(S.TRIM_LATER, dataset)
 
     def lag(self, dataset: str, cap: int) -> int:
         """Unread entries of the slowest consumer group (counted up to cap+1 when Redis cannot say);

@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     block_ms: int = Field(1000, ge=10, description="How long an idle worker blocks on the task stream.")
     max_attempts: int = Field(3, ge=1, description="Unexpected failures of one shard before its dataset fails.")
     worker_contexts: int = Field(4, ge=1, description="Datasets whose tokenizer/corpus a worker keeps loaded.")
+    llm_api_key: str | None = Field(None, description="Bearer token for the LLM endpoints of dataset specs.")
 
     # -- API limits --------------------------------------------------------------------------
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="Largest accepted request body.")

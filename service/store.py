@@ -76,6 +76,9 @@ class Store:
         else:
             self.fs.pipe_file(path, data)
 
+    def exists(self, dataset: str, name: str) -> bool:
+        return bool(self.fs.exists(self._path(dataset, name)))
+
     def list_files(self, dataset: str) -> list[dict[str, Any]]:
         """Files of a dataset (relative names and sizes), temporary files excluded."""
         base = self._path(dataset)

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import redis
 from longweave.generators.errors import LongweaveError
+from longweave.generators.llm import LLM, LLMStats, LLMUnavailable
 from longweave.generators.pipeline import Context, generate_shard, prepare
 from longweave.generators.records import to_ipc, token_lengths
 from longweave.generators.specs import parse_spec
@@ -89,8 +90,10 @@ class Worker:
         self.q = Queue(url, events_maxlen=settings.events_maxlen)
         self.store = Store(settings.store_root)
         self.contexts: OrderedDict[str, Context] = OrderedDict()
+        self.llms: dict[str, LLM] = {}  # one backend per distinct llm section: its adaptive state lasts
         self.heartbeat = Heartbeat(url, self.q.consumer, settings.claim_idle_ms / 3000)
         self.stopping = False
+        self.last_housekeeping = 0.0
 
     # -- main loop -------------------------------------------------------------------------
     def run(self, max_tasks: int | None = None) -> None:
@@ -100,6 +103,7 @@ class Worker:
                 self.q.ensure_group()
                 task = self.q.claim(self.settings.claim_idle_ms, self.settings.block_ms)
                 if task is None:
+                    self.housekeeping()
                     continue
                 self.heartbeat.entry = task.entry_id
                 try:
@@ -117,6 +121,14 @@ class Worker:
                     raise
         self.heartbeat.close()
 
+    def housekeeping(self, every_s: float = 5.0) -> None:
+        """Between tasks: trim what consumers acknowledged after a dataset's last shard."""
+        if time.monotonic() - self.last_housekeeping < every_s:
+            return
+        self.last_housekeeping = time.monotonic()
+        for dataset in self.q.trim_pending():
+            self.q.trim_finished(dataset)
+
     def handle(self, task: Task) -> None:
         state = self.q.state(task.dataset)
         if state is None or state in FINAL_STATES:
@@ -133,6 +145,10 @@ class Worker:
             pass
         except REDIS_DOWN:
             raise
+        except LLMUnavailable as exc:
+            # The backend already waited `llm.deadline_s` for an endpoint: that is an outage the
+            # user must fix, and the message names the endpoints.
+            self.q.fail(task.dataset, f"shard {task.shard}: {exc}")
         except LongweaveError as exc:
             # Bad input reaches a worker only when it depends on this host (a path, a corpus).
             self.q.fail(task.dataset, exc.one_line())
@@ -151,25 +167,43 @@ class Worker:
             self.contexts.move_to_end(dataset)
             return self.contexts[dataset]
         meta = self.q.meta(dataset)
-        ctx = prepare(parse_spec(meta["spec"]), self.settings.cache_dir)
+        spec = parse_spec(meta["spec"])
+        ctx = prepare(spec, self.settings.cache_dir, llm=self.llm_for(spec))
         ctx.dataset_id = dataset  # sample ids carry the service's id, not the spec's hash
         self.q.set_tokenizer(dataset, ctx.tokenizer.info(), str(ctx.tokenizer.path))
+        # The store keeps the tokenizer from the first shard on, so the API (on any host) can
+        # decode previews without the worker's local paths; the card copies it again at the end.
+        tok_json = ctx.tokenizer.path / "tokenizer.json"
+        if tok_json.is_file() and not self.store.exists(dataset, "tokenizer/tokenizer.json"):
+            self.store.write_bytes(dataset, "tokenizer/tokenizer.json", tok_json.read_bytes())
         self.contexts[dataset] = ctx
         while len(self.contexts) > self.settings.worker_contexts:
             self.contexts.popitem(last=False)
         return ctx
 
+    def llm_for(self, spec: object) -> LLM | None:
+        llm_spec = getattr(spec, "llm", None)
+        if llm_spec is None or not llm_spec.enabled:
+            return None
+        key = llm_spec.model_dump_json()
+        if key not in self.llms:
+            from .llm import build_llm
+
+            self.llms[key] = build_llm(llm_spec, redis_url=self.url, api_key=self.settings.llm_api_key)
+        return self.llms[key]
+
     def run_shard(self, ctx: Context, task: Task) -> None:
         dataset, shard = task.dataset, task.shard
         assert shard is not None
         batch_size = int(self.q.meta(dataset).get("batch_size") or self.settings.batch_size)
+        ctx.llm_stats = LLMStats()  # this shard's counters only; FINISH adds them once
         table = generate_shard(ctx, shard)
         lengths = token_lengths([table]) if table.num_rows else np.zeros(0, np.int64)
         batches = ((to_ipc(table.slice(lo, batch_size)), min(batch_size, table.num_rows - lo),
                     int(lengths[lo:lo + batch_size].sum())) for lo in range(0, table.num_rows, batch_size))
         publish_batches(self.q, dataset, shard, batches, self.settings.max_queued_batches)
         self.store.write_shard(dataset, shard, table)
-        self.q.finish_shard(dataset, shard, table.num_rows)
+        self.q.finish_shard(dataset, shard, table.num_rows, ctx.llm_stats.flat())
         self.q.trim(dataset)
 
     # -- completion ------------------------------------------------------------------------
@@ -180,7 +214,8 @@ class Worker:
             ctx = self.context(dataset)
             spec = ctx.spec
             tables = [self.store.read_shard(dataset, s).select(["input_ids"]) for s in range(spec.num_shards())]
-            write_dataset_card(self.store, dataset, ctx, tables)
+            llm = {k.removeprefix("llm."): int(v) for k, v in self.q.meta(dataset).items() if k.startswith("llm.")}
+            write_dataset_card(self.store, dataset, ctx, tables, llm or None)
         except REDIS_DOWN:
             raise
         except Exception as exc:
@@ -189,6 +224,7 @@ class Worker:
             self.q.ack(task.entry_id)
             return
         self.q.transition(dataset, "done", ("queued", "running"))
+        self.q.trim_later(dataset)
         self.q.ack(task.entry_id)
 
 
@@ -233,12 +269,13 @@ def publish_batches(q: Queue, dataset: str, shard: int, batches: Iterable[tuple[
                 break
 
 
-def write_dataset_card(store: Store, dataset: str, ctx: Context, tables: list[pa.Table]) -> dict[str, Any]:
+def write_dataset_card(store: Store, dataset: str, ctx: Context, tables: list[pa.Table],
+                       llm_stats: dict[str, int] | None = None) -> dict[str, Any]:
     from longweave.generators.card import dataset_info, write_card
 
     spec = ctx.spec
     lengths = token_lengths(tables)
-    info = dataset_info(spec, dataset, ctx.tokenizer.info(), lengths, "longweave service")
+    info = dataset_info(spec, dataset, ctx.tokenizer.info(), lengths, "longweave service", llm_stats)
     store.write_json(dataset, "dataset.json", info)
     with tempfile.TemporaryDirectory() as tmp:
         write_card(Path(tmp), info, lengths)

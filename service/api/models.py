@@ -43,6 +43,9 @@ class DatasetStatus(BaseModel):
     eta_s: float | None = Field(None, description="Seconds left at the current throughput.")
     tokenizer: TokenizerInfo | None = Field(None, description="Known once a worker has loaded it.")
     errors: list[str] = Field(default_factory=list, description="Most recent first.")
+    llm: dict[str, int] = Field(default_factory=dict, description=(
+        "LLM step counters of completed shards: requests.<step>, cached.<step>, accepted.<step>, "
+        "rejected.<step>:<reason>, prompt_tokens, completion_tokens."))
 
 
 class DatasetList(BaseModel):

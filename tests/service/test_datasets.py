@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import httpx
@@ -190,3 +191,25 @@ def test_a_generator_error_fails_the_dataset_with_the_message(api: str, workers:
     body = wait_state(c, resp.json()["id"], ("failed",))
     assert body["errors"] and "corpus" in body["errors"][0]
     assert body["samples_published"] == 0
+
+
+def test_entries_acknowledged_after_the_last_shard_are_trimmed(api: str, workers: list, r: redis.Redis) -> None:
+    # A consumer attached before the data and reading only after the dataset is done: no worker
+    # passes through the dataset any more, so idle workers must trim what it acknowledges.
+    c = client(api)
+    ds = name("late")
+    key, group = S.out_key(ds), S.run_group("late-reader")
+    r.xgroup_create(key, group, id="0", mkstream=True)
+    assert c.post("/v1/datasets", json={**SPEC, "name": ds}).status_code == 201
+    wait_state(c, ds)
+    assert r.xlen(key) > 0  # unacknowledged entries are never trimmed
+    read = 0
+    for _, entries in r.xreadgroup(group, "c", {key: ">"}, count=1000) or []:
+        r.xack(key, group, *[eid for eid, _ in entries])
+        read += sum(int(f[b"n"]) for _, f in entries)
+    assert read == SPEC["num_samples"]
+    deadline = time.monotonic() + 30
+    while r.xlen(key) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert r.xlen(key) == 0
+    assert not r.sismember(S.TRIM_LATER, ds)

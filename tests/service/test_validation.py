@@ -36,6 +36,11 @@ def fields(resp: httpx.Response) -> list[str]:
     ({**BASE, "tokenizer": "a\x00b"}, 422, "tokenizer"),
     ({**BASE, "name": "../../etc"}, 422, "name"),
     ({**BASE, "docs_per_seq": 200, "seq_len": 256}, 422, "seq_len"),  # cross-field: named by the check
+    ({"kind": "doc_qa", "num_samples": 4}, 422, "llm"),                    # doc_qa without a model
+    ({"kind": "synl", "llm": {"backend": "openai", "model": "m"}}, 422, "llm.endpoints"),
+    ({"kind": "synl", "llm": {"steps": ["phrasing"]}}, 422, "llm.steps"),
+    ({"kind": "synl", "llm": {"backend": "openai", "endpoints": ["http://h:1/v1"]}}, 422, "llm.model"),
+    ({"kind": "synl", "llm": {"backend": "openai", "endpoints": ["file:///etc"], "model": "m"}}, 422, "llm.endpoints"),
 ])
 def test_bad_specs_name_the_field(api: str, body: dict, status: int, field: str) -> None:
     c = client(api)

@@ -27,7 +27,7 @@ from ..models import DatasetList, DatasetStatus, ErrorResponse, FileList, Sample
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
                    responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such dataset for this tenant."}}
-GENERATOR_MODULE = {"cip": "cip", "synl": "lookup", "niah": "needles"}
+GENERATOR_MODULE = {"cip": "cip", "synl": "lookup", "niah": "needles", "doc_qa": "docqa"}
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -54,7 +54,8 @@ async def status_of(r: aioredis.Redis, meta: dict[str, str]) -> DatasetStatus:
         tokens_published=int(meta.get("tokens_published", 0)), shards_done=int(meta.get("shards_done", 0)),
         num_shards=int(meta["num_shards"]), batch_size=int(meta["batch_size"]),
         created_at=float(meta["created_at"]), started_at=started, finished_at=finished,
-        throughput_samples_per_s=throughput, eta_s=eta, tokenizer=tok, errors=errors)
+        throughput_samples_per_s=throughput, eta_s=eta, tokenizer=tok, errors=errors,
+        llm={k.removeprefix("llm."): int(v) for k, v in meta.items() if k.startswith("llm.")})
 
 
 def check_spec(spec: Any, settings: Any) -> None:
@@ -96,10 +97,15 @@ def _inside_roots(path: str, roots: list[FsPath], field: str) -> FsPath:
 
 
 @lru_cache(maxsize=8)
-def _tokenizer(path: str) -> Any:
-    from longweave.generators.tokenizer import load_tokenizer
+def _stored_tokenizer(store: Any, dataset: str) -> Any:
+    """The dataset's tokenizer as the worker stored it (the API may run on another host)."""
+    from tokenizers import Tokenizer
 
-    return load_tokenizer(path)
+    try:
+        with store.open_file(dataset, "tokenizer/tokenizer.json") as f:
+            return Tokenizer.from_str(f.read().decode())
+    except KeyError:
+        return None
 
 
 # -- routes -----------------------------------------------------------------------------------
@@ -202,10 +208,7 @@ def _preview(meta: dict[str, str], store: Any, offset: int, limit: int) -> Sampl
         shard += 1
     samples = []
     if offset < available:
-        tok = None
-        path = meta.get("tokenizer_path")
-        if path and (FsPath(path) / "tokenizer.json").is_file():
-            tok = _tokenizer(path)
+        tok = _stored_tokenizer(store, dataset)
         stop = min(offset + limit, available)
         for s in range(offset // shard_size, (stop - 1) // shard_size + 1):
             lo = max(offset, s * shard_size) - s * shard_size
@@ -214,7 +217,7 @@ def _preview(meta: dict[str, str], store: Any, offset: int, limit: int) -> Sampl
                 ids = row["input_ids"]
                 samples.append({
                     "id": row["id"], "kind": row["kind"], "num_tokens": len(ids),
-                    "text": tok.decode(ids) if tok is not None else "",
+                    "text": tok.decode(ids, skip_special_tokens=False) if tok is not None else "",
                     "answer": row["answer"], "segments": row["segments"],
                     "messages": json.loads(row["messages"]) if row["messages"] else None,
                     "meta": json.loads(row["meta"])})
