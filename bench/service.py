@@ -204,11 +204,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--megabytes", type=float, default=150, help="payload streamed per run and shape")
+    ap.add_argument("--megabytes", type=float, default=600,
+                    help="payload streamed per run and shape (runs much shorter than a second are mostly noise)")
     ap.add_argument("--shapes", default="8x1024,32x1024,32x4096",
                     help="batch shapes to stream, SAMPLESxTOKENS, comma separated")
     ap.add_argument("--max-queued", type=int, default=64, help="longweave backpressure bound (batches)")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--cache", type=Path, default=Path(".longweave/test-cache"))
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()

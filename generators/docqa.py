@@ -60,14 +60,24 @@ INSTRUCTIONS = (
 _WORD = re.compile(r"[A-Za-z0-9_]+")
 
 
+def _text(hundreds: int) -> dict[str, Any]:
+    """A string of at most `hundreds` x 100 characters, without quotes, backslashes or control
+    characters. Under guided decoding a model must then close every string (a free one lets a weak
+    model ramble until max_tokens and the JSON is cut off) and cannot write a broken escape. The
+    odd shape is what vLLM's grammar engine (xgrammar) compiles: one class repeated more than
+    about 120 times makes it fail with a 500, a group of up to 100 repeated a few times does not."""
+    piece = '[^"\\\\\\x00-\\x1f]{1,100}'
+    return {"type": "string", "pattern": f"^{piece}({piece}){{0,{hundreds - 1}}}$"}
+
+
 def qa_schema(k: int) -> dict[str, Any]:
-    pair = {"type": "object", "properties": {"question": {"type": "string"}, "answer": {"type": "string"}},
+    pair = {"type": "object", "properties": {"question": _text(3), "answer": _text(4)},
             "required": ["question", "answer"], "additionalProperties": False}
     return {"type": "object", "properties": {"pairs": {"type": "array", "items": pair, "minItems": 1, "maxItems": k}},
             "required": ["pairs"], "additionalProperties": False}
 
 
-VERIFY_SCHEMA = {"type": "object", "properties": {"supported": {"type": "boolean"}, "quote": {"type": "string"}},
+VERIFY_SCHEMA = {"type": "object", "properties": {"supported": {"type": "boolean"}, "quote": _text(4)},
                  "required": ["supported", "quote"], "additionalProperties": False}
 
 

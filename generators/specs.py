@@ -92,7 +92,7 @@ class LLMSpec(BaseModel):
         default_factory=list, description="SynL steps that use the model: themes, phrasing, reasoning (doc_qa always does).")
     temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling.")
-    max_tokens: int = Field(512, ge=1, le=32_768, description="Most tokens per model answer.")
+    max_tokens: int = Field(1024, ge=1, le=32_768, description="Most tokens per model answer.")
     concurrency: int = Field(64, ge=1, le=4096, description="Most requests in flight per endpoint (adaptive below it).")
     timeout_s: float = Field(120, gt=0, le=3600, description="Timeout of one request.")
     max_retries: int = Field(4, ge=0, le=20, description="Retries of a failed request before it counts as failed.")

@@ -34,6 +34,7 @@ from .tables import NOTE, THEMES, Column, TableSchema, _check_themes
 
 STEP = "themes"
 MEMO_KEY = "synl.llm_themes"
+THEME_MAX_TOKENS = 2048  # room for the longest theme the schema allows
 RETRIES = 1  # one more (batched) round for the proposals that failed validation
 NAME_POOLS = ("person", "company", "product", "title", "place")
 PROPOSED_KINDS = ("int", "decimal", "date", "category", "name", "text")
@@ -62,14 +63,21 @@ _DATE = r"^\d{4}-\d{2}-\d{2}$"
 _CHOICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9&'./+:()-]*( [A-Za-z0-9&'./+:()-]+)*$")
 _UNSAFE = re.compile(r'[|\t\n\r"\\,<>]')
 
+# Every string is bounded by a pattern: under guided decoding a model must then close each string
+# (a free string lets a weak model ramble until max_tokens and the JSON is cut off), and the
+# patterns already exclude the characters the validators refuse. The validators still check all.
+_S_IDENT = {"type": "string", "pattern": "^[a-z][a-z0-9_]{1,39}$"}
+_S_WORDS = {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9 .&'-]{0,39}$"}
+_S_DATE = {"type": "string", "pattern": "^[12][0-9]{3}-[01][0-9]-[0-3][0-9]$"}
 THEME_JSON_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "name": {"type": "string", "description": "plural table name, lowercase with underscores, e.g. space_missions"},
-        "entity": {"type": "string", "description": "singular noun for one row, e.g. mission"},
+        "name": {**_S_IDENT, "description": "plural table name, lowercase with underscores, e.g. space_missions"},
+        "entity": {"type": "string", "pattern": "^[a-z][a-z ]{1,39}$",
+                   "description": "singular noun for one row, e.g. mission"},
         "key": {
             "type": "object",
-            "properties": {"name": {"type": "string"}, "prefix": {"type": "string"}},
+            "properties": {"name": _S_IDENT, "prefix": {"type": "string", "pattern": "^[A-Z]{1,3}$"}},
             "required": ["name", "prefix"],
             "additionalProperties": False,
         },
@@ -80,14 +88,14 @@ THEME_JSON_SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "name": {"type": "string"},
+                    "name": _S_IDENT,
                     "kind": {"type": "string", "enum": list(PROPOSED_KINDS)},
                     "low": {"type": "number"},
                     "high": {"type": "number"},
                     "log": {"type": "boolean"},
-                    "start": {"type": "string"},
-                    "end": {"type": "string"},
-                    "choices": {"type": "array", "items": {"type": "string"}},
+                    "start": _S_DATE,
+                    "end": _S_DATE,
+                    "choices": {"type": "array", "items": _S_WORDS, "maxItems": 20},
                     "pool": {"type": "string", "enum": list(NAME_POOLS)},
                 },
                 "required": ["name", "kind"],
@@ -318,8 +326,10 @@ def _seed(spec: SynLSpec, j: int, attempt: int) -> int:
 
 
 def theme_request(spec: SynLSpec, j: int, topic: str, attempt: int = 0, error: str = "") -> LLMRequest:
-    sampling = Sampling(temperature=spec.llm.temperature, top_p=spec.llm.top_p, max_tokens=spec.llm.max_tokens,
-                        seed=_seed(spec, j, attempt))
+    # The schema bounds a theme's length (20 columns of bounded strings); room for all of it costs
+    # nothing unless it is used, and a theme cut off at max_tokens would be wasted.
+    sampling = Sampling(temperature=spec.llm.temperature, top_p=spec.llm.top_p,
+                        max_tokens=max(spec.llm.max_tokens, THEME_MAX_TOKENS), seed=_seed(spec, j, attempt))
     return LLMRequest.chat(SYSTEM, theme_prompt(topic, error), sampling=sampling, json_schema=THEME_JSON_SCHEMA,
                            step=STEP)
 
