@@ -138,14 +138,23 @@ def run_generate(fields: dict[str, Any], out: Path, cache_dir: Path | None) -> N
         def on_shard(shard: int, samples: int, tokens: int) -> None:
             nonlocal total_tokens
             total_tokens += tokens
-            progress.update(task, advance=samples, tokens=total_tokens)
+            start, stop = spec.shard_bounds(shard)  # samples tried: doc_qa may drop some of them
+            progress.update(task, advance=stop - start, tokens=total_tokens)
 
-        result = build_dataset(spec, out, cache, on_shard=on_shard, ctx=ctx)
+        try:
+            result = build_dataset(spec, out, cache, on_shard=on_shard, ctx=ctx)
+        finally:
+            if llm is not None:
+                llm.close()  # type: ignore[attr-defined]
     info = result.info
     if info.get("llm"):
-        rejected = sum(v for k, v in info["llm"].items() if k.startswith("rejected."))
-        out_console.print(f"model: {sum(v for k, v in info['llm'].items() if k.startswith('requests.')):,} requests, "
-                          f"{rejected:,} outputs rejected by the checks (see the card)", highlight=False)
+        stats = info["llm"]
+        rejected = sum(v for k, v in stats.items() if k.startswith("rejected.") and not k.endswith("dropped_sample"))
+        dropped = stats.get("rejected.doc_qa:dropped_sample", 0)
+        out_console.print(
+            f"model: {sum(v for k, v in stats.items() if k.startswith('requests.')):,} requests, {rejected:,} outputs "
+            f"rejected by the checks" + (f", {dropped:,} samples dropped without a verified answer" if dropped else "")
+            + " (counts by reason in the card)", highlight=False)
     out_console.print(
         f"[green]done:[/] {info['num_samples']:,} {info['kind']} samples, {info['num_tokens']:,} tokens, "
         f"{len(info['shards'])} shard(s) in [bold]{result.out}[/] (card: {result.out / 'README.md'})",
