@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError, CorpusError
+from .errors import ConfigError
 from .llm import LLMRequest, LLMResponse, Sampling, ask
-from .pipeline import KIND_STREAM, Context, sample_rng
+from .pipeline import KIND_STREAM, Context, doc_order, sample_rng
 from .records import Record, record_id
 from .specs import CIPSpec, DocQASpec
 
@@ -119,20 +119,10 @@ class Source:
     style: str = "normal"
 
 
-def _doc_order(ctx: Context) -> np.ndarray:
-    order = ctx.memo.get("doc_qa.order")
-    if order is None:
-        nonempty = np.flatnonzero(ctx.store.lengths > 0)
-        if len(nonempty) == 0:
-            raise CorpusError("corpus", "has no document with any text", "point it at a corpus with text")
-        rng = np.random.default_rng([ctx.spec.seed, KIND_STREAM["doc_qa"], 2**40])
-        order = ctx.memo["doc_qa.order"] = nonempty[rng.permutation(len(nonempty))]
-    return order
-
 
 def _joined_documents(ctx: Context, rng: np.random.Generator, budget: int) -> tuple[np.ndarray, list[str]]:
     """Consecutive documents of the seeded order, separated by a blank line, cut to `budget` tokens."""
-    order, store = _doc_order(ctx), ctx.store
+    order, store = doc_order(ctx), ctx.store
     sep = ctx.memo.get("doc_qa.sep")
     if sep is None:
         sep = ctx.memo["doc_qa.sep"] = ctx.tokenizer.encode("\n\n")

@@ -53,8 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, CorpusError, TokenizerError
-from .pipeline import KIND_STREAM, Context, sample_rng
+from .errors import ConfigError, TokenizerError
+from .pipeline import Context, doc_order, sample_rng
 from .records import Record, record_id
 from .specs import NIAHSpec
 from .tokenizer import Tokenizer
@@ -128,23 +128,6 @@ def _values(rng: np.random.Generator, kind: str, n: int, avoid: set[str]) -> lis
 
 
 # -- haystack -------------------------------------------------------------------------------------
-def _doc_order(ctx: Context) -> np.ndarray:
-    """Non-empty documents of the store in the dataset's seeded order (computed once per process)."""
-    order = ctx.memo.get("niah.order")
-    if order is None:
-        lengths = ctx.store.lengths
-        nonempty = np.flatnonzero(lengths > 0)
-        if len(nonempty) == 0:
-            raise CorpusError("--corpus", "has no document with any text", "point it at a corpus with text")
-        spec = ctx.spec
-        # 2**40 cannot be a sample index (specs cap num_samples far below), so this stream is apart
-        # from every sample's.
-        rng = np.random.default_rng([spec.seed, KIND_STREAM["niah"], 2**40])
-        order = nonempty[rng.permutation(len(nonempty))]
-        ctx.memo["niah.order"] = order
-    return order
-
-
 @dataclass
 class _Haystack:
     """Corpus text in sample order, grown on demand; knows where each corpus token lands as a char."""
@@ -500,7 +483,7 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
     tok = ctx.tokenizer
     rng = sample_rng(spec, index)
     plan = _plan(spec, index, rng)
-    order = _doc_order(ctx)
+    order = doc_order(ctx)
     start = int(rng.integers(len(order)))
 
     # Fixed overhead: the chat with every needle and no haystack. It also fixes the answer's tokens.

@@ -60,6 +60,25 @@ def sample_rng(spec: SpecBase, index: int, *extra: int) -> np.random.Generator:
     return np.random.default_rng([spec.seed, KIND_STREAM[spec.kind], index, *extra])  # type: ignore[attr-defined]
 
 
+def doc_order(ctx: Context) -> np.ndarray:
+    """The store's non-empty documents in the dataset's seeded order, computed once per process.
+
+    Needle haystacks and doc_qa documents walk it from a sample's random start. 2**40 is never a
+    sample index (specs cap num_samples far below), so this stream is apart from every sample's.
+    """
+    key = f"{ctx.spec.kind}.order"
+    order = ctx.memo.get(key)
+    if order is None:
+        from .errors import CorpusError
+
+        nonempty = np.flatnonzero(ctx.store.lengths > 0)
+        if len(nonempty) == 0:
+            raise CorpusError("corpus", "has no document with any text", "point it at a corpus with text")
+        rng = np.random.default_rng([ctx.spec.seed, KIND_STREAM[ctx.spec.kind], 2**40])
+        order = ctx.memo[key] = nonempty[rng.permutation(len(nonempty))]
+    return order
+
+
 def prepare(spec: AnySpec, cache_dir: str | Path | None = None, llm: LLM | None = None) -> Context:
     """Open the corpus and tokenizer a spec names; raises typed errors for bad input."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()

@@ -225,10 +225,12 @@ def test_limit_grows_under_success(server: LLMTestServer) -> None:
     server.responder = slow_echo(0.02)
     with backend(server.url, concurrency=32) as llm:
         assert llm.metrics()["limit"][server.url] == 8
-        llm.complete(prompts(200))
+        llm.complete(prompts(300))
         m = llm.metrics()
     assert 8 < m["limit"][server.url] <= 32
-    assert server.max_in_flight > 8 and m["max_in_flight"] <= 32
+    # The client used the grown limit; the server's own count needs the extra requests to overlap
+    # inside its handler, which a loaded machine does not always show, so it only bounds.
+    assert 8 < m["max_in_flight"] <= 32 and 8 <= server.max_in_flight <= 32
 
 
 def test_limit_drops_after_429s(server: LLMTestServer) -> None:
