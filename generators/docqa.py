@@ -30,7 +30,7 @@ produces the same records without calling the model again.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -241,7 +241,6 @@ class _Found:
     proposed: int
     verified: int
     quote: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _round(ctx: Context, spec: DocQASpec, pending: list[int], attempt: int, budget: int) -> dict[int, _Found]:

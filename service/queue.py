@@ -333,6 +333,11 @@ class Queue:
 
 
 # -- API side (async) -----------------------------------------------------------------------------
+def llm_counters(meta: dict[str, str]) -> dict[str, int]:
+    """The `llm.*` counters FINISH adds to a dataset's meta, without the prefix."""
+    return {k.removeprefix("llm."): int(v) for k, v in meta.items() if k.startswith("llm.")}
+
+
 def new_dataset_id(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex[:12]}"
 

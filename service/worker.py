@@ -42,7 +42,7 @@ from longweave.generators.records import to_ipc, token_lengths
 from longweave.generators.specs import parse_spec
 from longweave.generators.streams import FINAL_STATES
 
-from .queue import Queue, Task
+from .queue import Queue, Task, llm_counters
 from .settings import Settings
 from .store import Store
 
@@ -214,8 +214,7 @@ class Worker:
             ctx = self.context(dataset)
             spec = ctx.spec
             tables = [self.store.read_shard(dataset, s).select(["input_ids"]) for s in range(spec.num_shards())]
-            llm = {k.removeprefix("llm."): int(v) for k, v in self.q.meta(dataset).items() if k.startswith("llm.")}
-            write_dataset_card(self.store, dataset, ctx, tables, llm or None)
+            write_dataset_card(self.store, dataset, ctx, tables, llm_counters(self.q.meta(dataset)) or None)
         except REDIS_DOWN:
             raise
         except Exception as exc:

@@ -55,7 +55,7 @@ async def status_of(r: aioredis.Redis, meta: dict[str, str]) -> DatasetStatus:
         num_shards=int(meta["num_shards"]), batch_size=int(meta["batch_size"]),
         created_at=float(meta["created_at"]), started_at=started, finished_at=finished,
         throughput_samples_per_s=throughput, eta_s=eta, tokenizer=tok, errors=errors,
-        llm={k.removeprefix("llm."): int(v) for k, v in meta.items() if k.startswith("llm.")})
+        llm=Q.llm_counters(meta))
 
 
 def check_spec(spec: Any, settings: Any) -> None:
