@@ -49,6 +49,16 @@ def published_key(dataset_id: str) -> str:
     return f"{PREFIX}:{{{dataset_id}}}:pub"
 
 
+def stage_key(dataset_id: str) -> str:
+    """The output stream's name for the instant of a publishing transaction (service/queue.py GATE)."""
+    return f"{PREFIX}:{{{dataset_id}}}:stage"
+
+
+def gate_key(dataset_id: str) -> str:
+    """Scratch hash of a publishing transaction: what SETTLE records once the XADD is done."""
+    return f"{PREFIX}:{{{dataset_id}}}:gate"
+
+
 def shards_key(dataset_id: str) -> str:
     """Set of shards whose batches are all published and whose Parquet file is written."""
     return f"{PREFIX}:{{{dataset_id}}}:shards"

@@ -105,3 +105,69 @@ def test_a_dead_workers_task_is_reclaimed_and_a_live_ones_is_not(private_redis) 
     thief.ack(got.entry_id)
     live.ack(t_live.entry_id)
     assert dead.r.xlen(S.TASKS) == 0  # acknowledged tasks are deleted
+
+
+def test_a_blocked_consumer_gets_batches_published_through_the_stage_key(q: Queue, ds: str, r: redis.Redis,
+                                                                          redis_server) -> None:
+    # GATE renames the stream for the instant of the transaction: a trainer blocked in
+    # XREADGROUP must still be served, and nothing of the transaction may stay behind.
+    import threading
+
+    out = S.out_key(ds)
+    pub(q, ds, 0, 0, b"first")  # the stream exists (no group yet)
+    r.xgroup_create(out, "run:t", id="$")
+    got: list[bytes] = []
+
+    def read() -> None:
+        c = redis.Redis.from_url(redis_server.url)
+        while len(got) < 3:
+            for _, entries in c.xreadgroup("run:t", "c", {out: ">"}, count=10, block=5000) or []:
+                got.extend(f[b"data"] for _, f in entries)
+
+    t = threading.Thread(target=read)
+    t.start()
+    time.sleep(0.3)  # blocked by now
+    for seq, data in enumerate((b"a", b"b", b"c"), start=1):
+        assert pub(q, ds, 0, seq, data) == 1
+        time.sleep(0.05)
+    t.join(timeout=10)
+    assert got == [b"a", b"b", b"c"]
+    assert not r.exists(S.stage_key(ds)) and not r.exists(S.gate_key(ds))
+    assert r.xinfo_groups(out)[0]["lag"] == 0
+
+
+def test_a_window_stops_at_the_first_refused_batch(q: Queue, ds: str, r: redis.Redis) -> None:
+    out = S.out_key(ds)
+    assert pub(q, ds, 0, 0) == 1
+    r.xgroup_create(out, "run:slow", id="0")
+    batches = [(f"b{i}".encode(), 5, 50) for i in range(1, 5)]
+    # One unread entry; max_queued=2 lets two more in, then the rest of the window waits in order.
+    assert q.publish_window(ds, 0, 1, batches, max_queued=2) == [1, 1, -2, -2]
+    assert [f[b"seq"] for _, f in r.xrange(out)] == [b"0", b"1", b"2"]
+    assert q.publish_window(ds, 0, 1, batches, max_queued=100) == [0, 0, 1, 1]  # a resend publishes the rest once
+    assert [f[b"data"] for _, f in r.xrange(out)][1:] == [b"b1", b"b2", b"b3", b"b4"]
+    assert r.hget(S.meta_key(ds), "batches_published") == b"5"
+    assert pub(q, ds, 1, 1) == -3  # shard 1's batch 0 is not in the stream yet: batch 1 waits
+
+
+def test_publication_survives_a_server_that_forgot_its_scripts(q: Queue, ds: str, r: redis.Redis) -> None:
+    assert pub(q, ds, 0, 0) == 1
+    r.script_flush()  # what a restarted server without the scripts looks like to the worker
+    assert pub(q, ds, 0, 1) == 1
+    assert r.xlen(S.out_key(ds)) == 2 and not r.exists(S.stage_key(ds))
+
+
+def test_a_transaction_cut_after_its_xadd_is_settled_by_the_next_one(q: Queue, ds: str, r: redis.Redis) -> None:
+    # Never expected (EXEC runs all or nothing), but if a SETTLE ever did not run, the stream
+    # would be left under the stage key; the next GATE puts it back and records the batch.
+    assert pub(q, ds, 0, 0, b"a") == 1
+    pipe = r.pipeline(transaction=True)
+    pipe.evalsha(q._gate.sha, 6, S.meta_key(ds), S.out_key(ds), S.published_key(ds), S.open_key(ds),
+                 S.stage_key(ds), S.gate_key(ds), 0, 1, 5, 50, 1, 100)
+    pipe.execute_command("XADD", S.stage_key(ds), "NOMKSTREAM", "*", "shard", 0, "seq", 1, "n", 5, "data", b"b")
+    assert pipe.execute()[0] == 1
+    assert not r.exists(S.out_key(ds)) and r.exists(S.stage_key(ds))
+    assert pub(q, ds, 0, 1, b"b") == 0  # settled first: the batch counts as published, once
+    assert pub(q, ds, 0, 2, b"c") == 1
+    assert [f[b"data"] for _, f in r.xrange(S.out_key(ds))] == [b"a", b"b", b"c"]
+    assert r.hget(S.meta_key(ds), "samples_published") == b"15"
