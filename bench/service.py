@@ -13,7 +13,8 @@
    We report MB/s and samples/s from the producer's first batch to the consumer's last, and the
    ratio (target: longweave >= 80% of raw). The variants alternate, `--repeat` times each.
 
-Run: `.venv/bin/python bench/service.py` (add `--markdown` for the table of docs/benchmarks.md).
+Run: `.venv/bin/python bench/service.py` (add `--markdown` for the table of docs/benchmarks.md;
+`--mix` pairs each producer with each consumer instead, to see which side costs what).
 Pollers, API, Redis, producer and consumer share the machine's cores: figures are lower bounds.
 """
 
@@ -200,6 +201,37 @@ def bench_throughput(server: EmbeddedRedis, cache: Path, megabytes: float, batch
     return out_row
 
 
+def bench_mix(server: EmbeddedRedis, cache: Path, megabytes: float, batch_size: int, seq_len: int,
+              max_queued: int, repeat: int) -> dict:
+    """Each producer with each consumer (raw/longweave), to see which side costs what: MB/s medians."""
+    spec = parse_spec({"kind": "cip", "seq_len": seq_len, "num_samples": batch_size, "shard_size": batch_size})
+    payload = to_ipc(generate_shard(prepare(spec, cache), 0))
+    batches = max(50, int(megabytes * 1e6 / len(payload)))
+    ctx = mp.get_context("spawn")
+    r = redis.Redis.from_url(server.url)
+    res: dict[str, list[float]] = {}
+    for rep in range(repeat):
+        for prod in ("raw", "longweave"):
+            for cons in ("raw", "longweave"):
+                r.flushall()
+                ds = f"mix-{rep}"
+                r.hset(S.meta_key(ds), mapping={"state": "running"})
+                if cons == "longweave":  # a group the raw reader never reads would hold the producer back
+                    r.xgroup_create(S.out_key(ds), S.run_group("bench"), id="0", mkstream=True)
+                start, out = ctx.Event(), ctx.Queue()
+                p = (ctx.Process(target=_raw_producer, args=(server.url, S.out_key(ds), [payload] * batches, start))
+                     if prod == "raw" else
+                     ctx.Process(target=_lw_producer, args=(server.url, ds, [(payload, batch_size,
+                                                                             batch_size * seq_len)] * batches,
+                                                            max_queued, start)))
+                c = (ctx.Process(target=_raw_consumer, args=(server.url, S.out_key(ds), batches, out))
+                     if cons == "raw" else ctx.Process(target=_lw_consumer, args=(server.url, ds, batches, out)))
+                secs, nbytes = _run(p, c, start, out)
+                res.setdefault(f"{prod} producer, {cons} consumer", []).append(nbytes / secs / 1e6)
+    r.flushall()
+    return {"payload_kb": len(payload) / 1024, **{k: statistics.median(v) for k, v in res.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=200)
@@ -212,9 +244,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--cache", type=Path, default=Path(".longweave/test-cache"))
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--mix", action="store_true",
+                    help="only the throughput part, each producer with each consumer (MB/s medians)")
     args = ap.parse_args()
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
 
+    if args.mix:
+        with tempfile.TemporaryDirectory() as home, EmbeddedRedis(Path(home) / "redis") as server:
+            for bs, sl in shapes:
+                print(bench_mix(server, args.cache, args.megabytes, bs, sl, args.max_queued, args.repeat))
+        return
     with tempfile.TemporaryDirectory() as home, EmbeddedRedis(Path(home) / "redis") as server:
         status = bench_status(server, Path(home), args.cache, args.clients, args.seconds)
         rows = [bench_throughput(server, args.cache, args.megabytes, bs, sl, args.max_queued, args.repeat)
