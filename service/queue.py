@@ -6,9 +6,9 @@ Delivery semantics (ARCHITECTURE.md §4), stated once:
   published and its Parquet file is written, and a task left pending by a dead worker is
   reclaimed with XAUTOCLAIM after `claim_idle_ms`. A shard may therefore run twice.
 - Publication is idempotent: a batch goes to `lw:{id}:out` only if its `(shard, seq)` is not in
-  `lw:{id}:pub` (`GATE`, XADD and `SETTLE` in one MULTI/EXEC, see GATE below). Generation is a pure function of (spec, shard) and the
-  batch size is pinned per dataset, so a re-run produces the same batches and publishes nothing
-  new. Net: every sample lands in the stream exactly once.
+  `lw:{id}:pub` (`GATE`, XADD and `SETTLE` in one MULTI/EXEC, see GATE below). Generation is a
+  pure function of (spec, shard) and the batch size is pinned per dataset, so a re-run produces
+  the same batches and publishes nothing new. Net: every sample lands in the stream exactly once.
 - Completion is a task too: when the last shard is recorded, `FINISH` queues one `final` task
   (guarded, once) which writes the dataset card and only then sets `state=done`, so `done`
   implies that the stream, the Parquet files and the card are all complete.
@@ -112,7 +112,7 @@ end
 # 1: the batch may go (the stream is now under `stage`); 0: (shard, seq) was published before (a
 # re-run); -1: the dataset is cancelled, failed or gone; -2: a consumer group lags more than
 # max_queued batches (the caller waits, then sends again); -3: the shard's previous batch is not
-# published (it was refused earlier in the same window): batches of a shard stay in order.
+# in the stream yet: batches of a shard stay in order.
 GATE = _STREAM_ID_HELPERS + _SETTLE_FN + """
 settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6])  -- only after a transaction cut short: never expected
 local state = redis.call('HGET', KEYS[1], 'state')
