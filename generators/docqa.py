@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -118,6 +119,14 @@ class Source:
     chunk_text: str = ""
     style: str = "normal"
 
+    # Every proposed pair and every verdict is checked against the chunk: normalise it once.
+    @cached_property
+    def chunk_norm(self) -> str:
+        return norm(self.chunk_text)
+
+    @cached_property
+    def chunk_words(self) -> set[str]:
+        return content_words(self.chunk_text)
 
 
 def _joined_documents(ctx: Context, rng: np.random.Generator, budget: int) -> tuple[np.ndarray, list[str]]:
@@ -206,17 +215,17 @@ def check_pair(ctx: Context, spec: DocQASpec, src: Source, pair: _Pair) -> str |
         return "question_too_long"
     if ctx.tokenizer.count(a) > spec.max_answer_tokens:
         return "answer_too_long"
-    chunk = norm(src.chunk_text)
-    if len(norm(a)) >= 3 and norm(a) in norm(q):
+    a_norm = norm(a)
+    if len(a_norm) >= 3 and a_norm in norm(q):
         return "leaks_answer"
-    if not content_words(q) & content_words(src.chunk_text):
+    if not content_words(q) & src.chunk_words:
         return "question_off_passage"
     if src.style == "short" or len(a.split()) <= 8:
-        if norm(a) not in chunk:
+        if a_norm not in src.chunk_norm:
             return "not_grounded"
     else:
         words = content_words(a)
-        if not words or len(words & content_words(src.chunk_text)) < 0.6 * len(words):
+        if not words or len(words & src.chunk_words) < 0.6 * len(words):
             return "not_grounded"
     return None
 
@@ -228,7 +237,7 @@ def check_verdict(src: Source, resp: LLMResponse) -> str | None:
         return "malformed"
     if not verdict.supported:
         return "unsupported"
-    if len(verdict.quote.split()) < 3 or norm(verdict.quote) not in norm(src.chunk_text):
+    if len(verdict.quote.split()) < 3 or norm(verdict.quote) not in src.chunk_norm:
         return "quote_not_in_passage"
     return None
 

@@ -77,6 +77,15 @@ class LLMResponse:
         """The text as JSON; raises ValueError when it is not (a step counts that as a rejection)."""
         return json.loads(self.text)
 
+    def json_error(self) -> str | None:
+        """Why the text is not JSON, or None when it parses. Guided decoding still stops at
+        max_tokens, so a backend checks every answer it was asked to shape as JSON."""
+        try:
+            json.loads(self.text)
+        except ValueError as exc:
+            return f"malformed JSON: {exc} (finish_reason={self.finish_reason!r})"
+        return None
+
 
 @runtime_checkable
 class LLM(Protocol):

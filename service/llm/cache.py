@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from longweave.generators.llm import LLM, LLMRequest, LLMResponse
@@ -34,14 +35,17 @@ def _encode(resp: LLMResponse) -> str:
                       separators=(",", ":"))
 
 
-def _decode(raw: bytes | str | None) -> dict[str, Any] | None:
+def _decode(raw: bytes | str | None) -> LLMResponse | None:
+    """A stored answer as a cache hit (no tokens spent), or None."""
     if raw is None:
         return None
     try:
         data = json.loads(raw)
     except ValueError:
         return None  # not ours or damaged: treat as a miss, the NX store will not overwrite it though
-    return data if isinstance(data, dict) and isinstance(data.get("text"), str) else None
+    if not (isinstance(data, dict) and isinstance(data.get("text"), str)):
+        return None
+    return LLMResponse(text=data["text"], finish_reason=str(data.get("finish_reason", "")), cached=True)
 
 
 class CachedLLM:
@@ -69,10 +73,8 @@ class CachedLLM:
         out: list[LLMResponse | None] = [None] * len(requests)
         first: dict[str, int] = {}
         for i, (k, raw) in enumerate(zip(keys, self._redis.mget(keys))):
-            data = _decode(raw)
-            if data is not None:
-                out[i] = LLMResponse(text=data["text"], finish_reason=str(data.get("finish_reason", "")), cached=True)
-            elif k not in first:
+            out[i] = _decode(raw)
+            if out[i] is None and k not in first:
                 first[k] = i
         return keys, out, list(first.values())
 
@@ -89,10 +91,10 @@ class CachedLLM:
             pipe.mget([k for k, _ in ok])
             winners = pipe.execute()[-1]
             for (k, a), raw in zip(ok, winners):
-                data = _decode(raw)
-                if data is not None and data["text"] != a.text:
-                    a = LLMResponse(text=data["text"], finish_reason=str(data.get("finish_reason", "")),
-                                    prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens)
+                winner = _decode(raw)
+                if winner is not None and winner.text != a.text:  # we lost the race: the stored answer, our cost
+                    a = replace(winner, cached=False, prompt_tokens=a.prompt_tokens,
+                                completion_tokens=a.completion_tokens)
                 by_key[k] = a
         for i, a in zip(sent, answers):
             by_key.setdefault(keys[i], a)
@@ -103,8 +105,7 @@ class CachedLLM:
             if resp is None:
                 resp = by_key[k]
                 if i not in sent:  # an identical request of this batch got the answer: no call of its own
-                    resp = LLMResponse(text=resp.text, ok=resp.ok, error=resp.error, cached=resp.ok,
-                                       finish_reason=resp.finish_reason)
+                    resp = replace(resp, cached=resp.ok, prompt_tokens=0, completion_tokens=0)
                     self.hits += 1
             else:
                 self.hits += 1

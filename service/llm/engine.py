@@ -17,7 +17,6 @@ offline API and is kept minimal on purpose.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -74,11 +73,8 @@ class VLLMEngine:
             best = out.outputs[0]
             resp = LLMResponse(text=best.text, prompt_tokens=len(out.prompt_token_ids or ()),
                                completion_tokens=len(best.token_ids or ()), finish_reason=str(best.finish_reason or ""))
-            if req.json_schema is not None:
-                try:
-                    json.loads(resp.text)
-                except ValueError as exc:
-                    resp.ok, resp.error = False, f"malformed JSON: {exc} (finish_reason={resp.finish_reason!r})"
+            if req.json_schema is not None and (problem := resp.json_error()) is not None:
+                resp.ok, resp.error = False, problem
             responses.append(resp)
         return responses
 

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import math
 import random
 import threading
@@ -326,12 +325,8 @@ class OpenAIBackend:
             return _Attempt(BAD_RESPONSE, f"unexpected response from {ep.url}: {_describe(exc)}: {r.text[:200]!r}")
         self._prompt_tokens += resp.prompt_tokens
         self._completion_tokens += resp.completion_tokens
-        if req.json_schema is not None:
-            try:
-                json.loads(text)
-            except ValueError as exc:
-                return _Attempt(MALFORMED_JSON, f"malformed JSON: {exc} (finish_reason={resp.finish_reason!r})",
-                                response=resp)
+        if req.json_schema is not None and (problem := resp.json_error()) is not None:
+            return _Attempt(MALFORMED_JSON, problem, response=resp)
         return _Attempt(OK, response=resp)
 
     # -- slots: health, round robin, AIMD --------------------------------------------------------
