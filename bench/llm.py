@@ -28,6 +28,14 @@ Run:
 Without `--url` the server is tests/vllm_server.py's (model from scripts/tiny_llm.py in
 .longweave/test-cache/tiny-llm). On a small machine the clients share cores with vLLM, so a
 client's own CPU cost shows up directly in the server's throughput: that is part of the result.
+
+`--server emulated` runs the same comparison against bench/llm_emulator.py instead: an
+OpenAI-compatible server that answers each request after the time a GPU vLLM would take
+(`--ttft-ms` + max_tokens x `--itl-ms`) with no model behind it, so that the clients, not the
+server, decide the throughput; its own CPU time is reported per run to show that it is not the
+limit. Use a higher `--concurrency` there (256 is what a data-generation job runs per replica).
+
+    .venv/bin/python bench/llm.py --server emulated --concurrency 256 --prompts 4000 --markdown
 """
 
 from __future__ import annotations
@@ -140,6 +148,44 @@ def worker_curator(a: argparse.Namespace) -> dict:
 
 
 # -- the orchestrator ------------------------------------------------------------------------------
+class Emulator:
+    """bench/llm_emulator.py in a child process; `cpu_s()` is its CPU time so far."""
+
+    def __init__(self, ttft_ms: float, itl_ms: float) -> None:
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url, self.model = f"http://127.0.0.1:{port}/v1", "emulated"
+        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("llm_emulator.py")),
+                                      "--port", str(port), "--model", self.model,
+                                      "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms)])
+        import httpx
+
+        deadline = time.time() + 30
+        while True:
+            try:
+                if httpx.get(f"{self.url}/models", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError("the emulated server did not start")
+            time.sleep(0.1)
+
+    def cpu_s(self) -> float:
+        import psutil
+
+        t = psutil.Process(self.proc.pid).cpu_times()
+        return t.user + t.system
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+
 class MetricsPoller:
     """Samples vLLM's running + waiting request gauges every `interval_s` in a thread."""
 
@@ -194,10 +240,12 @@ def ensure_curator_venv() -> Path:
     return py
 
 
-def run_worker(kind: str, python: str, a: argparse.Namespace, poller: MetricsPoller, n: int) -> dict:
+def run_worker(kind: str, python: str, a: argparse.Namespace, poller: MetricsPoller, n: int,
+               emulator: Emulator | None = None) -> dict:
     cmd = [python, str(Path(__file__).resolve()), "--worker", kind, "--url", a.url, "--model", a.model,
            "--prompts", str(n), "--concurrency", str(a.concurrency), "--max-tokens", str(a.max_tokens)]
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    server_cpu0 = emulator.cpu_s() if emulator else None
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
@@ -208,6 +256,8 @@ def run_worker(kind: str, python: str, a: argparse.Namespace, poller: MetricsPol
     r["tok_s"] = r["completion_tokens"] / r["wall_s"]
     r["req_s"] = r["ok"] / r["wall_s"]
     r["server_mean_in_flight"] = poller.mean_between(r["t_start"], r["t_end"])
+    # The emulator's CPU over the whole worker run (client start-up included): an upper bound.
+    r["server_cpu_s"] = emulator.cpu_s() - server_cpu0 if emulator and server_cpu0 is not None else None
     return r
 
 
@@ -216,14 +266,17 @@ def fmt(x: float | None, spec: str = ".1f") -> str:
 
 
 def table(runs: list[dict], a: argparse.Namespace) -> str:
+    emulated = a.server == "emulated"
     rows = [("| client | run | wall s | completion tok/s | requests/s | in flight (server, mean) "
-              "| in flight (client, mean) | client CPU s | ok / failed |"),
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| in flight (client, mean) | client CPU s |" + (" server CPU s |" if emulated else "")
+              + " ok / failed |"),
+            "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if emulated else "") + "---:|"]
     name = {"ours": "longweave `OpenAIBackend`", "curator": f"curator {CURATOR_VERSION} (online, openai)"}
     for i, r in enumerate(runs):
+        server_cpu = f" {fmt(r['server_cpu_s'])} |" if emulated else ""
         rows.append(f"| {name[r['client']]} | {i // 2 + 1} | {r['wall_s']:.1f} | {r['tok_s']:,.0f} | {r['req_s']:.1f} "
                     f"| {fmt(r['server_mean_in_flight'])} | {fmt(r['client_mean_in_flight'])} "
-                    f"| {r['client_cpu_s']:.1f} | {r['ok']} / {r['failed']} |")
+                    f"| {r['client_cpu_s']:.1f} |{server_cpu} {r['ok']} / {r['failed']} |")
     out = "\n".join(rows)
     by = {k: [r for r in runs if r["client"] == k] for k in ("ours", "curator")}
     med = {k: statistics.median(r["tok_s"] for r in v) for k, v in by.items() if v}
@@ -245,6 +298,10 @@ def table(runs: list[dict], a: argparse.Namespace) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", help="an existing server's OpenAI base URL (…/v1); default: start the tiny model")
+    ap.add_argument("--server", choices=["vllm", "emulated"], default="vllm",
+                    help="without --url: a real vLLM (CPU) with the tiny model, or bench/llm_emulator.py")
+    ap.add_argument("--ttft-ms", type=float, default=30.0, help="emulated server: time to the first token")
+    ap.add_argument("--itl-ms", type=float, default=5.0, help="emulated server: time per further token")
     ap.add_argument("--model", default="tiny", help="served model name (with --url)")
     ap.add_argument("--prompts", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=32)
@@ -272,8 +329,12 @@ def main() -> int:
     if "curator" in clients:
         pythons["curator"] = str(ensure_curator_venv())
 
-    srv = None
-    if not a.url:
+    srv = emulator = None
+    if not a.url and a.server == "emulated":
+        emulator = Emulator(a.ttft_ms, a.itl_ms)
+        a.url, a.model = emulator.url, emulator.model
+        log(f"[bench] emulated GPU server at {a.url}: {a.ttft_ms:g} ms + {a.itl_ms:g} ms per token")
+    elif not a.url:
         cache = REPO / ".longweave" / "test-cache"
         model_dir = build_tiny_llm(cache / "tiny-llm", cache_dir=cache)
         log(f"[bench] starting vLLM on {model_dir} ...")
@@ -284,24 +345,32 @@ def main() -> int:
     try:
         with MetricsPoller(a.url, a.poll_ms / 1000) as poller:
             if a.warmup:
-                w = run_worker("ours", pythons["ours"], a, poller, a.warmup)
+                w = run_worker("ours", pythons["ours"], a, poller, a.warmup, emulator)
                 log(f"[bench] warm-up: {w['ok']} requests in {w['wall_s']:.1f} s")
             for rnd in range(a.rounds):
                 order = clients if rnd % 2 == 0 else clients[::-1]
                 for kind in order:
-                    r = run_worker(kind, pythons[kind], a, poller, a.prompts)
+                    r = run_worker(kind, pythons[kind], a, poller, a.prompts, emulator)
                     runs.append(r)
                     log(f"[bench] round {rnd + 1} {kind:8s} wall {r['wall_s']:6.1f} s  {r['tok_s']:7,.0f} tok/s  "
                         f"{r['req_s']:6.1f} req/s  in flight server {fmt(r['server_mean_in_flight'])} "
                         f"client {fmt(r['client_mean_in_flight'])}  client CPU {r['client_cpu_s']:.1f} s  "
-                        f"ok {r['ok']} failed {r['failed']}")
+                        f"server CPU {fmt(r['server_cpu_s'])} s  ok {r['ok']} failed {r['failed']}")
     finally:
         if srv is not None:
             stop_vllm(srv)
+        if emulator is not None:
+            emulator.stop()
     runs.sort(key=lambda r: r["t_start"])
     cpu = f"{os.cpu_count()} CPU cores, {platform.machine()}"
-    print(f"\n{a.prompts} prompts x {a.max_tokens} max tokens, concurrency {a.concurrency}, server: vLLM "
-          f"(CPU) at {a.url} model `{a.model}`, {cpu}.\n")
+    if emulator is not None:
+        ideal = a.concurrency / ((a.ttft_ms + a.max_tokens * a.itl_ms) / 1000)
+        server = (f"bench/llm_emulator.py ({a.ttft_ms:g} ms + {a.itl_ms:g} ms per token: at most "
+                  f"{ideal:,.0f} requests/s at this concurrency)")
+    else:
+        server = f"vLLM at {a.url} model `{a.model}`"
+    print(f"\n{a.prompts} prompts x {a.max_tokens} max tokens, concurrency {a.concurrency}, server: {server}, "
+          f"{cpu}.\n")
     print(table(runs, a))
     return 0
 

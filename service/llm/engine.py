@@ -10,8 +10,8 @@ StructuredOutputsParams(json=schema))` (vLLM >= 0.10.2), falling back to the old
 `guided_decoding=GuidedDecodingParams(json=schema)` (removed in 0.12). Guided decoding still
 stops at `max_tokens`, so the text is checked to parse as JSON like the HTTP backend does.
 
-Only the missing-package path is tested here (no GPU on CI); the rest follows vLLM's documented
-offline API and is kept minimal on purpose.
+tests/service/test_vllm_engine.py runs this file against vLLM's real engine (the CPU build in
+.longweave/vllm-venv, a tiny random Llama): order, token counts, seeds, guided JSON, `acomplete`.
 """
 
 from __future__ import annotations

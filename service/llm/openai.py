@@ -2,7 +2,7 @@
 
 Throughput comes from concurrency, so the backend is asynchronous inside even though generators
 call it synchronously: `complete()` hands the batch to a private asyncio loop that runs in a
-daemon thread owned by the backend and waits for it. The loop, the `httpx.AsyncClient` (its
+daemon thread owned by the backend and waits for it. The loop, the `aiohttp.ClientSession` (its
 keep-alive connections) and the per-endpoint state below outlive a call, so what was learnt
 about the servers in one batch (how much load they take, which one is down) carries over to the
 next. `acomplete()` awaits the same loop from the caller's loop.
@@ -15,10 +15,12 @@ Per endpoint (a base URL ending in /v1):
 - Adaptive concurrency (AIMD). A request is sent only while the endpoint has fewer than
   `limit` requests in flight; the others wait in one FIFO queue (nothing is sent to a server
   that cannot take it, so overload shows up as queueing here instead of timeouts there).
-  `limit` starts at min(8, concurrency), grows by 1 per success while the endpoint was using its
-  whole window and latency stays under twice a moving baseline, and is multiplied by 0.6 on a
-  429, 5xx or timeout, at most once per window: only a request sent after the last cut can
-  cut again, or fifty requests failing together would collapse the limit to 1 at once.
+  `limit` starts at `concurrency`, what the user says a replica takes (vLLM queues what it
+  cannot batch yet, so a full window costs nothing, and a slow start costs several round trips
+  of idle slots per worker). It is multiplied by 0.6 on a 429, 5xx or timeout, at most once per
+  window: only a request sent after the last cut can cut again, or fifty requests failing
+  together would collapse the limit to 1 at once. It grows back by 1 per success while the
+  endpoint was using its whole window and latency stays under twice a moving baseline.
 
 Per request: retries with exponential backoff and full jitter on timeouts, 429 (Retry-After is
 honoured), 5xx, unparsable answers and, when a JSON schema was asked for, answers that are not
@@ -36,14 +38,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import math
 import random
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
-import httpx
+import aiohttp
 from longweave.generators.llm import LLMRequest, LLMResponse, LLMUnavailable
 
 T = TypeVar("T")
@@ -122,7 +125,7 @@ class OpenAIBackend:
         self.backoff_base_s = backoff_base_s
         self.backoff_cap_s = backoff_cap_s
         self._api_key = api_key
-        self._eps = [_Endpoint(u, float(min(8, concurrency))) for u in self.endpoints]
+        self._eps = [_Endpoint(u, float(concurrency)) for u in self.endpoints]
         self._rr = 0
         self._waiters: collections.deque[asyncio.Future[_Endpoint]] = collections.deque()
         self._down_since: float | None = None  # loop time when the last healthy endpoint went down
@@ -145,7 +148,7 @@ class OpenAIBackend:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="longweave-llm", daemon=True)
         self._thread.start()
-        self._client: httpx.AsyncClient
+        self._client: aiohttp.ClientSession
         self._wake_probe: asyncio.Event
         self._run(self._setup())
 
@@ -158,12 +161,12 @@ class OpenAIBackend:
 
     async def _setup(self) -> None:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        # We gate concurrency ourselves, so httpx's pool must never be what makes a request wait.
-        self._client = httpx.AsyncClient(
+        # We gate concurrency ourselves, so the connector's pool must never be what makes a request
+        # wait (limit=0: no limit).
+        self._client = aiohttp.ClientSession(
             headers=headers,
-            timeout=httpx.Timeout(self.timeout_s, connect=min(10.0, self.timeout_s)),
-            limits=httpx.Limits(max_connections=None,
-                                max_keepalive_connections=self.concurrency * len(self._eps)))
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=min(10.0, self.timeout_s)),
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
         self._wake_probe = asyncio.Event()
         self._prober = asyncio.create_task(self._probe_loop())
 
@@ -218,7 +221,7 @@ class OpenAIBackend:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._client.aclose()
+        await self._client.close()
 
     # -- a batch -----------------------------------------------------------------------------------
     async def _batch(self, requests: list[LLMRequest]) -> list[LLMResponse]:
@@ -301,20 +304,21 @@ class OpenAIBackend:
         self._attempts += 1
         ep.sent += 1
         try:
-            r = await self._client.post(f"{ep.url}/chat/completions", json=body)
-        except httpx.TimeoutException as exc:
+            async with self._client.post(f"{ep.url}/chat/completions", json=body) as r:
+                status, headers, raw = r.status, r.headers, await r.read()
+        except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
             return _Attempt(TIMEOUT, f"timeout after {self.timeout_s:g} s from {ep.url} ({_describe(exc)})")
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:  # refused, reset, closed mid-answer
             return _Attempt(CONNECTION, f"{ep.url}: {_describe(exc)}")
-        if r.status_code != 200:
-            message = f"HTTP {r.status_code} from {ep.url}: {_server_message(r)}"
-            if r.status_code == 429:
-                return _Attempt(HTTP_429, message, retry_after=_retry_after(r))
-            if r.status_code >= 500 or r.status_code == 408:
-                return _Attempt(HTTP_5XX, message, retry_after=_retry_after(r))
+        if status != 200:
+            message = f"HTTP {status} from {ep.url}: {_server_message(raw)}"
+            if status == 429:
+                return _Attempt(HTTP_429, message, retry_after=_retry_after(headers))
+            if status >= 500 or status == 408:
+                return _Attempt(HTTP_5XX, message, retry_after=_retry_after(headers))
             return _Attempt(HTTP_4XX, message)
         try:
-            data = r.json()
+            data = json.loads(raw)
             choice = data["choices"][0]
             text = choice["message"]["content"] or ""
             usage = data.get("usage") or {}
@@ -322,7 +326,7 @@ class OpenAIBackend:
                                completion_tokens=int(usage.get("completion_tokens") or 0),
                                finish_reason=str(choice.get("finish_reason") or ""))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-            return _Attempt(BAD_RESPONSE, f"unexpected response from {ep.url}: {_describe(exc)}: {r.text[:200]!r}")
+            return _Attempt(BAD_RESPONSE, f"unexpected response from {ep.url}: {_describe(exc)}: {raw[:200]!r}")
         self._prompt_tokens += resp.prompt_tokens
         self._completion_tokens += resp.completion_tokens
         if req.json_schema is not None and (problem := resp.json_error()) is not None:
@@ -453,14 +457,16 @@ class OpenAIBackend:
 
     async def _probe(self, ep: _Endpoint) -> None:
         try:
-            r = await self._client.get(f"{ep.url}/models", timeout=min(5.0, self.timeout_s))
+            async with self._client.get(f"{ep.url}/models",
+                                        timeout=aiohttp.ClientTimeout(total=min(5.0, self.timeout_s))) as r:
+                status, raw = r.status, await r.read()
         except Exception as exc:  # noqa: BLE001 - the probe task must survive anything, or nothing recovers
             ep.last_error = _describe(exc)
             return
-        if r.status_code == 200:
+        if status == 200:
             self._mark_up(ep)
         else:
-            ep.last_error = f"HTTP {r.status_code} from {ep.url}/models: {_server_message(r)}"
+            ep.last_error = f"HTTP {status} from {ep.url}/models: {_server_message(raw)}"
 
     def _check_deadline(self) -> None:
         if self._down_since is None or self._unavailable is not None:
@@ -497,12 +503,13 @@ class OpenAIBackend:
         }
 
 
-def _server_message(r: httpx.Response) -> str:
+def _server_message(raw: bytes) -> str:
     """The error message of an OpenAI-style error body, else the start of the body."""
+    text = raw.decode("utf-8", "replace")
     try:
-        data = r.json()
+        data = json.loads(text)
     except ValueError:
-        return r.text[:500] or r.reason_phrase
+        return text[:500] or "(empty body)"
     if isinstance(data, dict):
         err = data.get("error")
         if isinstance(err, dict) and err.get("message"):
@@ -510,11 +517,11 @@ def _server_message(r: httpx.Response) -> str:
         for key in ("message", "detail", "error"):
             if data.get(key):
                 return str(data[key])[:500]
-    return r.text[:500]
+    return text[:500]
 
 
-def _retry_after(r: httpx.Response) -> float | None:
-    value = r.headers.get("retry-after")
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
     if value is None:
         return None
     try:
