@@ -25,9 +25,10 @@ Per endpoint (a base URL ending in /v1):
 Per request: retries with exponential backoff and full jitter on timeouts, 429 (Retry-After is
 honoured), 5xx, unparsable answers and, when a JSON schema was asked for, answers that are not
 JSON. Other 4xx (a prompt longer than the context) fail at once with the server's message. A
-request whose connection failed never reached a model, so that failure is not charged to its
-retry budget: during an outage requests simply wait, and a request sent when the servers return
-has all its retries left.
+failed or dropped connection is not charged to the retry budget: during an outage requests
+simply wait, and a request sent when the servers return has all its retries left. A connection
+closed before the answer is retried at once (see DROPPED below); a second drop in a row, or a
+refused connection, marks the endpoint down.
 
 Outage: while every endpoint is down, requests wait and the probes keep trying. When no endpoint
 has answered for `deadline_s`, the waiting requests (and `complete`) raise `LLMUnavailable`
@@ -59,7 +60,12 @@ RETRY_AFTER_CAP_S = 120.0
 
 # Attempt outcomes (also the keys of `metrics()["failures"]`).
 OK = "ok"
-CONNECTION = "connection"  # refused, reset, dropped mid-answer: the endpoint is gone
+CONNECTION = "connection"  # refused, or dropped twice in a row: the endpoint is gone
+# The connection closed before a whole answer came. Most often a keep-alive connection that the
+# server closed (its idle timeout, 5 s for vLLM) just as we reused it; sometimes a server dying.
+# Retried at once and for free; only a second drop in a row counts as CONNECTION, because a
+# fresh connection tells the two apart.
+DROPPED = "dropped"
 TIMEOUT = "timeout"
 HTTP_429 = "http_429"
 HTTP_5XX = "http_5xx"
@@ -67,7 +73,7 @@ HTTP_4XX = "http_4xx"  # permanent: the request itself is wrong
 BAD_RESPONSE = "bad_response"  # 200 but not an OpenAI-shaped body
 MALFORMED_JSON = "malformed_json"  # a JSON schema was asked for and the text does not parse
 
-_RETRYABLE = {CONNECTION, TIMEOUT, HTTP_429, HTTP_5XX, BAD_RESPONSE, MALFORMED_JSON}
+_RETRYABLE = {CONNECTION, DROPPED, TIMEOUT, HTTP_429, HTTP_5XX, BAD_RESPONSE, MALFORMED_JSON}
 _MARKS_DOWN = {CONNECTION, TIMEOUT, HTTP_5XX}
 _OVERLOAD = {TIMEOUT, HTTP_429, HTTP_5XX}
 
@@ -252,6 +258,7 @@ class OpenAIBackend:
         body = self._body(req)
         retries = 0
         free = 0
+        dropped = False
         while True:
             ep = await self._acquire()
             start = self._now()
@@ -261,6 +268,9 @@ class OpenAIBackend:
             except BaseException:
                 self._release(ep)
                 raise
+            if attempt.kind == DROPPED and dropped:
+                attempt.kind = CONNECTION
+            dropped = attempt.kind == DROPPED
             # Account first: a failed endpoint is marked down before its slot is handed on.
             self._account(ep, attempt, start, saturated)
             self._release(ep)
@@ -270,8 +280,8 @@ class OpenAIBackend:
             if attempt.kind not in _RETRYABLE:
                 self._failed += 1
                 return LLMResponse(ok=False, error=attempt.error)
-            if attempt.kind == CONNECTION and free < MAX_FREE_RETRIES:
-                free += 1  # the endpoint is marked down; acquiring waits for a healthy one
+            if attempt.kind in (CONNECTION, DROPPED) and free < MAX_FREE_RETRIES:
+                free += 1  # after CONNECTION the endpoint is down: acquiring waits for a healthy one
                 continue
             if retries >= self.max_retries:
                 self._failed += 1
@@ -308,7 +318,11 @@ class OpenAIBackend:
                 status, headers, raw = r.status, r.headers, await r.read()
         except TimeoutError as exc:  # aiohttp's connect and read timeouts are TimeoutErrors
             return _Attempt(TIMEOUT, f"timeout after {self.timeout_s:g} s from {ep.url} ({_describe(exc)})")
-        except aiohttp.ClientError as exc:  # refused, reset, closed mid-answer
+        except aiohttp.ClientConnectorError as exc:  # refused, unreachable, DNS
+            return _Attempt(CONNECTION, f"{ep.url}: {_describe(exc)}")
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError) as exc:
+            return _Attempt(DROPPED, f"{ep.url}: {_describe(exc)}")
+        except aiohttp.ClientError as exc:
             return _Attempt(CONNECTION, f"{ep.url}: {_describe(exc)}")
         if status != 200:
             message = f"HTTP {status} from {ep.url}: {_server_message(raw)}"

@@ -5,8 +5,8 @@ It speaks the small part of vLLM's OpenAI API that longweave uses, `GET /v1/mode
 finish_reason, usage), so the backends are tested through their real HTTP path. What each
 completion answers is decided by a `responder`: a callable that gets the request's JSON body
 and returns a `Reply` (or a plain string, the answer text). A reply can be an answer, an HTTP
-error (429 with Retry-After, 500, 400 with a message), a delay (to force client timeouts) or
-text that is not JSON (for schema requests). The server records every completion request it
+error (429 with Retry-After, 500, 400 with a message), a delay (to force client timeouts),
+text that is not JSON (for schema requests) or a connection closed without an answer. The server records every completion request it
 received, how many are in flight and the most that ever were.
 
     from tests.service.llm_server import LLMTestServer, Reply, sequence, echo
@@ -53,6 +53,7 @@ class Reply:
     retry_after: float | None = None  # Retry-After header (seconds) on an error status
     error: str = ""  # error message for a non-200 status (OpenAI error body)
     raw: str | None = None  # send this body verbatim instead (a broken, non-OpenAI response)
+    drop: bool = False  # close the connection without answering (after `delay_s`)
     finish_reason: str = "stop"
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -236,6 +237,8 @@ class LLMTestServer:
                     reply = Reply(content=reply)
                 if reply.delay_s:
                     await asyncio.sleep(reply.delay_s)
+                if reply.drop:
+                    srv._drop(request)
                 return srv._render(body, reply)
             finally:
                 with srv._lock:
@@ -243,6 +246,15 @@ class LLMTestServer:
 
         return Starlette(routes=[Route("/v1/models", models, methods=["GET"]),
                                  Route("/v1/chat/completions", chat, methods=["POST"])])
+
+    def _drop(self, request: Request) -> None:
+        """Abort the connection this request came on: the client sees it closed, no answer."""
+        server = self._server
+        for conn in list(server.server_state.connections) if server else ():
+            if getattr(conn, "scope", None) is request.scope:
+                conn.transport.abort()
+                return
+        raise RuntimeError("the test server could not find the request's connection to drop")
 
     async def _serve(self, server: uvicorn.Server) -> None:
         self._loop = asyncio.get_running_loop()  # stop() aborts connections on it

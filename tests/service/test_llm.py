@@ -164,6 +164,28 @@ def test_round_robin_spreads_over_two_servers() -> None:
     assert a.calls + b.calls == 40 and a.calls >= 10 and b.calls >= 10
 
 
+def test_a_dropped_connection_is_retried_at_once_without_marking_the_endpoint_down(
+        server: LLMTestServer) -> None:
+    """What a keep-alive connection closed by the server as the client reuses it looks like."""
+    server.responder = per_prompt(Reply(drop=True), then=echo)
+    with backend(server.url, max_retries=0) as llm:
+        out = llm.complete(prompts(20))
+        m = llm.metrics()
+    assert [r.text for r in out] == [f"echo: q{i}" for i in range(20)]
+    assert m["failures"] == {"dropped": 20} and m["retries"] == 0  # free, even with no retries allowed
+    assert m["healthy"][server.url] and server.models_calls == 0  # never marked down, never probed
+
+
+def test_two_drops_in_a_row_mark_the_endpoint_down(server: LLMTestServer) -> None:
+    server.responder = per_prompt(Reply(drop=True), Reply(drop=True), then=echo)
+    with backend(server.url, max_retries=0) as llm:
+        out = llm.complete(prompts(5))
+        m = llm.metrics()
+    assert all(r.ok for r in out) and m["retries"] == 0
+    assert m["failures"] == {"dropped": 5, "connection": 5}
+    assert server.models_calls >= 1 and m["healthy"][server.url]  # probed, found up again
+
+
 def test_a_stopped_server_is_skipped() -> None:
     with LLMTestServer() as a, LLMTestServer() as b:
         b.stop()
