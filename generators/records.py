@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,7 +136,8 @@ def check_schema(schema: pa.Schema) -> None:
 
 
 # -- Parquet and Arrow IPC ------------------------------------------------------------------------
-PARQUET_OPTIONS = dict(compression="zstd", compression_level=3, use_dictionary=["kind"], write_statistics=False)
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": ["kind"],
+                   "write_statistics": False}
 
 
 def write_parquet(table: pa.Table, path: str | Path) -> None:
@@ -152,6 +153,14 @@ def read_parquet(path: str | Path) -> pa.Table:
     table = pq.read_table(path)
     check_schema(table.schema)
     return table.select(SCHEMA.names).cast(SCHEMA)
+
+
+def parquet_batches(path: str | Path, rows: int = 64) -> Iterator[pa.RecordBatch]:
+    """A Parquet file's records, `rows` at a time, checked and cast like `read_parquet`."""
+    pf = pq.ParquetFile(path)
+    check_schema(pf.schema_arrow)
+    for batch in pf.iter_batches(batch_size=rows, columns=SCHEMA.names):
+        yield from pa.Table.from_batches([batch]).select(SCHEMA.names).cast(SCHEMA).to_batches()
 
 
 def to_ipc(table: pa.Table) -> bytes:

@@ -91,6 +91,8 @@ class SourceConfig(_Section):
     weight: float = Field(1.0, gt=0, description="share of samples in a mixture")
     epochs: int = Field(1, ge=1, description="parquet: passes over the data (seeded shuffle per epoch)")
     shuffle: bool = True
+    cache_dir: str | None = Field(None, description="parquet: where the memory-mapped Arrow copies of the shards go "
+                                  "(default $LONGWEAVE_HOME/cache/arrow, LONGWEAVE_HOME being .longweave)")
     block_ms: int = Field(1000, ge=1, description="redis: how long one read waits for new entries")
 
     @model_validator(mode="after")

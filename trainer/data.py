@@ -16,7 +16,12 @@ one. Three promises hold for every source:
   a source refuses data made with another one (`ConfigError`).
 
 Parquet: a seeded permutation of all rows per epoch (a function of seed and epoch alone), cursor =
-(epoch, position). Redis (ARCHITECTURE.md §3-4): the run's own consumer group `run:{run_id}` on the
+(epoch, position). A global permutation needs random access to any row, which compressed Parquet
+does not give cheaply, and a 128K-token dataset does not fit in memory (100,000 samples are 51 GB
+of int32 tokens). So each shard is copied once, batch by batch, into an uncompressed Arrow IPC
+file in a cache directory and memory-mapped (what HF datasets does): opening costs no memory, a
+row read touches only its pages, and the OS page cache decides what stays resident. A copy is
+named after the shard's path, size and mtime, so a rewritten shard gets a new copy. Redis (ARCHITECTURE.md §3-4): the run's own consumer group `run:{run_id}` on the
 dataset's output stream, consumer `rank{r}` per process; on start it first re-reads its own pending
 entries (delivered before a crash but never acknowledged) and skips the samples the checkpoint says
 were consumed, then reads new entries, blocking while workers are still producing; the stream ends
@@ -25,7 +30,9 @@ when the dataset's state is final and nothing is left to read.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 from longweave.generators import records, streams
 from longweave.generators.errors import ConfigError
+from longweave.generators.tokenizer import default_cache_dir
 
 
 @dataclass
@@ -125,15 +133,39 @@ def parquet_files(paths: list[str]) -> tuple[list[Path], dict[str, Any] | None]:
     return files, tok
 
 
+def arrow_copy(parquet: Path, cache_dir: Path) -> Path:
+    """The memory-mappable Arrow IPC copy of a Parquet shard, written on first use.
+
+    Written a batch at a time (memory bounded by one batch, not the shard) under a temporary name
+    and renamed, so ranks converting the same shard at once each produce a whole file.
+    """
+    st = parquet.stat()
+    key = hashlib.sha256(f"{parquet.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    out = cache_dir / f"{parquet.stem}-{key}.arrow"
+    if out.is_file():
+        return out
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, records.SCHEMA) as writer:
+            for batch in records.parquet_batches(parquet):
+                writer.write_batch(batch)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
 class ParquetSource:
-    """Rows of Parquet files in a seeded order per epoch, with a resumable cursor."""
+    """Rows of Parquet files in a seeded order per epoch, with a resumable cursor (see the module
+    docstring: the rows are read from memory-mapped Arrow copies in `cache_dir`)."""
 
     def __init__(self, paths: list[str], *, seed: int = 0, epochs: int = 1, shuffle: bool = True,
-                 tokenizer_sha256: str | None = None) -> None:
+                 tokenizer_sha256: str | None = None, cache_dir: str | Path | None = None) -> None:
         files, tok = parquet_files(paths)
         check_tokenizer(tok, tokenizer_sha256, f"the dataset at {paths[0]}")
-        # Small and medium datasets fit in memory as Arrow tables; rows are decoded on demand.
-        self.tables = [records.read_parquet(f).combine_chunks() for f in files]
+        cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / "arrow"
+        self.tables = [pa.ipc.open_file(pa.memory_map(str(arrow_copy(f, cache)))).read_all() for f in files]
         self.starts = np.cumsum([0] + [t.num_rows for t in self.tables])
         self.n = int(self.starts[-1])
         if self.n == 0:
@@ -334,7 +366,7 @@ def build_source(cfg: Any, *, run_id: str, seed: int, rank: int, tokenizer_sha25
     for sc in cfg.sources:
         if sc.kind == "parquet":
             built.append(ParquetSource(sc.path, seed=seed, epochs=sc.epochs, shuffle=sc.shuffle,
-                                       tokenizer_sha256=tokenizer_sha256))
+                                       tokenizer_sha256=tokenizer_sha256, cache_dir=sc.cache_dir))
         else:
             built.append(RedisSource(sc.url, sc.dataset_id, run_id, rank=rank, block_ms=sc.block_ms,
                                      tokenizer_sha256=tokenizer_sha256))

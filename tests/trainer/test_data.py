@@ -63,3 +63,43 @@ def test_mixture_follows_weights_and_resumes(tokenizer, dataset_dir, tmp_path):
     again = mix()
     again.load_state(m.state())
     assert head + ids(again) == whole
+
+
+def test_rows_are_read_from_memory_mapped_copies(dataset_dir, tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    from longweave.generators import records
+    from longweave.trainer.data import samples_from_table
+
+    expected = {}
+    for f in sorted((dataset_dir / "data").glob("*.parquet")):
+        for s in samples_from_table(records.read_parquet(f)):
+            expected[s.id] = s
+    cache = tmp_path / "arrow"
+    ParquetSource([str(dataset_dir)], cache_dir=cache)  # the first open writes the copies
+    copies = sorted(cache.glob("*.arrow"))
+    assert len(copies) == 2 and not list(cache.glob("*.tmp"))
+    # Opening again maps them: Arrow allocates nothing for the data (the old in-memory source
+    # allocated the whole dataset here), and the files are not rewritten.
+    mtimes = [p.stat().st_mtime_ns for p in copies]
+    before = pa.total_allocated_bytes()
+    src = ParquetSource([str(dataset_dir)], seed=3, cache_dir=cache)
+    data_bytes = sum(t.nbytes for t in src.tables)
+    assert data_bytes > 100_000 and pa.total_allocated_bytes() - before < data_bytes // 20
+    assert [p.stat().st_mtime_ns for p in sorted(cache.glob("*.arrow"))] == mtimes
+    got = list(src)
+    assert sorted(s.id for s in got) == sorted(expected)
+    for s in got:
+        e = expected[s.id]
+        assert np.array_equal(s.input_ids, e.input_ids) and np.array_equal(s.segments, e.segments)
+        assert (s.loss_mask is None) == (e.loss_mask is None)
+        assert s.loss_mask is None or np.array_equal(s.loss_mask, e.loss_mask)
+
+
+def test_a_rewritten_shard_gets_a_new_copy(tokenizer, tmp_path):
+    data = write_dataset(tokenizer, tmp_path / "d", 40, shards=1, seed=1)
+    cache = tmp_path / "arrow"
+    first = sorted(s.input_ids.tobytes() for s in ParquetSource([str(data)], cache_dir=cache))
+    write_dataset(tokenizer, tmp_path / "d", 40, shards=1, seed=2)  # same path, other rows
+    second = sorted(s.input_ids.tobytes() for s in ParquetSource([str(data)], cache_dir=cache))
+    assert first != second and len(list(cache.glob("*.arrow"))) == 2
