@@ -32,6 +32,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -157,11 +158,23 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _full_state(model: Any, optimizer: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Unsharded model and optimizer states (FSDP2 and DDP alike), on CPU."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+@contextlib.contextmanager
+def _one_process_quiet() -> Any:
+    """DCP warns on every call without a process group that it assumes a single process: it is right."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
 
-    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+def _model_state(model: Any, optimizer: Any) -> dict[str, Any]:
+    """Model and optimizer states as torch.distributed.checkpoint (DCP) wants them: under FSDP2 each
+    rank holds only its shards (DTensors), under DDP and on one process the plain tensors. The
+    optimizer's lazily created state exists after this even before the first step, so the same
+    call gives the structure a load fills in."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    return {"model": model_sd, "optim": optim_sd}
 
 
 def save_checkpoint(run_dir: Path, step: int, model: Any, optimizer: Any, scheduler: Any, packer: Packer,
@@ -185,10 +198,14 @@ def save_checkpoint(run_dir: Path, step: int, model: Any, optimizer: Any, schedu
     data_state = packer.state()
     (tmp / f"data-rank{dist.rank}.json").write_text(json.dumps({"packer": data_state, "log_offset": log_offset}))
     torch.save(rng_state(), tmp / f"rng-rank{dist.rank}.pt")
-    model_sd, optim_sd = _full_state(model, optimizer)
+    # Model and optimizer through DCP: every rank writes its own shards in parallel (a replicated
+    # DDP tensor is written once), so no rank ever holds the whole model or optimizer state, which
+    # for an 8B model with AdamW would be about 100 GB on rank 0.
+    import torch.distributed.checkpoint as dcp
+
+    with _one_process_quiet():
+        dcp.save(_model_state(model, optimizer), checkpoint_id=str(tmp / "state"), no_dist=dist.world == 1)
     if dist.main:
-        torch.save(model_sd, tmp / "model.pt")
-        torch.save(optim_sd, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         (tmp / "meta.json").write_text(json.dumps({"step": step, "world": dist.world}))
     dist.barrier()
@@ -207,7 +224,8 @@ def save_checkpoint(run_dir: Path, step: int, model: Any, optimizer: Any, schedu
 
 def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, packer: Packer, dist: Dist,
                     run_dir: Path) -> int:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import set_state_dict
 
     meta = json.loads((path / "meta.json").read_text())
     if meta["world"] != dist.world:
@@ -215,10 +233,10 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, pack
 
         raise ConfigError("run_dir", f"the checkpoint was written by {meta['world']} processes, not {dist.world}",
                           "resume with the same number of processes, or start a new run_dir")
-    model_sd = torch.load(path / "model.pt", map_location="cpu", weights_only=False)
-    optim_sd = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
-    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd,
-                   options=StateDictOptions(full_state_dict=True))
+    state = _model_state(model, optimizer)
+    with _one_process_quiet():
+        dcp.load(state, checkpoint_id=str(path / "state"), no_dist=dist.world == 1)  # in place, per rank
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=False))
     own = json.loads((path / f"data-rank{dist.rank}.json").read_text())
     packer.load_state(own["packer"])
@@ -378,8 +396,13 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> Path:
                                             log_offset, dist, cfg.keep_checkpoints)
         packer.source.commit(state["source"])
     final = run_dir / "final"
-    # Under FSDP the weights are sharded: every rank takes part in gathering them.
-    full = _full_state(model, optimizer)[0] if dist.world > 1 else None
+    # Under FSDP the weights are sharded: every rank takes part in gathering them (the model
+    # only: the final directory holds no optimizer state).
+    full = None
+    if dist.world > 1:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if dist.main:
         save_hf(model, tok, final, state_dict=full)
         if metrics is not None:
@@ -449,12 +472,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", default=None, help="recipe YAML (TrainConfig fields)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="override: a.b=value")
+    ap.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # resume tests
     args = ap.parse_args(argv)
     from longweave.generators.errors import LongweaveError
 
     try:
         cfg = config_mod.load(args.recipe, args.overrides)
-        train(cfg)
+        train(cfg, stop_after=args.stop_after)
     except LongweaveError as exc:
         print(exc.one_line(), file=sys.stderr)
         sys.exit(2)

@@ -72,6 +72,38 @@ def test_two_gloo_processes_match_one_with_double_accumulation(dataset_dir, tmp_
 
 
 @pytest.mark.slow
+def test_an_interrupted_fsdp_run_resumes_from_its_sharded_checkpoint(dataset_dir, tmp_path):
+    """Two FSDP2 ranks stop after step 4 (the checkpoint of step 3, written by each rank as its
+    own shards, is in force) and resume: the weights and the samples equal an uninterrupted run."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def torchrun(name: str, *extra: str) -> None:
+        p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                            "-m", "longweave.trainer.train", "--recipe", str(tmp_path / f"{name}.json"), *extra],
+                           cwd=REPO, env=env, capture_output=True, timeout=300, check=False)
+        assert p.returncode == 0, p.stderr.decode()[-3000:]
+
+    recipe(tmp_path, dataset_dir, "whole", 1, "fsdp")
+    recipe(tmp_path, dataset_dir, "parts", 1, "fsdp")
+    torchrun("whole")
+    torchrun("parts", "--stop-after", "4")
+    ck = tmp_path / "parts" / "checkpoints"
+    assert (ck / "latest").read_text() == "step-0000003" and not (tmp_path / "parts" / "final").exists()
+    shards = sorted(p.name for p in (ck / "step-0000003" / "state").glob("*.distcp"))
+    assert shards == ["__0_0.distcp", "__1_0.distcp"]  # one file per rank: nothing was gathered
+    torchrun("parts")
+    a = load_file(str(tmp_path / "whole" / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "parts" / "final" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    for rank in (0, 1):
+        log = f"samples-rank{rank}.log"
+        whole = (tmp_path / "whole" / log).read_text().split()
+        assert whole == (tmp_path / "parts" / log).read_text().split() and len(whole) == len(set(whole)) > 0
+
+
+@pytest.mark.slow
 def test_two_ranks_consume_one_redis_stream_each_id_once(server, tokenizer, tokenizer_dir, tmp_path):
     """Each rank is its own consumer of the run's group: together they train every id exactly once,
     including the rank whose data ends first (it joins the all-reduce with empty micro-batches)."""
