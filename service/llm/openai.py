@@ -42,12 +42,14 @@ import collections
 import json
 import math
 import random
+import resource
 import threading
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 import aiohttp
+from longweave.generators.errors import ConfigError
 from longweave.generators.llm import LLMRequest, LLMResponse, LLMUnavailable
 
 T = TypeVar("T")
@@ -121,6 +123,7 @@ class OpenAIBackend:
             raise ValueError("OpenAIBackend needs at least one endpoint")
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        _allow_open_files(concurrency, len(endpoints))
         self.model = model
         self.endpoints = [e.rstrip("/") for e in endpoints]
         self.concurrency = concurrency
@@ -515,6 +518,25 @@ class OpenAIBackend:
             "mean_in_flight": round(mean, 3),
             "max_in_flight": self._max_in_flight,
         }
+
+
+def _allow_open_files(concurrency: int, endpoints: int) -> None:
+    """Make sure the process may hold a connection per slot: each is a file descriptor.
+
+    A limit below that would show up later as connections failing one by one with "Too many
+    open files", which looks like a dead endpoint. So raise the soft limit towards the hard one
+    (as vLLM's server does for itself), and when even the hard limit is too low, refuse the
+    configuration with the numbers and the fix.
+    """
+    need = concurrency * endpoints + 256  # plus what the process holds besides (Redis, files, loop)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise ConfigError("llm.concurrency", f"{concurrency} requests in flight per endpoint x {endpoints} "
+                          f"endpoint(s) need about {need} open files, and this process may open at most {hard}",
+                          "lower llm.concurrency, or raise the open-files limit (ulimit -n) of the workers")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 
 def _server_message(raw: bytes) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import textwrap
 import threading
 import time
 import uuid
@@ -184,6 +185,28 @@ def test_two_drops_in_a_row_mark_the_endpoint_down(server: LLMTestServer) -> Non
     assert all(r.ok for r in out) and m["retries"] == 0
     assert m["failures"] == {"dropped": 5, "connection": 5}
     assert server.models_calls >= 1 and m["healthy"][server.url]  # probed, found up again
+
+
+def test_the_open_files_limit_is_raised_or_the_concurrency_refused() -> None:
+    """Each slot is a socket: a soft limit below the ceiling is raised, a hard one refuses."""
+    import subprocess
+
+    script = textwrap.dedent("""
+        import resource
+        from longweave.generators.errors import ConfigError
+        from longweave.service.llm import OpenAIBackend
+        resource.setrlimit(resource.RLIMIT_NOFILE, (300, 2000))
+        OpenAIBackend(["http://127.0.0.1:9/v1"], "m", concurrency=500).close()
+        print("soft", resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        try:
+            OpenAIBackend(["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"], "m", concurrency=1000)
+        except ConfigError as exc:
+            print("refused", exc.field, "|", exc.one_line())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "soft 756" in out  # 500 slots + 256 for the rest of the process
+    assert "refused llm.concurrency |" in out and "need about 2256 open files" in out and "at most 2000" in out
+    assert "ulimit -n" in out
 
 
 def test_a_stopped_server_is_skipped() -> None:
