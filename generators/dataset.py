@@ -1,9 +1,12 @@
 """Build a whole dataset on local disk: what `longweave generate` runs.
 
 The service does the same work spread over workers and Redis; here one process walks the shards
-in order. Each shard file is written atomically (temporary name, then rename), and a shard whose
-file already exists with the right row count is kept, so an interrupted build resumes where it
-stopped. Nothing here is timestamped: the same spec gives byte-identical Parquet files.
+in order. Each shard file is written atomically (temporary name, then rename), so a shard file
+that exists is whole and is kept: an interrupted build resumes where it stopped, without asking a
+model again for a doc_qa shard whose samples were all dropped (its file holds no rows). The spec of
+a build in progress is kept in `.longweave-build.json` until `dataset.json` replaces it, so a
+resume with other parameters is refused instead of mixing shards of two specs. Only one shard is
+in memory at a time. Nothing here is timestamped: the same spec gives byte-identical Parquet files.
 """
 
 from __future__ import annotations
@@ -15,15 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from .card import dataset_info, write_card
 from .errors import ConfigError
 from .pipeline import Context, generate_shard, prepare
-from .records import read_parquet, shard_name, token_lengths, write_parquet
+from .records import shard_name, token_lengths, write_parquet
 from .specs import AnySpec
 
 VERSION = "0.1.0"
+BUILDING = ".longweave-build.json"  # the spec of a build that has not finished
 
 
 @dataclass
@@ -43,31 +48,31 @@ def build_dataset(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError("--out", f"'{out}' exists and is not a directory", "choose a new or existing folder")
-    existing = out / "dataset.json"
-    if existing.is_file():
-        prior = json.loads(existing.read_text())
-        if prior.get("spec") != spec.model_dump(mode="json"):
-            raise ConfigError("--out", f"'{out}' holds a dataset with other parameters",
+    wanted = spec.model_dump(mode="json")
+    for marker, what in ((out / "dataset.json", "a dataset"), (out / BUILDING, "an unfinished build")):
+        if marker.is_file() and json.loads(marker.read_text()).get("spec") != wanted:
+            raise ConfigError("--out", f"'{out}' holds {what} with other parameters",
                               "choose another folder or delete that one")
     ctx = ctx or prepare(spec, cache_dir)
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
-    tables = []
+    if not (out / "dataset.json").is_file():
+        (out / BUILDING).write_text(json.dumps({"spec": wanted}))
+    per_shard = []
     for shard in range(spec.num_shards()):
         path = data / shard_name(shard)
-        start, stop = spec.shard_bounds(shard)
-        # doc_qa drops samples without a verified answer, so its shards may hold fewer rows.
-        full = stop - start if spec.kind != "doc_qa" else 1
-        if path.is_file() and pq.ParquetFile(path).metadata.num_rows >= full:
-            table = read_parquet(path)  # resumed build: this shard is already done
+        if path.is_file():  # resumed build: this shard is done (the file was renamed into place whole)
+            table = pq.read_table(path, columns=["input_ids"])
         else:
             table = generate_shard(ctx, shard)
             write_parquet(table, path)
-        tables.append(table)
+        lengths = token_lengths([table])
+        per_shard.append(lengths)
+        del table
         if on_shard:
-            on_shard(shard, table.num_rows, int(token_lengths([table]).sum()))
+            on_shard(shard, len(lengths), int(lengths.sum()))
 
-    lengths = token_lengths(tables)
+    lengths = np.concatenate(per_shard) if per_shard else np.zeros(0, np.int64)
     tok_dir = out / "tokenizer"
     if tok_dir.exists():
         shutil.rmtree(tok_dir)
@@ -76,4 +81,5 @@ def build_dataset(
                         ctx.llm_stats.flat() if ctx.llm is not None else None)
     (out / "dataset.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     write_card(out, info, lengths)
+    (out / BUILDING).unlink(missing_ok=True)
     return BuildResult(out, info)
