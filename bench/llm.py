@@ -34,8 +34,12 @@ OpenAI-compatible server that answers each request after the time a GPU vLLM wou
 (`--ttft-ms` + max_tokens x `--itl-ms`) with no model behind it, so that the clients, not the
 server, decide the throughput; its own CPU time is reported per run to show that it is not the
 limit. Use a higher `--concurrency` there (256 is what a data-generation job runs per replica).
+`--replicas N` starts N emulated servers and gives ours all of them (concurrency is per
+replica, as in a dataset's `llm` section); curator takes one base URL, so it sits those runs out.
+The table then adds each replica's own mean in flight: round robin should keep them level.
 
     .venv/bin/python bench/llm.py --server emulated --concurrency 256 --prompts 4000 --markdown
+    .venv/bin/python bench/llm.py --server emulated --replicas 4 --concurrency 64 --prompts 4000 --markdown
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ def worker_ours(a: argparse.Namespace) -> dict:
 
     sampling = Sampling(temperature=0.7, top_p=0.95, max_tokens=a.max_tokens)
     reqs = [LLMRequest.chat(None, p, sampling=sampling, step="bench") for p in prompts(a.prompts)]
-    llm = OpenAIBackend([a.url], a.model, concurrency=a.concurrency, timeout_s=120, max_retries=4)
+    llm = OpenAIBackend(a.url.split(","), a.model, concurrency=a.concurrency, timeout_s=120, max_retries=4)
     try:
         c0, t0 = cpu_s(), time.time()
         out = llm.complete(reqs)
@@ -124,7 +128,7 @@ def worker_curator(a: argparse.Namespace) -> dict:
     llm = Bench(
         model_name=a.model, backend="openai",
         generation_params={"max_tokens": a.max_tokens, "temperature": 0.7, "top_p": 0.95},
-        backend_params={"base_url": a.url, "api_key": "EMPTY", "max_concurrent_requests": a.concurrency,
+        backend_params={"base_url": a.url.split(",")[0], "api_key": "EMPTY", "max_concurrent_requests": a.concurrency,
                         "max_requests_per_minute": 10_000_000, "max_tokens_per_minute": 10_000_000_000,
                         "max_retries": 4, "request_timeout": 120, "require_all_responses": False,
                         # Curator's default also fails (and retries) answers cut at max_tokens;
@@ -187,12 +191,12 @@ class Emulator:
 
 
 class MetricsPoller:
-    """Samples vLLM's running + waiting request gauges every `interval_s` in a thread."""
+    """Samples vLLM's running + waiting request gauges of each server every `interval_s` in a thread."""
 
-    def __init__(self, base: str, interval_s: float) -> None:
-        self.url = base.rstrip("/").removesuffix("/v1") + "/metrics"
+    def __init__(self, bases: list[str], interval_s: float) -> None:
+        self.urls = [b.rstrip("/").removesuffix("/v1") + "/metrics" for b in bases]
         self.interval_s = interval_s
-        self.samples: list[tuple[float, float]] = []
+        self.samples: list[tuple[float, list[float]]] = []  # (time, requests at each server)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -203,12 +207,14 @@ class MetricsPoller:
             while not self._stop.is_set():
                 t = time.time()
                 try:
-                    text = client.get(self.url).text
-                    n = 0.0
-                    for line in text.splitlines():
-                        if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting")):
-                            n += float(line.rsplit(" ", 1)[1])
-                    self.samples.append((t, n))
+                    counts = []
+                    for url in self.urls:
+                        n = 0.0
+                        for line in client.get(url).text.splitlines():
+                            if line.startswith(("vllm:num_requests_running", "vllm:num_requests_waiting")):
+                                n += float(line.rsplit(" ", 1)[1])
+                        counts.append(n)
+                    self.samples.append((t, counts))
                 except (httpx.HTTPError, ValueError, IndexError):
                     pass  # a missed sample; the mean is over the samples taken
                 self._stop.wait(max(0.0, self.interval_s - (time.time() - t)))
@@ -222,8 +228,13 @@ class MetricsPoller:
         self._thread.join()
 
     def mean_between(self, t0: float, t1: float) -> float | None:
-        xs = [n for t, n in self.samples if t0 <= t <= t1]
+        """Mean requests in flight over all servers."""
+        xs = [sum(c) for t, c in self.samples if t0 <= t <= t1]
         return statistics.fmean(xs) if xs else None
+
+    def per_server_between(self, t0: float, t1: float) -> list[float]:
+        xs = [c for t, c in self.samples if t0 <= t <= t1]
+        return [statistics.fmean(col) for col in zip(*xs, strict=True)] if xs else []
 
 
 def ensure_curator_venv() -> Path:
@@ -241,11 +252,11 @@ def ensure_curator_venv() -> Path:
 
 
 def run_worker(kind: str, python: str, a: argparse.Namespace, poller: MetricsPoller, n: int,
-               emulator: Emulator | None = None) -> dict:
+               emulators: list[Emulator]) -> dict:
     cmd = [python, str(Path(__file__).resolve()), "--worker", kind, "--url", a.url, "--model", a.model,
            "--prompts", str(n), "--concurrency", str(a.concurrency), "--max-tokens", str(a.max_tokens)]
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    server_cpu0 = emulator.cpu_s() if emulator else None
+    server_cpu0 = sum(e.cpu_s() for e in emulators)
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:
@@ -256,8 +267,9 @@ def run_worker(kind: str, python: str, a: argparse.Namespace, poller: MetricsPol
     r["tok_s"] = r["completion_tokens"] / r["wall_s"]
     r["req_s"] = r["ok"] / r["wall_s"]
     r["server_mean_in_flight"] = poller.mean_between(r["t_start"], r["t_end"])
-    # The emulator's CPU over the whole worker run (client start-up included): an upper bound.
-    r["server_cpu_s"] = emulator.cpu_s() - server_cpu0 if emulator and server_cpu0 is not None else None
+    r["per_server_in_flight"] = poller.per_server_between(r["t_start"], r["t_end"])
+    # The emulators' CPU over the whole worker run (client start-up included): an upper bound.
+    r["server_cpu_s"] = sum(e.cpu_s() for e in emulators) - server_cpu0 if emulators else None
     return r
 
 
@@ -267,31 +279,39 @@ def fmt(x: float | None, spec: str = ".1f") -> str:
 
 def table(runs: list[dict], a: argparse.Namespace) -> str:
     emulated = a.server == "emulated"
-    rows = [("| client | run | wall s | completion tok/s | requests/s | in flight (server, mean) "
-              "| in flight (client, mean) | client CPU s |" + (" server CPU s |" if emulated else "")
-              + " ok / failed |"),
-            "|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if emulated else "") + "---:|"]
+    several = len(a.url.split(",")) > 1
+    rows = [("| client | run | wall s | completion tok/s | requests/s | in flight (servers, mean) "
+             + ("| in flight per server (mean) " if several else "")
+             + "| in flight (client, mean) | client CPU s |" + (" server CPU s |" if emulated else "")
+             + " ok / failed |"),
+            "|---|---|---:|---:|---:|---:|" + ("---|" if several else "") + "---:|---:|"
+            + ("---:|" if emulated else "") + "---:|"]
     name = {"ours": "longweave `OpenAIBackend`", "curator": f"curator {CURATOR_VERSION} (online, openai)"}
-    for i, r in enumerate(runs):
+    seen: dict[str, int] = {}
+    for r in runs:
+        seen[r["client"]] = seen.get(r["client"], 0) + 1
         server_cpu = f" {fmt(r['server_cpu_s'])} |" if emulated else ""
-        rows.append(f"| {name[r['client']]} | {i // 2 + 1} | {r['wall_s']:.1f} | {r['tok_s']:,.0f} | {r['req_s']:.1f} "
-                    f"| {fmt(r['server_mean_in_flight'])} | {fmt(r['client_mean_in_flight'])} "
+        per = f" {' / '.join(f'{x:.1f}' for x in r['per_server_in_flight'])} |" if several else ""
+        rows.append(f"| {name[r['client']]} | {seen[r['client']]} | {r['wall_s']:.1f} | {r['tok_s']:,.0f} | {r['req_s']:.1f} "
+                    f"| {fmt(r['server_mean_in_flight'])} |{per} {fmt(r['client_mean_in_flight'])} "
                     f"| {r['client_cpu_s']:.1f} |{server_cpu} {r['ok']} / {r['failed']} |")
     out = "\n".join(rows)
     by = {k: [r for r in runs if r["client"] == k] for k in ("ours", "curator")}
     med = {k: statistics.median(r["tok_s"] for r in v) for k, v in by.items() if v}
+    slots = a.concurrency * len(a.url.split(","))
+    inflight = [r["server_mean_in_flight"] for r in by["ours"] if r["server_mean_in_flight"] is not None]
+    cur_inflight = [r["server_mean_in_flight"] for r in by["curator"] if r["server_mean_in_flight"] is not None]
+    out += "\n\n"
     if len(med) == 2:
-        inflight = [r["server_mean_in_flight"] for r in by["ours"] if r["server_mean_in_flight"] is not None]
-        cur_inflight = [r["server_mean_in_flight"] for r in by["curator"] if r["server_mean_in_flight"] is not None]
-        out += (f"\n\nMedian completion tokens/s: ours {med['ours']:,.0f}, curator {med['curator']:,.0f}: "
+        out += (f"Median completion tokens/s: ours {med['ours']:,.0f}, curator {med['curator']:,.0f}: "
                 f"**{med['ours'] / med['curator']:.2f}x** (target >= 1.5x). ")
-        if inflight:
-            share = statistics.median(inflight) / a.concurrency
-            out += (f"Ours kept a median {statistics.median(inflight):.1f} of {a.concurrency} requests in flight "
-                    f"at the server ({share:.0%}; target >= 90%)")
-            if cur_inflight:
-                out += f", curator {statistics.median(cur_inflight):.1f}"
-            out += "."
+    if inflight:
+        share = statistics.median(inflight) / slots
+        out += (f"Ours kept a median {statistics.median(inflight):.1f} of {slots} requests in flight "
+                f"at the server{'s' if several else ''} ({share:.0%}; target >= 90%)")
+        if cur_inflight:
+            out += f", curator {statistics.median(cur_inflight):.1f}"
+        out += "."
     return out
 
 
@@ -302,6 +322,7 @@ def main() -> int:
                     help="without --url: a real vLLM (CPU) with the tiny model, or bench/llm_emulator.py")
     ap.add_argument("--ttft-ms", type=float, default=30.0, help="emulated server: time to the first token")
     ap.add_argument("--itl-ms", type=float, default=5.0, help="emulated server: time per further token")
+    ap.add_argument("--replicas", type=int, default=1, help="emulated server: how many (ours only when > 1)")
     ap.add_argument("--model", default="tiny", help="served model name (with --url)")
     ap.add_argument("--prompts", type=int, default=2000)
     ap.add_argument("--concurrency", type=int, default=32)
@@ -325,15 +346,19 @@ def main() -> int:
 
     log = (lambda *x: print(*x, file=sys.stderr)) if a.markdown else print
     clients = [a.only] if a.only else ["ours", "curator"]
+    if a.replicas > 1 and "curator" in clients:
+        log("[bench] curator takes one base_url: with several replicas only ours runs")
+        clients = ["ours"]
     pythons = {"ours": sys.executable}
     if "curator" in clients:
         pythons["curator"] = str(ensure_curator_venv())
 
-    srv = emulator = None
+    srv = None
+    emulators: list[Emulator] = []
     if not a.url and a.server == "emulated":
-        emulator = Emulator(a.ttft_ms, a.itl_ms)
-        a.url, a.model = emulator.url, emulator.model
-        log(f"[bench] emulated GPU server at {a.url}: {a.ttft_ms:g} ms + {a.itl_ms:g} ms per token")
+        emulators = [Emulator(a.ttft_ms, a.itl_ms) for _ in range(a.replicas)]
+        a.url, a.model = ",".join(e.url for e in emulators), emulators[0].model
+        log(f"[bench] emulated GPU server(s) at {a.url}: {a.ttft_ms:g} ms + {a.itl_ms:g} ms per token")
     elif not a.url:
         cache = REPO / ".longweave" / "test-cache"
         model_dir = build_tiny_llm(cache / "tiny-llm", cache_dir=cache)
@@ -343,14 +368,14 @@ def main() -> int:
         log(f"[bench] vLLM up in {srv.started_s:.0f} s at {a.url} (log {srv.log_path})")
     runs: list[dict] = []
     try:
-        with MetricsPoller(a.url, a.poll_ms / 1000) as poller:
+        with MetricsPoller(a.url.split(","), a.poll_ms / 1000) as poller:
             if a.warmup:
-                w = run_worker("ours", pythons["ours"], a, poller, a.warmup, emulator)
+                w = run_worker("ours", pythons["ours"], a, poller, a.warmup, emulators)
                 log(f"[bench] warm-up: {w['ok']} requests in {w['wall_s']:.1f} s")
             for rnd in range(a.rounds):
                 order = clients if rnd % 2 == 0 else clients[::-1]
                 for kind in order:
-                    r = run_worker(kind, pythons[kind], a, poller, a.prompts, emulator)
+                    r = run_worker(kind, pythons[kind], a, poller, a.prompts, emulators)
                     runs.append(r)
                     log(f"[bench] round {rnd + 1} {kind:8s} wall {r['wall_s']:6.1f} s  {r['tok_s']:7,.0f} tok/s  "
                         f"{r['req_s']:6.1f} req/s  in flight server {fmt(r['server_mean_in_flight'])} "
@@ -359,17 +384,18 @@ def main() -> int:
     finally:
         if srv is not None:
             stop_vllm(srv)
-        if emulator is not None:
-            emulator.stop()
+        for e in emulators:
+            e.stop()
     runs.sort(key=lambda r: r["t_start"])
     cpu = f"{os.cpu_count()} CPU cores, {platform.machine()}"
-    if emulator is not None:
-        ideal = a.concurrency / ((a.ttft_ms + a.max_tokens * a.itl_ms) / 1000)
-        server = (f"bench/llm_emulator.py ({a.ttft_ms:g} ms + {a.itl_ms:g} ms per token: at most "
-                  f"{ideal:,.0f} requests/s at this concurrency)")
+    if emulators:
+        ideal = a.concurrency * len(emulators) / ((a.ttft_ms + a.max_tokens * a.itl_ms) / 1000)
+        server = (f"{len(emulators)} x bench/llm_emulator.py ({a.ttft_ms:g} ms + {a.itl_ms:g} ms per token: "
+                  f"at most {ideal:,.0f} requests/s at this concurrency)")
     else:
         server = f"vLLM at {a.url} model `{a.model}`"
-    print(f"\n{a.prompts} prompts x {a.max_tokens} max tokens, concurrency {a.concurrency}, server: {server}, "
+    print(f"\n{a.prompts} prompts x {a.max_tokens} max tokens, concurrency {a.concurrency} per server, "
+          f"server: {server}, "
           f"{cpu}.\n")
     print(table(runs, a))
     return 0
