@@ -98,6 +98,10 @@ class LLMSpec(BaseModel):
     max_retries: int = Field(4, ge=0, le=20, description="Retries of a failed request before it counts as failed.")
     deadline_s: float = Field(300, gt=0, le=86_400, description="Fail the dataset when no endpoint answers for this long.")
     num_themes: int = Field(8, ge=1, le=256, description="Table themes the model proposes (themes step).")
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, max_length=64,
+        description='Backend vllm: keyword arguments of vllm.LLM, e.g. {"max_model_len": 131072, '
+                    '"tensor_parallel_size": 2, "gpu_memory_utilization": 0.85}.')
 
     @field_validator("endpoints")
     @classmethod
@@ -120,6 +124,12 @@ class LLMSpec(BaseModel):
         if self.backend != "none" and not self.model:
             raise ValueError("model: a model backend needs llm.model (fix: set it to the served model name, "
                              "or to a local model directory for backend vllm)")
+        if self.engine_args and self.backend != "vllm":
+            raise ValueError("engine_args: only backend vllm takes engine arguments (fix: drop llm.engine_args, or "
+                             "set llm.backend to vllm)")
+        if "model" in self.engine_args or not all(k.isidentifier() for k in self.engine_args):
+            raise ValueError("engine_args: keys are keyword arguments of vllm.LLM other than model (fix: name the "
+                             "model in llm.model and use names such as max_model_len)")
         if self.backend == "none" and self.steps:
             raise ValueError("steps: steps need a model (fix: set llm.backend to openai with llm.endpoints and "
                              "llm.model, or drop llm.steps)")

@@ -23,6 +23,7 @@ from typing import Any
 
 from longweave.generators.errors import ConfigError
 from longweave.generators.llm import LLMRequest, LLMResponse
+from longweave.generators.specs import LLMSpec
 
 
 def _import_vllm() -> Any:
@@ -45,8 +46,17 @@ class VLLMEngine:
         vllm = _import_vllm()
         self.model = model_dir
         self._vllm = vllm
-        self._llm = vllm.LLM(model=model_dir, **engine_args)
+        try:
+            self._llm = vllm.LLM(model=model_dir, **engine_args)
+        except TypeError as exc:  # an argument vLLM does not know: the spec's fault, not a crash
+            raise ConfigError("llm.engine_args", f"vllm.LLM refused them: {exc}",
+                              "use keyword arguments of vllm.LLM (vLLM's engine arguments)") from exc
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_spec(cls, spec: LLMSpec) -> VLLMEngine:
+        """The engine a dataset's `llm` section (backend vllm) describes: `model` plus `engine_args`."""
+        return cls(spec.model, **spec.engine_args)
 
     def _params(self, req: LLMRequest) -> Any:
         s = req.sampling

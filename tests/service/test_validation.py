@@ -41,6 +41,10 @@ def fields(resp: httpx.Response) -> list[str]:
     ({"kind": "synl", "llm": {"steps": ["phrasing"]}}, 422, "llm.steps"),
     ({"kind": "synl", "llm": {"backend": "openai", "endpoints": ["http://h:1/v1"]}}, 422, "llm.model"),
     ({"kind": "synl", "llm": {"backend": "openai", "endpoints": ["file:///etc"], "model": "m"}}, 422, "llm.endpoints"),
+    ({"kind": "synl", "llm": {"backend": "openai", "endpoints": ["http://h:1/v1"], "model": "m",
+                              "engine_args": {"max_model_len": 8}}}, 422, "llm.engine_args"),  # vllm only
+    ({"kind": "synl", "llm": {"backend": "vllm", "model": "/m", "engine_args": {"model": "/other"}}}, 422,
+     "llm.engine_args"),
 ])
 def test_bad_specs_name_the_field(api: str, body: dict, status: int, field: str) -> None:
     c = client(api)

@@ -29,12 +29,21 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = textwrap.dedent('''
     import asyncio, json, sys
     from transformers import AutoTokenizer
+    from longweave.generators.errors import ConfigError
     from longweave.generators.llm import LLMRequest, Sampling
+    from longweave.generators.specs import LLMSpec
     import engine_under_test as engine
 
     model_dir = sys.argv[1]
-    llm = engine.VLLMEngine(model_dir, max_model_len=1024, enforce_eager=True,
-                            structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True})
+    try:
+        engine.VLLMEngine.from_spec(LLMSpec(backend="vllm", model=model_dir, engine_args={"no_such_arg": 1}))
+        refused = None
+    except ConfigError as exc:
+        refused = exc.one_line()
+    # As a dataset's llm section gives it to a worker (build_llm calls from_spec).
+    llm = engine.VLLMEngine.from_spec(LLMSpec(backend="vllm", model=model_dir, engine_args={
+        "max_model_len": 1024, "enforce_eager": True,
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True}}))
     topics = ["rivers", "owls", "copper", "maps", "tea"]
     reqs = [LLMRequest.chat("Be brief.", f"Write one sentence about {t}.",
                             sampling=Sampling(temperature=0.8, max_tokens=20, seed=i)) for i, t in enumerate(topics)]
@@ -50,10 +59,12 @@ SCRIPT = textwrap.dedent('''
     shaped = llm.complete([LLMRequest.chat(None, f"Describe item {i} as JSON.", json_schema=schema,
                                            sampling=Sampling(max_tokens=48, seed=i)) for i in range(4)])
     via_loop = asyncio.run(llm.acomplete(reqs[:2]))
+    max_model_len = llm._llm.llm_engine.model_config.max_model_len  # the engine argument took effect
     llm.close()
     dump = lambda rs: [vars(r) for r in rs]
     print("RESULT " + json.dumps({"first": dump(first), "again": dump(again), "expected_prompt": expected_prompt,
-                                  "shaped": dump(shaped), "via_loop": dump(via_loop)}))
+                                  "shaped": dump(shaped), "via_loop": dump(via_loop), "refused": refused,
+                                  "max_model_len": max_model_len}))
 ''')
 
 
@@ -112,3 +123,11 @@ def test_guided_json_follows_the_schema(engine_run: dict) -> None:
 @pytest.mark.slow
 def test_acomplete_from_an_event_loop(engine_run: dict) -> None:
     assert [r["text"] for r in engine_run["via_loop"]] == [r["text"] for r in engine_run["first"][:2]]
+
+
+@pytest.mark.slow
+def test_engine_args_come_from_the_spec(engine_run: dict) -> None:
+    assert engine_run["max_model_len"] == 1024  # the tiny model's own limit is 8192
+    refused = engine_run["refused"]
+    assert refused is not None and refused.startswith("llm.engine_args: vllm.LLM refused them:")
+    assert "no_such_arg" in refused
