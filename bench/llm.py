@@ -393,7 +393,7 @@ def main() -> int:
         server = (f"{len(emulators)} x bench/llm_emulator.py ({a.ttft_ms:g} ms + {a.itl_ms:g} ms per token: "
                   f"at most {ideal:,.0f} requests/s at this concurrency)")
     else:
-        server = f"vLLM at {a.url} model `{a.model}`"
+        server = f"{'vLLM (CPU build)' if srv is not None else 'the server'} at {a.url} model `{a.model}`"
     print(f"\n{a.prompts} prompts x {a.max_tokens} max tokens, concurrency {a.concurrency} per server, "
           f"server: {server}, "
           f"{cpu}.\n")
