@@ -21,8 +21,10 @@ does not give cheaply, and a 128K-token dataset does not fit in memory (100,000 
 of int32 tokens). So each shard is copied once, batch by batch, into an uncompressed Arrow IPC
 file in a cache directory and memory-mapped (what HF datasets does): opening costs no memory, a
 row read touches only its pages, and the OS page cache decides what stays resident. A copy is
-named after the shard's path, size and mtime, so a rewritten shard gets a new copy. Redis (ARCHITECTURE.md §3-4): the run's own consumer group `run:{run_id}` on the
-dataset's output stream, consumer `rank{r}` per process; on start it first re-reads its own pending
+named after the shard's path, size and mtime, so a rewritten shard gets a new copy.
+
+Redis (ARCHITECTURE.md §3-4): the run's own consumer group `run:{run_id}` on the dataset's output
+stream, consumer `rank{r}` per process; on start it first re-reads its own pending
 entries (delivered before a crash but never acknowledged) and skips the samples the checkpoint says
 were consumed, then reads new entries, blocking while workers are still producing; the stream ends
 when the dataset's state is final and nothing is left to read.
