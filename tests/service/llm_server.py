@@ -6,8 +6,9 @@ finish_reason, usage), so the backends are tested through their real HTTP path. 
 completion answers is decided by a `responder`: a callable that gets the request's JSON body
 and returns a `Reply` (or a plain string, the answer text). A reply can be an answer, an HTTP
 error (429 with Retry-After, 500, 400 with a message), a delay (to force client timeouts),
-text that is not JSON (for schema requests) or a connection closed without an answer. The server records every completion request it
-received, how many are in flight and the most that ever were.
+text that is not JSON (for schema requests) or a connection closed without an answer. The
+server records every completion request it received, how many are in flight and the most that
+ever were.
 
     from tests.service.llm_server import LLMTestServer, Reply, sequence, echo
 
