@@ -441,6 +441,25 @@ def merge(
     out_console.print(f"[green]done:[/] merged model in [bold]{result}[/]", highlight=False, soft_wrap=True)
 
 
+@app.command("select")
+@handles_errors
+def select(
+    base: Annotated[Path, typer.Argument(help="The base model directory (its original window).")],
+    extended: Annotated[Path, typer.Argument(help="The same model already extended to a longer window.")],
+    data: Annotated[list[str], typer.Argument(help="Pretraining dataset folders or Parquet files.")],
+    out: Out = Path("selected"),
+    keep: Annotated[float, typer.Option("--keep", help="Share of each row's tokens to keep.")] = 0.6,
+    top: Annotated[float, typer.Option("--top", help="Share of tokens that count as impactful.")] = 0.2,
+) -> None:
+    """Keep the sentences whose tokens long context helps most (LongRecipe's token analysis)."""
+    from longweave.trainer.commands import select as select_fn
+
+    info = select_fn(base, extended, data, out, keep=keep, top=top)
+    sel = info["selection"]
+    out_console.print(f"[green]done:[/] {info['num_samples']} rows, {info['num_tokens']:,} of {sel['tokens_in']:,} "
+                      f"tokens kept in [bold]{out}[/]", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     app()
 

@@ -132,3 +132,11 @@ def evaluate(model_dir: str | Path, out: str | Path, *, data: list[str] | None =
 
     return run(model_dir, out, data=data, lengths=lengths, depths=depths, trials=trials, buckets=buckets,
                seq_len=seq_len)
+
+
+def select(base: str | Path, extended: str | Path, data: list[str], out: str | Path, *, keep: float = 0.6,
+           top: float = 0.2) -> dict[str, Any]:
+    """`longweave select BASE EXTENDED DATA --out DIR`: LongRecipe's impactful-sentence selection."""
+    from .select import select_dataset
+
+    return select_dataset(base, extended, data, out, keep=keep, top=top, name=Path(out).name or "selected")

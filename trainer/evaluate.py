@@ -12,7 +12,8 @@
 
 Also LongRecipe's token-impact analysis: `token_impact` gives, per token, the difference of the
 actual next token's unnormalised logit between an extended and a base model on the same text, and
-`select_sentences` keeps the sentences holding the most impactful tokens under a token budget.
+`select_sentences` keeps the sentences holding the most impactful tokens under a token budget;
+select.py applies them to a whole dataset.
 """
 
 from __future__ import annotations
