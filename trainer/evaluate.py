@@ -27,6 +27,44 @@ import numpy as np
 import torch
 from longweave.generators.errors import ConfigError
 
+LOGIT_CHUNK = 2048  # positions per slice of the LM head: a 128K x 128K-vocab logits tensor would be 64 GB
+
+
+def _hidden(model: Any, x: torch.Tensor) -> torch.Tensor:
+    """The last hidden states [T, H] of one row: the model without its LM head."""
+    return model.get_decoder()(input_ids=x).last_hidden_state[0]
+
+
+def _logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head on some positions' hidden states, float32, with the final soft-capping some
+    models apply (Gemma 2); the heads of Llama, Qwen and Mistral are a plain linear layer."""
+    logits = model.get_output_embeddings()(hidden).float()
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def next_token_logits(model: Any, ids: torch.Tensor, chunk: int = LOGIT_CHUNK) -> torch.Tensor:
+    """S(x_t | x_<t) for t >= 1: the logit of each actual next token, computed a slice of positions at
+    a time, so memory grows with the row's length times the hidden size, not the vocabulary."""
+    hidden = _hidden(model, ids)[:-1]
+    nxt = ids[0, 1:]
+    out = torch.empty(len(nxt), dtype=torch.float32)
+    for i in range(0, len(nxt), chunk):
+        out[i:i + chunk] = _logits(model, hidden[i:i + chunk]).gather(-1, nxt[i:i + chunk, None])[:, 0]
+    return out
+
+
+def next_token_nll(model: Any, ids: torch.Tensor, chunk: int = LOGIT_CHUNK) -> torch.Tensor:
+    """-log p(x_t | x_<t) for t >= 1, a slice of positions at a time (see `next_token_logits`)."""
+    hidden = _hidden(model, ids)[:-1]
+    nxt = ids[0, 1:]
+    out = torch.empty(len(nxt), dtype=torch.float64)
+    for i in range(0, len(nxt), chunk):
+        out[i:i + chunk] = torch.nn.functional.cross_entropy(
+            _logits(model, hidden[i:i + chunk]), nxt[i:i + chunk], reduction="none").double()
+    return out
+
+
 KEYS = ["zebra-quartz", "amber-falcon", "violet-harbor", "copper-lantern", "silent-meadow", "orange-glacier"]
 
 
@@ -80,9 +118,10 @@ def needle_grid(model: Any, tok: Any, hay: np.ndarray, lengths: list[int], depth
                 filler = np.resize(hay[start:start + room], room)
                 at = round(d * room)
                 ids = np.concatenate([filler[:at], needle, filler[at:], question, answer]).astype(np.int64)
-                logits = model(input_ids=torch.from_numpy(ids)[None]).logits[0]
                 n = len(answer)
-                pred = logits[-n - 1:-1].argmax(-1).numpy()
+                # Only the positions that predict the answer: transformers' `logits_to_keep`.
+                logits = model(input_ids=torch.from_numpy(ids)[None], logits_to_keep=n + 1).logits[0, :-1]
+                pred = logits.argmax(-1).numpy()
                 hits += int(np.array_equal(pred, answer))
             acc[i, j] = hits / trials
     return {"lengths": lengths, "depths": depths, "trials": trials, "accuracy": acc.round(4).tolist()}
@@ -99,8 +138,7 @@ def perplexity_by_position(model: Any, hay: np.ndarray, seq_len: int, buckets: i
     nll = torch.zeros(seq_len - 1, dtype=torch.float64)
     for r in range(rows):
         ids = torch.from_numpy(hay[r * seq_len:(r + 1) * seq_len].astype(np.int64))[None]
-        logits = model(input_ids=ids).logits[0, :-1].float()
-        nll += torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none").double()
+        nll += next_token_nll(model, ids)
     nll /= rows
     edges = np.linspace(0, seq_len - 1, buckets + 1).round().astype(int)
     means = [float(nll[a:b].mean()) for a, b in itertools.pairwise(edges)]
@@ -154,10 +192,7 @@ def run(model_dir: str | Path, out: str | Path, *, data: list[str] | None = None
 def token_impact(base: Any, extended: Any, ids: np.ndarray) -> np.ndarray:
     """Per position t >= 1: S_ext(x_t | x_<t) - S_base(x_t | x_<t), unnormalised logits; [0] = 0."""
     x = torch.from_numpy(np.asarray(ids, np.int64))[None]
-    nxt = x[0, 1:]
-    a = base(input_ids=x).logits[0, :-1].float().gather(-1, nxt[:, None])[:, 0]
-    b = extended(input_ids=x).logits[0, :-1].float().gather(-1, nxt[:, None])[:, 0]
-    return np.concatenate([[0.0], (b - a).numpy()])
+    return np.concatenate([[0.0], (next_token_logits(extended, x) - next_token_logits(base, x)).numpy()])
 
 
 def select_sentences(starts: np.ndarray, impact: np.ndarray, budget: int, top: float = 0.2) -> np.ndarray:

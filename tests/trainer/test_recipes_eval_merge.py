@@ -83,7 +83,11 @@ class InductionOracle(torch.nn.Module):
     """Predicts the token that followed the last earlier occurrence of the current 4-gram: a perfect
     retriever, so every needle the grid plants correctly must be found."""
 
-    def forward(self, input_ids):
+    def forward(self, input_ids, logits_to_keep=0):
+        out = self.all_logits(input_ids)
+        return type("Out", (), {"logits": out[:, -logits_to_keep:] if logits_to_keep else out})()
+
+    def all_logits(self, input_ids):
         ids = input_ids[0].tolist()
         logits = torch.full((1, len(ids), 9000), -1.0)
         seen: dict[tuple, int] = {}
@@ -93,7 +97,7 @@ class InductionOracle(torch.nn.Module):
                 logits[0, t, ids[seen[gram] + 1]] = 1.0
             if t + 1 < len(ids):
                 seen[gram] = t
-        return type("Out", (), {"logits": logits})()
+        return logits
 
 
 def test_needle_grid_finds_every_needle_for_a_perfect_retriever(dataset_dir, tokenizer):
@@ -124,6 +128,24 @@ def test_eval_writes_grid_heatmap_and_position_perplexity(dataset_dir, tmp_path)
     assert res["perplexity"]["rows"] >= 1
     # A random model: loss near ln(vocab) everywhere.
     assert abs(ppl["nll_all"] - np.log(tok.vocab_size)) < 0.5
+
+
+def test_logits_a_slice_at_a_time_equal_the_full_forward():
+    torch.manual_seed(1)
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, intermediate_size=32)
+    model = LlamaForCausalLM(cfg).eval()
+    ids = torch.randint(0, 100, (1, 70))
+    with torch.no_grad():
+        full = model(input_ids=ids).logits[0, :-1].float()
+        want = full.gather(-1, ids[0, 1:, None])[:, 0]
+        got = evaluate.next_token_logits(model, ids, chunk=16)  # 69 positions in 5 slices
+        nll = evaluate.next_token_nll(model, ids, chunk=16)
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(nll, torch.nn.functional.cross_entropy(full, ids[0, 1:], reduction="none").double(),
+                          atol=1e-5)
 
 
 def test_token_impact_and_sentence_selection():
