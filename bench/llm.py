@@ -156,11 +156,9 @@ class Emulator:
     """bench/llm_emulator.py in a child process; `cpu_s()` is its CPU time so far."""
 
     def __init__(self, ttft_ms: float, itl_ms: float) -> None:
-        import socket
+        from longweave.service.redis_server import free_port
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         self.url, self.model = f"http://127.0.0.1:{port}/v1", "emulated"
         self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("llm_emulator.py")),
                                       "--port", str(port), "--model", self.model,

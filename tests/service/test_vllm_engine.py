@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.vllm_server import VLLM_PYTHON, build_tiny_llm, vllm_installed
+from tests.vllm_server import VLLM_PYTHON, build_tiny_llm, vllm_env, vllm_installed
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -80,10 +80,8 @@ def engine_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dic
     (path / "longweave").mkdir()
     (path / "longweave" / "generators").symlink_to(REPO / "generators")
     (path / "engine_under_test.py").symlink_to(REPO / "service" / "llm" / "engine.py")
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     # A 1 GiB KV cache: vLLM otherwise sizes it against a NUMA node (about 8 GB here).
-    env.update(PYTHONPATH=str(path), HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1",
-               VLLM_CPU_KVCACHE_SPACE="1")
+    env = vllm_env({"PYTHONPATH": str(path), "VLLM_CPU_KVCACHE_SPACE": "1"})
     p = subprocess.run([str(VLLM_PYTHON), "-c", SCRIPT, str(model_dir)], capture_output=True, text=True,
                        env=env, timeout=420, check=False)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
