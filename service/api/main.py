@@ -8,6 +8,7 @@ Every error a client can cause is a 4xx with a JSON body `{"detail": [{"field", 
 
 from __future__ import annotations
 
+import importlib.resources
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +17,9 @@ from contextlib import asynccontextmanager
 import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from longweave.generators.errors import LongweaveError
 from longweave.generators.specs import describe_error
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -29,6 +32,7 @@ from ..store import Store
 from .routes import datasets, health
 
 log = logging.getLogger("longweave.api")
+DOCS_STATIC = "/docs-static"
 
 
 class Metrics:
@@ -117,6 +121,35 @@ class Measure:
         await self.app(scope, receive, tracked)
 
 
+def add_offline_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc with their assets served from the installed `fastapi_offline`
+    package under /docs-static: the pages work on a host without internet access."""
+    static = importlib.resources.files("fastapi_offline") / "static"
+    app.mount(DOCS_STATIC, StaticFiles(directory=str(static)), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}{app.swagger_ui_oauth2_redirect_url}",
+            swagger_js_url=f"{root}{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_STATIC}/favicon.png")
+
+    @app.get(app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect", include_in_schema=False)
+    async def swagger_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{DOCS_STATIC}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon.png", with_google_fonts=False)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -141,8 +174,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if embedded is not None:
                 embedded.stop()
 
-    app = FastAPI(title="longweave", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="longweave", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Mass-produce synthetic long-context training data.")
+    add_offline_docs(app)
     app.state.settings = settings
     app.state.store = Store(settings.store_root)
     app.state.metrics = Metrics()
