@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Deployment checks for CI beside the test suite (which has tests/test_wheel.py and
-# tests/test_compose.py): docker-compose.yml validates (`docker-compose config -q`, both profiles). docker-compose is installed with apt-get
-# when it is missing and we are root (LONGWEAVE_CI_INSTALL_COMPOSE=0 turns that off); without it
-# the compose validation is skipped, saying so. Run from anywhere.
+# tests/test_compose.py): docker-compose.yml validates (`docker-compose config -q`, both
+# profiles). docker-compose is installed with apt-get when it is missing and we are root
+# (LONGWEAVE_CI_INSTALL_COMPOSE=0 turns that off); without it the validation is skipped, saying
+# so. Run from anywhere.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
