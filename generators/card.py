@@ -9,24 +9,74 @@ rebuild with the same spec gives the same files.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from .records import shard_name
 
 HISTOGRAM = "lengths.png"
+EXAMPLE_HEAD, EXAMPLE_TAIL = 1500, 1200  # characters of the decoded example shown at each end
+
+
+class Composition:
+    """SynL samples counted by question family, table format and number of tables, over shards.
+
+    `add` takes one shard's table (only its `meta` column is read); `counts()` is empty for kinds
+    whose records carry no family (CIP, needles, doc_qa).
+    """
+
+    def __init__(self) -> None:
+        self.family: Counter[str] = Counter()
+        self.format: Counter[str] = Counter()
+        self.num_tables: Counter[str] = Counter()
+
+    def add(self, table: pa.Table) -> None:
+        for raw in table.column("meta").to_pylist():
+            meta = json.loads(raw)
+            if "family" not in meta:
+                continue
+            self.family[meta["family"]] += 1
+            self.format[meta.get("format", "?")] += 1
+            self.num_tables[str(len(meta.get("tables", [])))] += 1
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        if not self.family:
+            return {}
+        return {"family": dict(sorted(self.family.items())), "format": dict(sorted(self.format.items())),
+                "num_tables": dict(sorted(self.num_tables.items(), key=lambda kv: int(kv[0])))}
+
+
+def example_text(table: pa.Table, tokenizer: Any) -> str | None:
+    """The first sample of `table` decoded, its middle elided when long, and its answer."""
+    if table.num_rows == 0:
+        return None
+    row = table.slice(0, 1).select(["input_ids", "answer"]).to_pylist()[0]
+    text = tokenizer.decode(row["input_ids"])
+    if len(text) > EXAMPLE_HEAD + EXAMPLE_TAIL:
+        cut = len(text) - EXAMPLE_HEAD - EXAMPLE_TAIL
+        text = f"{text[:EXAMPLE_HEAD]}\n[... {cut:,} characters elided ...]\n{text[-EXAMPLE_TAIL:]}"
+    answer = f"\n\nAnswer: `{row['answer']}`" if row.get("answer") else ""
+    fence = "~~~~"
+    return f"{fence}text\n{text}\n{fence}{answer}"
 
 
 def dataset_info(spec: Any, dataset_id: str, tokenizer_info: dict[str, Any], lengths: np.ndarray,
-                 created_by: str, llm_stats: dict[str, int] | None = None) -> dict[str, Any]:
+                 created_by: str, llm_stats: dict[str, int] | None = None,
+                 composition: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
     """What `dataset.json` holds and the card shows: one definition for local builds and the service.
+
+    `composition` (`Composition.counts()`) breaks SynL samples down by family, format and table count.
 
     `llm_stats` (flat counters of the model steps: requests, cache hits, accepted, rejected by
     reason) is recorded when a model took part, so a reader sees how much was thrown away and why.
     """
-    extra = {"llm": dict(sorted(llm_stats.items()))} if llm_stats else {}
+    extra: dict[str, Any] = {"llm": dict(sorted(llm_stats.items()))} if llm_stats else {}
+    if composition:
+        extra["composition"] = composition
     return {**extra,
         "id": dataset_id,
         "kind": spec.kind,
@@ -72,7 +122,18 @@ def write_histogram(lengths: np.ndarray, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def render_card(info: dict[str, Any]) -> str:
+def render_composition(composition: dict[str, dict[str, int]]) -> str:
+    titles = {"family": "question family", "format": "table format", "num_tables": "tables per sample"}
+    parts = ["\n## Composition\n"]
+    for key, title in titles.items():
+        counts = composition.get(key, {})
+        total = sum(counts.values()) or 1
+        rows = "\n".join(f"| `{k}` | {v:,} | {100 * v / total:.1f}% |" for k, v in counts.items())
+        parts.append(f"| {title} | samples | share |\n| --- | --- | --- |\n{rows}\n")
+    return "\n".join(parts)
+
+
+def render_card(info: dict[str, Any], example: str | None = None) -> str:
     spec = info["spec"]
     stats = info["length_stats"]
     tok = info["tokenizer"]
@@ -83,6 +144,8 @@ def render_card(info: dict[str, Any]) -> str:
         rows = "\n".join(f"| `{k}` | {v:,} |" for k, v in info["llm"].items())
         llm = (f"\n## Language model\nEvery model output was checked by code; what failed a check was rejected "
                f"and counted (`rejected.<step>:<reason>`), never kept.\n\n| counter | value |\n| --- | --- |\n{rows}\n")
+    composition = render_composition(info["composition"]) if info.get("composition") else ""
+    shown = f"\n## Example (the first sample, decoded)\n{example}\n" if example else ""
     return f"""# {info['id']}
 
 A longweave **{info['kind']}** dataset: {info['num_samples']:,} samples, {info['num_tokens']:,} tokens
@@ -99,7 +162,7 @@ ARCHITECTURE.md (`id, kind, input_ids, loss_mask, segments, messages, answer, me
 | {stats['min']:,} | {stats['p50']:,} | {stats['p90']:,} | {stats['max']:,} | {stats['mean']:,} |
 
 ![token lengths]({HISTOGRAM})
-{llm}
+{composition}{shown}{llm}
 ## Parameters
 | parameter | value |
 | --- | --- |
@@ -110,7 +173,7 @@ Rebuild with the same parameters (`longweave generate {info['kind']} ...` or the
 """
 
 
-def write_card(out_dir: Path, info: dict[str, Any], lengths: np.ndarray) -> None:
+def write_card(out_dir: Path, info: dict[str, Any], lengths: np.ndarray, example: str | None = None) -> None:
     out_dir = Path(out_dir)
     write_histogram(lengths, out_dir / HISTOGRAM, f"{info['id']}: {info['num_samples']:,} samples")
-    (out_dir / "README.md").write_text(render_card(info), encoding="utf-8")
+    (out_dir / "README.md").write_text(render_card(info, example), encoding="utf-8")

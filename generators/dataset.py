@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from .card import dataset_info, write_card
+from .card import Composition, dataset_info, example_text, write_card
 from .errors import ConfigError
 from .pipeline import Context, generate_shard, prepare
 from .records import shard_name, token_lengths, write_parquet
@@ -59,15 +59,19 @@ def build_dataset(
     if not (out / "dataset.json").is_file():
         (out / BUILDING).write_text(json.dumps({"spec": wanted}))
     per_shard = []
+    composition, example = Composition(), None
     for shard in range(spec.num_shards()):
         path = data / shard_name(shard)
         if path.is_file():  # resumed build: this shard is done (the file was renamed into place whole)
-            table = pq.read_table(path, columns=["input_ids"])
+            table = pq.read_table(path, columns=["input_ids", "answer", "meta"])
         else:
             table = generate_shard(ctx, shard)
             write_parquet(table, path)
         lengths = token_lengths([table])
         per_shard.append(lengths)
+        composition.add(table)
+        if shard == 0:
+            example = example_text(table, ctx.tokenizer)
         del table
         if on_shard:
             on_shard(shard, len(lengths), int(lengths.sum()))
@@ -78,8 +82,8 @@ def build_dataset(
         shutil.rmtree(tok_dir)
     shutil.copytree(ctx.tokenizer.path, tok_dir)
     info = dataset_info(spec, ctx.dataset_id, ctx.tokenizer.info(), lengths, f"longweave {VERSION}",
-                        ctx.llm_stats.flat() if ctx.llm is not None else None)
+                        ctx.llm_stats.flat() if ctx.llm is not None else None, composition.counts())
     (out / "dataset.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    write_card(out, info, lengths)
+    write_card(out, info, lengths, example)
     (out / BUILDING).unlink(missing_ok=True)
     return BuildResult(out, info)

@@ -213,7 +213,8 @@ class Worker:
         try:
             ctx = self.context(dataset)
             spec = ctx.spec
-            tables = [self.store.read_shard(dataset, s).select(["input_ids"]) for s in range(spec.num_shards())]
+            tables = [self.store.read_shard(dataset, s).select(["input_ids", "answer", "meta"])
+                      for s in range(spec.num_shards())]
             write_dataset_card(self.store, dataset, ctx, tables, llm_counters(self.q.meta(dataset)) or None)
         except REDIS_DOWN:
             raise
@@ -270,14 +271,19 @@ def publish_batches(q: Queue, dataset: str, shard: int, batches: Iterable[tuple[
 
 def write_dataset_card(store: Store, dataset: str, ctx: Context, tables: list[pa.Table],
                        llm_stats: dict[str, int] | None = None) -> dict[str, Any]:
-    from longweave.generators.card import dataset_info, write_card
+    from longweave.generators.card import Composition, dataset_info, example_text, write_card
 
     spec = ctx.spec
     lengths = token_lengths(tables)
-    info = dataset_info(spec, dataset, ctx.tokenizer.info(), lengths, "longweave service", llm_stats)
+    composition = Composition()
+    for table in tables:
+        composition.add(table)
+    info = dataset_info(spec, dataset, ctx.tokenizer.info(), lengths, "longweave service", llm_stats,
+                        composition.counts())
+    example = next((e for e in (example_text(t, ctx.tokenizer) for t in tables) if e), None)
     store.write_json(dataset, "dataset.json", info)
     with tempfile.TemporaryDirectory() as tmp:
-        write_card(Path(tmp), info, lengths)
+        write_card(Path(tmp), info, lengths, example)
         shutil.copytree(ctx.tokenizer.path, Path(tmp) / "tokenizer")
         for p in sorted(Path(tmp).rglob("*")):
             if p.is_file():

@@ -1,0 +1,51 @@
+"""The dataset card of a SynL build breaks its samples down by question family, table format and
+table count (the numbers agree with the records' meta), and shows the first sample decoded; a CIP
+card has no composition section."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from longweave.generators.dataset import build_dataset
+from longweave.generators.specs import parse_spec
+from longweave.generators.tokenizer import Tokenizer
+
+
+def test_synl_card_counts_by_family_format_and_tables(tokenizer: Tokenizer, cache_dir: Path, tmp_path: Path) -> None:
+    spec = parse_spec({"kind": "synl", "tokenizer": str(tokenizer.path), "seq_len": 1536, "num_samples": 12,
+                       "shard_size": 5, "seed": 7})
+    out = tmp_path / "synl"
+    result = build_dataset(spec, out, cache_dir)
+    metas = [json.loads(m) for p in sorted((out / "data").glob("*.parquet"))
+             for m in pq.read_table(p, columns=["meta"]).column("meta").to_pylist()]
+    want = {"family": Counter(m["family"] for m in metas), "format": Counter(m["format"] for m in metas),
+            "num_tables": Counter(str(len(m["tables"])) for m in metas)}
+    comp = result.info["composition"]
+    assert {k: Counter(v) for k, v in comp.items()} == want
+    assert all(sum(v.values()) == 12 for v in comp.values())
+    assert json.loads((out / "dataset.json").read_text())["composition"] == comp
+
+    card = (out / "README.md").read_text()
+    assert "## Composition" in card
+    for key, counts in comp.items():
+        for value, n in counts.items():
+            assert re.search(rf"\| `{re.escape(value)}` \| {n:,} \| [\d.]+% \|", card), (key, value)
+
+    first = pq.read_table(out / "data" / "shard-00000.parquet").slice(0, 1).to_pylist()[0]
+    text = tokenizer.decode(first["input_ids"])
+    assert "## Example (the first sample, decoded)" in card
+    assert text[:200] in card and text[-200:] in card
+    assert f"Answer: `{first['answer']}`" in card
+
+
+def test_cip_card_has_no_composition(cache_dir: Path, stdlib_store: object, tmp_path: Path) -> None:
+    spec = parse_spec({"kind": "cip", "num_samples": 4, "shard_size": 4, "seq_len": 512, "docs_per_seq": 2,
+                       "chunks_per_doc": 2})
+    result = build_dataset(spec, tmp_path / "cip", cache_dir)
+    card = (tmp_path / "cip" / "README.md").read_text()
+    assert "composition" not in result.info and "## Composition" not in card
+    assert "## Example (the first sample, decoded)" in card
