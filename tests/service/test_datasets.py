@@ -118,6 +118,7 @@ def test_files_list_and_download(api: str, done_dataset: dict, tmp_path) -> None
     assert pq.read_table(tmp_path / "s.parquet").num_rows == 16
     info = c.get(f"/v1/datasets/{ds}/files/dataset.json").json()
     assert info["num_samples"] == 40 and info["id"] == ds
+    assert "## Example (the first sample, decoded)" in c.get(f"/v1/datasets/{ds}/files/README.md").text
     assert c.get(f"/v1/datasets/{ds}/files/../../etc/passwd").status_code == 404
     assert c.get(f"/v1/datasets/{ds}/files/nope.parquet").status_code == 404
 
