@@ -64,7 +64,8 @@ def test_installed_wheel_serves(wheel: Path, tmp_path: Path) -> None:
     py = venv / "bin" / "python"
     site = Path(subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                check=True, capture_output=True, text=True).stdout.strip())
-    (site / "_longweave_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    deps = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
+    (site / "_longweave_deps.pth").write_text("".join(f"{d}\n" for d in deps))
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("LONGWEAVE_", "PYTHON")) and k not in ("REDIS_URL", "VIRTUAL_ENV")}
     subprocess.run([py, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
