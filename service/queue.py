@@ -434,9 +434,13 @@ class Queue:
         return [_s(d) for d in self.r.srandmember(S.TRIM_LATER, limit) or []]
 
     def trim_finished(self, dataset: str) -> None:
-        """Trim a finished dataset's stream; forget it once the stream is empty or gone."""
+        """Trim a finished dataset's stream; forget it once the stream is empty or gone, or holds no
+        group and no more than a stream with no consumer keeps (`keep_unconsumed`)."""
         self.trim(dataset)
-        if not self.r.exists(S.meta_key(dataset)) or self.r.xlen(S.out_key(dataset)) == 0:
+        out = S.out_key(dataset)
+        length = self.r.xlen(out)
+        if (not self.r.exists(S.meta_key(dataset)) or length == 0
+                or (length <= self.keep_unconsumed and not self.r.xinfo_groups(out))):
             self.r.srem(S.TRIM_LATER, dataset)
 
     def lag(self, dataset: str, cap: int) -> int:

@@ -143,6 +143,10 @@ def test_a_stream_with_no_consumer_stays_capped(private_redis) -> None:
     q.finish_shard(ds, 99, 30)
     q.trim(ds)
     assert r.xlen(S.out_key(ds)) == keep
+    # Done and capped with no group: the idle workers' trim list forgets it (it stays bounded).
+    q.trim_later(ds)
+    q.trim_finished(ds)
+    assert not r.sismember(S.TRIM_LATER, ds) and r.xlen(S.out_key(ds)) == keep
 
 
 def test_the_embedded_server_has_a_memory_limit(private_redis) -> None:
