@@ -158,6 +158,7 @@ def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
     tail = np.array([] if tok.eos_id is None else [tok.eos_id], np.int32)
     records = []
     for i in range(start, stop):
+        ctx.checkpoint()
         docs, epoch = plan.group(i)
         take = water_fill(plan.lengths[docs], plan.budget)
         rng = sample_rng(spec, i) if spec.split == "random" else None

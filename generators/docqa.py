@@ -360,6 +360,7 @@ def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
     for attempt in range(spec.attempts):
         if not pending:
             break
+        ctx.checkpoint()
         found.update(_round(ctx, spec, pending, attempt, budget))
         pending = [i for i in pending if i not in found]
     for _ in pending:

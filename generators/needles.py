@@ -430,6 +430,7 @@ class _Fitter:
         lo: int | None = None  # largest cut known to be short
         hi: int | None = None  # smallest cut known to be long
         for _ in range(MAX_SEARCH_STEPS):
+            self.ctx.checkpoint()  # each try tokenizes a whole window: a long sample stops here
             total = self.try_cut(s, cut)
             if total == target:
                 return cut, None
@@ -567,6 +568,7 @@ def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
         raise TypeError(f"needles.generate needs a NIAHSpec, got {type(spec).__name__}")
     out = []
     for index in range(start, stop):
+        ctx.checkpoint()
         messages, ids, mask, segments, meta = _sample(ctx, index)
         out.append(Record(
             id=record_id(ctx.dataset_id, shard, index - start), kind="niah", input_ids=ids, loss_mask=mask,

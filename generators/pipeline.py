@@ -43,7 +43,14 @@ class Context:
     memo: dict[str, Any] = field(default_factory=dict)  # per-generator caches (e.g. the CIP plan)
     llm: LLM | None = None  # injected by the caller (service/llm) when the spec's llm section asks for one
     llm_stats: LLMStats = field(default_factory=LLMStats)  # what the LLM steps sent, kept and rejected
+    # Cooperative cancellation: generators call `checkpoint()` between samples and inside long
+    # ones; the caller's callable raises to stop the shard (the service checks the dataset state).
+    cancel_check: Callable[[], None] | None = None
     _store: TokenStore | None = None
+
+    def checkpoint(self) -> None:
+        if self.cancel_check is not None:
+            self.cancel_check()
 
     @property
     def store(self) -> TokenStore:

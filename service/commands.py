@@ -63,7 +63,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 0) -> None:
     settings = Settings()
     embedded = None
     if not settings.redis_url:
-        embedded = EmbeddedRedis(settings.redis_dir, fsync=settings.redis_fsync).start()
+        embedded = EmbeddedRedis(settings.redis_dir, fsync=settings.redis_fsync,
+                                     maxmemory=settings.redis_maxmemory).start()
         log.warning("no REDIS_URL: embedded valkey-server on %s (appendonly, data in %s)", embedded.url,
                     settings.redis_dir)
         settings = settings.model_copy(update={"redis_url": embedded.url})

@@ -17,7 +17,20 @@ Delivery semantics (ARCHITECTURE.md §4), stated once:
   `GATE`, so backpressure costs no extra round trip).
 - Trimming (`TRIM`): entries below the oldest entry some group has not acknowledged, and below
   the first entry of any shard whose Parquet file is not yet written, may go. With no group
-  attached nothing is trimmed: nothing unconsumed is ever dropped.
+  attached the stream is capped instead: once it holds more than 2 x `keep` entries
+  (`max_queued_batches`), entries older than the newest `keep` go, again never below the first
+  entry of a shard not yet in Parquet; a late consumer reads the rest from the Parquet files.
+- Fair scheduling: shard tasks are queued lazily, at most `shard_window` per dataset at a time
+  (`next_shard` in the meta hash counts what was queued). `create_dataset` queues the first
+  window; each newly recorded shard (`FINISH`) queues the dataset's next shard at the tail of
+  `lw:tasks`. Since every active dataset holds at most a window of tasks in the FIFO, a dataset
+  created behind a huge one waits for at most about a window of the other's shards per active
+  dataset (round robin over datasets), whatever their sizes. A shard that runs twice is recorded
+  once, so it refills once; a reclaimed task is the same entry, so refills never duplicate.
+- Cancel: `CANCEL` sets `state=cancelled` and deletes the dataset's stream keys (out, pub, stage,
+  gate, open, shards) in one step; meta, events and errors stay so status shows the outcome.
+  Workers skip its queued tasks; a running shard stops at its next cooperative check (between
+  samples, inside long samples via `Context.checkpoint`, and before each batch in `GATE`).
 
 The worker uses the synchronous `Queue`; the API uses the async helpers at the bottom.
 """
@@ -165,13 +178,19 @@ if new == 1 then
      and redis.call('HSETNX', KEYS[1], 'finalizing', ARGV[3]) == 1 then
     redis.call('XADD', KEYS[5], '*', 'dataset', ARGV[5], 'shard', 'final')
   end
+  -- Lazy queueing (see the module docstring): one shard recorded, the next one queued.
+  local nxt = redis.call('HGET', KEYS[1], 'next_shard')
+  if nxt and tonumber(nxt) < tonumber(m[4]) and m[5] ~= 'cancelled' and m[5] ~= 'failed' then
+    redis.call('HINCRBY', KEYS[1], 'next_shard', 1)
+    redis.call('XADD', KEYS[5], '*', 'dataset', ARGV[5], 'shard', nxt)
+  end
 end
 return new
 """
 
 # KEYS: meta, events   ARGV: new state, now, events_maxlen, allowed-from states (space separated)
 # A guarded state change; returns 1 if it happened.
-TRANSITION = """
+_TRANSITION_BODY = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == false then return 0 end
 if not string.find(' ' .. ARGV[4] .. ' ', ' ' .. state .. ' ', 1, true) then return 0 end
@@ -180,6 +199,18 @@ if ARGV[1] == 'running' then redis.call('HSETNX', KEYS[1], 'started_at', ARGV[2]
 else redis.call('HSET', KEYS[1], 'finished_at', ARGV[2]) end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'type', 'state', 'data',
   cjson.encode({state=ARGV[1], previous=state, time=tonumber(ARGV[2])}))
+"""
+TRANSITION = "local function transition()\n" + _TRANSITION_BODY + "return 1\nend\nreturn transition()\n"
+
+# KEYS: meta, events, out, pub, stage, gate, open, shards   ARGV: as TRANSITION, then the dataset id
+# Cancel (from queued or running) and free the dataset's stream keys; meta and events stay.
+# Returns 1 if the dataset was cancelled now.
+CANCEL = "local function transition()\n" + _TRANSITION_BODY + """return 1
+end
+local ok = transition()
+if ok ~= 1 then return 0 end
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('SREM', 'lw:trim-later', ARGV[5])
 return 1
 """
 
@@ -191,14 +222,22 @@ if state == 'cancelled' or state == 'failed' or state == false then return -1 en
 return slowest_lag(KEYS[2], tonumber(ARGV[1]))
 """
 
-# KEYS: out, open. Trims entries every group acknowledged and whose shard is in Parquet.
-# Returns the number of entries removed.
+# KEYS: out, open   ARGV: keep. Trims entries every group acknowledged and whose shard is in
+# Parquet; with no group, caps the stream (see the module docstring). Returns entries removed.
 TRIM = _STREAM_ID_HELPERS + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local gs = groups(KEYS[1])
-if #gs == 0 then return 0 end
 local floor = nil
 local function lower(id) if floor == nil or less(id, floor) then floor = id end end
+if #gs == 0 then
+  local keep = tonumber(ARGV[1])
+  if redis.call('XLEN', KEYS[1]) <= 2 * keep then return 0 end
+  -- The oldest of the newest `keep` entries (read once per `keep` entries published).
+  local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', keep)
+  lower(newest[#newest][1])
+  for _, id in ipairs(redis.call('HVALS', KEYS[2])) do lower(id) end
+  return redis.call('XTRIM', KEYS[1], 'MINID', floor)
+end
 for _, g in ipairs(gs) do
   if g['pending'] > 0 then
     lower(redis.call('XPENDING', KEYS[1], g['name'])[2])
@@ -242,8 +281,10 @@ def consumer_name() -> str:
 class Queue:
     """Synchronous queue operations of a worker (one Redis connection pool per process)."""
 
-    def __init__(self, url: str, consumer: str | None = None, events_maxlen: int = 1000) -> None:
+    def __init__(self, url: str, consumer: str | None = None, events_maxlen: int = 1000,
+                 keep_unconsumed: int = 256) -> None:
         self.r = sync_client(url)
+        self.keep_unconsumed = keep_unconsumed  # entries a stream with no consumer group keeps (TRIM)
         self.consumer = consumer or consumer_name()
         self.events_maxlen = events_maxlen
         # Sent by SHA inside MULTI (redis-py would otherwise ask SCRIPT EXISTS before every window).
@@ -377,7 +418,12 @@ class Queue:
                                  args=[shard, rows, now(), self.events_maxlen, dataset, json.dumps(stats or {})]))
 
     def trim(self, dataset: str) -> int:
-        return int(self._trim(keys=[S.out_key(dataset), S.open_key(dataset)]))
+        return int(self._trim(keys=[S.out_key(dataset), S.open_key(dataset)], args=[self.keep_unconsumed]))
+
+    def cancelled(self, dataset: str) -> bool:
+        """True once the dataset is cancelled, failed or gone (a running shard's cooperative check)."""
+        state = self.state(dataset)
+        return state is None or state in ("cancelled", "failed")
 
     # Consumers keep acknowledging after a dataset's last shard, when no worker trims on its way
     # through any more; idle workers trim those datasets (`housekeeping` in service/worker.py).
@@ -388,9 +434,13 @@ class Queue:
         return [_s(d) for d in self.r.srandmember(S.TRIM_LATER, limit) or []]
 
     def trim_finished(self, dataset: str) -> None:
-        """Trim a finished dataset's stream; forget it once the stream is empty or gone."""
+        """Trim a finished dataset's stream; forget it once the stream is empty or gone, or holds no
+        group and no more than a stream with no consumer keeps (`keep_unconsumed`)."""
         self.trim(dataset)
-        if not self.r.exists(S.meta_key(dataset)) or self.r.xlen(S.out_key(dataset)) == 0:
+        out = S.out_key(dataset)
+        length = self.r.xlen(out)
+        if (not self.r.exists(S.meta_key(dataset)) or length == 0
+                or (length <= self.keep_unconsumed and not self.r.xinfo_groups(out))):
             self.r.srem(S.TRIM_LATER, dataset)
 
     def lag(self, dataset: str, cap: int) -> int:
@@ -411,8 +461,9 @@ def new_dataset_id(kind: str) -> str:
 
 async def create_dataset(r: aioredis.Redis, dataset: str, tenant: str, spec_json: str, kind: str,
                          num_samples: int, num_shards: int, shard_size: int, batch_size: int,
-                         events_maxlen: int) -> bool:
-    """Register a dataset and queue its shard tasks; False if the id is taken."""
+                         events_maxlen: int, shard_window: int = 8) -> bool:
+    """Register a dataset and queue its first `shard_window` shard tasks (FINISH queues the
+    rest, one per recorded shard); False if the id is taken."""
     t = now()
     # HSETNX on `owner` claims the id atomically; only the winner fills in the rest.
     if not await r.hsetnx(S.meta_key(dataset), "owner", tenant):
@@ -422,21 +473,22 @@ async def create_dataset(r: aioredis.Redis, dataset: str, tenant: str, spec_json
         "spec": spec_json, "kind": kind, "state": "queued", "samples_total": num_samples,
         "num_shards": num_shards, "shard_size": shard_size, "batch_size": batch_size,
         "created_at": t, "samples_published": 0, "tokens_published": 0, "batches_published": 0,
-        "samples_done": 0, "shards_done": 0})
+        "samples_done": 0, "shards_done": 0, "next_shard": min(shard_window, num_shards)})
     pipe.zadd(S.tenant_key(tenant), {dataset: t})
     pipe.xadd(S.events_key(dataset), {"type": "state", "data": json.dumps({"state": "queued", "time": t})},
               maxlen=events_maxlen, approximate=True)
     await pipe.execute()
-    # Tasks go in after the meta hash exists, in chunks so one huge dataset never blocks Redis.
-    for lo in range(0, num_shards, 1000):
-        pipe = r.pipeline(transaction=False)
-        for shard in range(lo, min(lo + 1000, num_shards)):
-            pipe.xadd(S.TASKS, {"dataset": dataset, "shard": shard})
-        await pipe.execute()
+    # Tasks go in after the meta hash exists.
+    pipe = r.pipeline(transaction=False)
+    for shard in range(min(shard_window, num_shards)):
+        pipe.xadd(S.TASKS, {"dataset": dataset, "shard": shard})
+    await pipe.execute()
     return True
 
 
 async def cancel_dataset(r: aioredis.Redis, dataset: str, events_maxlen: int) -> bool:
-    script = r.register_script(TRANSITION)
-    return bool(await script(keys=[S.meta_key(dataset), S.events_key(dataset)],
-                             args=["cancelled", now(), events_maxlen, "queued running"]))
+    """Cancel a queued or running dataset and free its stream keys (see CANCEL)."""
+    script = r.register_script(CANCEL)
+    keys = [S.meta_key(dataset), S.events_key(dataset), S.out_key(dataset), S.published_key(dataset),
+            S.stage_key(dataset), S.gate_key(dataset), S.open_key(dataset), S.shards_key(dataset)]
+    return bool(await script(keys=keys, args=["cancelled", now(), events_maxlen, "queued running", dataset]))

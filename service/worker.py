@@ -8,7 +8,8 @@ Redis: `longweave worker`). Per task:
 3. Generate the whole shard (a pure function of (spec, shard)).
 4. Publish it as batches of the dataset's pinned `batch_size`, in order, through the idempotent
    Lua script; before each batch, wait while the slowest consumer group lags more than
-   `max_queued_batches`, and stop if the dataset was cancelled (checked between batches).
+   `max_queued_batches`, and stop if the dataset was cancelled (checked before each batch, and
+   during generation between samples and inside long ones through `Context.checkpoint`).
 5. Write the shard's Parquet file, record the shard as complete, trim what every consumer has
    acknowledged, and only then acknowledge the task.
 
@@ -55,6 +56,22 @@ class Cancelled(Exception):
     """The dataset left the running state while a shard was being published."""
 
 
+class CancelCheck:
+    """The generators' cooperative cancellation check: raises `Cancelled` once the dataset is
+    cancelled, failed or gone, asking Redis at most once per `every_s`."""
+
+    def __init__(self, q: Queue, dataset: str, every_s: float) -> None:
+        self.q, self.dataset, self.every_s = q, dataset, every_s
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last < self.every_s:
+            return
+        self.last = time.monotonic()
+        if self.q.cancelled(self.dataset):
+            raise Cancelled
+
+
 class Heartbeat:
     """Resets the idle time of the current task every third of `claim_idle_ms`."""
 
@@ -87,7 +104,7 @@ class Worker:
         if not url:
             raise RuntimeError("a worker needs REDIS_URL (longweave serve sets it for its local workers)")
         self.url = url
-        self.q = Queue(url, events_maxlen=settings.events_maxlen)
+        self.q = Queue(url, events_maxlen=settings.events_maxlen, keep_unconsumed=settings.max_queued_batches)
         self.store = Store(settings.store_root)
         self.contexts: OrderedDict[str, Context] = OrderedDict()
         self.llms: dict[str, LLM] = {}  # one backend per distinct llm section: its adaptive state lasts
@@ -197,7 +214,11 @@ class Worker:
         assert shard is not None
         batch_size = int(self.q.meta(dataset).get("batch_size") or self.settings.batch_size)
         ctx.llm_stats = LLMStats()  # this shard's counters only; FINISH adds them once
-        table = generate_shard(ctx, shard)
+        ctx.cancel_check = CancelCheck(self.q, dataset, self.settings.cancel_check_s)
+        try:
+            table = generate_shard(ctx, shard)
+        finally:
+            ctx.cancel_check = None
         lengths = token_lengths([table]) if table.num_rows else np.zeros(0, np.int64)
         batches = ((to_ipc(table.slice(lo, batch_size)), min(batch_size, table.num_rows - lo),
                     int(lengths[lo:lo + batch_size].sum())) for lo in range(0, table.num_rows, batch_size))

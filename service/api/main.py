@@ -162,7 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         embedded = None
         url = settings.redis_url
         if not url:
-            embedded = EmbeddedRedis(settings.redis_dir, fsync=settings.redis_fsync).start()
+            embedded = EmbeddedRedis(settings.redis_dir, fsync=settings.redis_fsync,
+                                     maxmemory=settings.redis_maxmemory).start()
             url = embedded.url
             log.warning("no REDIS_URL: started the embedded valkey-server on %s (data in %s)", url,
                         settings.redis_dir)

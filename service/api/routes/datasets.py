@@ -119,7 +119,7 @@ async def create_dataset(spec: Annotated[DatasetSpec, Body()], tenant: TenantDep
     dataset = spec.name or Q.new_dataset_id(spec.kind)
     created = await Q.create_dataset(
         r, dataset, tenant, spec.model_dump_json(), spec.kind, spec.num_samples, spec.num_shards(),
-        spec.shard_size, settings.batch_size, settings.events_maxlen)
+        spec.shard_size, settings.batch_size, settings.events_maxlen, settings.shard_window)
     if not created:
         raise HTTPException(status.HTTP_409_CONFLICT, detail=[{
             "field": "name", "message": f"a dataset named '{dataset}' exists", "fix": "choose another name"}])
@@ -154,7 +154,8 @@ async def get_dataset(meta: MetaDep, r: RedisDep) -> Response:
 
 @router.delete("/{dataset_id}", response_model=DatasetStatus, responses=NOT_FOUND)
 async def cancel_dataset(meta: MetaDep, r: RedisDep, settings: SettingsDep) -> DatasetStatus:
-    """Cancel: queued shards are skipped, running shards stop before their next batch."""
+    """Cancel: queued shards are skipped, running shards stop at their next check (between samples
+    or batches); the output stream and publication bookkeeping are freed, the status stays."""
     await Q.cancel_dataset(r, meta["id"], settings.events_maxlen)
     meta["state"] = (await r.hget(S.meta_key(meta["id"]), "state")).decode()
     return await status_of(r, meta)
