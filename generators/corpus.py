@@ -242,7 +242,7 @@ class Corpus:
             kind = "Parquet" if path.suffix == ".parquet" else "JSONL"
             raise CorpusError(
                 FIELD, f"'{path}' is not valid {kind} near row {row} ({str(exc).splitlines()[0][:160]})",
-                f"repair the file or drop the bad rows",
+                "repair the file or drop the bad rows",
             ) from None
 
     # -- identity -------------------------------------------------------------------------------

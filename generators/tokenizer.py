@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,7 @@ def load_tokenizer(path: str | Path, roots: Roots = None, field: str = FIELD) ->
             raise
         if tok.name == tmp.name:
             tok.name = real.name
+        weakref.finalize(tok, shutil.rmtree, tmp, True)  # the private copy lives as long as the tokenizer
         return tok
     p = Path(path).expanduser()
     if not p.is_dir():

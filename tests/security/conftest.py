@@ -1,3 +1,3 @@
 """Security tests run against the same live service as tests/service (real Redis, API, workers)."""
 
-from tests.service.conftest import *  # noqa: F403  (fixtures: api, workers, service_env, ...)
+from tests.service.conftest import *

@@ -22,7 +22,7 @@ from longweave.generators.corpus import Corpus
 from longweave.generators.errors import ConfigError, CorpusError
 from longweave.service.redis_server import EmbeddedRedis
 
-from tests.service.conftest import client, start_api, start_worker, stop, wait_state
+from tests.service.conftest import client, start_api, start_worker, stop
 
 BASE = {"kind": "cip", "seq_len": 256, "num_samples": 8, "shard_size": 8}
 STDLIB = Path(sysconfig.get_paths()["stdlib"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import shutil
 import time
 from collections.abc import AsyncIterator
 from functools import lru_cache
@@ -20,8 +19,8 @@ from longweave.generators import streams as S
 from longweave.generators.corpus import Corpus
 from longweave.generators.errors import ConfigError, LongweaveError
 from longweave.generators.paths import is_inside, refuse_dotdot
-from longweave.generators.tokenizer import load_tokenizer
 from longweave.generators.specs import DatasetSpec
+from longweave.generators.tokenizer import load_tokenizer
 
 from ... import queue as Q
 from ..deps import MetaDep, RedisDep, SettingsDep, StoreDep, TenantDep
@@ -74,8 +73,7 @@ def check_spec(spec: Any, settings: Any) -> None:
     roots = settings.data_roots
     if spec.tokenizer is not None:
         _inside_roots(spec.tokenizer, roots, "tokenizer")
-        tok = load_tokenizer(spec.tokenizer, roots, field="tokenizer")  # loads it: a corrupt one is a 422
-        shutil.rmtree(tok.path, ignore_errors=True)  # the private copy of its regular files
+        load_tokenizer(spec.tokenizer, roots, field="tokenizer")  # loads it: a corrupt one is a 422
     if spec.corpus != "stdlib":
         _inside_roots(spec.corpus, roots, "corpus")
         try:  # every matched file resolved inside the roots, and the first record readable
