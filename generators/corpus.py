@@ -12,6 +12,13 @@ Source strings (the CLI's `--corpus`):
 - a directory: every text file below it (`*.txt`, `*.md`, `*.py`, ... by `text_suffixes`);
 - a glob such as `data/**/*.jsonl`: every matching file, each read by its suffix.
 
+Server use passes `roots` (the data roots): a `..` in the source is refused, every matched file
+is resolved (symlinks followed) and must lie under a root, and each file is re-checked and opened
+without following a final symlink when it is read, so a swap after the check is refused too.
+`max_doc_bytes` bounds one document: a text file is read in bounded pieces and a longer one is
+cut or skipped (`oversize`), counted in `docs_cut` / `docs_skipped`; a JSONL line over the bound
+fails with a clear message before any parser holds it.
+
 Ids: the row's id column when there is one (`id_field`), else `<file>:<row>` for tables and the
 path relative to the source root for text files; `stdlib:<relative path>` for the built-in corpus.
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 import glob as globlib
 import hashlib
 import json
+import os
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +37,7 @@ from pathlib import Path
 import polars as pl
 
 from .errors import CorpusError
+from .paths import Roots, open_regular, refuse_dotdot, require_inside
 
 TABLE_SUFFIXES = {".jsonl", ".ndjson", ".json", ".parquet"}
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py", ".tex", ".html", ".c", ".h", ".js", ".java")
@@ -51,6 +60,11 @@ class Corpus:
     text_field: str = "text"
     id_field: str | None = "id"
     text_suffixes: tuple[str, ...] = TEXT_SUFFIXES
+    roots: Roots = None
+    max_doc_bytes: int | None = None
+    oversize: str = "cut"
+    docs_cut: int = 0
+    docs_skipped: int = 0
     _fingerprint: str | None = field(default=None, repr=False)
 
     # -- construction ---------------------------------------------------------------------------
@@ -61,8 +75,15 @@ class Corpus:
         text_field: str = "text",
         id_field: str | None = "id",
         text_suffixes: tuple[str, ...] = TEXT_SUFFIXES,
+        roots: Roots = None,
+        max_doc_bytes: int | None = None,
+        oversize: str = "cut",
+        field: str = FIELD,
     ) -> Corpus:
-        """Resolve a source string to its files; raises `CorpusError` naming `--corpus`."""
+        """Resolve a source string to its files; raises `CorpusError` naming `field`.
+
+        With `roots`, every file must resolve inside one of them (`ConfigError(field)` if not).
+        """
         src = str(source).strip()
         if not src:
             raise CorpusError(FIELD, "no corpus given", "pass `stdlib`, a JSONL/Parquet file, a folder or a glob")
@@ -71,7 +92,12 @@ class Corpus:
             files = sorted(
                 p for p in root.rglob("*.py") if "site-packages" not in p.parts and p.is_file()
             )
-            return cls("stdlib", files, root, "text", None, (".py",))
+            return cls("stdlib", files, root, "text", None, (".py",), max_doc_bytes=max_doc_bytes,
+                       oversize=oversize)
+        if roots is not None:
+            refuse_dotdot(src, field)
+            if not any(ch in src for ch in "*?["):
+                require_inside(src, roots, field)
         path = Path(src).expanduser()
         if path.is_dir():
             files = sorted(
@@ -87,11 +113,15 @@ class Corpus:
             root = Path(src.split("*")[0]).parent if "*" in src else Path(".")
         else:
             raise CorpusError(
-                FIELD, f"'{src}' does not exist", "pass `stdlib`, an existing JSONL/Parquet file, a folder or a glob"
+                field, f"'{src}' does not exist", "pass `stdlib`, an existing JSONL/Parquet file, a folder or a glob"
             )
         if not files:
-            raise CorpusError(FIELD, f"'{src}' matches no readable files", "point it at JSONL, Parquet or text files")
-        return cls(src, files, root, text_field, id_field, text_suffixes)
+            raise CorpusError(field, f"'{src}' matches no readable files", "point it at JSONL, Parquet or text files")
+        if roots is not None:
+            for f in files:
+                require_inside(f, roots, field, shown=str(f))
+        return cls(src, files, root, text_field, id_field, text_suffixes, roots=roots,
+                   max_doc_bytes=max_doc_bytes, oversize=oversize)
 
     # -- reading --------------------------------------------------------------------------------
     def iter_batches(self, batch_size: int = 256) -> Iterator[list[Document]]:
@@ -120,7 +150,54 @@ class Corpus:
             if path.suffix in TABLE_SUFFIXES:
                 yield from self._iter_table(path, batch_size)
             else:
-                yield Document(self._file_id(path), path.read_text(encoding="utf-8", errors="replace"))
+                text = self._read_text(path)
+                if text is not None:
+                    yield Document(self._file_id(path), text)
+
+    def _read_text(self, path: Path) -> str | None:
+        """The file's text, read in bounded pieces; None when it is over the bound and skipped."""
+        fd = open_regular(path, self.roots, "corpus")
+        limit = self.max_doc_bytes
+        with os.fdopen(fd, "rb") as f:
+            if limit is None:
+                data = f.read()
+            else:
+                parts, size = [], 0
+                while size <= limit:
+                    piece = f.read(min(1 << 20, limit + 1 - size))
+                    if not piece:
+                        break
+                    parts.append(piece)
+                    size += len(piece)
+                data = b"".join(parts)
+                if size > limit:
+                    if self.oversize == "skip":
+                        self.docs_skipped += 1
+                        return None
+                    self.docs_cut += 1
+                    data = data[:limit]
+        return data.decode("utf-8", errors="replace")
+
+    def _check_lines(self, path: Path) -> Path:
+        """Re-check `path` against the roots; with a bound, refuse a JSONL line longer than it."""
+        fd = open_regular(path, self.roots, "corpus")
+        with os.fdopen(fd, "rb") as f:
+            if self.max_doc_bytes is not None and path.suffix != ".parquet":
+                line, row = 0, 0
+                while block := f.read(1 << 20):
+                    start = 0
+                    while (nl := block.find(b"\n", start)) >= 0:
+                        line += nl - start
+                        if line > self.max_doc_bytes:
+                            break
+                        line, start, row = 0, nl + 1, row + 1
+                    else:
+                        line += len(block) - start
+                    if line > self.max_doc_bytes:
+                        raise CorpusError(
+                            "corpus", f"'{self._file_id(path)}' row {row} is over max_doc_bytes "
+                            f"({self.max_doc_bytes} bytes)", "split the document, or raise LONGWEAVE_MAX_DOC_BYTES")
+        return path.resolve() if self.roots is not None else path
 
     def _file_id(self, path: Path) -> str:
         rel = path.relative_to(self.root) if self.root and path.is_relative_to(self.root) else path
@@ -128,6 +205,7 @@ class Corpus:
 
     def _iter_table(self, path: Path, batch_size: int) -> Iterator[Document]:
         prefix = self._file_id(path)
+        path = self._check_lines(path)
         try:
             lazy = pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_ndjson(path, infer_schema_length=1000)
             columns = lazy.collect_schema().names()
@@ -142,6 +220,11 @@ class Corpus:
                 "--text-field", f"'{path}' has no column '{self.text_field}' (columns: {', '.join(columns)})",
                 "pass --text-field with one of those columns",
             )
+        dtype = lazy.collect_schema()[self.text_field]
+        if dtype != pl.String and dtype != pl.Null:
+            raise CorpusError(
+                "text_field", f"column '{self.text_field}' of '{prefix}' is of type {dtype}, not text",
+                "name a text (string) column in text_field")
         has_id = self.id_field is not None and self.id_field in columns
         wanted = [self.text_field] + ([self.id_field] if has_id else [])
         row = 0
@@ -159,7 +242,7 @@ class Corpus:
             kind = "Parquet" if path.suffix == ".parquet" else "JSONL"
             raise CorpusError(
                 FIELD, f"'{path}' is not valid {kind} near row {row} ({str(exc).splitlines()[0][:160]})",
-                f"repair the file or drop the bad rows",
+                "repair the file or drop the bad rows",
             ) from None
 
     # -- identity -------------------------------------------------------------------------------

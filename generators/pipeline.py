@@ -12,7 +12,7 @@ sample indices [start, stop) of one shard.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,12 +86,18 @@ def doc_order(ctx: Context) -> np.ndarray:
     return order
 
 
-def prepare(spec: AnySpec, cache_dir: str | Path | None = None, llm: LLM | None = None) -> Context:
-    """Open the corpus and tokenizer a spec names; raises typed errors for bad input."""
+def prepare(spec: AnySpec, cache_dir: str | Path | None = None, llm: LLM | None = None,
+            roots: Sequence[Path] | None = None, max_doc_bytes: int | None = None,
+            oversize: str = "cut") -> Context:
+    """Open the corpus and tokenizer a spec names; raises typed errors for bad input.
+
+    `roots`: the server's data roots every path must resolve inside (None: unrestricted, CLI).
+    """
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     needs_corpus = spec.kind in ("cip", "niah", "doc_qa") or spec.tokenizer is None
-    corpus = Corpus.open(spec.corpus, text_field=spec.text_field) if needs_corpus else None
-    tokenizer = resolve_tokenizer(spec.tokenizer, corpus, vocab_size=spec.vocab_size, cache_dir=cache)
+    corpus = Corpus.open(spec.corpus, text_field=spec.text_field, roots=roots, max_doc_bytes=max_doc_bytes,
+                         oversize=oversize) if needs_corpus else None
+    tokenizer = resolve_tokenizer(spec.tokenizer, corpus, vocab_size=spec.vocab_size, cache_dir=cache, roots=roots)
     llm_spec = getattr(spec, "llm", None)
     if llm is None and llm_spec is not None and llm_spec.enabled:
         from .errors import ConfigError

@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictInt,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -48,13 +49,13 @@ class SpecBase(BaseModel):
 
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
                              description="Dataset id used in sample ids; default: a hash of the spec.")
-    num_samples: int = Field(1000, ge=1, le=MAX_SAMPLES, description="Number of samples to generate.")
-    seed: int = Field(0, ge=0, le=2**63 - 1, description="Seed; the same spec and seed give identical data.")
-    shard_size: int = Field(256, ge=1, le=1_000_000, description="Samples per shard (the unit of work and of files).")
+    num_samples: StrictInt = Field(1000, ge=1, le=MAX_SAMPLES, description="Number of samples to generate.")
+    seed: StrictInt = Field(0, ge=0, le=2**63 - 1, description="Seed; the same spec and seed give identical data.")
+    shard_size: StrictInt = Field(256, ge=1, le=1_000_000, description="Samples per shard (the unit of work and of files).")
     corpus: str = Field("stdlib", min_length=1, description="`stdlib`, a JSONL/Parquet file, a folder or a glob.")
     text_field: str = Field("text", min_length=1, description="Text column of JSONL/Parquet corpora.")
     tokenizer: str | None = Field(None, description="Local Hugging Face tokenizer directory; default: train a BPE.")
-    vocab_size: int = Field(8192, ge=300, le=1_000_000, description="Vocabulary of the trained BPE (no --tokenizer).")
+    vocab_size: StrictInt = Field(8192, ge=300, le=1_000_000, description="Vocabulary of the trained BPE (no --tokenizer).")
 
     def dataset_id(self) -> str:
         if self.name:
@@ -92,12 +93,12 @@ class LLMSpec(BaseModel):
         default_factory=list, description="SynL steps that use the model: themes, phrasing, reasoning (doc_qa always does).")
     temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling.")
-    max_tokens: int = Field(1024, ge=1, le=32_768, description="Most tokens per model answer.")
-    concurrency: int = Field(64, ge=1, le=4096, description="Most requests in flight per endpoint (adaptive below it).")
+    max_tokens: StrictInt = Field(1024, ge=1, le=32_768, description="Most tokens per model answer.")
+    concurrency: StrictInt = Field(64, ge=1, le=4096, description="Most requests in flight per endpoint (adaptive below it).")
     timeout_s: float = Field(120, gt=0, le=3600, description="Timeout of one request.")
-    max_retries: int = Field(4, ge=0, le=20, description="Retries of a failed request before it counts as failed.")
+    max_retries: StrictInt = Field(4, ge=0, le=20, description="Retries of a failed request before it counts as failed.")
     deadline_s: float = Field(300, gt=0, le=86_400, description="Fail the dataset when no endpoint answers for this long.")
-    num_themes: int = Field(8, ge=1, le=256, description="Table themes the model proposes (themes step).")
+    num_themes: StrictInt = Field(8, ge=1, le=256, description="Table themes the model proposes (themes step).")
     engine_args: dict[str, Any] = Field(
         default_factory=dict, max_length=64,
         description='Backend vllm: keyword arguments of vllm.LLM, e.g. {"max_model_len": 131072, '
@@ -144,12 +145,12 @@ class CIPSpec(SpecBase):
     """Chunk-interleaved pretraining (LongSkywork): N documents, K chunks each, round robin."""
 
     kind: Literal["cip"] = "cip"
-    seq_len: int = Field(8192, ge=16, le=MAX_SEQ_LEN, description="Tokens per sequence (exact).")
-    docs_per_seq: int = Field(4, ge=1, le=65_536, description="N: documents interleaved in one sequence.")
-    chunks_per_doc: int = Field(2, ge=1, le=4096, description="K: chunks each document is cut into.")
+    seq_len: StrictInt = Field(8192, ge=16, le=MAX_SEQ_LEN, description="Tokens per sequence (exact).")
+    docs_per_seq: StrictInt = Field(4, ge=1, le=65_536, description="N: documents interleaved in one sequence.")
+    chunks_per_doc: StrictInt = Field(2, ge=1, le=4096, description="K: chunks each document is cut into.")
     split: Literal["equal", "random"] = Field("random", description="Chunk cut points: equal sizes or random.")
-    min_doc_tokens: int | None = Field(None, ge=1, description="Skip documents shorter than this.")
-    max_doc_tokens: int | None = Field(None, ge=1, description="Skip documents longer than this.")
+    min_doc_tokens: StrictInt | None = Field(None, ge=1, description="Skip documents shorter than this.")
+    max_doc_tokens: StrictInt | None = Field(None, ge=1, description="Skip documents longer than this.")
 
     @model_validator(mode="after")
     def _fits(self) -> CIPSpec:
@@ -167,16 +168,16 @@ class SynLSpec(SpecBase):
     """Synthetic lengthy tables (SynL): lookup and reasoning questions over rendered tables."""
 
     kind: Literal["synl"] = "synl"
-    seq_len: int = Field(8192, ge=256, le=MAX_SEQ_LEN, description="Target tokens of prompt plus answer.")
+    seq_len: StrictInt = Field(8192, ge=256, le=MAX_SEQ_LEN, description="Target tokens of prompt plus answer.")
     min_len_ratio: float = Field(0.5, gt=0, le=1, description="Sample lengths spread over [ratio x seq_len, seq_len].")
     formats: list[Literal["markdown", "csv", "jsonl", "html"]] = Field(
         default_factory=lambda: list(FORMATS), min_length=1, description="Table renderings to draw from.")
     families: list[Literal["retrieval", "multihop", "aggregation", "comparison", "reasoning"]] = Field(
         default_factory=lambda: list(FAMILIES), min_length=1, description="Task families to draw from.")
-    max_tables: int = Field(3, ge=1, le=8, description="Tables per prompt are drawn from 1..max_tables (multi-hop needs 2+).")
-    max_hops: int = Field(3, ge=1, le=3, description="Multi-hop questions follow 1..max_hops foreign keys (hops+1 tables).")
-    min_columns: int = Field(5, ge=5, le=16, description="Fewest columns of a table (key and foreign keys included).")
-    max_columns: int = Field(16, ge=5, le=16, description=(
+    max_tables: StrictInt = Field(3, ge=1, le=8, description="Tables per prompt are drawn from 1..max_tables (multi-hop needs 2+).")
+    max_hops: StrictInt = Field(3, ge=1, le=3, description="Multi-hop questions follow 1..max_hops foreign keys (hops+1 tables).")
+    min_columns: StrictInt = Field(5, ge=5, le=16, description="Fewest columns of a table (key and foreign keys included).")
+    max_columns: StrictInt = Field(16, ge=5, le=16, description=(
         "Most columns of a table (key and foreign keys included); a table always keeps its key, its "
         "foreign keys and one number, one category and one date column."))
     llm: LLMSpec = Field(default_factory=LLMSpec, description="Language model for the themes, phrasing and reasoning steps.")
@@ -207,12 +208,12 @@ class NIAHSpec(SpecBase):
     """Needle-in-a-haystack evaluation grid: context lengths x depths, tokenizer-exact."""
 
     kind: Literal["niah"] = "niah"
-    lengths: list[Annotated[int, Field(ge=64, le=MAX_SEQ_LEN)]] = Field(
+    lengths: list[Annotated[StrictInt, Field(ge=64, le=MAX_SEQ_LEN)]] = Field(
         default_factory=lambda: list(NIAH_LENGTHS), min_length=1, description="Context lengths in tokens.")
     depths: list[Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=lambda: list(NIAH_DEPTHS), min_length=1, description="Needle depths (0 = start, 1 = end).")
     variant: Literal["passkey", "multikey", "multivalue"] = Field("passkey", description="Needle task.")
-    num_needles: int = Field(4, ge=1, le=64, description="Keys (multikey) or values (multivalue) per haystack.")
+    num_needles: StrictInt = Field(4, ge=1, le=64, description="Keys (multikey) or values (multivalue) per haystack.")
     value_kind: Literal["numbers", "uuids", "words"] = Field(
         "numbers", description="What the needles hide: 7-digit numbers, UUIDs or word pairs.")
 
@@ -250,15 +251,15 @@ class DocQASpec(SpecBase):
     verifies them against the chunk, and the whole document plus a verified question is the prompt."""
 
     kind: Literal["doc_qa"] = "doc_qa"
-    seq_len: int = Field(8192, ge=256, le=MAX_SEQ_LEN, description="Most tokens of document, question and answer.")
+    seq_len: StrictInt = Field(8192, ge=256, le=MAX_SEQ_LEN, description="Most tokens of document, question and answer.")
     source: Literal["documents", "cip"] = Field(
         "documents", description="documents: consecutive corpus documents joined up to seq_len; cip: a CIP sequence.")
-    docs_per_seq: int = Field(4, ge=1, le=65_536, description="CIP source: documents interleaved per sequence.")
-    chunks_per_doc: int = Field(2, ge=1, le=4096, description="CIP source: chunks per document.")
-    chunk_tokens: int = Field(768, ge=32, le=65_536, description="Tokens of the chunk the model writes questions about.")
-    pairs_per_chunk: int = Field(3, ge=1, le=16, description="Question-answer pairs asked for per chunk.")
-    max_answer_tokens: int = Field(128, ge=1, le=4096, description="Longest answer kept (tokens).")
-    attempts: int = Field(3, ge=1, le=16, description="Chunks tried per sample before it is dropped (and counted).")
+    docs_per_seq: StrictInt = Field(4, ge=1, le=65_536, description="CIP source: documents interleaved per sequence.")
+    chunks_per_doc: StrictInt = Field(2, ge=1, le=4096, description="CIP source: chunks per document.")
+    chunk_tokens: StrictInt = Field(768, ge=32, le=65_536, description="Tokens of the chunk the model writes questions about.")
+    pairs_per_chunk: StrictInt = Field(3, ge=1, le=16, description="Question-answer pairs asked for per chunk.")
+    max_answer_tokens: StrictInt = Field(128, ge=1, le=4096, description="Longest answer kept (tokens).")
+    attempts: StrictInt = Field(3, ge=1, le=16, description="Chunks tried per sample before it is dropped (and counted).")
     loss_on_prompt: bool = Field(False, description="Train on the document and question too (Llama 2 Long did).")
     llm: LLMSpec = Field(default_factory=LLMSpec, description="The model that writes and verifies the pairs (required).")
 

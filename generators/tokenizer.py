@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ import numpy as np
 
 from .corpus import Corpus
 from .errors import TokenizerError
+from .paths import Roots, open_regular, refuse_dotdot, regular_files, require_inside
 
 FIELD = "--tokenizer"
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
@@ -150,24 +152,47 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    """Load a fast tokenizer from a local directory (never from a hub)."""
+def load_tokenizer(path: str | Path, roots: Roots = None, field: str = FIELD) -> Tokenizer:
+    """Load a fast tokenizer from a local directory (never from a hub).
+
+    With `roots` (the server's data roots) the directory must resolve inside one, and only its
+    regular files are read: they are copied into a private temporary directory (links are never
+    followed) and loaded from there, so a link to a file outside cannot be read through it.
+    """
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
+    if roots is not None:
+        refuse_dotdot(str(path), field)
+        real = require_inside(path, roots, field)
+        tmp = Path(tempfile.mkdtemp(prefix="longweave-tok-"))
+        try:
+            for rel, f in regular_files(real):
+                fd = open_regular(f, roots, field)
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                with os.fdopen(fd, "rb") as src, open(tmp / rel, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            tok = load_tokenizer(tmp, None, field)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if tok.name == tmp.name:
+            tok.name = real.name
+        weakref.finalize(tok, shutil.rmtree, tmp, True)  # the private copy lives as long as the tokenizer
+        return tok
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise TokenizerError(FIELD, f"'{path}' is not a directory",
+        raise TokenizerError(field, f"'{path}' is not a directory",
                              "pass a local Hugging Face tokenizer directory, or leave --tokenizer out to train one")
     if not (p / "tokenizer.json").is_file():
-        raise TokenizerError(FIELD, f"'{path}' has no tokenizer.json",
+        raise TokenizerError(field, f"'{path}' has no tokenizer.json",
                              "save the tokenizer with save_pretrained() (a fast tokenizer) into that directory")
     try:
         hf = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
     except Exception as exc:
-        raise TokenizerError(FIELD, f"'{path}' could not be loaded ({str(exc).splitlines()[0][:160]})",
+        raise TokenizerError(field, f"'{path}' could not be loaded ({str(exc).splitlines()[0][:160]})",
                              "check tokenizer.json and tokenizer_config.json in that directory") from None
     if not isinstance(hf, PreTrainedTokenizerFast):
-        raise TokenizerError(FIELD, f"'{path}' is not a fast tokenizer", "convert it to a tokenizer.json first")
+        raise TokenizerError(field, f"'{path}' is not a fast tokenizer", "convert it to a tokenizer.json first")
     cfg = {}
     if (p / "tokenizer_config.json").is_file():
         cfg = json.loads((p / "tokenizer_config.json").read_text())
@@ -229,10 +254,11 @@ def resolve_tokenizer(
     corpus: Corpus | None = None,
     vocab_size: int = 8192,
     cache_dir: str | Path | None = None,
+    roots: Roots = None,
 ) -> Tokenizer:
-    """The tokenizer at `path`, or one trained on `corpus` when no path is given."""
+    """The tokenizer at `path` (inside `roots` when given), or one trained on `corpus`."""
     if path:
-        return load_tokenizer(path)
+        return load_tokenizer(path, roots)
     if corpus is None:
         raise TokenizerError(FIELD, "no tokenizer and no corpus to train one on", "pass --tokenizer DIR or --corpus SRC")
     return load_tokenizer(train_tokenizer(corpus, vocab_size=vocab_size, cache_dir=cache_dir))

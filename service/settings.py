@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     auth: Literal["on", "off"] = Field("on", description="`off`: no keys, everything belongs to tenant `local`.")
     api_keys: dict[str, str] = Field(default_factory=dict, description="sha256(key) hex -> tenant.")
 
+    # -- data roots and paths ----------------------------------------------------------------
+    max_doc_bytes: int = Field(64 * 1024 * 1024, ge=1024, description=(
+        "Largest corpus document read (bytes); a longer text file is cut or skipped (`oversize_docs`), "
+        "a longer JSONL row fails the dataset. Reading stays in bounded pieces."))
+    oversize_docs: Literal["cut", "skip"] = Field("cut", description="A document over `max_doc_bytes`: cut or skip.")
+
     @field_validator("api_keys")
     @classmethod
     def _hashed(cls, v: dict[str, str]) -> dict[str, str]:

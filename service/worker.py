@@ -38,6 +38,7 @@ import pyarrow as pa
 import redis
 from longweave.generators.errors import LongweaveError
 from longweave.generators.llm import LLM, LLMStats, LLMUnavailable
+from longweave.generators.paths import regular_files
 from longweave.generators.pipeline import Context, generate_shard, prepare
 from longweave.generators.records import to_ipc, token_lengths
 from longweave.generators.specs import parse_spec
@@ -185,7 +186,8 @@ class Worker:
             return self.contexts[dataset]
         meta = self.q.meta(dataset)
         spec = parse_spec(meta["spec"])
-        ctx = prepare(spec, self.settings.cache_dir, llm=self.llm_for(spec))
+        ctx = prepare(spec, self.settings.cache_dir, llm=self.llm_for(spec), roots=self.settings.data_roots,
+                      max_doc_bytes=self.settings.max_doc_bytes, oversize=self.settings.oversize_docs)
         ctx.dataset_id = dataset  # sample ids carry the service's id, not the spec's hash
         self.q.set_tokenizer(dataset, ctx.tokenizer.info(), str(ctx.tokenizer.path))
         # The store keeps the tokenizer from the first shard on, so the API (on any host) can
@@ -305,9 +307,11 @@ def write_dataset_card(store: Store, dataset: str, ctx: Context, tables: list[pa
     store.write_json(dataset, "dataset.json", info)
     with tempfile.TemporaryDirectory() as tmp:
         write_card(Path(tmp), info, lengths, example)
-        shutil.copytree(ctx.tokenizer.path, Path(tmp) / "tokenizer")
+        for rel, f in regular_files(ctx.tokenizer.path):  # never a link out of the folder
+            (Path(tmp) / "tokenizer" / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(f, Path(tmp) / "tokenizer" / rel, follow_symlinks=False)
         for p in sorted(Path(tmp).rglob("*")):
-            if p.is_file():
+            if p.is_file() and not p.is_symlink():
                 store.write_bytes(dataset, p.relative_to(tmp).as_posix(), p.read_bytes())
     return info
 

@@ -17,8 +17,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from longweave.generators import streams as S
 from longweave.generators.corpus import Corpus
-from longweave.generators.errors import ConfigError, TokenizerError
+from longweave.generators.errors import ConfigError, LongweaveError
+from longweave.generators.paths import is_inside, refuse_dotdot
 from longweave.generators.specs import DatasetSpec
+from longweave.generators.tokenizer import load_tokenizer
 
 from ... import queue as Q
 from ..deps import MetaDep, RedisDep, SettingsDep, StoreDep, TenantDep
@@ -68,32 +70,38 @@ def check_spec(spec: Any, settings: Any) -> None:
                           f"{settings.max_shards}", "raise shard_size")
     if importlib.util.find_spec(f"longweave.generators.{GENERATOR_MODULE[spec.kind]}") is None:
         raise ConfigError("kind", f"'{spec.kind}' is not available on this server", "use another kind")
+    roots = settings.data_roots
     if spec.tokenizer is not None:
-        p = _inside_roots(spec.tokenizer, settings.data_roots, "tokenizer")
-        if not (p / "tokenizer.json").is_file():
-            raise TokenizerError("tokenizer", f"'{spec.tokenizer}' is not a tokenizer directory on this server",
-                                 "give a directory holding tokenizer.json, or leave tokenizer out to train a BPE")
+        _inside_roots(spec.tokenizer, roots, "tokenizer")
+        load_tokenizer(spec.tokenizer, roots, field="tokenizer")  # loads it: a corrupt one is a 422
     if spec.corpus != "stdlib":
-        _inside_roots(spec.corpus, settings.data_roots, "corpus")
-        try:
-            Corpus.open(spec.corpus, text_field=spec.text_field)  # raises CorpusError naming the field
+        _inside_roots(spec.corpus, roots, "corpus")
+        try:  # every matched file resolved inside the roots, and the first record readable
+            corpus = Corpus.open(spec.corpus, text_field=spec.text_field, roots=roots, field="corpus",
+                                 max_doc_bytes=settings.max_doc_bytes, oversize=settings.oversize_docs)
+            for _ in corpus._iter_documents(1):
+                break
+        except LongweaveError as exc:
+            if exc.field.startswith("--"):  # the corpus module names CLI flags; the API names fields
+                raise type(exc)(exc.field[2:].replace("-", "_"), exc.message, exc.fix.replace("--", "")) from None
+            raise
         except (OSError, ValueError, RuntimeError) as exc:
             raise ConfigError("corpus", f"'{spec.corpus}' cannot be opened ({exc})", "check the path") from None
 
 
 def _inside_roots(path: str, roots: list[FsPath], field: str) -> FsPath:
-    """`path` (or the fixed part of a glob) resolved, if it lies inside one of the data roots."""
+    """`path` refused unless it, and every file a glob of it matches, resolves inside a data root.
+
+    A `..` component is refused before anything is expanded; the full check of each matched
+    file is `Corpus.open(roots=...)` / `load_tokenizer(roots=...)`, repeated by the worker.
+    """
+    refuse_dotdot(path, field)
     fixed = path.split("*")[0].split("?")[0].split("[")[0]
-    try:  # `~nobody`, NUL bytes, loops: a path we cannot even resolve is simply not inside
-        p = FsPath(fixed).expanduser().resolve()
-        for root in roots:
-            if p.is_relative_to(root.expanduser().resolve()):
-                return FsPath(path).expanduser()
-    except (OSError, ValueError, RuntimeError):
-        pass
-    where = ", ".join(str(r) for r in roots) or "none configured"
-    raise ConfigError(field, f"'{path}' is outside the server's data roots ({where})",
-                      "use a path under LONGWEAVE_DATA_ROOTS" + ("" if field == "tokenizer" else " or `stdlib`"))
+    if not is_inside(fixed or ".", roots) or (fixed == path and not is_inside(path, roots)):
+        where = ", ".join(str(r) for r in roots) or "none configured"
+        raise ConfigError(field, f"'{path}' is outside the server's data roots ({where})",
+                          "use a path under LONGWEAVE_DATA_ROOTS" + ("" if field == "tokenizer" else " or `stdlib`"))
+    return FsPath(path).expanduser()
 
 
 @lru_cache(maxsize=8)

@@ -1,0 +1,3 @@
+"""Security tests run against the same live service as tests/service (real Redis, API, workers)."""
+
+from tests.service.conftest import *
