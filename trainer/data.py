@@ -27,7 +27,9 @@ Redis (ARCHITECTURE.md §3-4): the run's own consumer group `run:{run_id}` on th
 stream, consumer `rank{r}` per process; on start it first re-reads its own pending
 entries (delivered before a crash but never acknowledged) and skips the samples the checkpoint says
 were consumed, then reads new entries, blocking while workers are still producing; the stream ends
-when the dataset's state is final and nothing is left to read.
+when the dataset's state is final and nothing is left to read. A run that stayed away longer than
+the service's `consumer_idle_s` may find entries it had not read trimmed (their Parquet copy
+exists): it stops with `StreamTrimmed` naming the dataset, and is to train from the Parquet files.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 from longweave.generators import records, streams
-from longweave.generators.errors import ConfigError
+from longweave.generators.errors import ConfigError, StreamTrimmed
 from longweave.generators.tokenizer import default_cache_dir
 
 
@@ -250,6 +252,24 @@ class RedisSource:
             acked = set(ids)
             self.done = [i for i in self.done if i not in acked]
 
+    def _trimmed(self, eid: str | None = None) -> StreamTrimmed:
+        what = f"entry {eid} it had not acknowledged" if eid else "entries it had not read"
+        return StreamTrimmed(
+            "data.sources", f"the stream of dataset '{self.dataset_id}' no longer holds {what} (run group "
+            f"'{self.group}' was idle and the service trimmed them)",
+            f"train from the dataset's Parquet copy (longweave download / GET /v1/datasets/{self.dataset_id}/files)")
+
+    def _check_not_trimmed(self) -> None:
+        """Refuse to go on when an entry after the group's last delivered one was deleted."""
+        info = self.r.xinfo_stream(self.key)
+        deleted = info.get("max-deleted-entry-id")
+        if deleted is None:
+            return
+        last = next((g["last-delivered-id"] for g in self.r.xinfo_groups(self.key)
+                     if _str(g["name"]) == self.group), b"0-0")
+        if _id(_str(deleted)) > _id(_str(last)):
+            raise self._trimmed()
+
     def _entries(self, start: str, block: int | None) -> list[tuple[str, dict[bytes, bytes]]]:
         resp = self.r.xreadgroup(self.group, self.consumer, {self.key: start}, count=1, block=block)
         if not resp:
@@ -283,12 +303,12 @@ class RedisSource:
             if eid in covered:
                 self.done.append(eid)  # the checkpoint consumed it all; ack at the next commit
                 continue
-            if not fields:  # deleted from the stream meanwhile (trimmed): nothing to train
-                self.done.append(eid)
-                continue
+            if not fields:  # deleted while we held it: an idle group's entries were trimmed
+                raise self._trimmed(eid)
             skip = restored["offset"] if eid == restored["current"] else 0
             yield from self._consume(eid, fields, skip)
         # 2. New entries, waiting while the workers are still producing.
+        self._check_not_trimmed()
         while True:
             batch = self._entries(">", self.block_ms)
             if batch:
@@ -307,6 +327,15 @@ class RedisSource:
 
     def close(self) -> None:
         self.r.close()
+
+
+def _str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 # -- Mixture --------------------------------------------------------------------------------------
