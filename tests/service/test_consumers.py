@@ -163,3 +163,33 @@ def test_an_abandoned_run_is_waited_for_then_idle_then_detached(service, cache_d
             dead.kill()
             dead.wait()
         r.close()
+
+
+def test_an_idle_group_holds_no_backpressure_and_no_trim_floor_and_a_live_one_does(private_redis) -> None:
+    from longweave.service.queue import Queue
+
+    q = Queue(private_redis.url, consumer_idle_s=1.0)
+    r = redis.Redis.from_url(private_redis.url)
+    ds = "idle-q"
+    r.hset(S.meta_key(ds), mapping={"state": "running", "num_shards": 1, "samples_total": 50})
+    out = S.out_key(ds)
+    r.xgroup_create(out, "run:gone", id="0", mkstream=True)
+    r.xgroup_create(out, "run:live", id="0")
+    r.xreadgroup("run:gone", "rank0", {out: ">"}, count=1)     # one try (nothing yet), then it goes away
+    for seq in range(3):
+        assert q.publish(ds, 0, seq, 5, b"x", 50, 2) == 1
+    for _ in range(3):
+        r.xreadgroup("run:live", "rank0", {out: ">"}, count=1)
+    assert q.publish(ds, 0, 3, 5, b"x", 50, 2) == -2           # run:gone lags 3 and is not idle yet
+    assert q.slowest(ds, 2) == (3, "run:gone")
+    time.sleep(1.5)
+    # run:live keeps reading: a blocked read renews its idle time; run:gone's has passed 1 s.
+    r.xreadgroup("run:live", "rank0", {out: ">"}, count=1, block=10)
+    assert q.publish(ds, 0, 3, 5, b"x", 50, 2) == 1            # gone is idle: production goes on
+    assert q.slowest(ds, 2)[0] == 1                            # live has one unread entry
+    q.finish_shard(ds, 0, 20)                                  # its Parquet file is written
+    assert q.trim(ds) == 0                                     # live acknowledged nothing: nothing goes
+    ids = [e for e, _ in r.xrange(out)]
+    r.xack(out, "run:live", *ids[:3])
+    assert q.trim(ds) == 3 and r.xlen(out) == 1                # gone's unread entries went with them
+    r.close()
