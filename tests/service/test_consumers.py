@@ -93,7 +93,7 @@ def test_an_abandoned_run_is_waited_for_then_idle_then_detached(service, cache_d
                 if len(live_ids) % 8 == 0:
                     live.commit(live.state())
             live.commit(live.state())
-        except BaseException as exc:  # reported by the main thread
+        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
             live_error.append(exc)
 
     reader = threading.Thread(target=train, daemon=True)
