@@ -45,6 +45,8 @@ from longweave.generators import streams as S
 from .redis_client import sync_client
 
 FINAL = "final"  # the shard field of a dataset's completion task
+WAITING_REFRESH_S = 5.0  # a waiting worker rewrites `waiting_for` this often
+WAITING_STALE_S = 60.0  # an older `waiting_for` is a dead worker's: the status ignores it
 
 # -- Lua ------------------------------------------------------------------------------------------
 _STREAM_ID_HELPERS = """
@@ -449,9 +451,11 @@ class Queue:
         lag, who = self._lag(keys=[S.meta_key(dataset), S.out_key(dataset)], args=[cap, self.consumer_idle_ms])
         return int(lag), (_s(who) if who else None)
 
-    def set_waiting(self, dataset: str, group: str | None, lag: int = 0) -> None:
-        """Say in the status (`waiting_for`) and as an SSE `waiting` event that backpressure holds
-        production for `group` (None: it no longer does)."""
+    def set_waiting(self, dataset: str, group: str | None, lag: int = 0, event: bool = True) -> None:
+        """Say in the status (`waiting_for`) and, with `event`, as an SSE `waiting` event that
+        backpressure holds production for `group` (None: it no longer does). A waiting worker
+        refreshes it every few seconds; the API ignores one older than WAITING_STALE_S (its
+        worker died while waiting)."""
         pipe = self.r.pipeline(transaction=True)
         data: dict[str, Any] | None = None
         if group is None:
@@ -459,8 +463,9 @@ class Queue:
         else:
             data = {"group": group, "lag": lag, "since": now()}
             pipe.hset(S.meta_key(dataset), "waiting_for", json.dumps(data))
-        pipe.xadd(S.events_key(dataset), {"type": "waiting", "data": json.dumps({"waiting_for": data, "time": now()})},
-                  maxlen=self.events_maxlen, approximate=True)
+        if event:
+            pipe.xadd(S.events_key(dataset), {"type": "waiting", "data": json.dumps({"waiting_for": data, "time": now()})},
+                      maxlen=self.events_maxlen, approximate=True)
         pipe.execute()
 
 

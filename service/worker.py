@@ -44,7 +44,7 @@ from longweave.generators.records import to_ipc, token_lengths
 from longweave.generators.specs import parse_spec
 from longweave.generators.streams import FINAL_STATES
 
-from .queue import Queue, Task, llm_counters
+from .queue import WAITING_REFRESH_S, Queue, Task, llm_counters
 from .settings import Settings
 from .store import Store
 
@@ -270,8 +270,8 @@ def publish_batches(q: Queue, dataset: str, shard: int, batches: Iterable[tuple[
                     raise Cancelled
                 if lag <= max_queued:
                     break
-                if group != waiting or time.monotonic() - shown_at > 5.0:  # refresh the lag now and then
-                    q.set_waiting(dataset, group, lag)
+                if group != waiting or time.monotonic() - shown_at > WAITING_REFRESH_S:
+                    q.set_waiting(dataset, group, lag, event=group != waiting)  # an event per change only
                     waiting, shown_at = group, time.monotonic()
         finally:
             if waiting is not None:

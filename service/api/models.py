@@ -100,7 +100,7 @@ class Ready(BaseModel):
 class WaitingFor(BaseModel):
     group: str = Field(description="The consumer group whose unread entries hold production back.")
     lag: int = Field(description="Its unread entries when last checked.")
-    since: float = Field(description="When the wait began (or was last refreshed), Unix seconds.")
+    since: float = Field(description="When the waiting worker last checked, Unix seconds (every few seconds).")
 
 
 class ConsumerGroup(BaseModel):

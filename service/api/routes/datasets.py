@@ -44,6 +44,8 @@ async def status_of(r: aioredis.Redis, meta: dict[str, str]) -> DatasetStatus:
     started, finished = _f(meta, "started_at"), _f(meta, "finished_at")
     throughput = eta = None
     waiting = json.loads(meta["waiting_for"]) if meta.get("waiting_for") and meta["state"] == "running" else None
+    if waiting and time.time() - waiting["since"] > Q.WAITING_STALE_S:
+        waiting = None  # written by a worker that died while waiting
     if started is not None and published:
         elapsed = max((finished or time.time()) - started, 1e-3)
         throughput = round(published / elapsed, 3)
