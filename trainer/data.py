@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,6 +210,7 @@ class ParquetSource:
 
 
 # -- Redis stream ---------------------------------------------------------------------------------
+TRIM_CHECK_AFTER_S = 30.0  # a gap between reads this long is checked for trimmed entries
 class RedisSource:
     """The run's consumer group on a dataset's output stream, acknowledging after checkpoints."""
 
@@ -236,6 +238,7 @@ class RedisSource:
         self.current: str | None = None
         self.offset = 0
         self._restored: dict[str, Any] = {"done": [], "current": None, "offset": 0}
+        self._last_read = time.monotonic()
 
     def state(self) -> dict[str, Any]:
         return {"done": list(self.done), "current": self.current, "offset": self.offset}
@@ -271,6 +274,11 @@ class RedisSource:
             raise self._trimmed()
 
     def _entries(self, start: str, block: int | None) -> list[tuple[str, dict[bytes, bytes]]]:
+        # Away long enough (a paused or slow process) that the service may have found the group
+        # idle and trimmed past it: check before a read that would skip the gap silently.
+        if start == ">" and time.monotonic() - self._last_read > TRIM_CHECK_AFTER_S:
+            self._check_not_trimmed()
+        self._last_read = time.monotonic()
         resp = self.r.xreadgroup(self.group, self.consumer, {self.key: start}, count=1, block=block)
         if not resp:
             return []
