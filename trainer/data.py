@@ -263,14 +263,25 @@ class RedisSource:
             f"train from the dataset's Parquet copy (longweave download / GET /v1/datasets/{self.dataset_id}/files)")
 
     def _check_not_trimmed(self) -> None:
-        """Refuse to go on when an entry after the group's last delivered one was deleted."""
+        """Refuse to go on when an entry after the group's last delivered one is gone.
+
+        XTRIM removes from the head (and records nothing), so: when every entry left is after our
+        last delivered one, the entries added after it (`entries-added` less the group's
+        `entries-read`) must all still be there. XDEL does record `max-deleted-entry-id`.
+        """
         info = self.r.xinfo_stream(self.key)
-        deleted = info.get("max-deleted-entry-id")
-        if deleted is None:
+        g = next((g for g in self.r.xinfo_groups(self.key) if _str(g["name"]) == self.group), None)
+        if g is None:
             return
-        last = next((g["last-delivered-id"] for g in self.r.xinfo_groups(self.key)
-                     if _str(g["name"]) == self.group), b"0-0")
-        if _id(_str(deleted)) > _id(_str(last)):
+        last = _id(_str(g["last-delivered-id"]))
+        deleted = info.get("max-deleted-entry-id")
+        if deleted is not None and _id(_str(deleted)) > last:
+            raise self._trimmed()
+        first = info.get("first-entry")
+        if first is not None and _id(_str(first[0])) <= last:
+            return  # entries at or before ours are still there: no trim reached past us
+        read, added = g.get("entries-read"), info.get("entries-added")
+        if read is not None and added is not None and int(added) - int(read) > int(info["length"]):
             raise self._trimmed()
 
     def _entries(self, start: str, block: int | None) -> list[tuple[str, dict[bytes, bytes]]]:

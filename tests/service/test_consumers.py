@@ -193,3 +193,25 @@ def test_an_idle_group_holds_no_backpressure_and_no_trim_floor_and_a_live_one_do
     r.xack(out, "run:live", *ids[:3])
     assert q.trim(ds) == 3 and r.xlen(out) == 1                # gone's unread entries went with them
     r.close()
+
+
+def test_a_run_away_too_long_is_told_its_unread_entries_were_trimmed(private_redis, monkeypatch) -> None:
+    import pyarrow as pa
+    from longweave.generators.records import SCHEMA, to_ipc
+    from longweave.trainer import data
+
+    r = redis.Redis.from_url(private_redis.url)
+    ds = "away"
+    r.hset(S.meta_key(ds), mapping={"state": "running"})
+    rows = [{"id": f"{ds}-{i}", "kind": "cip", "input_ids": [1, 2, 3], "loss_mask": None, "segments": [0],
+             "answer": None, "messages": None, "meta": "{}"} for i in range(3)]
+    src = RedisSource(private_redis.url, ds, "away", block_ms=100)
+    for i in range(3):
+        r.xadd(S.out_key(ds), {"shard": 0, "seq": i, "n": 1, "data": to_ipc(pa.Table.from_pylist(rows[i:i + 1], SCHEMA))})
+    it = iter(src)
+    assert next(it).id == f"{ds}-0"
+    monkeypatch.setattr(data, "TRIM_CHECK_AFTER_S", 0.0)       # every read counts as after a long gap
+    assert r.xtrim(S.out_key(ds), minid=r.xrange(S.out_key(ds))[2][0], approximate=False) == 2  # 1 never read
+    with pytest.raises(StreamTrimmed, match=f"'{ds}'"):
+        next(it)
+    r.close()
