@@ -34,3 +34,7 @@ class CorpusError(LongweaveError):
 
 class TokenizerError(LongweaveError):
     """The tokenizer cannot be loaded or trained."""
+
+
+class StreamTrimmed(LongweaveError):
+    """A run came back to a dataset's stream after entries it had not read were trimmed."""

@@ -12,14 +12,21 @@ Delivery semantics (ARCHITECTURE.md §4), stated once:
 - Completion is a task too: when the last shard is recorded, `FINISH` queues one `final` task
   (guarded, once) which writes the dataset card and only then sets `state=done`, so `done`
   implies that the stream, the Parquet files and the card are all complete.
-- Backpressure: before each batch a worker waits while the slowest consumer group attached to
-  the output stream has more than `max_queued_batches` entries it has not read (checked inside
-  `GATE`, so backpressure costs no extra round trip).
-- Trimming (`TRIM`): entries below the oldest entry some group has not acknowledged, and below
-  the first entry of any shard whose Parquet file is not yet written, may go. With no group
-  attached the stream is capped instead: once it holds more than 2 x `keep` entries
-  (`max_queued_batches`), entries older than the newest `keep` go, again never below the first
-  entry of a shard not yet in Parquet; a late consumer reads the rest from the Parquet files.
+- Backpressure: before each batch a worker waits while the slowest active consumer group
+  attached to the output stream has more than `max_queued_batches` entries it has not read
+  (checked inside `GATE`, so backpressure costs no extra round trip). A group whose consumers
+  all last tried to read more than `consumer_idle_s` ago (XINFO CONSUMERS `idle`) is idle: it
+  holds nothing back and nothing from trimming. While a worker waits, the dataset's `waiting_for`
+  names the group and its lag (and a `waiting` event says so).
+- Stream and Parquet agree: a shard's Parquet file is written before its first batch is
+  published, so every stream entry's samples are also in Parquet (`samples_done` counts them,
+  batch by batch); a failed dataset's stream is a subset of its Parquet files.
+- Trimming (`TRIM`): entries below the oldest entry some active group has not acknowledged, and
+  below the first entry of any shard whose Parquet file is not yet written, may go. With no
+  active group attached the stream is capped instead: once it holds more than 2 x `keep`
+  entries (`max_queued_batches`), entries older than the newest `keep` go, again never below the
+  first entry of a shard not yet in Parquet; a late consumer reads the rest from the Parquet
+  files (a trainer whose unread entries went is told so: trainer/data.py `StreamTrimmed`).
 - Fair scheduling: shard tasks are queued lazily, at most `shard_window` per dataset at a time
   (`next_shard` in the meta hash counts what was queued). `create_dataset` queues the first
   window; each newly recorded shard (`FINISH`) queues the dataset's next shard at the tail of
@@ -52,6 +59,8 @@ from longweave.generators import streams as S
 from .redis_client import sync_client
 
 FINAL = "final"  # the shard field of a dataset's completion task
+WAITING_REFRESH_S = 5.0  # a waiting worker rewrites `waiting_for` this often
+WAITING_STALE_S = 60.0  # an older `waiting_for` is a dead worker's: the status ignores it
 
 # -- Lua ------------------------------------------------------------------------------------------
 _STREAM_ID_HELPERS = """
@@ -72,19 +81,38 @@ local function groups(key)
   end
   return out
 end
--- The largest number of entries some group attached to `key` has not read (0 with no group);
--- counts at most cap+1 entries when the server cannot tell a group's lag directly.
-local function slowest_lag(key, cap)
-  if redis.call('EXISTS', key) == 0 then return 0 end
-  local worst = 0
-  for _, g in ipairs(groups(key)) do
-    local lag = g['lag']
-    if type(lag) ~= 'number' then
-      lag = #redis.call('XRANGE', key, '(' .. g['last-delivered-id'], '+', 'COUNT', cap + 1)
+-- A group is idle when every consumer of it last tried to read (XINFO CONSUMERS `idle`: ms since
+-- its last XREADGROUP/XACK/XCLAIM, which a blocked reader renews on every call) more than
+-- idle_ms ago; a group with no consumer yet is active. Returns the group's idle ms (-1: none).
+local function group_idle(key, name)
+  local least = -1
+  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', key, name)) do
+    for i = 1, #c, 2 do
+      if c[i] == 'idle' and (least < 0 or c[i + 1] < least) then least = c[i + 1] end
     end
-    if lag > worst then worst = lag end
   end
-  return worst
+  return least
+end
+local function is_idle(key, name, idle_ms)
+  local i = group_idle(key, name)
+  return idle_ms > 0 and i >= 0 and i > idle_ms
+end
+-- The largest number of entries some active group attached to `key` has not read (0 with no
+-- group), and that group's name; counts at most cap+1 entries when the server cannot tell a
+-- group's lag directly. Idle groups (see is_idle) hold nothing back.
+local function slowest_lag(key, cap, idle_ms)
+  if redis.call('EXISTS', key) == 0 then return 0, false end
+  local worst, who = 0, false
+  for _, g in ipairs(groups(key)) do
+    if not is_idle(key, g['name'], idle_ms) then
+      local lag = g['lag']
+      if type(lag) ~= 'number' then
+        lag = #redis.call('XRANGE', key, '(' .. g['last-delivered-id'], '+', 'COUNT', cap + 1)
+      end
+      if lag > worst then worst, who = lag, g['name'] end
+    end
+  end
+  return worst, who
 end
 """
 
@@ -100,10 +128,12 @@ end
 # when the stream is back under its name.
 _SETTLE_FN = """
 -- Finish a publication GATE opened: the stream goes back under its name and, if the XADD between
--- added exactly one entry, the batch is recorded. 1: recorded; 0: nothing was open; -5: the XADD
--- added nothing (the batch is not recorded and will be sent again).
-local function settle(meta, out, pub, stage, scratch)
-  local p = redis.call('HMGET', scratch, 'xlen', 'member', 'n', 'tokens', 'bytes')
+-- added exactly one entry, the batch is recorded and a `progress` event says so. The shard's
+-- Parquet file is written before its first batch is published, so a published sample is also a
+-- stored one: `samples_done` advances here, batch by batch. 1: recorded; 0: nothing was open;
+-- -5: the XADD added nothing (the batch is not recorded and will be sent again).
+local function settle(meta, out, pub, stage, scratch, events)
+  local p = redis.call('HMGET', scratch, 'xlen', 'member', 'n', 'tokens', 'bytes', 'emax', 'now')
   if p[1] == false then return 0 end
   redis.call('DEL', scratch)
   if redis.call('EXISTS', stage) == 0 then return -5 end
@@ -117,17 +147,23 @@ local function settle(meta, out, pub, stage, scratch)
   redis.call('HINCRBY', 'lw:stats', 'batches_published', 1)
   redis.call('HINCRBY', 'lw:stats', 'samples_published', p[3])
   redis.call('HINCRBY', 'lw:stats', 'bytes_published', p[5])
+  local done = redis.call('HINCRBY', meta, 'samples_done', p[3])
+  local m = redis.call('HMGET', meta, 'samples_published', 'samples_total')
+  redis.call('XADD', events, 'MAXLEN', '~', p[6], '*', 'type', 'progress', 'data',
+    cjson.encode({samples_published=tonumber(m[1]), samples_done=done, samples_total=tonumber(m[2]),
+                  batch=p[2], time=tonumber(p[7])}))
   return 1
 end
 """
 
-# KEYS: meta, out, pub, open, stage, scratch   ARGV: shard, seq, n, tokens, bytes, max_queued
+# KEYS: meta, out, pub, open, stage, scratch, events
+# ARGV: shard, seq, n, tokens, bytes, max_queued, consumer_idle_ms, events_maxlen, now
 # 1: the batch may go (the stream is now under `stage`); 0: (shard, seq) was published before (a
-# re-run); -1: the dataset is cancelled, failed or gone; -2: a consumer group lags more than
-# max_queued batches (the caller waits, then sends again); -3: the shard's previous batch is not
+# re-run); -1: the dataset is cancelled, failed or gone; -2: an active consumer group (one that
+# read within consumer_idle_ms, see is_idle) lags more than max_queued batches (the caller waits, then sends again); -3: the shard's previous batch is not
 # in the stream yet: batches of a shard stay in order.
 GATE = _STREAM_ID_HELPERS + _SETTLE_FN + """
-settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6])  -- only after a transaction cut short: never expected
+settle(KEYS[1], KEYS[2], KEYS[3], KEYS[5], KEYS[6], KEYS[7])  -- only after a transaction cut short: never expected
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'cancelled' or state == 'failed' or state == false then return -1 end
 local member = ARGV[1] .. ':' .. ARGV[2]
@@ -135,7 +171,7 @@ if redis.call('SISMEMBER', KEYS[3], member) == 1 then
   redis.call('HINCRBY', 'lw:stats', 'duplicate_batches', 1)
   return 0
 end
-if slowest_lag(KEYS[2], tonumber(ARGV[6])) > tonumber(ARGV[6]) then return -2 end
+if slowest_lag(KEYS[2], tonumber(ARGV[6]), tonumber(ARGV[7])) > tonumber(ARGV[6]) then return -2 end
 local seq = tonumber(ARGV[2])
 if seq > 0 and redis.call('SISMEMBER', KEYS[3], ARGV[1] .. ':' .. (seq - 1)) == 0 then return -3 end
 if redis.call('EXISTS', KEYS[2]) == 0 then  -- the first batch with no consumer attached: an empty stream
@@ -147,18 +183,19 @@ end
 local t = redis.call('TIME')
 redis.call('HSETNX', KEYS[4], ARGV[1], t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)) .. '-0')
 redis.call('HSET', KEYS[6], 'xlen', redis.call('XLEN', KEYS[2]), 'member', member, 'n', ARGV[3],
-           'tokens', ARGV[4], 'bytes', ARGV[5])
+           'tokens', ARGV[4], 'bytes', ARGV[5], 'emax', ARGV[8], 'now', ARGV[9])
 redis.call('RENAME', KEYS[2], KEYS[5])
 return 1
 """
 
-# KEYS: meta, out, pub, stage, scratch. See GATE.
+# KEYS: meta, out, pub, stage, scratch, events. See GATE.
 SETTLE = _SETTLE_FN + """
-return settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+return settle(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 """
 
 # KEYS: meta, shards, open, events, tasks   ARGV: shard, rows, now, events_maxlen, dataset id, stats
-# Records a shard as complete (its batches published, its Parquet written); queues the final
+# Records a shard as complete (its Parquet written, then its batches published; `samples_done`
+# grew with each batch in SETTLE, `rows` is not counted again); queues the final
 # task once when every shard is complete. Returns 1 if newly recorded, 0 if it was already.
 # `stats` (JSON object of counters, e.g. the LLM steps' requests and rejections) is added to the
 # dataset's `llm.*` fields in the same guarded step, so a shard that ran twice counts once.
@@ -167,13 +204,15 @@ local new = redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
 if new == 1 then
   redis.call('HINCRBY', KEYS[1], 'shards_done', 1)
-  redis.call('HINCRBY', KEYS[1], 'samples_done', ARGV[2])
   for k, v in pairs(cjson.decode(ARGV[6])) do redis.call('HINCRBY', KEYS[1], 'llm.' .. k, v) end
   redis.call('HINCRBY', 'lw:stats', 'shards_done', 1)
   local m = redis.call('HMGET', KEYS[1], 'shards_done', 'samples_done', 'samples_total', 'num_shards', 'state')
+  -- Every shard done and the card not yet written: the event says `finalizing`, never `running`.
+  local shown = m[5]
+  if tonumber(m[1]) >= tonumber(m[4]) and shown == 'running' then shown = 'finalizing' end
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'type', 'shard', 'data',
     cjson.encode({shard=tonumber(ARGV[1]), shards_done=tonumber(m[1]), samples_done=tonumber(m[2]),
-                  samples_total=tonumber(m[3]), num_shards=tonumber(m[4]), state=m[5], time=tonumber(ARGV[3])}))
+                  samples_total=tonumber(m[3]), num_shards=tonumber(m[4]), state=shown, time=tonumber(ARGV[3])}))
   if tonumber(m[1]) >= tonumber(m[4]) and m[5] ~= 'cancelled' and m[5] ~= 'failed'
      and redis.call('HSETNX', KEYS[1], 'finalizing', ARGV[3]) == 1 then
     redis.call('XADD', KEYS[5], '*', 'dataset', ARGV[5], 'shard', 'final')
@@ -214,37 +253,46 @@ redis.call('SREM', 'lw:trim-later', ARGV[5])
 return 1
 """
 
-# KEYS: meta, out   ARGV: cap. The slowest group's lag, without touching any payload; -1 if the
-# dataset is cancelled, failed or gone (a waiting worker must notice that too).
+# KEYS: meta, out   ARGV: cap, consumer_idle_ms. {lag, group} of the slowest active group, without
+# touching any payload; {-1, false} if the dataset is cancelled, failed or gone (a waiting worker
+# must notice that too).
 LAG = _STREAM_ID_HELPERS + """
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'cancelled' or state == 'failed' or state == false then return -1 end
-return slowest_lag(KEYS[2], tonumber(ARGV[1]))
+if state == 'cancelled' or state == 'failed' or state == false then return {-1, false} end
+local lag, who = slowest_lag(KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]))
+return {lag, who}
 """
 
-# KEYS: out, open   ARGV: keep. Trims entries every group acknowledged and whose shard is in
-# Parquet; with no group, caps the stream (see the module docstring). Returns entries removed.
+# KEYS: out, open   ARGV: keep, consumer_idle_ms. Trims entries every active group acknowledged
+# and whose shard is in Parquet; an idle group (see is_idle) holds nothing: a trainer coming back
+# to it is told to train from the Parquet copy (trainer/data.py StreamTrimmed). With no active
+# group, caps the stream (see the module docstring). Returns the number of entries removed.
 TRIM = _STREAM_ID_HELPERS + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local gs = groups(KEYS[1])
 local floor = nil
 local function lower(id) if floor == nil or less(id, floor) then floor = id end end
-if #gs == 0 then
-  local keep = tonumber(ARGV[1])
+local keep = tonumber(ARGV[1])
+local idle_ms = tonumber(ARGV[2] or '0')
+local active = 0
+for _, g in ipairs(gs) do
+  if is_idle(KEYS[1], g['name'], idle_ms) then
+    -- nothing: the entries it still needs are in Parquet
+  else
+    active = active + 1
+    if g['pending'] > 0 then
+      lower(redis.call('XPENDING', KEYS[1], g['name'])[2])
+    else
+      local ms, seq = parse(g['last-delivered-id'])
+      lower(ms .. '-' .. (seq + 1))
+    end
+  end
+end
+if active == 0 then
   if redis.call('XLEN', KEYS[1]) <= 2 * keep then return 0 end
   -- The oldest of the newest `keep` entries (read once per `keep` entries published).
   local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', keep)
   lower(newest[#newest][1])
-  for _, id in ipairs(redis.call('HVALS', KEYS[2])) do lower(id) end
-  return redis.call('XTRIM', KEYS[1], 'MINID', floor)
-end
-for _, g in ipairs(gs) do
-  if g['pending'] > 0 then
-    lower(redis.call('XPENDING', KEYS[1], g['name'])[2])
-  else
-    local ms, seq = parse(g['last-delivered-id'])
-    lower(ms .. '-' .. (seq + 1))
-  end
 end
 for _, id in ipairs(redis.call('HVALS', KEYS[2])) do lower(id) end
 return redis.call('XTRIM', KEYS[1], 'MINID', floor)
@@ -282,11 +330,12 @@ class Queue:
     """Synchronous queue operations of a worker (one Redis connection pool per process)."""
 
     def __init__(self, url: str, consumer: str | None = None, events_maxlen: int = 1000,
-                 keep_unconsumed: int = 256) -> None:
+                 keep_unconsumed: int = 256, consumer_idle_s: float = 600.0) -> None:
         self.r = sync_client(url)
         self.keep_unconsumed = keep_unconsumed  # entries a stream with no consumer group keeps (TRIM)
         self.consumer = consumer or consumer_name()
         self.events_maxlen = events_maxlen
+        self.consumer_idle_ms = int(consumer_idle_s * 1000)  # a group quiet this long holds nothing back
         # Sent by SHA inside MULTI (redis-py would otherwise ask SCRIPT EXISTS before every window).
         self._gate = self.r.register_script(GATE)
         self._settle = self.r.register_script(SETTLE)
@@ -385,16 +434,17 @@ class Queue:
         this window was refused (-2), publish that one first", so a shard's batches stay in order.
         """
         meta, out, pub = S.meta_key(dataset), S.out_key(dataset), S.published_key(dataset)
-        stage, scratch = S.stage_key(dataset), S.gate_key(dataset)
+        stage, scratch, events = S.stage_key(dataset), S.gate_key(dataset), S.events_key(dataset)
         for _ in range(2):
             pipe = self.r.pipeline(transaction=True)
             for i, (data, n, tokens) in enumerate(batches):
                 seq = first_seq + i
-                pipe.evalsha(self._gate.sha, 6, meta, out, pub, S.open_key(dataset), stage, scratch,
-                             shard, seq, n, tokens, len(data), max_queued)
+                pipe.evalsha(self._gate.sha, 7, meta, out, pub, S.open_key(dataset), stage, scratch, events,
+                             shard, seq, n, tokens, len(data), max_queued, self.consumer_idle_ms,
+                             self.events_maxlen, now())
                 pipe.execute_command("XADD", stage, "NOMKSTREAM", "*", S.F_SHARD, shard, S.F_SEQ, seq,
                                      S.F_N, n, S.F_DATA, data)
-                pipe.evalsha(self._settle.sha, 5, meta, out, pub, stage, scratch)
+                pipe.evalsha(self._settle.sha, 6, meta, out, pub, stage, scratch, events)
             try:
                 res = pipe.execute()
             except redis.exceptions.NoScriptError:
@@ -418,7 +468,8 @@ class Queue:
                                  args=[shard, rows, now(), self.events_maxlen, dataset, json.dumps(stats or {})]))
 
     def trim(self, dataset: str) -> int:
-        return int(self._trim(keys=[S.out_key(dataset), S.open_key(dataset)], args=[self.keep_unconsumed]))
+        return int(self._trim(keys=[S.out_key(dataset), S.open_key(dataset)],
+                              args=[self.keep_unconsumed, self.consumer_idle_ms]))
 
     def cancelled(self, dataset: str) -> bool:
         """True once the dataset is cancelled, failed or gone (a running shard's cooperative check)."""
@@ -444,9 +495,31 @@ class Queue:
             self.r.srem(S.TRIM_LATER, dataset)
 
     def lag(self, dataset: str, cap: int) -> int:
-        """Unread entries of the slowest consumer group (counted up to cap+1 when Redis cannot say);
-        -1 if the dataset is cancelled, failed or gone."""
-        return int(self._lag(keys=[S.meta_key(dataset), S.out_key(dataset)], args=[cap]))
+        """Unread entries of the slowest active consumer group (counted up to cap+1 when Redis
+        cannot say); -1 if the dataset is cancelled, failed or gone."""
+        return self.slowest(dataset, cap)[0]
+
+    def slowest(self, dataset: str, cap: int) -> tuple[int, str | None]:
+        """`lag` and the name of the group that has it (None when no active group lags)."""
+        lag, who = self._lag(keys=[S.meta_key(dataset), S.out_key(dataset)], args=[cap, self.consumer_idle_ms])
+        return int(lag), (_s(who) if who else None)
+
+    def set_waiting(self, dataset: str, group: str | None, lag: int = 0, event: bool = True) -> None:
+        """Say in the status (`waiting_for`) and, with `event`, as an SSE `waiting` event that
+        backpressure holds production for `group` (None: it no longer does). A waiting worker
+        refreshes it every few seconds; the API ignores one older than WAITING_STALE_S (its
+        worker died while waiting)."""
+        pipe = self.r.pipeline(transaction=True)
+        data: dict[str, Any] | None = None
+        if group is None:
+            pipe.hdel(S.meta_key(dataset), "waiting_for")
+        else:
+            data = {"group": group, "lag": lag, "since": now()}
+            pipe.hset(S.meta_key(dataset), "waiting_for", json.dumps(data))
+        if event:
+            pipe.xadd(S.events_key(dataset), {"type": "waiting", "data": json.dumps({"waiting_for": data, "time": now()})},
+                      maxlen=self.events_maxlen, approximate=True)
+        pipe.execute()
 
 
 # -- API side (async) -----------------------------------------------------------------------------

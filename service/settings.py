@@ -95,3 +95,9 @@ class Settings(BaseSettings):
     @property
     def redis_dir(self) -> Path:
         return self.home / "redis"
+
+    # -- consumers (backpressure and trimming) -------------------------------------------------
+    consumer_idle_s: float = Field(
+        600.0, gt=0, description="A consumer group none of whose consumers tried to read for this long is "
+                                 "idle: it no longer holds production back, and its unread entries may be "
+                                 "trimmed once in Parquet.")

@@ -6,14 +6,16 @@ Redis: `longweave worker`). Per task:
 1. Skip (acknowledge) tasks of datasets that are cancelled, failed or gone.
 2. Load the dataset's context (tokenizer, corpus) once per process and keep the last few.
 3. Generate the whole shard (a pure function of (spec, shard)).
-4. Publish it as batches of the dataset's pinned `batch_size`, in order, through the idempotent
-   Lua script; before each batch, wait while the slowest consumer group lags more than
-   `max_queued_batches`, and stop if the dataset was cancelled (checked before each batch, and
-   during generation between samples and inside long ones through `Context.checkpoint`).
-5. Write the shard's Parquet file, record the shard as complete, trim what every consumer has
-   acknowledged, and only then acknowledge the task.
+4. Write the shard's Parquet file (so that the stream never holds what Parquet does not).
+5. Publish it as batches of the dataset's pinned `batch_size`, in order, through the idempotent
+   Lua script; before each batch, wait while the slowest active consumer group lags more than
+   `max_queued_batches` (the status's `waiting_for` says so), and stop if the dataset was
+   cancelled (checked before each batch, and during generation between samples and inside long
+   ones through `Context.checkpoint`).
+6. Record the shard as complete, trim what every active consumer has acknowledged, and only
+   then acknowledge the task.
 
-A crash anywhere before step 5 leaves the task pending; another worker reclaims it after
+A crash anywhere before step 6 leaves the task pending; another worker reclaims it after
 `claim_idle_ms` and repeats the steps, publishing nothing twice (see service/queue.py). While a
 task runs, a heartbeat thread keeps resetting its idle time so that live work is not reclaimed.
 Redis being unreachable (a restart) is waited out, never turned into a failed dataset.
@@ -44,7 +46,7 @@ from longweave.generators.records import to_ipc, token_lengths
 from longweave.generators.specs import parse_spec
 from longweave.generators.streams import FINAL_STATES
 
-from .queue import Queue, Task, llm_counters
+from .queue import WAITING_REFRESH_S, Queue, Task, llm_counters
 from .settings import Settings
 from .store import Store
 
@@ -105,7 +107,8 @@ class Worker:
         if not url:
             raise RuntimeError("a worker needs REDIS_URL (longweave serve sets it for its local workers)")
         self.url = url
-        self.q = Queue(url, events_maxlen=settings.events_maxlen, keep_unconsumed=settings.max_queued_batches)
+        self.q = Queue(url, events_maxlen=settings.events_maxlen, keep_unconsumed=settings.max_queued_batches,
+                       consumer_idle_s=settings.consumer_idle_s)
         self.store = Store(settings.store_root)
         self.contexts: OrderedDict[str, Context] = OrderedDict()
         self.llms: dict[str, LLM] = {}  # one backend per distinct llm section: its adaptive state lasts
@@ -224,8 +227,9 @@ class Worker:
         lengths = token_lengths([table]) if table.num_rows else np.zeros(0, np.int64)
         batches = ((to_ipc(table.slice(lo, batch_size)), min(batch_size, table.num_rows - lo),
                     int(lengths[lo:lo + batch_size].sum())) for lo in range(0, table.num_rows, batch_size))
-        publish_batches(self.q, dataset, shard, batches, self.settings.max_queued_batches)
+        # Parquet first: whatever reaches the stream is already stored (service/queue.py).
         self.store.write_shard(dataset, shard, table)
+        publish_batches(self.q, dataset, shard, batches, self.settings.max_queued_batches)
         self.q.finish_shard(dataset, shard, table.num_rows, ctx.llm_stats.flat())
         self.q.trim(dataset)
 
@@ -280,16 +284,23 @@ def publish_batches(q: Queue, dataset: str, shard: int, batches: Iterable[tuple[
         if done:
             continue
         # A consumer lags: wait on a payload-free check before sending the window's batches again.
-        pause = 0.001
-        while True:
-            q.trim(dataset)
-            time.sleep(pause)
-            pause = min(pause * 2, 0.02)  # short: a long nap would let the consumers run dry
-            lag = q.lag(dataset, max_queued)
-            if lag < 0:
-                raise Cancelled
-            if lag <= max_queued:
-                break
+        pause, waiting, shown_at = 0.001, None, 0.0
+        try:
+            while True:
+                q.trim(dataset)
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)  # short: a long nap would let the consumers run dry
+                lag, group = q.slowest(dataset, max_queued)
+                if lag < 0:
+                    raise Cancelled
+                if lag <= max_queued:
+                    break
+                if group != waiting or time.monotonic() - shown_at > WAITING_REFRESH_S:
+                    q.set_waiting(dataset, group, lag, event=group != waiting)  # an event per change only
+                    waiting, shown_at = group, time.monotonic()
+        finally:
+            if waiting is not None:
+                q.set_waiting(dataset, None)
 
 
 def write_dataset_card(store: Store, dataset: str, ctx: Context, tables: list[pa.Table],

@@ -27,7 +27,9 @@ Redis (ARCHITECTURE.md §3-4): the run's own consumer group `run:{run_id}` on th
 stream, consumer `rank{r}` per process; on start it first re-reads its own pending
 entries (delivered before a crash but never acknowledged) and skips the samples the checkpoint says
 were consumed, then reads new entries, blocking while workers are still producing; the stream ends
-when the dataset's state is final and nothing is left to read.
+when the dataset's state is final and nothing is left to read. A run that stayed away longer than
+the service's `consumer_idle_s` may find entries it had not read trimmed (their Parquet copy
+exists): it stops with `StreamTrimmed` naming the dataset, and is to train from the Parquet files.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 from longweave.generators import records, streams
-from longweave.generators.errors import ConfigError
+from longweave.generators.errors import ConfigError, StreamTrimmed
 from longweave.generators.tokenizer import default_cache_dir
 
 
@@ -207,6 +210,7 @@ class ParquetSource:
 
 
 # -- Redis stream ---------------------------------------------------------------------------------
+TRIM_CHECK_AFTER_S = 30.0  # a gap between reads this long is checked for trimmed entries
 class RedisSource:
     """The run's consumer group on a dataset's output stream, acknowledging after checkpoints."""
 
@@ -234,6 +238,7 @@ class RedisSource:
         self.current: str | None = None
         self.offset = 0
         self._restored: dict[str, Any] = {"done": [], "current": None, "offset": 0}
+        self._last_read = time.monotonic()
 
     def state(self) -> dict[str, Any]:
         return {"done": list(self.done), "current": self.current, "offset": self.offset}
@@ -250,7 +255,41 @@ class RedisSource:
             acked = set(ids)
             self.done = [i for i in self.done if i not in acked]
 
+    def _trimmed(self, eid: str | None = None) -> StreamTrimmed:
+        what = f"entry {eid} it had not acknowledged" if eid else "entries it had not read"
+        return StreamTrimmed(
+            "data.sources", f"the stream of dataset '{self.dataset_id}' no longer holds {what} (run group "
+            f"'{self.group}' was idle and the service trimmed them)",
+            f"train from the dataset's Parquet copy (longweave download / GET /v1/datasets/{self.dataset_id}/files)")
+
+    def _check_not_trimmed(self) -> None:
+        """Refuse to go on when an entry after the group's last delivered one is gone.
+
+        XTRIM removes from the head (and records nothing), so: when every entry left is after our
+        last delivered one, the entries added after it (`entries-added` less the group's
+        `entries-read`) must all still be there. XDEL does record `max-deleted-entry-id`.
+        """
+        info = self.r.xinfo_stream(self.key)
+        g = next((g for g in self.r.xinfo_groups(self.key) if _str(g["name"]) == self.group), None)
+        if g is None:
+            return
+        last = _id(_str(g["last-delivered-id"]))
+        deleted = info.get("max-deleted-entry-id")
+        if deleted is not None and _id(_str(deleted)) > last:
+            raise self._trimmed()
+        first = info.get("first-entry")
+        if first is not None and _id(_str(first[0])) <= last:
+            return  # entries at or before ours are still there: no trim reached past us
+        read, added = g.get("entries-read"), info.get("entries-added")
+        if read is not None and added is not None and int(added) - int(read) > int(info["length"]):
+            raise self._trimmed()
+
     def _entries(self, start: str, block: int | None) -> list[tuple[str, dict[bytes, bytes]]]:
+        # Away long enough (a paused or slow process) that the service may have found the group
+        # idle and trimmed past it: check before a read that would skip the gap silently.
+        if start == ">" and time.monotonic() - self._last_read > TRIM_CHECK_AFTER_S:
+            self._check_not_trimmed()
+        self._last_read = time.monotonic()
         resp = self.r.xreadgroup(self.group, self.consumer, {self.key: start}, count=1, block=block)
         if not resp:
             return []
@@ -283,12 +322,12 @@ class RedisSource:
             if eid in covered:
                 self.done.append(eid)  # the checkpoint consumed it all; ack at the next commit
                 continue
-            if not fields:  # deleted from the stream meanwhile (trimmed): nothing to train
-                self.done.append(eid)
-                continue
+            if not fields:  # deleted while we held it: an idle group's entries were trimmed
+                raise self._trimmed(eid)
             skip = restored["offset"] if eid == restored["current"] else 0
             yield from self._consume(eid, fields, skip)
         # 2. New entries, waiting while the workers are still producing.
+        self._check_not_trimmed()
         while True:
             batch = self._entries(">", self.block_ms)
             if batch:
@@ -307,6 +346,15 @@ class RedisSource:
 
     def close(self) -> None:
         self.r.close()
+
+
+def _str(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 # -- Mixture --------------------------------------------------------------------------------------

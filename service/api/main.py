@@ -33,7 +33,7 @@ from ..redis_client import async_client
 from ..redis_server import EmbeddedRedis
 from ..settings import Settings
 from ..store import Store
-from .routes import datasets, health
+from .routes import consumers, datasets, health
 
 log = logging.getLogger("longweave.api")
 DOCS_STATIC = "/docs-static"
@@ -187,6 +187,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.include_router(health.router)
     app.include_router(datasets.router)
+    app.include_router(consumers.router)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

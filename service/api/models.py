@@ -40,12 +40,15 @@ class DatasetStatus(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     throughput_samples_per_s: float | None = Field(None, description="Since the first shard started.")
-    eta_s: float | None = Field(None, description="Seconds left at the current throughput.")
+    eta_s: float | None = Field(None, description="Seconds left at the current throughput; null while "
+                                                 "backpressure holds production (see waiting_for).")
     tokenizer: TokenizerInfo | None = Field(None, description="Known once a worker has loaded it.")
     errors: list[str] = Field(default_factory=list, description="Most recent first.")
     llm: dict[str, int] = Field(default_factory=dict, description=(
         "LLM step counters of completed shards: requests.<step>, cached.<step>, accepted.<step>, "
         "rejected.<step>:<reason>, prompt_tokens, completion_tokens."))
+    waiting_for: WaitingFor | None = Field(None, description=(
+        "Set while backpressure holds production: the consumer group that lags, by how much, since when."))
 
 
 class DatasetList(BaseModel):
@@ -91,3 +94,29 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: Literal["ready"]
     redis: str
+
+
+# -- consumers (routes/consumers.py) ----------------------------------------------------------------
+class WaitingFor(BaseModel):
+    group: str = Field(description="The consumer group whose unread entries hold production back.")
+    lag: int = Field(description="Its unread entries when last checked.")
+    since: float = Field(description="When the waiting worker last checked, Unix seconds (every few seconds).")
+
+
+class ConsumerGroup(BaseModel):
+    run: str = Field(description="The run id (the group is `run:<run>`; other groups are listed by name).")
+    group: str
+    lag: int = Field(description="Entries of the stream it has not read.")
+    pending: int = Field(description="Entries delivered to it and not yet acknowledged.")
+    consumers: int
+    last_delivered_id: str
+    idle_s: float | None = Field(description="Seconds since one of its consumers last tried to read; "
+                                             "null when it has no consumer yet.")
+    state: Literal["active", "idle"] = Field(description="`idle`: quiet past consumer_idle_s; it no longer "
+                                                         "holds production back and its entries may be trimmed.")
+
+
+class ConsumerList(BaseModel):
+    dataset: str
+    consumer_idle_s: float
+    items: list[ConsumerGroup]

@@ -45,10 +45,14 @@ async def status_of(r: aioredis.Redis, meta: dict[str, str]) -> DatasetStatus:
     total, published = int(meta.get("samples_total", 0)), int(meta.get("samples_published", 0))
     started, finished = _f(meta, "started_at"), _f(meta, "finished_at")
     throughput = eta = None
+    waiting = json.loads(meta["waiting_for"]) if meta.get("waiting_for") and meta["state"] == "running" else None
+    if waiting and time.time() - waiting["since"] > Q.WAITING_STALE_S:
+        waiting = None  # written by a worker that died while waiting
     if started is not None and published:
         elapsed = max((finished or time.time()) - started, 1e-3)
         throughput = round(published / elapsed, 3)
-        eta = 0.0 if meta["state"] == "done" else round((total - published) / throughput, 1)
+        # No ETA while a consumer holds production back: it ends when the consumer reads, not before.
+        eta = 0.0 if meta["state"] == "done" else None if waiting else round((total - published) / throughput, 1)
     tok = json.loads(meta["tokenizer"]) if meta.get("tokenizer") else None
     return DatasetStatus(
         id=meta["id"], kind=meta["kind"], state=meta["state"], spec=json.loads(meta["spec"]),  # type: ignore[arg-type]
@@ -57,7 +61,7 @@ async def status_of(r: aioredis.Redis, meta: dict[str, str]) -> DatasetStatus:
         num_shards=int(meta["num_shards"]), batch_size=int(meta["batch_size"]),
         created_at=float(meta["created_at"]), started_at=started, finished_at=finished,
         throughput_samples_per_s=throughput, eta_s=eta, tokenizer=tok, errors=errors,
-        llm=Q.llm_counters(meta))
+        llm=Q.llm_counters(meta), waiting_for=waiting)
 
 
 def check_spec(spec: Any, settings: Any) -> None:
@@ -174,7 +178,8 @@ async def cancel_dataset(meta: MetaDep, r: RedisDep, settings: SettingsDep) -> D
 async def dataset_events(meta: MetaDep, r: RedisDep,
                          last_event_id: Annotated[str | None, Header(pattern=r"^\d{1,20}-\d{1,20}$")] = None,
                          ) -> StreamingResponse:
-    """Progress as server-sent events (`state`, `shard`, `error`); ends when the dataset is final."""
+    """Progress as server-sent events (`state`, `shard`, `progress` per published batch, `waiting`
+    when backpressure holds production or stops holding it, `error`); ends when the dataset is final."""
     key = S.events_key(meta["id"])
 
     async def stream() -> AsyncIterator[bytes]:

@@ -1,0 +1,67 @@
+"""/v1/datasets/{id}/consumers: the consumer groups attached to a dataset's output stream.
+
+A trainer run attaches the group `run:<run id>` (trainer/data.py RedisSource). Listing them says
+which run holds production back (backpressure) and which one was abandoned: a group none of
+whose consumers tried to read for `consumer_idle_s` (XINFO CONSUMERS `idle`) is `idle`, holds
+nothing back and keeps nothing from being trimmed. DELETE detaches a run (XGROUP DESTROY).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Path, status
+from longweave.generators import streams as S
+
+from ..deps import MetaDep, RedisDep, SettingsDep
+from ..models import ConsumerGroup, ConsumerList, ErrorResponse
+
+router = APIRouter(prefix="/v1/datasets", tags=["consumers"],
+                   responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+                              404: {"model": ErrorResponse, "description": "No such dataset (or run)."}})
+RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+LAG_CAP = 100_000  # counted by hand only when Redis cannot say (entries were deleted)
+
+
+def _s(v: Any) -> Any:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+async def groups_of(r: Any, dataset: str, idle_s: float) -> list[ConsumerGroup]:
+    key = S.out_key(dataset)
+    if not await r.exists(key):
+        return []
+    out = []
+    for g in await r.xinfo_groups(key):
+        g = {_s(k): _s(v) for k, v in g.items()}
+        name, last = g["name"], g["last-delivered-id"]
+        lag = g.get("lag")
+        if lag is None:
+            lag = len(await r.xrange(key, f"({last}", "+", count=LAG_CAP))
+        idles = [int(_s(c["idle"])) for c in await r.xinfo_consumers(key, name)]
+        idle = min(idles) / 1000 if idles else None
+        out.append(ConsumerGroup(
+            run=name.removeprefix("run:"), group=name, lag=int(lag), pending=int(g["pending"]),
+            consumers=int(g["consumers"]), last_delivered_id=last, idle_s=idle,
+            state="idle" if idle is not None and idle > idle_s else "active"))
+    return out
+
+
+@router.get("/{dataset_id}/consumers", response_model=ConsumerList)
+async def list_consumers(meta: MetaDep, r: RedisDep, settings: SettingsDep) -> ConsumerList:
+    """The consumer groups on the dataset's output stream: lag, pending, idle time, active|idle."""
+    return ConsumerList(dataset=meta["id"], consumer_idle_s=settings.consumer_idle_s,
+                        items=await groups_of(r, meta["id"], settings.consumer_idle_s))
+
+
+@router.delete("/{dataset_id}/consumers/{run}", status_code=status.HTTP_204_NO_CONTENT)
+async def detach_consumer(meta: MetaDep, r: RedisDep,
+                          run: str = Path(pattern=RUN_ID, description="Run id (or full group name).")) -> None:
+    """Detach a run: its group is destroyed and no longer holds production or trimming back."""
+    key = S.out_key(meta["id"])
+    names = {g.group for g in await groups_of(r, meta["id"], float("inf"))}
+    group = run if run in names else S.run_group(run)
+    if group not in names or not await r.xgroup_destroy(key, group):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=[{
+            "field": "run", "message": f"no consumer group '{S.run_group(run)}' on dataset '{meta['id']}'",
+            "fix": "GET /v1/datasets/{id}/consumers lists the attached runs"}])
