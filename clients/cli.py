@@ -638,7 +638,7 @@ def datasets_consumers(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: A
             rows = lw.consumers(dataset_id)
         except ApiError as err:
             if err.status in (404, 405):
-                fail("consumers: this server has no GET /v1/datasets/{{id}}/consumers route (fix: upgrade the service)")
+                fail("consumers: this server has no GET /v1/datasets/{id}/consumers route (fix: upgrade the service)")
             raise
     if output == "json":
         print_json(rows)
@@ -683,9 +683,9 @@ def keys_create(
     if output == "json":
         print_json({"tenant": tenant, "key": key, "sha256": digest, "LONGWEAVE_API_KEYS": config})
         return
-    out_console.print(f"key for tenant [bold]{tenant}[/] (shown once, store it now):", highlight=False)
+    console.print(f"key for tenant [bold]{tenant}[/] (shown once, store it now):", highlight=False)
     print(key)
-    out_console.print("configure the service with:", highlight=False)
+    console.print("configure the service with:", highlight=False)
     print(f"export LONGWEAVE_API_KEYS='{config}'")
 
 
