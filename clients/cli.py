@@ -762,25 +762,45 @@ def train(
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A Hugging Face model directory.")],
     out: Out = Path("eval"),
-    data: Annotated[
-        list[str] | None, typer.Option("--data", help="Held-out dataset folders or Parquet files for perplexity.")
+    data: Annotated[list[str] | None, typer.Option(
+        "--data", help="Held-out dataset folders or Parquet files (default: the stdlib corpus in the model's tokenizer).")
     ] = None,
     lengths: Annotated[str | None, typer.Option("--lengths", help="Comma-separated needle context lengths.")] = None,
     depths: Annotated[str | None, typer.Option("--depths", help="Comma-separated needle depths in [0, 1].")] = None,
     trials: Annotated[int, typer.Option("--trials", help="Needle trials per grid cell.")] = 2,
+    seq_len: Annotated[int | None, typer.Option(
+        "--seq-len", help="Row length of the perplexity rows (default: the model's window).")] = None,
+    buckets: Annotated[int, typer.Option("--buckets", help="Position buckets of the perplexity curve.")] = 8,
 ) -> None:
-    """Needle grid (JSON and heatmap PNG) and perplexity by position bucket."""
+    """Needle grid (needle.json, heatmap needle.png) and perplexity by position (perplexity.json/.png)."""
     from longweave.trainer.commands import evaluate as eval_fn
 
+    if not model.is_dir():
+        fail(f"MODEL: '{model}' is not a directory (fix: pass a Hugging Face model directory, e.g. runs/x/final)")
     try:
-        length_list = [int(x) for x in split_list(lengths)] if lengths else None
-        depth_list = [float(x) for x in split_list(depths)] if depths else None
+        length_list = [int(x) for x in split_list(lengths) or []] if lengths else None
+        depth_list = [float(x) for x in split_list(depths) or []] if depths else None
     except ValueError:
         fail("--lengths/--depths: not comma-separated numbers (fix: e.g. --lengths 1024,2048 --depths 0,0.5,1)")
-    result = eval_fn(model, out, data=data, lengths=length_list, depths=depth_list, trials=trials)
-    out_console.print(f"[green]done:[/] results in [bold]{out}[/]", highlight=False, soft_wrap=True)
-    if isinstance(result, dict):
-        out_console.print_json(json.dumps(result, default=str)[:4000])
+    progress = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    tasks: dict[str, Any] = {}
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    with progress:
+        result = eval_fn(model, out, data=data, lengths=length_list, depths=depth_list, trials=trials,
+                         seq_len=seq_len, buckets=buckets, progress=on_progress)
+    grid, ppl = result["needle"], result["perplexity"]
+    acc = [sum(row) / len(row) for row in grid["accuracy"]]
+    out_console.print("needle accuracy by length: " + ", ".join(
+        f"{length}: {a:.0%}" for length, a in zip(grid["lengths"], acc, strict=True)), highlight=False)
+    out_console.print("perplexity by position: " + ", ".join(f"{p:,.1f}" for p in ppl["ppl"]), highlight=False)
+    out_console.print(f"[green]done:[/] needle.json, needle.png, perplexity.json, perplexity.png in [bold]{out}[/]",
+                      highlight=False, soft_wrap=True)
 
 
 @app.command("merge")

@@ -174,3 +174,28 @@ def test_sdk_download_refuses_an_escaping_name_before_writing(tmp_path: Path) ->
     with Client("http://test", transport=httpx.MockTransport(handler)) as lw, pytest.raises(UnsafeFileName):
         lw.download("d", tmp_path / "dest")
     assert not (tmp_path / "x").exists() and not (tmp_path / "dest").exists()
+
+
+def test_eval_model_without_data_writes_heatmap_and_perplexity_plot(tokenizer_dir: Path, tmp_path: Path) -> None:
+    """`longweave eval MODEL` as the README writes it: the haystack is made with the model's tokenizer."""
+    import torch
+
+    from longweave.trainer import config
+    from longweave.trainer import model as model_mod
+    from longweave.trainer.train import save_hf
+
+    cfg = config.validate({"model": {"tokenizer": str(tokenizer_dir)}, "data": {"seq_len": 256}})
+    m, tok = model_mod.build(cfg, torch.device("cpu"))
+    save_hf(m, tok, tmp_path / "model")
+    res = longweave("eval", tmp_path / "model", "--out", tmp_path / "eval", "--lengths", "96,192",
+                    "--depths", "0,1", "--trials", "1", "--seq-len", "128", "--buckets", "4", timeout=600)
+    assert res.returncode == 0, res.stderr
+    for name in ("needle.png", "perplexity.png"):
+        assert (tmp_path / "eval" / name).read_bytes()[:4] == b"\x89PNG"
+    grid = json.loads((tmp_path / "eval" / "needle.json").read_text())
+    assert grid["haystack"] == ["stdlib"] and len(grid["accuracy"]) == 2 and len(grid["accuracy"][0]) == 2
+    ppl = json.loads((tmp_path / "eval" / "perplexity.json").read_text())
+    assert len(ppl["ppl"]) == 4 and ppl["rows"] == 8 and ppl["seq_len"] == 128
+    assert "needle accuracy by length: 96:" in res.stdout and "perplexity.png" in res.stdout
+    line = one_line_error(longweave("eval", tmp_path / "no-model"))
+    assert "MODEL" in line
