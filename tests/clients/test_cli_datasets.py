@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 import pytest
-
 from longweave.clients.sdk import Client, UnsafeFileName, safe_target
+
 from tests.service.conftest import KEYS
 
 SPEC = {"kind": "cip", "num_samples": 16, "seq_len": 256, "shard_size": 8, "docs_per_seq": 2}
@@ -25,7 +25,7 @@ def longweave(*args: str | Path, env: dict[str, str] | None = None, timeout: flo
     full = {k: v for k, v in os.environ.items() if not k.startswith("LONGWEAVE_")}
     full.update(env or {})
     return subprocess.run([sys.executable, "-m", "longweave.clients.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=full)
+                          capture_output=True, text=True, timeout=timeout, env=full, check=False)
 
 
 def one_line_error(res: subprocess.CompletedProcess[str]) -> str:
@@ -179,7 +179,6 @@ def test_sdk_download_refuses_an_escaping_name_before_writing(tmp_path: Path) ->
 def test_eval_model_without_data_writes_heatmap_and_perplexity_plot(tokenizer_dir: Path, tmp_path: Path) -> None:
     """`longweave eval MODEL` as the README writes it: the haystack is made with the model's tokenizer."""
     import torch
-
     from longweave.trainer import config
     from longweave.trainer import model as model_mod
     from longweave.trainer.train import save_hf
