@@ -9,10 +9,12 @@ trainer import them inside the command, so `longweave generate` stays light.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -31,6 +33,10 @@ app = typer.Typer(
 )
 generate_app = typer.Typer(help="Generate a dataset into a local folder.", no_args_is_help=True)
 app.add_typer(generate_app, name="generate")
+datasets_app = typer.Typer(help="Datasets on the service (REST API): create, watch, download.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+keys_app = typer.Typer(help="API keys of the service.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 console = Console(stderr=True)
 out_console = Console()
@@ -357,7 +363,356 @@ def inspect_dataset(
             out_console.print(f"[bold]answer:[/] {rec.answer}", highlight=False)
 
 
+# -- datasets on the service -------------------------------------------------------------------------
+Url = Annotated[str, typer.Option("--url", envvar="LONGWEAVE_URL", help="Base URL of the service.")]
+ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="LONGWEAVE_API_KEY", help="API key of your tenant.")]
+Output = Annotated[str, typer.Option("--output", help="table (for people) or json (for scripts).")]
+DatasetId = Annotated[str, typer.Argument(help="The dataset id (from `longweave datasets list`).")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def handles_api_errors(fn: F) -> F:
+    """Server errors (422 {field, message, fix}, 401, 404, 429) and unreachable servers: one line, exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import httpx
+
+        from longweave.clients.sdk import ApiError, UnsafeFileName
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as err:
+            hint = {401: " (fix: pass --api-key or set LONGWEAVE_API_KEY; `longweave keys create` mints one)",
+                    429: " (fix: wait and retry, or ask for a higher quota)"}.get(err.status, "")
+            fail(str(err) + hint)
+        except UnsafeFileName as err:
+            fail(f"download: {err} (fix: the server is not trustworthy; nothing was written for this file)")
+        except httpx.HTTPError as err:
+            fail(f"--url: cannot reach the service ({err}) (fix: start `longweave serve` or pass --url / LONGWEAVE_URL)")
+
+    return handles_errors(wrapper)  # type: ignore[return-value]
+
+
+def check_output(output: str) -> str:
+    if output not in ("table", "json"):
+        fail(f"--output: '{output}' is not table or json (fix: --output json)")
+    return output
+
+
+def sdk_client(url: str, api_key: str | None) -> Any:
+    from longweave.clients.sdk import Client
+
+    return Client(url, api_key=api_key)
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, default=str))
+
+
+def dataset_row(ds: Any) -> dict[str, Any]:
+    return ds.model_dump(mode="json")
+
+
+def show_datasets(items: list[Any], output: str, title: str = "datasets") -> None:
+    if output == "json":
+        print_json([dataset_row(d) for d in items])
+        return
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("id", "kind", "state", "samples", "shards", "tokens"):
+        table.add_column(col)
+    for d in items:
+        table.add_row(d.id, d.kind, d.state, f"{d.samples_done:,}/{d.samples_total:,}",
+                      f"{d.shards_done}/{d.num_shards}", f"{d.tokens_published:,}")
+    out_console.print(table)
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def set_field(spec: dict[str, Any], assignment: str) -> None:
+    key, sep, value = assignment.partition("=")
+    if not sep or not key:
+        fail(f"--set: '{assignment}' is not field=value (fix: e.g. --set seq_len=32768)")
+    node = spec
+    *parents, leaf = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            fail(f"--set: '{key}' goes through a field that is not a section (fix: check the field name)")
+    node[leaf] = parse_value(value)
+
+
+@datasets_app.command("create")
+@handles_api_errors
+def datasets_create(
+    spec_file: Annotated[Path | None, typer.Argument(help="A dataset spec as JSON (the POST /v1/datasets body).")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="cip, synl, niah or doc_qa (instead of SPEC.json).")] = None,
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", help="A spec field, e.g. --set seq_len=32768 (repeatable; values parsed as JSON when they are).")] = None,
+    url: Url = DEFAULT_URL, api_key: ApiKey = None, output: Output = "table",
+) -> None:
+    """Queue a dataset on the service from SPEC.json or --kind K [--set field=value ...]."""
+    check_output(output)
+    if (spec_file is None) == (kind is None):
+        fail("SPEC: give either a SPEC.json file or --kind (fix: e.g. `longweave datasets create --kind cip --set num_samples=100`)")
+    spec: dict[str, Any] = {"kind": kind}
+    if spec_file is not None:
+        try:
+            spec = json.loads(spec_file.read_text())
+        except OSError as err:
+            fail(f"SPEC: cannot read '{spec_file}': {err.strerror} (fix: pass an existing JSON file)")
+        except ValueError as err:
+            fail(f"SPEC: '{spec_file}' is not JSON: {err} (fix: a JSON object like {{\"kind\": \"cip\"}})")
+        if not isinstance(spec, dict):
+            fail(f"SPEC: '{spec_file}' is not a JSON object (fix: a JSON object like {{\"kind\": \"cip\"}})")
+    for item in overrides or []:
+        set_field(spec, item)
+    with sdk_client(url, api_key) as lw:
+        ds = lw.create_dataset(spec)
+    if output == "json":
+        print_json(dataset_row(ds))
+    else:
+        out_console.print(f"[green]queued:[/] {ds.id} ({ds.kind}, {ds.samples_total:,} samples in {ds.num_shards} "
+                          f"shards); follow it with `longweave datasets watch {ds.id}`", highlight=False, soft_wrap=True)
+
+
+@datasets_app.command("list")
+@handles_api_errors
+def datasets_list(
+    limit: Annotated[int, typer.Option("--limit", help="Most datasets to show.")] = 50,
+    url: Url = DEFAULT_URL, api_key: ApiKey = None, output: Output = "table",
+) -> None:
+    """Your tenant's datasets, newest first."""
+    check_output(output)
+    with sdk_client(url, api_key) as lw:
+        show_datasets(lw.list_datasets(limit=limit), output)
+
+
+@datasets_app.command("show")
+@handles_api_errors
+def datasets_show(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey = None, output: Output = "table") -> None:
+    """One dataset's status (state, progress, throughput, errors)."""
+    check_output(output)
+    with sdk_client(url, api_key) as lw:
+        ds = lw.get_dataset(dataset_id)
+    if output == "json":
+        print_json(dataset_row(ds))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{ds.id} ({ds.kind})", show_header=False)
+    for key, value in dataset_row(ds).items():
+        if key != "spec":
+            table.add_row(key, json.dumps(value) if isinstance(value, list | dict) else str(value))
+    table.add_row("spec", json.dumps(ds.spec))
+    out_console.print(table)
+
+
+@datasets_app.command("watch")
+@handles_api_errors
+def datasets_watch(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey = None,
+                   output: Output = "table") -> None:
+    """Follow the dataset's progress events until it is done, failed or cancelled (exit 1 unless done)."""
+    check_output(output)
+    with sdk_client(url, api_key) as lw:
+        ds = lw.get_dataset(dataset_id)
+        if output == "json":
+            for event in lw.events(dataset_id):
+                print_json({"id": event.id, "type": event.type, "data": event.data})
+                sys.stdout.flush()
+            ds = lw.get_dataset(dataset_id)
+        else:
+            progress = Progress(
+                TextColumn(f"[bold]{ds.id}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
+                TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+            with progress:
+                task = progress.add_task("watch", total=ds.samples_total or None, completed=ds.samples_done,
+                                         state=ds.state)
+                if not ds.finished:
+                    for event in lw.events(dataset_id):
+                        if event.type == "error":
+                            progress.console.print(f"[red]error:[/] {event.data}", highlight=False)
+                        ds = lw.get_dataset(dataset_id)
+                        progress.update(task, completed=ds.samples_done, state=ds.state)
+                ds = lw.get_dataset(dataset_id)
+                progress.update(task, completed=ds.samples_done, state=ds.state)
+            colour = "green" if ds.state == "done" else "red"
+            out_console.print(f"[{colour}]{ds.state}:[/] {ds.id}, {ds.samples_done:,} samples, "
+                              f"{ds.tokens_published:,} tokens", highlight=False)
+    if ds.state != "done":
+        raise typer.Exit(1)
+
+
+@datasets_app.command("samples")
+@handles_api_errors
+def datasets_samples(
+    dataset_id: DatasetId,
+    offset: Annotated[int, typer.Option("--offset", help="First sample.")] = 0,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Samples to show.")] = 3,
+    chars: Annotated[int, typer.Option("--chars", help="Characters of each sample's text to show.")] = 600,
+    url: Url = DEFAULT_URL, api_key: ApiKey = None, output: Output = "table",
+) -> None:
+    """Decoded samples of the shards written so far."""
+    check_output(output)
+    with sdk_client(url, api_key) as lw:
+        samples = lw.samples(dataset_id, offset=offset, limit=limit)
+    if output == "json":
+        print_json(samples)
+        return
+    for s in samples:
+        text = str(s.get("text", ""))
+        out_console.rule(f"{s.get('id', '?')}  ({s.get('num_tokens', '?')} tokens)")
+        out_console.print(text[:chars], markup=False, highlight=False)
+        if len(text) > chars:
+            out_console.print(f"[dim]... {len(text) - chars:,} more characters[/]")
+        if s.get("answer") is not None:
+            out_console.print(f"[bold]answer:[/] {s['answer']}", markup=False, highlight=False)
+
+
+@datasets_app.command("download")
+@handles_api_errors
+def datasets_download(
+    dataset_id: DatasetId,
+    dest: Annotated[Path, typer.Argument(help="Folder to write the dataset into.")],
+    partial: Annotated[bool, typer.Option("--partial", help="Download an unfinished dataset's shards so far.")] = False,
+    url: Url = DEFAULT_URL, api_key: ApiKey = None, output: Output = "table",
+) -> None:
+    """Every file of a finished dataset (shards, tokenizer, card) into DIR."""
+    check_output(output)
+    with sdk_client(url, api_key) as lw:
+        ds = lw.get_dataset(dataset_id)
+        if ds.state != "done" and not partial:
+            fail(f"{dataset_id}: the dataset is {ds.state}, not done ({ds.shards_done}/{ds.num_shards} shards) "
+                 f"(fix: `longweave datasets watch {dataset_id}` first, or pass --partial for the shards so far)")
+        folder = lw.download(dataset_id, dest)
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    if ds.state != "done":
+        meta_path = folder / "dataset.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"id": ds.id, "kind": ds.kind}
+        meta.update(partial=True, state=ds.state, shards_done=ds.shards_done, num_shards=ds.num_shards,
+                    samples_done=ds.samples_done, samples_total=ds.samples_total)
+        meta_path.write_text(json.dumps(meta, indent=2))
+        card = folder / "README.md"
+        note = (f"> **Partial download**: the dataset was {ds.state} with {ds.shards_done}/{ds.num_shards} shards "
+                f"when these files were fetched.\n\n")
+        card.write_text(note + (card.read_text() if card.is_file() else ""))
+    if output == "json":
+        print_json({"id": ds.id, "dest": str(folder), "partial": ds.state != "done", "files": files})
+    else:
+        out_console.print(f"[green]downloaded:[/] {len(files)} files of {ds.id} into [bold]{folder}[/]"
+                          + (" (partial)" if ds.state != "done" else ""), highlight=False, soft_wrap=True)
+
+
+@datasets_app.command("cancel")
+@handles_api_errors
+def datasets_cancel(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey = None,
+                    output: Output = "table") -> None:
+    """Cancel a queued or running dataset (shards already written stay)."""
+    check_output(output)
+    with sdk_client(url, api_key) as lw:
+        ds = lw.cancel_dataset(dataset_id)
+    if output == "json":
+        print_json(dataset_row(ds))
+    else:
+        out_console.print(f"{ds.id}: {ds.state}", highlight=False)
+
+
+@datasets_app.command("consumers")
+@handles_api_errors
+def datasets_consumers(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey = None,
+                       output: Output = "table") -> None:
+    """Training runs reading the dataset's stream: lag, pending entries, idle time."""
+    from longweave.clients.sdk import ApiError
+
+    check_output(output)
+    with sdk_client(url, api_key) as lw:
+        lw.get_dataset(dataset_id)  # a 404 for the dataset itself stays the server's message
+        try:
+            rows = lw.consumers(dataset_id)
+        except ApiError as err:
+            if err.status in (404, 405):
+                fail("consumers: this server has no GET /v1/datasets/{id}/consumers route (fix: upgrade the service)")
+            raise
+    if output == "json":
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"consumers of {dataset_id}")
+    for col in ("run", "lag", "pending", "idle_ms", "state"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in ("run", "lag", "pending", "idle_ms", "state")))
+    out_console.print(table)
+
+
+# -- keys --------------------------------------------------------------------------------------------
+@keys_app.command("create")
+@handles_errors
+def keys_create(
+    tenant: Annotated[str, typer.Option("--tenant", help="The tenant the key belongs to.")],
+    output: Output = "table",
+) -> None:
+    """Mint a random API key: prints the key once and the LONGWEAVE_API_KEYS value that configures it."""
+    import hashlib
+    import secrets
+
+    check_output(output)
+    if not tenant.strip():
+        fail("--tenant: empty (fix: e.g. --tenant alice)")
+    key = "lw-" + secrets.token_urlsafe(32)
+    digest = hashlib.sha256(key.encode()).hexdigest()  # the same as service.settings.hash_api_key
+    existing = os.environ.get("LONGWEAVE_API_KEYS", "").strip()
+    keys: dict[str, str] = {}
+    if existing:
+        try:
+            keys = json.loads(existing)
+            assert isinstance(keys, dict)
+        except (ValueError, AssertionError):
+            fail("LONGWEAVE_API_KEYS: the current value is not a JSON object (fix: unset it or set it to "
+                 "'{\"<sha256 hex>\": \"<tenant>\"}')")
+    keys[digest] = tenant
+    config = json.dumps(keys)
+    if output == "json":
+        print_json({"tenant": tenant, "key": key, "sha256": digest, "LONGWEAVE_API_KEYS": config})
+        return
+    console.print(f"key for tenant [bold]{tenant}[/] (shown once, store it now):", highlight=False)
+    print(key)
+    console.print("configure the service with:", highlight=False)
+    print(f"export LONGWEAVE_API_KEYS='{config}'")
+
+
 # -- service -----------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def settings_errors() -> Iterator[None]:
+    """A bad LONGWEAVE_* variable (pydantic's ValidationError of Settings): one line naming it, exit 2."""
+    import re
+
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    try:
+        yield
+    except (ValidationError, SettingsError) as err:
+        if isinstance(err, ValidationError):
+            first = err.errors()[0]
+            field, msg = (str(first["loc"][0]) if first.get("loc") else "?"), first["msg"]
+        else:
+            match = re.search(r'field "(\w+)"', str(err))
+            field, msg = (match.group(1) if match else "?"), "not valid JSON"
+        fix = ("set it to a JSON object of sha256 hex digests to tenants, e.g. "
+               "'{\"<64 hex>\": \"alice\"}' (`longweave keys create --tenant alice` prints one)"
+               if field == "api_keys" else "see service/settings.py for the expected form")
+        fail(f"LONGWEAVE_{field.upper()}: {msg} (fix: {fix})")
+
+
 @app.command("serve")
 @handles_errors
 def serve(
@@ -368,7 +723,8 @@ def serve(
     """Run the dataset service (REST API). Without REDIS_URL it starts an embedded valkey-server."""
     from longweave.service.commands import serve as serve_fn
 
-    serve_fn(host=host, port=port, workers=workers)
+    with settings_errors():
+        serve_fn(host=host, port=port, workers=workers)
 
 
 @app.command("worker")
@@ -379,7 +735,8 @@ def worker(
     """Run shard workers against REDIS_URL (any number, on any host that reaches it)."""
     from longweave.service.commands import worker as worker_fn
 
-    worker_fn(concurrency=concurrency)
+    with settings_errors():
+        worker_fn(concurrency=concurrency)
 
 
 # -- trainer -----------------------------------------------------------------------------------------
@@ -405,25 +762,45 @@ def train(
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A Hugging Face model directory.")],
     out: Out = Path("eval"),
-    data: Annotated[
-        list[str] | None, typer.Option("--data", help="Held-out dataset folders or Parquet files for perplexity.")
+    data: Annotated[list[str] | None, typer.Option(
+        "--data", help="Held-out dataset folders or Parquet files (default: the stdlib corpus in the model's tokenizer).")
     ] = None,
     lengths: Annotated[str | None, typer.Option("--lengths", help="Comma-separated needle context lengths.")] = None,
     depths: Annotated[str | None, typer.Option("--depths", help="Comma-separated needle depths in [0, 1].")] = None,
     trials: Annotated[int, typer.Option("--trials", help="Needle trials per grid cell.")] = 2,
+    seq_len: Annotated[int | None, typer.Option(
+        "--seq-len", help="Row length of the perplexity rows (default: the model's window).")] = None,
+    buckets: Annotated[int, typer.Option("--buckets", help="Position buckets of the perplexity curve.")] = 8,
 ) -> None:
-    """Needle grid (JSON and heatmap PNG) and perplexity by position bucket."""
+    """Needle grid (needle.json, heatmap needle.png) and perplexity by position (perplexity.json/.png)."""
     from longweave.trainer.commands import evaluate as eval_fn
 
+    if not model.is_dir():
+        fail(f"MODEL: '{model}' is not a directory (fix: pass a Hugging Face model directory, e.g. runs/x/final)")
     try:
-        length_list = [int(x) for x in split_list(lengths)] if lengths else None
-        depth_list = [float(x) for x in split_list(depths)] if depths else None
+        length_list = [int(x) for x in split_list(lengths) or []] if lengths else None
+        depth_list = [float(x) for x in split_list(depths) or []] if depths else None
     except ValueError:
         fail("--lengths/--depths: not comma-separated numbers (fix: e.g. --lengths 1024,2048 --depths 0,0.5,1)")
-    result = eval_fn(model, out, data=data, lengths=length_list, depths=depth_list, trials=trials)
-    out_console.print(f"[green]done:[/] results in [bold]{out}[/]", highlight=False, soft_wrap=True)
-    if isinstance(result, dict):
-        out_console.print_json(json.dumps(result, default=str)[:4000])
+    progress = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    tasks: dict[str, Any] = {}
+
+    def on_progress(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = progress.add_task(stage, total=total)
+        progress.update(tasks[stage], completed=done, total=total)
+
+    with progress:
+        result = eval_fn(model, out, data=data, lengths=length_list, depths=depth_list, trials=trials,
+                         seq_len=seq_len, buckets=buckets, progress=on_progress)
+    grid, ppl = result["needle"], result["perplexity"]
+    acc = [sum(row) / len(row) for row in grid["accuracy"]]
+    out_console.print("needle accuracy by length: " + ", ".join(
+        f"{length}: {a:.0%}" for length, a in zip(grid["lengths"], acc, strict=True)), highlight=False)
+    out_console.print("perplexity by position: " + ", ".join(f"{p:,.1f}" for p in ppl["ppl"]), highlight=False)
+    out_console.print(f"[green]done:[/] needle.json, needle.png, perplexity.json, perplexity.png in [bold]{out}[/]",
+                      highlight=False, soft_wrap=True)
 
 
 @app.command("merge")

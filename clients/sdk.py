@@ -74,6 +74,27 @@ class ApiError(Exception):
         super().__init__(f"HTTP {status}: {_describe(detail)}")
 
 
+class UnsafeFileName(ValueError):
+    """A file name from the server that would land outside the download folder."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"file name {name!r} escapes the destination folder; refusing to write it")
+
+
+def safe_target(dest: Path, name: str) -> Path:
+    """`dest / name`, or `UnsafeFileName` for absolute names, drive letters, `..` or backslashes."""
+    parts = name.replace("\\", "/").split("/")
+    if (not name or name.startswith(("/", "\\")) or "\\" in name or ":" in parts[0]
+            or any(p in ("", ".", "..") for p in parts)):
+        raise UnsafeFileName(name)
+    target = dest / Path(*parts)
+    root = dest.resolve()
+    if root not in target.resolve().parents:
+        raise UnsafeFileName(name)
+    return target
+
+
 def _describe(detail: Any) -> str:
     if isinstance(detail, list):
         parts = []
@@ -165,11 +186,20 @@ class Client:
     def files(self, dataset_id: str) -> list[dict[str, Any]]:
         return _check(self._http.get(f"/v1/datasets/{dataset_id}/files")).json()["files"]
 
+    def consumers(self, dataset_id: str) -> list[dict[str, Any]]:
+        """Training runs reading the dataset's stream: {run, lag, pending, idle_ms, state} each."""
+        body = _check(self._http.get(f"/v1/datasets/{dataset_id}/consumers")).json()
+        return body if isinstance(body, list) else body.get("consumers", body.get("items", []))
+
     def download(self, dataset_id: str, dest: str | Path) -> Path:
-        """Every file of the dataset (shards, card) into `dest`, streamed to disk."""
+        """Every file of the dataset (shards, card) into `dest`, streamed to disk.
+
+        Every name is checked before anything is written: one that would land outside `dest`
+        raises `UnsafeFileName`."""
         dest = Path(dest)
-        for f in self.files(dataset_id):
-            target = dest / f["name"]
+        files = self.files(dataset_id)
+        targets = [safe_target(dest, f["name"]) for f in files]
+        for f, target in zip(files, targets, strict=True):
             target.parent.mkdir(parents=True, exist_ok=True)
             with self._http.stream("GET", f"/v1/datasets/{dataset_id}/files/{f['name']}") as resp:
                 if not resp.is_success:

@@ -126,12 +126,14 @@ def merge(a: str | Path, b: str | Path, alpha: float = 0.5, out: str | Path = "m
 
 def evaluate(model_dir: str | Path, out: str | Path, *, data: list[str] | None = None,
              lengths: list[int] | None = None, depths: list[float] | None = None,
-             trials: int = 2, buckets: int = 8, seq_len: int | None = None) -> dict[str, Any]:
-    """`longweave eval MODEL --out DIR`: needle grid (JSON + heatmap) and perplexity by position."""
+             trials: int = 2, buckets: int = 8, seq_len: int | None = None,
+             progress: Any = None) -> dict[str, Any]:
+    """`longweave eval MODEL --out DIR`: needle grid (JSON + heatmap) and perplexity by position
+    (plot); without `data`, on the stdlib corpus tokenized with the model's tokenizer."""
     from .evaluate import run
 
     return run(model_dir, out, data=data, lengths=lengths, depths=depths, trials=trials, buckets=buckets,
-               seq_len=seq_len)
+               seq_len=seq_len, progress=progress)
 
 
 def select(base: str | Path, extended: str | Path, data: list[str], out: str | Path, *, keep: float = 0.6,

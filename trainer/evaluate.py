@@ -5,10 +5,14 @@
   ("... The magic number of <key> is"). A trial counts as found when greedy decoding reproduces
   every answer token; it is scored with one forward pass under teacher forcing (the argmax at each
   answer position must equal the answer token, which is exactly what greedy decoding would emit).
-  Output: needle.json (accuracy[length][depth]) and needle.png (a heatmap, the usual picture).
+  Output: needle.json (accuracy[length][depth]) and needle.png (a heatmap with the accuracy in
+  each cell). Without `--data` the haystack is the Python standard library's source (the
+  generators' `stdlib` corpus) tokenized with the model's own tokenizer, so `longweave eval MODEL`
+  needs nothing but the model.
 - Perplexity by position: per-token loss on held-out rows of `seq_len` tokens, averaged within
   equal position buckets. A model that uses its long context has a loss that keeps falling with
   position; one that does not has a flat or rising curve past its trained window.
+  Output: perplexity.json and perplexity.png (perplexity per position bucket).
 
 Also LongRecipe's token-impact analysis: `token_impact` gives, per token, the difference of the
 actual next token's unnormalised logit between an extended and a base model on the same text, and
@@ -101,9 +105,26 @@ def haystack_tokens(paths: list[str], limit: int = 2_000_000) -> np.ndarray:
     return np.concatenate(parts)
 
 
+def corpus_haystack(tok: Any, tokens: int, source: str = "stdlib") -> np.ndarray:
+    """About `tokens` tokens of a corpus (default: the stdlib's source) encoded with `tok`."""
+    from longweave.generators.corpus import Corpus
+
+    parts, total = [], 0
+    for doc in Corpus.open(source):
+        ids = tok.encode(doc.text)
+        parts.append(np.asarray(ids, dtype=np.int64))
+        total += len(ids)
+        if total >= tokens:
+            break
+    return np.concatenate(parts)
+
+
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
 @torch.no_grad()
 def needle_grid(model: Any, tok: Any, hay: np.ndarray, lengths: list[int], depths: list[float],
-                trials: int = 2, seed: int = 0) -> dict[str, Any]:
+                trials: int = 2, seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
     """accuracy[i][j]: share of trials at lengths[i], depths[j] whose answer was decoded exactly."""
     rng = np.random.default_rng(seed)
     acc = np.zeros((len(lengths), len(depths)))
@@ -129,13 +150,15 @@ def needle_grid(model: Any, tok: Any, hay: np.ndarray, lengths: list[int], depth
                 logits = model(input_ids=torch.from_numpy(ids)[None], logits_to_keep=n + 1).logits[0, :-1]
                 pred = logits.argmax(-1).numpy()
                 hits += int(np.array_equal(pred, answer))
+                if progress is not None:
+                    progress("needles", (i * len(depths) + j) * trials + t + 1, len(lengths) * len(depths) * trials)
             acc[i, j] = hits / trials
     return {"lengths": lengths, "depths": depths, "trials": trials, "accuracy": acc.round(4).tolist()}
 
 
 @torch.no_grad()
 def perplexity_by_position(model: Any, hay: np.ndarray, seq_len: int, buckets: int = 8,
-                           max_rows: int = 8) -> dict[str, Any]:
+                           max_rows: int = 8, progress: Progress | None = None) -> dict[str, Any]:
     """Mean next-token loss per position bucket over up to `max_rows` rows of `seq_len` tokens."""
     rows = min(max_rows, (len(hay) - 1) // seq_len)
     if rows < 1:
@@ -145,6 +168,8 @@ def perplexity_by_position(model: Any, hay: np.ndarray, seq_len: int, buckets: i
     for r in range(rows):
         ids = torch.from_numpy(hay[r * seq_len:(r + 1) * seq_len].astype(np.int64))[None]
         nll += next_token_nll(model, ids)
+        if progress is not None:
+            progress("perplexity", r + 1, rows)
     nll /= rows
     edges = np.linspace(0, seq_len - 1, buckets + 1).round().astype(int)
     means = [float(nll[a:b].mean()) for a, b in itertools.pairwise(edges)]
@@ -166,30 +191,63 @@ def heatmap(grid: dict[str, Any], path: Path, title: str = "needle retrieval") -
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel("needle depth")
     ax.set_title(title)
+    for (li, di), value in np.ndenumerate(acc):
+        ax.text(li, di, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                color="white" if value < 0.25 or value > 0.85 else "black")
     fig.colorbar(im, ax=ax, label="accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
+def perplexity_plot(ppl: dict[str, Any], path: Path, title: str = "perplexity by position") -> None:
+    """Perplexity of each position bucket, plotted at the bucket's middle position."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges = np.asarray(ppl["bucket_edges"])
+    mids = (edges[:-1] + edges[1:]) / 2
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(mids, ppl["ppl"], marker="o")
+    ax.set_xlabel("position (tokens)")
+    ax.set_ylabel("perplexity")
+    ax.set_title(f"{title} ({ppl['rows']} rows of {ppl['seq_len']} tokens)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def run(model_dir: str | Path, out: str | Path, *, data: list[str] | None = None, lengths: list[int] | None = None,
-        depths: list[float] | None = None, trials: int = 2, buckets: int = 8, seq_len: int | None = None
-        ) -> dict[str, Any]:
-    """Both evaluations on a model directory; writes needle.json, needle.png, perplexity.json."""
-    if not data:
-        raise ConfigError("--data", "no held-out data", "pass a dataset directory with --data")
+        depths: list[float] | None = None, trials: int = 2, buckets: int = 8, seq_len: int | None = None,
+        progress: Progress | None = None) -> dict[str, Any]:
+    """Both evaluations on a model directory; writes needle.json/.png and perplexity.json/.png.
+
+    Without `data` the haystack and the perplexity rows come from the stdlib corpus, tokenized
+    with the model's tokenizer."""
     model, tok = _load(model_dir)
     window = int(getattr(model.config, "max_position_embeddings", 2048))
     lengths = lengths or [int(x) for x in np.linspace(max(64, window // 8), window, 6).round()]
     depths = depths or [0.0, 0.25, 0.5, 0.75, 1.0]
-    hay = haystack_tokens(data)
+    seq_len = seq_len or window
+    if data:
+        hay, source = haystack_tokens(data), data
+    else:
+        if progress is not None:
+            progress("haystack", 0, 1)
+        hay, source = corpus_haystack(tok, 8 * seq_len + 2 * max(lengths) + 1), ["stdlib"]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    grid = needle_grid(model, tok, hay, lengths, depths, trials)
+    grid = needle_grid(model, tok, hay, lengths, depths, trials, progress=progress)
+    grid["haystack"] = source
     (out / "needle.json").write_text(json.dumps(grid, indent=1))
     heatmap(grid, out / "needle.png", title=f"needle retrieval: {Path(model_dir).name}")
-    ppl = perplexity_by_position(model, hay, seq_len or window, buckets)
+    ppl = perplexity_by_position(model, hay, seq_len, buckets, progress=progress)
+    ppl["data"] = source
     (out / "perplexity.json").write_text(json.dumps(ppl, indent=1))
+    perplexity_plot(ppl, out / "perplexity.png", title=f"perplexity by position: {Path(model_dir).name}")
     return {"needle": grid, "perplexity": ppl}
 
 
