@@ -20,6 +20,7 @@ Redis being unreachable (a restart) is waited out, never turned into a failed da
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import signal
@@ -49,6 +50,22 @@ from .store import Store
 log = logging.getLogger("longweave.worker")
 
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+# Replies of a Redis that is up but refuses writes: out of disk for its AOF (MISCONF), maxmemory
+# reached (OOM), a read-only replica (READONLY); inside MULTI they arrive wrapped in EXECABORT.
+_WRITE_REFUSED = ("MISCONF", "OOM command not allowed", "READONLY")
+
+
+def write_refused(exc: BaseException) -> bool:
+    """Redis answered but refuses writes: an outage to wait out, not a fault of the shard."""
+    return isinstance(exc, (redis.ReadOnlyError, redis.exceptions.OutOfMemoryError)) or (
+        isinstance(exc, redis.ResponseError) and any(m in str(exc) for m in _WRITE_REFUSED))
+
+
+STORE_FATAL = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+
+
+class StoreWriteFailed(Exception):
+    """Writing to the Parquet store failed with an error a retry does not cure (read-only, full)."""
 
 
 class Cancelled(Exception):
@@ -94,12 +111,18 @@ class Worker:
         self.heartbeat = Heartbeat(url, self.q.consumer, settings.claim_idle_ms / 3000)
         self.stopping = False
         self.last_housekeeping = 0.0
+        # Errors seen while Redis refused writes: recorded on their datasets once it accepts them.
+        self.owed_errors: list[tuple[str, str]] = []
+        self.refused_since: float | None = None
 
     # -- main loop -------------------------------------------------------------------------
     def run(self, max_tasks: int | None = None) -> None:
         done = 0
+        pause = 0.5
         while not self.stopping and (max_tasks is None or done < max_tasks):
+            task = None
             try:
+                self.settle_owed_errors()
                 self.q.ensure_group()
                 task = self.q.claim(self.settings.claim_idle_ms, self.settings.block_ms)
                 if task is None:
@@ -111,15 +134,39 @@ class Worker:
                 finally:
                     self.heartbeat.entry = None
                 done += 1
+                pause = 0.5
             except REDIS_DOWN as exc:
                 # The task (if any) stays pending and is reclaimed later, by us or another worker.
                 log.warning("redis unreachable (%s); retrying", exc)
                 time.sleep(0.5)
             except redis.ResponseError as exc:
+                if write_refused(exc):
+                    # Out of disk, out of memory, read-only: the task stays pending; keep running,
+                    # back off, and record the error on the dataset once Redis takes writes again.
+                    if task is not None and task.shard is not None:
+                        self.owe_error(task.dataset, f"shard {task.shard}: redis refused a write: {exc}")
+                    log.warning("redis refuses writes (%s); retrying in %.1fs", exc, pause)
+                    time.sleep(pause)
+                    pause = min(pause * 2, 10.0)
                 # NOGROUP: the task stream was deleted under us; the next turn recreates it.
-                if "NOGROUP" not in str(exc):
-                    raise
+                elif "NOGROUP" not in str(exc):
+                    log.exception("unexpected redis reply; retrying")
+                    time.sleep(pause)
+                    pause = min(pause * 2, 10.0)
         self.heartbeat.close()
+
+    def owe_error(self, dataset: str, message: str) -> None:
+        if (dataset, message) not in self.owed_errors:
+            self.owed_errors.append((dataset, message))
+        del self.owed_errors[:-50]
+
+    def settle_owed_errors(self) -> None:
+        """Record the errors of a write outage on their datasets (raises while Redis still refuses)."""
+        while self.owed_errors:
+            dataset, message = self.owed_errors[0]
+            if self.q.state(dataset) not in (None, *FINAL_STATES):
+                self.q.record_error(dataset, message)
+            self.owed_errors.pop(0)
 
     def housekeeping(self, every_s: float = 5.0) -> None:
         """Between tasks: trim what consumers acknowledged after a dataset's last shard."""
@@ -145,6 +192,13 @@ class Worker:
             pass
         except REDIS_DOWN:
             raise
+        except redis.ResponseError as exc:
+            if write_refused(exc):
+                raise  # the run loop waits the outage out; the task stays pending
+            self._retry_or_fail(task, exc)
+            return
+        except StoreWriteFailed as exc:
+            self.q.fail(task.dataset, f"shard {task.shard}: {exc}")
         except LLMUnavailable as exc:
             # The backend already waited `llm.deadline_s` for an endpoint: that is an outage the
             # user must fix, and the message names the endpoints.
@@ -153,12 +207,18 @@ class Worker:
             # Bad input reaches a worker only when it depends on this host (a path, a corpus).
             self.q.fail(task.dataset, exc.one_line())
         except Exception as exc:  # a bug or a transient fault: retry a few times, then fail
-            msg = f"shard {task.shard}: {type(exc).__name__}: {exc}"
-            log.exception("task %s failed", task)
-            self.q.record_error(task.dataset, msg)
-            if self.q.attempt(task.dataset, task.shard) < self.settings.max_attempts:
-                return  # left pending: reclaimed after claim_idle_ms
-            self.q.fail(task.dataset, msg)
+            self._retry_or_fail(task, exc)
+            return
+        self.q.ack(task.entry_id)
+
+    def _retry_or_fail(self, task: Task, exc: BaseException) -> None:
+        assert task.shard is not None
+        msg = f"shard {task.shard}: {type(exc).__name__}: {exc}"
+        log.exception("task %s failed", task)
+        self.q.record_error(task.dataset, msg)
+        if self.q.attempt(task.dataset, task.shard) < self.settings.max_attempts:
+            return  # left pending: reclaimed after claim_idle_ms
+        self.q.fail(task.dataset, msg)
         self.q.ack(task.entry_id)
 
     # -- one shard -------------------------------------------------------------------------
@@ -202,7 +262,15 @@ class Worker:
         batches = ((to_ipc(table.slice(lo, batch_size)), min(batch_size, table.num_rows - lo),
                     int(lengths[lo:lo + batch_size].sum())) for lo in range(0, table.num_rows, batch_size))
         publish_batches(self.q, dataset, shard, batches, self.settings.max_queued_batches)
-        self.store.write_shard(dataset, shard, table)
+        try:
+            self.store.write_shard(dataset, shard, table)
+        except OSError as exc:
+            if exc.errno in STORE_FATAL:
+                raise StoreWriteFailed(
+                    f"the store cannot be written ({self.store.shard_path(dataset, shard)}: "
+                    f"{exc.strerror or exc}); make the store at {self.settings.store_root} writable "
+                    "and create the dataset again") from exc
+            raise
         self.q.finish_shard(dataset, shard, table.num_rows, ctx.llm_stats.flat())
         self.q.trim(dataset)
 
