@@ -61,11 +61,7 @@ def write_refused(exc: BaseException) -> bool:
         isinstance(exc, redis.ResponseError) and any(m in str(exc) for m in _WRITE_REFUSED))
 
 
-STORE_FATAL = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
-
-
-class StoreWriteFailed(Exception):
-    """Writing to the Parquet store failed with an error a retry does not cure (read-only, full)."""
+WRITE_FATAL = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
 
 
 class Cancelled(Exception):
@@ -197,8 +193,13 @@ class Worker:
                 raise  # the run loop waits the outage out; the task stays pending
             self._retry_or_fail(task, exc)
             return
-        except StoreWriteFailed as exc:
-            self.q.fail(task.dataset, f"shard {task.shard}: {exc}")
+        except OSError as exc:
+            if exc.errno not in WRITE_FATAL:
+                self._retry_or_fail(task, exc)
+                return
+            # A read-only or full store (or cache): a retry writes to the same place.
+            self.q.fail(task.dataset, f"shard {task.shard}: cannot write {exc.filename or 'a file'}: "
+                                      f"{exc.strerror or exc} (make it writable, then create the dataset again)")
         except LLMUnavailable as exc:
             # The backend already waited `llm.deadline_s` for an endpoint: that is an outage the
             # user must fix, and the message names the endpoints.
@@ -262,15 +263,7 @@ class Worker:
         batches = ((to_ipc(table.slice(lo, batch_size)), min(batch_size, table.num_rows - lo),
                     int(lengths[lo:lo + batch_size].sum())) for lo in range(0, table.num_rows, batch_size))
         publish_batches(self.q, dataset, shard, batches, self.settings.max_queued_batches)
-        try:
-            self.store.write_shard(dataset, shard, table)
-        except OSError as exc:
-            if exc.errno in STORE_FATAL:
-                raise StoreWriteFailed(
-                    f"the store cannot be written ({self.store.shard_path(dataset, shard)}: "
-                    f"{exc.strerror or exc}); make the store at {self.settings.store_root} writable "
-                    "and create the dataset again") from exc
-            raise
+        self.store.write_shard(dataset, shard, table)
         self.q.finish_shard(dataset, shard, table.num_rows, ctx.llm_stats.flat())
         self.q.trim(dataset)
 
