@@ -105,3 +105,52 @@ def test_read_only_store_fails_the_dataset_naming_the_cause(service_env: dict, t
             stop(api_proc)
     finally:
         next(_gen, None)
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.timeout(180)
+def test_sigkilled_serve_leaves_no_workers(service_env: dict, tmp_path: Path, private_redis: EmbeddedRedis) -> None:
+    import signal
+    import sys
+
+    from longweave.service.redis_server import free_port
+
+    env = {**service_env, "REDIS_URL": private_redis.url, "LONGWEAVE_HOME": str(tmp_path / "home")}
+    exe = Path(sys.executable).with_name("longweave")
+    proc = subprocess.Popen([str(exe), "serve", "--workers", "2", "--port", str(free_port())], env=env,
+                            stdout=(tmp_path / "serve.log").open("ab"), stderr=subprocess.STDOUT)
+    try:
+        def spawned() -> set[int]:
+            found = set()
+            for p in _children(proc.pid):
+                try:
+                    if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes():
+                        found.add(p)
+                except OSError:
+                    pass
+            return found if len(found) == 2 else set()
+
+        workers = _wait(spawned, 120, "serve started its two workers")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _wait(lambda: not any(_alive(p) for p in workers), 90, f"workers {workers} exited after serve was SIGKILLed")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
