@@ -44,23 +44,13 @@ from longweave.generators.specs import parse_spec
 from longweave.generators.streams import FINAL_STATES
 
 from .queue import Queue, Task, llm_counters
+from .redis_client import write_refused
 from .settings import Settings
 from .store import Store
 
 log = logging.getLogger("longweave.worker")
 
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
-# Replies of a Redis that is up but refuses writes: out of disk for its AOF (MISCONF), maxmemory
-# reached (OOM), a read-only replica (READONLY); inside MULTI they arrive wrapped in EXECABORT.
-_WRITE_REFUSED = ("MISCONF", "OOM command not allowed", "READONLY")
-
-
-def write_refused(exc: BaseException) -> bool:
-    """Redis answered but refuses writes: an outage to wait out, not a fault of the shard."""
-    return isinstance(exc, (redis.ReadOnlyError, redis.exceptions.OutOfMemoryError)) or (
-        isinstance(exc, redis.ResponseError) and any(m in str(exc) for m in _WRITE_REFUSED))
-
-
 WRITE_FATAL = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
 
 

@@ -1,7 +1,7 @@
 """Faults at the service's bounds: a Redis out of disk, a read-only store.
 
 - Redis's AOF on a 2 MiB tmpfs fills up mid-dataset: Redis refuses writes (MISCONF). The workers
-  keep running (no traceback exit), the API keeps answering (no 500), and once the disk is grown
+  keep running (no traceback exit), the API keeps answering (200, or a 503 naming the cause; never a 500), and once the disk is grown
   again the error the workers met is on the dataset.
 - The store is a read-only mount: the dataset fails at once with a message naming the cause.
 
@@ -64,7 +64,8 @@ def test_redis_out_of_disk_keeps_workers_alive_and_shows_the_error(service_env: 
               "Redis refused a write (its AOF disk is full)")
         for _ in range(5):  # the API reads on while Redis refuses writes
             resp = c.get(f"/v1/datasets/{ds}")
-            assert resp.status_code < 500, resp.text
+            # 200, or 503 naming the cause (valkey refuses even the health-check PING): never a 500.
+            assert resp.status_code == 200 or (resp.status_code == 503 and "refuses writes" in resp.text), resp.text
             time.sleep(0.5)
         assert all(p.poll() is None for p in procs), log.read_text()[-3000:]
         subprocess.run(["mount", "-o", "remount,size=256m", str(tiny_disk)], check=True)
