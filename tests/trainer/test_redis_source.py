@@ -165,7 +165,7 @@ def test_sigkill_three_times_every_id_trained_exactly_once(server, tokenizer, to
 @pytest.mark.timeout(300)
 def test_redis_restarted_mid_stream_the_trainer_survives_and_trains_every_id_once(tokenizer, tokenizer_dir,
                                                                                  tmp_path):
-    """Redis stops and starts again (twice) while the trainer reads the stream: the reads, the
+    """Redis stops and starts again (twice, once for 15 s) while the trainer reads the stream: the reads, the
     checkpoints' XACKs and the state checks wait it out; no id is lost or trained twice."""
     from longweave.service.redis_server import EmbeddedRedis
 
@@ -178,12 +178,14 @@ def test_redis_restarted_mid_stream_the_trainer_survives_and_trains_every_id_onc
         restarts = []
 
         def restarter() -> None:
-            for target in (3, 9):
+            for target, down_s in ((3, 0.0), (9, 15.0)):
                 while _last_step(run / "metrics.jsonl") < target and not done.is_set():
                     time.sleep(0.02)
                 if done.is_set():
                     return
-                srv.restart()  # graceful: the AOF holds every acknowledged write
+                srv.stop()  # graceful: the AOF holds every acknowledged write
+                time.sleep(down_s)  # 15 s: longer than redis-py's own retries would wait
+                srv.start()
                 restarts.append(_last_step(run / "metrics.jsonl"))
 
         done = threading.Event()
