@@ -181,10 +181,12 @@ class Worker:
         except redis.ResponseError as exc:
             if write_refused(exc):
                 raise  # the run loop waits the outage out; the task stays pending
+            log.exception("task %s failed", task)
             self._retry_or_fail(task, exc)
             return
         except OSError as exc:
             if exc.errno not in WRITE_FATAL:
+                log.exception("task %s failed", task)
                 self._retry_or_fail(task, exc)
                 return
             # A read-only or full store (or cache): a retry writes to the same place.
@@ -198,6 +200,7 @@ class Worker:
             # Bad input reaches a worker only when it depends on this host (a path, a corpus).
             self.q.fail(task.dataset, exc.one_line())
         except Exception as exc:  # a bug or a transient fault: retry a few times, then fail
+            log.exception("task %s failed", task)
             self._retry_or_fail(task, exc)
             return
         self.q.ack(task.entry_id)
@@ -205,7 +208,6 @@ class Worker:
     def _retry_or_fail(self, task: Task, exc: BaseException) -> None:
         assert task.shard is not None
         msg = f"shard {task.shard}: {type(exc).__name__}: {exc}"
-        log.exception("task %s failed", task)
         self.q.record_error(task.dataset, msg)
         if self.q.attempt(task.dataset, task.shard) < self.settings.max_attempts:
             return  # left pending: reclaimed after claim_idle_ms
