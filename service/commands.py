@@ -23,8 +23,42 @@ from .settings import Settings
 log = logging.getLogger("longweave.serve")
 
 
-def _worker_main(env: dict[str, str]) -> None:
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int, grace_s: float = 60.0) -> None:
+    """End this process when `parent_pid` dies, even by SIGKILL: no orphaned workers.
+
+    Linux delivers SIGTERM on the parent's death (prctl PR_SET_PDEATHSIG; the worker then stops
+    after its current batch); a watchdog thread checks the parent pid once a second as the
+    fallback elsewhere (and for a parent that died before the prctl), and exits hard if the
+    worker has not stopped `grace_s` after the SIGTERM.
+    """
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError) as exc:
+            log.warning("prctl(PR_SET_PDEATHSIG) unavailable (%s); the watchdog alone stops orphans", exc)
+
+    def _watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=_watch, name="parent-watchdog", daemon=True).start()
+
+
+def _worker_main(env: dict[str, str], parent_pid: int | None = None) -> None:
     os.environ.update(env)
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     from .worker import main
 
     main()
@@ -35,7 +69,7 @@ def start_workers(n: int, redis_url: str) -> list[Any]:
     ctx = mp.get_context("spawn")
     procs = []
     for _ in range(n):
-        p = ctx.Process(target=_worker_main, args=({"REDIS_URL": redis_url},), daemon=False)
+        p = ctx.Process(target=_worker_main, args=({"REDIS_URL": redis_url}, os.getpid()), daemon=False)
         p.start()
         procs.append(p)
     return procs

@@ -14,6 +14,16 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 RETRY_ON = [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError]
+# Replies of a Redis that is up but refuses writes: out of disk for its AOF (MISCONF, which also
+# refuses the health-check PING), maxmemory reached (OOM), a read-only replica (READONLY); inside
+# MULTI they arrive wrapped in EXECABORT.
+_WRITE_REFUSED = ("MISCONF", "OOM command not allowed", "READONLY")
+
+
+def write_refused(exc: BaseException) -> bool:
+    """Redis answered but refuses writes: an outage to wait out, not a fault of the request or shard."""
+    return isinstance(exc, (redis.ReadOnlyError, redis.exceptions.OutOfMemoryError)) or (
+        isinstance(exc, redis.ResponseError) and any(m in str(exc) for m in _WRITE_REFUSED))
 
 
 def _options() -> dict:

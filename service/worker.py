@@ -23,6 +23,7 @@ Redis being unreachable (a restart) is waited out, never turned into a failed da
 
 from __future__ import annotations
 
+import errno
 import logging
 import shutil
 import signal
@@ -47,12 +48,14 @@ from longweave.generators.specs import parse_spec
 from longweave.generators.streams import FINAL_STATES
 
 from .queue import WAITING_REFRESH_S, Queue, Task, llm_counters
+from .redis_client import write_refused
 from .settings import Settings
 from .store import Store
 
 log = logging.getLogger("longweave.worker")
 
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+WRITE_FATAL = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
 
 
 class Cancelled(Exception):
@@ -115,12 +118,18 @@ class Worker:
         self.heartbeat = Heartbeat(url, self.q.consumer, settings.claim_idle_ms / 3000)
         self.stopping = False
         self.last_housekeeping = 0.0
+        # Errors seen while Redis refused writes: recorded on their datasets once it accepts them.
+        self.owed_errors: list[tuple[str, str]] = []
+        self.refused_since: float | None = None
 
     # -- main loop -------------------------------------------------------------------------
     def run(self, max_tasks: int | None = None) -> None:
         done = 0
+        pause = 0.5
         while not self.stopping and (max_tasks is None or done < max_tasks):
+            task = None
             try:
+                self.settle_owed_errors()
                 self.q.ensure_group()
                 task = self.q.claim(self.settings.claim_idle_ms, self.settings.block_ms)
                 if task is None:
@@ -132,15 +141,39 @@ class Worker:
                 finally:
                     self.heartbeat.entry = None
                 done += 1
+                pause = 0.5
             except REDIS_DOWN as exc:
                 # The task (if any) stays pending and is reclaimed later, by us or another worker.
                 log.warning("redis unreachable (%s); retrying", exc)
                 time.sleep(0.5)
             except redis.ResponseError as exc:
+                if write_refused(exc):
+                    # Out of disk, out of memory, read-only: the task stays pending; keep running,
+                    # back off, and record the error on the dataset once Redis takes writes again.
+                    if task is not None and task.shard is not None:
+                        self.owe_error(task.dataset, f"shard {task.shard}: redis refused a write: {exc}")
+                    log.warning("redis refuses writes (%s); retrying in %.1fs", exc, pause)
+                    time.sleep(pause)
+                    pause = min(pause * 2, 10.0)
                 # NOGROUP: the task stream was deleted under us; the next turn recreates it.
-                if "NOGROUP" not in str(exc):
-                    raise
+                elif "NOGROUP" not in str(exc):
+                    log.exception("unexpected redis reply; retrying")
+                    time.sleep(pause)
+                    pause = min(pause * 2, 10.0)
         self.heartbeat.close()
+
+    def owe_error(self, dataset: str, message: str) -> None:
+        if (dataset, message) not in self.owed_errors:
+            self.owed_errors.append((dataset, message))
+        del self.owed_errors[:-50]
+
+    def settle_owed_errors(self) -> None:
+        """Record the errors of a write outage on their datasets (raises while Redis still refuses)."""
+        while self.owed_errors:
+            dataset, message = self.owed_errors[0]
+            if self.q.state(dataset) not in (None, *FINAL_STATES):
+                self.q.record_error(dataset, message)
+            self.owed_errors.pop(0)
 
     def housekeeping(self, every_s: float = 5.0) -> None:
         """Between tasks: trim what consumers acknowledged after a dataset's last shard."""
@@ -166,6 +199,20 @@ class Worker:
             pass
         except REDIS_DOWN:
             raise
+        except redis.ResponseError as exc:
+            if write_refused(exc):
+                raise  # the run loop waits the outage out; the task stays pending
+            log.exception("task %s failed", task)
+            self._retry_or_fail(task, exc)
+            return
+        except OSError as exc:
+            if exc.errno not in WRITE_FATAL:
+                log.exception("task %s failed", task)
+                self._retry_or_fail(task, exc)
+                return
+            # A read-only or full store (or cache): a retry writes to the same place.
+            self.q.fail(task.dataset, f"shard {task.shard}: cannot write {exc.filename or 'a file'}: "
+                                      f"{exc.strerror or exc} (make it writable, then create the dataset again)")
         except LLMUnavailable as exc:
             # The backend already waited `llm.deadline_s` for an endpoint: that is an outage the
             # user must fix, and the message names the endpoints.
@@ -174,12 +221,18 @@ class Worker:
             # Bad input reaches a worker only when it depends on this host (a path, a corpus).
             self.q.fail(task.dataset, exc.one_line())
         except Exception as exc:  # a bug or a transient fault: retry a few times, then fail
-            msg = f"shard {task.shard}: {type(exc).__name__}: {exc}"
             log.exception("task %s failed", task)
-            self.q.record_error(task.dataset, msg)
-            if self.q.attempt(task.dataset, task.shard) < self.settings.max_attempts:
-                return  # left pending: reclaimed after claim_idle_ms
-            self.q.fail(task.dataset, msg)
+            self._retry_or_fail(task, exc)
+            return
+        self.q.ack(task.entry_id)
+
+    def _retry_or_fail(self, task: Task, exc: BaseException) -> None:
+        assert task.shard is not None
+        msg = f"shard {task.shard}: {type(exc).__name__}: {exc}"
+        self.q.record_error(task.dataset, msg)
+        if self.q.attempt(task.dataset, task.shard) < self.settings.max_attempts:
+            return  # left pending: reclaimed after claim_idle_ms
+        self.q.fail(task.dataset, msg)
         self.q.ack(task.entry_id)
 
     # -- one shard -------------------------------------------------------------------------

@@ -94,6 +94,8 @@ class SourceConfig(_Section):
     cache_dir: str | None = Field(None, description="parquet: where the memory-mapped Arrow copies of the shards go "
                                   "(default $LONGWEAVE_HOME/cache/arrow, LONGWEAVE_HOME being .longweave)")
     block_ms: int = Field(1000, ge=1, description="redis: how long one read waits for new entries")
+    retry_s: float = Field(300.0, gt=0, description="redis: how long transient Redis errors (timeouts, resets, "
+                           "a restart) are retried before the run stops")
 
     @model_validator(mode="after")
     def _where(self) -> SourceConfig:

@@ -30,6 +30,11 @@ were consumed, then reads new entries, blocking while workers are still producin
 when the dataset's state is final and nothing is left to read. A run that stayed away longer than
 the service's `consumer_idle_s` may find entries it had not read trimmed (their Parquet copy
 exists): it stops with `StreamTrimmed` naming the dataset, and is to train from the Parquet files.
+Transient Redis errors (a
+timeout, a reset connection, a restart, LOADING) are retried with backoff for `retry_s`, then the
+run stops with one line (`SourceUnavailable`). A read of new entries whose reply was lost may have
+delivered an entry all the same; the retry first re-reads this consumer's pending entries after
+the last one handed out, so that entry is trained, once.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow as pa
 from longweave.generators import records, streams
-from longweave.generators.errors import ConfigError, StreamTrimmed
+from longweave.generators.errors import ConfigError, LongweaveError, StreamTrimmed
 from longweave.generators.tokenizer import default_cache_dir
 
 
@@ -211,25 +216,40 @@ class ParquetSource:
 
 # -- Redis stream ---------------------------------------------------------------------------------
 TRIM_CHECK_AFTER_S = 30.0  # a gap between reads this long is checked for trimmed entries
+
+
+class SourceUnavailable(LongweaveError):
+    """The Redis of a live source stayed unreachable past the source's `retry_s`."""
+
+
 class RedisSource:
     """The run's consumer group on a dataset's output stream, acknowledging after checkpoints."""
 
     def __init__(self, url: str, dataset_id: str, run_id: str, *, rank: int = 0, block_ms: int = 1000,
-                 tokenizer_sha256: str | None = None, client: Any = None) -> None:
+                 tokenizer_sha256: str | None = None, client: Any = None, retry_s: float = 300.0) -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        self.r = client if client is not None else redis.Redis.from_url(url)
+        # No retries inside the client: `_call` retries, and knows when a lost reply needs a re-read.
+        self.r = client if client is not None else redis.Redis.from_url(
+            url, socket_timeout=block_ms / 1000 + 30, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
+        self.url = url
+        self.retry_s = retry_s
+        self.transient = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+        self.last_read: str | None = None  # the last entry handed out
+        self.lost = False  # a read of new entries failed: its entry may be pending with us
         self.dataset_id = dataset_id
         self.key = streams.out_key(dataset_id)
         self.meta = streams.meta_key(dataset_id)
         self.group = streams.run_group(run_id)
         self.consumer = f"rank{rank}"
         self.block_ms = block_ms
-        tok = self.r.hget(self.meta, "tokenizer")
+        tok = self._call(self.r.hget, self.meta, "tokenizer")
         check_tokenizer(json.loads(tok) if tok else None, tokenizer_sha256, f"dataset '{dataset_id}'")
         try:
             # From the stream's start: a run sees every batch, also those published before it attached.
-            self.r.xgroup_create(self.key, self.group, id="0", mkstream=True)
+            self._call(self.r.xgroup_create, self.key, self.group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -251,7 +271,7 @@ class RedisSource:
         """The checkpoint holding `state` is on disk: acknowledge the entries it fully covers."""
         ids = state.get("done", [])
         if ids:
-            self.r.xack(self.key, self.group, *ids)
+            self._call(self.r.xack, self.key, self.group, *ids)
             acked = set(ids)
             self.done = [i for i in self.done if i not in acked]
 
@@ -284,19 +304,55 @@ class RedisSource:
         if read is not None and added is not None and int(added) - int(read) > int(info["length"]):
             raise self._trimmed()
 
+    def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
+        """`fn(*args, **kw)`, retrying transient Redis errors with backoff for `retry_s`."""
+        import time
+
+        deadline, pause = time.monotonic() + self.retry_s, 0.1
+        while True:
+            try:
+                return fn(*args, **kw)
+            except self.transient as exc:
+                if time.monotonic() + pause > deadline:
+                    raise SourceUnavailable(
+                        "data.sources.url", f"Redis at {self.url.split('@')[-1]} unreachable for "
+                        f"{self.retry_s:g}s ({type(exc).__name__}: {exc})",
+                        "bring Redis back and run again: the run resumes from its last checkpoint") from exc
+                time.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+    def _read(self, start: str, block: int | None) -> Any:
+        return self.r.xreadgroup(self.group, self.consumer, {self.key: start}, count=1, block=block)
+
+    def _read_new(self, block: int | None) -> Any:
+        """The next new entry; after a failed read, first what that read may have delivered."""
+        if self.lost:
+            resp = self._call(self._read, self.last_read or "0", None)
+            if resp and resp[0][1]:
+                return resp
+            self.lost = False
+        try:
+            return self._read(">", block)
+        except self.transient:
+            self.lost = True
+            return self._read_new(block)
+
     def _entries(self, start: str, block: int | None) -> list[tuple[str, dict[bytes, bytes]]]:
         # Away long enough (a paused or slow process) that the service may have found the group
         # idle and trimmed past it: check before a read that would skip the gap silently.
         if start == ">" and time.monotonic() - self._last_read > TRIM_CHECK_AFTER_S:
             self._check_not_trimmed()
         self._last_read = time.monotonic()
-        resp = self.r.xreadgroup(self.group, self.consumer, {self.key: start}, count=1, block=block)
+        resp = self._read_new(block) if start == ">" else self._call(self._read, start, block)
         if not resp:
             return []
-        return [(eid.decode() if isinstance(eid, bytes) else eid, fields) for eid, fields in resp[0][1]]
+        out = [(eid.decode() if isinstance(eid, bytes) else eid, fields) for eid, fields in resp[0][1]]
+        if out:
+            self.last_read = out[-1][0]
+        return out
 
     def _finished(self) -> bool:
-        state = self.r.hget(self.meta, "state")
+        state = self._call(self.r.hget, self.meta, "state")
         return state is not None and state.decode() in streams.FINAL_STATES
 
     def _consume(self, eid: str, fields: dict[bytes, bytes], skip: int) -> Iterator[Sample]:
@@ -332,6 +388,9 @@ class RedisSource:
             batch = self._entries(">", self.block_ms)
             if batch:
                 eid, fields = batch[0]
+                if not fields:  # re-read after a lost reply, trimmed meanwhile
+                    self.done.append(eid)
+                    continue
                 yield from self._consume(eid, fields, 0)
                 continue
             if self._finished():
@@ -419,7 +478,7 @@ def build_source(cfg: Any, *, run_id: str, seed: int, rank: int, tokenizer_sha25
                                        tokenizer_sha256=tokenizer_sha256, cache_dir=sc.cache_dir))
         else:
             built.append(RedisSource(sc.url, sc.dataset_id, run_id, rank=rank, block_ms=sc.block_ms,
-                                     tokenizer_sha256=tokenizer_sha256))
+                                     tokenizer_sha256=tokenizer_sha256, retry_s=sc.retry_s))
     if len(built) == 1:
         return built[0]
     return MixtureSource(built, [sc.weight for sc in cfg.sources], seed=seed)

@@ -29,7 +29,7 @@ from longweave.generators.specs import describe_error
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..redis_client import async_client
+from ..redis_client import async_client, write_refused
 from ..redis_server import EmbeddedRedis
 from ..settings import Settings
 from ..store import Store
@@ -211,6 +211,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(status_code=503, content={"detail": [
             {"field": "redis", "message": f"unreachable: {exc}", "fix": "retry shortly"}]},
             headers={"Retry-After": "1"})
+
+    @app.exception_handler(redis.ResponseError)
+    async def _redis_refused(request: Request, exc: redis.ResponseError) -> JSONResponse:
+        if not write_refused(exc):
+            raise exc
+        return JSONResponse(status_code=503, content={"detail": [
+            {"field": "redis", "message": f"refuses writes: {exc}",
+             "fix": "free disk or memory on the Redis host; retry shortly"}]}, headers={"Retry-After": "5"})
 
     app.add_middleware(Measure, metrics=app.state.metrics)
     # Outermost: a body over the limit is refused before anything reads it.

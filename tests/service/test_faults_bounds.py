@@ -1,0 +1,157 @@
+"""Faults at the service's bounds: a Redis out of disk, a read-only store.
+
+- Redis's AOF on a 2 MiB tmpfs fills up mid-dataset: Redis refuses writes (MISCONF). The workers
+  keep running (no traceback exit), the API keeps answering (200, or a 503 naming the cause; never a 500), and once the disk is grown
+  again the error the workers met is on the dataset.
+- The store is a read-only mount: the dataset fails at once with a message naming the cause.
+
+Both need `mount -t tmpfs` (root); they are skipped where mounting is not permitted.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from longweave.service.redis_server import EmbeddedRedis
+
+from .conftest import client, start_api, start_worker, stop
+
+
+def _mount(path: Path, opts: str) -> Iterator[Path]:
+    path.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, check=False)
+    if res.returncode != 0:
+        pytest.skip(f"mount -t tmpfs not permitted: {res.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    yield from _mount(tmp_path / "tiny", "size=2m")
+
+
+def _wait(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = pred()
+        if got:
+            return got
+        time.sleep(0.3)
+    raise AssertionError(f"not within {timeout}s: {what}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_redis_out_of_disk_keeps_workers_alive_and_shows_the_error(service_env: dict, tmp_path: Path,
+                                                                  tiny_disk: Path) -> None:
+    server = EmbeddedRedis(tiny_disk).start()
+    env = {**service_env, "REDIS_URL": server.url, "LONGWEAVE_HOME": str(tmp_path / "home")}
+    api_proc, api = start_api(env, tmp_path / "api.log")
+    log = tmp_path / "workers.log"
+    procs = [start_worker(env, log) for _ in range(2)]
+    c = client(api)
+    try:
+        spec = {"kind": "cip", "seq_len": 512, "num_samples": 3000, "shard_size": 100, "name": "full-disk"}
+        ds = c.post("/v1/datasets", json=spec).json()["id"]
+        _wait(lambda: "MISCONF" in log.read_text() or "refuses writes" in log.read_text(), 200,
+              "Redis refused a write (its AOF disk is full)")
+        for _ in range(5):  # the API reads on while Redis refuses writes
+            resp = c.get(f"/v1/datasets/{ds}")
+            # 200, or 503 naming the cause (valkey refuses even the health-check PING): never a 500.
+            assert resp.status_code == 200 or (resp.status_code == 503 and "refuses writes" in resp.text), resp.text
+            time.sleep(0.5)
+        assert all(p.poll() is None for p in procs), log.read_text()[-3000:]
+        subprocess.run(["mount", "-o", "remount,size=256m", str(tiny_disk)], check=True)
+        body = _wait(lambda: (b := c.get(f"/v1/datasets/{ds}").json()).get("errors") and b, 120,
+                     "the refused write shows on the dataset once Redis takes writes again")
+        assert any("redis refused a write" in e for e in body["errors"]), body["errors"]
+        assert all(p.poll() is None for p in procs), log.read_text()[-3000:]
+        assert "Traceback" not in log.read_text()
+    finally:
+        for p in procs:
+            stop(p, timeout=5)
+        stop(api_proc)
+        server.stop()
+
+
+@pytest.mark.timeout(180)
+def test_read_only_store_fails_the_dataset_naming_the_cause(service_env: dict, tmp_path: Path,
+                                                           private_redis: EmbeddedRedis) -> None:
+    store = next(_gen := _mount(tmp_path / "store", "size=8m"))
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(store)], check=True)
+        env = {**service_env, "REDIS_URL": private_redis.url, "LONGWEAVE_HOME": str(tmp_path / "home"),
+               "LONGWEAVE_STORE_URL": str(store)}
+        api_proc, api = start_api(env, tmp_path / "api.log")
+        worker = start_worker(env, tmp_path / "worker.log")
+        c = client(api)
+        try:
+            spec = {"kind": "cip", "seq_len": 256, "num_samples": 64, "shard_size": 32, "name": "ro-store"}
+            ds = c.post("/v1/datasets", json=spec).json()["id"]
+            body = _wait(lambda: (b := c.get(f"/v1/datasets/{ds}").json())["state"] in ("failed", "done") and b,
+                         120, "the dataset ends")
+            assert body["state"] == "failed", body
+            msg = " ".join(body["errors"])
+            assert "Read-only file system" in msg and str(store) in msg, body["errors"]
+            assert worker.poll() is None
+        finally:
+            stop(worker)
+            stop(api_proc)
+    finally:
+        next(_gen, None)
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out |= {int(c) for c in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.timeout(180)
+def test_sigkilled_serve_leaves_no_workers(service_env: dict, tmp_path: Path, private_redis: EmbeddedRedis) -> None:
+    import signal
+    import sys
+
+    from longweave.service.redis_server import free_port
+
+    env = {**service_env, "REDIS_URL": private_redis.url, "LONGWEAVE_HOME": str(tmp_path / "home")}
+    exe = Path(sys.executable).with_name("longweave")
+    proc = subprocess.Popen([str(exe), "serve", "--workers", "2", "--port", str(free_port())], env=env,
+                            stdout=(tmp_path / "serve.log").open("ab"), stderr=subprocess.STDOUT)
+    try:
+        def spawned() -> set[int]:
+            found = set()
+            for p in _children(proc.pid):
+                try:
+                    if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes():
+                        found.add(p)
+                except OSError:
+                    pass
+            return found if len(found) == 2 else set()
+
+        workers = _wait(spawned, 120, "serve started its two workers")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _wait(lambda: not any(_alive(p) for p in workers), 90, f"workers {workers} exited after serve was SIGKILLed")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
