@@ -70,6 +70,10 @@ class Settings(BaseSettings):
                 raise ValueError("api_keys maps sha256 hex digests of keys to tenants (see hash_api_key)")
         return v
 
+    # -- live-stream training ----------------------------------------------------------------
+    public_redis_url: str | None = Field(
+        None, description="Redis URL handed to trainers by /v1/datasets/{id}/stream; default: the service's.")
+
     @property
     def cache_dir(self) -> Path:
         return self.cache_path or self.home / "cache"

@@ -71,8 +71,23 @@ def stage_configs(recipe: str | Path | None, overrides: list[str] | dict[str, An
     return out
 
 
+def service_overrides(dataset: str, service: str, api_key: str | None = None) -> list[str]:
+    """`--dataset ID --service URL [--api-key K]` as overrides: one `service` source, nothing else.
+
+    The key goes to the environment (`LONGWEAVE_API_KEY`), never into the saved config.
+    """
+    import json
+    import os
+
+    if api_key:
+        os.environ["LONGWEAVE_API_KEY"] = api_key
+    source = {"kind": "service", "url": service, "dataset_id": dataset, "api_key_env": "LONGWEAVE_API_KEY"}
+    return [f"data.sources={json.dumps([source])}"]
+
+
 def train(recipe: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Path:
     """Run a recipe (all its stages); returns the last stage's final (or merged) model directory."""
+    from . import data as data_mod
     from . import train as train_mod
 
     stages = stage_configs(recipe, overrides)
@@ -81,6 +96,7 @@ def train(recipe: str | Path | None = None, overrides: list[str] | dict[str, Any
     result = Path()
     for name, data in stages:
         data = copy.deepcopy(data)
+        data = data_mod.resolve_service_sources(data, Path(data.get("run_dir", "runs/default")) / "tokenizer")
         path = str(data.get("model", {}).get("path", "tiny"))
         if path == "@previous":
             if previous is None:
