@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from longweave.generators.errors import LongweaveError
+from longweave.generators.errors import ConfigError, LongweaveError
 
 app = typer.Typer(
     name="longweave",
@@ -749,11 +749,25 @@ def train(
     overrides: Annotated[
         list[str] | None, typer.Option("--set", help="Override a config field, e.g. --set optim.lr=1e-4 (repeatable).")
     ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Train from this service dataset's live stream (with --service).")
+    ] = None,
+    service: Annotated[
+        str | None, typer.Option("--service", help="The dataset service's URL, e.g. http://127.0.0.1:8000.")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="The service's API key (default: $LONGWEAVE_API_KEY).")
+    ] = None,
 ) -> None:
     """Train (continual pretraining or long-context SFT) from Parquet datasets or Redis streams."""
+    from longweave.trainer.commands import service_overrides
     from longweave.trainer.commands import train as train_fn
 
-    final = train_fn(recipe, overrides or [])
+    if (dataset is None) != (service is None):
+        raise ConfigError("--dataset" if dataset is None else "--service", "--dataset and --service go together",
+                          "pass both, e.g. --dataset cip-123 --service http://127.0.0.1:8000")
+    extra = service_overrides(dataset, service, api_key) if dataset and service else []
+    final = train_fn(recipe, extra + (overrides or []))
     out_console.print(f"[green]done:[/] final model in [bold]{final}[/]", highlight=False, soft_wrap=True)
 
 

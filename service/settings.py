@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     redis_maxmemory: str = Field("2gb", description="maxmemory of the embedded Redis (policy noeviction: "
                                  "writes fail rather than data being dropped); '0' for no limit.")
 
+    # -- live-stream training ----------------------------------------------------------------
+    public_redis_url: str | None = Field(
+        None, description="Redis URL handed to trainers by /v1/datasets/{id}/stream; default: the service's.")
+
     @property
     def cache_dir(self) -> Path:
         return self.cache_path or self.home / "cache"

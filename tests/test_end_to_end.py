@@ -74,3 +74,46 @@ def test_trainer_consumes_while_the_workers_produce(throttled_service: tuple[str
     trained = (run / "samples-rank0.log").read_text().split()
     assert Counter(trained) == Counter(expected_ids(SPEC, ds.id, cache_dir))
     assert (run / "final" / "config.json").is_file()
+
+
+SERVICE_SPEC = {"kind": "cip", "name": "e2e-service", "num_samples": 96, "seq_len": 256, "shard_size": 16,
+                "docs_per_seq": 2, "seed": 12}
+
+
+@pytest.mark.slow
+def test_train_from_the_service_with_no_other_settings(throttled_service: tuple[str, str], cache_dir: Path,
+                                                       tmp_path: Path) -> None:
+    """`longweave train --dataset ID --service URL --set model.path=tiny`: the trainer asks the API
+    for the Redis URL, the stream and the tokenizer, and trains every sample once."""
+    import os
+    import subprocess
+    import sys
+
+    api, _ = throttled_service
+    with Client(api, api_key=KEYS["alice"]) as lw:
+        ds = lw.create_dataset(SERVICE_SPEC)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LONGWEAVE_")}
+        res = subprocess.run(
+            [sys.executable, "-m", "longweave.clients.cli", "train", "--dataset", ds.id, "--service", api,
+             "--api-key", KEYS["alice"], "--set", "model.path=tiny"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert lw.get_dataset(ds.id).state == "done"
+    run = tmp_path / "runs" / "default"
+    trained = (run / "samples-rank0.log").read_text().split()
+    assert Counter(trained) == Counter(expected_ids(SERVICE_SPEC, ds.id, cache_dir))
+    assert (run / "tokenizer" / ds.id / "tokenizer.json").is_file()
+    assert (run / "final" / "config.json").is_file()
+
+
+def test_stream_route_names_redis_stream_and_tokenizer(throttled_service: tuple[str, str]) -> None:
+    import httpx
+
+    api, redis_url = throttled_service
+    with Client(api, api_key=KEYS["alice"]) as lw:
+        ds = lw.create_dataset({**SERVICE_SPEC, "name": "e2e-route", "num_samples": 16})
+    headers = {"Authorization": f"Bearer {KEYS['alice']}"}
+    info = httpx.get(f"{api}/v1/datasets/{ds.id}/stream", headers=headers).json()
+    assert info["redis_url"] == redis_url and info["stream"] == streams.out_key(ds.id)
+    assert httpx.get(f"{api}/v1/datasets/nope/stream", headers=headers).status_code == 404
+    assert httpx.get(f"{api}/v1/datasets/{ds.id}/stream").status_code == 401

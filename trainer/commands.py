@@ -14,7 +14,7 @@ recipes are written (recipes/*.yaml):
 
 `@previous` is the previous stage's final directory, `@base` the recipe's starting model (for
 `model.path: tiny`, its random initial weights, saved to <run_dir>/base so they can be merged).
-Overrides (`--set a.b=c`) apply to every stage, except that a stage starting from `@previous`
+Overrides (`--set a.b=c`) apply to every stage (`--set stages.<name>.a.b=c` to one), except that a stage starting from `@previous`
 keeps doing so (an overridden `model.path` is where the first stage starts).
 """
 
@@ -40,6 +40,23 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _for_stage(overrides: list[str] | dict[str, Any] | None, name: str) -> list[str] | dict[str, Any] | None:
+    """The overrides that apply to stage `name`: all but `stages.<other>.…`, prefix dropped."""
+    if not overrides:
+        return overrides
+    items = list(overrides.items()) if isinstance(overrides, dict) else list(overrides)
+    out: list[Any] = []
+    for item in items:
+        key = item[0] if isinstance(item, tuple) else item.split("=", 1)[0].strip()
+        if key.startswith("stages."):
+            parts = key.split(".", 2)
+            if len(parts) < 3 or parts[1] != name:
+                continue
+            item = (parts[2], item[1]) if isinstance(item, tuple) else parts[2] + "=" + item.split("=", 1)[1]
+        out.append(item)
+    return dict(out) if isinstance(overrides, dict) else out
+
+
 def stage_configs(recipe: str | Path | None, overrides: list[str] | dict[str, Any] | None = None
                   ) -> list[tuple[str, dict[str, Any]]]:
     """(name, plain config data) per stage, validated, references not yet resolved."""
@@ -56,7 +73,7 @@ def stage_configs(recipe: str | Path | None, overrides: list[str] | dict[str, An
     for i, st in enumerate(data["stages"]):
         st = dict(st)
         name = st.pop("name", f"stage{i}")
-        merged = config_mod.apply_overrides(_deep_merge(base, st), copy.deepcopy(overrides))
+        merged = config_mod.apply_overrides(_deep_merge(base, st), copy.deepcopy(_for_stage(overrides, name)))
         if st.get("model", {}).get("path") == "@previous":
             merged["model"]["path"] = "@previous"  # an overridden model.path is the first stage's
         run_dir = Path(merged.get("run_dir", "runs/recipe")) / name
@@ -71,8 +88,23 @@ def stage_configs(recipe: str | Path | None, overrides: list[str] | dict[str, An
     return out
 
 
+def service_overrides(dataset: str, service: str, api_key: str | None = None) -> list[str]:
+    """`--dataset ID --service URL [--api-key K]` as overrides: one `service` source, nothing else.
+
+    The key goes to the environment (`LONGWEAVE_API_KEY`), never into the saved config.
+    """
+    import json
+    import os
+
+    if api_key:
+        os.environ["LONGWEAVE_API_KEY"] = api_key
+    source = {"kind": "service", "url": service, "dataset_id": dataset, "api_key_env": "LONGWEAVE_API_KEY"}
+    return [f"data.sources={json.dumps([source])}"]
+
+
 def train(recipe: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Path:
     """Run a recipe (all its stages); returns the last stage's final (or merged) model directory."""
+    from . import data as data_mod
     from . import train as train_mod
 
     stages = stage_configs(recipe, overrides)
@@ -81,6 +113,7 @@ def train(recipe: str | Path | None = None, overrides: list[str] | dict[str, Any
     result = Path()
     for name, data in stages:
         data = copy.deepcopy(data)
+        data = data_mod.resolve_service_sources(data, Path(data.get("run_dir", "runs/default")) / "tokenizer")
         path = str(data.get("model", {}).get("path", "tiny"))
         if path == "@previous":
             if previous is None:

@@ -82,9 +82,10 @@ class ModelConfig(_Section):
 
 
 class SourceConfig(_Section):
-    """One data source. `parquet`: a dataset directory or Parquet files; `redis`: a live stream."""
+    """One data source. `parquet`: a dataset directory or Parquet files; `redis`: a live stream;
+    `service`: a live stream found through the dataset service's API (`url` is the service's)."""
 
-    kind: Literal["parquet", "redis"] = "parquet"
+    kind: Literal["parquet", "redis", "service"] = "parquet"
     path: list[str] = Field(default_factory=list, description="parquet: dataset directories or .parquet files")
     url: str = Field("redis://localhost:6379/0", description="redis: server URL")
     dataset_id: str | None = Field(None, description="redis: the dataset whose output stream to read")
@@ -96,13 +97,16 @@ class SourceConfig(_Section):
     block_ms: int = Field(1000, ge=1, description="redis: how long one read waits for new entries")
     retry_s: float = Field(300.0, gt=0, description="redis: how long transient Redis errors (timeouts, resets, "
                            "a restart) are retried before the run stops")
+    api_key_env: str = Field("LONGWEAVE_API_KEY", description="service: environment variable holding the API key")
 
     @model_validator(mode="after")
     def _where(self) -> SourceConfig:
         if self.kind == "parquet" and not self.path:
             raise ValueError("a parquet source needs path (a dataset directory or .parquet files)")
-        if self.kind == "redis" and not self.dataset_id:
-            raise ValueError("a redis source needs dataset_id")
+        if self.kind in ("redis", "service") and not self.dataset_id:
+            raise ValueError(f"a {self.kind} source needs dataset_id")
+        if self.kind == "service" and not self.url.startswith(("http://", "https://")):
+            raise ValueError("a service source needs url, the service's http(s) URL")
         return self
 
 

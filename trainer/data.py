@@ -306,7 +306,6 @@ class RedisSource:
 
     def _call(self, fn: Any, *args: Any, **kw: Any) -> Any:
         """`fn(*args, **kw)`, retrying transient Redis errors with backoff for `retry_s`."""
-        import time
 
         deadline, pause = time.monotonic() + self.retry_s, 0.1
         while True:
@@ -476,9 +475,63 @@ def build_source(cfg: Any, *, run_id: str, seed: int, rank: int, tokenizer_sha25
         if sc.kind == "parquet":
             built.append(ParquetSource(sc.path, seed=seed, epochs=sc.epochs, shuffle=sc.shuffle,
                                        tokenizer_sha256=tokenizer_sha256, cache_dir=sc.cache_dir))
+        elif sc.kind == "service":
+            raise ConfigError("data.sources", "a service source reached the trainer unresolved",
+                              "run it through longweave.trainer.commands.train (resolve_service_sources)")
         else:
             built.append(RedisSource(sc.url, sc.dataset_id, run_id, rank=rank, block_ms=sc.block_ms,
                                      tokenizer_sha256=tokenizer_sha256, retry_s=sc.retry_s))
     if len(built) == 1:
         return built[0]
     return MixtureSource(built, [sc.weight for sc in cfg.sources], seed=seed)
+
+
+# -- the dataset service ----------------------------------------------------------------------------
+def resolve_service_sources(data: dict[str, Any], tokenizer_root: str | Path) -> dict[str, Any]:
+    """Plain config data with every `kind: service` source turned into the `redis` source the
+    service names (GET /v1/datasets/{id}/stream), and `model.tokenizer` set to the first such
+    dataset's tokenizer (downloaded from its files route into `tokenizer_root/<id>`) when unset.
+
+    Only HTTP and the data contract: the trainer needs no service code.
+    """
+    import time
+
+    import httpx
+
+    for sc in data.get("data", {}).get("sources", []):
+        if sc.get("kind") != "service":
+            continue
+        base, dataset = str(sc["url"]).rstrip("/"), sc["dataset_id"]
+        key = os.environ.get(sc.get("api_key_env") or "LONGWEAVE_API_KEY")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with httpx.Client(base_url=base, headers=headers, timeout=30.0) as http:
+            deadline = time.monotonic() + 600
+            while True:  # the tokenizer is stored by the first worker to start a shard
+                resp = http.get(f"/v1/datasets/{dataset}/stream")
+                if resp.status_code != 200:
+                    raise ConfigError("data.sources", f"the service at {base} answered {resp.status_code} for "
+                                      f"dataset '{dataset}': {resp.text[:200]}",
+                                      "check the dataset id, the service URL and the API key")
+                info = resp.json()
+                if info["tokenizer_files"] or info["state"] in ("failed", "cancelled") or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            if not info.get("redis_url"):
+                raise ConfigError("data.sources", f"the service at {base} names no Redis URL",
+                                  "set LONGWEAVE_PUBLIC_REDIS_URL on the service")
+            model = data.get("model", {})
+            own = model.get("path", "tiny") != "tiny" and (Path(str(model.get("path"))) / "tokenizer.json").is_file()
+            if not model.get("tokenizer") and not own:
+                if not info["tokenizer_files"]:
+                    raise ConfigError("model.tokenizer", f"dataset '{dataset}' has no tokenizer yet",
+                                      "wait until a worker started it, or set model.tokenizer")
+                out = Path(tokenizer_root) / dataset
+                out.mkdir(parents=True, exist_ok=True)
+                for name in info["tokenizer_files"]:
+                    body = http.get(f"/v1/datasets/{dataset}/files/{name}")
+                    body.raise_for_status()
+                    (out / Path(name).name).write_bytes(body.content)
+                data.setdefault("model", {})["tokenizer"] = str(out)
+        sc["kind"], sc["url"] = "redis", info["redis_url"]
+        sc.pop("api_key_env", None)
+    return data

@@ -33,7 +33,7 @@ from ..redis_client import async_client, write_refused
 from ..redis_server import EmbeddedRedis
 from ..settings import Settings
 from ..store import Store
-from .routes import consumers, datasets, health
+from .routes import consumers, datasets, health, stream
 
 log = logging.getLogger("longweave.api")
 DOCS_STATIC = "/docs-static"
@@ -171,7 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("AUTHENTICATION IS OFF (LONGWEAVE_AUTH=off): every request is tenant 'local'")
         elif not settings.api_keys:
             log.warning("authentication is on and no LONGWEAVE_API_KEYS are configured: every request gets 401")
-        app.state.redis = async_client(url)
+        app.state.redis, app.state.redis_url = async_client(url), url
         try:
             yield
         finally:
@@ -188,6 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(consumers.router)
+    app.include_router(stream.router)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

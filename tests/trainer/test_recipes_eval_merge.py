@@ -167,3 +167,13 @@ def test_token_impact_and_sentence_selection():
     keep = evaluate.select_sentences(np.array([0, 20, 40]), -impact, budget=20)
     assert keep.tolist() != [1]  # no sentence is impactful: sentence 1 has no precedence
     assert len(evaluate.select_sentences(np.array([0, 20, 40]), impact, budget=45)) == 2
+
+
+def test_set_can_address_one_stage_of_a_recipe() -> None:
+    from longweave.trainer.commands import stage_configs
+
+    stages = dict(stage_configs(Path(__file__).resolve().parents[2] / "recipes" / "longskywork.yaml",
+                                ["stages.cip.data.seq_len=4096", "optim.lr=0.00001"]))
+    assert stages["cip"]["data"]["seq_len"] == 4096
+    assert stages["sft"]["data"]["seq_len"] != 4096
+    assert stages["cip"]["optim"]["lr"] == stages["sft"]["optim"]["lr"] == 0.00001
