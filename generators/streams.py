@@ -85,5 +85,5 @@ def bucket_key(tenant: str) -> str:
 
 
 def active_key(tenant: str) -> str:
-    """Set of a tenant's datasets possibly in flight (queued or running); final ones are pruned lazily."""
+    """Hash dataset -> JSON {samples, bytes, t}: a tenant's datasets possibly in flight (final ones pruned lazily)."""
     return f"{PREFIX}:active:{tenant}"

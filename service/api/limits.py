@@ -7,10 +7,9 @@ except a single request that could never fit (422).
 
 - Request rate: a token bucket per tenant kept in Redis (`streams.bucket_key`) and updated by one
   Lua script with the server's clock, so every API replica draws from the same bucket.
-- Datasets in flight: a set per tenant (`streams.active_key`) of datasets that may still be
-  queued or running; admission prunes the final ones and sums what the rest still owe. The check
-  and the creation are two steps, so concurrent creations of one tenant may overshoot a quota by
-  the number of requests racing (bounded by the request rate).
+- Datasets in flight: a hash per tenant (`streams.active_key`): dataset -> its samples and
+  estimated bytes. A creation reserves its entry first and then counts every entry (pruning the
+  final ones), so concurrent creations never overshoot a quota together.
 - Estimated bytes of a dataset: samples x seq_len x 4 (int32 token ids; a NIAH grid counts its
   longest length). Loss masks, Arrow overhead and Parquet copies are ignored: it is an order of
   magnitude for admission, not an accounting.
@@ -20,7 +19,9 @@ except a single request that could never fit (422).
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from collections import Counter
 from typing import Annotated, Any
 
@@ -71,8 +72,13 @@ def too_many(field: str, message: str, fix: str, retry_after: float) -> HTTPExce
 
 async def rate_limit(tenant: TenantDep, r: RedisDep, settings: SettingsDep) -> str:
     """Take one token from the tenant's bucket, or answer 429 with the wait."""
-    allowed, wait = await r.eval(BUCKET, 1, S.bucket_key(tenant), settings.requests_per_second,
-                                 settings.request_burst)
+    try:
+        allowed, wait = await r.eval(BUCKET, 1, S.bucket_key(tenant), settings.requests_per_second,
+                                     settings.request_burst)
+    except redis.ResponseError as exc:
+        if not unavailable_reply(exc):
+            raise
+        return tenant  # Redis takes no writes (OOM, read-only): reads still work, writes answer 503 anyway
     if not int(allowed):
         raise too_many("tenant", f"over {settings.requests_per_second:g} requests/s "
                        f"(burst {settings.request_burst}) for tenant '{tenant}'",
@@ -89,8 +95,14 @@ def estimated_bytes(spec: Any) -> int:
     return int(spec.num_samples) * int(seq_len) * 4
 
 
-async def admit(r: aioredis.Redis, tenant: str, spec: Any, settings: Any) -> None:
-    """Refuse a dataset that would take the tenant over a quota (429), or one that never fits (422)."""
+RESERVATION_S = 60  # a reservation whose dataset never appeared (the API died between) expires
+
+
+async def admit(r: aioredis.Redis, tenant: str, dataset: str, spec: Any, settings: Any) -> bool:
+    """Reserve `dataset` in the tenant's in-flight hash, then check the quotas counting every
+    reservation: racing creations each see the others, so a quota is never overshot (at worst a
+    race refuses one that would have fit). 429 past a quota, 422 for a request that never fits.
+    Returns whether a reservation was made (`release` it if the dataset is not created)."""
     want_bytes = estimated_bytes(spec)
     if want_bytes > settings.max_bytes_in_flight:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=[{
@@ -98,42 +110,53 @@ async def admit(r: aioredis.Redis, tenant: str, spec: Any, settings: Any) -> Non
             "message": f"estimated {want_bytes} bytes ({spec.num_samples} samples x seq_len x 4) exceeds the "
                        f"tenant budget of {settings.max_bytes_in_flight} bytes",
             "fix": "ask for fewer or shorter samples, or split the dataset"}])
-    active = [i.decode() for i in await r.smembers(S.active_key(tenant))]
-    datasets = samples = used_bytes = 0
-    final = []
-    if active:
-        pipe = r.pipeline(transaction=False)
-        for dataset in active:
-            pipe.hmget(S.meta_key(dataset), "state", "samples_total", "samples_published", "spec_bytes")
-        for dataset, (state, total, published, nbytes) in zip(active, await pipe.execute(), strict=True):
-            if state is None or state.decode() in S.FINAL_STATES:
-                final.append(dataset)
-                continue
-            total_i, published_i = int(total or 0), int(published or 0)
-            datasets += 1
-            samples += max(0, total_i - published_i)
-            used_bytes += int(nbytes or 0) * max(0, total_i - published_i) // max(1, total_i)
-        if final:
-            await r.srem(S.active_key(tenant), *final)
-    fix_wait = "wait for a dataset to finish (or cancel one) and retry"
-    if datasets + 1 > settings.max_datasets_in_flight:
-        raise too_many("tenant", f"tenant '{tenant}' has {datasets} datasets in flight; the limit is "
-                       f"{settings.max_datasets_in_flight}", fix_wait, 5)
-    if samples + spec.num_samples > settings.max_samples_in_flight:
-        raise too_many("num_samples", f"{samples} samples in flight + {spec.num_samples} asked is over the "
-                       f"tenant limit of {settings.max_samples_in_flight}", fix_wait, 5)
-    if used_bytes + want_bytes > settings.max_bytes_in_flight:
-        raise too_many("num_samples", f"{used_bytes} estimated bytes in flight + {want_bytes} asked "
-                       f"(samples x seq_len x 4) is over the tenant budget of {settings.max_bytes_in_flight}",
-                       fix_wait, 5)
-
-
-async def admitted(r: aioredis.Redis, tenant: str, dataset: str, spec: Any) -> None:
-    """Record a created dataset as in flight for its tenant (with its estimated bytes)."""
+    key = S.active_key(tenant)
+    entry = json.dumps({"samples": spec.num_samples, "bytes": want_bytes, "t": time.time()})
+    reserved = bool(await r.hsetnx(key, dataset, entry))
+    active = {k.decode(): json.loads(v) for k, v in (await r.hgetall(key)).items()}
     pipe = r.pipeline(transaction=False)
-    pipe.sadd(S.active_key(tenant), dataset)
-    pipe.hset(S.meta_key(dataset), "spec_bytes", estimated_bytes(spec))
-    await pipe.execute()
+    for other in active:
+        pipe.hmget(S.meta_key(other), "state", "samples_total", "samples_published")
+    datasets = samples = used_bytes = 0
+    stale = []
+    for (other, res), (state, total, published) in zip(active.items(), await pipe.execute(), strict=True):
+        if state is None and time.time() - res["t"] < RESERVATION_S:  # being created right now
+            remaining, total_i = res["samples"], res["samples"]
+        elif state is None or state.decode() in S.FINAL_STATES:
+            stale.append(other)
+            continue
+        else:
+            total_i = int(total or 0)
+            remaining = max(0, total_i - int(published or 0))
+        datasets += 1
+        samples += remaining
+        used_bytes += res["bytes"] * remaining // max(1, total_i)
+    if stale:
+        await r.hdel(key, *stale)
+    if not reserved:  # not counted above (the name is in flight already: creation answers 409)
+        datasets, samples, used_bytes = datasets + 1, samples + spec.num_samples, used_bytes + want_bytes
+    fix_wait = "wait for a dataset to finish (or cancel one) and retry"
+    try:
+        if datasets > settings.max_datasets_in_flight:
+            raise too_many("tenant", f"tenant '{tenant}' has {datasets - 1} datasets in flight; the limit is "
+                           f"{settings.max_datasets_in_flight}", fix_wait, 5)
+        if samples > settings.max_samples_in_flight:
+            raise too_many("num_samples", f"{samples - spec.num_samples} samples in flight + {spec.num_samples} "
+                           f"asked is over the tenant limit of {settings.max_samples_in_flight}", fix_wait, 5)
+        if used_bytes > settings.max_bytes_in_flight:
+            raise too_many("num_samples", f"{used_bytes - want_bytes} estimated bytes in flight + {want_bytes} "
+                           f"asked (samples x seq_len x 4) is over the tenant budget of "
+                           f"{settings.max_bytes_in_flight}", fix_wait, 5)
+    except HTTPException:
+        if reserved:
+            await release(r, tenant, dataset)
+        raise
+    return reserved
+
+
+async def release(r: aioredis.Redis, tenant: str, dataset: str) -> None:
+    """Drop a reservation whose dataset was not created."""
+    await r.hdel(S.active_key(tenant), dataset)
 
 
 class StreamSlots:

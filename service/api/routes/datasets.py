@@ -23,7 +23,7 @@ from longweave.generators.specs import DatasetSpec
 
 from ... import queue as Q
 from ..deps import MetaDep, RedisDep, SettingsDep, StoreDep, TenantDep
-from ..limits import SseRedisDep, StreamSlotsDep, admit, admitted, rate_limit
+from ..limits import SseRedisDep, StreamSlotsDep, admit, rate_limit, release
 from ..models import DatasetList, DatasetStatus, ErrorResponse, FileList, SamplePage
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[Depends(rate_limit)],
@@ -120,15 +120,21 @@ async def create_dataset(spec: Annotated[DatasetSpec, Body()], tenant: TenantDep
                          settings: SettingsDep) -> DatasetStatus:
     """Queue a dataset: one task per shard; workers generate, publish and store them."""
     await run_in_threadpool(check_spec, spec, settings)
-    await admit(r, tenant, spec, settings)
     dataset = spec.name or Q.new_dataset_id(spec.kind)
-    created = await Q.create_dataset(
-        r, dataset, tenant, spec.model_dump_json(), spec.kind, spec.num_samples, spec.num_shards(),
-        spec.shard_size, settings.batch_size, settings.events_maxlen)
+    reserved = await admit(r, tenant, dataset, spec, settings)
+    try:
+        created = await Q.create_dataset(
+            r, dataset, tenant, spec.model_dump_json(), spec.kind, spec.num_samples, spec.num_shards(),
+            spec.shard_size, settings.batch_size, settings.events_maxlen)
+    except BaseException:
+        if reserved:
+            await release(r, tenant, dataset)
+        raise
     if not created:
+        if reserved:
+            await release(r, tenant, dataset)
         raise HTTPException(status.HTTP_409_CONFLICT, detail=[{
             "field": "name", "message": f"a dataset named '{dataset}' exists", "fix": "choose another name"}])
-    await admitted(r, tenant, dataset, spec)
     meta = {k.decode(): v.decode() for k, v in (await r.hgetall(S.meta_key(dataset))).items()}
     meta["id"] = dataset
     return await status_of(r, meta)
