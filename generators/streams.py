@@ -76,3 +76,14 @@ def errors_key(dataset_id: str) -> str:
 def tenant_key(tenant: str) -> str:
     """Sorted set of a tenant's dataset ids, scored by creation time."""
     return f"{PREFIX}:tenant:{tenant}"
+
+
+# -- tenancy (service/api/limits.py) --
+def bucket_key(tenant: str) -> str:
+    """Hash `tokens`, `ts`: one tenant's request token bucket, shared by every API replica."""
+    return f"{PREFIX}:bucket:{tenant}"
+
+
+def active_key(tenant: str) -> str:
+    """Hash dataset -> JSON {samples, bytes, t}: a tenant's datasets possibly in flight (final ones pruned lazily)."""
+    return f"{PREFIX}:active:{tenant}"

@@ -68,6 +68,21 @@ class Settings(BaseSettings):
         "a longer JSONL row fails the dataset. Reading stays in bounded pieces."))
     oversize_docs: Literal["cut", "skip"] = Field("cut", description="A document over `max_doc_bytes`: cut or skip.")
 
+    # -- tenancy: per-tenant quotas and the API's Redis connections (service/api/limits.py) --------
+    requests_per_second: float = Field(
+        50.0, gt=0, description="Token bucket refill rate of one tenant's /v1 requests (429 + Retry-After past it).")
+    request_burst: int = Field(100, ge=1, description="Token bucket size: requests one tenant may send at once.")
+    max_datasets_in_flight: int = Field(32, ge=1, description="Queued or running datasets one tenant may have.")
+    max_samples_in_flight: int = Field(
+        10_000_000, ge=1, description="Samples not yet published, summed over one tenant's datasets in flight.")
+    max_bytes_in_flight: int = Field(
+        64 * 1024**3, ge=1, description="Estimated bytes (samples x seq_len x 4) of one tenant's datasets in flight.")
+    max_streams_per_tenant: int = Field(16, ge=1, description="Open SSE streams of one tenant on one API process.")
+    redis_max_connections: int = Field(64, ge=2, description="Connections of the API's request pool.")
+    sse_max_connections: int = Field(
+        8, ge=1, description="Connections SSE streams share (own pool; reads never block, so a few serve many).")
+    sse_poll_s: float = Field(0.5, gt=0, le=10, description="How often an SSE stream polls for new events.")
+
     @field_validator("api_keys")
     @classmethod
     def _hashed(cls, v: dict[str, str]) -> dict[str, str]:

@@ -3,7 +3,8 @@
 Every error a client can cause is a 4xx with a JSON body `{"detail": [{"field", "message",
 "fix"}]}` naming the field at fault: validation errors (422), the typed errors of the generators
 (422), unknown ids (404), a taken name (409), a body over `max_body_bytes` (413), no or a bad key
-(401). A 5xx means a bug in longweave, or Redis being unreachable (503).
+(401), a per-tenant limit (429 with `Retry-After`, service/api/limits.py). A 500 means a bug in
+longweave; Redis unreachable, timing out or refusing writes (MISCONF, OOM, READONLY) is a 503.
 """
 
 from __future__ import annotations
@@ -15,24 +16,28 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import redis
+import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import (
     get_redoc_html,
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from longweave.generators.errors import LongweaveError
 from longweave.generators.specs import describe_error
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..redis_client import async_client, write_refused
 from ..redis_server import EmbeddedRedis
 from ..settings import Settings
 from ..store import Store
+from .limits import StreamSlots, unavailable_reply
 from .routes import consumers, datasets, health, stream
 
 log = logging.getLogger("longweave.api")
@@ -171,11 +176,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning("AUTHENTICATION IS OFF (LONGWEAVE_AUTH=off): every request is tenant 'local'")
         elif not settings.api_keys:
             log.warning("authentication is on and no LONGWEAVE_API_KEYS are configured: every request gets 401")
-        app.state.redis, app.state.redis_url = async_client(url), url
+        # Three pools, so that no use can starve another: requests, SSE reads (non-blocking polls,
+        # capped per tenant), and one reserved connection for /readyz.
+        app.state.redis = async_client(url, max_connections=settings.redis_max_connections)
+        app.state.redis_sse = async_client(url, max_connections=settings.sse_max_connections)
+        app.state.redis_probe = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
+                                                        single_connection_client=True)
+        app.state.redis_url = url
         try:
             yield
         finally:
-            await app.state.redis.aclose()
+            for client in (app.state.redis, app.state.redis_sse, app.state.redis_probe):
+                await client.aclose()
             if embedded is not None:
                 embedded.stop()
 
@@ -185,6 +197,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = Store(settings.store_root)
     app.state.metrics = Metrics()
+    app.state.stream_slots = StreamSlots(settings.max_streams_per_tenant)
     app.include_router(health.router)
     app.include_router(datasets.router)
     app.include_router(consumers.router)
@@ -206,6 +219,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(status_code=422, content={"detail": [
             {"field": field, "message": exc.message, "fix": exc.fix}]})
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        # FastAPI answers a body it cannot decode (invalid UTF-8, nesting past the recursion
+        # limit, an integer over Python's digit limit) with a bare 400; it is bad input like any other.
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            cause = exc.__cause__
+            return JSONResponse(status_code=422, content={"detail": [{
+                "field": "body", "message": f"the body is not valid JSON ({type(cause).__name__ if cause else 'unreadable'}"
+                f"{': ' + str(cause)[:200] if cause else ''})",
+                "fix": "send a UTF-8 JSON object of the request schema, with integers of at most 4300 digits "
+                       "and nesting a few levels deep"}]})
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
@@ -214,12 +240,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             headers={"Retry-After": "1"})
 
     @app.exception_handler(redis.ResponseError)
-    async def _redis_refused(request: Request, exc: redis.ResponseError) -> JSONResponse:
-        if not write_refused(exc):
+    async def _redis_refuses(request: Request, exc: redis.ResponseError) -> JSONResponse:
+        # A full disk (MISCONF), maxmemory (OOM), a read-only replica: Redis cannot take writes now.
+        # Any other error reply is a bug of ours and stays a 500.
+        if not (unavailable_reply(exc) or write_refused(exc)):
             raise exc
         return JSONResponse(status_code=503, content={"detail": [
-            {"field": "redis", "message": f"refuses writes: {exc}",
-             "fix": "free disk or memory on the Redis host; retry shortly"}]}, headers={"Retry-After": "5"})
+            {"field": "redis", "message": f"Redis refuses writes: {str(exc)[:300]}",
+             "fix": "retry later; the operator must free Redis memory or disk, or point at the primary"}]},
+            headers={"Retry-After": "5"})
 
     app.add_middleware(Measure, metrics=app.state.metrics)
     # Outermost: a body over the limit is refused before anything reads it.

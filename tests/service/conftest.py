@@ -68,6 +68,9 @@ def service_env(redis_server: EmbeddedRedis, service_home: Path, cache_dir: Path
         "LONGWEAVE_MAX_SHARDS": "1000",
         "LONGWEAVE_DATA_ROOTS": json.dumps([str(cache_dir)]),
         "LONGWEAVE_API_KEYS": json.dumps({hash_api_key(k): t for t, k in KEYS.items()}),
+        # Tenancy quotas out of the way of functional tests (tests/security lowers them).
+        "LONGWEAVE_MAX_DATASETS_IN_FLIGHT": "1000", "LONGWEAVE_REQUESTS_PER_SECOND": "1000",
+        "LONGWEAVE_REQUEST_BURST": "2000",
     })
     return env
 

@@ -11,8 +11,9 @@ from functools import lru_cache
 from pathlib import Path as FsPath
 from typing import Annotated, Any
 
+import redis
 import redis.asyncio as aioredis
-from fastapi import APIRouter, Body, Header, HTTPException, Query, status
+from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from longweave.generators import streams as S
@@ -24,10 +25,13 @@ from longweave.generators.tokenizer import load_tokenizer
 
 from ... import queue as Q
 from ..deps import MetaDep, RedisDep, SettingsDep, StoreDep, TenantDep
+from ..limits import SseRedisDep, StreamSlotsDep, admit, rate_limit, release
 from ..models import DatasetList, DatasetStatus, ErrorResponse, FileList, SamplePage
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"],
-                   responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[Depends(rate_limit)],
+                   responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+                              429: {"model": ErrorResponse, "description": "A per-tenant limit; see Retry-After."},
+                              503: {"model": ErrorResponse, "description": "Redis unavailable; retry."}})
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such dataset for this tenant."}}
 GENERATOR_MODULE = {"cip": "cip", "synl": "lookup", "niah": "needles", "doc_qa": "docqa"}
 
@@ -129,10 +133,18 @@ async def create_dataset(spec: Annotated[DatasetSpec, Body()], tenant: TenantDep
     """Queue a dataset: one task per shard; workers generate, publish and store them."""
     await run_in_threadpool(check_spec, spec, settings)
     dataset = spec.name or Q.new_dataset_id(spec.kind)
-    created = await Q.create_dataset(
-        r, dataset, tenant, spec.model_dump_json(), spec.kind, spec.num_samples, spec.num_shards(),
-        spec.shard_size, settings.batch_size, settings.events_maxlen, settings.shard_window)
+    reserved = await admit(r, tenant, dataset, spec, settings)
+    try:
+        created = await Q.create_dataset(
+            r, dataset, tenant, spec.model_dump_json(), spec.kind, spec.num_samples, spec.num_shards(),
+            spec.shard_size, settings.batch_size, settings.events_maxlen, settings.shard_window)
+    except BaseException:
+        if reserved:
+            await release(r, tenant, dataset)
+        raise
     if not created:
+        if reserved:
+            await release(r, tenant, dataset)
         raise HTTPException(status.HTTP_409_CONFLICT, detail=[{
             "field": "name", "message": f"a dataset named '{dataset}' exists", "fix": "choose another name"}])
     meta = {k.decode(): v.decode() for k, v in (await r.hgetall(S.meta_key(dataset))).items()}
@@ -175,29 +187,57 @@ async def cancel_dataset(meta: MetaDep, r: RedisDep, settings: SettingsDep) -> D
 
 @router.get("/{dataset_id}/events", response_class=StreamingResponse, responses={
     **NOT_FOUND, 200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}})
-async def dataset_events(meta: MetaDep, r: RedisDep,
+async def dataset_events(meta: MetaDep, tenant: TenantDep, r: SseRedisDep, slots: StreamSlotsDep,
+                         settings: SettingsDep,
                          last_event_id: Annotated[str | None, Header(pattern=r"^\d{1,20}-\d{1,20}$")] = None,
                          ) -> StreamingResponse:
     """Progress as server-sent events (`state`, `shard`, `progress` per published batch, `waiting`
-    when backpressure holds production or stops holding it, `error`); ends when the dataset is final."""
+    when backpressure holds production or stops holding it, `error`); ends when the dataset is final.
+
+    Reads never block a Redis connection: each stream polls (`sse_poll_s`) on the SSE pool, so
+    open streams cannot starve other requests; a tenant has at most `max_streams_per_tenant`.
+    """
     key = S.events_key(meta["id"])
+    cursor = last_event_id or "0-0"
+    if any(int(part) >= 2**64 for part in cursor.split("-")):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=[{
+            "field": "last-event-id", "message": f"'{cursor[:50]}' is not a stream id (each part must be < 2^64)",
+            "fix": "send back the `id:` of an event this stream sent, or no Last-Event-ID"}])
+    slots.acquire(tenant)
+    try:  # the first read happens before the response starts: a Redis error is still a status
+        first = await r.xread({key: cursor}, count=100)
+    except BaseException:
+        slots.release(tenant)
+        raise
 
     async def stream() -> AsyncIterator[bytes]:
-        cursor = last_event_id or "0-0"
-        while True:
-            res = await r.xread({key: cursor}, count=100, block=15_000)
-            if not res:
-                yield b": keep-alive\n\n"
-                continue
-            final = False
-            for entry_id, fields in res[0][1]:
-                cursor = entry_id.decode()
-                kind, data = fields[b"type"].decode(), fields[b"data"].decode()
-                yield f"id: {cursor}\nevent: {kind}\ndata: {data}\n\n".encode()
-                if kind == "state" and json.loads(data).get("state") in S.FINAL_STATES:
-                    final = True
-            if final:
-                return
+        nonlocal cursor
+        res, idle, keep_alive = first, 0.0, 15.0
+        try:
+            while True:
+                if res:
+                    idle = 0.0
+                    final = False
+                    for entry_id, fields in res[0][1]:
+                        cursor = entry_id.decode()
+                        kind, data = fields[b"type"].decode(), fields[b"data"].decode()
+                        yield f"id: {cursor}\nevent: {kind}\ndata: {data}\n\n".encode()
+                        if kind == "state" and json.loads(data).get("state") in S.FINAL_STATES:
+                            final = True
+                    if final:
+                        return
+                elif idle >= keep_alive:
+                    idle = 0.0
+                    yield b": keep-alive\n\n"
+                await asyncio.sleep(settings.sse_poll_s)
+                idle += settings.sse_poll_s
+                try:
+                    res = await r.xread({key: cursor}, count=100)
+                except redis.RedisError as exc:  # headers are sent: say so in the stream, and end it
+                    yield f"event: error\ndata: {json.dumps({'message': f'Redis unavailable: {exc}'[:300]})}\n\n".encode()
+                    return
+        finally:
+            slots.release(tenant)
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -21,10 +21,11 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Ready, responses={503: {"model": ErrorResponse}})
-async def readyz(r: RedisDep) -> Ready:
-    """Redis is reachable."""
+async def readyz(request: Request) -> Ready:
+    """Redis is reachable (asked on a connection reserved for probes: busy request or SSE pools do
+    not make a live process look dead)."""
     try:
-        await r.ping()
+        await request.app.state.redis_probe.ping()
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             detail=[{"field": "redis", "message": f"unreachable: {exc}"}]) from None
