@@ -414,6 +414,24 @@ class Queue:
     def attempt(self, dataset: str, shard: int) -> int:
         return int(self.r.hincrby(S.meta_key(dataset), f"attempts:{shard}", 1))
 
+    def start_attempt(self, dataset: str, shard: int) -> tuple[int, int, int]:
+        """Count one more start of `shard` before its work begins; returns the (starts, failures,
+        peak RSS of the last run) seen before this one. Starts that neither failed nor finished are
+        workers killed mid-shard (the OOM killer's SIGKILL leaves no other trace)."""
+        meta = S.meta_key(dataset)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hmget(meta, f"starts:{shard}", f"attempts:{shard}", f"rss:{shard}")
+        pipe.hincrby(meta, f"starts:{shard}", 1)
+        got, _ = pipe.execute()
+        return tuple(int(v or 0) for v in got)  # type: ignore[return-value]
+
+    def unstart(self, dataset: str, shard: int) -> None:
+        """Take back a start that ended for a reason other than the shard (Redis unreachable)."""
+        self.r.hincrby(S.meta_key(dataset), f"starts:{shard}", -1)
+
+    def note_rss(self, dataset: str, shard: int, rss: int) -> None:
+        self.r.hset(S.meta_key(dataset), f"rss:{shard}", rss)
+
     # -- output ----------------------------------------------------------------------------
     def _load_publish_scripts(self) -> None:
         for script in (self._gate, self._settle):

@@ -12,6 +12,7 @@ single-user use; every request then belongs to the tenant `local`.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -120,3 +121,19 @@ class Settings(BaseSettings):
         600.0, gt=0, description="A consumer group none of whose consumers tried to read for this long is "
                                  "idle: it no longer holds production back, and its unread entries may be "
                                  "trimmed once in Parquet.")
+
+    # -- worker memory bound (service/worker.py RssWatch) --
+    worker_max_rss: int = Field(8 * 1024**3, ge=0, description=(
+        "Resident memory (bytes, or a size like '4gb') one worker may reach while a shard runs; past it the "
+        "shard's dataset fails with a message instead of the kernel's OOM killer retrying into the same death. "
+        "0: no limit."))
+
+    @field_validator("worker_max_rss", mode="before")
+    @classmethod
+    def _size(cls, v: object) -> object:
+        if isinstance(v, str):
+            m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*", v.lower())
+            if m is None:
+                raise ValueError("a number of bytes or a size like '512mb', '4gb'")
+            return int(float(m[1]) * 1024 ** " kmgt".index(m[2] or " "))
+        return v

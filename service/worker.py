@@ -19,12 +19,21 @@ A crash anywhere before step 6 leaves the task pending; another worker reclaims 
 `claim_idle_ms` and repeats the steps, publishing nothing twice (see service/queue.py). While a
 task runs, a heartbeat thread keeps resetting its idle time so that live work is not reclaimed.
 Redis being unreachable (a restart) is waited out, never turned into a failed dataset.
+
+Memory: while a shard runs, `RssWatch` samples the worker's RSS (/proc/self/statm) every 0.5 s and
+keeps the shard's peak in the dataset's meta. Past `worker_max_rss` the shard aborts at its next
+cooperative checkpoint (the same one cancellation uses) and its dataset fails with a message; the
+process lives on (`serve` does not restart dead workers). What no checkpoint catches, the kernel's
+OOM killer does: every start of a shard is counted before its work begins, so a shard that killed
+its worker `max_attempts` times fails its dataset on the next claim, naming the last peak RSS.
 """
 
 from __future__ import annotations
 
 import errno
+import gc
 import logging
+import os
 import shutil
 import signal
 import tempfile
@@ -56,21 +65,88 @@ log = logging.getLogger("longweave.worker")
 
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 WRITE_FATAL = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT}
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class Cancelled(Exception):
     """The dataset left the running state while a shard was being published."""
 
 
+class OverMemory(Exception):
+    """The worker's RSS passed `worker_max_rss` while a shard ran."""
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+class RssWatch:
+    """Samples this process's RSS every `every_s` while a shard runs: writes the shard's peak to its
+    dataset's meta (what a SIGKILL by the OOM killer leaves behind) and sets `over` past `limit`."""
+
+    def __init__(self, url: str, consumer: str, limit: int, every_s: float = 0.5) -> None:
+        self.q = Queue(url, consumer)
+        self.limit, self.every_s = limit, every_s
+        self.shard: tuple[str, int] | None = None
+        self.peak = 0
+        self.over = 0
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="rss-watch", daemon=True)
+        self.thread.start()
+
+    def begin(self, dataset: str, shard: int) -> None:
+        self.peak, self.over = 0, 0
+        self.shard = (dataset, shard)
+        self.sample()
+
+    def end(self) -> None:
+        self.shard = None
+        self.over = 0
+
+    def check(self) -> None:
+        if self.over and self.shard is not None:
+            raise OverMemory(f"shard {self.shard[1]} used RSS {_mib(self.over)} > worker_max_rss "
+                             f"{_mib(self.limit)} (raise worker_max_rss, or lower seq_len / shard_size)")
+
+    def sample(self) -> None:
+        current = self.shard
+        if current is None:
+            return
+        rss = rss_bytes()
+        if self.limit and rss > self.limit and not self.over:
+            self.over = rss
+        if rss > self.peak:
+            self.peak = rss
+            try:
+                self.q.note_rss(*current, rss)
+            except redis.RedisError as exc:  # the main loop handles outages
+                log.debug("rss note failed: %s", exc)
+
+    def _run(self) -> None:
+        while not self.stop_event.wait(self.every_s):
+            self.sample()
+
+    def close(self) -> None:
+        self.stop_event.set()
+
+
 class CancelCheck:
     """The generators' cooperative cancellation check: raises `Cancelled` once the dataset is
-    cancelled, failed or gone, asking Redis at most once per `every_s`."""
+    cancelled, failed or gone, asking Redis at most once per `every_s`; raises `OverMemory` as soon
+    as the worker's RSS passed `worker_max_rss`."""
 
-    def __init__(self, q: Queue, dataset: str, every_s: float) -> None:
-        self.q, self.dataset, self.every_s = q, dataset, every_s
+    def __init__(self, q: Queue, dataset: str, every_s: float, watch: RssWatch | None = None) -> None:
+        self.q, self.dataset, self.every_s, self.watch = q, dataset, every_s, watch
         self.last = time.monotonic()
 
     def __call__(self) -> None:
+        if self.watch is not None:
+            self.watch.check()
         if time.monotonic() - self.last < self.every_s:
             return
         self.last = time.monotonic()
@@ -116,11 +192,13 @@ class Worker:
         self.contexts: OrderedDict[str, Context] = OrderedDict()
         self.llms: dict[str, LLM] = {}  # one backend per distinct llm section: its adaptive state lasts
         self.heartbeat = Heartbeat(url, self.q.consumer, settings.claim_idle_ms / 3000)
+        self.rss = RssWatch(url, self.q.consumer, settings.worker_max_rss)
         self.stopping = False
         self.last_housekeeping = 0.0
         # Errors seen while Redis refused writes: recorded on their datasets once it accepts them.
         self.owed_errors: list[tuple[str, str]] = []
         self.refused_since: float | None = None
+        self.owed_unstarts: list[tuple[str, int]] = []
 
     # -- main loop -------------------------------------------------------------------------
     def run(self, max_tasks: int | None = None) -> None:
@@ -161,6 +239,7 @@ class Worker:
                     time.sleep(pause)
                     pause = min(pause * 2, 10.0)
         self.heartbeat.close()
+        self.rss.close()
 
     def owe_error(self, dataset: str, message: str) -> None:
         if (dataset, message) not in self.owed_errors:
@@ -169,6 +248,9 @@ class Worker:
 
     def settle_owed_errors(self) -> None:
         """Record the errors of a write outage on their datasets (raises while Redis still refuses)."""
+        while self.owed_unstarts:
+            self.q.unstart(*self.owed_unstarts[0])
+            self.owed_unstarts.pop(0)
         while self.owed_errors:
             dataset, message = self.owed_errors[0]
             if self.q.state(dataset) not in (None, *FINAL_STATES):
@@ -191,16 +273,34 @@ class Worker:
         if task.shard is None:
             self.finalize(task)
             return
+        starts, failures, last_rss = self.q.start_attempt(task.dataset, task.shard)
+        if starts - failures >= self.settings.max_attempts:
+            self.q.unstart(task.dataset, task.shard)
+            self.q.fail(task.dataset, f"shard {task.shard} killed its worker {starts - failures} times "
+                                      f"(last RSS {_mib(last_rss) if last_rss else 'unknown'}; the kernel's "
+                                      "OOM killer? lower seq_len / shard_size or give workers more memory)")
+            self.q.ack(task.entry_id)
+            return
         try:
             self.q.transition(task.dataset, "running", ("queued",))
             ctx = self.context(task.dataset)
-            self.run_shard(ctx, task)
+            self.rss.begin(task.dataset, task.shard)
+            try:
+                self.run_shard(ctx, task)
+            finally:
+                self.rss.end()
         except Cancelled:
             pass
+        except OverMemory as exc:
+            self.contexts.pop(task.dataset, None)
+            gc.collect()  # the shard's frames are gone: return what they held before the next task
+            self.q.fail(task.dataset, str(exc))
         except REDIS_DOWN:
+            self._unstart_later(task)
             raise
         except redis.ResponseError as exc:
             if write_refused(exc):
+                self._unstart_later(task)
                 raise  # the run loop waits the outage out; the task stays pending
             log.exception("task %s failed", task)
             self._retry_or_fail(task, exc)
@@ -225,6 +325,11 @@ class Worker:
             self._retry_or_fail(task, exc)
             return
         self.q.ack(task.entry_id)
+
+    def _unstart_later(self, task: Task) -> None:
+        """An outage, not the shard, ended this start: take it back once Redis takes writes."""
+        assert task.shard is not None
+        self.owed_unstarts.append((task.dataset, task.shard))
 
     def _retry_or_fail(self, task: Task, exc: BaseException) -> None:
         assert task.shard is not None
@@ -272,11 +377,13 @@ class Worker:
         assert shard is not None
         batch_size = int(self.q.meta(dataset).get("batch_size") or self.settings.batch_size)
         ctx.llm_stats = LLMStats()  # this shard's counters only; FINISH adds them once
-        ctx.cancel_check = CancelCheck(self.q, dataset, self.settings.cancel_check_s)
+        ctx.cancel_check = CancelCheck(self.q, dataset, self.settings.cancel_check_s, self.rss)
         try:
             table = generate_shard(ctx, shard)
         finally:
             ctx.cancel_check = None
+        self.rss.sample()
+        self.rss.check()
         lengths = token_lengths([table]) if table.num_rows else np.zeros(0, np.int64)
         batches = ((to_ipc(table.slice(lo, batch_size)), min(batch_size, table.num_rows - lo),
                     int(lengths[lo:lo + batch_size].sum())) for lo in range(0, table.num_rows, batch_size))

@@ -4,6 +4,10 @@
   keep running (no traceback exit), the API keeps answering (200, or a 503 naming the cause; never a 500), and once the disk is grown
   again the error the workers met is on the dataset.
 - The store is a read-only mount: the dataset fails at once with a message naming the cause.
+- A shard needing more memory than `worker_max_rss` fails its dataset with a message; the worker
+  lives on and serves the next dataset.
+- A shard whose worker is SIGKILLed (what the OOM killer does) `max_attempts` times fails its
+  dataset on the next claim, naming the kills, instead of being retried forever.
 
 Both need `mount -t tmpfs` (root); they are skipped where mounting is not permitted.
 """
@@ -155,3 +159,74 @@ def test_sigkilled_serve_leaves_no_workers(service_env: dict, tmp_path: Path, pr
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.timeout(300)
+def test_shard_over_worker_max_rss_fails_its_dataset_and_the_worker_lives_on(
+        service_env: dict, tmp_path: Path, private_redis: EmbeddedRedis) -> None:
+    env = {**service_env, "REDIS_URL": private_redis.url, "LONGWEAVE_HOME": str(tmp_path / "home"),
+           "LONGWEAVE_WORKER_MAX_RSS": "700mb"}
+    api_proc, api = start_api(env, tmp_path / "api.log")
+    worker = start_worker(env, tmp_path / "worker.log")
+    c = client(api)
+
+    def ends(ds: str) -> dict:
+        return _wait(lambda: (b := c.get(f"/v1/datasets/{ds}").json())["state"] in ("failed", "done") and b,
+                     240, f"dataset {ds} ends")
+
+    small = {"kind": "cip", "seq_len": 256, "num_samples": 32, "shard_size": 32}
+    try:
+        assert ends(c.post("/v1/datasets", json={**small, "name": "before"}).json()["id"])["state"] == "done"
+        # One shard of 2000 x 131072 int32 tokens: over 1 GiB of ids alone.
+        big = {"kind": "cip", "seq_len": 131072, "num_samples": 2000, "shard_size": 2000, "name": "big"}
+        body = ends(c.post("/v1/datasets", json=big).json()["id"])
+        assert body["state"] == "failed", body
+        assert any("shard 0 used RSS" in e and "> worker_max_rss 700 MiB" in e for e in body["errors"]), body
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+        # The memory went back: the same worker finishes the next dataset under the same bound.
+        assert ends(c.post("/v1/datasets", json={**small, "name": "after"}).json()["id"])["state"] == "done"
+    finally:
+        stop(worker)
+        stop(api_proc)
+
+
+@pytest.mark.timeout(300)
+def test_shard_that_kills_its_worker_max_attempts_times_fails_its_dataset(
+        service_env: dict, tmp_path: Path, private_redis: EmbeddedRedis) -> None:
+    import redis
+
+    from longweave.generators import streams as S
+
+    env = {**service_env, "REDIS_URL": private_redis.url, "LONGWEAVE_HOME": str(tmp_path / "home"),
+           "LONGWEAVE_MAX_ATTEMPTS": "2", "LONGWEAVE_MAX_QUEUED_BATCHES": "1"}
+    api_proc, api = start_api(env, tmp_path / "api.log")
+    log = tmp_path / "worker.log"
+    c = client(api)
+    r = redis.Redis.from_url(private_redis.url, socket_timeout=5)
+    worker = None
+    try:
+        spec = {"kind": "cip", "seq_len": 256, "num_samples": 64, "shard_size": 64, "name": "killer"}
+        ds = c.post("/v1/datasets", json=spec).json()["id"]
+        # A consumer that read once and never acknowledges: the shard's worker waits on backpressure
+        # mid-shard, holding the task, until it is killed.
+        group = S.run_group("kill-test")
+        r.xgroup_create(S.out_key(ds), group, id="0", mkstream=True)
+        r.xreadgroup(group, "reader", {S.out_key(ds): ">"}, count=1, block=10)
+        kills = 0
+        for _ in range(2):
+            worker = start_worker(env, log)
+            _wait(lambda: int(r.hget(S.meta_key(ds), "starts:0") or 0) == kills + 1, 120,
+                  f"start {kills + 1} of shard 0")
+            worker.kill()
+            worker.wait()
+            kills += 1
+        worker = start_worker(env, log)
+        body = _wait(lambda: (b := c.get(f"/v1/datasets/{ds}").json())["state"] in ("failed", "done") and b,
+                     120, "the dataset ends")
+        assert body["state"] == "failed", body
+        assert any("shard 0 killed its worker 2 times (last RSS" in e for e in body["errors"]), body["errors"]
+        assert worker.poll() is None, log.read_text()[-3000:]
+    finally:
+        if worker is not None:
+            stop(worker)
+        stop(api_proc)
