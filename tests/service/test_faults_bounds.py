@@ -194,7 +194,6 @@ def test_shard_over_worker_max_rss_fails_its_dataset_and_the_worker_lives_on(
 def test_shard_that_kills_its_worker_max_attempts_times_fails_its_dataset(
         service_env: dict, tmp_path: Path, private_redis: EmbeddedRedis) -> None:
     import redis
-
     from longweave.generators import streams as S
 
     env = {**service_env, "REDIS_URL": private_redis.url, "LONGWEAVE_HOME": str(tmp_path / "home"),
@@ -212,14 +211,12 @@ def test_shard_that_kills_its_worker_max_attempts_times_fails_its_dataset(
         group = S.run_group("kill-test")
         r.xgroup_create(S.out_key(ds), group, id="0", mkstream=True)
         r.xreadgroup(group, "reader", {S.out_key(ds): ">"}, count=1, block=10)
-        kills = 0
-        for _ in range(2):
+        for kills in range(2):
             worker = start_worker(env, log)
-            _wait(lambda: int(r.hget(S.meta_key(ds), "starts:0") or 0) == kills + 1, 120,
+            _wait(lambda n=kills + 1: int(r.hget(S.meta_key(ds), "starts:0") or 0) == n, 120,
                   f"start {kills + 1} of shard 0")
-            worker.kill()
+            worker.kill()  # what the OOM killer does: SIGKILL mid-shard
             worker.wait()
-            kills += 1
         worker = start_worker(env, log)
         body = _wait(lambda: (b := c.get(f"/v1/datasets/{ds}").json())["state"] in ("failed", "done") and b,
                      120, "the dataset ends")
