@@ -39,7 +39,7 @@ from longweave.generators import streams
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-console = Console()
+console = Console() if sys.stdout.isatty() else Console(width=120)
 
 
 def free_port() -> int:
@@ -205,14 +205,12 @@ class Demo:
             m = read_metrics(self.runs / stage / "metrics.jsonl")
             last = m[-1] if m else {}
             bs = int(self.env["LONGWEAVE_BATCH_SIZE"])
-            read = sum(1 for _ in m)  # one packed row per step
             t.add_row(stage, ds.id if ds else "-", ds.state if ds else "-",
                       f"{ds.shards_done}/{ds.num_shards}" if ds else "-",
                       f"{ds.samples_published}/{ds.samples_total}" if ds else "-",
                       str(self._batches_read(stage, bs)) if ds else "-",
                       str(last.get("step", "-")), f"{last['loss']:.3f}" if last else "-",
                       f"{last['tokens_per_s']:.0f}" if last else "-")
-            del read
         lines = [t]
         if self.first_step:
             fs = self.first_step
@@ -317,7 +315,7 @@ class Demo:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("out/demo"))
-    ap.add_argument("--cip-samples", type=int, default=160)
+    ap.add_argument("--cip-samples", type=int, default=128)
     ap.add_argument("--synl-samples", type=int, default=64)
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
