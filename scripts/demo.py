@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from longweave.clients.sdk import Client
+from longweave.generators import streams
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
-
-from longweave.clients.sdk import Client
-from longweave.generators import streams
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -189,7 +188,7 @@ class Demo:
                 try:
                     self.datasets[stage] = self.lw.get_dataset(ds_id)
                 except Exception:  # noqa: BLE001  (one missed poll; the next one tries again)
-                    pass
+                    continue
         if self.first_step is None and "cip" in self.datasets and read_metrics(self.runs / "cip" / "metrics.jsonl"):
             ds = self.lw.get_dataset(self.ids["cip"])
             self.first_step = {"state": ds.state, "samples_done": ds.samples_done,
@@ -225,8 +224,8 @@ class Demo:
                 if c.get("run") == f"demo-{stage}" or c.get("group") == streams.run_group(f"demo-{stage}"):
                     return int(c.get("entries_read") or c.get("read") or 0) or max(
                         0, int(self.datasets[stage].samples_published / bs) - int(c.get("lag") or 0))
-        except Exception:  # noqa: BLE001
-            pass
+        except Exception:  # noqa: BLE001  (one missed poll: shown as 0 until the next)
+            return 0
         return 0
 
     # -- the whole run ------------------------------------------------------------------------------
