@@ -160,7 +160,7 @@ class Demo:
     def train(self, stage: str, model_path: str, extra: list[str]) -> subprocess.Popen[bytes]:
         run_dir = self.runs / stage
         sets = [f"model.path={model_path}", f"run_dir={run_dir}", f"run_id=demo-{stage}",
-                f"data.seq_len={self.seq_len}", "progress=false", "log_every=1", "checkpoint_every=8",
+                f"data.seq_len={self.seq_len}", "progress=false", "log_every=1", "checkpoint_every=32",
                 "steps=10000", "threads=2", "optim.lr=3e-3", "optim.warmup_steps=2", *extra]
         cmd = [*longweave(), "train", "--dataset", self.ids[stage], "--service", self.url]
         for s in sets:
