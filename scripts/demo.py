@@ -187,7 +187,7 @@ class Demo:
             if not self.datasets[stage].finished:
                 try:
                     self.datasets[stage] = self.lw.get_dataset(ds_id)
-                except Exception:  # noqa: BLE001  (one missed poll; the next one tries again)
+                except Exception:  # noqa: BLE001, S112  (one missed poll; the next one tries again)
                     continue
         if self.first_step is None and "cip" in self.datasets and read_metrics(self.runs / "cip" / "metrics.jsonl"):
             ds = self.lw.get_dataset(self.ids["cip"])
