@@ -26,14 +26,11 @@ venv: $(STAMP)
 vllm:
 	@PYTHON=$(PYTHON) scripts/vllm_cpu.sh
 
+# The main job end to end (scripts/demo.py): `longweave serve` (embedded Redis, 2 workers), a CIP
+# dataset trained on (tiny model, RoPE x2) while the workers make it, long SFT on a SynL stream,
+# the needle grid; a summary table and the paths of the Parquet files, checkpoints and heatmap.
 demo: venv
-	$(VENV)/bin/longweave generate cip  --num-samples 64 --seq-len 8192 --docs-per-seq 4 --chunks-per-doc 2 --out $(DEMO)/cip
-	$(VENV)/bin/longweave generate synl --num-samples 32 --seq-len 4096 --out $(DEMO)/synl
-	@echo
-	@echo "Two datasets are ready (Parquet shards, a dataset card, the tokenizer):"
-	@echo "  $(DEMO)/cip   ($(DEMO)/cip/README.md)"
-	@echo "  $(DEMO)/synl  ($(DEMO)/synl/README.md)"
-	@echo "Look inside with: $(VENV)/bin/longweave inspect $(DEMO)/synl"
+	$(PY) scripts/demo.py --out $(DEMO)
 
 test: venv vllm
 	$(PY) -m pytest -q
