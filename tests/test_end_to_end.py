@@ -89,9 +89,21 @@ def test_train_from_the_service_with_no_other_settings(throttled_service: tuple[
     import subprocess
     import sys
 
+    import httpx
+
     api, _ = throttled_service
     with Client(api, api_key=KEYS["alice"]) as lw:
         ds = lw.create_dataset(SERVICE_SPEC)
+        # The throttled service caps a stream nobody reads at 2 x 2 batches, so a run that must see
+        # every sample attaches its group (`run:default`) before production gets ahead of it, as
+        # `make demo` does; a run that attaches too late is told so (StreamTrimmed).
+        info = httpx.get(f"{api}/v1/datasets/{ds.id}/stream",
+                         headers={"Authorization": f"Bearer {KEYS['alice']}"}).json()
+        r = redis.Redis.from_url(info["redis_url"])
+        try:
+            r.xgroup_create(info["stream"], streams.run_group("default"), id="0", mkstream=True)
+        finally:
+            r.close()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LONGWEAVE_")}
         res = subprocess.run(
             [sys.executable, "-m", "longweave.clients.cli", "train", "--dataset", ds.id, "--service", api,

@@ -301,6 +301,8 @@ class RedisSource:
         if first is not None and _id(_str(first[0])) <= last:
             return  # entries at or before ours are still there: no trim reached past us
         read, added = g.get("entries-read"), info.get("entries-added")
+        if read is None and last == (0, 0):
+            read = 0  # a group that never read: Redis cannot tell its entries-read after a trim
         if read is not None and added is not None and int(added) - int(read) > int(info["length"]):
             raise self._trimmed()
 
