@@ -208,7 +208,8 @@ class Corpus:
         path = self._check_lines(path)
         try:
             lazy = pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_ndjson(path, infer_schema_length=1000)
-            columns = lazy.collect_schema().names()
+            schema = lazy.collect_schema()
+            columns = schema.names()
         except Exception as exc:  # polars raises several types for malformed files
             kind = "Parquet" if path.suffix == ".parquet" else "JSONL"
             raise CorpusError(
@@ -220,7 +221,7 @@ class Corpus:
                 "--text-field", f"'{path}' has no column '{self.text_field}' (columns: {', '.join(columns)})",
                 "pass --text-field with one of those columns",
             )
-        dtype = lazy.collect_schema()[self.text_field]
+        dtype = schema[self.text_field]
         if dtype != pl.String and dtype != pl.Null:
             raise CorpusError(
                 "text_field", f"column '{self.text_field}' of '{prefix}' is of type {dtype}, not text",

@@ -14,16 +14,24 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 RETRY_ON = [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError]
-# Replies of a Redis that is up but refuses writes: out of disk for its AOF (MISCONF, which also
-# refuses the health-check PING), maxmemory reached (OOM), a read-only replica (READONLY); inside
-# MULTI they arrive wrapped in EXECABORT.
-_WRITE_REFUSED = ("MISCONF", "OOM command not allowed", "READONLY")
+# Replies of a Redis that is up but says "not now": out of disk for its AOF (MISCONF, which also
+# refuses the health-check PING), maxmemory reached (OOM), a read-only replica (READONLY), a load
+# or a script in progress, a cluster without quorum. Inside MULTI the first three arrive wrapped in
+# EXECABORT, so they are also looked for anywhere in the text.
+_NOT_NOW_PREFIXES = ("MISCONF", "OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
+_NOT_NOW_ANYWHERE = ("MISCONF", "OOM COMMAND NOT ALLOWED", "READONLY", "OUT OF MEMORY",
+                     "COMMAND NOT ALLOWED WHEN USED MEMORY")
 
 
-def write_refused(exc: BaseException) -> bool:
-    """Redis answered but refuses writes: an outage to wait out, not a fault of the request or shard."""
-    return isinstance(exc, (redis.ReadOnlyError, redis.exceptions.OutOfMemoryError)) or (
-        isinstance(exc, redis.ResponseError) and any(m in str(exc) for m in _WRITE_REFUSED))
+def unavailable_reply(exc: BaseException) -> bool:
+    """Redis answered but cannot serve this now: an outage to wait out (the worker) or a 503 (the
+    API), not a fault of the request or the shard."""
+    if isinstance(exc, (redis.ReadOnlyError, redis.exceptions.OutOfMemoryError, redis.BusyLoadingError)):
+        return True
+    if not isinstance(exc, redis.ResponseError):
+        return False
+    text = str(exc).lstrip("-").upper()
+    return text.startswith(_NOT_NOW_PREFIXES) or any(m in text for m in _NOT_NOW_ANYWHERE)
 
 
 def _options() -> dict:

@@ -34,7 +34,6 @@ import errno
 import gc
 import logging
 import os
-import shutil
 import signal
 import tempfile
 import threading
@@ -57,7 +56,7 @@ from longweave.generators.specs import parse_spec
 from longweave.generators.streams import FINAL_STATES
 
 from .queue import WAITING_REFRESH_S, Queue, Task, llm_counters
-from .redis_client import write_refused
+from .redis_client import unavailable_reply
 from .settings import Settings
 from .store import Store
 
@@ -225,7 +224,7 @@ class Worker:
                 log.warning("redis unreachable (%s); retrying", exc)
                 time.sleep(0.5)
             except redis.ResponseError as exc:
-                if write_refused(exc):
+                if unavailable_reply(exc):
                     # Out of disk, out of memory, read-only: the task stays pending; keep running,
                     # back off, and record the error on the dataset once Redis takes writes again.
                     if task is not None and task.shard is not None:
@@ -299,7 +298,7 @@ class Worker:
             self._unstart_later(task)
             raise
         except redis.ResponseError as exc:
-            if write_refused(exc):
+            if unavailable_reply(exc):
                 self._unstart_later(task)
                 raise  # the run loop waits the outage out; the task stays pending
             log.exception("task %s failed", task)
@@ -478,12 +477,10 @@ def write_dataset_card(store: Store, dataset: str, ctx: Context, tables: list[pa
     store.write_json(dataset, "dataset.json", info)
     with tempfile.TemporaryDirectory() as tmp:
         write_card(Path(tmp), info, lengths, example)
-        for rel, f in regular_files(ctx.tokenizer.path):  # never a link out of the folder
-            (Path(tmp) / "tokenizer" / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(f, Path(tmp) / "tokenizer" / rel, follow_symlinks=False)
-        for p in sorted(Path(tmp).rglob("*")):
-            if p.is_file() and not p.is_symlink():
-                store.write_bytes(dataset, p.relative_to(tmp).as_posix(), p.read_bytes())
+        for rel, f in regular_files(tmp):
+            store.write_bytes(dataset, rel, f.read_bytes())
+    for rel, f in regular_files(ctx.tokenizer.path):  # never a link out of the folder
+        store.write_bytes(dataset, f"tokenizer/{rel}", f.read_bytes())
     return info
 
 

@@ -30,6 +30,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Request, status
 from longweave.generators import streams as S
 
+from ..redis_client import unavailable_reply
 from .deps import RedisDep, SettingsDep, TenantDep
 
 # KEYS[1] bucket hash; ARGV rate (tokens/s), burst. Returns {allowed 0|1, seconds until a token}.
@@ -51,18 +52,6 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return {allowed, tostring(wait)}
 """
-
-# Replies of Redis that mean it cannot take writes now (a full disk, maxmemory, a replica): 503.
-UNAVAILABLE_REPLIES = ("MISCONF", "OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
-
-
-def unavailable_reply(exc: BaseException) -> bool:
-    """A Redis error reply that says "not now" rather than "wrong command"."""
-    if isinstance(exc, (redis.ReadOnlyError, redis.BusyLoadingError)):
-        return True
-    text = str(exc).lstrip("-").upper()
-    return text.startswith(UNAVAILABLE_REPLIES) or "OUT OF MEMORY" in text or "COMMAND NOT ALLOWED WHEN USED MEMORY" in text
-
 
 def too_many(field: str, message: str, fix: str, retry_after: float) -> HTTPException:
     return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,

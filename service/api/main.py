@@ -33,11 +33,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..redis_client import async_client, write_refused
+from ..redis_client import async_client, unavailable_reply
 from ..redis_server import EmbeddedRedis
 from ..settings import Settings
 from ..store import Store
-from .limits import StreamSlots, unavailable_reply
+from .limits import StreamSlots
 from .routes import consumers, datasets, health, stream
 
 log = logging.getLogger("longweave.api")
@@ -243,7 +243,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def _redis_refuses(request: Request, exc: redis.ResponseError) -> JSONResponse:
         # A full disk (MISCONF), maxmemory (OOM), a read-only replica: Redis cannot take writes now.
         # Any other error reply is a bug of ours and stays a 500.
-        if not (unavailable_reply(exc) or write_refused(exc)):
+        if not unavailable_reply(exc):
             raise exc
         return JSONResponse(status_code=503, content={"detail": [
             {"field": "redis", "message": f"Redis refuses writes: {str(exc)[:300]}",

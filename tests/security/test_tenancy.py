@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from longweave.service.api.limits import estimated_bytes, unavailable_reply
+from longweave.service.api.limits import estimated_bytes
+from longweave.service.redis_client import unavailable_reply
 from longweave.service.redis_server import EmbeddedRedis
 
 from tests.service.conftest import KEYS, redis_server, service_env, service_home, start_api, stop  # noqa: F401

@@ -154,6 +154,22 @@ def wait_state(c: httpx.Client, dataset: str, states: tuple[str, ...] = ("done",
     raise AssertionError(f"dataset {dataset} not {states} within {timeout}s: {body}")
 
 
+def read_events(lines: Iterator[str]) -> list[dict]:
+    """Server-sent events as {event, data} dicts, parsed from a response's lines."""
+    import json
+
+    out, current = [], {}
+    for line in lines:
+        if line.startswith("event: "):
+            current["event"] = line[7:]
+        elif line.startswith("data: "):
+            current["data"] = json.loads(line[6:])
+        elif line == "" and current:
+            out.append(current)
+            current = {}
+    return out
+
+
 def expected_ids(spec: dict, dataset: str, cache_dir: Path) -> list[str]:
     """The sample ids of a dataset, generated here in-process: the ground truth for "none missing"."""
     from longweave.generators.pipeline import generate_shard, prepare

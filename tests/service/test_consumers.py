@@ -8,7 +8,6 @@ max_queued_batches=2: the session's workers must not take these tasks with their
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from longweave.generators import streams as S
 from longweave.generators.errors import StreamTrimmed
 from longweave.trainer.data import RedisSource
 
-from .conftest import client, expected_ids, start_api, start_worker, stop, wait_state
+from .conftest import client, expected_ids, read_events, start_api, start_worker, stop, wait_state
 
 SPEC = {"kind": "cip", "seq_len": 256, "num_samples": 160, "shard_size": 40}  # 4 shards, 20 batches of 8
 IDLE_S = 3
@@ -44,17 +43,8 @@ while True:
 
 
 def events(c, ds: str) -> list[dict]:
-    out, current = [], {}
     with c.stream("GET", f"/v1/datasets/{ds}/events", timeout=60) as resp:
-        for line in resp.iter_lines():
-            if line.startswith("event: "):
-                current["event"] = line[7:]
-            elif line.startswith("data: "):
-                current["data"] = json.loads(line[6:])
-            elif line == "" and current:
-                out.append(current)
-                current = {}
-    return out
+        return read_events(resp.iter_lines())
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ import redis
 from longweave.generators import streams as S
 from longweave.generators.records import SCHEMA, from_ipc
 
-from .conftest import client, expected_ids, wait_state
+from .conftest import client, expected_ids, read_events, wait_state
 
 SPEC = {"kind": "cip", "seq_len": 256, "num_samples": 40, "shard_size": 16}
 
@@ -155,18 +155,9 @@ def test_cancel_stops_a_dataset(api: str, workers: list, r: redis.Redis) -> None
 
 def test_events_stream_ends_with_final_state(api: str, done_dataset: dict) -> None:
     c = client(api)
-    events = []
     with c.stream("GET", f"/v1/datasets/{done_dataset['id']}/events") as resp:
         assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
-        current: dict = {}
-        for line in resp.iter_lines():
-            if line.startswith("event: "):
-                current["event"] = line[7:]
-            elif line.startswith("data: "):
-                current["data"] = json.loads(line[6:])
-            elif line == "" and current:
-                events.append(current)
-                current = {}
+        events = read_events(resp.iter_lines())
     kinds = [e["event"] for e in events]
     assert kinds[0] == "state" and events[0]["data"]["state"] == "queued"
     assert kinds.count("shard") == 3
