@@ -4,7 +4,8 @@ A refactor of the generators must not change what they produce. Each case builds
 of one kind with the session's BPE tokenizer and compares the sha256 of its Parquet shard files
 (and of their decoded contents, which does not depend on the pyarrow version that wrote them)
 with the figures pinned below. A change that means to alter the data updates the pins in the
-same commit and says why.
+same commit and says why. Each spec has a fixed name: an unnamed dataset's id hashes the spec,
+tokenizer path included, and would differ between checkouts.
 """
 
 from __future__ import annotations
@@ -25,20 +26,20 @@ PINNED_PYARROW = "26.0.1"
 
 CASES = {
     "cip": lambda tok: CIPSpec(num_samples=6, shard_size=4, seq_len=512, docs_per_seq=3, chunks_per_doc=2,
-                               seed=7, tokenizer=tok),
-    "synl": lambda tok: SynLSpec(num_samples=6, shard_size=4, seq_len=1024, seed=7, tokenizer=tok),
+                               seed=7, tokenizer=tok, name="golden-cip"),
+    "synl": lambda tok: SynLSpec(num_samples=6, shard_size=4, seq_len=1024, seed=7, tokenizer=tok, name="golden-synl"),
     "niah": lambda tok: NIAHSpec(num_samples=6, shard_size=4, lengths=[256, 512], depths=[0.0, 0.5, 1.0],
-                                 variant="multikey", seed=7, tokenizer=tok),
+                                 variant="multikey", seed=7, tokenizer=tok, name="golden-niah"),
 }
 
 PINS: dict[str, tuple[str, str]] = {
     # kind: (sha256 of the shard files' bytes in order, sha256 of their rows as Arrow IPC)
-    "cip": ("8c64ead037be419ed77906143155c0ff0d2ad1fe13850c2aafb7b6e73db068f5",
-             "804fb8d800c47d347da1e8e3f2967fd3bff3ad5c5ed8dc89153f9c331b5c28b8"),
-    "niah": ("aff6744ea846b38bae805b5d37d343635275d7c95ea86de328593ae636f1b15f",
-             "b9a0b0022514417367e7a911ee7423c1fb17bf78121d8ffc4d3ff9b6530338e6"),
-    "synl": ("43f5dfd87ac4f34aa354e36a564dddf37f95d076c483cf2dcf560956dc90856f",
-             "ade20c5cc2b113ebff792eb02ac04b3af69fcdf7341dab59ffeeb1aa9ad5e880"),
+    "cip": ("287670e3dd5374a847bd703db5eadbd694195a6cf72522664ad6792bdf5a78d8",
+             "367079fd6753cd89b7bb20a358c046684e12b7605ad05a65c7e17ae3567d1753"),
+    "niah": ("4a11d9ea0e9c4add52288133bf46849ed51f747f6cdd538c14a5108197487e7e",
+             "b9b289088bb7b13e3c808430f02f3e4242597fd1265e454ffee04e2f14056e51"),
+    "synl": ("5c95c4512004227589ef350489bf81d78dadddcc2f40b5c7046d3831216f9dbc",
+             "e3eeec30ca8aa6e9bb7d1e587477385998082ffb5bdbbbfdfbe467dce28c5205"),
 }
 
 
