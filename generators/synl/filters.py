@@ -33,6 +33,11 @@ def from_ordinal(kind: str, v: int) -> str:
     return cents_text(int(v)) if kind == "decimal" else str(int(v))
 
 
+def value_cols(b: Built, kinds: tuple[str, ...]) -> list[str]:
+    """The names of a table's columns of the given kinds, in display order."""
+    return [c.name for c in b.spec.columns if c.kind in kinds]
+
+
 def pick(rng: np.random.Generator, items: list[Any]) -> Any:
     return items[int(rng.integers(len(items)))]
 

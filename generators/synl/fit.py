@@ -33,6 +33,8 @@ from .templates import Asker
 
 @dataclass
 class Attempt:
+    """The full sample at R extra rows: sizes, tokens, segment starts, chat, question and tables."""
+
     r: int
     sizes: list[int]
     ids: np.ndarray

@@ -50,7 +50,6 @@ class SamplePlan:
         return (MIN_ROWS + np.diff(np.concatenate([[0], cut]))).tolist()
 
 
-
 def _walk(rng: np.random.Generator, hops: int) -> list[str]:
     depth = _DEPTH
     starts = sorted(t for t, d in depth.items() if d >= hops)

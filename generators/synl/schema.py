@@ -29,6 +29,7 @@ ORDERED_KINDS = ("int", "decimal", "date")  # kinds with an order: thresholds, m
 NUMERIC_KINDS = ("int", "decimal")  # kinds with sums and means
 
 
+# -- themes ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Column:
     """One typed column of a theme.
@@ -75,7 +76,6 @@ def fk_column(target: TableSchema) -> Column:
     return Column(target.key.name, "fk", ref=target.name)
 
 
-
 def check_themes(themes: Mapping[str, TableSchema]) -> None:
     """Raise AssertionError when a pool of themes breaks an invariant the generator relies on."""
     keys = [t.key.name for t in themes.values()]
@@ -89,7 +89,6 @@ def check_themes(themes: Mapping[str, TableSchema]) -> None:
         assert any(c.kind in NUMERIC_KINDS for c in t.columns) and any(c.kind == "category" for c in t.columns)
         assert any(c.kind == "date" for c in t.columns), t.name
         assert all(r in themes for r in t.refs), t.name
-
 
 
 def chain_depth(themes: Mapping[str, TableSchema]) -> dict[str, int]:
@@ -135,8 +134,7 @@ def parse_cell(kind: str, text: str) -> int | dt.date | str:
     return text
 
 
-
-
+# -- the tables of one prompt ---------------------------------------------------------------
 @dataclass
 class TableSpec:
     """One table of a prompt: its theme, the columns it shows (key first), and its title."""
@@ -156,7 +154,6 @@ class TableSpec:
 
     def fk_columns(self) -> list[Column]:
         return [c for c in self.columns if c.kind == "fk"]
-
 
 
 @dataclass

@@ -16,34 +16,21 @@ from typing import ClassVar
 import numpy as np
 import polars as pl
 
-from .filters import broad_filter, ordinal, pick, selective_filter
-from .prompts import REASONING_NOTE, Question, conds_text, keys_format, quoted, table_label, where_clause
-from .query import (
-    Aggregate,
-    ArgMax,
-    ArgMin,
-    Cell,
-    Chain,
-    ChainCount,
-    ChainKeys,
-    Compare,
-    Condition,
-    Count,
-    Distinct,
-    FilterKeys,
-    Hop,
-    Reverse,
-    TopK,
-    row_of,
+from . import query as Q
+from .filters import broad_filter, ordinal, pick, selective_filter, value_cols
+from .prompts import (
+    REASONING_NOTE,
+    Question,
+    conds_text,
+    keys_format,
+    quoted,
+    table_label,
+    where_clause,
 )
 from .schema import NUMERIC_KINDS, ORDERED_KINDS, Built, cell_text
 
 MAX_LIST = 10  # most keys a list answer holds
 MAX_USED = 8  # most rows a reasoning answer lists
-
-
-def _value_cols(b: Built, kinds: tuple[str, ...]) -> list[str]:
-    return [c.name for c in b.spec.columns if c.kind in kinds]
 
 
 class Asker:
@@ -92,7 +79,7 @@ class Asker:
         return i, options[i]
 
     # retrieval
-    def q_cell(self, reasoning: bool = False) -> Question:
+    def q_cell(self) -> Question:
         t, b = self._table()
         k = self._key_at(b)
         col = pick(self.rng, [c.name for c in b.spec.columns[1:]])
@@ -102,7 +89,7 @@ class Asker:
             f"Look up {e} {k} in {table_label(b)}. What is its {col}?",
             f"What {col} does {table_label(b)} list for {b.spec.key} {k}?",
         ])
-        q = Cell(t, k, col)
+        q = Q.Cell(t, k, col)
         return Question(f"cell/{i}", q, f"{text} Answer with the value exactly as written in the table.", "value")
 
     def q_reverse(self) -> Question | None:
@@ -119,7 +106,7 @@ class Asker:
                     (f"Find the {b.spec.schema.entity} in {table_label(b)} whose {col} is {quoted(kind, v)}. "
                     f"What is its {b.spec.key}?"),
                 ])
-                q = Reverse(t, col, v)
+                q = Q.Reverse(t, col, v)
                 return Question(f"reverse/{i}", q, f"{text} Answer with the {b.spec.key} only.", "key")
         return None
 
@@ -132,26 +119,26 @@ class Asker:
             f"List every {b.spec.key} in {table_label(b)} where {conds_text(conds, b)}.",
             f"Which rows of {table_label(b)} satisfy all of these: {conds_text(conds, b)}?",
         ])
-        q = FilterKeys(t, conds)
+        q = Q.FilterKeys(t, conds)
         return Question(f"filter_keys/{i}", q, f"{text} {keys_format(b)}", "keys")
 
     # multihop
-    def _path(self) -> tuple[Hop, ...] | None:
+    def _path(self) -> tuple[Q.Hop, ...] | None:
         chain = self.chain
         if len(chain) < 2:
             return None
         steps = []
         for a, nxt in pairwise(chain):
             col = self.tables[nxt].spec.key  # a foreign key is named like the key it points at
-            steps.append(Hop(a, col))
+            steps.append(Q.Hop(a, col))
         return tuple(steps)
 
-    def _path_text(self, path: tuple[Hop, ...]) -> str:
+    def _path_text(self, path: tuple[Q.Hop, ...]) -> str:
         chain = self.chain
         hops = [f"follow {s.column} to {table_label(self.tables[nxt])}" for s, nxt in zip(path, chain[1:])]
         return ", then ".join(hops)
 
-    def q_chain(self, reasoning: bool = False) -> Question | None:
+    def q_chain(self) -> Question | None:
         path = self._path()
         if path is None:
             return None
@@ -166,7 +153,7 @@ class Asker:
             (f"What is the {col} value of the {nested} of {first.spec.schema.entity} {k}? Foreign keys are the columns "
             f"named like another table's key; {self._path_text(path)}."),
         ])
-        q = Chain(chain[0], k, path, chain[-1], col)
+        q = Q.Chain(chain[0], k, path, chain[-1], col)
         return Question(f"chain/{i}", q, f"{text} Answer with the value exactly as written in the table.", "value")
 
     def q_chain_count(self) -> Question | None:
@@ -175,12 +162,12 @@ class Asker:
             return None
         chain = self.chain
         first, last = self.tables[chain[0]], self.tables[chain[-1]]
-        cats = _value_cols(last, ("category",))
+        cats = value_cols(last, ("category",))
         # Anchor on a row that some chain reaches, so the count is at least one.
-        end = Chain(chain[0], self._key_at(first), path, chain[-1], last.spec.key).evaluate(self.tables).answer
+        end = Q.Chain(chain[0], self._key_at(first), path, chain[-1], last.spec.key).evaluate(self.tables).answer
         col = pick(self.rng, cats)
-        conds = (Condition(col, "eq", row_of(last, end)[col]),)
-        q = ChainCount(chain[0], path, chain[-1], conds)
+        conds = (Q.Condition(col, "eq", Q.row_of(last, end)[col]),)
+        q = Q.ChainCount(chain[0], path, chain[-1], conds)
         i, text = self._phrase([
             (f"How many rows of {table_label(first)} lead to a row of {table_label(last)} where {conds_text(conds, last)}? "
             f"To follow a row, {self._path_text(path)}."),
@@ -195,9 +182,9 @@ class Asker:
             return None
         chain = self.chain
         first, last = self.tables[chain[0]], self.tables[chain[-1]]
-        end = Chain(chain[0], self._key_at(first), path, chain[-1], last.spec.key).evaluate(self.tables).answer
-        conds = (Condition(last.spec.key, "eq", end),)
-        q = ChainKeys(chain[0], path, chain[-1], conds)
+        end = Q.Chain(chain[0], self._key_at(first), path, chain[-1], last.spec.key).evaluate(self.tables).answer
+        conds = (Q.Condition(last.spec.key, "eq", end),)
+        q = Q.ChainKeys(chain[0], path, chain[-1], conds)
         if len(q.evaluate(self.tables).used) > MAX_LIST:
             return None
         text = (f"Which rows of {table_label(first)} lead to {last.spec.schema.entity} {end} of {table_label(last)}? "
@@ -213,13 +200,13 @@ class Asker:
             f"How many rows does {table_label(b)} have?",
             f"Count the {b.spec.schema.name} in {table_label(b)}{where_clause(conds, b)}.",
         ])
-        q = Count(t, conds)
+        q = Q.Count(t, conds)
         return Question(f"count/{i}", q, f"{text} Answer with a single integer.", "integer")
 
     def _agg(self, agg: str) -> Question | None:
         t, b = self._table()
         kinds = NUMERIC_KINDS if agg in ("sum", "mean") else ORDERED_KINDS
-        cols = _value_cols(b, kinds)
+        cols = value_cols(b, kinds)
         if not cols:
             return None
         col = pick(self.rng, cols)
@@ -237,12 +224,12 @@ class Asker:
             fmt = "Round the result to 2 decimal places, halves rounded up."
         else:
             fmt = "Answer with the value exactly as written in the table."
-        q = Aggregate(t, agg, col, conds)
+        q = Q.Aggregate(t, agg, col, conds)
         return Question(f"{agg}/0", q, f"{text} {fmt}", {"sum": "number", "mean": "decimal2"}.get(agg, "value"))
 
     def _arg(self, largest: bool, selective: bool = False) -> Question | None:
         t, b = self._table()
-        col = pick(self.rng, _value_cols(b, ORDERED_KINDS))
+        col = pick(self.rng, value_cols(b, ORDERED_KINDS))
         conds = (selective_filter(b, self.rng, MAX_USED, exclude=col) if selective
                  else broad_filter(b, self.rng, 1, exclude=col))
         if conds is None:
@@ -252,19 +239,19 @@ class Asker:
         text = (f"Which {b.spec.key} in {table_label(b)} has the {word} {col}"
                 f"{' among the rows where ' + conds_text(conds, b) if conds else ''}? Answer with the "
                 f"{b.spec.key}; if several rows tie, give the one that appears first in the table.")
-        q = (ArgMax if largest else ArgMin)(t, col, conds)
+        q = (Q.ArgMax if largest else Q.ArgMin)(t, col, conds)
         return Question(f"{q.op}/0", q, text, "key")
 
     def q_topk(self) -> Question | None:
         t, b = self._table()
-        col = pick(self.rng, _value_cols(b, ORDERED_KINDS))
+        col = pick(self.rng, value_cols(b, ORDERED_KINDS))
         k = min(int(self.rng.integers(2, 6)), len(b.frame))
         desc = bool(self.rng.random() < 0.7)
         kind = b.spec.kinds[col]
         word = ("latest" if desc else "earliest") if kind == "date" else ("highest" if desc else "lowest")
         text = (f"Which {k} rows of {table_label(b)} have the {word} {col}? List their {b.spec.key} values from the "
                 f"{word} {col} on, separated by commas; break ties by table order.")
-        q = TopK(t, col, k, "desc" if desc else "asc")
+        q = Q.TopK(t, col, k, "desc" if desc else "asc")
         return Question("topk/0", q, text, "keys")
 
     def q_distinct(self) -> Question | None:
@@ -274,13 +261,13 @@ class Asker:
         conds = tuple(c for c in broad_filter(b, self.rng, 1) if c.column != col)
         text = (f"How many distinct values of {col} appear in {table_label(b)}"
                 f"{' among the rows where ' + conds_text(conds, b) if conds else ''}? Answer with a single integer.")
-        q = Distinct(t, col, conds)
+        q = Q.Distinct(t, col, conds)
         return Question("distinct/0", q, text, "integer")
 
     # comparison
     def _pair(self) -> tuple[int, Built, str, str, str] | None:
         t, b = self._table()
-        col = pick(self.rng, _value_cols(b, ORDERED_KINDS))
+        col = pick(self.rng, value_cols(b, ORDERED_KINDS))
         vals = ordinal(b, col)
         for _ in range(8):
             i, j = self.rng.choice(len(vals), size=2, replace=False)
@@ -289,7 +276,7 @@ class Asker:
                 return t, b, col, keys[int(i)], keys[int(j)]
         return None
 
-    def _compare(self, ask: str, reasoning: bool = False) -> Question | None:
+    def _compare(self, ask: str) -> Question | None:
         pair = self._pair()
         if pair is None:
             return None
@@ -313,19 +300,18 @@ class Asker:
                     "Answer with an integer.")
             i, text = 0, (f"In {table_label(b)}, what is the absolute difference between the {col} of {e} {k1} and the "
                           f"{col} of {e} {k2}? {unit}")
-        q = Compare(t, (k1, k2), col, ask)
+        q = Q.Compare(t, (k1, k2), col, ask)
         return Question(f"{ask}/{i}", q, text, "key" if ask in ("larger", "smaller") else ask)
 
     def q_yesno(self) -> Question:
         q = self._compare("yesno")
         if q is None:  # every value equal: ask about one row against itself, still exact ("No")
             t, b = self._table()
-            col = pick(self.rng, _value_cols(b, ORDERED_KINDS))
+            col = pick(self.rng, value_cols(b, ORDERED_KINDS))
             k = self._key_at(b)
             text = (f"In {table_label(b)}, is the {col} of {b.spec.schema.entity} {k} greater than that of "
                     f"{b.spec.schema.entity} {k}? Answer Yes or No.")
-            q = Question("yesno/1", Compare(t, (k, k), col, "yesno"),
-                         text, "yesno")
+            q = Question("yesno/1", Q.Compare(t, (k, k), col, "yesno"), text, "yesno")
         return q
 
     # reasoning: the same queries, answered with the rows they rest on
@@ -338,15 +324,15 @@ class Asker:
         if op == "argmax":
             return self._reason(self._arg(bool(self.rng.random() < 0.5), selective=True))
         t, b = self._table()
-        col = pick(self.rng, _value_cols(b, NUMERIC_KINDS)) if op == "sum" else ""
+        col = pick(self.rng, value_cols(b, NUMERIC_KINDS)) if op == "sum" else ""
         conds = selective_filter(b, self.rng, MAX_USED, exclude=col)
         if conds is None:
             return None
         if op == "count":
-            q = Count(t, conds)
+            q = Q.Count(t, conds)
             text = f"In {table_label(b)}, how many rows satisfy: {conds_text(conds, b)}? Answer with a single integer."
             return self._reason(Question("count/0", q, text, "integer"))
-        q = Aggregate(t, "sum", col, conds)
+        q = Q.Aggregate(t, "sum", col, conds)
         fmt = ("Give the exact total with 2 decimal places." if b.spec.kinds[col] == "decimal"
                else "Give the exact total as an integer.")
         text = f"What is the total {col} over the rows of {table_label(b)} where {conds_text(conds, b)}? {fmt}"

@@ -20,7 +20,14 @@ from ..llm import LLMRequest, LLMStats, Sampling, ask
 from ..pipeline import KIND_STREAM, Context
 from ..specs import SynLSpec
 from .schema import TableSchema
-from .themes_check import MAX_COLUMNS, MIN_COLUMNS, NAME_POOLS, PROPOSED_KINDS, ThemeRejected, parse_theme
+from .themes_check import (
+    MAX_COLUMNS,
+    MIN_COLUMNS,
+    NAME_POOLS,
+    PROPOSED_KINDS,
+    ThemeRejected,
+    parse_theme,
+)
 from .themes_data import THEMES
 
 STEP = "themes"
