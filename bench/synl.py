@@ -4,12 +4,12 @@ For each length, `--samples` SynL samples (all families and formats mixed, as th
 draws them) go through `pipeline.generate_records`, the path the CLI and the workers take, timed
 end to end after one untimed warm-up sample. Tokens/s counts the tokens of the samples produced
 (prompt and answer). The table also shows how many exact encodings of the full chat each sample
-needed (`lookup.attempt` calls, the base one at the minimum size included).
+needed (`synl.fit.attempt` calls, the base one at the minimum size included).
 
 `--ruler N` adds, for N samples per length, the plain RULER-style fit on the same plans: a binary
 search over the number of rows in which every step renders and tokenizes the whole chat. Its
 seconds per sample and encodings per sample, next to ours, show what counting each row once
-(`lookup.fit`) saves.
+(`synl.fit.fit`) saves.
 
     .venv/bin/python bench/synl.py                      # prints a markdown table
     .venv/bin/python bench/synl.py --samples 32,16,4 --ruler 2
@@ -23,30 +23,31 @@ import time
 from typing import Self
 
 import numpy as np
-from longweave.generators import lookup
 from longweave.generators.pipeline import Context, generate_records, prepare, sample_rng
 from longweave.generators.specs import SynLSpec
+from longweave.generators.synl import draw_plan
+from longweave.generators.synl import fit as fitting
 
 LENGTHS = (8192, 32768, 131072)
 
 
 class Counter:
-    """Counts `lookup.attempt` calls (exact encodings of a full chat) while installed."""
+    """Counts `fitting.attempt` calls (exact encodings of a full chat) while installed."""
 
     def __init__(self) -> None:
         self.calls = 0
-        self._orig = lookup.attempt
+        self._orig = fitting.attempt
 
     def __enter__(self) -> Self:
         def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
             self.calls += 1
             return self._orig(*args, **kwargs)
 
-        lookup.attempt = counted
+        fitting.attempt = counted
         return self
 
     def __exit__(self, *exc: object) -> None:
-        lookup.attempt = self._orig
+        fitting.attempt = self._orig
 
 
 def ruler_fit(ctx: Context, spec: SynLSpec, index: int) -> tuple[int, int]:
@@ -59,13 +60,13 @@ def ruler_fit(ctx: Context, spec: SynLSpec, index: int) -> tuple[int, int]:
     target = int(rng.integers(lo_len, spec.seq_len + 1))
     family = spec.families[int(rng.integers(len(spec.families)))]
     fmt = spec.formats[int(rng.integers(len(spec.formats)))]
-    plan = lookup.draw_plan(spec, index, family, fmt, 0)
+    plan = draw_plan(spec, index, family, fmt, 0)
     calls = 0
 
     def length(r: int) -> int:
         nonlocal calls
         calls += 1
-        return len(lookup.attempt(ctx, spec, index, plan, r))
+        return len(fitting.attempt(ctx, spec, index, plan, r))
 
     lo, hi = 0, 64
     while length(hi) <= target:

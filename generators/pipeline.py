@@ -113,9 +113,9 @@ def _generator(kind: str) -> Callable[[Context, int, int, int], list[Record]]:
 
         return cip.generate
     if kind == "synl":
-        from . import lookup
+        from . import synl
 
-        return lookup.generate
+        return synl.generate
     if kind == "niah":
         from . import needles
 

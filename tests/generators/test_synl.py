@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from longweave.generators import lookup, questions
+from longweave.generators import synl
 from longweave.generators.errors import ConfigError
 from longweave.generators.pipeline import Context, generate_records, generate_shard
 from longweave.generators.records import Record, write_parquet
 from longweave.generators.specs import FAMILIES, FORMATS, SynLSpec, parse_spec
+from longweave.generators.synl.templates import Asker
 from longweave.generators.tokenizer import Tokenizer
 
 from .table_parsers import check_reasoning, parse_prompt, run_query
@@ -51,7 +52,7 @@ def verify(rec: Record, tok: Tokenizer, spec_fields: dict[str, Any]) -> None:
     # The answer, recomputed from the rendered text alone.
     tables = parse_prompt(user, meta["format"], meta["tables"])
     for t, tm in zip(tables, meta["tables"]):
-        assert len(t.rows) == tm["rows"] >= lookup.MIN_ROWS
+        assert len(t.rows) == tm["rows"] >= synl.MIN_ROWS
         keys = [r[t.key] for r in t.rows]
         assert len(set(keys)) == len(keys), "keys must be unique"
         assert 5 <= len(t.header) <= 16
@@ -108,7 +109,7 @@ def test_answers_match_a_recomputation_from_the_text(matrix: dict, tokenizer: To
 def test_every_template_is_reached_and_answered_right(tokenizer: Tokenizer, cache_dir: Path) -> None:
     """Draw samples of each family until every template has shown up, verifying each one."""
     for family in FAMILIES:
-        want = set(questions.Asker.FAMILY_TEMPLATES[family])
+        want = set(Asker.FAMILY_TEMPLATES[family])
         if family == "reasoning":  # reasoning asks the others' questions: r_<op>
             want = {"r_sum", "r_count", "r_argmax", "r_argmin", "r_chain", "r_larger", "r_smaller", "r_difference",
                     "r_cell"}

@@ -26,15 +26,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from longweave.generators import lookup, themes
+from longweave.generators import synl
 from longweave.generators.llm import LLMResponse, LLMStats
-from longweave.generators.phrasing import SYSTEM as PHRASING_SYSTEM
-from longweave.generators.phrasing import check_rewrite, required_strings, split_question
 from longweave.generators.pipeline import Context, generate_records
-from longweave.generators.questions import Question
-from longweave.generators.reasoning import check_reasoning_reply
 from longweave.generators.records import Record
 from longweave.generators.specs import SynLSpec, parse_spec
+from longweave.generators.synl import themes_check, themes_model
+from longweave.generators.synl.phrasing import SYSTEM as PHRASING_SYSTEM
+from longweave.generators.synl.phrasing import check_rewrite, required_strings, split_question
+from longweave.generators.synl.prompts import Question
+from longweave.generators.synl.query import Aggregate, Condition
+from longweave.generators.synl.reasoning import check_reasoning_reply
 from longweave.generators.tokenizer import Tokenizer
 from longweave.service.llm.openai import OpenAIBackend
 
@@ -318,7 +320,7 @@ def test_model_themes_are_validated_and_their_rows_made_by_code(tokenizer: Token
 
     def responder(body: dict[str, Any]) -> Reply:
         assert step_of(body) == "themes"
-        assert body["response_format"]["json_schema"]["schema"] == themes.THEME_JSON_SCHEMA
+        assert body["response_format"]["json_schema"]["schema"] == themes_model.THEME_JSON_SCHEMA
         user = last_user(body)
         j = holder["topics"].index(user.split("about ", 1)[1].split(".\n", 1)[0])
         retry = "A previous answer was refused" in user
@@ -327,7 +329,7 @@ def test_model_themes_are_validated_and_their_rows_made_by_code(tokenizer: Token
 
     with served(responder) as (srv, backend):
         spec = make_spec(tokenizer, srv.url, ["themes"], **fields)
-        holder["topics"] = themes._topics(spec)
+        holder["topics"] = themes_model._topics(spec)
         assert len(set(holder["topics"])) == 6
         ctx = Context(spec, tokenizer, None, cache_dir, spec.dataset_id(), llm=backend)
         records = generate_records(ctx, 0)
@@ -344,7 +346,7 @@ def test_model_themes_are_validated_and_their_rows_made_by_code(tokenizer: Token
     # Not JSON: the backend refuses it (failed), the step asks once more; then the theme is dropped.
     assert stats.rejected == Counter({"themes:failed": 2, "themes:invalid_theme": 4, "themes:clash": 1})
     proposed = {t["name"]: t for t in GOOD_THEMES}
-    assert set(ctx.memo[themes.MEMO_KEY][0]) == set(proposed)
+    assert set(ctx.memo[themes_model.MEMO_KEY][0]) == set(proposed)
 
     seen: set[str] = set()
     for rec in records:
@@ -398,18 +400,17 @@ def test_theme_proposals_are_validated_strictly(how: str, reason: str) -> None:
         cols[2]["start"], cols[2]["end"] = cols[2]["end"], cols[2]["start"]
     elif how == "extra_field":
         cols[0]["color"] = "red"
-    with pytest.raises(themes.ThemeRejected) as info:
-        themes.parse_theme(LLMResponse(text=json.dumps(t)), {})
+    with pytest.raises(themes_check.ThemeRejected) as info:
+        themes_check.parse_theme(LLMResponse(text=json.dumps(t)), {})
     assert info.value.reason == reason, info.value
-    ok = themes.parse_theme(LLMResponse(text=json.dumps(GOOD_THEMES[0])), {})
+    ok = themes_check.parse_theme(LLMResponse(text=json.dumps(GOOD_THEMES[0])), {})
     assert ok.refs == () and ok.key.prefix == "LS" and len(ok.columns) == 7
-    with pytest.raises(themes.ThemeRejected):  # the same theme twice in one dataset
-        themes.parse_theme(LLMResponse(text=json.dumps(GOOD_THEMES[0])), {ok.name: ok})
+    with pytest.raises(themes_check.ThemeRejected):  # the same theme twice in one dataset
+        themes_check.parse_theme(LLMResponse(text=json.dumps(GOOD_THEMES[0])), {ok.name: ok})
 
 
 def test_rewrite_and_reasoning_rules() -> None:
-    q = Question("max/0", {"op": "aggregate", "agg": "max", "table": 0, "column": "amount",
-                           "conditions": [{"column": "status", "op": "eq", "value": "Shipped"}]},
+    q = Question("max/0", Aggregate(0, "max", "amount", (Condition("status", "eq", "Shipped"),)),
                  'What is the largest amount over the rows of Table 1 (orders) where status is "Shipped"? '
                  "Answer with the value exactly as written in the table.", "value")
     need = ["Table 1", "amount", "status", "Shipped"]
@@ -437,7 +438,7 @@ def test_every_template_splits_and_a_faithful_rewrite_passes(tokenizer: Tokenize
     ctx = Context(spec, tokenizer, None, cache_dir, spec.dataset_id())
     templates = set()
     for index in range(40):
-        _, att, _ = lookup.draft(ctx, spec, index)
+        _, att, _ = synl.draft(ctx, spec, index)
         q = att.question
         templates.add(q.template.split("/")[0])
         ask, instruction = split_question(q.text)

@@ -33,7 +33,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[Depen
                               429: {"model": ErrorResponse, "description": "A per-tenant limit; see Retry-After."},
                               503: {"model": ErrorResponse, "description": "Redis unavailable; retry."}})
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such dataset for this tenant."}}
-GENERATOR_MODULE = {"cip": "cip", "synl": "lookup", "niah": "needles", "doc_qa": "docqa"}
+GENERATOR_MODULE = {"cip": "cip", "synl": "synl", "niah": "needles", "doc_qa": "docqa"}
 
 
 # -- helpers ----------------------------------------------------------------------------------

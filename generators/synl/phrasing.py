@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
 
-from .questions import REASONING_NOTE, Question
-from .tables import Built
+from .prompts import REASONING_NOTE, Question
+from .schema import Built
 
 STEP = "phrasing"
 MAX_GROWTH = 3  # a rewrite may be at most this many times as long as the template's ask
@@ -82,15 +81,8 @@ def split_question(text: str) -> tuple[str, str]:
 
 def required_strings(question: Question, tables: list[Built]) -> list[str]:
     """Labels, columns, keys and values the query needs, in the form the template question shows them."""
-    q = question.query
-    idx = [q.get("table"), *(s["table"] for s in q.get("path", ())), q.get("target")]
-    cands: list[str] = [tables[i].spec.label for i in idx if i is not None]
-    cols = [q.get("column"), *(s["column"] for s in q.get("path", ())), *(c["column"] for c in q.get("conditions", ()))]
-    cands += [c for c in cols if c]
-    values: list[Any] = [q.get("key"), *q.get("keys", ()), q.get("value"), q.get("k")]
-    for c in q.get("conditions", ()):
-        values += c["value"] if isinstance(c["value"], list) else [c["value"]]
-    cands += [str(v) for v in values if v is not None]
+    idx, cols, values = question.query.mentions()
+    cands = [tables[i].spec.label for i in idx] + cols + values
     shown = norm(question.text)
     return [s for s in dict.fromkeys(cands) if _has(shown, norm(s))]
 

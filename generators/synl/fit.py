@@ -1,0 +1,190 @@
+"""SynL length fitting: the sample with the most rows whose whole chat stays within a target.
+
+`attempt` builds the full sample at one R (rows beyond the minimum, see `plan.py`): tables,
+question, answer, and one exact encoding of the chat, whose marks give the token where each
+table title, the question and the answer begin. `fit` picks R. It follows RULER's idea (binary
+search on the real tokenizer) without its cost: each row is tokenized once, alone, in one
+parallel batch (`RowCosts`); prefix sums then give the length of any R, a binary search picks
+the largest R under the target, and one exact encoding of the full chat confirms it. The search
+aims a small margin below the target, because the question and answer change a little with the
+tables, and stops as soon as it lands within that margin plus one row. When the exact count and
+the estimate differ more (tokenizers that merge across row boundaries, a question that grew),
+the estimate is re-anchored at the exact count and the search repeats; a handful of exact
+encodings at most, usually one. Only a window [min_len_ratio x seq_len, seq_len] narrower than
+one row can leave a sample below it. `TooLong` says even the smallest tables exceed seq_len.
+
+The question's rng is restarted for every R tried, so a sample is a pure function of (seed,
+index) whatever R the search visits first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..pipeline import Context, sample_rng
+from ..specs import SynLSpec
+from .plan import MIN_ROWS, SamplePlan, build_tables
+from .prompts import Question, intro, reasoning_text
+from .schema import Built
+from .templates import Asker
+
+
+@dataclass
+class Attempt:
+    """The full sample at R extra rows: sizes, tokens, segment starts, chat, question and tables."""
+
+    r: int
+    sizes: list[int]
+    ids: np.ndarray
+    mask: np.ndarray
+    starts: list[int]
+    messages: list[dict[str, str]]
+    question: Question
+    answer: str
+    tables: list[Built]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def attempt(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int) -> Attempt:
+    """The full sample with R extra rows: tables, question, answer, tokens and segments."""
+    sizes = plan.sizes(r)
+    tables = build_tables(plan, sizes)
+    question = Asker(plan.family, plan.chain, tables, sample_rng(spec, index, 2)).ask()
+    result = question.query.evaluate(tables)
+    reasoning = plan.family == "reasoning"
+    reply = reasoning_text(question, result, tables) if reasoning else result.answer
+    blocks = "\n\n".join(b.text() for b in tables)
+    user = f"{intro(plan.fmt, tables, plan.links)}\n\n{blocks}\n\nQuestion: {question.text}"
+    messages = [{"role": "system", "content": plan.system}, {"role": "user", "content": user},
+                {"role": "assistant", "content": reply}]
+    marks = [f"{b.spec.title}\n" for b in tables] + ["Question: "]
+    ids, mask, starts = ctx.tokenizer.encode_chat_marked(messages, marks)
+    return Attempt(r, sizes, ids, mask, starts, messages, question, result.answer, tables)
+
+
+class RowCosts:
+    """Token counts of rows, counted once per row, and the length estimate they give for any R."""
+
+    def __init__(self, ctx: Context, plan: SamplePlan) -> None:
+        self.ctx = ctx
+        self.plan = plan
+        self.cum: list[np.ndarray] = [np.zeros(1, np.int64) for _ in plan.tables]
+
+    def count_upto(self, r: int) -> None:
+        """Make sure rows up to sizes(r) are counted (foreign keys resolved at that size)."""
+        sizes = self.plan.sizes(r)
+        if all(len(c) > n for c, n in zip(self.cum, sizes)):
+            return
+        tables = build_tables(self.plan, sizes)
+        texts, owners = [], []
+        for t, b in enumerate(tables):
+            have = len(self.cum[t]) - 1
+            texts += b.rows[have:]
+            owners += [t] * (len(b.rows) - have)
+        counts = np.asarray(self.ctx.tokenizer.count_batch(texts), np.int64) + 1  # + the newline
+        owners_arr = np.asarray(owners)
+        for t in range(len(tables)):
+            new = counts[owners_arr == t]
+            self.cum[t] = np.concatenate([self.cum[t], self.cum[t][-1] + np.cumsum(new)])
+
+    def rows_tokens(self, r: int) -> int:
+        return int(sum(c[n] for c, n in zip(self.cum, self.plan.sizes(r))))
+
+    def max_row(self) -> int:
+        """Tokens of the longest row counted so far."""
+        return int(max((np.diff(c).max() for c in self.cum if len(c) > 1), default=0))
+
+    def limit(self) -> int:
+        """Largest R whose rows are all counted."""
+        r = 0
+        step = 1 << 20
+        while step:
+            if all(len(c) > n for c, n in zip(self.cum, self.plan.sizes(r + step))):
+                r += step
+            step >>= 1
+        return r
+
+
+class TooLong(Exception):
+    """The plan's smallest sample (MIN_ROWS rows per table) is longer than seq_len."""
+
+    def __init__(self, tokens: int) -> None:
+        super().__init__(tokens)
+        self.tokens = tokens
+
+
+def fit(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, target: int) -> Attempt:
+    """The attempt with the most rows whose chat stays within `target` tokens; raises `TooLong`
+    when even the smallest one exceeds seq_len."""
+    seq_len = spec.seq_len
+    tried: dict[int, Attempt] = {}
+
+    def run(r: int) -> Attempt:
+        if r not in tried:
+            tried[r] = attempt(ctx, spec, index, plan, r)
+        return tried[r]
+
+    base = run(0)
+    if len(base) > seq_len:
+        raise TooLong(len(base))
+    if len(base) >= target:
+        return base
+    costs = RowCosts(ctx, plan)
+    # The minimum tables' rows give tokens per unit of R, hence a first guess (refined below).
+    costs.count_upto(0)
+    per_r = max(1.0, costs.rows_tokens(0) / (MIN_ROWS * len(plan.tables)))
+    guess = int((target - len(base)) / per_r)
+    # The question and answer change a little with the tables (other numbers, other rows listed),
+    # so the search aims a margin below the target and accepts anything within `slack` of it:
+    # usually one exact encoding of the full chat, never a second just to gain a row.
+    margin = 16 + target // 1000
+    slack = 2 * margin + costs.max_row()
+    lo, hi = 0, None  # largest R known to fit the target; smallest R known not to
+    anchor = base
+    for _ in range(6):
+        goal = target - margin - len(anchor) + costs.rows_tokens(anchor.r)  # row tokens allowed, re-anchored
+        cap = max(guess, 1)
+        while True:
+            costs.count_upto(int(cap * 1.1) + 16)
+            limit = costs.limit()
+            if costs.rows_tokens(limit) > goal or (hi is not None and limit >= hi):
+                break
+            cap = limit * 2
+        # Largest R in [lo, hi) whose estimate fits.
+        a, b = lo, min(limit, hi - 1) if hi is not None else limit
+        while a < b:
+            mid = (a + b + 1) // 2
+            if costs.rows_tokens(mid) <= goal:
+                a = mid
+            else:
+                b = mid - 1
+        if a == lo and lo in tried:
+            break  # the estimate says one more row would not fit
+        att = run(a)
+        anchor = att
+        if len(att) <= target:
+            lo = a
+            if target - len(att) <= slack:
+                break
+        else:
+            hi = a
+        if hi is not None and hi - lo <= 1:
+            break
+    best = tried[lo]
+    lo_len = int(np.ceil(spec.min_len_ratio * seq_len))
+    # The target sat within a row (or a longer question) of the lower bound: add rows while legal.
+    # Only a window [lo_len, seq_len] narrower than one row can leave the sample below lo_len.
+    r = lo
+    while len(best) < lo_len and r < lo + 64:
+        r += 1
+        nxt = run(r)
+        if len(nxt) > seq_len:
+            break
+        if len(nxt) > len(best):
+            best = nxt
+    return best
+

@@ -1,0 +1,120 @@
+"""SynL sample plans: which tables a sample shows, with which columns, and how rows are spread.
+
+A `SamplePlan` is everything about a sample that does not depend on its size: the family and
+format, the system prompt, the tables (themes, shown columns, titles) in display order, the row
+generators of each table, the foreign-key chain a multihop question follows, and fixed per-table
+row weights. The tables grow with one integer R, the number of rows beyond `MIN_ROWS` each,
+spread over the tables by those weights (each step of R adds one row to one table, so lengths
+grow monotonically); `build_tables` makes every table at the sizes of an R.
+
+Every random choice comes from `sample_rng(spec, index, ...)`: the plan from stream 1, each
+table's category weights from stream 3 and its rows from stream 4, one per block, so a plan is a
+pure function of (seed, index, level).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..pipeline import sample_rng
+from ..specs import SynLSpec
+from .prompts import SYSTEM_PROMPTS
+from .render import render_rows
+from .rows import TableData, choose_columns, resolve_foreign_keys
+from .schema import Built, TableSchema, TableSpec, chain_depth, fk_column
+from .themes_data import THEMES
+
+MIN_ROWS = 4  # every table has at least this many rows, so every template has rows to pick from
+_DEPTH = chain_depth(THEMES)  # foreign-key chains follow the built-in themes only
+
+
+@dataclass
+class SamplePlan:
+    """Everything about a SynL sample that does not depend on its size."""
+
+    family: str
+    fmt: str
+    system: str
+    tables: list[TableSpec]  # in display order
+    data: list[TableData]
+    cumw: np.ndarray  # cumulative row weights, last entry exactly 1
+    chain: list[int] = field(default_factory=list)  # display indices along a foreign-key chain
+    links: list[tuple[int, str, int]] = field(default_factory=list)  # (from table, fk column, to table)
+
+    def sizes(self, r: int) -> list[int]:
+        cut = np.floor(self.cumw * r).astype(np.int64)
+        cut[-1] = r
+        return (MIN_ROWS + np.diff(np.concatenate([[0], cut]))).tolist()
+
+
+def _walk(rng: np.random.Generator, hops: int) -> list[str]:
+    depth = _DEPTH
+    starts = sorted(t for t, d in depth.items() if d >= hops)
+    path = [starts[int(rng.integers(len(starts)))]]
+    for left in range(hops - 1, -1, -1):
+        options = [r for r in THEMES[path[-1]].refs if r not in path and depth[r] >= left]
+        path.append(options[int(rng.integers(len(options)))])
+    return path
+
+
+def draw_plan(spec: SynLSpec, index: int, family: str, fmt: str, level: int,
+              pool: Mapping[str, TableSchema] = THEMES) -> SamplePlan:
+    """Tables, columns and row weights of a sample; `level` 1 and 2 are smaller fallbacks.
+
+    Foreign-key chains come from the built-in themes; the other tables are drawn from `pool`
+    (the built-in themes, plus the model's when the themes step runs).
+    """
+    rng = sample_rng(spec, index, 1, level)
+    max_tables = spec.max_tables if level == 0 else 1 if level == 2 else min(spec.max_tables, 2)
+    chain_themes: list[str] = []
+    if family == "multihop" or (family == "reasoning" and spec.max_tables >= 2 and rng.random() < 0.3):
+        max_hops = min(spec.max_hops, spec.max_tables - 1, max(_DEPTH.values()))
+        hops = 1 if level else int(rng.integers(1, max_hops + 1))
+        chain_themes = _walk(rng, hops)
+    n = max(len(chain_themes), int(rng.integers(1, max_tables + 1)))
+    others = [t for t in sorted(pool) if t not in chain_themes]
+    extra = [others[i] for i in rng.choice(len(others), size=n - len(chain_themes), replace=False)]
+    themes = chain_themes + extra
+    order = rng.permutation(n)  # display order: the chain is not laid out in order
+    themes = [themes[i] for i in order]
+    present = set(themes)
+    hi = spec.max_columns if level == 0 else min(spec.max_columns, max(spec.min_columns, 8))
+    tables: list[TableSpec] = []
+    for pos, name in enumerate(themes):
+        schema = pool[name]
+        fks = [fk_column(pool[r]) for r in schema.refs if r in present]
+        ncols = spec.min_columns if level == 2 else int(rng.integers(spec.min_columns, hi + 1))
+        cols = choose_columns(schema, rng, ncols, fks)
+        tables.append(TableSpec(schema, cols, f"Table {pos + 1}: {name}", f"Table {pos + 1}"))
+    data = [TableData(t, sample_rng(spec, index, 3, level, i),
+                      _block_rng(spec, index, level, i)) for i, t in enumerate(tables)]
+    w = rng.uniform(0.5, 1.5, size=n)
+    cumw = np.cumsum(w / w.sum())
+    cumw[-1] = 1.0
+    pos_of = {name: i for i, name in enumerate(themes)}
+    chain = [pos_of[t] for t in chain_themes]
+    links = [(i, c.name, pos_of[c.ref]) for i, t in enumerate(tables) for c in t.fk_columns()]
+    system = SYSTEM_PROMPTS[int(rng.integers(len(SYSTEM_PROMPTS)))]
+    return SamplePlan(family, fmt, system, tables, data, cumw, chain, links)
+
+
+def _block_rng(spec: SynLSpec, index: int, level: int, table: int) -> Callable[[int], np.random.Generator]:
+    return lambda b: sample_rng(spec, index, 4, level, table, b)
+
+
+# -- tables at a size ----------------------------------------------------------------------------------
+def build_tables(plan: SamplePlan, sizes: list[int]) -> list[Built]:
+    """Every table at the given row counts, foreign keys resolved, rendered row by row."""
+    frames = [d.frame(n) for d, n in zip(plan.data, sizes)]
+    keys = {t.schema.name: f[t.key] for t, f in zip(plan.tables, frames)}
+    out = []
+    for t, f in zip(plan.tables, frames):
+        f = resolve_foreign_keys(f, t, keys)
+        head, rows, tail = render_rows(f, t, plan.fmt)
+        out.append(Built(t, f, head, rows, tail))
+    return out
+
+

@@ -1,0 +1,91 @@
+"""SynL fixed texts: system prompts, the tables' introduction, condition wording, template answers.
+
+Everything a sample says that is not a table or a drawn question template lives here: the system
+prompts one is drawn from, the line that introduces the tables and their foreign keys, how a
+table and a condition are named in a question, the instruction of reasoning questions, and the
+template reasoning answer (the rows used, with the values read, then `Answer: ...`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .query import Condition, Query, Result, row_of
+from .schema import ORDERED_KINDS, Built, cell_text
+
+SYSTEM_PROMPTS = (
+    ("You answer questions about the tables in the user's message. Use only those tables and give the answer "
+    "exactly in the requested format."),
+    ("You are a meticulous data analyst. Read the tables carefully; every value in your answer must match the "
+    "tables exactly."),
+    "Answer from the data below. Be exact: copy values as they are written and follow the answer format.",
+)
+FORMAT_NAMES = {"markdown": "Markdown", "csv": "CSV", "jsonl": "JSON Lines (one JSON object per row)",
+                "html": "HTML"}
+REASONING_NOTE = ("First list the rows you use, one per line, then give the final answer on a last line that "
+                  "starts with 'Answer:'.")
+
+
+@dataclass
+class Question:
+    template: str  # "<template>/<phrasing>", e.g. "cell/2"
+    query: Query
+    text: str
+    answer_format: str
+
+
+def table_label(b: Built) -> str:
+    return f"{b.spec.label} ({b.spec.schema.name})"
+
+
+def intro(fmt: str, tables: list[Built], links: list[tuple[int, str, int]]) -> str:
+    """The line before the tables: how many, in which format, and where each foreign key points."""
+    n = len(tables)
+    text = (f"Below {'is one table' if n == 1 else f'are {n} tables'} in {FORMAT_NAMES[fmt]} format; "
+            f"{'it starts' if n == 1 else 'each starts'} with a title line.")
+    for a, col, b in links:
+        text += (f" In {table_label(tables[a])}, {col} refers to the {tables[b].spec.key} column of "
+                 f"{table_label(tables[b])}.")
+    return text
+
+
+def quoted(kind: str, text: str) -> str:
+    return text if kind in ORDERED_KINDS else f'"{text}"'
+
+
+def cond_text(cond: Condition, kind: str) -> str:
+    c, op, v = cond.column, cond.op, cond.value
+    if op == "between":
+        return f"{c} is between {v[0]} and {v[1]} (inclusive)"
+    if op == "eq":
+        return f"{c} is {quoted(kind, str(v))}"
+    words = {"lt": ("less than", "before"), "le": ("at most", "on or before"),
+             "gt": ("greater than", "after"), "ge": ("at least", "on or after")}[op]
+    return f"{c} is {words[1] if kind == 'date' else words[0]} {v}"
+
+
+def conds_text(conds: tuple[Condition, ...], b: Built) -> str:
+    return " and ".join(cond_text(c, b.spec.kinds[c.column]) for c in conds)
+
+
+def where_clause(conds: tuple[Condition, ...], b: Built) -> str:
+    return f" where {conds_text(conds, b)}" if conds else ""
+
+
+def keys_format(b: Built) -> str:
+    return f"List the {b.spec.key} values in the order the rows appear in the table, separated by commas."
+
+
+def reasoning_text(q: Question, result: Result, tables: list[Built]) -> str:
+    """Rows used (one line each with the values read), the arithmetic if any, then `Answer: ...`."""
+    lines = ["Rows used:"]
+    for t, key in result.used:
+        b = tables[t]
+        row = row_of(b, key)
+        kinds = b.spec.kinds
+        vals = ", ".join(f"{c} = {cell_text(kinds[c], row[c])}" for c in q.query.shown_columns(t, tables))
+        lines.append(f"- {table_label(b)}, {b.spec.key} {key}: {vals}")
+    if result.work and q.query.op in ("aggregate", "count"):
+        lines.append(result.work)
+    lines.append(f"Answer: {result.answer}")
+    return "\n".join(lines)

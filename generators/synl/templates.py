@@ -1,0 +1,363 @@
+"""SynL question templates: per task family, the questions a sample can ask of its tables.
+
+`Asker` turns the built tables into a `Question`: its text, the typed query (`query.py`) that
+computes its answer, and the answer format it states. A template returns None when the tables
+cannot support it (no unique value, too many matches, no chain); `ask` then falls back to the
+family's template that always works. Every choice comes from the rng it is given, which the
+sample restarts for every size the length fitting tries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import pairwise
+from typing import ClassVar
+
+import numpy as np
+import polars as pl
+
+from . import query as Q
+from .filters import broad_filter, ordinal, pick, selective_filter, value_cols
+from .prompts import (
+    REASONING_NOTE,
+    Question,
+    conds_text,
+    keys_format,
+    quoted,
+    table_label,
+    where_clause,
+)
+from .schema import NUMERIC_KINDS, ORDERED_KINDS, Built, cell_text
+
+MAX_LIST = 10  # most keys a list answer holds
+MAX_USED = 8  # most rows a reasoning answer lists
+
+
+class Asker:
+    """Builds one question of a family for the tables at their current size.
+
+    Each `q_<template>` returns a Question or None when the tables cannot support it (no unique
+    value, too many matches, ...); `ask` then tries the family's other templates.
+    """
+
+    FAMILY_TEMPLATES: ClassVar[dict[str, list[str]]] = {
+        "retrieval": ["cell", "reverse", "filter_keys"],
+        "multihop": ["chain", "chain_count", "chain_keys"],
+        "aggregation": ["count", "sum", "mean", "min", "max", "argmax", "argmin", "topk", "distinct"],
+        "comparison": ["larger", "smaller", "yesno", "difference"],
+        "reasoning": ["r_sum", "r_count", "r_argmax", "r_chain", "r_compare", "r_lookup"],
+    }
+    FALLBACK: ClassVar[dict[str, str]] = {"retrieval": "cell", "multihop": "chain", "aggregation": "count", "comparison": "yesno",
+                "reasoning": "r_lookup"}
+
+    def __init__(self, family: str, chain: list[int], tables: list[Built], rng: np.random.Generator) -> None:
+        self.family = family
+        self.chain = chain  # display indices along a foreign-key chain (multihop)
+        self.tables = tables
+        self.rng = rng
+
+    def ask(self) -> Question:
+        """A template drawn uniformly from the family; its fallback when the tables cannot support it."""
+        family = self.family
+        names = self.FAMILY_TEMPLATES[family]
+        for name in (names[int(self.rng.integers(len(names)))], self.FALLBACK[family]):
+            q = TEMPLATES[name](self)
+            if q is not None:
+                return q
+        raise AssertionError(f"the fallback template of {family} must always succeed")
+
+    # helpers
+    def _table(self) -> tuple[int, Built]:
+        i = int(self.rng.integers(len(self.tables)))
+        return i, self.tables[i]
+
+    def _key_at(self, b: Built) -> str:
+        return b.frame[b.spec.key][int(self.rng.integers(len(b.frame)))]
+
+    def _phrase(self, options: list[str]) -> tuple[int, str]:
+        i = int(self.rng.integers(len(options)))
+        return i, options[i]
+
+    # retrieval
+    def q_cell(self) -> Question:
+        t, b = self._table()
+        k = self._key_at(b)
+        col = pick(self.rng, [c.name for c in b.spec.columns[1:]])
+        e = b.spec.schema.entity
+        i, text = self._phrase([
+            f"In {table_label(b)}, what is the {col} of the row whose {b.spec.key} is {k}?",
+            f"Look up {e} {k} in {table_label(b)}. What is its {col}?",
+            f"What {col} does {table_label(b)} list for {b.spec.key} {k}?",
+        ])
+        q = Q.Cell(t, k, col)
+        return Question(f"cell/{i}", q, f"{text} Answer with the value exactly as written in the table.", "value")
+
+    def q_reverse(self) -> Question | None:
+        t, b = self._table()
+        cols = [c.name for c in b.spec.columns if c.kind in ("name", "int", "decimal", "date", "text")]
+        for col in [cols[i] for i in self.rng.permutation(len(cols))]:
+            unique = b.frame.filter(pl.col(col).is_unique())
+            if len(unique):
+                row = unique.row(int(self.rng.integers(len(unique))), named=True)
+                kind = b.spec.kinds[col]
+                v = cell_text(kind, row[col])
+                i, text = self._phrase([
+                    f"In {table_label(b)}, which {b.spec.key} has {col} equal to {quoted(kind, v)}?",
+                    (f"Find the {b.spec.schema.entity} in {table_label(b)} whose {col} is {quoted(kind, v)}. "
+                    f"What is its {b.spec.key}?"),
+                ])
+                q = Q.Reverse(t, col, v)
+                return Question(f"reverse/{i}", q, f"{text} Answer with the {b.spec.key} only.", "key")
+        return None
+
+    def q_filter_keys(self) -> Question | None:
+        t, b = self._table()
+        conds = selective_filter(b, self.rng, MAX_LIST, min_conds=min(2, len(b.spec.columns) - 1))
+        if conds is None:
+            return None
+        i, text = self._phrase([
+            f"List every {b.spec.key} in {table_label(b)} where {conds_text(conds, b)}.",
+            f"Which rows of {table_label(b)} satisfy all of these: {conds_text(conds, b)}?",
+        ])
+        q = Q.FilterKeys(t, conds)
+        return Question(f"filter_keys/{i}", q, f"{text} {keys_format(b)}", "keys")
+
+    # multihop
+    def _path(self) -> tuple[Q.Hop, ...] | None:
+        chain = self.chain
+        if len(chain) < 2:
+            return None
+        steps = []
+        for a, nxt in pairwise(chain):
+            col = self.tables[nxt].spec.key  # a foreign key is named like the key it points at
+            steps.append(Q.Hop(a, col))
+        return tuple(steps)
+
+    def _path_text(self, path: tuple[Q.Hop, ...]) -> str:
+        chain = self.chain
+        hops = [f"follow {s.column} to {table_label(self.tables[nxt])}" for s, nxt in zip(path, chain[1:])]
+        return ", then ".join(hops)
+
+    def q_chain(self) -> Question | None:
+        path = self._path()
+        if path is None:
+            return None
+        chain = self.chain
+        first, last = self.tables[chain[0]], self.tables[chain[-1]]
+        k = self._key_at(first)
+        col = pick(self.rng, [c.name for c in last.spec.columns[1:] if c.kind != "fk"])
+        nested = " of the ".join(self.tables[j].spec.schema.entity for j in reversed(chain[1:]))
+        i, text = self._phrase([
+            (f"Start at the row of {table_label(first)} whose {first.spec.key} is {k}; {self._path_text(path)}. "
+            f"What is the value of {col} in the row you reach?"),
+            (f"What is the {col} value of the {nested} of {first.spec.schema.entity} {k}? Foreign keys are the columns "
+            f"named like another table's key; {self._path_text(path)}."),
+        ])
+        q = Q.Chain(chain[0], k, path, chain[-1], col)
+        return Question(f"chain/{i}", q, f"{text} Answer with the value exactly as written in the table.", "value")
+
+    def q_chain_count(self) -> Question | None:
+        path = self._path()
+        if path is None:
+            return None
+        chain = self.chain
+        first, last = self.tables[chain[0]], self.tables[chain[-1]]
+        cats = value_cols(last, ("category",))
+        # Anchor on a row that some chain reaches, so the count is at least one.
+        end = Q.Chain(chain[0], self._key_at(first), path, chain[-1], last.spec.key).evaluate(self.tables).answer
+        col = pick(self.rng, cats)
+        conds = (Q.Condition(col, "eq", Q.row_of(last, end)[col]),)
+        q = Q.ChainCount(chain[0], path, chain[-1], conds)
+        i, text = self._phrase([
+            (f"How many rows of {table_label(first)} lead to a row of {table_label(last)} where {conds_text(conds, last)}? "
+            f"To follow a row, {self._path_text(path)}."),
+            (f"Count the {first.spec.schema.name} whose {last.spec.schema.entity} has {conds_text(conds, last)} "
+            f"({self._path_text(path)})."),
+        ])
+        return Question(f"chain_count/{i}", q, f"{text} Answer with a single integer.", "integer")
+
+    def q_chain_keys(self) -> Question | None:
+        path = self._path()
+        if path is None or len(path) < 2:
+            return None
+        chain = self.chain
+        first, last = self.tables[chain[0]], self.tables[chain[-1]]
+        end = Q.Chain(chain[0], self._key_at(first), path, chain[-1], last.spec.key).evaluate(self.tables).answer
+        conds = (Q.Condition(last.spec.key, "eq", end),)
+        q = Q.ChainKeys(chain[0], path, chain[-1], conds)
+        if len(q.evaluate(self.tables).used) > MAX_LIST:
+            return None
+        text = (f"Which rows of {table_label(first)} lead to {last.spec.schema.entity} {end} of {table_label(last)}? "
+                f"To follow a row, {self._path_text(path)}.")
+        return Question("chain_keys/0", q, f"{text} {keys_format(first)}", "keys")
+
+    # aggregation
+    def q_count(self) -> Question:
+        t, b = self._table()
+        conds = broad_filter(b, self.rng)
+        i, text = self._phrase([
+            f"In {table_label(b)}, how many rows satisfy: {conds_text(conds, b)}?" if conds else
+            f"How many rows does {table_label(b)} have?",
+            f"Count the {b.spec.schema.name} in {table_label(b)}{where_clause(conds, b)}.",
+        ])
+        q = Q.Count(t, conds)
+        return Question(f"count/{i}", q, f"{text} Answer with a single integer.", "integer")
+
+    def _agg(self, agg: str) -> Question | None:
+        t, b = self._table()
+        kinds = NUMERIC_KINDS if agg in ("sum", "mean") else ORDERED_KINDS
+        cols = value_cols(b, kinds)
+        if not cols:
+            return None
+        col = pick(self.rng, cols)
+        conds = broad_filter(b, self.rng, exclude=col)
+        kind = b.spec.kinds[col]
+        word = {"sum": "total", "mean": "average", "min": "smallest", "max": "largest"}[agg]
+        if kind == "date":
+            word = {"min": "earliest", "max": "latest"}[agg]
+        scope = f"the rows of {table_label(b)}{where_clause(conds, b)}"
+        text = f"What is the {word} {col} over {scope}?"
+        if agg == "sum":
+            fmt = ("Give the exact total with 2 decimal places." if kind == "decimal"
+                   else "Give the exact total as an integer.")
+        elif agg == "mean":
+            fmt = "Round the result to 2 decimal places, halves rounded up."
+        else:
+            fmt = "Answer with the value exactly as written in the table."
+        q = Q.Aggregate(t, agg, col, conds)
+        return Question(f"{agg}/0", q, f"{text} {fmt}", {"sum": "number", "mean": "decimal2"}.get(agg, "value"))
+
+    def _arg(self, largest: bool, selective: bool = False) -> Question | None:
+        t, b = self._table()
+        col = pick(self.rng, value_cols(b, ORDERED_KINDS))
+        conds = (selective_filter(b, self.rng, MAX_USED, exclude=col) if selective
+                 else broad_filter(b, self.rng, 1, exclude=col))
+        if conds is None:
+            return None
+        kind = b.spec.kinds[col]
+        word = ("latest" if largest else "earliest") if kind == "date" else ("highest" if largest else "lowest")
+        text = (f"Which {b.spec.key} in {table_label(b)} has the {word} {col}"
+                f"{' among the rows where ' + conds_text(conds, b) if conds else ''}? Answer with the "
+                f"{b.spec.key}; if several rows tie, give the one that appears first in the table.")
+        q = (Q.ArgMax if largest else Q.ArgMin)(t, col, conds)
+        return Question(f"{q.op}/0", q, text, "key")
+
+    def q_topk(self) -> Question | None:
+        t, b = self._table()
+        col = pick(self.rng, value_cols(b, ORDERED_KINDS))
+        k = min(int(self.rng.integers(2, 6)), len(b.frame))
+        desc = bool(self.rng.random() < 0.7)
+        kind = b.spec.kinds[col]
+        word = ("latest" if desc else "earliest") if kind == "date" else ("highest" if desc else "lowest")
+        text = (f"Which {k} rows of {table_label(b)} have the {word} {col}? List their {b.spec.key} values from the "
+                f"{word} {col} on, separated by commas; break ties by table order.")
+        q = Q.TopK(t, col, k, "desc" if desc else "asc")
+        return Question("topk/0", q, text, "keys")
+
+    def q_distinct(self) -> Question | None:
+        t, b = self._table()
+        cols = [c.name for c in b.spec.columns if c.kind in ("category", "name", "fk", "date")]
+        col = pick(self.rng, cols)
+        conds = tuple(c for c in broad_filter(b, self.rng, 1) if c.column != col)
+        text = (f"How many distinct values of {col} appear in {table_label(b)}"
+                f"{' among the rows where ' + conds_text(conds, b) if conds else ''}? Answer with a single integer.")
+        q = Q.Distinct(t, col, conds)
+        return Question("distinct/0", q, text, "integer")
+
+    # comparison
+    def _pair(self) -> tuple[int, Built, str, str, str] | None:
+        t, b = self._table()
+        col = pick(self.rng, value_cols(b, ORDERED_KINDS))
+        vals = ordinal(b, col)
+        for _ in range(8):
+            i, j = self.rng.choice(len(vals), size=2, replace=False)
+            if vals[i] != vals[j]:
+                keys = b.frame[b.spec.key]
+                return t, b, col, keys[int(i)], keys[int(j)]
+        return None
+
+    def _compare(self, ask: str) -> Question | None:
+        pair = self._pair()
+        if pair is None:
+            return None
+        t, b, col, k1, k2 = pair
+        kind = b.spec.kinds[col]
+        e, key = b.spec.schema.entity, b.spec.key
+        more = ("later", "earlier") if kind == "date" else ("larger", "smaller")
+        if ask in ("larger", "smaller"):
+            word = more[0] if ask == "larger" else more[1]
+            i, text = self._phrase([
+                f"In {table_label(b)}, which has the {word} {col}: {e} {k1} or {e} {k2}? Answer with the {key}.",
+                (f"Compare {key} {k1} and {key} {k2} in {table_label(b)}. Which one has the {word} {col}? "
+                f"Answer with its {key}."),
+            ])
+        elif ask == "yesno":
+            i, text = 0, (f"In {table_label(b)}, is the {col} of {e} {k1} {'later' if kind == 'date' else 'greater'} "
+                          f"than that of {e} {k2}? Answer Yes or No.")
+        else:
+            unit = ("Answer in days, as an integer." if kind == "date" else
+                    "Give the exact difference with 2 decimal places." if kind == "decimal" else
+                    "Answer with an integer.")
+            i, text = 0, (f"In {table_label(b)}, what is the absolute difference between the {col} of {e} {k1} and the "
+                          f"{col} of {e} {k2}? {unit}")
+        q = Q.Compare(t, (k1, k2), col, ask)
+        return Question(f"{ask}/{i}", q, text, "key" if ask in ("larger", "smaller") else ask)
+
+    def q_yesno(self) -> Question:
+        q = self._compare("yesno")
+        if q is None:  # every value equal: ask about one row against itself, still exact ("No")
+            t, b = self._table()
+            col = pick(self.rng, value_cols(b, ORDERED_KINDS))
+            k = self._key_at(b)
+            text = (f"In {table_label(b)}, is the {col} of {b.spec.schema.entity} {k} greater than that of "
+                    f"{b.spec.schema.entity} {k}? Answer Yes or No.")
+            q = Question("yesno/1", Q.Compare(t, (k, k), col, "yesno"), text, "yesno")
+        return q
+
+    # reasoning: the same queries, answered with the rows they rest on
+    def _reason(self, q: Question | None) -> Question | None:
+        if q is None:
+            return None
+        return Question(f"r_{q.template}", q.query, f"{q.text} {REASONING_NOTE}", q.answer_format)
+
+    def _selective(self, op: str) -> Question | None:
+        if op == "argmax":
+            return self._reason(self._arg(bool(self.rng.random() < 0.5), selective=True))
+        t, b = self._table()
+        col = pick(self.rng, value_cols(b, NUMERIC_KINDS)) if op == "sum" else ""
+        conds = selective_filter(b, self.rng, MAX_USED, exclude=col)
+        if conds is None:
+            return None
+        if op == "count":
+            q = Q.Count(t, conds)
+            text = f"In {table_label(b)}, how many rows satisfy: {conds_text(conds, b)}? Answer with a single integer."
+            return self._reason(Question("count/0", q, text, "integer"))
+        q = Q.Aggregate(t, "sum", col, conds)
+        fmt = ("Give the exact total with 2 decimal places." if b.spec.kinds[col] == "decimal"
+               else "Give the exact total as an integer.")
+        text = f"What is the total {col} over the rows of {table_label(b)} where {conds_text(conds, b)}? {fmt}"
+        return self._reason(Question("sum/0", q, text, "number"))
+
+    def q_r_chain(self) -> Question | None:
+        return self._reason(self.q_chain())
+
+    def q_r_compare(self) -> Question | None:
+        return self._reason(self._compare(pick(self.rng, ["larger", "smaller", "difference"])))
+
+    def q_r_lookup(self) -> Question:
+        q = self._reason(self.q_cell())
+        assert q is not None
+        return q
+
+
+# Every template by name: the family lists above draw from these.
+TEMPLATES: dict[str, Callable[[Asker], Question | None]] = {
+    "cell": Asker.q_cell, "reverse": Asker.q_reverse, "filter_keys": Asker.q_filter_keys,
+    "chain": Asker.q_chain, "chain_count": Asker.q_chain_count, "chain_keys": Asker.q_chain_keys,
+    "count": Asker.q_count, **{agg: lambda a, agg=agg: a._agg(agg) for agg in ("sum", "mean", "min", "max")},
+    "argmax": lambda a: a._arg(True), "argmin": lambda a: a._arg(False), "topk": Asker.q_topk,
+    "distinct": Asker.q_distinct, **{ask: lambda a, ask=ask: a._compare(ask) for ask in ("larger", "smaller", "difference")},
+    "yesno": Asker.q_yesno,
+    **{f"r_{op}": lambda a, op=op: a._selective(op) for op in ("sum", "count", "argmax")},
+    "r_chain": Asker.q_r_chain, "r_compare": Asker.q_r_compare, "r_lookup": Asker.q_r_lookup,
+}
