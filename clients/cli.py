@@ -414,6 +414,14 @@ def dataset_row(ds: Any) -> dict[str, Any]:
     return ds.model_dump(mode="json")
 
 
+def waiting_text(ds: Any) -> str:
+    """What backpressure holds production for, in words ('' when nothing does)."""
+    w = getattr(ds, "waiting_for", None)
+    if not w:
+        return ""
+    return f"waiting for {w.get('group', '?')} ({w.get('lag', '?')} unread entries)"
+
+
 def show_datasets(items: list[Any], output: str, title: str = "datasets") -> None:
     if output == "json":
         print_json([dataset_row(d) for d in items])
@@ -509,7 +517,9 @@ def datasets_show(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey
 
     table = Table(title=f"{ds.id} ({ds.kind})", show_header=False)
     for key, value in dataset_row(ds).items():
-        if key != "spec":
+        if key == "waiting_for":
+            table.add_row(key, waiting_text(ds) or "-")
+        elif key != "spec":
             table.add_row(key, json.dumps(value) if isinstance(value, list | dict) else str(value))
     table.add_row("spec", json.dumps(ds.spec))
     out_console.print(table)
@@ -534,13 +544,16 @@ def datasets_watch(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKe
                 TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
             with progress:
                 task = progress.add_task("watch", total=ds.samples_total or None, completed=ds.samples_done,
-                                         state=ds.state)
+                                         state=" ".join(filter(None, (ds.state, waiting_text(ds)))))
                 if not ds.finished:
                     for event in lw.events(dataset_id):
                         if event.type == "error":
                             progress.console.print(f"[red]error:[/] {event.data}", highlight=False)
                         ds = lw.get_dataset(dataset_id)
-                        progress.update(task, completed=ds.samples_done, state=ds.state)
+                        if event.type == "waiting" and waiting_text(ds):
+                            progress.console.print(waiting_text(ds), highlight=False)
+                        progress.update(task, completed=ds.samples_done,
+                                        state=" ".join(filter(None, (ds.state, waiting_text(ds)))))
                 ds = lw.get_dataset(dataset_id)
                 progress.update(task, completed=ds.samples_done, state=ds.state)
             colour = "green" if ds.state == "done" else "red"
@@ -646,10 +659,10 @@ def datasets_consumers(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: A
     from rich.table import Table
 
     table = Table(title=f"consumers of {dataset_id}")
-    for col in ("run", "lag", "pending", "idle_ms", "state"):
+    for col in ("run", "lag", "pending", "idle_s", "state"):
         table.add_column(col)
     for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in ("run", "lag", "pending", "idle_ms", "state")))
+        table.add_row(*(str(row.get(c, "")) for c in ("run", "lag", "pending", "idle_s", "state")))
     out_console.print(table)
 
 
