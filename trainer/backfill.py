@@ -82,8 +82,7 @@ class ServiceShards:
                                       f"{resp.status_code} for shard {shard} of '{self.dataset_id}'",
                                       "check the service URL and the API key")
                 with open(tmp, "wb") as f:
-                    for chunk in resp.iter_bytes():
-                        f.write(chunk)
+                    f.writelines(resp.iter_bytes())
             table = pq.read_table(tmp)
         finally:
             tmp.unlink(missing_ok=True)
