@@ -408,10 +408,6 @@ class RedisSource:
             return self._read_new(block)
 
     def _entries(self, start: str, block: int | None) -> list[tuple[str, dict[bytes, bytes]]]:
-        # Away long enough (a paused or slow process) that the service may have found the group
-        # idle and trimmed past it: check before a read that would skip the gap silently.
-        if start == ">" and time.monotonic() - self._last_read > TRIM_CHECK_AFTER_S:
-            self._check_not_trimmed()
         self._last_read = time.monotonic()
         resp = self._read_new(block) if start == ">" else self._call(self._read, start, block)
         if not resp:
@@ -519,6 +515,10 @@ class RedisSource:
         # we read it comes from Parquet first.
         self._check_not_trimmed()
         while True:
+            # Away long enough (a paused or slow process) that the service may have found the group
+            # idle and trimmed past it: check before a read that would skip the gap silently.
+            if time.monotonic() - self._last_read > TRIM_CHECK_AFTER_S:
+                self._check_not_trimmed()
             if self.gap:
                 yield from self._from_parquet(at_end=False)
             batch = self._entries(">", self.block_ms)
