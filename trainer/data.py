@@ -477,9 +477,12 @@ class RedisSource:
         wanted = {shard: qs for shard, qs in wanted.items() if qs}
         if not wanted:
             return
-        where = (f"before shard {min(s for s, _ in live)}" if live else "at its end" if at_end else "past its end")
-        log.warning("stream of dataset '%s' trimmed %s: reading shards %s (%d batches) from Parquet",
-                    self.dataset_id, where, _spans(list(wanted)), sum(map(len, wanted.values())))
+        if at_end:
+            what = "ended without batches of its written shards"
+        else:
+            what = f"trimmed before shard {min(s for s, _ in live)}" if live else "trimmed to its end"
+        log.warning("stream of dataset '%s' %s: reading shards %s (%d batches) from Parquet",
+                    self.dataset_id, what, _spans(list(wanted)), sum(map(len, wanted.values())))
         for shard, seqs in wanted.items():
             table = self.backfill.table(shard)
             for q in seqs:
