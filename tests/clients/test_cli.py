@@ -126,3 +126,14 @@ def test_bad_input_is_one_line_exit_2(case: str, option: str, tmp_path: Path, ca
     assert "Traceback" not in res.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     assert option in lines[0] and "fix:" in lines[0], lines[0]
+
+
+def test_a_status_waiting_for_a_run_says_so() -> None:
+    from longweave.clients.cli import waiting_text
+    from longweave.clients.sdk import Dataset
+
+    ds = Dataset.model_validate({"id": "x", "kind": "cip", "state": "running",
+                                 "waiting_for": {"group": "run:slow", "lag": 5, "since": 1.0}})
+    assert ds.waiting_for == {"group": "run:slow", "lag": 5, "since": 1.0}
+    assert waiting_text(ds) == "waiting for run:slow (5 unread entries)"
+    assert waiting_text(Dataset.model_validate({"id": "x", "kind": "cip", "state": "done"})) == ""

@@ -58,7 +58,11 @@ def test_create_watch_download(alice: dict[str, str], workers: list, tmp_path: P
     assert res.returncode == 0 and events[-1]["type"] == "state" and events[-1]["data"]["state"] == "done"
 
     res = longweave("datasets", "show", ds["id"], "--output", "json", env=alice)
-    assert json.loads(res.stdout)["samples_done"] == 16
+    shown = json.loads(res.stdout)
+    assert shown["samples_done"] == 16 and "waiting_for" in shown and shown["waiting_for"] is None
+    res = longweave("datasets", "show", ds["id"], env=alice)
+    assert res.returncode == 0 and any(line.split("│")[1:3] and "waiting_for" in line
+                                       for line in res.stdout.splitlines()), res.stdout
     res = longweave("datasets", "list", "--output", "json", env=alice)
     assert ds["id"] in [d["id"] for d in json.loads(res.stdout)]
     res = longweave("datasets", "list", env=alice)
