@@ -354,13 +354,61 @@ def inspect_dataset(
     tok = load_tokenizer(path / "tokenizer")
     records = from_table(read_parquet(path / info["shards"][0]).slice(0, samples))
     for rec in records:
-        text = tok.decode(rec.input_ids)
         out_console.rule(f"{rec.id}  ({len(rec.input_ids):,} tokens)")
+        if rec.kind == "cip" and rec.meta.get("chunks"):
+            show_cip_chunks(rec, tok, chars)
+            continue
+        text = tok.decode(rec.input_ids)
         out_console.print(text[:chars], markup=False, highlight=False)
         if len(text) > chars:
             out_console.print(f"[dim]... {len(text) - chars:,} more characters[/]")
-        if rec.answer is not None:
+        if rec.kind == "synl":
+            show_synl_question(rec, tok)
+        elif rec.answer is not None:
             out_console.print(f"[bold]answer:[/] {rec.answer}", highlight=False)
+
+
+def show_cip_chunks(rec: Any, tok: Any, chars: int) -> None:
+    """A CIP sample chunk by chunk: a marker per chunk boundary naming the document and the span of
+    it the chunk copies (meta `chunks`: [document index, start, end, start in the sequence])."""
+    chunks, docs = rec.meta["chunks"], rec.meta.get("docs", [])
+    per = max(40, chars // max(1, min(len(chunks), 8)))  # the first chunks get a fair share each
+    left = chars
+    if chunks and chunks[0][3] > 0:
+        out_console.print(tok.decode(rec.input_ids[:chunks[0][3]]), markup=False, highlight=False)
+    for k, (doc, start, end, at) in enumerate(chunks):
+        if left <= 0:
+            out_console.print(f"[dim]... {len(chunks) - k} more chunks[/]")
+            break
+        name = docs[doc] if doc < len(docs) else doc
+        out_console.print(f"[bold cyan]--- chunk {k + 1}/{len(chunks)}: doc {name}, tokens {start}-{end} "
+                          f"(at {at}) ---[/]", highlight=False)
+        text = tok.decode(rec.input_ids[at:at + end - start])
+        shown = text[:min(per, left)]
+        left -= len(shown)
+        out_console.print(shown + (" ..." if len(shown) < len(text) else ""), markup=False, highlight=False)
+
+
+def show_synl_question(rec: Any, tok: Any) -> None:
+    """A SynL sample's question and answer, which the first characters (preamble, tables) never reach:
+    the prompt's last line (or the segment labelled `question`: meta `segment_labels`, one per start
+    in `segments`), the reply when it is more than the answer (reasoning), and the answer."""
+    user = next((m["content"] for m in rec.messages or [] if m.get("role") == "user"), None)
+    labels, starts = rec.meta.get("segment_labels", []), list(rec.segments)
+    if user and "Question: " in user:  # the prompt ends with its `Question: ...` line
+        question = user.rpartition("Question: ")[2].strip()
+    elif "question" in labels and labels.index("question") + 1 < len(starts) == len(labels):
+        q = labels.index("question")
+        question = tok.decode(rec.input_ids[starts[q]:starts[q + 1]], skip_special_tokens=True).strip()
+    else:
+        question = ""
+    if question:
+        out_console.print(f"[bold]question:[/] {question}", highlight=False)
+    reply = (rec.messages or [{}])[-1].get("content") if rec.messages else None
+    if reply and reply != rec.answer:
+        out_console.print(f"[bold]reply:[/] {reply}", highlight=False)
+    if rec.answer is not None:
+        out_console.print(f"[bold]answer:[/] {rec.answer}", highlight=False)
 
 
 # -- datasets on the service -------------------------------------------------------------------------
@@ -412,6 +460,14 @@ def print_json(value: Any) -> None:
 
 def dataset_row(ds: Any) -> dict[str, Any]:
     return ds.model_dump(mode="json")
+
+
+def waiting_text(ds: Any) -> str:
+    """What backpressure holds production for, in words ('' when nothing does)."""
+    w = getattr(ds, "waiting_for", None)
+    if not w:
+        return ""
+    return f"waiting for {w.get('group', '?')} ({w.get('lag', '?')} unread entries)"
 
 
 def show_datasets(items: list[Any], output: str, title: str = "datasets") -> None:
@@ -509,7 +565,9 @@ def datasets_show(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey
 
     table = Table(title=f"{ds.id} ({ds.kind})", show_header=False)
     for key, value in dataset_row(ds).items():
-        if key != "spec":
+        if key == "waiting_for":
+            table.add_row(key, waiting_text(ds) or "-")
+        elif key != "spec":
             table.add_row(key, json.dumps(value) if isinstance(value, list | dict) else str(value))
     table.add_row("spec", json.dumps(ds.spec))
     out_console.print(table)
@@ -534,13 +592,16 @@ def datasets_watch(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKe
                 TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
             with progress:
                 task = progress.add_task("watch", total=ds.samples_total or None, completed=ds.samples_done,
-                                         state=ds.state)
+                                         state=" ".join(filter(None, (ds.state, waiting_text(ds)))))
                 if not ds.finished:
                     for event in lw.events(dataset_id):
                         if event.type == "error":
                             progress.console.print(f"[red]error:[/] {event.data}", highlight=False)
                         ds = lw.get_dataset(dataset_id)
-                        progress.update(task, completed=ds.samples_done, state=ds.state)
+                        if event.type == "waiting" and waiting_text(ds):
+                            progress.console.print(waiting_text(ds), highlight=False)
+                        progress.update(task, completed=ds.samples_done,
+                                        state=" ".join(filter(None, (ds.state, waiting_text(ds)))))
                 ds = lw.get_dataset(dataset_id)
                 progress.update(task, completed=ds.samples_done, state=ds.state)
             colour = "green" if ds.state == "done" else "red"
@@ -646,10 +707,10 @@ def datasets_consumers(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: A
     from rich.table import Table
 
     table = Table(title=f"consumers of {dataset_id}")
-    for col in ("run", "lag", "pending", "idle_ms", "state"):
+    for col in ("run", "lag", "pending", "idle_s", "state"):
         table.add_column(col)
     for row in rows:
-        table.add_row(*(str(row.get(c, "")) for c in ("run", "lag", "pending", "idle_ms", "state")))
+        table.add_row(*(str(row.get(c, "")) for c in ("run", "lag", "pending", "idle_s", "state")))
     out_console.print(table)
 
 

@@ -50,6 +50,7 @@ class Dataset(BaseModel):
     throughput_samples_per_s: float | None = None
     eta_s: float | None = None
     errors: list[str] = []
+    waiting_for: dict[str, Any] | None = None  # {group, lag, since} while backpressure holds production
 
     @property
     def finished(self) -> bool:
@@ -187,9 +188,21 @@ class Client:
         return _check(self._http.get(f"/v1/datasets/{dataset_id}/files")).json()["files"]
 
     def consumers(self, dataset_id: str) -> list[dict[str, Any]]:
-        """Training runs reading the dataset's stream: {run, lag, pending, idle_ms, state} each."""
+        """Training runs reading the dataset's stream: {run, group, lag, pending, consumers, idle_s, state} each."""
         body = _check(self._http.get(f"/v1/datasets/{dataset_id}/consumers")).json()
         return body if isinstance(body, list) else body.get("consumers", body.get("items", []))
+
+    def attach_consumer(self, dataset_id: str, run_id: str, start: str = "start") -> dict[str, Any]:
+        """Attach the run's consumer group (`run:<run_id>`) to the dataset's stream, before training.
+
+        `start="start"`: from the stream's first entry, so a run attached before production sees
+        every batch; `"now"`: only batches published from now on. Attaching an attached run again
+        is harmless (its position is kept), so a restarted trainer may call it again."""
+        resp = self._http.post(f"/v1/datasets/{dataset_id}/consumers", json={"run_id": run_id, "from": start})
+        return _check(resp).json()
+
+    def detach_consumer(self, dataset_id: str, run_id: str) -> None:
+        _check(self._http.delete(f"/v1/datasets/{dataset_id}/consumers/{run_id}"))
 
     def download(self, dataset_id: str, dest: str | Path) -> Path:
         """Every file of the dataset (shards, card) into `dest`, streamed to disk.
@@ -267,6 +280,10 @@ class AsyncClient:
     async def samples(self, dataset_id: str, offset: int = 0, limit: int = 10) -> list[dict[str, Any]]:
         resp = await self._http.get(f"/v1/datasets/{dataset_id}/samples", params={"offset": offset, "limit": limit})
         return _check(resp).json()["samples"]
+
+    async def attach_consumer(self, dataset_id: str, run_id: str, start: str = "start") -> dict[str, Any]:
+        resp = await self._http.post(f"/v1/datasets/{dataset_id}/consumers", json={"run_id": run_id, "from": start})
+        return _check(resp).json()
 
     async def events(self, dataset_id: str) -> AsyncIterator[Event]:
         async with self._http.stream("GET", f"/v1/datasets/{dataset_id}/events", timeout=None) as resp:

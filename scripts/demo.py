@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
 from longweave.clients.sdk import Client
 from longweave.generators import streams
 from rich.console import Console, Group
@@ -145,16 +144,8 @@ class Demo:
         self.ids[stage] = ds.id
         self.datasets[stage] = ds
         # Attach the run's consumer group now: from the first batch on the workers wait for it (the
-        # trainer's own XGROUP CREATE then finds it there, from the stream's start).
-        info = self.lw._http.get(f"/v1/datasets/{ds.id}/stream").json()
-        r = redis.Redis.from_url(info["redis_url"])
-        try:
-            r.xgroup_create(streams.out_key(ds.id), streams.run_group(run_id), id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        finally:
-            r.close()
+        # trainer attaches it again through the same route, which keeps its position).
+        self.lw.attach_consumer(ds.id, run_id)
 
     # -- 3. training and eval ---------------------------------------------------------------------
     def train(self, stage: str, model_path: str, extra: list[str]) -> subprocess.Popen[bytes]:

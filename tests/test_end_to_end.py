@@ -11,6 +11,9 @@ a fresh in-process generation of the same spec gives, and the loss falls.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,9 +53,6 @@ def throttled_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[t
 def test_trainer_consumes_while_the_workers_produce(throttled_service: tuple[str, str], tokenizer_dir: Path,
                                                     cache_dir: Path, tmp_path: Path) -> None:
     api, redis_url = throttled_service
-    # Attach the run's group first: from the first batch on, the workers wait for the trainer.
-    redis.Redis.from_url(redis_url).xgroup_create(streams.out_key(SPEC["name"]), streams.run_group(RUN_ID),
-                                                  id="0", mkstream=True)
     run = tmp_path / "run"
     cfg = config.validate({
         "run_dir": str(run), "run_id": RUN_ID, "steps": 1000, "micro_batch": 2, "checkpoint_every": 4,
@@ -63,6 +63,8 @@ def test_trainer_consumes_while_the_workers_produce(throttled_service: tuple[str
     })
     with Client(api, api_key=KEYS["alice"]) as lw:
         ds = lw.create_dataset(SPEC)
+        # Attach the run's group at once: from its first batches on, the workers wait for the trainer.
+        lw.attach_consumer(ds.id, RUN_ID)
         train.train(cfg)  # returns when the dataset is done and its stream is drained
         done = lw.get_dataset(ds.id)
     assert done.state == "done"
@@ -83,32 +85,13 @@ SERVICE_SPEC = {"kind": "cip", "name": "e2e-service", "num_samples": 96, "seq_le
 @pytest.mark.slow
 def test_train_from_the_service_with_no_other_settings(throttled_service: tuple[str, str], cache_dir: Path,
                                                        tmp_path: Path) -> None:
-    """`longweave train --dataset ID --service URL --set model.path=tiny`: the trainer asks the API
-    for the Redis URL, the stream and the tokenizer, and trains every sample once."""
-    import os
-    import subprocess
-    import sys
-
-    import httpx
-
+    """`longweave train --dataset ID --service URL --set model.path=tiny`: the trainer attaches its
+    run through the API, asks it for the Redis URL, the stream and the tokenizer, and trains every
+    sample once (what the capped stream lost before the run attached, it reads from Parquet)."""
     api, _ = throttled_service
     with Client(api, api_key=KEYS["alice"]) as lw:
         ds = lw.create_dataset(SERVICE_SPEC)
-        # The throttled service caps a stream nobody reads at 2 x 2 batches, so a run that must see
-        # every sample attaches its group (`run:default`) before production gets ahead of it, as
-        # `make demo` does; a run that attaches too late is told so (StreamTrimmed).
-        info = httpx.get(f"{api}/v1/datasets/{ds.id}/stream",
-                         headers={"Authorization": f"Bearer {KEYS['alice']}"}).json()
-        r = redis.Redis.from_url(info["redis_url"])
-        try:
-            r.xgroup_create(info["stream"], streams.run_group("default"), id="0", mkstream=True)
-        finally:
-            r.close()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LONGWEAVE_")}
-        res = subprocess.run(
-            [sys.executable, "-m", "longweave.clients.cli", "train", "--dataset", ds.id, "--service", api,
-             "--api-key", KEYS["alice"], "--set", "model.path=tiny"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
+        res = train_cli(api, ds.id, tmp_path)
         assert res.returncode == 0, res.stdout + res.stderr
         assert lw.get_dataset(ds.id).state == "done"
     run = tmp_path / "runs" / "default"
@@ -116,6 +99,45 @@ def test_train_from_the_service_with_no_other_settings(throttled_service: tuple[
     assert Counter(trained) == Counter(expected_ids(SERVICE_SPEC, ds.id, cache_dir))
     assert (run / "tokenizer" / ds.id / "tokenizer.json").is_file()
     assert (run / "final" / "config.json").is_file()
+
+
+LATE_SPEC = {"kind": "cip", "name": "e2e-late", "num_samples": 80, "seq_len": 256, "shard_size": 16,
+             "docs_per_seq": 2, "seed": 13}
+
+
+def train_cli(api: str, dataset: str, cwd: Path, *sets: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LONGWEAVE_")}
+    cmd = [sys.executable, "-m", "longweave.clients.cli", "train", "--dataset", dataset, "--service", api,
+           "--api-key", KEYS["alice"], "--set", "model.path=tiny"]
+    for s in sets:
+        cmd += ["--set", s]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
+
+
+@pytest.mark.slow
+def test_a_run_that_joins_after_production_reads_the_trimmed_batches_from_parquet(
+        throttled_service: tuple[str, str], cache_dir: Path, tmp_path: Path) -> None:
+    """No run attached while the dataset was made, so its stream kept only the last batches; a run
+    that joins then trains the trimmed ones from the Parquet shards and the rest from the stream,
+    every sample exactly once."""
+    api, redis_url = throttled_service
+    with Client(api, api_key=KEYS["alice"]) as lw:
+        ds = lw.wait(lw.create_dataset(LATE_SPEC).id, timeout=600, poll=0.3)
+        assert ds.state == "done"
+        r = redis.Redis.from_url(redis_url)
+        try:
+            left = [(int(f[b"shard"]), int(f[b"seq"])) for _, f in r.xrange(streams.out_key(ds.id))]
+        finally:
+            r.close()
+        batches = LATE_SPEC["num_samples"] // ds.model_extra["batch_size"]
+        assert 0 < len(left) < batches  # capped: the early batches are gone, the last ones are there
+        res = train_cli(api, ds.id, tmp_path)
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "trimmed before shard" in res.stderr and "from Parquet" in res.stderr, res.stderr
+        groups = {g["run"]: g for g in lw.consumers(ds.id)}
+        assert groups["default"]["lag"] == 0 and groups["default"]["pending"] == 0  # the stream's rest was read live
+    trained = (tmp_path / "runs" / "default" / "samples-rank0.log").read_text().split()
+    assert Counter(trained) == Counter(expected_ids(LATE_SPEC, ds.id, cache_dir))
 
 
 def test_stream_route_names_redis_stream_and_tokenizer(throttled_service: tuple[str, str]) -> None:

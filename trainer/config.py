@@ -98,6 +98,8 @@ class SourceConfig(_Section):
     retry_s: float = Field(300.0, gt=0, description="redis: how long transient Redis errors (timeouts, resets, "
                            "a restart) are retried before the run stops")
     api_key_env: str = Field("LONGWEAVE_API_KEY", description="service: environment variable holding the API key")
+    service_url: str | None = Field(None, description="redis: the dataset service whose Parquet shards stand in "
+                                    "for stream entries trimmed before the run read them (set for `service` sources)")
 
     @model_validator(mode="after")
     def _where(self) -> SourceConfig:

@@ -29,7 +29,13 @@ entries (delivered before a crash but never acknowledged) and skips the samples 
 were consumed, then reads new entries, blocking while workers are still producing; the stream ends
 when the dataset's state is final and nothing is left to read. A run that stayed away longer than
 the service's `consumer_idle_s` may find entries it had not read trimmed (their Parquet copy
-exists): it stops with `StreamTrimmed` naming the dataset, and is to train from the Parquet files.
+exists), and a run that joins after production finds the early entries of a capped stream gone.
+Given the dataset service (`backfill`, trainer/backfill.py: a `service` source has it), the source
+then reads exactly the batches no longer in the stream from the dataset's Parquet shards and goes on
+with the stream; without it, it stops with `StreamTrimmed` naming the dataset. Either way a batch
+is named by (shard, seq), the fields of its stream entry: the state keeps the batches consumed
+(`seen`, ranges per shard), so no batch is trained twice whichever of the two it came from, and at
+the stream's end any batch of the written shards not yet seen is read from Parquet too.
 Transient Redis errors (a
 timeout, a reset connection, a restart, LOADING) are retried with backoff for `retry_s`, then the
 run stops with one line (`SourceUnavailable`). A read of new entries whose reply was lost may have
@@ -41,6 +47,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -216,6 +223,50 @@ class ParquetSource:
 
 # -- Redis stream ---------------------------------------------------------------------------------
 TRIM_CHECK_AFTER_S = 30.0  # a gap between reads this long is checked for trimmed entries
+SCAN_PAGE = 16  # stream entries per XRANGE while listing the batches the stream still holds
+log = logging.getLogger("longweave.trainer.data")
+
+
+def _encode_seen(seen: dict[int, set[int]]) -> dict[str, str]:
+    """{shard: {seq}} as {"shard": "0-5,7"}: a checkpoint of a long run stays small."""
+    out = {}
+    for shard, seqs in sorted(seen.items()):
+        parts, run = [], None
+        for q in sorted(seqs):
+            if run and q == run[1] + 1:
+                run[1] = q
+            else:
+                if run:
+                    parts.append(run)
+                run = [q, q]
+        if run:
+            parts.append(run)
+        out[str(shard)] = ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in parts)
+    return out
+
+
+def _decode_seen(data: dict[str, str] | None) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = {}
+    for shard, text in (data or {}).items():
+        seqs: set[int] = set()
+        for part in filter(None, str(text).split(",")):
+            a, _, b = part.partition("-")
+            seqs.update(range(int(a), int(b or a) + 1))
+        out[int(shard)] = seqs
+    return out
+
+
+def _spans(nums: list[int]) -> str:
+    """[0, 1, 2, 5] as "0..2, 5"."""
+    parts, nums = [], sorted(nums)
+    i = 0
+    while i < len(nums):
+        j = i
+        while j + 1 < len(nums) and nums[j + 1] == nums[j] + 1:
+            j += 1
+        parts.append(str(nums[i]) if i == j else f"{nums[i]}..{nums[j]}")
+        i = j + 1
+    return ", ".join(parts)
 
 
 class SourceUnavailable(LongweaveError):
@@ -226,7 +277,8 @@ class RedisSource:
     """The run's consumer group on a dataset's output stream, acknowledging after checkpoints."""
 
     def __init__(self, url: str, dataset_id: str, run_id: str, *, rank: int = 0, block_ms: int = 1000,
-                 tokenizer_sha256: str | None = None, client: Any = None, retry_s: float = 300.0) -> None:
+                 tokenizer_sha256: str | None = None, client: Any = None, retry_s: float = 300.0,
+                 backfill: Any = None) -> None:
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
@@ -257,15 +309,23 @@ class RedisSource:
         self.done: list[str] = []
         self.current: str | None = None
         self.offset = 0
-        self._restored: dict[str, Any] = {"done": [], "current": None, "offset": 0}
+        # Batches (shard -> seqs) fully consumed, and the one being consumed, from either place.
+        self.seen: dict[int, set[int]] = {}
+        self.batch: tuple[int, int] | None = None
+        self.backfill = backfill  # trainer/backfill.py ServiceShards, or None: a trim is an error
+        self.gap = False  # entries we had not read were trimmed: read them from Parquet first
+        self._restored: dict[str, Any] = {"done": [], "current": None, "offset": 0, "batch": None}
         self._last_read = time.monotonic()
 
     def state(self) -> dict[str, Any]:
-        return {"done": list(self.done), "current": self.current, "offset": self.offset}
+        return {"done": list(self.done), "current": self.current, "offset": self.offset,
+                "batch": list(self.batch) if self.batch else None, "seen": _encode_seen(self.seen)}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        batch = state.get("batch")
         self._restored = {"done": list(state.get("done", [])), "current": state.get("current"),
-                          "offset": int(state.get("offset", 0))}
+                          "offset": int(state.get("offset", 0)), "batch": tuple(batch) if batch else None}
+        self.seen = _decode_seen(state.get("seen"))
 
     def commit(self, state: dict[str, Any]) -> None:
         """The checkpoint holding `state` is on disk: acknowledge the entries it fully covers."""
@@ -283,7 +343,16 @@ class RedisSource:
             f"train from the dataset's Parquet copy (longweave download / GET /v1/datasets/{self.dataset_id}/files)")
 
     def _check_not_trimmed(self) -> None:
-        """Refuse to go on when an entry after the group's last delivered one is gone.
+        """Note (with a backfill) or refuse (without) an entry after the group's last delivered one gone."""
+        try:
+            self._check_trim()
+        except StreamTrimmed:
+            if self.backfill is None:
+                raise
+            self.gap = True
+
+    def _check_trim(self) -> None:
+        """Raise `StreamTrimmed` when an entry after the group's last delivered one is gone.
 
         XTRIM removes from the head (and records nothing), so: when every entry left is after our
         last delivered one, the entries added after it (`entries-added` less the group's
@@ -339,10 +408,6 @@ class RedisSource:
             return self._read_new(block)
 
     def _entries(self, start: str, block: int | None) -> list[tuple[str, dict[bytes, bytes]]]:
-        # Away long enough (a paused or slow process) that the service may have found the group
-        # idle and trimmed past it: check before a read that would skip the gap silently.
-        if start == ">" and time.monotonic() - self._last_read > TRIM_CHECK_AFTER_S:
-            self._check_not_trimmed()
         self._last_read = time.monotonic()
         resp = self._read_new(block) if start == ">" else self._call(self._read, start, block)
         if not resp:
@@ -356,18 +421,81 @@ class RedisSource:
         state = self._call(self.r.hget, self.meta, "state")
         return state is not None and state.decode() in streams.FINAL_STATES
 
-    def _consume(self, eid: str, fields: dict[bytes, bytes], skip: int) -> Iterator[Sample]:
-        samples = samples_from_table(records.from_ipc(fields[streams.F_DATA.encode()]))
-        self.current, self.offset = eid, skip
+    def _skip(self, batch: tuple[int, int] | None, eid: str | None) -> int:
+        """Samples of this batch the restored checkpoint consumed already (its partial batch, once)."""
+        r = self._restored
+        hit = (batch is not None and r.get("batch") is not None and tuple(r["batch"]) == batch) or (
+            eid is not None and r.get("batch") is None and eid == r["current"])
+        if not hit:
+            return 0
+        skip, r["offset"], r["batch"], r["current"] = r["offset"], 0, None, None
+        return skip
+
+    def _consume(self, eid: str, fields: dict[bytes, bytes], skip: int | None = None) -> Iterator[Sample]:
+        shard, seq = fields.get(streams.F_SHARD.encode()), fields.get(streams.F_SEQ.encode())
+        batch = (int(shard), int(seq)) if shard is not None and seq is not None else None
+        if batch is not None and batch[1] in self.seen.get(batch[0], ()):
+            self.done.append(eid)  # trained already (read from Parquet): acknowledged, not trained again
+            return
+        skip = self._skip(batch, eid) if skip is None else skip
+        table = records.from_ipc(fields[streams.F_DATA.encode()])
+        yield from self._consume_table(table, batch, eid, skip)
+        self.done.append(eid)
+
+    def _consume_table(self, table: pa.Table, batch: tuple[int, int] | None, eid: str | None,
+                       skip: int) -> Iterator[Sample]:
+        samples = samples_from_table(table)
+        self.current, self.batch, self.offset = eid, batch, skip
         for s in samples[skip:]:
             self.offset += 1
             yield s
-        self.done.append(eid)
-        self.current, self.offset = None, 0
+        if batch is not None:
+            self.seen.setdefault(batch[0], set()).add(batch[1])
+        self.current, self.batch, self.offset = None, None, 0
+
+    def _in_stream(self) -> set[tuple[int, int]]:
+        """(shard, seq) of the entries after the group's last delivered one: still to come live."""
+        g = next((g for g in self._call(self.r.xinfo_groups, self.key) if _str(g["name"]) == self.group), None)
+        start = f"({_str(g['last-delivered-id'])}" if g is not None else "-"
+        out: set[tuple[int, int]] = set()
+        while True:
+            page = self._call(self.r.xrange, self.key, start, "+", count=SCAN_PAGE)
+            for eid, fields in page:
+                if fields and streams.F_SHARD.encode() in fields:
+                    out.add((int(fields[streams.F_SHARD.encode()]), int(fields[streams.F_SEQ.encode()])))
+            if len(page) < SCAN_PAGE:
+                return out
+            start = f"({_str(page[-1][0])}"
+
+    def _from_parquet(self, at_end: bool) -> Iterator[Sample]:
+        """The batches of the written shards that are neither consumed nor still in the stream."""
+        self.gap = False
+        live = set() if at_end else self._in_stream()
+        batch_size, layout = self.backfill.layout()
+        wanted = {shard: [q for q in range(n) if q not in self.seen.get(shard, ()) and (shard, q) not in live]
+                  for shard, n in sorted(layout.items())}
+        wanted = {shard: qs for shard, qs in wanted.items() if qs}
+        if not wanted:
+            return
+        if at_end:
+            what = "ended without batches of its written shards"
+        else:
+            what = f"trimmed before shard {min(s for s, _ in live)}" if live else "trimmed to its end"
+        log.warning("stream of dataset '%s' %s: reading shards %s (%d batches) from Parquet",
+                    self.dataset_id, what, _spans(list(wanted)), sum(map(len, wanted.values())))
+        for shard, seqs in wanted.items():
+            table = self.backfill.table(shard)
+            for q in seqs:
+                if q in self.seen.get(shard, ()):
+                    continue
+                part = table.slice(q * batch_size, batch_size)
+                if part.num_rows:
+                    yield from self._consume_table(part, (shard, q), None, self._skip((shard, q), None))
+                else:  # the shard holds fewer rows than the spec's count: no such batch
+                    self.seen.setdefault(shard, set()).add(q)
 
     def __iter__(self) -> Iterator[Sample | None]:
-        restored = self._restored
-        covered = set(restored["done"])
+        covered = set(self._restored["done"])
         # 1. Our own pending entries: delivered before a crash, never acknowledged.
         last = "0"
         while True:
@@ -380,29 +508,42 @@ class RedisSource:
                 self.done.append(eid)  # the checkpoint consumed it all; ack at the next commit
                 continue
             if not fields:  # deleted while we held it: an idle group's entries were trimmed
-                raise self._trimmed(eid)
-            skip = restored["offset"] if eid == restored["current"] else 0
-            yield from self._consume(eid, fields, skip)
-        # 2. New entries, waiting while the workers are still producing.
+                if self.backfill is None:
+                    raise self._trimmed(eid)
+                self.done.append(eid)  # gone from the stream; its batch comes from Parquet
+                self.gap = True
+                continue
+            yield from self._consume(eid, fields)
+        # 2. New entries, waiting while the workers are still producing; what was trimmed before
+        # we read it comes from Parquet first.
         self._check_not_trimmed()
         while True:
+            # Away long enough (a paused or slow process) that the service may have found the group
+            # idle and trimmed past it: check before a read that would skip the gap silently.
+            if time.monotonic() - self._last_read > TRIM_CHECK_AFTER_S:
+                self._check_not_trimmed()
+            if self.gap:
+                yield from self._from_parquet(at_end=False)
             batch = self._entries(">", self.block_ms)
             if batch:
                 eid, fields = batch[0]
                 if not fields:  # re-read after a lost reply, trimmed meanwhile
                     self.done.append(eid)
+                    self.gap = self.backfill is not None
                     continue
-                yield from self._consume(eid, fields, 0)
+                yield from self._consume(eid, fields)
                 continue
             if self._finished():
                 # Entries published just before the final state: one last non-blocking look.
                 batch = self._entries(">", None)
-                if not batch:
-                    return
-                eid, fields = batch[0]
-                yield from self._consume(eid, fields, 0)
-            else:
-                yield None  # nothing new yet: the packer may train on what it holds meanwhile
+                if batch:
+                    eid, fields = batch[0]
+                    yield from self._consume(eid, fields)
+                    continue
+                if self.backfill is not None:  # whatever of the written shards never came live
+                    yield from self._from_parquet(at_end=True)
+                return
+            yield None  # nothing new yet: the packer may train on what it holds meanwhile
 
     def close(self) -> None:
         self.r.close()
@@ -481,8 +622,15 @@ def build_source(cfg: Any, *, run_id: str, seed: int, rank: int, tokenizer_sha25
             raise ConfigError("data.sources", "a service source reached the trainer unresolved",
                               "run it through longweave.trainer.commands.train (resolve_service_sources)")
         else:
+            # What one rank consumed, the others do not know: trimmed batches are read from Parquet
+            # by a single-process run only (a run of several ranks is told `StreamTrimmed`).
+            backfill = None
+            if sc.service_url and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+                from .backfill import ServiceShards
+
+                backfill = ServiceShards(sc.service_url, sc.dataset_id, sc.api_key_env, sc.cache_dir)
             built.append(RedisSource(sc.url, sc.dataset_id, run_id, rank=rank, block_ms=sc.block_ms,
-                                     tokenizer_sha256=tokenizer_sha256, retry_s=sc.retry_s))
+                                     tokenizer_sha256=tokenizer_sha256, retry_s=sc.retry_s, backfill=backfill))
     if len(built) == 1:
         return built[0]
     return MixtureSource(built, [sc.weight for sc in cfg.sources], seed=seed)
@@ -493,6 +641,9 @@ def resolve_service_sources(data: dict[str, Any], tokenizer_root: str | Path) ->
     """Plain config data with every `kind: service` source turned into the `redis` source the
     service names (GET /v1/datasets/{id}/stream), and `model.tokenizer` set to the first such
     dataset's tokenizer (downloaded from its files route into `tokenizer_root/<id>`) when unset.
+    The run's consumer group is attached through the service (POST /v1/datasets/{id}/consumers,
+    from the stream's start; again on a restart, which keeps its position), and the source keeps
+    the service's URL (`service_url`) to read what the stream no longer holds from Parquet.
 
     Only HTTP and the data contract: the trainer needs no service code.
     """
@@ -506,7 +657,13 @@ def resolve_service_sources(data: dict[str, Any], tokenizer_root: str | Path) ->
         base, dataset = str(sc["url"]).rstrip("/"), sc["dataset_id"]
         key = os.environ.get(sc.get("api_key_env") or "LONGWEAVE_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        run_id = data.get("run_id") or Path(str(data.get("run_dir", "runs/default"))).name
         with httpx.Client(base_url=base, headers=headers, timeout=30.0) as http:
+            resp = http.post(f"/v1/datasets/{dataset}/consumers", json={"run_id": run_id, "from": "start"})
+            if resp.status_code not in (200, 201):
+                raise ConfigError("data.sources", f"the service at {base} answered {resp.status_code} when "
+                                  f"attaching run '{run_id}' to dataset '{dataset}': {resp.text[:200]}",
+                                  "check the dataset id, the service URL, the API key and run_id")
             deadline = time.monotonic() + 600
             while True:  # the tokenizer is stored by the first worker to start a shard
                 resp = http.get(f"/v1/datasets/{dataset}/stream")
@@ -534,6 +691,5 @@ def resolve_service_sources(data: dict[str, Any], tokenizer_root: str | Path) ->
                     body.raise_for_status()
                     (out / Path(name).name).write_bytes(body.content)
                 data.setdefault("model", {})["tokenizer"] = str(out)
-        sc["kind"], sc["url"] = "redis", info["redis_url"]
-        sc.pop("api_key_env", None)
+        sc["kind"], sc["url"], sc["service_url"] = "redis", info["redis_url"], base
     return data

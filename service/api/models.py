@@ -120,3 +120,15 @@ class ConsumerList(BaseModel):
     dataset: str
     consumer_idle_s: float
     items: list[ConsumerGroup]
+
+
+class AttachConsumer(BaseModel):
+    """Body of POST /v1/datasets/{id}/consumers: the run whose group `run:<run_id>` to attach."""
+
+    model_config = {"extra": "forbid", "populate_by_name": True}
+
+    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+                     description="The trainer's run id (`run_id` of its config): the group is `run:<run>`.")
+    start: Literal["start", "now"] = Field("start", alias="from", description=(
+        "`start`: every entry the dataset publishes, from the stream's first one (a run attached before "
+        "production misses none); `now`: only entries published after this request."))

@@ -48,6 +48,42 @@ def test_inspect_shows_a_decoded_sample(tmp_path: Path, cache_dir: Path) -> None
     assert "num_tokens" in res.stdout and "/00000/000000" in res.stdout
 
 
+def first_record(folder: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    row = pq.read_table(sorted((folder / "data").glob("*.parquet"))[0]).slice(0, 1).to_pylist()[0]
+    return {**row, "meta": json.loads(row["meta"]), "messages": json.loads(row["messages"] or "null")}
+
+
+def test_inspect_marks_the_chunk_boundaries_of_a_cip_sample(tmp_path: Path, cache_dir: Path, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")  # one line per chunk marker
+    assert longweave(*CIP, "--chunks-per-doc", "2", "--out", tmp_path / "d", cache_dir=cache_dir).returncode == 0
+    res = longweave("inspect", tmp_path / "d", "--chars", "100000", cache_dir=cache_dir)
+    assert res.returncode == 0, res.stderr
+    rec = first_record(tmp_path / "d")
+    chunks = rec["meta"]["chunks"]
+    markers = [line for line in res.stdout.splitlines() if line.startswith("--- chunk ")]
+    assert len(chunks) >= 4 and len(markers) == len(chunks)
+    for k, ((doc, start, end, at), line) in enumerate(zip(chunks, markers, strict=True)):
+        assert line.startswith(f"--- chunk {k + 1}/{len(chunks)}: doc {rec['meta']['docs'][doc]}, "
+                               f"tokens {start}-{end} (at {at})"), line
+
+
+def test_inspect_shows_the_question_and_answer_of_a_synl_sample(tmp_path: Path, cache_dir: Path,
+                                                                  monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")
+    res = longweave("generate", "synl", "--seq-len", "1024", "--num-samples", "1", "--out", tmp_path / "s",
+                    cache_dir=cache_dir)
+    assert res.returncode == 0, res.stderr
+    res = longweave("inspect", tmp_path / "s", "--chars", "200", cache_dir=cache_dir)
+    assert res.returncode == 0, res.stderr
+    rec = first_record(tmp_path / "s")
+    question = rec["messages"][1]["content"].rpartition("Question: ")[2].strip()
+    assert question and question not in res.stdout.split("question:")[0]  # past the 200 characters shown
+    assert f"question: {question}" in res.stdout
+    assert f"answer: {rec['answer']}" in res.stdout
+
+
 def bad_corpora(tmp_path: Path) -> dict[str, Path]:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "a.txt").write_text("")
@@ -90,3 +126,14 @@ def test_bad_input_is_one_line_exit_2(case: str, option: str, tmp_path: Path, ca
     assert "Traceback" not in res.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
     assert option in lines[0] and "fix:" in lines[0], lines[0]
+
+
+def test_a_status_waiting_for_a_run_says_so() -> None:
+    from longweave.clients.cli import waiting_text
+    from longweave.clients.sdk import Dataset
+
+    ds = Dataset.model_validate({"id": "x", "kind": "cip", "state": "running",
+                                 "waiting_for": {"group": "run:slow", "lag": 5, "since": 1.0}})
+    assert ds.waiting_for == {"group": "run:slow", "lag": 5, "since": 1.0}
+    assert waiting_text(ds) == "waiting for run:slow (5 unread entries)"
+    assert waiting_text(Dataset.model_validate({"id": "x", "kind": "cip", "state": "done"})) == ""

@@ -58,7 +58,11 @@ def test_create_watch_download(alice: dict[str, str], workers: list, tmp_path: P
     assert res.returncode == 0 and events[-1]["type"] == "state" and events[-1]["data"]["state"] == "done"
 
     res = longweave("datasets", "show", ds["id"], "--output", "json", env=alice)
-    assert json.loads(res.stdout)["samples_done"] == 16
+    shown = json.loads(res.stdout)
+    assert shown["samples_done"] == 16 and "waiting_for" in shown and shown["waiting_for"] is None
+    res = longweave("datasets", "show", ds["id"], env=alice)
+    assert res.returncode == 0 and any(line.split("│")[1:3] and "waiting_for" in line
+                                       for line in res.stdout.splitlines()), res.stdout
     res = longweave("datasets", "list", "--output", "json", env=alice)
     assert ds["id"] in [d["id"] for d in json.loads(res.stdout)]
     res = longweave("datasets", "list", env=alice)
@@ -105,16 +109,25 @@ def test_cancel_and_partial_download(alice: dict[str, str], tmp_path: Path) -> N
 
 
 def test_consumers(alice: dict[str, str], workers: list) -> None:
+    from longweave.clients.sdk import ApiError, Client
+
     res = longweave("datasets", "create", "--kind", "cip", "--set", "num_samples=8", "--set", "seq_len=256",
                     "--set", "docs_per_seq=2", "--output", "json", env=alice)
     ds = json.loads(res.stdout)
+    with Client(alice["LONGWEAVE_URL"], api_key=alice["LONGWEAVE_API_KEY"]) as lw:
+        first = lw.attach_consumer(ds["id"], "cli-run")
+        again = lw.attach_consumer(ds["id"], "cli-run")  # a restarted trainer attaches again: harmless
+        with pytest.raises(ApiError) as bad:
+            lw.attach_consumer(ds["id"], "cli-run", start="yesterday")
+    assert first["group"] == again["group"] == "run:cli-run"
+    assert bad.value.status == 422 and bad.value.detail[0]["field"] == "from"
     res = longweave("datasets", "consumers", ds["id"], "--output", "json", env=alice)
-    if res.returncode == 0:  # a server with the route: a list of {run, lag, pending, idle_ms, state}
-        rows = json.loads(res.stdout)
-        assert isinstance(rows, list)
-        assert all({"run", "lag", "pending", "idle_ms", "state"} <= set(r) for r in rows)
-    else:
-        assert "no GET /v1/datasets/{id}/consumers route" in one_line_error(res)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert [r["run"] for r in rows] == ["cli-run"]
+    assert {"run", "lag", "pending", "idle_s", "state"} <= set(rows[0])
+    res = longweave("datasets", "consumers", ds["id"], env=alice)
+    assert res.returncode == 0 and "cli-run" in res.stdout, res.stderr
 
 
 def test_server_errors_are_one_line(api: str, alice: dict[str, str]) -> None:

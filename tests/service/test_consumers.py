@@ -205,3 +205,43 @@ def test_a_run_away_too_long_is_told_its_unread_entries_were_trimmed(private_red
     with pytest.raises(StreamTrimmed, match=f"'{ds}'"):
         next(it)
     r.close()
+
+
+def test_a_run_attached_through_the_route_before_production_gets_every_entry(service, cache_dir) -> None:
+    c, bob = client(service["url"]), client(service["url"], "bob")
+    ds = "attached"
+    assert c.post("/v1/datasets", json={**SPEC, "name": ds, "num_samples": 48}).status_code == 201
+    route = f"/v1/datasets/{ds}/consumers"
+
+    first = c.post(route, json={"run_id": "early", "from": "start"})
+    assert first.status_code == 201, first.text
+    assert first.json()["group"] == "run:early" and first.json()["lag"] == 0
+    again = c.post(route, json={"run_id": "early"})            # a restarted trainer attaches again
+    assert again.status_code == 200 and again.json()["group"] == "run:early"
+    for body, field in (({"run_id": "no spaces"}, "run_id"), ({"run_id": "x", "from": "later"}, "from"),
+                        ({"from": "start"}, "run_id"), ({"run_id": "x", "extra": 1}, "extra")):
+        resp = c.post(route, json=body)
+        assert resp.status_code == 422 and resp.json()["detail"][0]["field"] == field, (body, resp.text)
+        assert resp.json()["detail"][0]["fix"]
+    assert bob.post(route, json={"run_id": "early"}).status_code == 404  # another tenant's dataset
+    assert c.post("/v1/datasets/no-such/consumers", json={"run_id": "early"}).status_code == 404
+    assert [g["run"] for g in c.get(route).json()["items"]] == ["early"]
+
+    service["procs"].append(start_worker(service["env"], service["tmp"] / "worker.log"))
+    deadline = time.monotonic() + 120                          # production waits for the attached run
+    while not (st := c.get(f"/v1/datasets/{ds}").json())["waiting_for"]:
+        assert st["state"] in ("queued", "running") and time.monotonic() < deadline, st
+        time.sleep(0.1)
+    assert st["waiting_for"]["group"] == "run:early"
+    src = RedisSource(service["redis_url"], ds, "early", block_ms=200)
+    ids = []
+    for s in src:
+        if s is not None:
+            ids.append(s.id)
+            if len(ids) % 8 == 0:
+                src.commit(src.state())
+    src.commit(src.state())
+    assert sorted(ids) == sorted(expected_ids(SPEC | {"name": ds, "num_samples": 48}, ds, cache_dir))
+
+    late = c.post(route, json={"run_id": "late", "from": "now"})  # only what is published from now on
+    assert late.status_code == 201 and late.json()["lag"] == 0

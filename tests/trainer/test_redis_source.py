@@ -201,3 +201,70 @@ def test_redis_restarted_mid_stream_the_trainer_survives_and_trains_every_id_onc
         assert Counter(ids) == Counter(rec.id for rec in recs)
         r = redis.Redis.from_url(srv.url)
         assert r.xpending(streams.out_key("restart"), streams.run_group("run"))["pending"] == 0
+
+
+class LocalShards:
+    """trainer/backfill.py ServiceShards' interface over Parquet files on disk (the HTTP side is the
+    end-to-end test's): counts the shards read."""
+
+    def __init__(self, files: dict[int, Path], batch: int, batches: int) -> None:
+        self.files, self.batch, self.batches, self.read = files, batch, batches, []
+
+    def layout(self):
+        return self.batch, {shard: self.batches for shard in self.files}
+
+    def table(self, shard):
+        import pyarrow.parquet as pq
+
+        self.read.append(shard)
+        return pq.read_table(self.files[shard])
+
+
+def test_trimmed_batches_come_from_parquet_once_also_after_a_restart(server, tokenizer, tmp_path, monkeypatch,
+                                                                     caplog):
+    import pyarrow.parquet as pq
+    from longweave.trainer import data
+
+    r = redis.Redis.from_url(server)
+    ds, key = "backfill", streams.out_key("backfill")
+    recs = make_records(tokenizer, ds, 48, seed=5)
+    files = {}
+    for shard in (0, 1):  # what a worker does: the shard's Parquet file, then its batches
+        files[shard] = tmp_path / f"shard-{shard:05d}.parquet"
+        pq.write_table(records.to_table(recs[shard * 24:(shard + 1) * 24]), files[shard])
+    r.hset(streams.meta_key(ds), mapping={"state": "running", "samples_total": 48})
+    for i in range(6):
+        shard, seq = divmod(i, 3)
+        part = recs[i * 8:(i + 1) * 8]
+        r.xadd(key, {streams.F_SHARD: shard, streams.F_SEQ: seq, streams.F_N: 8,
+                     streams.F_DATA: records.to_ipc(records.to_table(part))})
+    ids = [x.id for x in recs]
+
+    shards = LocalShards(files, 8, 3)
+    src = RedisSource(server, ds, "late", block_ms=50, backfill=shards)
+    it = iter(src)
+    got = [next(it).id for _ in range(10)]           # batch (0, 0) and 2 samples of (0, 1)
+    state = src.state()
+    assert state["batch"] == [0, 1] and state["offset"] == 2 and state["seen"] == {"0": "0"}
+    first4 = [e for e, _ in r.xrange(key)][4]
+    assert r.xtrim(key, minid=first4, approximate=False) == 4  # (0, 2) and (1, 0) never read
+    monkeypatch.setattr(data, "TRIM_CHECK_AFTER_S", 0.0)
+    r.hset(streams.meta_key(ds), "state", "done")
+    with caplog.at_level("WARNING", logger="longweave.trainer.data"):
+        rest = [s.id for s in it if s is not None]
+    assert got + rest == ids                          # (0, 2), (1, 0) from Parquet, then (1, 1), (1, 2) live
+    assert shards.read == [0, 1]
+    assert any("trimmed before shard 1: reading shards 0..1 (2 batches) from Parquet" in m for m in caplog.messages)
+
+    # A crash after the checkpoint: restored, the run reads what the checkpoint had not consumed, once.
+    shards.read.clear()
+    again = RedisSource(server, ds, "late", block_ms=50, backfill=shards)
+    again.load_state(state)
+    rest = [s.id for s in again if s is not None]
+    assert Counter(got + rest) == Counter(ids)
+    assert sorted(shards.read) == [0, 1]
+
+    # Without the service a trim stays an error naming the dataset.
+    with pytest.raises(data.StreamTrimmed, match=f"'{ds}'"):
+        list(RedisSource(server, ds, "no-service", block_ms=50))
+    r.close()

@@ -4,17 +4,25 @@ A trainer run attaches the group `run:<run id>` (trainer/data.py RedisSource). L
 which run holds production back (backpressure) and which one was abandoned: a group none of
 whose consumers tried to read for `consumer_idle_s` (XINFO CONSUMERS `idle`) is `idle`, holds
 nothing back and keeps nothing from being trimmed. DELETE detaches a run (XGROUP DESTROY).
+
+POST attaches a run before it trains: created at the stream's start (`from: start`, id 0, the stream
+made if the dataset has published nothing yet), the group holds production back from the first
+batch on, so a run attached before production sees every entry in the stream. Attaching is
+idempotent (200 with the group as it stands): a restarted trainer attaches again and keeps its
+position and pending entries. A group attached after the stream was trimmed still starts at the
+first entry left; the trainer reads what is gone from the Parquet shards (trainer/data.py).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, status
+import redis.asyncio as aioredis
+from fastapi import APIRouter, Body, HTTPException, Path, Response, status
 from longweave.generators import streams as S
 
 from ..deps import MetaDep, RedisDep, SettingsDep
-from ..models import ConsumerGroup, ConsumerList, ErrorResponse
+from ..models import AttachConsumer, ConsumerGroup, ConsumerList, ErrorResponse
 
 router = APIRouter(prefix="/v1/datasets", tags=["consumers"],
                    responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
@@ -52,6 +60,27 @@ async def list_consumers(meta: MetaDep, r: RedisDep, settings: SettingsDep) -> C
     """The consumer groups on the dataset's output stream: lag, pending, idle time, active|idle."""
     return ConsumerList(dataset=meta["id"], consumer_idle_s=settings.consumer_idle_s,
                         items=await groups_of(r, meta["id"], settings.consumer_idle_s))
+
+
+@router.post("/{dataset_id}/consumers", status_code=status.HTTP_201_CREATED, response_model=ConsumerGroup,
+             responses={200: {"model": ConsumerGroup, "description": "The run was attached already: its group "
+                                                                     "as it stands (position and pending kept)."}})
+async def attach_consumer(meta: MetaDep, r: RedisDep, settings: SettingsDep, response: Response,
+                          body: Annotated[AttachConsumer, Body()]) -> ConsumerGroup:
+    """Attach a run's consumer group (`run:<run_id>`): from the stream's first entry, or only new ones."""
+    key, group = S.out_key(meta["id"]), S.run_group(body.run_id)
+    try:
+        await r.xgroup_create(key, group, id="0" if body.start == "start" else "$", mkstream=True)
+    except aioredis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+        response.status_code = status.HTTP_200_OK
+    found = [g for g in await groups_of(r, meta["id"], settings.consumer_idle_s) if g.group == group]
+    if not found:  # destroyed between the two calls (a concurrent DELETE)
+        raise HTTPException(status.HTTP_409_CONFLICT, detail=[{
+            "field": "run", "message": f"group '{group}' was detached while being attached",
+            "fix": "attach again"}])
+    return found[0]
 
 
 @router.delete("/{dataset_id}/consumers/{run}", status_code=status.HTTP_204_NO_CONTENT)
