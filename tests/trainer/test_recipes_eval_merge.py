@@ -177,3 +177,20 @@ def test_set_can_address_one_stage_of_a_recipe() -> None:
     assert stages["cip"].data.seq_len == 4096
     assert stages["sft"].data.seq_len != 4096
     assert stages["cip"].optim.lr == stages["sft"].optim.lr == 0.00001
+
+
+def test_a_staged_recipe_is_typed(tmp_path):
+    from longweave.trainer.config import Recipe
+
+    rec = tmp_path / "r.yaml"
+    rec.write_text("base: {steps: 5}\nstages:\n  - {name: a}\n  - {name: b, model: {path: '@previous'}}\n")
+    stages = dict(Recipe.load(rec).configs(["model.path=/somewhere"]))
+    assert stages["a"].run_dir == "runs/recipe/a" and stages["a"].run_id == "recipe-a"
+    assert stages["a"].model.path == "/somewhere" and stages["b"].model.path == "@previous"
+    assert stages["b"].steps == 5
+    for text, field in [("base: {}\nstagse: []\nstages: [{name: a}]\n", "stagse"), ("stages: []\n", "stages"),
+                        ("stages: [{name: a, optim: {lr: -1}}]\n", "optim.lr")]:
+        rec.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            Recipe.load(rec).configs()
+        assert err.value.field == field
