@@ -1,4 +1,13 @@
-"""Document attention without a T x T mask: causal SDPA on each packed document separately.
+"""The attention implementation of a run, decided here and nowhere else, and `longweave_docs`.
+
+Three questions have one answer each in this module: which implementation a run uses (`resolve`:
+`model.attention: auto` is flash_attention_2 on CUDA when installed, else `docs`), what the model
+is given per micro-batch for it (`model_inputs`: flash-attention finds documents from the restarted
+position ids, `docs` takes the document spans, sdpa/eager a dense block-diagonal mask), and what
+name a saved Hugging Face directory records (`saved_name`: ours is sdpa's math, and sdpa loads
+anywhere). model.py and train.py call these; neither inspects implementation names itself.
+
+Document attention without a T x T mask: causal SDPA on each packed document separately.
 
 A packed row of T tokens holding documents of lengths n_1..n_k needs sum(n_i^2) attention scores,
 but a dense block-diagonal mask makes SDPA compute all T^2 and then throw most away, through its
@@ -16,12 +25,65 @@ Registering it under a name with no mask function also tells transformers not to
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
+if TYPE_CHECKING:
+    from .packing import Batch
+
 NAME = "longweave_docs"
+FLASH = "flash_attention_2"
+
+
+def resolve(choice: str, device: torch.device) -> str:
+    """`model.attention` as the run uses it: `auto` becomes flash_attention_2 on CUDA when the
+    package is installed, else `docs`; any other choice stands."""
+    if choice != "auto":
+        return choice
+    if device.type == "cuda":
+        try:
+            import flash_attn  # noqa: F401
+
+            return FLASH
+        except ImportError:
+            return "docs"
+    return "docs"
+
+
+def load_name(impl: str) -> str:
+    """The name transformers builds the model with: ours is switched on once the model exists
+    (`install`), so the model is built with sdpa, whose layers ours replaces."""
+    return "sdpa" if impl == "docs" else impl
+
+
+def install(model: Any, impl: str) -> None:
+    """Switch a built model to `impl` where transformers could not build it so (`docs`)."""
+    if impl == "docs":
+        model.config._attn_implementation = register()
+
+
+def saved_name(model: Any) -> str:
+    """The implementation a saved Hugging Face directory records: sdpa for ours (the same math,
+    and a name every transformers install loads)."""
+    impl = model.config._attn_implementation
+    return "sdpa" if impl == NAME else impl
+
+
+def model_inputs(impl: str, batch: Batch, device: torch.device, doc_mask: bool) -> dict[str, Any]:
+    """The keyword arguments of the model call for one micro-batch under `impl` (the model's
+    `config._attn_implementation`): input_ids and position_ids always; with ours the document
+    spans (with `doc_mask` off, real tokens form one span per row); with flash-attention nothing
+    more (its varlen kernels find documents from the restarted positions); else the dense mask."""
+    from .packing import attention_mask
+
+    out: dict[str, Any] = {"input_ids": batch.input_ids.to(device), "position_ids": batch.position_ids.to(device)}
+    if impl == NAME:
+        out["doc_spans"] = doc_spans(batch.doc_ids if doc_mask else (batch.doc_ids >= 0).long() - 1)
+    elif impl != FLASH:
+        out["attention_mask"] = attention_mask(batch.doc_ids.to(device), doc_mask)
+    return out
 
 
 def doc_spans(doc_ids: torch.Tensor) -> list[list[tuple[int, int]]]:

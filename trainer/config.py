@@ -9,6 +9,7 @@ so the CLI prints one line instead of a pydantic traceback.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,17 +176,22 @@ def _dotted(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "config"
 
 
+def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    """A pydantic error as one `ConfigError` naming the dotted field at fault."""
+    err = exc.errors()[0]
+    msg = err["msg"].removeprefix("Value error, ")
+    fix = "see recipes/*.yaml and trainer/config.py for the accepted fields"
+    if err["type"] == "extra_forbidden":
+        msg, fix = "unknown field", "remove it or check its spelling"
+    return ConfigError(prefix + _dotted(err["loc"]), msg, fix)
+
+
 def validate(data: dict[str, Any]) -> TrainConfig:
     """A `TrainConfig` from plain data; raises `ConfigError` naming the dotted field at fault."""
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        fix = "see recipes/*.yaml and trainer/config.py for the accepted fields"
-        if err["type"] == "extra_forbidden":
-            msg, fix = "unknown field", "remove it or check its spelling"
-        raise ConfigError(_dotted(err["loc"]), msg, fix) from None
+        raise _config_error(exc) from None
 
 
 def _parse_value(text: str) -> Any:
@@ -218,17 +224,113 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any] 
     return data
 
 
-def load(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
-    """A config from a recipe YAML file (or defaults), with overrides applied, validated."""
+def _read_recipe(path: str | Path) -> dict[str, Any]:
     import yaml
 
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError("--recipe", f"'{path}' is not a file", "pass a recipe YAML, e.g. recipes/llama2-long.yaml")
-        loaded = yaml.safe_load(p.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError("--recipe", f"'{path}' does not hold a mapping", "write the recipe as YAML keys")
-        data = loaded
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError("--recipe", f"'{path}' is not a file", "pass a recipe YAML, e.g. recipes/llama2-long.yaml")
+    loaded = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError("--recipe", f"'{path}' does not hold a mapping", "write the recipe as YAML keys")
+    return loaded
+
+
+def load(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> TrainConfig:
+    """A config from a recipe YAML file (or defaults), with overrides applied, validated."""
+    data = _read_recipe(path) if path is not None else {}
     return validate(apply_overrides(data, overrides))
+
+
+# -- recipes of several stages --------------------------------------------------------------------
+# A staged recipe without a run_dir trains under this, one folder per stage.
+STAGED_RUN_DIR = "runs/recipe"
+PREVIOUS, BASE = "@previous", "@base"  # placeholders for model.path and merge_with (commands.train)
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` laid over `base`, section by section (a copy; neither input changes)."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def overrides_for_stage(overrides: list[str] | dict[str, Any] | None, name: str
+                        ) -> list[str] | dict[str, Any] | None:
+    """The overrides that apply to stage `name`: all but `stages.<other>.…`, prefix dropped."""
+    if not overrides:
+        return overrides
+    items = list(overrides.items()) if isinstance(overrides, dict) else list(overrides)
+    out: list[Any] = []
+    for item in items:
+        key = item[0] if isinstance(item, tuple) else item.split("=", 1)[0].strip()
+        if key.startswith("stages."):
+            parts = key.split(".", 2)
+            if len(parts) < 3 or parts[1] != name:
+                continue
+            item = (parts[2], item[1]) if isinstance(item, tuple) else parts[2] + "=" + item.split("=", 1)[1]
+        out.append(item)
+    return dict(out) if isinstance(overrides, dict) else out
+
+
+class Stage(BaseModel):
+    """One stage of a recipe: its name and the `TrainConfig` fields it lays over the base (kept as
+    written: they are validated once merged, as a whole config)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str | None = None
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Recipe(BaseModel):
+    """A recipe file (recipes/*.yaml): `base` fields every stage shares and the `stages` run in
+    order, each training into <run_dir>/<name>. A file without `stages` is one `TrainConfig`,
+    held here as the base of no stages."""
+
+    model_config = ConfigDict(extra="forbid")
+    base: dict[str, Any] = Field(default_factory=dict)
+    stages: list[Stage] = Field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> Recipe:
+        """The recipe in `path` (None: one config of defaults)."""
+        data = _read_recipe(path) if path is not None else {}
+        if "stages" not in data:
+            return cls(base=data)
+        if not data["stages"]:
+            raise ConfigError("stages", "the recipe lists no stages",
+                              "list at least one stage, or write the recipe as one config without stages")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+
+    def configs(self, overrides: list[str] | dict[str, Any] | None = None) -> list[tuple[str, TrainConfig]]:
+        """(name, config) per stage, all validated before any runs, placeholders not yet resolved.
+
+        Overrides apply to every stage (`stages.<name>.a.b=c` to one), except that a stage starting
+        from `@previous` keeps doing so (an overridden `model.path` is where the first stage starts).
+        """
+        if not self.stages:
+            return [("train", validate(apply_overrides(copy.deepcopy(self.base), overrides)))]
+        out = []
+        for i, stage in enumerate(self.stages):
+            name = stage.name or f"stage{i}"
+            fields = stage.fields
+            merged = apply_overrides(deep_merge(self.base, fields), copy.deepcopy(overrides_for_stage(overrides, name)))
+            if isinstance(fields.get("model"), dict) and fields["model"].get("path") == PREVIOUS:
+                merged["model"]["path"] = PREVIOUS
+            cfg = validate(merged)
+            root = cfg.run_dir if "run_dir" in cfg.model_fields_set else STAGED_RUN_DIR
+            cfg.run_dir = str(Path(root) / name)
+            if cfg.run_id is None:
+                cfg.run_id = f"{Path(root).name}-{name}"
+            out.append((name, cfg))
+        return out

@@ -61,6 +61,8 @@ from longweave.generators import records, streams
 from longweave.generators.errors import ConfigError, LongweaveError, StreamTrimmed
 from longweave.generators.tokenizer import default_cache_dir
 
+from .config import DataConfig
+
 
 @dataclass
 class Sample:
@@ -609,8 +611,9 @@ class MixtureSource:
             s.close()
 
 
-def build_source(cfg: Any, *, run_id: str, seed: int, rank: int, tokenizer_sha256: str | None) -> Any:
-    """The source (or mixture) that `cfg.data.sources` describes. `cfg` is a DataConfig."""
+def build_source(cfg: DataConfig, *, run_id: str, seed: int, rank: int, tokenizer_sha256: str | None) -> Source:
+    """The one place a run's `data` section becomes a source: one per `cfg.sources` entry, or their
+    weighted mixture. `run_id` names the Redis consumer group, `rank` the consumer."""
     if not cfg.sources:
         raise ConfigError("data.sources", "no data source", "add a parquet or redis source to the recipe")
     built = []

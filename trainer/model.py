@@ -16,7 +16,7 @@ import torch
 from longweave.generators.errors import ConfigError
 from longweave.generators.tokenizer import Tokenizer, load_tokenizer
 
-from . import rope
+from . import attention, rope
 from .config import TrainConfig
 
 
@@ -34,27 +34,14 @@ def resolve_tokenizer_dir(cfg: TrainConfig) -> Path:
                       "set model.tokenizer to a tokenizer directory (a dataset's tokenizer/ folder)")
 
 
-def attention_impl(cfg: TrainConfig, device: torch.device) -> str:
-    if cfg.model.attention != "auto":
-        return cfg.model.attention
-    if device.type == "cuda":
-        try:
-            import flash_attn  # noqa: F401
-
-            return "flash_attention_2"
-        except ImportError:
-            return "docs"
-    return "docs"
-
-
 def build(cfg: TrainConfig, device: torch.device) -> tuple[Any, Tokenizer]:
     """The model (on `device`, float32 master weights) and its tokenizer."""
     from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     tok = load_tokenizer(resolve_tokenizer_dir(cfg))
     window = cfg.data.target_window or cfg.data.seq_len
-    impl = attention_impl(cfg, device)
-    load_impl = "sdpa" if impl == "docs" else impl  # ours is switched on once the model exists
+    impl = attention.resolve(cfg.model.attention, device)
+    load_impl = attention.load_name(impl)
     if cfg.model.path == "tiny":
         t = cfg.model.tiny
         hf_cfg = LlamaConfig(
@@ -80,10 +67,7 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[Any, Tokenizer]:
         if model.get_input_embeddings().num_embeddings < tok.vocab_size:
             raise ConfigError("model.tokenizer", "the tokenizer has more tokens than the model's embedding",
                               "use the model's own tokenizer")
-    if impl == "docs":
-        from . import attention
-
-        model.config._attn_implementation = attention.register()
+    attention.install(model, impl)
     if cfg.model.gradient_checkpointing:
         # transformers 5 renamed it; older releases (>= 4.45 is allowed) only have the first name.
         if hasattr(model, "activation_checkpointing_enable"):

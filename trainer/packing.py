@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from . import positions as pos
+from .config import DataConfig
 from .data import Sample
 
 
@@ -93,6 +94,14 @@ class Packer:
         self.count = 0  # micro-batches made: seeds the position transform of each row
         self._it: Iterator[Sample] | None = None
         self._exhausted = False
+
+    @classmethod
+    def from_config(cls, cfg: DataConfig, source: Any, *, rows: int, pad_id: int, seed: int = 0) -> Packer:
+        """The packer a run's `data` section describes, filling micro-batches of `rows` rows (the
+        run's micro_batch) from `source` with `pad_id` (the tokenizer's)."""
+        return cls(source, seq_len=cfg.seq_len, rows=rows, pad_id=pad_id, doc_mask=cfg.doc_mask,
+                   buffer=cfg.pack_buffer, positions=cfg.positions, target_window=cfg.target_window,
+                   pose_chunks=cfg.pose_chunks, seed=seed)
 
     # -- state ------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

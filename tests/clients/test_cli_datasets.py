@@ -194,7 +194,7 @@ def test_eval_model_without_data_writes_heatmap_and_perplexity_plot(tokenizer_di
     import torch
     from longweave.trainer import config
     from longweave.trainer import model as model_mod
-    from longweave.trainer.train import save_hf
+    from longweave.trainer.checkpoint import save_hf
 
     cfg = config.validate({"model": {"tokenizer": str(tokenizer_dir)}, "data": {"seq_len": 256}})
     m, tok = model_mod.build(cfg, torch.device("cpu"))

@@ -11,7 +11,7 @@ import pytest
 import torch
 from longweave.trainer import attention
 from longweave.trainer.data import Sample
-from longweave.trainer.packing import Packer, attention_mask, split_long
+from longweave.trainer.packing import Packer, split_long
 from transformers import LlamaConfig, LlamaForCausalLM
 
 
@@ -108,17 +108,13 @@ def tiny_model():
 
 
 def _logits(model, batch, doc_mask=True, impl="sdpa"):
-    """Logits of a packed batch through the dense block mask (sdpa) or per-document SDPA (docs)."""
+    """Logits of a packed batch through the dense block mask (sdpa) or per-document SDPA (docs),
+    given the inputs the training loop gives (attention.model_inputs)."""
+    name = attention.register() if impl == "docs" else "sdpa"
     with torch.no_grad():
-        if impl == "sdpa":
-            model.config._attn_implementation = "sdpa"
-            return model(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                         attention_mask=attention_mask(batch.doc_ids, doc_mask)).logits
-        model.config._attn_implementation = attention.register()
+        model.config._attn_implementation = name
         try:
-            docs = batch.doc_ids if doc_mask else (batch.doc_ids >= 0).long() - 1
-            return model(input_ids=batch.input_ids, position_ids=batch.position_ids,
-                         doc_spans=attention.doc_spans(docs)).logits
+            return model(**attention.model_inputs(name, batch, torch.device("cpu"), doc_mask)).logits
         finally:
             model.config._attn_implementation = "sdpa"
 
@@ -177,14 +173,27 @@ def test_per_document_attention_equals_the_dense_mask_with_gradients(tiny_model)
     grads = []
     for impl in ("sdpa", "docs"):
         tiny_model.zero_grad()
-        kwargs = ({"attention_mask": attention_mask(batch.doc_ids)} if impl == "sdpa"
-                  else {"doc_spans": attention.doc_spans(batch.doc_ids)})
-        tiny_model.config._attn_implementation = attention.register() if impl == "docs" else "sdpa"
-        out = tiny_model(input_ids=batch.input_ids, position_ids=batch.position_ids, **kwargs).logits
+        name = attention.register() if impl == "docs" else "sdpa"
+        tiny_model.config._attn_implementation = name
+        out = tiny_model(**attention.model_inputs(name, batch, torch.device("cpu"), True)).logits
         tiny_model.config._attn_implementation = "sdpa"
         torch.nn.functional.cross_entropy(out.flatten(0, 1), batch.targets.flatten(), ignore_index=-100).backward()
         grads.append(torch.cat([p.grad.flatten() for p in tiny_model.parameters()]))
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_each_implementation_gets_its_own_inputs():
+    batch = Packer(ListSource([sample(0, 20), sample(1, 30)]), seq_len=64, rows=1, pad_id=0).next_batch()
+    cpu = torch.device("cpu")
+    keys = {impl: set(attention.model_inputs(impl, batch, cpu, True))
+            for impl in (attention.NAME, attention.FLASH, "sdpa", "eager")}
+    assert keys[attention.NAME] == {"input_ids", "position_ids", "doc_spans"}
+    assert keys[attention.FLASH] == {"input_ids", "position_ids"}  # varlen: documents from the positions
+    assert keys["sdpa"] == keys["eager"] == {"input_ids", "position_ids", "attention_mask"}
+    one_row = attention.model_inputs(attention.NAME, batch, cpu, False)["doc_spans"]
+    assert one_row == [[(0, 50), (50, 64)]]  # doc_mask off: the real tokens are one span, then padding
+    assert attention.resolve("auto", cpu) == "docs" and attention.resolve("eager", cpu) == "eager"
+    assert attention.load_name("docs") == "sdpa"
 
 
 def test_doc_spans():

@@ -30,7 +30,7 @@ def tiny_overrides(dataset: Path, run_dir: Path, steps: int = 3) -> list[str]:
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_recipe_validates(recipe, dataset_dir, tmp_path):
     stages = commands.stage_configs(recipe, ["data.target_window=512"] + tiny_overrides(dataset_dir, tmp_path))
-    assert stages and all(data["data"]["seq_len"] == 128 for _, data in stages)
+    assert stages and all(cfg.data.seq_len == 128 for _, cfg in stages)
 
 
 def test_recipe_names_are_the_three_papers():
@@ -56,7 +56,7 @@ def test_longrecipe_runs_all_stages_and_merges(dataset_dir, tmp_path):
 def test_merge_alpha_and_refusals(dataset_dir, tmp_path):
     from longweave.trainer import config
     from longweave.trainer import model as model_mod
-    from longweave.trainer.train import save_hf
+    from longweave.trainer.checkpoint import save_hf
 
     def tiny(seed: int, out: Path, hidden: int = 64) -> Path:
         cfg = config.validate({"model": {"init_seed": seed, "tiny": {"hidden_size": hidden},
@@ -110,7 +110,7 @@ def test_needle_grid_finds_every_needle_for_a_perfect_retriever(dataset_dir, tok
 def test_eval_writes_grid_heatmap_and_position_perplexity(dataset_dir, tmp_path):
     from longweave.trainer import config
     from longweave.trainer import model as model_mod
-    from longweave.trainer.train import save_hf
+    from longweave.trainer.checkpoint import save_hf
 
     cfg = config.validate({"model": {"tokenizer": str(dataset_dir / "tokenizer")}, "data": {"seq_len": 256}})
     m, tok = model_mod.build(cfg, torch.device("cpu"))
@@ -174,6 +174,23 @@ def test_set_can_address_one_stage_of_a_recipe() -> None:
 
     stages = dict(stage_configs(Path(__file__).resolve().parents[2] / "recipes" / "longskywork.yaml",
                                 ["stages.cip.data.seq_len=4096", "optim.lr=0.00001"]))
-    assert stages["cip"]["data"]["seq_len"] == 4096
-    assert stages["sft"]["data"]["seq_len"] != 4096
-    assert stages["cip"]["optim"]["lr"] == stages["sft"]["optim"]["lr"] == 0.00001
+    assert stages["cip"].data.seq_len == 4096
+    assert stages["sft"].data.seq_len != 4096
+    assert stages["cip"].optim.lr == stages["sft"].optim.lr == 0.00001
+
+
+def test_a_staged_recipe_is_typed(tmp_path):
+    from longweave.trainer.config import Recipe
+
+    rec = tmp_path / "r.yaml"
+    rec.write_text("base: {steps: 5}\nstages:\n  - {name: a}\n  - {name: b, model: {path: '@previous'}}\n")
+    stages = dict(Recipe.load(rec).configs(["model.path=/somewhere"]))
+    assert stages["a"].run_dir == "runs/recipe/a" and stages["a"].run_id == "recipe-a"
+    assert stages["a"].model.path == "/somewhere" and stages["b"].model.path == "@previous"
+    assert stages["b"].steps == 5
+    for text, field in [("base: {}\nstagse: []\nstages: [{name: a}]\n", "stagse"), ("stages: []\n", "stages"),
+                        ("stages: [{name: a, optim: {lr: -1}}]\n", "optim.lr")]:
+        rec.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            Recipe.load(rec).configs()
+        assert err.value.field == field
