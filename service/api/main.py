@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -28,8 +29,9 @@ from fastapi.openapi.docs import (
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from longweave.generators.errors import LongweaveError
-from longweave.generators.specs import describe_error
+from longweave.generators.specs import DatasetSpec, describe_error
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -159,6 +161,64 @@ def add_offline_docs(app: FastAPI) -> None:
             redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon.png", with_google_fonts=False)
 
 
+BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _exact_bounds(served: Any, exact: Any) -> None:
+    """Put back into `served` the integer bounds FastAPI's OpenAPI model turned into floats.
+
+    FastAPI types every bound as a float, so `le=2**63 - 1` is served as 9.223372036854776e+18,
+    which is 2**63: a client (or a fuzzer) trusting the schema sends 2**63 and gets a 422.
+    `exact` is pydantic's own JSON schema of the same model, whose bounds are the declared ints.
+    """
+    if isinstance(served, dict) and isinstance(exact, dict):
+        for key, value in served.items():
+            if key in BOUNDS and isinstance(value, float) and isinstance(exact.get(key), int) \
+                    and float(exact[key]) == value:
+                served[key] = exact[key]
+            elif key in exact:
+                _exact_bounds(value, exact[key])
+    elif isinstance(served, list) and isinstance(exact, list):
+        for a, b in zip(served, exact, strict=False):
+            _exact_bounds(a, b)
+
+
+def true_openapi(app: FastAPI) -> None:
+    """Wrap `app.openapi` so the schema served says what the server does (tests/service/test_schemathesis.py
+    holds every response to it): exact integer bounds of the dataset specs, and `kind`, the
+    discriminator of the request body, required (a spec without it is refused)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.get("components", {}).get("schemas", {})
+        exact = TypeAdapter(DatasetSpec).json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in exact.get("$defs", {}).items():
+            if name in components:
+                _exact_bounds(components[name], definition)
+        for definition in list(components.values()):
+            for item in definition.get("properties", {}).values():
+                _discriminator_required(item, components)
+        post = schema["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        _discriminator_required(post, components)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _discriminator_required(schema: dict[str, Any], components: dict[str, Any]) -> None:
+    disc = schema.get("discriminator") if isinstance(schema, dict) else None
+    if not disc:
+        return
+    for ref in disc.get("mapping", {}).values():
+        target = components[ref.rsplit("/", 1)[-1]]
+        required = target.setdefault("required", [])
+        if disc["propertyName"] not in required:
+            required.append(disc["propertyName"])
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -194,6 +254,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="longweave", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Mass-produce synthetic long-context training data.")
     add_offline_docs(app)
+    true_openapi(app)
     app.state.settings = settings
     app.state.store = Store(settings.store_root)
     app.state.metrics = Metrics()

@@ -14,11 +14,9 @@ from fastapi import APIRouter, HTTPException, Path, status
 from longweave.generators import streams as S
 
 from ..deps import MetaDep, RedisDep, SettingsDep
-from ..models import ConsumerGroup, ConsumerList, ErrorResponse
+from ..models import ConsumerGroup, ConsumerList, error_responses
 
-router = APIRouter(prefix="/v1/datasets", tags=["consumers"],
-                   responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
-                              404: {"model": ErrorResponse, "description": "No such dataset (or run)."}})
+router = APIRouter(prefix="/v1/datasets", tags=["consumers"], responses=error_responses(401, 404, 422, 503))
 RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 LAG_CAP = 100_000  # counted by hand only when Redis cannot say (entries were deleted)
 
