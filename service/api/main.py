@@ -33,6 +33,7 @@ from longweave.generators.specs import DatasetSpec, describe_error
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..redis_client import async_client, unavailable_reply
@@ -203,6 +204,15 @@ def true_openapi(app: FastAPI) -> None:
                 _discriminator_required(item, components)
         post = schema["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]["application/json"]["schema"]
         _discriminator_required(post, components)
+        # An optional parameter (`str | None`) is served as anyOf [string, null]; a header or query
+        # string is never JSON null (the text "null" is a string like any other): absent is how it is omitted.
+        for methods in schema["paths"].values():
+            for op in methods.values():
+                for param in op.get("parameters", []):
+                    options = param.get("schema", {}).get("anyOf", [])
+                    if len(options) == 2 and {"type": "null"} in options:
+                        rest = {k: v for k, v in param["schema"].items() if k != "anyOf"}
+                        param["schema"] = {**next(o for o in options if o != {"type": "null"}), **rest}
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -291,6 +301,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 f"{': ' + str(cause)[:200] if cause else ''})",
                 "fix": "send a UTF-8 JSON object of the request schema, with integers of at most 4300 digits "
                        "and nesting a few levels deep"}]})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path, but GET and POST
+            # (or GET and DELETE) of one path are two routes: Allow lists every method of the path.
+            methods = {m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE") if any(
+                route.matches({**request.scope, "method": m})[0] == Match.FULL for route in request.app.router.routes)}
+            if methods:
+                exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(redis.ConnectionError)

@@ -158,3 +158,17 @@ def test_every_route_declares_its_error_model(api: str) -> None:
                     assert response["headers"]["Retry-After"]["required"], (method, path, code)
     resp = client(api).get("/v1/datasets/%C2%A6/stream")
     assert resp.status_code == 422 and fields(resp) == ["dataset_id"]
+
+
+def test_405_allows_every_method_of_the_path(api: str) -> None:
+    # GET and POST of /v1/datasets are two routes; Starlette's 405 named only the first one's method.
+    c = client(api)
+    assert c.request("OPTIONS", "/v1/datasets").headers["allow"] == "GET, POST"
+    assert c.request("PUT", "/v1/datasets/some-id").headers["allow"] == "DELETE, GET"
+
+
+def test_an_optional_header_is_a_string_not_null(api: str) -> None:
+    # `str | None` was served as anyOf [string, null]: a client sent the text "null" and got a 422.
+    spec = httpx.get(f"{api}/openapi.json").json()
+    (header,) = [p for p in spec["paths"]["/v1/datasets/{dataset_id}/events"]["get"]["parameters"] if p["in"] == "header"]
+    assert header["schema"]["type"] == "string" and "anyOf" not in header["schema"]

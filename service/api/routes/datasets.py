@@ -32,6 +32,12 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[Depen
                    responses=error_responses(401, 422, 429, 503))
 NOT_FOUND = error_responses(404)
 FILE_MEDIA = ("application/json", "text/markdown", "application/octet-stream")  # by name: .json, .md, other
+# One server-sent event as schemathesis (and any SSE client) parses it; the types are those that
+# service/queue.py writes to the events stream, and `error` when Redis fails mid-stream (no id).
+SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
+    "id": {"type": "string", "pattern": r"^\d+-\d+$", "description": "Send it back as Last-Event-ID to resume."},
+    "event": {"type": "string", "enum": ["state", "shard", "progress", "waiting", "error"]},
+    "data": {"type": "string", "description": "A JSON object."}}}
 GENERATOR_MODULE = {"cip": "cip", "synl": "lookup", "niah": "needles", "doc_qa": "docqa"}
 
 
@@ -184,11 +190,11 @@ async def cancel_dataset(meta: MetaDep, r: RedisDep, settings: SettingsDep) -> D
 
 
 @router.get("/{dataset_id}/events", response_class=StreamingResponse, responses={
-    **NOT_FOUND, 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": (
-        "Server-sent events, until the dataset is final.")}})
+    **NOT_FOUND, 200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}, "description": (
+        "Server-sent events, until the dataset is final; `: keep-alive` comments while nothing happens.")}})
 async def dataset_events(meta: MetaDep, tenant: TenantDep, r: SseRedisDep, slots: StreamSlotsDep,
                          settings: SettingsDep,
-                         last_event_id: Annotated[str | None, Header(pattern=r"^\d{1,20}-\d{1,20}$")] = None,
+                         last_event_id: Annotated[str | None, Header(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")] = None,
                          ) -> StreamingResponse:
     """Progress as server-sent events (`state`, `shard`, `progress` per published batch, `waiting`
     when backpressure holds production or stops holding it, `error`); ends when the dataset is final.
