@@ -5,6 +5,8 @@ Every error a client can cause is a 4xx with a JSON body `{"detail": [{"field", 
 (422), unknown ids (404), a taken name (409), a body over `max_body_bytes` (413), no or a bad key
 (401), a per-tenant limit (429 with `Retry-After`, service/api/limits.py). A 500 means a bug in
 longweave; Redis unreachable, timing out or refusing writes (MISCONF, OOM, READONLY) is a 503.
+The OpenAPI schema declares each of these per route (models.error_responses) and `true_openapi`
+mends what FastAPI serves wrong, since tests/service/test_schemathesis.py holds every response to it.
 """
 
 from __future__ import annotations
