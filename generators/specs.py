@@ -19,9 +19,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
-    StrictInt,
+    Strict,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -30,6 +31,15 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+
+
+def _whole_number(v: Any) -> Any:
+    return int(v) if type(v) is float and v.is_integer() else v
+
+
+# An integer: an int, or a JSON number without a fraction (JSON Schema's `integer` includes 3.0,
+# and the REST API's OpenAPI schema promises it); never a bool, a string or 3.5.
+StrictInt = Annotated[int, BeforeValidator(_whole_number), Strict()]
 
 FORMATS = ("markdown", "csv", "jsonl", "html")
 LLM_STEPS = ("themes", "phrasing", "reasoning")

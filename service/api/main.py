@@ -5,6 +5,8 @@ Every error a client can cause is a 4xx with a JSON body `{"detail": [{"field", 
 (422), unknown ids (404), a taken name (409), a body over `max_body_bytes` (413), no or a bad key
 (401), a per-tenant limit (429 with `Retry-After`, service/api/limits.py). A 500 means a bug in
 longweave; Redis unreachable, timing out or refusing writes (MISCONF, OOM, READONLY) is a 503.
+The OpenAPI schema declares each of these per route (models.error_responses) and `true_openapi`
+mends what FastAPI serves wrong, since tests/service/test_schemathesis.py holds every response to it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -28,9 +31,11 @@ from fastapi.openapi.docs import (
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from longweave.generators.errors import LongweaveError
-from longweave.generators.specs import describe_error
+from longweave.generators.specs import DatasetSpec, describe_error
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..redis_client import async_client, unavailable_reply
@@ -159,6 +164,73 @@ def add_offline_docs(app: FastAPI) -> None:
             redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon.png", with_google_fonts=False)
 
 
+BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+
+
+def _exact_bounds(served: Any, exact: Any) -> None:
+    """Put back into `served` the integer bounds FastAPI's OpenAPI model turned into floats.
+
+    FastAPI types every bound as a float, so `le=2**63 - 1` is served as 9.223372036854776e+18,
+    which is 2**63: a client (or a fuzzer) trusting the schema sends 2**63 and gets a 422.
+    `exact` is pydantic's own JSON schema of the same model, whose bounds are the declared ints.
+    """
+    if isinstance(served, dict) and isinstance(exact, dict):
+        for key, value in served.items():
+            if key in BOUNDS and isinstance(value, float) and isinstance(exact.get(key), int) \
+                    and float(exact[key]) == value:
+                served[key] = exact[key]
+            elif key in exact:
+                _exact_bounds(value, exact[key])
+    elif isinstance(served, list) and isinstance(exact, list):
+        for a, b in zip(served, exact, strict=False):
+            _exact_bounds(a, b)
+
+
+def true_openapi(app: FastAPI) -> None:
+    """Wrap `app.openapi` so the schema served says what the server does (tests/service/test_schemathesis.py
+    holds every response to it): exact integer bounds of the dataset specs, and `kind`, the
+    discriminator of the request body, required (a spec without it is refused)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        components = schema.get("components", {}).get("schemas", {})
+        exact = TypeAdapter(DatasetSpec).json_schema(ref_template="#/components/schemas/{model}")
+        for name, definition in exact.get("$defs", {}).items():
+            if name in components:
+                _exact_bounds(components[name], definition)
+        for definition in list(components.values()):
+            for item in definition.get("properties", {}).values():
+                _discriminator_required(item, components)
+        post = schema["paths"]["/v1/datasets"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        _discriminator_required(post, components)
+        # An optional parameter (`str | None`) is served as anyOf [string, null]; a header or query
+        # string is never JSON null (the text "null" is a string like any other): absent is how it is omitted.
+        for methods in schema["paths"].values():
+            for op in methods.values():
+                for param in op.get("parameters", []):
+                    options = param.get("schema", {}).get("anyOf", [])
+                    if len(options) == 2 and {"type": "null"} in options:
+                        rest = {k: v for k, v in param["schema"].items() if k != "anyOf"}
+                        param["schema"] = {**next(o for o in options if o != {"type": "null"}), **rest}
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _discriminator_required(schema: dict[str, Any], components: dict[str, Any]) -> None:
+    disc = schema.get("discriminator") if isinstance(schema, dict) else None
+    if not disc:
+        return
+    for ref in disc.get("mapping", {}).values():
+        target = components[ref.rsplit("/", 1)[-1]]
+        required = target.setdefault("required", [])
+        if disc["propertyName"] not in required:
+            required.append(disc["propertyName"])
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -194,6 +266,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="longweave", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Mass-produce synthetic long-context training data.")
     add_offline_docs(app)
+    true_openapi(app)
     app.state.settings = settings
     app.state.store = Store(settings.store_root)
     app.state.metrics = Metrics()
@@ -230,6 +303,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 f"{': ' + str(cause)[:200] if cause else ''})",
                 "fix": "send a UTF-8 JSON object of the request schema, with integers of at most 4300 digits "
                        "and nesting a few levels deep"}]})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path, but GET and POST
+            # (or GET and DELETE) of one path are two routes: Allow lists every method of the path.
+            methods = {m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE") if any(
+                route.matches({**request.scope, "method": m})[0] == Match.FULL for route in request.app.router.routes)}
+            if methods:
+                exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(redis.ConnectionError)

@@ -132,3 +132,37 @@ class AttachConsumer(BaseModel):
     start: Literal["start", "now"] = Field("start", alias="from", description=(
         "`start`: every entry the dataset publishes, from the stream's first one (a run attached before "
         "production misses none); `now`: only entries published after this request."))
+
+
+class StreamInfo(BaseModel):
+    dataset: str
+    state: State
+    redis_url: str | None = Field(description="The Redis a trainer reads the stream from (null: not configured).")
+    stream: str = Field(description="The output stream key.")
+    meta: str = Field(description="The dataset's meta hash key.")
+    tokenizer_files: list[str] = Field(description="Names for GET /v1/datasets/{id}/files/{name}.")
+    samples_total: int
+
+
+# -- the error responses the routes declare (OpenAPI `responses=`) ----------------------------------
+# Every error body is ErrorResponse; 429 and the Redis 503s carry Retry-After (limits.py, main.py).
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
+                               "schema": {"type": "integer", "minimum": 1}}}
+_ERRORS: dict[int, dict[str, Any]] = {
+    401: {"description": "No key, or an unknown one (`WWW-Authenticate: Bearer`).",
+          "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}},
+    404: {"description": "No such dataset for this tenant (or no such item of it)."},
+    409: {"description": "The name is taken."},
+    413: {"description": "The body is over the size limit."},
+    422: {"description": "Bad input: the body or a parameter breaks the schema, a cross-field rule, or this "
+                         "server's limits and data roots; `field` names it and `fix` says what to change."},
+    429: {"description": "A per-tenant limit (request rate, datasets, samples or bytes in flight, open "
+                         "streams); retry after `Retry-After` seconds.", "headers": RETRY_AFTER},
+    503: {"description": "Redis unreachable or refusing writes; retry after `Retry-After` seconds.",
+          "headers": RETRY_AFTER},
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for these error statuses, each with the {field, message, fix} body."""
+    return {code: {"model": ErrorResponse, **_ERRORS[code]} for code in codes}

@@ -117,3 +117,58 @@ def test_cross_field_errors_name_the_field_and_the_fix(api: str) -> None:
     assert resp.status_code == 422
     (item,) = resp.json()["detail"]
     assert item["field"] == "seq_len" and "raise seq_len" in item["fix"], item
+
+
+# -- found by schemathesis: the schema promised what the server refused -------------------------------
+def test_whole_numbers_written_with_a_fraction_are_integers(api: str) -> None:
+    # JSON Schema's `integer` includes 3.0; 3.5, "3" and true stay refused.
+    c = client(api)
+    resp = c.post("/v1/datasets", json={**BASE, "num_samples": 3.0, "seed": 7.0, "name": f"f-{uuid.uuid4().hex[:8]}"})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["spec"]["num_samples"] == 3 and resp.json()["spec"]["seed"] == 7
+    c.delete(f"/v1/datasets/{resp.json()['id']}")
+    for bad in (3.5, "3", True):
+        resp = c.post("/v1/datasets", json={**BASE, "num_samples": bad})
+        assert resp.status_code == 422 and fields(resp) == ["num_samples"], (bad, resp.text)
+
+
+def test_the_schema_states_exact_integer_bounds_and_requires_kind(api: str) -> None:
+    schemas = httpx.get(f"{api}/openapi.json").json()["components"]["schemas"]
+    seed = schemas["CIPSpec"]["properties"]["seed"]
+    assert seed["maximum"] == 2**63 - 1 and isinstance(seed["maximum"], int)  # served as the float 2^63
+    assert all("kind" in schemas[name]["required"] for name in ("CIPSpec", "SynLSpec", "NIAHSpec", "DocQASpec"))
+    c = client(api)
+    resp = c.post("/v1/datasets", json={**BASE, "seed": 2**63})
+    assert resp.status_code == 422 and fields(resp) == ["seed"]
+    resp = c.post("/v1/datasets", json={**BASE, "seed": 2**63 - 1, "name": f"s-{uuid.uuid4().hex[:8]}"})
+    assert resp.status_code == 201, resp.text
+    c.delete(f"/v1/datasets/{resp.json()['id']}")
+
+
+def test_every_route_declares_its_error_model(api: str) -> None:
+    # 422 of the stream route answered {field, message, fix} while the schema said FastAPI's {loc, msg, type}.
+    spec = httpx.get(f"{api}/openapi.json").json()
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            for code, response in op["responses"].items():
+                if code.startswith(("4", "5")):
+                    ref = response["content"]["application/json"]["schema"]["$ref"]
+                    assert ref == "#/components/schemas/ErrorResponse", (method, path, code)
+                if code in ("429", "503") and path.startswith("/v1/"):
+                    assert response["headers"]["Retry-After"]["required"], (method, path, code)
+    resp = client(api).get("/v1/datasets/%C2%A6/stream")
+    assert resp.status_code == 422 and fields(resp) == ["dataset_id"]
+
+
+def test_405_allows_every_method_of_the_path(api: str) -> None:
+    # GET and POST of /v1/datasets are two routes; Starlette's 405 named only the first one's method.
+    c = client(api)
+    assert c.request("OPTIONS", "/v1/datasets").headers["allow"] == "GET, POST"
+    assert c.request("PUT", "/v1/datasets/some-id").headers["allow"] == "DELETE, GET"
+
+
+def test_an_optional_header_is_a_string_not_null(api: str) -> None:
+    # `str | None` was served as anyOf [string, null]: a client sent the text "null" and got a 422.
+    spec = httpx.get(f"{api}/openapi.json").json()
+    (header,) = [p for p in spec["paths"]["/v1/datasets/{dataset_id}/events"]["get"]["parameters"] if p["in"] == "header"]
+    assert header["schema"]["type"] == "string" and "anyOf" not in header["schema"]

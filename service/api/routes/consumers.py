@@ -22,11 +22,9 @@ from fastapi import APIRouter, Body, HTTPException, Path, Response, status
 from longweave.generators import streams as S
 
 from ..deps import MetaDep, RedisDep, SettingsDep
-from ..models import AttachConsumer, ConsumerGroup, ConsumerList, ErrorResponse
+from ..models import AttachConsumer, ConsumerGroup, ConsumerList, error_responses
 
-router = APIRouter(prefix="/v1/datasets", tags=["consumers"],
-                   responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
-                              404: {"model": ErrorResponse, "description": "No such dataset (or run)."}})
+router = APIRouter(prefix="/v1/datasets", tags=["consumers"], responses=error_responses(401, 404, 422, 503))
 RUN_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
 LAG_CAP = 100_000  # counted by hand only when Redis cannot say (entries were deleted)
 
@@ -64,7 +62,8 @@ async def list_consumers(meta: MetaDep, r: RedisDep, settings: SettingsDep) -> C
 
 @router.post("/{dataset_id}/consumers", status_code=status.HTTP_201_CREATED, response_model=ConsumerGroup,
              responses={200: {"model": ConsumerGroup, "description": "The run was attached already: its group "
-                                                                     "as it stands (position and pending kept)."}})
+                                                                     "as it stands (position and pending kept)."},
+                        **error_responses(409)})
 async def attach_consumer(meta: MetaDep, r: RedisDep, settings: SettingsDep, response: Response,
                           body: Annotated[AttachConsumer, Body()]) -> ConsumerGroup:
     """Attach a run's consumer group (`run:<run_id>`): from the stream's first entry, or only new ones."""

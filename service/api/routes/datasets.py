@@ -26,13 +26,18 @@ from longweave.generators.tokenizer import load_tokenizer
 from ... import queue as Q
 from ..deps import MetaDep, RedisDep, SettingsDep, StoreDep, TenantDep
 from ..limits import SseRedisDep, StreamSlotsDep, admit, rate_limit, release
-from ..models import DatasetList, DatasetStatus, ErrorResponse, FileList, SamplePage
+from ..models import DatasetList, DatasetStatus, FileList, SamplePage, error_responses
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[Depends(rate_limit)],
-                   responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
-                              429: {"model": ErrorResponse, "description": "A per-tenant limit; see Retry-After."},
-                              503: {"model": ErrorResponse, "description": "Redis unavailable; retry."}})
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such dataset for this tenant."}}
+                   responses=error_responses(401, 422, 429, 503))
+NOT_FOUND = error_responses(404)
+FILE_MEDIA = ("application/json", "text/markdown", "application/octet-stream")  # by name: .json, .md, other
+# One server-sent event as schemathesis (and any SSE client) parses it; the types are those that
+# service/queue.py writes to the events stream, and `error` when Redis fails mid-stream (no id).
+SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
+    "id": {"type": "string", "pattern": r"^\d+-\d+$", "description": "Send it back as Last-Event-ID to resume."},
+    "event": {"type": "string", "enum": ["state", "shard", "progress", "waiting", "error"]},
+    "data": {"type": "string", "description": "A JSON object."}}}
 GENERATOR_MODULE = {"cip": "cip", "synl": "synl", "niah": "needles", "doc_qa": "docqa"}
 
 
@@ -126,8 +131,7 @@ def _stored_tokenizer(store: Any, dataset: str) -> Any:
 
 # -- routes -----------------------------------------------------------------------------------
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetStatus,
-             responses={409: {"model": ErrorResponse, "description": "The name is taken."},
-                        413: {"model": ErrorResponse, "description": "The body is over the size limit."}})
+             responses=error_responses(409, 413))
 async def create_dataset(spec: Annotated[DatasetSpec, Body()], tenant: TenantDep, r: RedisDep,
                          settings: SettingsDep) -> DatasetStatus:
     """Queue a dataset: one task per shard; workers generate, publish and store them."""
@@ -186,10 +190,11 @@ async def cancel_dataset(meta: MetaDep, r: RedisDep, settings: SettingsDep) -> D
 
 
 @router.get("/{dataset_id}/events", response_class=StreamingResponse, responses={
-    **NOT_FOUND, 200: {"content": {"text/event-stream": {}}, "description": "Server-sent events."}})
+    **NOT_FOUND, 200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}, "description": (
+        "Server-sent events, until the dataset is final; `: keep-alive` comments while nothing happens.")}})
 async def dataset_events(meta: MetaDep, tenant: TenantDep, r: SseRedisDep, slots: StreamSlotsDep,
                          settings: SettingsDep,
-                         last_event_id: Annotated[str | None, Header(pattern=r"^\d{1,20}-\d{1,20}$")] = None,
+                         last_event_id: Annotated[str | None, Header(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")] = None,
                          ) -> StreamingResponse:
     """Progress as server-sent events (`state`, `shard`, `progress` per published batch, `waiting`
     when backpressure holds production or stops holding it, `error`); ends when the dataset is final.
@@ -287,7 +292,9 @@ async def list_files(meta: MetaDep, store: StoreDep) -> FileList:
 
 
 @router.get("/{dataset_id}/files/{name:path}", response_class=StreamingResponse, responses={
-    **NOT_FOUND, 200: {"content": {"application/octet-stream": {}}, "description": "The file."}})
+    **NOT_FOUND, 200: {"content": {media: {"schema": {"type": "string", "format": "binary"}} for media in FILE_MEDIA},
+                       "description": "The file: Parquet shards and tokenizer files as application/octet-stream, "
+                                      "JSON files (dataset.json, ...) as application/json, README.md as text/markdown."}})
 async def get_file(meta: MetaDep, store: StoreDep, name: str) -> StreamingResponse:
     """One file of the dataset (a Parquet shard, dataset.json, README.md, ...)."""
     try:
@@ -303,6 +310,5 @@ async def get_file(meta: MetaDep, store: StoreDep, name: str) -> StreamingRespon
         finally:
             f.close()
 
-    media = "application/json" if name.endswith(".json") else "text/markdown" if name.endswith(".md") \
-        else "application/octet-stream"
+    media = FILE_MEDIA[0] if name.endswith(".json") else FILE_MEDIA[1] if name.endswith(".md") else FILE_MEDIA[2]
     return StreamingResponse(body(), media_type=media)

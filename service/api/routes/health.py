@@ -20,7 +20,8 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Ready, responses={503: {"model": ErrorResponse}})
+@router.get("/readyz", response_model=Ready, responses={
+    503: {"model": ErrorResponse, "description": "Redis does not answer (no Retry-After: probes poll)."}})
 async def readyz(request: Request) -> Ready:
     """Redis is reachable (asked on a connection reserved for probes: busy request or SSE pools do
     not make a live process look dead)."""
