@@ -10,7 +10,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 import redis
-from longweave.generators import streams as S
+from longweave.service import keys as S
 from longweave.generators.records import SCHEMA, from_ipc
 
 from .conftest import client, expected_ids, read_events, wait_state

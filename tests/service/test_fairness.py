@@ -15,7 +15,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from longweave.generators import pipeline
-from longweave.generators import streams as S
+from longweave.service import keys as S
 from longweave.generators.corpus import Corpus
 from longweave.generators.specs import NIAHSpec, parse_spec
 from longweave.generators.tokenizer import Tokenizer

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 import redis
-from longweave.generators import streams as S
+from longweave.service import keys as S
 from longweave.service.queue import Queue
 
 
@@ -162,8 +162,8 @@ def test_a_transaction_cut_after_its_xadd_is_settled_by_the_next_one(q: Queue, d
     # would be left under the stage key; the next GATE puts it back and records the batch.
     assert pub(q, ds, 0, 0, b"a") == 1
     pipe = r.pipeline(transaction=True)
-    pipe.evalsha(q._gate.sha, 7, S.meta_key(ds), S.out_key(ds), S.published_key(ds), S.open_key(ds),
-                 S.stage_key(ds), S.gate_key(ds), S.events_key(ds), 0, 1, 5, 50, 1, 100, 600_000, 1000, 1.0)
+    pipe.evalsha(q._gate.sha, 8, S.meta_key(ds), S.out_key(ds), S.published_key(ds), S.open_key(ds),
+                 S.stage_key(ds), S.gate_key(ds), S.events_key(ds), S.stats_key(ds), 0, 1, 5, 50, 1, 100, 600_000, 1000, 1.0)
     pipe.execute_command("XADD", S.stage_key(ds), "NOMKSTREAM", "*", "shard", 0, "seq", 1, "n", 5, "data", b"b")
     assert pipe.execute()[0] == 1
     assert not r.exists(S.out_key(ds)) and r.exists(S.stage_key(ds))
