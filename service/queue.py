@@ -254,12 +254,13 @@ class Queue:
             pipe = self.r.pipeline(transaction=True)
             for i, (data, n, tokens) in enumerate(batches):
                 seq = first_seq + i
-                pipe.evalsha(self._gate.sha, 8, meta, out, pub, S.open_key(dataset), stage, scratch, events,
-                             stats, shard, seq, n, tokens, len(data), max_queued, self.consumer_idle_ms,
-                             self.events_maxlen, now())
+                # execute_command: a cluster pipeline refuses its evalsha() helper, not the command.
+                pipe.execute_command("EVALSHA", self._gate.sha, 8, meta, out, pub, S.open_key(dataset), stage,
+                                     scratch, events, stats, shard, seq, n, tokens, len(data), max_queued,
+                                     self.consumer_idle_ms, self.events_maxlen, now())
                 pipe.execute_command("XADD", stage, "NOMKSTREAM", "*", S.F_SHARD, shard, S.F_SEQ, seq,
                                      S.F_N, n, S.F_DATA, data)
-                pipe.evalsha(self._settle.sha, 7, meta, out, pub, stage, scratch, events, stats)
+                pipe.execute_command("EVALSHA", self._settle.sha, 7, meta, out, pub, stage, scratch, events, stats)
             try:
                 res = pipe.execute()
             except redis.exceptions.NoScriptError:
