@@ -15,11 +15,11 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from longweave.generators import pipeline
-from longweave.service import keys as S
 from longweave.generators.corpus import Corpus
 from longweave.generators.specs import NIAHSpec, parse_spec
 from longweave.generators.tokenizer import Tokenizer
 from longweave.generators.tokenstore import TokenStore
+from longweave.service import keys as S
 from longweave.service import queue as Q
 from longweave.service.queue import Queue
 from longweave.service.worker import CancelCheck, Cancelled

@@ -21,8 +21,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import redis
-from longweave.service import keys as S
 from longweave.generators.records import from_ipc
+from longweave.service import keys as S
 from longweave.service.redis_server import EmbeddedRedis
 
 from .conftest import client, expected_ids, start_api, start_worker, stop, wait_state
