@@ -42,13 +42,17 @@ Delivery semantics (ARCHITECTURE.md §4), stated once:
   entries (`max_queued_batches`), entries older than the newest `keep` go, again never below the
   first entry of a shard not yet in Parquet; a late consumer reads the rest from the Parquet
   files (a trainer whose unread entries went is told so: trainer/data.py `StreamTrimmed`).
-- Fair scheduling: shard tasks are queued lazily, at most `shard_window` per dataset at a time
-  (`next_shard` in the meta hash counts what was queued). `create_dataset` queues the first
-  window; each newly recorded shard (`FINISH`) queues the dataset's next shard at the tail of
-  `lw:tasks` (through the worker, see above). Since every active dataset holds at most a window of tasks in the FIFO, a dataset
-  created behind a huge one waits for at most about a window of the other's shards per active
-  dataset (round robin over datasets), whatever their sizes. A shard that runs twice is recorded
-  once, so it refills once; a reclaimed task is the same entry, so refills never duplicate.
+- Fair scheduling: shard tasks are queued lazily, at most a window per dataset at a time
+  (`next_shard` in the meta hash counts what was queued). The window is the tenant's share:
+  `shard_window` divided among the tenant's datasets in flight (`lw:active:{tenant}`, which the
+  API's admission fills and final states empty), at least 1 (`tenant_window`). `create_dataset`
+  queues the first window; each newly recorded shard (`FINISH`) refills the dataset's window at
+  the tail of `lw:tasks` (through the worker, see above), with the share as it is then. Since
+  every tenant holds about `shard_window` tasks in the FIFO whatever its number of datasets, a
+  tenant with one dataset gets about the share of a tenant with five, and a dataset created
+  behind a huge one waits for at most about a window of the other's shards per active tenant
+  (round robin), whatever their sizes. A shard that runs twice is recorded once, so it refills
+  once; a reclaimed task is the same entry, so refills never duplicate.
 - Cancel: `CANCEL` sets `state=cancelled` and deletes the dataset's stream keys (out, pub, stage,
   gate, open, shards, queuing) in one step; meta, events, errors and stats stay so status shows
   the outcome.
@@ -112,12 +116,14 @@ class Queue:
     """Synchronous queue operations of a worker (one Redis connection pool per process)."""
 
     def __init__(self, url: str, consumer: str | None = None, events_maxlen: int = 1000,
-                 keep_unconsumed: int = 256, consumer_idle_s: float = 600.0) -> None:
+                 keep_unconsumed: int = 256, consumer_idle_s: float = 600.0,
+                 shard_window: int | None = None) -> None:
         self.r = sync_client(url)
         self.keep_unconsumed = keep_unconsumed  # entries a stream with no consumer group keeps (TRIM)
         self.consumer = consumer or consumer_name()
         self.events_maxlen = events_maxlen
         self.consumer_idle_ms = int(consumer_idle_s * 1000)  # a group quiet this long holds nothing back
+        self.shard_window = shard_window  # None: one task queued per recorded shard (no tenant share)
         # Sent by SHA inside MULTI (redis-py would otherwise ask SCRIPT EXISTS before every window).
         self._gate = register(self.r, "gate")
         self._settle = register(self.r, "settle")
@@ -196,6 +202,7 @@ class Queue:
         self.record_error(dataset, message)
         self.r.hset(S.meta_key(dataset), "error", message[:2000])
         self.transition(dataset, "failed", ("queued", "running"))
+        self.leave_active(dataset)
 
     def attempt(self, dataset: str, shard: int) -> int:
         return int(self.r.hincrby(S.meta_key(dataset), f"attempts:{shard}", 1))
@@ -284,7 +291,8 @@ class Queue:
         dataset's `queuing` hash until it is in the task stream (see the module docstring)."""
         res = self._finish(keys=[S.meta_key(dataset), S.shards_key(dataset), S.open_key(dataset),
                                  S.events_key(dataset), S.stats_key(dataset), S.queuing_key(dataset)],
-                           args=[shard, rows, now(), self.events_maxlen, json.dumps(stats or {})])
+                           args=[shard, rows, now(), self.events_maxlen, json.dumps(stats or {}),
+                                 "" if self.shard_window is None else self.window_of(dataset)])
         new, tasks = int(res[0]), [_s(t) for t in res[1:]]
         if tasks:
             pipe = self.r.pipeline(transaction=False)
@@ -293,6 +301,18 @@ class Queue:
             pipe.execute()
             self._queued(keys=[S.queuing_key(dataset)], args=[shard, *tasks])
         return new == Result.OK
+
+    def window_of(self, dataset: str) -> int:
+        """The dataset's share of `shard_window`: divided among its tenant's datasets in flight."""
+        assert self.shard_window is not None
+        owner = self.r.hget(S.meta_key(dataset), "owner")
+        return tenant_window(self.shard_window, self.r.hlen(S.active_key(_s(owner))) if owner else 0)
+
+    def leave_active(self, dataset: str) -> None:
+        """A final dataset no longer takes a share of its tenant's window (nor of its quotas)."""
+        owner = self.r.hget(S.meta_key(dataset), "owner")
+        if owner:
+            self.r.hdel(S.active_key(_s(owner)), dataset)
 
     def trim(self, dataset: str) -> int:
         return int(self._trim(keys=[S.out_key(dataset), S.open_key(dataset)],
@@ -355,6 +375,12 @@ def llm_counters(meta: dict[str, str]) -> dict[str, int]:
     return {k.removeprefix("llm."): int(v) for k, v in meta.items() if k.startswith("llm.")}
 
 
+def tenant_window(shard_window: int, datasets: int) -> int:
+    """A dataset's window when its tenant has `datasets` in flight: `shard_window` shared, at
+    least 1, so every tenant's share of the task stream is about the same (see the docstring)."""
+    return max(1, shard_window // max(1, datasets))
+
+
 def new_dataset_id(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex[:12]}"
 
@@ -412,8 +438,10 @@ async def create_dataset(r: aioredis.Redis, dataset: str, tenant: str, spec_json
     """Register a dataset and queue its first `shard_window` shard tasks (FINISH queues the
     rest, one per recorded shard); False if the id is taken. The same request repeated after a
     crash half-way (same tenant, same spec) completes the creation and returns True."""
+    # The tenant's datasets in flight (service/api/limits.py `admit` reserved this one already).
+    window = tenant_window(shard_window, await r.hlen(S.active_key(tenant)))
     claimed = await claim_dataset(r, dataset, tenant, spec_json, kind, num_samples, num_shards, shard_size,
-                                  batch_size, events_maxlen, shard_window)
+                                  batch_size, events_maxlen, window)
     meta = {_s(k): _s(v) for k, v in (await r.hgetall(S.meta_key(dataset))).items()}
     if not claimed and not (creation_unfinished(meta) and meta.get("owner") == tenant
                             and meta.get("spec") == spec_json):
@@ -429,4 +457,7 @@ async def cancel_dataset(r: aioredis.Redis, dataset: str, events_maxlen: int) ->
     cancelled = int(await script(keys=keys, args=["cancelled", now(), events_maxlen, "queued running"]))
     if cancelled == Result.OK:
         await r.srem(S.TRIM_LATER, dataset)  # its stream is gone: nothing left to trim
+        owner = await r.hget(S.meta_key(dataset), "owner")
+        if owner:  # no longer a share of its tenant's window
+            await r.hdel(S.active_key(_s(owner)), dataset)
     return cancelled == Result.OK

@@ -186,7 +186,7 @@ class Worker:
             raise RuntimeError("a worker needs REDIS_URL (longweave serve sets it for its local workers)")
         self.url = url
         self.q = Queue(url, events_maxlen=settings.events_maxlen, keep_unconsumed=settings.max_queued_batches,
-                       consumer_idle_s=settings.consumer_idle_s)
+                       consumer_idle_s=settings.consumer_idle_s, shard_window=settings.shard_window)
         self.store = Store(settings.store_root)
         self.contexts: OrderedDict[str, Context] = OrderedDict()
         self.llms: dict[str, LLM] = {}  # one backend per distinct llm section: its adaptive state lasts
@@ -410,6 +410,7 @@ class Worker:
             self.q.ack(task.entry_id)
             return
         self.q.transition(dataset, "done", ("queued", "running"))
+        self.q.leave_active(dataset)
         self.q.trim_later(dataset)
         self.q.ack(task.entry_id)
 

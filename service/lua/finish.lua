@@ -6,7 +6,8 @@
 -- and then forgets it (lua/queued.lua). A re-run of the shard returns what is still recorded for
 -- it, so a crash between the two is repaired by the shard's reclaimed task.
 -- KEYS: meta, shards, open, events, stats, queuing
--- ARGV: shard, rows, now, events_maxlen, counters (JSON object, added to the meta's `llm.*`)
+-- ARGV: shard, rows, now, events_maxlen, counters (JSON object, added to the meta's `llm.*`),
+--       window (the dataset's share of shard tasks; empty: one task per recorded shard)
 -- Returns {1 if newly recorded else 0, tasks to queue (shard numbers or 'final')...}.
 local new = redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
@@ -25,11 +26,22 @@ if new == 1 then
   if tonumber(m[1]) >= tonumber(m[4]) and live and redis.call('HSETNX', KEYS[1], 'finalizing', ARGV[3]) == 1 then
     redis.call('HSET', KEYS[6], 'final', ARGV[1])
   end
-  -- Lazy queueing: one shard recorded, the next one queued.
+  -- Lazy queueing: refill the dataset's window. Without a window, one shard recorded queues the
+  -- next one; with one (its tenant's share, service/queue.py), as many as bring the shards queued
+  -- and not yet recorded (next_shard - shards_done) up to it: none while a window shrinks, more
+  -- than one when it grows, and always one when none would be left.
   local nxt = redis.call('HGET', KEYS[1], 'next_shard')
-  if nxt and tonumber(nxt) < tonumber(m[4]) and live then
-    redis.call('HINCRBY', KEYS[1], 'next_shard', 1)
-    redis.call('HSET', KEYS[6], nxt, ARGV[1])
+  if nxt and live then
+    nxt = tonumber(nxt)
+    local k = 1
+    local window = tonumber(ARGV[6] or '')
+    if window then k = math.max(window - (nxt - tonumber(m[1])), 0) end
+    while k > 0 and nxt < tonumber(m[4]) do
+      redis.call('HSET', KEYS[6], tostring(nxt), ARGV[1])
+      nxt = nxt + 1
+      k = k - 1
+    end
+    redis.call('HSET', KEYS[1], 'next_shard', nxt)
   end
 end
 local out = {new}
