@@ -6,9 +6,10 @@ Delivery semantics (ARCHITECTURE.md §4), stated once:
   published and its Parquet file is written, and a task left pending by a dead worker is
   reclaimed with XAUTOCLAIM after `claim_idle_ms`. A shard may therefore run twice.
 - Publication is idempotent: a batch goes to `lw:{id}:out` only if its `(shard, seq)` is not in
-  `lw:{id}:pub` (`GATE`, XADD and `SETTLE` in one MULTI/EXEC, see `Queue.publish_window`). Generation is a
-  pure function of (spec, shard) and the batch size is pinned per dataset, so a re-run produces
-  the same batches and publishes nothing new. Net: every sample lands in the stream exactly once.
+  `lw:{id}:pub` (`GATE`, XADD and `SETTLE` in one MULTI/EXEC, see `Queue.publish_window`).
+  Generation is a pure function of (spec, shard) and the batch size is pinned per dataset, so a
+  re-run produces the same batches and publishes nothing new. Net: every sample lands in the
+  stream exactly once.
 - Completion is a task too: when the last shard is recorded, `FINISH` decides one `final` task
   (guarded, once) which writes the dataset card and only then sets `state=done`, so `done`
   implies that the stream, the Parquet files and the card are all complete.
@@ -55,8 +56,7 @@ Delivery semantics (ARCHITECTURE.md §4), stated once:
   once; a reclaimed task is the same entry, so refills never duplicate.
 - Cancel: `CANCEL` sets `state=cancelled` and deletes the dataset's stream keys (out, pub, stage,
   gate, open, shards, queuing) in one step; meta, events, errors and stats stay so status shows
-  the outcome.
-  Workers skip its queued tasks; a running shard stops at its next cooperative check (between
+  the outcome. Workers skip its queued tasks; a running shard stops at its next cooperative check (between
   samples, inside long samples via `Context.checkpoint`, and before each batch in `GATE`).
 
 The scripts are service/lua/*.lua (loaded by service/scripts.py, result codes `scripts.Result`);
@@ -242,17 +242,19 @@ class Queue:
 
     def publish(self, dataset: str, shard: int, seq: int, n: int, data: bytes, tokens: int,
                 max_queued: int) -> int:
-        """1: published now; 0: published before (a re-run); -1: dataset cancelled or failed;
-        -2: a consumer group lags more than `max_queued` batches (wait, then call again);
-        -3: the shard's previous batch is not published yet."""
+        """A `Result`: OK (1) published now; NOTHING (0) published before (a re-run); GONE (-1)
+        dataset cancelled or failed; BACKPRESSURE (-2) a consumer group lags more than
+        `max_queued` batches (wait, then call again); OUT_OF_ORDER (-3) the shard's previous
+        batch is not published yet."""
         return self.publish_window(dataset, shard, seq, [(data, n, tokens)], max_queued)[0]
 
     def publish_window(self, dataset: str, shard: int, first_seq: int, batches: list[tuple[bytes, int, int]],
                        max_queued: int) -> list[int]:
         """`publish` for consecutive batches (data, samples, tokens) in one round trip.
 
-        One transaction (GATE, XADD, SETTLE per batch, see GATE); -3 means "an earlier batch of
-        this window was refused (-2), publish that one first", so a shard's batches stay in order.
+        One transaction (GATE, XADD, SETTLE per batch, see above and lua/gate.lua); OUT_OF_ORDER
+        means "an earlier batch of this window was refused (BACKPRESSURE), publish that one
+        first", so a shard's batches stay in order.
         """
         meta, out, pub = S.meta_key(dataset), S.out_key(dataset), S.published_key(dataset)
         stage, scratch, events = S.stage_key(dataset), S.gate_key(dataset), S.events_key(dataset)

@@ -57,6 +57,7 @@ from longweave.generators.streams import FINAL_STATES
 
 from .queue import WAITING_REFRESH_S, Queue, Task, llm_counters
 from .redis_client import unavailable_reply
+from .scripts import Result
 from .settings import Settings
 from .store import Store
 
@@ -434,9 +435,9 @@ def publish_batches(q: Queue, dataset: str, shard: int, batches: Iterable[tuple[
             return
         done = 0
         for res in q.publish_window(dataset, shard, seq, pending, max_queued):
-            if res == -1:
+            if res == Result.GONE:
                 raise Cancelled
-            if res < 0:  # -2: a consumer lags; -3: behind a refused batch of this window
+            if res in (Result.BACKPRESSURE, Result.OUT_OF_ORDER):  # a consumer lags; behind a refused batch
                 break
             done += 1
         seq += done
