@@ -2,7 +2,7 @@
 
 Only strings live here, no Redis client: the service writes these keys, the trainer reads them,
 and neither imports the other. Every key of a dataset carries the hash tag `{id}` so that a Redis
-Cluster keeps a dataset on one node.
+Cluster keeps a dataset on one node. The service's own bookkeeping keys are in service/keys.py.
 
 Output stream entries (`out_key`) hold one Arrow IPC stream (the record schema) per entry:
     shard  decimal shard index            seq   decimal batch index within the shard
@@ -39,51 +39,13 @@ def run_group(run_id: str) -> str:
     return f"run:{run_id}"
 
 
-# -- service bookkeeping (written and read by the service only; listed here to keep one namespace) --
-STATS = f"{PREFIX}:stats"  # hash of service-wide counters for /metrics
-TRIM_LATER = f"{PREFIX}:trim-later"  # finished datasets whose streams may still hold acknowledged entries
+# A Redis Cluster is named by its URL's scheme (`redis+cluster://host:port`, `rediss+cluster://`
+# with TLS; any node serves as the entry point). Both the service and the trainer read it here.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
-def published_key(dataset_id: str) -> str:
-    """Set of `shard:seq` already in the output stream: what makes publication idempotent."""
-    return f"{PREFIX}:{{{dataset_id}}}:pub"
-
-
-def stage_key(dataset_id: str) -> str:
-    """The output stream's name for the instant of a publishing transaction (service/queue.py GATE)."""
-    return f"{PREFIX}:{{{dataset_id}}}:stage"
-
-
-def gate_key(dataset_id: str) -> str:
-    """Scratch hash of a publishing transaction: what SETTLE records once the XADD is done."""
-    return f"{PREFIX}:{{{dataset_id}}}:gate"
-
-
-def shards_key(dataset_id: str) -> str:
-    """Set of shards whose batches are all published and whose Parquet file is written."""
-    return f"{PREFIX}:{{{dataset_id}}}:shards"
-
-
-def open_key(dataset_id: str) -> str:
-    """Hash shard -> id of its first output entry, for shards not yet in Parquet (trim floor)."""
-    return f"{PREFIX}:{{{dataset_id}}}:open"
-
-
-def errors_key(dataset_id: str) -> str:
-    return f"{PREFIX}:{{{dataset_id}}}:errors"
-
-
-def tenant_key(tenant: str) -> str:
-    """Sorted set of a tenant's dataset ids, scored by creation time."""
-    return f"{PREFIX}:tenant:{tenant}"
-
-
-# -- tenancy (service/api/limits.py) --
-def bucket_key(tenant: str) -> str:
-    """Hash `tokens`, `ts`: one tenant's request token bucket, shared by every API replica."""
-    return f"{PREFIX}:bucket:{tenant}"
-
-
-def active_key(tenant: str) -> str:
-    """Hash dataset -> JSON {samples, bytes, t}: a tenant's datasets possibly in flight (final ones pruned lazily)."""
-    return f"{PREFIX}:active:{tenant}"
+def cluster_url(url: str) -> str | None:
+    """The plain `redis://` / `rediss://` URL of a cluster URL, or None for a single server's URL."""
+    scheme, sep, rest = url.partition("://")
+    plain = CLUSTER_SCHEMES.get(scheme.lower()) if sep else None
+    return f"{plain}://{rest}" if plain else None

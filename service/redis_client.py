@@ -4,12 +4,20 @@ A command that meets a dropped connection (Redis restarted, a failover) is retri
 exponential backoff for about ten seconds before the error reaches the caller, so a Redis restart
 is a pause for the API and the workers, not an error. Every command the service retries is safe
 to repeat: reads, idempotent writes, and the Lua scripts, which check before they write.
+
+A URL `redis+cluster://host:port` (`rediss+cluster://` with TLS; generators/streams.py
+`cluster_url`) makes a Redis Cluster client (redis-py's `RedisCluster`, sync and asyncio): every
+key of a dataset shares one hash slot (service/keys.py), so its scripts and transactions run on
+one node, and the client routes each command to the node that holds its slot.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 import redis.asyncio as aioredis
+from longweave.generators.streams import cluster_url
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -39,16 +47,40 @@ def _options() -> dict:
             "retry_on_error": RETRY_ON}
 
 
-def sync_client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 12), **_options())
+def sync_client(url: str) -> Any:
+    """A `redis.Redis`, or a `redis.cluster.RedisCluster` for a cluster URL."""
+    retry = Retry(ExponentialBackoff(cap=1.0, base=0.05), 12)
+    plain = cluster_url(url)
+    if plain is not None:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(plain, retry=retry, **_options())
+    return redis.Redis.from_url(url, retry=retry, **_options())
 
 
-def async_client(url: str, max_connections: int = 64) -> aioredis.Redis:
+def async_client(url: str, max_connections: int = 64) -> Any:
     """The API's client: a bounded pool that makes requests wait for a free connection, rather
     than open one per concurrent request (hundreds of pollers would exhaust the server)."""
     from redis.asyncio.retry import Retry as AsyncRetry
 
+    plain = cluster_url(url)
+    if plain is not None:
+        from redis.asyncio.cluster import RedisCluster
+
+        # Per node; a cluster pool has no blocking mode, so a full pool is an error, not a wait.
+        return RedisCluster.from_url(plain, max_connections=max_connections,
+                                     retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 12), **_options())
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=max_connections, timeout=20,
         retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 12), **_options())
     return aioredis.Redis(connection_pool=pool)
+
+
+def probe_client(url: str) -> Any:
+    """The client of /readyz: short timeouts, one connection (per node, on a cluster)."""
+    plain = cluster_url(url)
+    if plain is not None:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(plain, socket_timeout=2, socket_connect_timeout=2, max_connections=2)
+    return aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, single_connection_client=True)

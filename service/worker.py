@@ -57,6 +57,7 @@ from longweave.generators.streams import FINAL_STATES
 
 from .queue import WAITING_REFRESH_S, Queue, Task, llm_counters
 from .redis_client import unavailable_reply
+from .scripts import Result
 from .settings import Settings
 from .store import Store
 
@@ -186,7 +187,7 @@ class Worker:
             raise RuntimeError("a worker needs REDIS_URL (longweave serve sets it for its local workers)")
         self.url = url
         self.q = Queue(url, events_maxlen=settings.events_maxlen, keep_unconsumed=settings.max_queued_batches,
-                       consumer_idle_s=settings.consumer_idle_s)
+                       consumer_idle_s=settings.consumer_idle_s, shard_window=settings.shard_window)
         self.store = Store(settings.store_root)
         self.contexts: OrderedDict[str, Context] = OrderedDict()
         self.llms: dict[str, LLM] = {}  # one backend per distinct llm section: its adaptive state lasts
@@ -410,6 +411,7 @@ class Worker:
             self.q.ack(task.entry_id)
             return
         self.q.transition(dataset, "done", ("queued", "running"))
+        self.q.leave_active(dataset)
         self.q.trim_later(dataset)
         self.q.ack(task.entry_id)
 
@@ -433,9 +435,9 @@ def publish_batches(q: Queue, dataset: str, shard: int, batches: Iterable[tuple[
             return
         done = 0
         for res in q.publish_window(dataset, shard, seq, pending, max_queued):
-            if res == -1:
+            if res == Result.GONE:
                 raise Cancelled
-            if res < 0:  # -2: a consumer lags; -3: behind a refused batch of this window
+            if res in (Result.BACKPRESSURE, Result.OUT_OF_ORDER):  # a consumer lags; behind a refused batch
                 break
             done += 1
         seq += done

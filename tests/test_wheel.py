@@ -56,6 +56,9 @@ def test_wheel_ships_every_package(wheel: Path) -> None:
     assert source_packages() - shipped == set(), "packages missing from the wheel"
     assert {"longweave.service.api", "longweave.service.api.routes", "longweave.service.llm"} <= shipped
     assert any(n.endswith("entry_points.txt") for n in names)
+    lua = {p.name for p in (REPO / "service" / "lua").glob("*.lua")}
+    assert lua and {n.rsplit("/", 1)[1] for n in names if n.startswith("longweave/service/lua/")} == lua, \
+        "Lua scripts missing from the wheel"
 
 
 def test_installed_wheel_serves(wheel: Path, tmp_path: Path) -> None:

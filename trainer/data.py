@@ -275,6 +275,19 @@ class SourceUnavailable(LongweaveError):
     """The Redis of a live source stayed unreachable past the source's `retry_s`."""
 
 
+def redis_client(url: str, **options: Any) -> Any:
+    """A client for `url`: `redis.Redis`, or `RedisCluster` for a `redis+cluster://` URL (the
+    service's convention, generators/streams.py `cluster_url`; a dataset's keys share one slot)."""
+    import redis
+
+    plain = streams.cluster_url(url)
+    if plain is not None:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(plain, **options)
+    return redis.Redis.from_url(url, **options)
+
+
 class RedisSource:
     """The run's consumer group on a dataset's output stream, acknowledging after checkpoints."""
 
@@ -286,7 +299,7 @@ class RedisSource:
         from redis.retry import Retry
 
         # No retries inside the client: `_call` retries, and knows when a lost reply needs a re-read.
-        self.r = client if client is not None else redis.Redis.from_url(
+        self.r = client if client is not None else redis_client(
             url, socket_timeout=block_ms / 1000 + 30, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
         self.url = url
         self.retry_s = retry_s

@@ -14,8 +14,9 @@ from typing import Annotated
 import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Path, Request, Security, status
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from longweave.generators import streams as S
 
+from .. import keys as S
+from ..queue import creation_unfinished, resume_creation
 from ..settings import Settings, hash_api_key
 from ..store import Store
 
@@ -74,6 +75,9 @@ async def get_meta(
     if not meta or meta.get("owner") != tenant or "state" not in meta:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             detail=[{"field": "dataset_id", "message": f"no dataset '{dataset_id}'"}])
+    if creation_unfinished(meta):  # its creating request died half-way: finish it now
+        await resume_creation(r, dataset_id, meta)
+        meta["created"] = "1"
     meta["id"] = dataset_id
     return meta
 

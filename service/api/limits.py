@@ -5,9 +5,9 @@ Why: one tenant must not be able to exhaust what the others share (Redis connect
 time, Redis memory). Every limit answers 429 with `Retry-After` and a body naming the numbers,
 except a single request that could never fit (422).
 
-- Request rate: a token bucket per tenant kept in Redis (`streams.bucket_key`) and updated by one
+- Request rate: a token bucket per tenant kept in Redis (`keys.bucket_key`) and updated by one
   Lua script with the server's clock, so every API replica draws from the same bucket.
-- Datasets in flight: a hash per tenant (`streams.active_key`): dataset -> its samples and
+- Datasets in flight: a hash per tenant (`keys.active_key`): dataset -> its samples and
   estimated bytes. A creation reserves its entry first and then counts every entry (pruning the
   final ones), so concurrent creations never overshoot a quota together.
 - Estimated bytes of a dataset: samples x seq_len x 4 (int32 token ids; a NIAH grid counts its
@@ -28,8 +28,8 @@ from typing import Annotated, Any
 import redis
 import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Request, status
-from longweave.generators import streams as S
 
+from .. import keys as S
 from ..redis_client import unavailable_reply
 from .deps import RedisDep, SettingsDep, TenantDep
 

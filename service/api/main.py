@@ -19,7 +19,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
@@ -38,7 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..redis_client import async_client, unavailable_reply
+from ..redis_client import async_client, probe_client, unavailable_reply
 from ..redis_server import EmbeddedRedis
 from ..settings import Settings
 from ..store import Store
@@ -252,8 +251,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # capped per tenant), and one reserved connection for /readyz.
         app.state.redis = async_client(url, max_connections=settings.redis_max_connections)
         app.state.redis_sse = async_client(url, max_connections=settings.sse_max_connections)
-        app.state.redis_probe = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
-                                                        single_connection_client=True)
+        app.state.redis_probe = probe_client(url)
         app.state.redis_url = url
         try:
             yield

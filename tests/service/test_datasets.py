@@ -10,8 +10,8 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 import redis
-from longweave.generators import streams as S
 from longweave.generators.records import SCHEMA, from_ipc
+from longweave.service import keys as S
 
 from .conftest import client, expected_ids, read_events, wait_state
 
@@ -206,3 +206,55 @@ def test_entries_acknowledged_after_the_last_shard_are_trimmed(api: str, workers
         time.sleep(0.2)
     assert r.xlen(key) == 0
     assert not r.sismember(S.TRIM_LATER, ds)
+
+
+def _claim_only(url: str, dataset: str, spec: dict) -> None:
+    """The first half of a creation (`claim_dataset`), as an API that died right after it leaves it."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+    from longweave.generators.specs import parse_spec
+    from longweave.service import queue as Q
+
+    parsed = parse_spec(spec)
+
+    async def go() -> None:
+        ar = aioredis.Redis.from_url(url)
+        try:
+            assert await Q.claim_dataset(ar, dataset, "alice", parsed.model_dump_json(), parsed.kind,
+                                         parsed.num_samples, parsed.num_shards(), parsed.shard_size, 8, 1000, 2)
+        finally:
+            await ar.aclose()
+    asyncio.run(go())
+
+
+def test_a_creation_cut_short_is_finished_by_the_next_read(api: str, workers: list, redis_server,
+                                                           r: redis.Redis, cache_dir) -> None:
+    c = client(api)
+    ds = name("cut")
+    spec = {**SPEC, "name": ds}
+    _claim_only(redis_server.url, ds, spec)
+    # The crash left a dataset with a state, not in its tenant's list, with no task queued.
+    assert r.hget(S.meta_key(ds), "state") == b"queued" and r.hget(S.meta_key(ds), "tasks_enqueued") == b"0"
+    assert r.zscore(S.tenant_key("alice"), ds) is None
+    assert not any(f[b"dataset"] == ds.encode() for _, f in r.xrange(S.TASKS))
+    # Reading it finishes the creation: listed, its first window queued, and it completes.
+    body = wait_state(c, ds)
+    assert body["samples_published"] == SPEC["num_samples"]
+    assert r.hget(S.meta_key(ds), "tasks_enqueued") == b"2" and r.hget(S.meta_key(ds), "created") == b"1"
+    assert ds in [d["id"] for d in c.get("/v1/datasets", params={"limit": 500}).json()["items"]]
+    assert sorted(stream_ids(r, ds)) == sorted(expected_ids(spec, ds, cache_dir))
+
+
+def test_a_creation_cut_short_is_finished_by_the_same_request_repeated(api: str, workers: list, redis_server,
+                                                                      r: redis.Redis) -> None:
+    c = client(api)
+    ds = name("retry")
+    spec = {**SPEC, "name": ds}
+    _claim_only(redis_server.url, ds, spec)
+    resp = c.post("/v1/datasets", json=spec)  # the client retries the request that got no answer
+    assert resp.status_code == 201, resp.text
+    assert wait_state(c, ds)["samples_published"] == SPEC["num_samples"]
+    assert c.post("/v1/datasets", json=spec).status_code == 409  # a complete creation is not redone
+    other = c.post("/v1/datasets", json={**spec, "num_samples": 32})
+    assert other.status_code == 409  # another spec under the taken name

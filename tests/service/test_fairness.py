@@ -15,11 +15,11 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from longweave.generators import pipeline
-from longweave.generators import streams as S
 from longweave.generators.corpus import Corpus
 from longweave.generators.specs import NIAHSpec, parse_spec
 from longweave.generators.tokenizer import Tokenizer
 from longweave.generators.tokenstore import TokenStore
+from longweave.service import keys as S
 from longweave.service import queue as Q
 from longweave.service.queue import Queue
 from longweave.service.worker import CancelCheck, Cancelled
@@ -187,3 +187,36 @@ def test_cancel_stops_a_shard_during_generation(private_redis, niah_ctx: pipelin
     q.r.hset(S.meta_key("m"), mapping={"state": "running"})
     ok = dataclasses.replace(niah_ctx, cancel_check=CancelCheck(q, "m", every_s=0))
     assert pipeline.generate_shard(ok, 0).num_rows == 12
+
+
+def test_a_tenant_with_one_dataset_gets_the_share_of_a_tenant_with_four(private_redis) -> None:
+    """The window is shared per tenant: four datasets of alice hold about as many tasks in the
+    FIFO as bob's one, so bob's shards run about half the time, not a fifth."""
+    url = private_redis.url
+    window = 4
+    q = Queue(url, shard_window=window)
+    q.ensure_group()
+    alice = [f"a{i}" for i in range(4)]
+    for ds in alice:  # in flight, as the API's admission records them (service/api/limits.py)
+        q.r.hset(S.active_key("alice"), ds, "{}")
+        create(url, ds, "alice", 40, window)
+    q.r.hset(S.active_key("bob"), "b0", "{}")
+    create(url, "b0", "bob", 40, window)
+    # Each was created with the share of its moment (4, 2, 1, 1); refills shrink the early ones.
+    assert [q.meta(ds)["next_shard"] for ds in alice] == ["4", "2", "1", "1"] and q.meta("b0")["next_shard"] == "4"
+    for _ in range(16):
+        run_one(q)
+    assert [int(q.meta(ds)["next_shard"]) - int(q.meta(ds)["shards_done"]) for ds in alice] == [1] * 4
+    ran = [run_one(q).dataset for _ in range(40)]
+    share = ran.count("b0") / len(ran)
+    assert 0.4 <= share <= 0.6, ran
+    # The queue holds about a window per tenant.
+    assert q.r.xlen(S.TASKS) <= 2 * window + 1
+    # A final dataset leaves its tenant's share to the others: alice's last one refills to 4.
+    for ds in alice[1:]:
+        q.transition(ds, "done", ("queued", "running"))
+        q.leave_active(ds)
+    while (t := run_one(q)).dataset != "a0" or t.shard is None:
+        pass
+    m = q.meta("a0")
+    assert int(m["next_shard"]) - int(m["shards_done"]) == window

@@ -21,8 +21,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import redis
-from longweave.generators import streams as S
 from longweave.generators.records import from_ipc
+from longweave.service import keys as S
 from longweave.service.redis_server import EmbeddedRedis
 
 from .conftest import client, expected_ids, start_api, start_worker, stop, wait_state
@@ -128,7 +128,7 @@ def test_sigkill_workers_and_redis_lose_and_duplicate_nothing(service_env: dict,
         stored = [sid for f in files for sid in pq.read_table(f, columns=["id"]).column("id").to_pylist()]
         assert len(stored) == N and set(stored) == expected
 
-        stats = {k.decode(): int(v) for k, v in r.hgetall(S.STATS).items()}
+        stats = {k.decode(): int(v) for k, v in r.hgetall(S.stats_key(ds)).items()}
         print(f"kills={kills} stats={stats} entries_read={len(seen)}")
         # The faults really hit running work: tasks were taken over from dead workers, and shards
         # killed after some of their batches were out were re-run and published nothing twice.

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 import redis
-from longweave.generators import streams as S
+from longweave.service import keys as S
 from longweave.service.queue import Queue
 
 
@@ -162,8 +162,8 @@ def test_a_transaction_cut_after_its_xadd_is_settled_by_the_next_one(q: Queue, d
     # would be left under the stage key; the next GATE puts it back and records the batch.
     assert pub(q, ds, 0, 0, b"a") == 1
     pipe = r.pipeline(transaction=True)
-    pipe.evalsha(q._gate.sha, 7, S.meta_key(ds), S.out_key(ds), S.published_key(ds), S.open_key(ds),
-                 S.stage_key(ds), S.gate_key(ds), S.events_key(ds), 0, 1, 5, 50, 1, 100, 600_000, 1000, 1.0)
+    pipe.evalsha(q._gate.sha, 8, S.meta_key(ds), S.out_key(ds), S.published_key(ds), S.open_key(ds),
+                 S.stage_key(ds), S.gate_key(ds), S.events_key(ds), S.stats_key(ds), 0, 1, 5, 50, 1, 100, 600_000, 1000, 1.0)
     pipe.execute_command("XADD", S.stage_key(ds), "NOMKSTREAM", "*", "shard", 0, "seq", 1, "n", 5, "data", b"b")
     assert pipe.execute()[0] == 1
     assert not r.exists(S.out_key(ds)) and r.exists(S.stage_key(ds))
@@ -171,3 +171,29 @@ def test_a_transaction_cut_after_its_xadd_is_settled_by_the_next_one(q: Queue, d
     assert pub(q, ds, 0, 2, b"c") == 1
     assert [f[b"data"] for _, f in r.xrange(S.out_key(ds))] == [b"a", b"b", b"c"]
     assert r.hget(S.meta_key(ds), "samples_published") == b"15"
+
+
+def test_tasks_finish_decided_are_queued_by_the_rerun_after_a_crash(q: Queue, r: redis.Redis) -> None:
+    """FINISH only records what to queue; a worker that dies before queueing it leaves its task
+    pending, and the re-run of that shard (already recorded) queues it."""
+    name = f"q-{uuid.uuid4().hex[:8]}"
+    r.hset(S.meta_key(name), mapping={"state": "running", "num_shards": 3, "samples_total": 30, "next_shard": 2})
+
+    def tasks() -> list[tuple[bytes, bytes]]:
+        return [(f[b"dataset"], f[b"shard"]) for _, f in r.xrange(S.TASKS) if f[b"dataset"] == name.encode()]
+
+    keys = [S.meta_key(name), S.shards_key(name), S.open_key(name), S.events_key(name), S.stats_key(name),
+            S.queuing_key(name)]
+    # The crash: the script ran, the worker died before its XADD.
+    res = q._finish(keys=keys, args=[0, 10, 1.0, 100, "{}"])
+    assert [int(res[0]), *res[1:]] == [1, b"2"]
+    assert tasks() == [] and r.hget(S.queuing_key(name), "2") == b"0"
+    # The reclaimed task re-runs shard 0: recorded before, and it queues what shard 0 decided.
+    assert q.finish_shard(name, 0, 10) is False
+    assert tasks() == [(name.encode(), b"2")] and not r.exists(S.queuing_key(name))
+    assert q.finish_shard(name, 0, 10) is False and len(tasks()) == 1  # nothing left to queue
+    # The last shards: the final task is decided once, and queued.
+    assert q.finish_shard(name, 1, 10) and q.finish_shard(name, 2, 10)
+    assert tasks() == [(name.encode(), b"2"), (name.encode(), b"final")]
+    assert r.hget(S.meta_key(name), "shards_done") == b"3" and r.hget(S.stats_key(name), "shards_done") == b"3"
+    r.xdel(S.TASKS, *[i for i, f in r.xrange(S.TASKS) if f[b"dataset"] == name.encode()])

@@ -16,13 +16,13 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
-from longweave.generators import streams as S
 from longweave.generators.corpus import Corpus
 from longweave.generators.errors import ConfigError, LongweaveError
 from longweave.generators.paths import is_inside, refuse_dotdot
 from longweave.generators.specs import DatasetSpec
 from longweave.generators.tokenizer import load_tokenizer
 
+from ... import keys as S
 from ... import queue as Q
 from ..deps import MetaDep, RedisDep, SettingsDep, StoreDep, TenantDep
 from ..limits import SseRedisDep, StreamSlotsDep, admit, rate_limit, release

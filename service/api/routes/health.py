@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from typing import Any
+
 import redis
 from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import Response
-from longweave.generators import streams as S
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ... import keys as S
 from ..deps import RedisDep
 from ..models import ErrorResponse, Health, Ready
 
@@ -33,13 +36,22 @@ async def readyz(request: Request) -> Ready:
     return Ready(status="ready", redis="ok")
 
 
+async def service_counters(r: Any) -> Counter[str]:
+    """The service-wide counters: the sum of every dataset's stats hash (service/keys.py
+    `stats_key`; per dataset so that each script stays in its dataset's cluster slot)."""
+    total: Counter[str] = Counter()
+    async for key in r.scan_iter(match=S.STATS_PATTERN, count=1000, _type="HASH"):
+        total.update({k.decode(): int(v) for k, v in (await r.hgetall(key)).items()})
+    return total
+
+
 @router.get("/metrics", response_class=Response,
             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}})
 async def metrics(request: Request, r: RedisDep) -> Response:
     """Request counts and latencies of this API process, queue depth and service-wide counters."""
     m = request.app.state.metrics
     try:
-        stats = {k.decode(): int(v) for k, v in (await r.hgetall(S.STATS)).items()}
+        stats = await service_counters(r)
         groups = await r.xinfo_groups(S.TASKS) if await r.exists(S.TASKS) else []
         for key in ("batches_published", "samples_published", "bytes_published", "shards_done",
                     "duplicate_batches", "tasks_reclaimed"):
