@@ -27,7 +27,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from longweave.generators.specs import SpecBase, parse_spec
+from longweave.generators.kinds import parse_spec
+from longweave.generators.specs import SpecBase
 
 FINAL_STATES = ("done", "failed", "cancelled")
 

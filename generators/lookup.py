@@ -72,7 +72,7 @@ from .errors import ConfigError
 from .llm import LLMRequest, Sampling, ask
 from .phrasing import SYSTEM as PHRASING_SYSTEM
 from .phrasing import check_rewrite, phrasing_prompt, required_strings, split_question
-from .pipeline import KIND_STREAM, Context, sample_rng
+from .context import KIND_STREAM, Context, sample_rng
 from .questions import Asker, Question, evaluate, reasoning_text, table_label
 from .reasoning import check_reasoning_reply
 from .records import Record, record_id

@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .llm import LLMRequest, LLMResponse, LLMStats, Sampling, ask
-from .pipeline import KIND_STREAM, Context
+from .context import KIND_STREAM, Context
 from .specs import SynLSpec
 from .tables import NOTE, THEMES, Column, TableSchema, _check_themes
 

@@ -52,7 +52,7 @@ from longweave.generators.llm import LLM, LLMStats, LLMUnavailable
 from longweave.generators.paths import regular_files
 from longweave.generators.pipeline import Context, generate_shard, prepare
 from longweave.generators.records import to_ipc, token_lengths
-from longweave.generators.specs import parse_spec
+from longweave.generators.kinds import parse_spec
 from longweave.generators.streams import FINAL_STATES
 
 from .queue import WAITING_REFRESH_S, Queue, Task, llm_counters

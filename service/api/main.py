@@ -28,7 +28,7 @@ from fastapi.openapi.docs import (
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from longweave.generators.errors import LongweaveError
-from longweave.generators.specs import describe_error
+from longweave.generators.kinds import describe_error
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -215,9 +215,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(LongweaveError)
     async def _typed(request: Request, exc: LongweaveError) -> JSONResponse:
-        field = exc.field.lstrip("-").replace("-", "_")
         return JSONResponse(status_code=422, content={"detail": [
-            {"field": field, "message": exc.message, "fix": exc.fix}]})
+            {"field": exc.field, "message": exc.message, "fix": exc.fix}]})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

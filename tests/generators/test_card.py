@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 from longweave.generators.dataset import build_dataset
-from longweave.generators.specs import parse_spec
+from longweave.generators.kinds import parse_spec
 from longweave.generators.tokenizer import Tokenizer
 
 

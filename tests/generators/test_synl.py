@@ -20,7 +20,8 @@ from longweave.generators import lookup, questions
 from longweave.generators.errors import ConfigError
 from longweave.generators.pipeline import Context, generate_records, generate_shard
 from longweave.generators.records import Record, write_parquet
-from longweave.generators.specs import FAMILIES, FORMATS, SynLSpec, parse_spec
+from longweave.generators.kinds import parse_spec
+from longweave.generators.specs import FAMILIES, FORMATS, SynLSpec
 from longweave.generators.tokenizer import Tokenizer
 
 from .table_parsers import check_reasoning, parse_prompt, run_query

@@ -34,7 +34,8 @@ from longweave.generators.pipeline import Context, generate_records
 from longweave.generators.questions import Question
 from longweave.generators.reasoning import check_reasoning_reply
 from longweave.generators.records import Record
-from longweave.generators.specs import SynLSpec, parse_spec
+from longweave.generators.kinds import parse_spec
+from longweave.generators.specs import SynLSpec
 from longweave.generators.tokenizer import Tokenizer
 from longweave.service.llm.openai import OpenAIBackend
 
