@@ -57,7 +57,7 @@ from pydantic import Field, StrictInt, field_validator, model_validator
 from .context import Context, Kind, Stream, doc_order, sample_rng
 from .errors import ConfigError, TokenizerError
 from .records import Record, record_id
-from .specs import MAX_SEQ_LEN, SpecBase
+from .specs import MAX_SAMPLES, MAX_SEQ_LEN, SpecBase
 from .tokenizer import Tokenizer
 
 NIAH_VARIANTS = ("passkey", "multikey", "multivalue")
@@ -69,6 +69,8 @@ class NIAHSpec(SpecBase):
     """Needle-in-a-haystack evaluation grid: context lengths x depths, tokenizer-exact."""
 
     kind: Literal["niah"] = "niah"
+    num_samples: StrictInt = Field(1000, ge=1, le=MAX_SAMPLES, description=(
+        "Number of samples to generate; default: one per grid cell (lengths x depths)."))
     lengths: list[Annotated[StrictInt, Field(ge=64, le=MAX_SEQ_LEN)]] = Field(
         default_factory=lambda: list(NIAH_LENGTHS), min_length=1, description="Context lengths in tokens.")
     depths: list[Annotated[float, Field(ge=0, le=1)]] = Field(
@@ -625,4 +627,4 @@ def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
 
 
 KIND = Kind("niah", NIAHSpec, Stream.NIAH, needs_corpus=True, generate=generate,
-            cli_flags={"num_samples": ("--num-samples", "-n")})
+            cli_flags={"lengths": ("--lengths", "--seq-len", "-L")})

@@ -43,6 +43,10 @@ MAX_SEQ_LEN = 1 << 21  # 2M tokens: beyond any window we target, below anything 
 MAX_SAMPLES = 100_000_000
 
 
+# CLI flags of the shared fields other than `--field-name` (each kind adds its own in `Kind.cli_flags`).
+BASE_CLI_FLAGS: dict[str, tuple[str, ...]] = {"num_samples": ("--num-samples", "-n")}
+
+
 class SpecBase(BaseModel):
     """Fields every dataset kind shares."""
 
