@@ -346,7 +346,7 @@ class Worker:
             return self.contexts[dataset]
         meta = self.q.meta(dataset)
         spec = parse_spec(meta["spec"])
-        ctx = prepare(spec, self.settings.cache_dir, llm=self.llm_for(spec), roots=self.settings.data_roots,
+        ctx = prepare(spec, self.settings.paths.cache_dir, llm=self.llm_for(spec), roots=self.settings.data_roots,
                       max_doc_bytes=self.settings.max_doc_bytes, oversize=self.settings.oversize_docs)
         ctx.dataset_id = dataset  # sample ids carry the service's id, not the spec's hash
         self.q.set_tokenizer(dataset, ctx.tokenizer.info(), str(ctx.tokenizer.path))

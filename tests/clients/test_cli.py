@@ -163,8 +163,12 @@ def test_generate_defaults_come_from_the_spec(tmp_path: Path, monkeypatch: pytes
     from longweave.generators.kinds import KINDS, parse_spec
 
     for name, kind in KINDS.items():
-        seen = {}
-        monkeypatch.setattr(cli, "run_generate", lambda kind, fields, out, cache_dir: seen.update(spec=parse_spec(fields)))
+        seen: dict[str, object] = {}
+
+        def record(kind: object, fields: dict, out: Path, cache_dir: Path | None, seen: dict = seen) -> None:
+            seen["spec"] = parse_spec(fields)
+
+        monkeypatch.setattr(cli, "run_generate", record)
         extra = LLM_ARGS if "llm" in kind.spec.model_fields else ()
         res = CliRunner().invoke(cli.app, ["generate", name.replace("_", "-"), *extra, "-o", str(tmp_path)])
         assert res.exit_code == 0, res.output

@@ -12,6 +12,7 @@ of each import on it.
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 import pytest
@@ -43,24 +44,24 @@ def modules(roots: dict[str, Path]) -> dict[str, Path]:
     return out
 
 
+def _add(edges: dict[str, int], mods: dict[str, Path], importer: str, target: str, line: int) -> None:
+    """Record an import of `target`: the deepest known module it names (`a.b.C` where C is a class -> `a.b`)."""
+    while target and target not in mods:
+        target = target.rpartition(".")[0]
+    if target and target != importer:
+        edges.setdefault(target, line)
+
+
 def import_graph(mods: dict[str, Path]) -> dict[str, dict[str, int]]:
     """Module -> {imported module of the package: line of the first such import}."""
     graph: dict[str, dict[str, int]] = {}
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         edges: dict[str, int] = {}
-
-        def add(target: str, line: int) -> None:
-            # The deepest known module the name refers to (`a.b.c` where c is a class -> `a.b`).
-            while target and target not in mods:
-                target = target.rpartition(".")[0]
-            if target and target != name:
-                edges.setdefault(target, line)
-
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 for alias in node.names:
-                    add(alias.name, node.lineno)
+                    _add(edges, mods, name, alias.name, node.lineno)
             elif isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = package.split(".")
@@ -69,7 +70,7 @@ def import_graph(mods: dict[str, Path]) -> dict[str, dict[str, int]]:
                 else:
                     origin = node.module or ""
                 for alias in node.names:
-                    add(f"{origin}.{alias.name}", node.lineno)  # a submodule, else falls back to origin
+                    _add(edges, mods, name, f"{origin}.{alias.name}", node.lineno)  # a submodule, else origin
         graph[name] = edges
     return graph
 
@@ -122,7 +123,7 @@ def describe(component: list[str], graph: dict[str, dict[str, int]], mods: dict[
             if w == start:
                 path = [*paths[v], start]
                 hops = [f"{a} ({mods[a].relative_to(REPO) if mods[a].is_relative_to(REPO) else mods[a]}:"
-                        f"{graph[a][b]})" for a, b in zip(path, path[1:])]
+                        f"{graph[a][b]})" for a, b in itertools.pairwise(path)]
                 return " -> ".join([*hops, start])
             if w in members and w not in paths:
                 paths[w] = [*paths[v], w]
