@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 class Stream(enum.IntEnum):
     """Ids that keep random streams apart for the same seed (second and later seed words)."""
 
-    # One per kind, the second word of every seed of that kind.
+    # One per kind (named after it, below 256), the second word of every seed of that kind.
     CIP = 1
     SYNL = 2
     NIAH = 3
@@ -47,8 +47,8 @@ class Stream(enum.IntEnum):
     EPOCH = 0x45504F43
 
 
-# The kind streams by kind name; the SynL modules index it by name.
-KIND_STREAM: dict[str, int] = {"cip": Stream.CIP, "synl": Stream.SYNL, "niah": Stream.NIAH, "doc_qa": Stream.DOC_QA}
+# The kind streams by kind name (`sample_rng` looks a spec's up; the SynL modules index it by name).
+KIND_STREAM: dict[str, Stream] = {s.name.lower(): s for s in Stream if s < 256}
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class Kind:
         if declared != self.name:
             raise ValueError(f"kind {self.name!r} declares a spec whose kind is {declared!r}")
         if KIND_STREAM.get(self.name) != self.stream:
-            raise ValueError(f"kind {self.name!r}: add its stream to context.Stream and KIND_STREAM")
+            raise ValueError(f"kind {self.name!r}: add its stream to context.Stream, named {self.name.upper()}")
 
 
 @dataclass
