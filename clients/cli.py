@@ -5,8 +5,9 @@
 fields (flag `--field-name` unless the kind's `cli_flags` says otherwise; help and default from
 the field's `Field`; list fields comma-separated), and the spec validates them; this module only
 collects options, reports progress and turns typed errors, which name spec fields, into one
-line naming the flag and the fix, with exit code 2. Commands that need the service or the
-trainer import them inside the command, so `longweave generate` stays light.
+line naming the flag and the fix, with exit code 2. Building the generate commands loads the
+kinds registry (the generator modules) at start; commands that need the service or the trainer
+import them inside the command.
 """
 
 from __future__ import annotations
@@ -160,15 +161,24 @@ CLI_ONLY = {  # options of `longweave generate <kind>` that are not spec fields
     "cache_dir": (Path | None, typer.Option("--cache-dir", help="Where trained tokenizers and tokenized corpora "
                                             "are cached (default: $LONGWEAVE_HOME/cache)."), None),
 }
-LLM_CLI = {  # the spec's nested `llm` section, for kinds that have one
-    "llm_endpoint": (str | None, typer.Option("--llm-endpoint", help="Comma-separated base URLs of vLLM "
-                                              "OpenAI-compatible servers, e.g. http://localhost:8000/v1."), None),
-    "llm_model": (str | None, typer.Option("--llm-model", help="Served model name at the endpoints."), None),
-    "llm_steps": (str | None, typer.Option("--llm-steps", help="Comma-separated SynL steps that use the model: "
-                                           "themes,phrasing,reasoning."), None),
-    "llm_concurrency": (int | None, typer.Option("--llm-concurrency", help="Most requests in flight per endpoint."),
-                        None),
+LLM_CLI = {  # the spec's nested `llm` section, for kinds that have one: option -> (LLMSpec field, type)
+    "llm_endpoint": ("endpoints", str | None),
+    "llm_model": ("model", str | None),
+    "llm_steps": ("steps", str | None),
+    "llm_concurrency": ("concurrency", int | None),
 }
+
+
+def _llm_options() -> dict[str, tuple[Any, Any, Any]]:
+    """The llm options, help from the `LLMSpec` fields (the CLI sets backend openai)."""
+    from longweave.generators.specs import LLMSpec
+
+    out = {}
+    for option, (field, typ) in LLM_CLI.items():
+        info = LLMSpec.model_fields[field]
+        help_text = (info.description or "") + (" Comma-separated." if typing.get_origin(info.annotation) is list else "")
+        out[option] = (typ, typer.Option("--" + option.replace("_", "-"), help=escape(help_text)), None)
+    return out
 
 
 def _kinds() -> dict[str, Any]:
@@ -256,7 +266,7 @@ def generate_command(kind: Any) -> Callable[..., None]:
     """`longweave generate <kind>`: every spec field an option (help and default from its `Field`)."""
     fields = _cli_fields(kind)
     params, annotations = [], {}
-    specs = {name: (*CLI_ONLY[name],) for name in ("out",)}
+    specs = {"out": CLI_ONLY["out"]}
     for name, (typ, item, is_bool) in fields.items():
         info = kind.spec.model_fields[name]
         default = _default_text(info)
@@ -270,7 +280,7 @@ def generate_command(kind: Any) -> Callable[..., None]:
                        bool(info.default) if is_bool else None)
     specs["cache_dir"] = CLI_ONLY["cache_dir"]
     if "llm" in kind.spec.model_fields:
-        specs.update(LLM_CLI)
+        specs.update(_llm_options())
     for name, (typ, option, default) in specs.items():
         annotations[name] = Annotated[typ, option]
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
