@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ import numpy as np
 
 from longweave.generators import cip
 from longweave.generators.pipeline import Context, generate_shard, prepare
-from longweave.generators.specs import CIPSpec
+from longweave.generators.cip import CIPSpec
+from longweave.generators.paths import Paths
 
 CONFIGS = [(8192, 4, 2), (32768, 16, 2), (131072, 32, 4)]
 
@@ -101,7 +103,7 @@ def main() -> None:
     args = ap.parse_args()
     logging.disable(logging.INFO)  # OLMo-core logs every index it writes
 
-    ctx = prepare(CIPSpec(), cache_dir=args.cache_dir)
+    ctx = prepare(CIPSpec(), cache_dir=Paths.resolve(os.environ, cache_dir=args.cache_dir).cache_dir)
     configs = [tuple(map(int, c.split(":"))) for c in args.configs.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,7 +38,7 @@ import redis
 from longweave.generators import streams as S
 from longweave.generators.pipeline import generate_shard, prepare
 from longweave.generators.records import to_ipc
-from longweave.generators.specs import parse_spec
+from longweave.generators.kinds import parse_spec
 from longweave.service.queue import Queue
 from longweave.service.redis_server import EmbeddedRedis, free_port
 from longweave.service.settings import hash_api_key

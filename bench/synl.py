@@ -23,9 +23,10 @@ import time
 from typing import Self
 
 import numpy as np
+
+from longweave.generators.paths import Paths
 from longweave.generators.pipeline import Context, generate_records, prepare, sample_rng
-from longweave.generators.specs import SynLSpec
-from longweave.generators.synl import draw_plan
+from longweave.generators.synl import SynLSpec, draw_plan
 from longweave.generators.synl import fit as fitting
 
 LENGTHS = (8192, 32768, 131072)
@@ -82,7 +83,7 @@ def ruler_fit(ctx: Context, spec: SynLSpec, index: int) -> tuple[int, int]:
 
 def run(seq_len: int, samples: int, ruler: int, tokenizer: str | None, seed: int) -> dict[str, float]:
     spec = SynLSpec(seq_len=seq_len, num_samples=samples + 1, shard_size=1, seed=seed, tokenizer=tokenizer)
-    ctx = prepare(spec)
+    ctx = prepare(spec, Paths.resolve(os.environ).cache_dir)
     generate_records(ctx, samples)  # warm-up: the last sample, not timed
     with Counter() as counter:
         t = time.perf_counter()

@@ -1,25 +1,33 @@
 """The `longweave` command line.
 
-`longweave generate cip|synl|niah|doc-qa` builds a dataset on this machine; `inspect` shows one. The
-options map one to one onto the fields of the dataset specs in `generators/specs.py`, which
-validate them; this module only collects options, reports progress and turns typed errors into
-one line naming the option and the fix, with exit code 2. Commands that need the service or the
-trainer import them inside the command, so `longweave generate` stays light.
+`longweave generate <kind>` builds a dataset on this machine, one command per kind of
+`generators/kinds.KINDS`; `inspect` shows one. Each command's options are made from its spec's
+fields (flag `--field-name` unless the kind's `cli_flags` says otherwise; help and default from
+the field's `Field`; list fields comma-separated), and the spec validates them; this module only
+collects options, reports progress and turns typed errors, which name spec fields, into one
+line naming the flag and the fix, with exit code 2. Building the generate commands loads the
+kinds registry (the generator modules) at start; commands that need the service or the trainer
+import them inside the command.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import json
 import os
+import re
 import sys
+import types
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from longweave.generators.errors import ConfigError, LongweaveError
@@ -48,30 +56,28 @@ LLM_OPTIONS = {"llm": "--llm-endpoint", "llm.endpoints": "--llm-endpoint", "llm.
 LLM_FIX = "pass --llm-endpoint URL (a vLLM OpenAI-compatible server, e.g. http://localhost:8000/v1) and --llm-model NAME"
 
 
-def option_name(field: str) -> str:
-    """`seq_len` -> `--seq-len`; leaves names that already look like options alone."""
-    if field in LLM_OPTIONS:
-        return LLM_OPTIONS[field]
-    if field.startswith("-") or " " in field:
-        return field
-    return "--" + field.replace("_", "-")
-
-
 def fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
-def handles_errors(fn: F) -> F:
-    """Turn a `LongweaveError` into one line on stderr and exit code 2 (no traceback)."""
+def handles_errors(fn: F, kind: Any = None) -> F:
+    """Turn a `LongweaveError` into one line on stderr and exit code 2 (no traceback).
+
+    Errors name spec fields; the line names the flag the user typed (for `kind`'s command, its
+    aliases), in the fix too.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except LongweaveError as err:
-            text = f"{option_name(err.field)}: {err.message}"
+            text = f"{option_name(err.field, kind)}: {err.message}"
             fix = LLM_FIX if err.field in ("llm", "llm.endpoints", "llm.model") else err.fix
+            if kind is not None and fix:
+                fix = re.sub(r"\b[a-z]+(?:_[a-z]+)+\b",
+                             lambda m: option_name(m[0], kind) if m[0] in kind.spec.model_fields else m[0], fix)
             fail(text + (f" (fix: {fix})" if fix else ""))
 
     return wrapper  # type: ignore[return-value]
@@ -81,27 +87,6 @@ def split_list(value: str | None) -> list[str] | None:
     if value is None:
         return None
     return [v.strip() for v in value.split(",") if v.strip()]
-
-
-# -- shared options ----------------------------------------------------------------------------------
-Corpus = Annotated[str, typer.Option("--corpus", help="`stdlib`, a JSONL/Parquet file, a folder or a glob.")]
-TextField = Annotated[str, typer.Option("--text-field", help="Text column of JSONL/Parquet corpora.")]
-TokenizerDir = Annotated[
-    str | None, typer.Option("--tokenizer", help="Local Hugging Face tokenizer directory (default: train a BPE on the corpus).")
-]
-VocabSize = Annotated[int, typer.Option("--vocab-size", help="Vocabulary of the BPE trained when no --tokenizer is given.")]
-NumSamples = Annotated[int, typer.Option("--num-samples", "-n", help="Samples to generate.")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed: the same options and seed give byte-identical files.")]
-ShardSize = Annotated[int, typer.Option("--shard-size", help="Samples per Parquet shard.")]
-Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
-Name = Annotated[str | None, typer.Option("--name", help="Dataset id used in sample ids (default: a hash of the options).")]
-CacheDir = Annotated[
-    Path | None, typer.Option("--cache-dir", help="Where trained tokenizers and tokenized corpora are cached.")
-]
-LLMEndpoints = Annotated[str | None, typer.Option(
-    "--llm-endpoint", help="Comma-separated base URLs of vLLM OpenAI-compatible servers, e.g. http://localhost:8000/v1.")]
-LLMModel = Annotated[str | None, typer.Option("--llm-model", help="Served model name at the endpoints.")]
-LLMConcurrency = Annotated[int | None, typer.Option("--llm-concurrency", help="Most requests in flight per endpoint.")]
 
 
 def llm_section(endpoints: str | None, model: str | None, concurrency: int | None,
@@ -116,13 +101,14 @@ def llm_section(endpoints: str | None, model: str | None, concurrency: int | Non
     return section
 
 
-def run_generate(fields: dict[str, Any], out: Path, cache_dir: Path | None) -> None:
+def run_generate(kind: Any, fields: dict[str, Any], out: Path, cache_dir: Path | None) -> None:
     from longweave.generators.dataset import build_dataset
+    from longweave.generators.kinds import parse_spec
+    from longweave.generators.paths import Paths
     from longweave.generators.pipeline import prepare
-    from longweave.generators.specs import parse_spec
 
-    spec = parse_spec({k: v for k, v in fields.items() if v is not None})
-    cache = cache_dir or Path(os.environ.get("LONGWEAVE_HOME", ".longweave")) / "cache"
+    spec = parse_spec(fields)
+    cache = Paths.resolve(os.environ, cache_dir=cache_dir).cache_dir
     llm = None
     llm_spec = getattr(spec, "llm", None)
     if llm_spec is not None and llm_spec.enabled:
@@ -131,7 +117,7 @@ def run_generate(fields: dict[str, Any], out: Path, cache_dir: Path | None) -> N
         llm = build_llm(llm_spec, redis_url=None, api_key=os.environ.get("LONGWEAVE_LLM_API_KEY"))
     with console.status("loading the tokenizer and corpus (first run trains and tokenizes, then caches)"):
         ctx = prepare(spec, cache, llm=llm)
-        if spec.kind in ("cip", "niah", "doc_qa"):
+        if kind.needs_corpus:
             _ = ctx.store
     progress = Progress(
         TextColumn(f"[bold]{spec.kind}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
@@ -168,162 +154,165 @@ def run_generate(fields: dict[str, Any], out: Path, cache_dir: Path | None) -> N
     )
 
 
-# -- generate ----------------------------------------------------------------------------------------
-@generate_app.command("cip")
-@handles_errors
-def generate_cip(
-    out: Out,
-    corpus: Corpus = "stdlib",
-    seq_len: Annotated[int, typer.Option("--seq-len", "-L", help="Tokens per sequence (exact).")] = 8192,
-    docs_per_seq: Annotated[int, typer.Option("--docs-per-seq", "-N", help="Documents interleaved per sequence.")] = 4,
-    chunks_per_doc: Annotated[int, typer.Option("--chunks-per-doc", "-K", help="Chunks per document.")] = 2,
-    split: Annotated[str, typer.Option("--split", help="Chunk cut points: equal or random.")] = "random",
-    min_doc_tokens: Annotated[int | None, typer.Option("--min-doc-tokens", help="Skip shorter documents.")] = None,
-    max_doc_tokens: Annotated[int | None, typer.Option("--max-doc-tokens", help="Skip longer documents.")] = None,
-    num_samples: NumSamples = 1000,
-    seed: Seed = 0,
-    shard_size: ShardSize = 256,
-    tokenizer: TokenizerDir = None,
-    vocab_size: VocabSize = 8192,
-    text_field: TextField = "text",
-    name: Name = None,
-    cache_dir: CacheDir = None,
-) -> None:
-    """Chunk-interleaved pretraining sequences (LongSkywork CIP): d1c1 d2c1 ... dNc1 d1c2 ... dNcK."""
-    run_generate(
-        dict(kind="cip", corpus=corpus, seq_len=seq_len, docs_per_seq=docs_per_seq, chunks_per_doc=chunks_per_doc,
-             split=split, min_doc_tokens=min_doc_tokens, max_doc_tokens=max_doc_tokens, num_samples=num_samples,
-             seed=seed, shard_size=shard_size, tokenizer=tokenizer, vocab_size=vocab_size, text_field=text_field,
-             name=name),
-        out, cache_dir,
-    )
+# -- generate: one command per registered kind, its options built from the kind's spec fields ----------
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
+CLI_ONLY = {  # options of `longweave generate <kind>` that are not spec fields
+    "out": (Path, typer.Option("--out", "-o", help="Output folder."), ...),
+    "cache_dir": (Path | None, typer.Option("--cache-dir", help="Where trained tokenizers and tokenized corpora "
+                                            "are cached (default: $LONGWEAVE_HOME/cache)."), None),
+}
+LLM_CLI = {  # the spec's nested `llm` section, for kinds that have one: option -> (LLMSpec field, type)
+    "llm_endpoint": ("endpoints", str | None),
+    "llm_model": ("model", str | None),
+    "llm_steps": ("steps", str | None),
+    "llm_concurrency": ("concurrency", int | None),
+}
 
 
-@generate_app.command("synl")
-@handles_errors
-def generate_synl(
-    out: Out,
-    seq_len: Annotated[int, typer.Option("--seq-len", "-L", help="Target tokens of prompt plus answer.")] = 8192,
-    formats: Annotated[
-        str | None, typer.Option("--format", "--formats", help="Comma-separated: markdown,csv,jsonl,html (default: all).")
-    ] = None,
-    families: Annotated[
-        str | None,
-        typer.Option("--families", help="Comma-separated: retrieval,multihop,aggregation,comparison,reasoning (default: all)."),
-    ] = None,
-    max_tables: Annotated[int | None, typer.Option("--tables", help="Most tables per prompt (1..8).")] = None,
-    max_hops: Annotated[int | None, typer.Option("--max-hops", help="Most foreign-key hops of multi-hop questions (1..3).")] = None,
-    min_columns: Annotated[int | None, typer.Option("--min-columns", help="Fewest columns per table (5..16).")] = None,
-    max_columns: Annotated[int | None, typer.Option("--max-columns", help="Most columns per table (5..16).")] = None,
-    min_len_ratio: Annotated[
-        float | None, typer.Option("--min-len-ratio", help="Sample lengths spread over [ratio x seq-len, seq-len].")
-    ] = None,
-    num_samples: NumSamples = 1000,
-    seed: Seed = 0,
-    shard_size: ShardSize = 256,
-    corpus: Corpus = "stdlib",
-    tokenizer: TokenizerDir = None,
-    vocab_size: VocabSize = 8192,
-    name: Name = None,
-    cache_dir: CacheDir = None,
-    llm_endpoint: LLMEndpoints = None,
-    llm_model: LLMModel = None,
-    llm_steps: Annotated[str | None, typer.Option(
-        "--llm-steps", help="Comma-separated steps that use the model: themes,phrasing,reasoning.")] = None,
-    llm_concurrency: LLMConcurrency = None,
-) -> None:
-    """Synthetic lengthy tables (SynL): lookup, multi-hop, aggregation, comparison and reasoning SFT tasks."""
-    run_generate(
-        dict(kind="synl", seq_len=seq_len, formats=split_list(formats), families=split_list(families),
-             max_tables=max_tables, max_hops=max_hops, min_columns=min_columns, max_columns=max_columns,
-             min_len_ratio=min_len_ratio, num_samples=num_samples, seed=seed,
-             shard_size=shard_size, corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size, name=name,
-             llm=llm_section(llm_endpoint, llm_model, llm_concurrency, split_list(llm_steps))),
-        out, cache_dir,
-    )
+def _llm_options() -> dict[str, tuple[Any, Any, Any]]:
+    """The llm options, help from the `LLMSpec` fields (the CLI sets backend openai)."""
+    from longweave.generators.specs import LLMSpec
+
+    out = {}
+    for option, (field, typ) in LLM_CLI.items():
+        info = LLMSpec.model_fields[field]
+        help_text = (info.description or "") + (" Comma-separated." if typing.get_origin(info.annotation) is list else "")
+        out[option] = (typ, typer.Option("--" + option.replace("_", "-"), help=escape(help_text)), None)
+    return out
 
 
-@generate_app.command("doc-qa")
-@handles_errors
-def generate_doc_qa(
-    out: Out,
-    llm_endpoint: LLMEndpoints = None,
-    llm_model: LLMModel = None,
-    llm_concurrency: LLMConcurrency = None,
-    seq_len: Annotated[int, typer.Option("--seq-len", "-L", help="Most tokens of document, question and answer.")] = 8192,
-    source: Annotated[str, typer.Option("--source", help="documents (joined corpus documents) or cip.")] = "documents",
-    chunk_tokens: Annotated[int, typer.Option("--chunk-tokens", help="Tokens of the chunk the questions are about.")] = 768,
-    pairs_per_chunk: Annotated[int, typer.Option("--pairs-per-chunk", help="QA pairs asked for per chunk.")] = 3,
-    attempts: Annotated[int, typer.Option("--attempts", help="Chunks tried per sample before it is dropped.")] = 3,
-    loss_on_prompt: Annotated[bool, typer.Option("--loss-on-prompt", help="Train on document and question too.")] = False,
-    num_samples: NumSamples = 1000,
-    seed: Seed = 0,
-    shard_size: ShardSize = 256,
-    corpus: Corpus = "stdlib",
-    tokenizer: TokenizerDir = None,
-    vocab_size: VocabSize = 8192,
-    text_field: TextField = "text",
-    name: Name = None,
-    cache_dir: CacheDir = None,
-) -> None:
-    """Long-document QA (Llama 2 Long self-instruct): a model writes and verifies QA pairs about a random chunk."""
-    run_generate(
-        dict(kind="doc_qa", seq_len=seq_len, source=source, chunk_tokens=chunk_tokens, pairs_per_chunk=pairs_per_chunk,
-             attempts=attempts, loss_on_prompt=loss_on_prompt, num_samples=num_samples, seed=seed,
-             shard_size=shard_size, corpus=corpus, tokenizer=tokenizer, vocab_size=vocab_size, text_field=text_field,
-             name=name, llm=llm_section(llm_endpoint, llm_model, llm_concurrency)),
-        out, cache_dir,
-    )
+def _kinds() -> dict[str, Any]:
+    from longweave.generators.kinds import KINDS
+
+    return KINDS
 
 
-@generate_app.command("niah")
-@handles_errors
-def generate_niah(
-    out: Out,
-    lengths: Annotated[
-        str | None, typer.Option("--lengths", help="Comma-separated context lengths in tokens (default: 1024,2048,4096).")
-    ] = None,
-    seq_len: Annotated[
-        int | None, typer.Option("--seq-len", "-L", help="One context length: the same as --lengths L.")
-    ] = None,
-    depths: Annotated[
-        str | None, typer.Option("--depths", help="Comma-separated needle depths in [0, 1] (default: 0,0.25,0.5,0.75,1).")
-    ] = None,
-    variant: Annotated[str, typer.Option("--variant", help="passkey, multikey or multivalue.")] = "passkey",
-    num_needles: Annotated[int, typer.Option("--num-needles", help="Keys (multikey) or values (multivalue).")] = 4,
-    value_kind: Annotated[str, typer.Option("--value-kind", help="Needle values: numbers, uuids or words.")] = "numbers",
-    num_samples: Annotated[
-        int | None, typer.Option("--num-samples", "-n", help="Samples (default: one per grid cell).")
-    ] = None,
-    seed: Seed = 0,
-    shard_size: ShardSize = 256,
-    corpus: Corpus = "stdlib",
-    tokenizer: TokenizerDir = None,
-    vocab_size: VocabSize = 8192,
-    text_field: TextField = "text",
-    name: Name = None,
-    cache_dir: CacheDir = None,
-) -> None:
-    """Needle-in-a-haystack evaluation grid: context lengths x depths, tokenizer-exact."""
-    if seq_len is not None and lengths is not None:
-        fail("--seq-len: give either --seq-len or --lengths, not both (fix: drop one of them)")
-    if seq_len is not None:
-        lengths = str(seq_len)
+def _flags(kind: Any, field: str) -> tuple[str, ...]:
+    """The CLI flags of a spec field: the kind's aliases (and the shared ones), else `--field-name`."""
+    from longweave.generators.specs import BASE_CLI_FLAGS
+
+    return kind.cli_flags.get(field) or BASE_CLI_FLAGS.get(field) or ("--" + field.replace("_", "-"),)
+
+
+def _element(annotation: Any) -> Any:
+    """The plain type of a field (or list item): `Annotated[int, ...]` -> int, `Literal[...]` -> str."""
+    while typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) is typing.Literal:
+        return type(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _element(args[0])
+    return annotation
+
+
+def _choices(annotation: Any) -> list[str]:
+    """The values of a `Literal` field or list item (shown in the help)."""
+    while typing.get_origin(annotation) in (list, Annotated):
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return [str(v) for v in typing.get_args(annotation)] if typing.get_origin(annotation) is typing.Literal else []
+
+
+def _cli_fields(kind: Any) -> dict[str, tuple[Any, Any, bool]]:
+    """Spec field -> (CLI type, item type of a list field or None, flag is a bool) for `longweave generate`."""
+    out = {}
+    for name, info in kind.spec.model_fields.items():
+        if name in ("kind", "llm"):
+            continue
+        ann = info.annotation
+        if typing.get_origin(ann) is list:
+            out[name] = (str | None, _element(typing.get_args(ann)[0]), False)
+        else:
+            base = _element(ann)
+            out[name] = (bool if base is bool else base | None, None, base is bool)
+    return out
+
+
+def _default_text(info: Any) -> str:
+    value = info.default_factory() if info.default_factory is not None else info.default
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def option_name(field: str, kind: Any = None) -> str:
+    """The flag of a spec field (`seq_len` -> `--seq-len`, `max_tables` -> `--tables`) as the user typed it."""
+    if field in LLM_OPTIONS:
+        return LLM_OPTIONS[field]
+    if field.startswith("-") or " " in field or field.isupper():
+        return field
+    if kind is not None and (field in kind.spec.model_fields or field in ("out", "cache_dir")):
+        flags = [f for f in _flags(kind, field) if f.startswith("--")]
+        own = "--" + field.replace("_", "-")
+        return own if own in flags else flags[0]
+    return "--" + field.replace("_", "-")
+
+
+def _parse_list(kind: Any, field: str, text: str, item: Any) -> list[Any]:
+    values = split_list(text) or []
     try:
-        length_list = [int(x) for x in split_list(lengths) or []] if lengths is not None else None
+        return [item(v) for v in values]
     except ValueError:
-        fail(f"--lengths: '{lengths}' is not a comma-separated list of integers (fix: e.g. --lengths 1024,4096)")
-    try:
-        depth_list = [float(x) for x in split_list(depths) or []] if depths is not None else None
-    except ValueError:
-        fail(f"--depths: '{depths}' is not a comma-separated list of numbers (fix: e.g. --depths 0,0.5,1)")
-    run_generate(
-        dict(kind="niah", lengths=length_list, depths=depth_list, variant=variant, num_needles=num_needles,
-             value_kind=value_kind,
-             num_samples=num_samples, seed=seed, shard_size=shard_size, corpus=corpus, tokenizer=tokenizer,
-             vocab_size=vocab_size, text_field=text_field, name=name),
-        out, cache_dir,
-    )
+        what = {int: "integers", float: "numbers"}.get(item, "values")
+        flag = option_name(field, kind)
+        fail(f"{flag}: '{text}' is not a comma-separated list of {what} (fix: e.g. {flag} "
+             f"{_default_text(kind.spec.model_fields[field])})")
+        raise  # unreachable: fail exits
+
+
+def generate_command(kind: Any) -> Callable[..., None]:
+    """`longweave generate <kind>`: every spec field an option (help and default from its `Field`)."""
+    fields = _cli_fields(kind)
+    params, annotations = [], {}
+    specs = {"out": CLI_ONLY["out"]}
+    for name, (typ, item, is_bool) in fields.items():
+        info = kind.spec.model_fields[name]
+        default = _default_text(info)
+        help_text = (info.description or "") + (" Comma-separated." if item is not None else "")
+        choices = _choices(info.annotation)
+        if choices:
+            help_text += " One of: " + ", ".join(choices) + "."
+        if default and not is_bool and "default" not in help_text:
+            help_text += f" (default: {default})"
+        specs[name] = (typ, typer.Option(*_flags(kind, name), help=escape(help_text), show_default=is_bool),
+                       bool(info.default) if is_bool else None)
+    specs["cache_dir"] = CLI_ONLY["cache_dir"]
+    if "llm" in kind.spec.model_fields:
+        specs.update(_llm_options())
+    for name, (typ, option, default) in specs.items():
+        annotations[name] = Annotated[typ, option]
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=annotations[name]))
+
+    def command(**options: Any) -> None:
+        data: dict[str, Any] = {"kind": kind.name}
+        for name, (_, item, _) in fields.items():
+            value = options[name]
+            if value is not None:
+                data[name] = _parse_list(kind, name, value, item) if item is not None else value
+        if "llm" in kind.spec.model_fields:
+            llm = llm_section(options["llm_endpoint"], options["llm_model"], options["llm_concurrency"],
+                              split_list(options["llm_steps"]))
+            if llm is not None:
+                data["llm"] = llm
+        run_generate(kind, data, options["out"], options["cache_dir"])
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = annotations
+    command.__name__ = f"generate_{kind.name}"
+    command.__doc__ = " ".join((kind.spec.__doc__ or kind.name).split())
+    return command
+
+
+def register_generate_commands() -> None:
+    for kind in _kinds().values():
+        command = generate_command(kind)
+        generate_app.command(kind.name.replace("_", "-"))(handles_errors(command, kind))
+
+
+register_generate_commands()
 
 
 # -- inspect -----------------------------------------------------------------------------------------

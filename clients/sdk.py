@@ -2,7 +2,7 @@
 
 It needs nothing but httpx and pydantic, so a trainer host or a notebook installs `longweave`
 without the service's dependencies. Request bodies are the dataset specs of
-`generators/specs.py` (validated here first, so a typo fails before any network call); responses
+`generators/kinds.py` (validated here first, so a typo fails before any network call); responses
 are parsed into `Dataset`, which keeps unknown fields, so a newer server does not break an older
 client. An error answer raises `ApiError` carrying the status code and the server's detail (the
 field at fault and the fix).
@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict
 
-from longweave.generators.specs import SpecBase, parse_spec
+from longweave.generators.specs import SpecBase
 
 FINAL_STATES = ("done", "failed", "cancelled")
 
@@ -114,6 +114,10 @@ def _describe(detail: Any) -> str:
 def _spec_body(spec: SpecBase | dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
     data = spec.model_dump(mode="json") if isinstance(spec, SpecBase) else dict(spec)
     data.update(fields)
+    # Imported here: the registry loads every generator module (numpy, polars), which a client
+    # that never creates a dataset does not need.
+    from longweave.generators.kinds import parse_spec
+
     return parse_spec(data).model_dump(mode="json", exclude_none=True)
 
 

@@ -40,16 +40,39 @@ from __future__ import annotations
 import threading
 from array import array
 from functools import lru_cache
+from typing import Literal
 
 import numpy as np
+from pydantic import Field, StrictInt, model_validator
 
+from .context import Context, Kind, Stream, sample_rng
 from .errors import ConfigError, CorpusError
-from .pipeline import KIND_STREAM, Context, sample_rng
 from .records import Record, record_id
-from .specs import CIPSpec
+from .specs import MAX_SEQ_LEN, SpecBase
 from .tokenstore import TokenStore
 
-EPOCH_STREAM = 0x45504F43  # keeps epoch permutations apart from sample rngs (indices are < 2**27)
+
+class CIPSpec(SpecBase):
+    """Chunk-interleaved pretraining (LongSkywork): N documents, K chunks each, round robin."""
+
+    kind: Literal["cip"] = "cip"
+    seq_len: StrictInt = Field(8192, ge=16, le=MAX_SEQ_LEN, description="Tokens per sequence (exact).")
+    docs_per_seq: StrictInt = Field(4, ge=1, le=65_536, description="N: documents interleaved in one sequence.")
+    chunks_per_doc: StrictInt = Field(2, ge=1, le=4096, description="K: chunks each document is cut into.")
+    split: Literal["equal", "random"] = Field("random", description="Chunk cut points: equal sizes or random.")
+    min_doc_tokens: StrictInt | None = Field(None, ge=1, description="Skip documents shorter than this.")
+    max_doc_tokens: StrictInt | None = Field(None, ge=1, description="Skip documents longer than this.")
+
+    @model_validator(mode="after")
+    def _fits(self) -> CIPSpec:
+        if self.seq_len < self.docs_per_seq * self.chunks_per_doc + 2:
+            raise ValueError(
+                f"seq_len: {self.seq_len} is smaller than docs_per_seq x chunks_per_doc + 2 "
+                f"({self.docs_per_seq} x {self.chunks_per_doc} + 2) (fix: raise seq_len or lower docs_per_seq/chunks_per_doc)"
+            )
+        if self.min_doc_tokens and self.max_doc_tokens and self.min_doc_tokens > self.max_doc_tokens:
+            raise ValueError("min_doc_tokens: it is above max_doc_tokens (fix: swap them)")
+        return self
 
 
 class Plan:
@@ -66,11 +89,11 @@ class Plan:
         self.n = len(self.eligible)  # documents per epoch
         if self.n == 0:
             span = f"{shortest} to {spec.max_doc_tokens}" if spec.max_doc_tokens else f"at least {shortest}"
-            raise CorpusError("--corpus", f"no document has {span} tokens",
-                              "relax --min-doc-tokens/--max-doc-tokens or use a bigger corpus")
+            raise CorpusError("corpus", f"no document has {span} tokens",
+                              "relax min_doc_tokens/max_doc_tokens or use a bigger corpus")
         if spec.docs_per_seq > self.n:
             raise ConfigError("docs_per_seq", f"{spec.docs_per_seq} is more than the {self.n} eligible documents",
-                              "lower --docs-per-seq, relax the length filters or use a bigger corpus")
+                              "lower docs_per_seq, relax the length filters or use a bigger corpus")
         self.total = int(lengths[self.eligible].sum())  # tokens per epoch
         self.seed, self.n_docs, self.budget = spec.seed, spec.docs_per_seq, budget
         self.starts = array("q", [0])  # stream position of each planned sequence's first document
@@ -79,7 +102,7 @@ class Plan:
 
     def _epoch(self, e: int) -> tuple[np.ndarray, np.ndarray]:
         """Epoch e: store indices of its documents in stream order, and their cumulative lengths."""
-        rng = np.random.default_rng([self.seed, KIND_STREAM["cip"], EPOCH_STREAM, e])
+        rng = np.random.default_rng([self.seed, int(Stream.CIP), int(Stream.EPOCH), e])
         docs = self.eligible[rng.permutation(self.n)]
         cum = np.zeros(self.n + 1, np.int64)
         np.cumsum(self.lengths[docs], out=cum[1:])
@@ -178,3 +201,8 @@ def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
         records.append(Record(record_id(ctx.dataset_id, shard, i - start), "cip", input_ids,
                               segments=dst.astype(np.int32), meta=meta))
     return records
+
+
+KIND = Kind("cip", CIPSpec, Stream.CIP, needs_corpus=True, generate=generate,
+            cli_flags={"seq_len": ("--seq-len", "-L"), "docs_per_seq": ("--docs-per-seq", "-N"),
+                       "chunks_per_doc": ("--chunks-per-doc", "-K")})

@@ -6,7 +6,7 @@ corpus bigger than memory streams through: JSONL and Parquet go through polars' 
 running Python's standard-library source: always present, a few thousand documents of real,
 long-range-structured text, which makes the demo and the tests work on a machine with no data.
 
-Source strings (the CLI's `--corpus`):
+Source strings (the spec's `corpus`):
 - `stdlib`: the standard library's `.py` files (site-packages excluded);
 - `path/to/file.jsonl` (or `.json`, `.ndjson`), `path/to/file.parquet`: one document per row;
 - a directory: every text file below it (`*.txt`, `*.md`, `*.py`, ... by `text_suffixes`);
@@ -41,7 +41,7 @@ from .paths import Roots, open_regular, refuse_dotdot, require_inside
 
 TABLE_SUFFIXES = {".jsonl", ".ndjson", ".json", ".parquet"}
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py", ".tex", ".html", ".c", ".h", ".js", ".java")
-FIELD = "--corpus"
+FIELD = "corpus"
 
 
 @dataclass(frozen=True)
@@ -218,8 +218,8 @@ class Corpus:
             ) from None
         if self.text_field not in columns:
             raise CorpusError(
-                "--text-field", f"'{path}' has no column '{self.text_field}' (columns: {', '.join(columns)})",
-                "pass --text-field with one of those columns",
+                "text_field", f"'{path}' has no column '{self.text_field}' (columns: {', '.join(columns)})",
+                "set text_field to one of those columns",
             )
         dtype = schema[self.text_field]
         if dtype != pl.String and dtype != pl.Null:

@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 
 from .card import Composition, dataset_info, example_text, write_card
 from .errors import ConfigError
+from .kinds import AnySpec
 from .pipeline import Context, generate_shard, prepare
 from .records import shard_name, token_lengths, write_parquet
-from .specs import AnySpec
 
 VERSION = "0.1.0"
 BUILDING = ".longweave-build.json"  # the spec of a build that has not finished
@@ -40,18 +40,18 @@ class BuildResult:
 def build_dataset(
     spec: AnySpec,
     out: str | Path,
-    cache_dir: str | Path | None = None,
+    cache_dir: str | Path,
     on_shard: Callable[[int, int, int], None] | None = None,
     ctx: Context | None = None,
 ) -> BuildResult:
     """Generate every shard of `spec` into `out`; `on_shard(shard, samples, tokens)` reports progress."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ConfigError("--out", f"'{out}' exists and is not a directory", "choose a new or existing folder")
+        raise ConfigError("out", f"'{out}' exists and is not a directory", "choose a new or existing folder")
     wanted = spec.model_dump(mode="json")
     for marker, what in ((out / "dataset.json", "a dataset"), (out / BUILDING, "an unfinished build")):
         if marker.is_file() and json.loads(marker.read_text()).get("spec") != wanted:
-            raise ConfigError("--out", f"'{out}' holds {what} with other parameters",
+            raise ConfigError("out", f"'{out}' holds {what} with other parameters",
                               "choose another folder or delete that one")
     ctx = ctx or prepare(spec, cache_dir)
     data = out / "data"

@@ -32,16 +32,45 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
+from . import cip
+from .context import Context, Kind, Stream, doc_order, sample_rng
 from .errors import ConfigError
 from .llm import LLMRequest, LLMResponse, Sampling, ask
-from .pipeline import KIND_STREAM, Context, doc_order, sample_rng
 from .records import Record, record_id
-from .specs import CIPSpec, DocQASpec
+from .specs import MAX_SEQ_LEN, LLMSpec, SpecBase
+
+
+class DocQASpec(SpecBase):
+    """Long-document QA (Llama 2 Long self-instruct): a model writes QA pairs about a random chunk,
+    verifies them against the chunk, and the whole document plus a verified question is the prompt."""
+
+    kind: Literal["doc_qa"] = "doc_qa"
+    seq_len: StrictInt = Field(8192, ge=256, le=MAX_SEQ_LEN, description="Most tokens of document, question and answer.")
+    source: Literal["documents", "cip"] = Field(
+        "documents", description="documents: consecutive corpus documents joined up to seq_len; cip: a CIP sequence.")
+    docs_per_seq: StrictInt = Field(4, ge=1, le=65_536, description="CIP source: documents interleaved per sequence.")
+    chunks_per_doc: StrictInt = Field(2, ge=1, le=4096, description="CIP source: chunks per document.")
+    chunk_tokens: StrictInt = Field(768, ge=32, le=65_536, description="Tokens of the chunk the model writes questions about.")
+    pairs_per_chunk: StrictInt = Field(3, ge=1, le=16, description="Question-answer pairs asked for per chunk.")
+    max_answer_tokens: StrictInt = Field(128, ge=1, le=4096, description="Longest answer kept (tokens).")
+    attempts: StrictInt = Field(3, ge=1, le=16, description="Chunks tried per sample before it is dropped (and counted).")
+    loss_on_prompt: bool = Field(False, description="Train on the document and question too (Llama 2 Long did).")
+    llm: LLMSpec = Field(default_factory=LLMSpec, description="The model that writes and verifies the pairs (required).")
+
+    @model_validator(mode="after")
+    def _needs_model(self) -> DocQASpec:
+        if not self.llm.enabled:
+            raise ValueError("llm: doc_qa needs a language model to write and verify its questions (fix: set "
+                             "llm.backend to openai with llm.endpoints and llm.model, e.g. a vLLM server)")
+        if self.chunk_tokens + self.max_answer_tokens + 64 > self.seq_len:
+            raise ValueError(f"chunk_tokens: {self.chunk_tokens} plus max_answer_tokens {self.max_answer_tokens} "
+                             f"does not fit in seq_len {self.seq_len} (fix: lower chunk_tokens or raise seq_len)")
+        return self
 
 STEP = "doc_qa"
 VERIFY = "doc_qa_verify"
@@ -153,11 +182,9 @@ def _joined_documents(ctx: Context, rng: np.random.Generator, budget: int) -> tu
 
 
 def _cip_sequence(ctx: Context, spec: DocQASpec, j: int, budget: int) -> tuple[np.ndarray, list[str]]:
-    from . import cip
-
     sub = ctx.memo.get("doc_qa.cip")
     if sub is None:
-        cip_spec = CIPSpec(num_samples=1, seed=spec.seed, corpus=spec.corpus, text_field=spec.text_field,
+        cip_spec = cip.CIPSpec(num_samples=1, seed=spec.seed, corpus=spec.corpus, text_field=spec.text_field,
                            tokenizer=spec.tokenizer, vocab_size=spec.vocab_size, seq_len=budget,
                            docs_per_seq=spec.docs_per_seq, chunks_per_doc=spec.chunks_per_doc)
         sub = ctx.memo["doc_qa.cip"] = Context(cip_spec, ctx.tokenizer, ctx.corpus, ctx.cache_dir, ctx.dataset_id,
@@ -182,7 +209,7 @@ def source_for(ctx: Context, spec: DocQASpec, index: int, attempt: int, budget: 
 
 # -- the two model rounds ----------------------------------------------------------------------------
 def _sampling(spec: DocQASpec, index: int, attempt: int, salt: int, *, judge: bool = False) -> Sampling:
-    seed = int(np.random.default_rng([spec.seed, KIND_STREAM["doc_qa"], index, attempt, salt]).integers(2**31))
+    seed = int(np.random.default_rng([spec.seed, int(Stream.DOC_QA), index, attempt, salt]).integers(2**31))
     if judge:  # the verdict should not depend on luck
         return Sampling(temperature=0.0, top_p=1.0, max_tokens=min(spec.llm.max_tokens, 256), seed=seed)
     return Sampling(temperature=spec.llm.temperature, top_p=spec.llm.top_p, max_tokens=spec.llm.max_tokens, seed=seed)
@@ -367,3 +394,7 @@ def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
         ctx.llm_stats.reject(STEP, "dropped_sample")
     ctx.llm_stats.accepted[STEP] += len(found)
     return [_record(ctx, spec, shard, i, i - start, found[i]) for i in sorted(found)]
+
+
+KIND = Kind("doc_qa", DocQASpec, Stream.DOC_QA, needs_corpus=True, generate=generate,
+            cli_flags={"seq_len": ("--seq-len", "-L")})

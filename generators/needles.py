@@ -49,15 +49,64 @@ from __future__ import annotations
 import bisect
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field, StrictInt, field_validator, model_validator
 
+from .context import Context, Kind, Stream, doc_order, sample_rng
 from .errors import ConfigError, TokenizerError
-from .pipeline import Context, doc_order, sample_rng
 from .records import Record, record_id
-from .specs import NIAHSpec
+from .specs import MAX_SAMPLES, MAX_SEQ_LEN, SpecBase
 from .tokenizer import Tokenizer
+
+NIAH_VARIANTS = ("passkey", "multikey", "multivalue")
+NIAH_LENGTHS = (1024, 2048, 4096)
+NIAH_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+class NIAHSpec(SpecBase):
+    """Needle-in-a-haystack evaluation grid: context lengths x depths, tokenizer-exact."""
+
+    kind: Literal["niah"] = "niah"
+    num_samples: StrictInt = Field(1000, ge=1, le=MAX_SAMPLES, description=(
+        "Number of samples to generate; default: one per grid cell (lengths x depths)."))
+    lengths: list[Annotated[StrictInt, Field(ge=64, le=MAX_SEQ_LEN)]] = Field(
+        default_factory=lambda: list(NIAH_LENGTHS), min_length=1, description="Context lengths in tokens.")
+    depths: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=lambda: list(NIAH_DEPTHS), min_length=1, description="Needle depths (0 = start, 1 = end).")
+    variant: Literal["passkey", "multikey", "multivalue"] = Field("passkey", description="Needle task.")
+    num_needles: StrictInt = Field(4, ge=1, le=64, description="Keys (multikey) or values (multivalue) per haystack.")
+    value_kind: Literal["numbers", "uuids", "words"] = Field(
+        "numbers", description="What the needles hide: 7-digit numbers, UUIDs or word pairs.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_per_cell(cls, data: Any) -> Any:
+        # Without num_samples, a grid gets one sample per cell rather than the generic default.
+        if isinstance(data, dict) and data.get("num_samples") is None:
+            try:
+                cells = len(set(data.get("lengths") or NIAH_LENGTHS)) * len(set(data.get("depths") or NIAH_DEPTHS))
+            except TypeError:  # malformed lists: the field validators report them
+                return data
+            data = {**data, "num_samples": max(1, cells)}
+        return data
+
+    @field_validator("lengths", "depths")
+    @classmethod
+    def _unique(cls, v: list[Any]) -> list[Any]:
+        # A repeated grid value would silently weight one cell twice; keep the first occurrence.
+        return list(dict.fromkeys(v))
+
+    @property
+    def grid_size(self) -> int:
+        """Cells of the grid; sample i uses cell i % grid_size (lengths outer, depths inner)."""
+        return len(self.lengths) * len(self.depths)
+
+    def cell(self, index: int) -> tuple[int, float]:
+        """(context length, depth) of global sample `index`."""
+        c = index % self.grid_size
+        return self.lengths[c // len(self.depths)], self.depths[c % len(self.depths)]
 
 SEP = "\n\n"  # between haystack documents
 MIN_HAYSTACK_TOKENS = 16  # a cell must leave at least this much haystack around the needles
@@ -275,7 +324,7 @@ def _render(tok: Tokenizer, messages: list[dict[str, str]]) -> tuple[str, int]:
     prompt = tok.hf.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     at = prompt.find(messages[0]["content"])
     if at < 0:
-        raise TokenizerError("--tokenizer", f"the chat template of '{tok.name}' rewrites the user message",
+        raise TokenizerError("tokenizer", f"the chat template of '{tok.name}' rewrites the user message",
                              "use a template that inserts message content verbatim")
     return prompt, at
 
@@ -519,7 +568,7 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
             break
         # The tokenizer merged across the re-encoded boundary: fit again with full encodes.
     else:
-        raise TokenizerError("--tokenizer", f"'{tok.name}' encodes the chat differently from its prompt",
+        raise TokenizerError("tokenizer", f"'{tok.name}' encodes the chat differently from its prompt",
                              "use a tokenizer whose chat template renders the prompt as a prefix of the chat")
 
     if plan.variant == "multivalue" and lay.order != sorted(lay.order):
@@ -575,3 +624,7 @@ def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
             segments=segments, messages=messages, answer=messages[-1]["content"], meta=meta,
         ))
     return out
+
+
+KIND = Kind("niah", NIAHSpec, Stream.NIAH, needs_corpus=True, generate=generate,
+            cli_flags={"lengths": ("--lengths", "--seq-len", "-L")})

@@ -6,18 +6,40 @@ so a path that was inside at creation and was swapped for a symlink later is ref
 Every path is resolved (symlinks followed, `..` collapsed) before it is compared with the roots;
 a glob with a `..` component is refused outright. `roots=None` means no restriction (local CLI).
 Pure: no service imports; the caller chooses the error field.
+
+`Paths` is where longweave keeps its files on this host (home, cache). The CLI and the service
+resolve it once, from their options and environment, and pass it down; generators never read
+the environment themselves.
 """
 
 from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
 
 Roots = Sequence[str | os.PathLike[str]] | None
+HOME_VAR = "LONGWEAVE_HOME"
+DEFAULT_HOME = ".longweave"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """This host's longweave folders: `home` and the `cache_dir` of tokenizers and tokenized corpora."""
+
+    home: Path
+    cache_dir: Path
+
+    @classmethod
+    def resolve(cls, environ: Mapping[str, str], home: str | os.PathLike[str] | None = None,
+                cache_dir: str | os.PathLike[str] | None = None) -> Paths:
+        """Explicit values first, then `LONGWEAVE_HOME` from the caller's `environ`, then `.longweave`."""
+        base = Path(home) if home is not None else Path(environ.get(HOME_VAR) or DEFAULT_HOME)
+        return cls(base, Path(cache_dir) if cache_dir is not None else base / "cache")
 
 
 def _resolved_roots(roots: Sequence[str | os.PathLike[str]]) -> list[Path]:

@@ -40,7 +40,6 @@ SCHEMA = pa.schema(
         pa.field("meta", pa.string(), nullable=False),
     ]
 )
-KINDS = ("cip", "synl", "doc_qa", "niah")
 
 
 def record_id(dataset: str, shard: int, index: int) -> str:

@@ -1,4 +1,4 @@
-"""Dataset specs: the one declaration of every generator parameter (pydantic, validated once).
+"""Dataset specs: what the kinds' spec classes share (pydantic, validated once).
 
 A spec is flat JSON with a `kind` discriminator, e.g.
 `{"kind": "cip", "num_samples": 1000, "seq_len": 32768, "docs_per_seq": 8, "chunks_per_doc": 2}`.
@@ -8,6 +8,11 @@ the same way everywhere and names the field at fault. Nothing downstream re-pars
 
 `dataset_id` (content-addressed when no name is given) keys the sample ids, so the same spec
 always yields the same ids and the same bytes.
+
+Here: `SpecBase` (the fields every kind has), `LLMSpec` (the model section), the limits and
+`describe_error`. Each kind's own spec class lives in the kind's module next to its generator
+(`cip.CIPSpec`, `needles.NIAHSpec`, `docqa.DocQASpec`; SynL's `SynLSpec` is still here), and
+`kinds.py` builds the union of them and `parse_spec`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -23,9 +29,6 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
-    TypeAdapter,
-    ValidationError,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -44,12 +47,13 @@ StrictInt = Annotated[int, BeforeValidator(_whole_number), Strict()]
 FORMATS = ("markdown", "csv", "jsonl", "html")
 LLM_STEPS = ("themes", "phrasing", "reasoning")
 FAMILIES = ("retrieval", "multihop", "aggregation", "comparison", "reasoning")
-NIAH_VARIANTS = ("passkey", "multikey", "multivalue")
-NIAH_LENGTHS = (1024, 2048, 4096)
-NIAH_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 MAX_SEQ_LEN = 1 << 21  # 2M tokens: beyond any window we target, below anything that breaks int32 offsets
 MAX_SAMPLES = 100_000_000
+
+
+# CLI flags of the shared fields other than `--field-name` (each kind adds its own in `Kind.cli_flags`).
+BASE_CLI_FLAGS: dict[str, tuple[str, ...]] = {"num_samples": ("--num-samples", "-n")}
 
 
 class SpecBase(BaseModel):
@@ -65,7 +69,7 @@ class SpecBase(BaseModel):
     corpus: str = Field("stdlib", min_length=1, description="`stdlib`, a JSONL/Parquet file, a folder or a glob.")
     text_field: str = Field("text", min_length=1, description="Text column of JSONL/Parquet corpora.")
     tokenizer: str | None = Field(None, description="Local Hugging Face tokenizer directory; default: train a BPE.")
-    vocab_size: StrictInt = Field(8192, ge=300, le=1_000_000, description="Vocabulary of the trained BPE (no --tokenizer).")
+    vocab_size: StrictInt = Field(8192, ge=300, le=1_000_000, description="Vocabulary of the trained BPE (no tokenizer given).")
 
     def dataset_id(self) -> str:
         if self.name:
@@ -151,174 +155,25 @@ class LLMSpec(BaseModel):
         return self.backend != "none"
 
 
-class CIPSpec(SpecBase):
-    """Chunk-interleaved pretraining (LongSkywork): N documents, K chunks each, round robin."""
-
-    kind: Literal["cip"] = "cip"
-    seq_len: StrictInt = Field(8192, ge=16, le=MAX_SEQ_LEN, description="Tokens per sequence (exact).")
-    docs_per_seq: StrictInt = Field(4, ge=1, le=65_536, description="N: documents interleaved in one sequence.")
-    chunks_per_doc: StrictInt = Field(2, ge=1, le=4096, description="K: chunks each document is cut into.")
-    split: Literal["equal", "random"] = Field("random", description="Chunk cut points: equal sizes or random.")
-    min_doc_tokens: StrictInt | None = Field(None, ge=1, description="Skip documents shorter than this.")
-    max_doc_tokens: StrictInt | None = Field(None, ge=1, description="Skip documents longer than this.")
-
-    @model_validator(mode="after")
-    def _fits(self) -> CIPSpec:
-        if self.seq_len < self.docs_per_seq * self.chunks_per_doc + 2:
-            raise ValueError(
-                f"seq_len: {self.seq_len} is smaller than docs_per_seq x chunks_per_doc + 2 "
-                f"({self.docs_per_seq} x {self.chunks_per_doc} + 2) (fix: raise seq_len or lower docs_per_seq/chunks_per_doc)"
-            )
-        if self.min_doc_tokens and self.max_doc_tokens and self.min_doc_tokens > self.max_doc_tokens:
-            raise ValueError("min_doc_tokens: it is above max_doc_tokens (fix: swap them)")
-        return self
-
-
-class SynLSpec(SpecBase):
-    """Synthetic lengthy tables (SynL): lookup and reasoning questions over rendered tables."""
-
-    kind: Literal["synl"] = "synl"
-    seq_len: StrictInt = Field(8192, ge=256, le=MAX_SEQ_LEN, description="Target tokens of prompt plus answer.")
-    min_len_ratio: float = Field(0.5, gt=0, le=1, description="Sample lengths spread over [ratio x seq_len, seq_len].")
-    formats: list[Literal["markdown", "csv", "jsonl", "html"]] = Field(
-        default_factory=lambda: list(FORMATS), min_length=1, description="Table renderings to draw from.")
-    families: list[Literal["retrieval", "multihop", "aggregation", "comparison", "reasoning"]] = Field(
-        default_factory=lambda: list(FAMILIES), min_length=1, description="Task families to draw from.")
-    max_tables: StrictInt = Field(3, ge=1, le=8, description="Tables per prompt are drawn from 1..max_tables (multi-hop needs 2+).")
-    max_hops: StrictInt = Field(3, ge=1, le=3, description="Multi-hop questions follow 1..max_hops foreign keys (hops+1 tables).")
-    min_columns: StrictInt = Field(5, ge=5, le=16, description="Fewest columns of a table (key and foreign keys included).")
-    max_columns: StrictInt = Field(16, ge=5, le=16, description=(
-        "Most columns of a table (key and foreign keys included); a table always keeps its key, its "
-        "foreign keys and one number, one category and one date column."))
-    llm: LLMSpec = Field(default_factory=LLMSpec, description="Language model for the themes, phrasing and reasoning steps.")
-
-    @field_validator("formats", "families")
-    @classmethod
-    def _dedupe(cls, v: list[str]) -> list[str]:
-        return list(dict.fromkeys(v))
-
-    # Field validators (not a model validator) so that the error names the field to change.
-    @field_validator("max_tables")
-    @classmethod
-    def _room_for_hops(cls, v: int, info: ValidationInfo) -> int:
-        if v < 2 and "multihop" in info.data.get("families", ()):
-            raise ValueError("multihop questions need at least 2 tables: raise max_tables or drop multihop from families")
-        return v
-
-    @field_validator("max_columns")
-    @classmethod
-    def _columns_ordered(cls, v: int, info: ValidationInfo) -> int:
-        low = info.data.get("min_columns", 5)
-        if v < low:
-            raise ValueError(f"max_columns {v} is below min_columns {low}: raise max_columns or lower min_columns")
-        return v
-
-
-class NIAHSpec(SpecBase):
-    """Needle-in-a-haystack evaluation grid: context lengths x depths, tokenizer-exact."""
-
-    kind: Literal["niah"] = "niah"
-    lengths: list[Annotated[StrictInt, Field(ge=64, le=MAX_SEQ_LEN)]] = Field(
-        default_factory=lambda: list(NIAH_LENGTHS), min_length=1, description="Context lengths in tokens.")
-    depths: list[Annotated[float, Field(ge=0, le=1)]] = Field(
-        default_factory=lambda: list(NIAH_DEPTHS), min_length=1, description="Needle depths (0 = start, 1 = end).")
-    variant: Literal["passkey", "multikey", "multivalue"] = Field("passkey", description="Needle task.")
-    num_needles: StrictInt = Field(4, ge=1, le=64, description="Keys (multikey) or values (multivalue) per haystack.")
-    value_kind: Literal["numbers", "uuids", "words"] = Field(
-        "numbers", description="What the needles hide: 7-digit numbers, UUIDs or word pairs.")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _one_per_cell(cls, data: Any) -> Any:
-        # Without num_samples, a grid gets one sample per cell rather than the generic default.
-        if isinstance(data, dict) and data.get("num_samples") is None:
-            try:
-                cells = len(set(data.get("lengths") or NIAH_LENGTHS)) * len(set(data.get("depths") or NIAH_DEPTHS))
-            except TypeError:  # malformed lists: the field validators report them
-                return data
-            data = {**data, "num_samples": max(1, cells)}
-        return data
-
-    @field_validator("lengths", "depths")
-    @classmethod
-    def _unique(cls, v: list[Any]) -> list[Any]:
-        # A repeated grid value would silently weight one cell twice; keep the first occurrence.
-        return list(dict.fromkeys(v))
-
-    @property
-    def grid_size(self) -> int:
-        """Cells of the grid; sample i uses cell i % grid_size (lengths outer, depths inner)."""
-        return len(self.lengths) * len(self.depths)
-
-    def cell(self, index: int) -> tuple[int, float]:
-        """(context length, depth) of global sample `index`."""
-        c = index % self.grid_size
-        return self.lengths[c // len(self.depths)], self.depths[c % len(self.depths)]
-
-
-class DocQASpec(SpecBase):
-    """Long-document QA (Llama 2 Long self-instruct): a model writes QA pairs about a random chunk,
-    verifies them against the chunk, and the whole document plus a verified question is the prompt."""
-
-    kind: Literal["doc_qa"] = "doc_qa"
-    seq_len: StrictInt = Field(8192, ge=256, le=MAX_SEQ_LEN, description="Most tokens of document, question and answer.")
-    source: Literal["documents", "cip"] = Field(
-        "documents", description="documents: consecutive corpus documents joined up to seq_len; cip: a CIP sequence.")
-    docs_per_seq: StrictInt = Field(4, ge=1, le=65_536, description="CIP source: documents interleaved per sequence.")
-    chunks_per_doc: StrictInt = Field(2, ge=1, le=4096, description="CIP source: chunks per document.")
-    chunk_tokens: StrictInt = Field(768, ge=32, le=65_536, description="Tokens of the chunk the model writes questions about.")
-    pairs_per_chunk: StrictInt = Field(3, ge=1, le=16, description="Question-answer pairs asked for per chunk.")
-    max_answer_tokens: StrictInt = Field(128, ge=1, le=4096, description="Longest answer kept (tokens).")
-    attempts: StrictInt = Field(3, ge=1, le=16, description="Chunks tried per sample before it is dropped (and counted).")
-    loss_on_prompt: bool = Field(False, description="Train on the document and question too (Llama 2 Long did).")
-    llm: LLMSpec = Field(default_factory=LLMSpec, description="The model that writes and verifies the pairs (required).")
-
-    @model_validator(mode="after")
-    def _needs_model(self) -> DocQASpec:
-        if not self.llm.enabled:
-            raise ValueError("llm: doc_qa needs a language model to write and verify its questions (fix: set "
-                             "llm.backend to openai with llm.endpoints and llm.model, e.g. a vLLM server)")
-        if self.chunk_tokens + self.max_answer_tokens + 64 > self.seq_len:
-            raise ValueError(f"chunk_tokens: {self.chunk_tokens} plus max_answer_tokens {self.max_answer_tokens} "
-                             f"does not fit in seq_len {self.seq_len} (fix: lower chunk_tokens or raise seq_len)")
-        return self
-
-
-AnySpec = CIPSpec | SynLSpec | NIAHSpec | DocQASpec
-DatasetSpec = Annotated[AnySpec, Field(discriminator="kind")]
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(DatasetSpec)
-SPEC_TYPES: dict[str, type[SpecBase]] = {"cip": CIPSpec, "synl": SynLSpec, "niah": NIAHSpec, "doc_qa": DocQASpec}
-
-
-def parse_spec(data: dict[str, Any] | str) -> AnySpec:
-    """Validate a spec (dict or JSON); raises `ConfigError` naming the first bad field."""
-    try:
-        if isinstance(data, str):
-            return _ADAPTER.validate_json(data)
-        return _ADAPTER.validate_python(data)
-    except ValidationError as exc:
-        raise config_error_from(exc) from None
-
-
-def describe_error(err: dict[str, Any], default_fix: str = "") -> tuple[str, str, str]:
+def describe_error(err: dict[str, Any], default_fix: str = "", kinds: Sequence[str] = ()) -> tuple[str, str, str]:
     """(field, message, fix) of one pydantic error of a spec, in the words users know.
 
-    Shared by the CLI (via `config_error_from`) and the REST API's 422 handler, so both name the
-    same field: the union's tag is dropped from paths (`cip.seq_len` -> `seq_len`), cross-field
+    Shared by the CLI (via `kinds.config_error_from`) and the REST API's 422 handler, so both name
+    the same field; `kinds` are the registered kind names (`kinds.describe_error` passes them): the union's tag is dropped from paths (`cip.seq_len` -> `seq_len`), cross-field
     checks (model validators) name their field as "field: message (fix: ...)", and unknown or
     missing kinds are reported on `kind`.
     """
     loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
     if loc and loc[0] in ("body", "query", "path", "header"):
         loc = loc[1:]
-    if loc and loc[0] in SPEC_TYPES:
+    if loc and loc[0] in kinds:
         loc = loc[1:]
     field = ".".join(loc) if loc else "spec"
     msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
     fix = default_fix
     if err.get("type") in ("union_tag_invalid", "union_tag_not_found"):
-        field, msg = "kind", "must be one of " + ", ".join(SPEC_TYPES)
-        fix = "set kind to " + " or ".join(SPEC_TYPES)
+        field, msg = "kind", "must be one of " + ", ".join(kinds)
+        fix = "set kind to " + " or ".join(kinds)
     elif err.get("type") == "value_error" and (m := re.match(r"^([a-z_]+): (.*?)(?: \(fix: (.*)\))?$", msg)):
         # A cross-field check names its field first; nested models (llm) keep their path.
         field = ".".join([*loc, m.group(1)]) if loc and loc[-1] != m.group(1) else m.group(1) if not loc else field
@@ -326,8 +181,3 @@ def describe_error(err: dict[str, Any], default_fix: str = "") -> tuple[str, str
     elif err.get("type") == "extra_forbidden":
         msg, fix = "unknown field", "remove it or check its spelling"
     return field, msg, fix
-
-
-def config_error_from(exc: ValidationError) -> ConfigError:
-    field, msg, fix = describe_error(exc.errors()[0], "see `longweave generate --help` for the accepted values")
-    return ConfigError(field if field.startswith("llm.") else field.split(".")[0], msg, fix)

@@ -30,7 +30,7 @@ from .corpus import Corpus
 from .errors import TokenizerError
 from .paths import Roots, open_regular, refuse_dotdot, regular_files, require_inside
 
-FIELD = "--tokenizer"
+FIELD = "tokenizer"
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 # ChatML: the assistant turn's content is the only span that carries loss in SFT samples.
@@ -40,10 +40,6 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("LONGWEAVE_HOME", ".longweave")) / "cache"
 
 
 @dataclass
@@ -182,7 +178,7 @@ def load_tokenizer(path: str | Path, roots: Roots = None, field: str = FIELD) ->
     p = Path(path).expanduser()
     if not p.is_dir():
         raise TokenizerError(field, f"'{path}' is not a directory",
-                             "pass a local Hugging Face tokenizer directory, or leave --tokenizer out to train one")
+                             "pass a local Hugging Face tokenizer directory, or leave tokenizer unset to train one")
     if not (p / "tokenizer.json").is_file():
         raise TokenizerError(field, f"'{path}' has no tokenizer.json",
                              "save the tokenizer with save_pretrained() (a fast tokenizer) into that directory")
@@ -204,7 +200,8 @@ def train_tokenizer(
     corpus: Corpus,
     vocab_size: int = 8192,
     max_chars: int = 20_000_000,
-    cache_dir: str | Path | None = None,
+    *,
+    cache_dir: str | Path,
 ) -> Path:
     """Train (or find in the cache) a byte-level BPE on the corpus; returns its directory."""
     from tokenizers import Tokenizer as RawTokenizer
@@ -212,9 +209,9 @@ def train_tokenizer(
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 300:
-        raise TokenizerError("--vocab-size", f"{vocab_size} is too small for byte-level BPE",
+        raise TokenizerError("vocab_size", f"{vocab_size} is too small for byte-level BPE",
                              "use at least 300 (256 bytes plus merges and special tokens)")
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir)
     key = hashlib.sha256(json.dumps(["bpe-v1", corpus.fingerprint(), vocab_size, max_chars]).encode()).hexdigest()[:16]
     out = cache / "tokenizers" / f"bpe{vocab_size}-{key}"
     if (out / "tokenizer.json").is_file():
@@ -260,5 +257,7 @@ def resolve_tokenizer(
     if path:
         return load_tokenizer(path, roots)
     if corpus is None:
-        raise TokenizerError(FIELD, "no tokenizer and no corpus to train one on", "pass --tokenizer DIR or --corpus SRC")
+        raise TokenizerError(FIELD, "no tokenizer and no corpus to train one on", "set tokenizer to a directory or corpus to a source")
+    if cache_dir is None:
+        raise ValueError("training a tokenizer needs a cache_dir (the caller's Paths.cache_dir)")
     return load_tokenizer(train_tokenizer(corpus, vocab_size=vocab_size, cache_dir=cache_dir))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .corpus import Corpus
-from .tokenizer import Tokenizer, default_cache_dir
+from .tokenizer import Tokenizer
 
 
 @dataclass
@@ -54,10 +54,10 @@ class TokenStore:
 
     @classmethod
     def build(
-        cls, corpus: Corpus, tokenizer: Tokenizer, cache_dir: str | Path | None = None, batch_size: int = 256
+        cls, corpus: Corpus, tokenizer: Tokenizer, cache_dir: str | Path, batch_size: int = 256
     ) -> TokenStore:
         """Tokenize `corpus` with `tokenizer`, or load the cached result of doing so."""
-        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cache = Path(cache_dir)
         key = hashlib.sha256(json.dumps(["tokens-v1", corpus.fingerprint(), tokenizer.sha256]).encode()).hexdigest()[:16]
         out = cache / "tokens" / key
         if (out / "ids.json").is_file():

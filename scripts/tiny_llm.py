@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -56,6 +57,7 @@ def build(out: Path, args: argparse.Namespace) -> Path:
 
     import torch
     from longweave.generators.corpus import Corpus
+    from longweave.generators.paths import Paths
     from longweave.generators.tokenizer import (
         BOS,
         CHATML_TEMPLATE,
@@ -70,7 +72,8 @@ def build(out: Path, args: argparse.Namespace) -> Path:
 
     print(f"[tiny-llm] tokenizer: byte-level BPE {args.vocab_size} on the stdlib corpus "
           f"(cache {args.cache_dir or 'default'})", file=sys.stderr)
-    tok = resolve_tokenizer(None, Corpus.open("stdlib"), vocab_size=args.vocab_size, cache_dir=args.cache_dir)
+    cache = Paths.resolve(os.environ, cache_dir=args.cache_dir).cache_dir
+    tok = resolve_tokenizer(None, Corpus.open("stdlib"), vocab_size=args.vocab_size, cache_dir=cache)
     ids = {t: tok.hf.convert_tokens_to_ids(t) for t in (BOS, EOS, PAD, IM_START, IM_END)}
     vocab = len(tok.hf)
 

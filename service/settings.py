@@ -19,6 +19,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from longweave.generators.paths import Paths
+
 
 def hash_api_key(key: str) -> str:
     """The form in which an API key is configured and compared (never the key itself)."""
@@ -107,6 +109,11 @@ class Settings(BaseSettings):
     @property
     def cache_dir(self) -> Path:
         return self.cache_path or self.home / "cache"
+
+    @property
+    def paths(self) -> Paths:
+        """This host's folders, resolved once here and passed down to the generators."""
+        return Paths(self.home, self.cache_dir)
 
     @property
     def store_root(self) -> str:

@@ -52,7 +52,7 @@ from longweave.generators.llm import LLM, LLMStats, LLMUnavailable
 from longweave.generators.paths import regular_files
 from longweave.generators.pipeline import Context, generate_shard, prepare
 from longweave.generators.records import to_ipc, token_lengths
-from longweave.generators.specs import parse_spec
+from longweave.generators.kinds import parse_spec
 from longweave.generators.streams import FINAL_STATES
 
 from .queue import WAITING_REFRESH_S, Queue, Task, llm_counters
@@ -347,7 +347,7 @@ class Worker:
             return self.contexts[dataset]
         meta = self.q.meta(dataset)
         spec = parse_spec(meta["spec"])
-        ctx = prepare(spec, self.settings.cache_dir, llm=self.llm_for(spec), roots=self.settings.data_roots,
+        ctx = prepare(spec, self.settings.paths.cache_dir, llm=self.llm_for(spec), roots=self.settings.data_roots,
                       max_doc_bytes=self.settings.max_doc_bytes, oversize=self.settings.oversize_docs)
         ctx.dataset_id = dataset  # sample ids carry the service's id, not the spec's hash
         self.q.set_tokenizer(dataset, ctx.tokenizer.info(), str(ctx.tokenizer.path))

@@ -59,7 +59,7 @@ import numpy as np
 import pyarrow as pa
 from longweave.generators import records, streams
 from longweave.generators.errors import ConfigError, LongweaveError, StreamTrimmed
-from longweave.generators.tokenizer import default_cache_dir
+from longweave.generators.paths import Paths
 
 from .config import DataConfig
 
@@ -183,7 +183,7 @@ class ParquetSource:
                  tokenizer_sha256: str | None = None, cache_dir: str | Path | None = None) -> None:
         files, tok = parquet_files(paths)
         check_tokenizer(tok, tokenizer_sha256, f"the dataset at {paths[0]}")
-        cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / "arrow"
+        cache = Path(cache_dir).expanduser() if cache_dir else Paths.resolve(os.environ).cache_dir / "arrow"
         self.tables = [pa.ipc.open_file(pa.memory_map(str(arrow_copy(f, cache)))).read_all() for f in files]
         self.starts = np.cumsum([0] + [t.num_rows for t in self.tables])
         self.n = int(self.starts[-1])

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..pipeline import Context, sample_rng
-from ..specs import SynLSpec
+from ..context import Context, sample_rng
 from .plan import MIN_ROWS, SamplePlan, build_tables
 from .prompts import Question, intro, reasoning_text
 from .schema import Built
+from .spec import SynLSpec
 from .templates import Asker
 
 

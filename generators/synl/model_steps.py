@@ -21,14 +21,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..context import Context, Stream
 from ..llm import LLMRequest, Sampling, ask
-from ..pipeline import KIND_STREAM, Context
-from ..specs import SynLSpec
 from .fit import Attempt
 from .phrasing import SYSTEM as PHRASING_SYSTEM
 from .phrasing import check_rewrite, phrasing_prompt, required_strings, split_question
 from .plan import SamplePlan
 from .reasoning import check_reasoning_reply
+from .spec import SynLSpec
 
 LLM_RETRIES = 1  # one more batched round for the answers that failed validation
 _STEP_STREAM = {"phrasing": 1, "reasoning": 2}
@@ -47,7 +47,7 @@ class Draft:
 
 def _sampling(spec: SynLSpec, index: int, step: str, attempt: int) -> Sampling:
     """The step's sampling with a seed that is a function of (seed, sample, step, attempt) alone."""
-    seed = np.random.SeedSequence([spec.seed, KIND_STREAM["synl"], index, 1 << 40, _STEP_STREAM[step], attempt])
+    seed = np.random.SeedSequence([spec.seed, int(Stream.SYNL), index, int(Stream.BEYOND_SAMPLES), _STEP_STREAM[step], attempt])
     return Sampling(temperature=spec.llm.temperature, top_p=spec.llm.top_p, max_tokens=spec.llm.max_tokens,
                     seed=int(seed.generate_state(1)[0]))
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..pipeline import sample_rng
-from ..specs import SynLSpec
+from ..context import sample_rng
 from .prompts import SYSTEM_PROMPTS
 from .render import render_rows
 from .rows import TableData, choose_columns, resolve_foreign_keys
 from .schema import Built, TableSchema, TableSpec, chain_depth, fk_column
+from .spec import SynLSpec
 from .themes_data import THEMES
 
 MIN_ROWS = 4  # every table has at least this many rows, so every template has rows to pick from

@@ -39,14 +39,14 @@ from typing import Any
 
 import numpy as np
 
+from ..context import Context, sample_rng
 from ..errors import ConfigError
-from ..pipeline import Context, sample_rng
 from ..records import Record, record_id
-from ..specs import SynLSpec
 from .fit import Attempt, TooLong, fit
 from .model_steps import Draft, run_steps
 from .plan import MIN_ROWS, SamplePlan, draw_plan
 from .schema import TableSchema, column_meta
+from .spec import SynLSpec
 from .themes_data import THEMES
 from .themes_model import propose_themes
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from ..context import Context, Stream
 from ..llm import LLMRequest, LLMStats, Sampling, ask
-from ..pipeline import KIND_STREAM, Context
-from ..specs import SynLSpec
 from .schema import TableSchema
+from .spec import SynLSpec
 from .themes_check import (
     MAX_COLUMNS,
     MIN_COLUMNS,
@@ -140,7 +140,7 @@ def theme_prompt(topic: str, error: str = "") -> str:
 # -- the step ----------------------------------------------------------------------------------------
 def _topics(spec: SynLSpec) -> list[str]:
     """`num_themes` topics drawn from the seed (distinct while the list lasts)."""
-    rng = np.random.default_rng([spec.seed, KIND_STREAM["synl"], 1 << 40, 1])
+    rng = np.random.default_rng([spec.seed, int(Stream.SYNL), int(Stream.BEYOND_SAMPLES), 1])
     n = spec.llm.num_themes
     out: list[str] = []
     while len(out) < n:
@@ -149,7 +149,7 @@ def _topics(spec: SynLSpec) -> list[str]:
 
 
 def _seed(spec: SynLSpec, j: int, attempt: int) -> int:
-    return int(np.random.SeedSequence([spec.seed, KIND_STREAM["synl"], 1 << 40, 2, j, attempt]).generate_state(1)[0])
+    return int(np.random.SeedSequence([spec.seed, int(Stream.SYNL), int(Stream.BEYOND_SAMPLES), 2, j, attempt]).generate_state(1)[0])
 
 
 def theme_request(spec: SynLSpec, j: int, topic: str, attempt: int = 0, error: str = "") -> LLMRequest:

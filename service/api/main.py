@@ -29,13 +29,14 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from longweave.generators.errors import LongweaveError
-from longweave.generators.specs import DatasetSpec, describe_error
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import TypeAdapter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from longweave.generators.errors import LongweaveError
+from longweave.generators.kinds import DatasetSpec, describe_error
 
 from ..redis_client import async_client, probe_client, unavailable_reply
 from ..redis_server import EmbeddedRedis
@@ -286,9 +287,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(LongweaveError)
     async def _typed(request: Request, exc: LongweaveError) -> JSONResponse:
-        field = exc.field.lstrip("-").replace("-", "_")
         return JSONResponse(status_code=422, content={"detail": [
-            {"field": field, "message": exc.message, "fix": exc.fix}]})
+            {"field": exc.field, "message": exc.message, "fix": exc.fix}]})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

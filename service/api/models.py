@@ -1,4 +1,4 @@
-"""Response models of the API. Request bodies are the dataset specs of generators/specs.py."""
+"""Response models of the API. Request bodies are the dataset specs of generators/kinds.py (`DatasetSpec`)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,9 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
 from longweave.generators.dataset import build_dataset
-from longweave.generators.specs import parse_spec
+from longweave.generators.kinds import parse_spec
 from longweave.generators.tokenizer import Tokenizer
 
 

@@ -15,10 +15,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from longweave.generators import cip
+from longweave.generators.cip import CIPSpec
 from longweave.generators.errors import ConfigError, CorpusError
 from longweave.generators.pipeline import Context, generate_shard
 from longweave.generators.records import Record
-from longweave.generators.specs import CIPSpec
 from longweave.generators.tokenstore import TokenStore
 
 BOS, EOS, BASE, STRIDE = 1, 2, 16, 1024  # synthetic token of doc d at position p: BASE + d*STRIDE + p

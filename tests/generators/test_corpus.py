@@ -66,7 +66,7 @@ def test_malformed_files_raise_corpus_error(tmp_path: Path, content: str, suffix
     path.write_text(content)
     with pytest.raises(CorpusError) as info:
         list(Corpus.open(path))
-    assert info.value.field == "--corpus" and expect in info.value.message
+    assert info.value.field == "corpus" and expect in info.value.message
 
 
 def test_missing_empty_and_wrong_column(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_missing_empty_and_wrong_column(tmp_path: Path) -> None:
     other = write_jsonl(tmp_path / "other.jsonl", [{"content": "x"}])
     with pytest.raises(CorpusError) as info:
         list(Corpus.open(other))
-    assert info.value.field == "--text-field" and "content" in info.value.message
+    assert info.value.field == "text_field" and "content" in info.value.message
 
 
 def test_bigger_than_one_batch_streams_lazily(tmp_path: Path) -> None:

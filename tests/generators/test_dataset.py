@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from longweave.generators.dataset import BUILDING, build_dataset
 from longweave.generators.errors import ConfigError
+from longweave.generators.kinds import parse_spec
 from longweave.generators.pipeline import prepare
-from longweave.generators.specs import parse_spec
 from longweave.service.llm import OpenAIBackend
-
 from tests.service.llm_server import LLMTestServer, Reply
 
 
@@ -66,7 +66,7 @@ def test_resuming_with_other_parameters_is_refused(cache_dir: Path, stdlib_store
         build_dataset(cip(), tmp_path / "d", cache_dir, on_shard=die)
     with pytest.raises(ConfigError) as info:
         build_dataset(cip(seq_len=1024), tmp_path / "d", cache_dir)
-    assert info.value.field == "--out" and "an unfinished build with other parameters" in info.value.message
+    assert info.value.field == "out" and "an unfinished build with other parameters" in info.value.message
     build_dataset(cip(), tmp_path / "d", cache_dir)  # the same parameters resume
     with pytest.raises(ConfigError, match="holds a dataset with other parameters"):
         build_dataset(cip(seq_len=1024), tmp_path / "d", cache_dir)

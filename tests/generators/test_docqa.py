@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from longweave.generators import docqa
-from longweave.generators.pipeline import generate_records, prepare
-from longweave.generators.specs import parse_spec
-from longweave.service.llm import OpenAIBackend
 
+from longweave.generators import docqa
+from longweave.generators.kinds import parse_spec
+from longweave.generators.pipeline import generate_records, prepare
+from longweave.service.llm import OpenAIBackend
 from tests.scripted_models import docqa_responder
 from tests.service.llm_server import LLMTestServer
 

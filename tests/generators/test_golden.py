@@ -17,8 +17,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from longweave.generators.cip import CIPSpec
 from longweave.generators.dataset import build_dataset
-from longweave.generators.specs import CIPSpec, NIAHSpec, SynLSpec
+from longweave.generators.needles import NIAHSpec
+from longweave.generators.synl import SynLSpec
 
 # The pyarrow version the file hashes were taken with; other versions may write other bytes for
 # the same rows (the writer stamps its version), so only the content hashes are compared there.

@@ -15,11 +15,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from longweave.generators import needles, pipeline
 from longweave.generators.corpus import Corpus
 from longweave.generators.errors import ConfigError
+from longweave.generators.kinds import parse_spec
+from longweave.generators.needles import NIAHSpec
 from longweave.generators.records import Record, from_table, to_table
-from longweave.generators.specs import NIAHSpec, parse_spec
 from longweave.generators.tokenizer import Tokenizer
 from longweave.generators.tokenstore import TokenStore
 

@@ -9,7 +9,16 @@ import pyarrow as pa
 import pytest
 
 from longweave.generators.records import (
-    SCHEMA, Record, check_schema, from_ipc, from_table, read_parquet, record_id, to_ipc, to_table, token_lengths,
+    SCHEMA,
+    Record,
+    check_schema,
+    from_ipc,
+    from_table,
+    read_parquet,
+    record_id,
+    to_ipc,
+    to_table,
+    token_lengths,
     write_parquet,
 )
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from longweave.generators.cip import CIPSpec
 from longweave.generators.errors import ConfigError
-from longweave.generators.specs import CIPSpec, parse_spec
+from longweave.generators.kinds import parse_spec
 
 
 @pytest.mark.parametrize(

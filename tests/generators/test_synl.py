@@ -16,11 +16,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from longweave.generators import synl
 from longweave.generators.errors import ConfigError
+from longweave.generators.kinds import parse_spec
 from longweave.generators.pipeline import Context, generate_records, generate_shard
 from longweave.generators.records import Record, write_parquet
-from longweave.generators.specs import FAMILIES, FORMATS, SynLSpec, parse_spec
+from longweave.generators.specs import FAMILIES, FORMATS
+from longweave.generators.synl import SynLSpec
 from longweave.generators.synl.templates import Asker
 from longweave.generators.tokenizer import Tokenizer
 

@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from longweave.generators import synl
+from longweave.generators.kinds import parse_spec
 from longweave.generators.llm import LLMResponse, LLMStats
 from longweave.generators.pipeline import Context, generate_records
 from longweave.generators.records import Record
-from longweave.generators.specs import SynLSpec, parse_spec
-from longweave.generators.synl import themes_check, themes_model
+from longweave.generators.synl import SynLSpec, themes_check, themes_model
 from longweave.generators.synl.phrasing import SYSTEM as PHRASING_SYSTEM
 from longweave.generators.synl.phrasing import check_rewrite, required_strings, split_question
 from longweave.generators.synl.prompts import Question

@@ -56,6 +56,6 @@ def test_chat_mask_covers_the_answer_only(tokenizer: Tokenizer) -> None:
 def test_bad_tokenizer_directories(tmp_path: Path) -> None:
     with pytest.raises(TokenizerError) as info:
         load_tokenizer(tmp_path / "missing")
-    assert info.value.field == "--tokenizer" and "not a directory" in info.value.message
+    assert info.value.field == "tokenizer" and "not a directory" in info.value.message
     with pytest.raises(TokenizerError, match="no tokenizer.json"):
         load_tokenizer(tmp_path)

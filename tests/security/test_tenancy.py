@@ -246,7 +246,7 @@ def test_a_flood_of_creations_is_limited_and_others_still_served(limits_api: tup
 
 
 def test_estimate_is_samples_times_seq_len_times_four() -> None:
-    from longweave.generators.specs import parse_spec
+    from longweave.generators.kinds import parse_spec
 
     assert estimated_bytes(parse_spec({"kind": "cip", "num_samples": 10, "seq_len": 1024})) == 10 * 1024 * 4
     niah = parse_spec({"kind": "niah", "lengths": [1024, 4096], "depths": [0.5]})

@@ -173,7 +173,7 @@ def read_events(lines: Iterator[str]) -> list[dict]:
 def expected_ids(spec: dict, dataset: str, cache_dir: Path) -> list[str]:
     """The sample ids of a dataset, generated here in-process: the ground truth for "none missing"."""
     from longweave.generators.pipeline import generate_shard, prepare
-    from longweave.generators.specs import parse_spec
+    from longweave.generators.kinds import parse_spec
 
     parsed = parse_spec(spec)
     ctx = prepare(parsed, cache_dir)

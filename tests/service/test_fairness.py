@@ -16,7 +16,8 @@ import redis
 import redis.asyncio as aioredis
 from longweave.generators import pipeline
 from longweave.generators.corpus import Corpus
-from longweave.generators.specs import NIAHSpec, parse_spec
+from longweave.generators.kinds import parse_spec
+from longweave.generators.needles import NIAHSpec
 from longweave.generators.tokenizer import Tokenizer
 from longweave.generators.tokenstore import TokenStore
 from longweave.service import keys as S

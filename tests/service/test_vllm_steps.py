@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from longweave.generators.pipeline import generate_records, prepare
-from longweave.generators.specs import parse_spec
+from longweave.generators.kinds import parse_spec
 from longweave.generators.tokenizer import Tokenizer
 from longweave.service.llm import OpenAIBackend
 

@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter, Body, HTTPException, Path, Response, status
+
 from longweave.generators import streams as S
 
 from ..deps import MetaDep, RedisDep, SettingsDep

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import time
 from collections.abc import AsyncIterator
@@ -16,10 +15,11 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Query, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
+
 from longweave.generators.corpus import Corpus
 from longweave.generators.errors import ConfigError, LongweaveError
+from longweave.generators.kinds import DatasetSpec
 from longweave.generators.paths import is_inside, refuse_dotdot
-from longweave.generators.specs import DatasetSpec
 from longweave.generators.tokenizer import load_tokenizer
 
 from ... import keys as S
@@ -38,7 +38,6 @@ SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
     "id": {"type": "string", "pattern": r"^\d+-\d+$", "description": "Send it back as Last-Event-ID to resume."},
     "event": {"type": "string", "enum": ["state", "shard", "progress", "waiting", "error"]},
     "data": {"type": "string", "description": "A JSON object."}}}
-GENERATOR_MODULE = {"cip": "cip", "synl": "synl", "niah": "needles", "doc_qa": "docqa"}
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -74,15 +73,13 @@ async def status_of(r: aioredis.Redis, meta: dict[str, str]) -> DatasetStatus:
 
 
 def check_spec(spec: Any, settings: Any) -> None:
-    """What the models cannot know: this server's limits, paths and installed generators."""
+    """What the models cannot know: this server's limits and paths (a spec's kind is one of `kinds.KINDS`)."""
     if spec.num_samples > settings.max_samples:
         raise ConfigError("num_samples", f"{spec.num_samples} is above this server's limit of {settings.max_samples}",
                           "ask for fewer samples or split the dataset")
     if spec.num_shards() > settings.max_shards:
         raise ConfigError("shard_size", f"{spec.num_shards()} shards is above this server's limit of "
                           f"{settings.max_shards}", "raise shard_size")
-    if importlib.util.find_spec(f"longweave.generators.{GENERATOR_MODULE[spec.kind]}") is None:
-        raise ConfigError("kind", f"'{spec.kind}' is not available on this server", "use another kind")
     roots = settings.data_roots
     if spec.tokenizer is not None:
         _inside_roots(spec.tokenizer, roots, "tokenizer")
@@ -94,9 +91,7 @@ def check_spec(spec: Any, settings: Any) -> None:
                                  max_doc_bytes=settings.max_doc_bytes, oversize=settings.oversize_docs)
             for _ in corpus._iter_documents(1):
                 break
-        except LongweaveError as exc:
-            if exc.field.startswith("--"):  # the corpus module names CLI flags; the API names fields
-                raise type(exc)(exc.field[2:].replace("-", "_"), exc.message, exc.fix.replace("--", "")) from None
+        except LongweaveError:  # typed errors already name their field
             raise
         except (OSError, ValueError, RuntimeError) as exc:
             raise ConfigError("corpus", f"'{spec.corpus}' cannot be opened ({exc})", "check the path") from None

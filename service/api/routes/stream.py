@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
+
 from longweave.generators import streams as S
 
 from ..deps import MetaDep, SettingsDep, StoreDep

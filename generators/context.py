@@ -1,0 +1,146 @@
+"""What every generator shares: the per-process `Context`, `prepare`, the random streams, `Kind`.
+
+Generators import this module and nothing imports generators from here, so the import graph
+runs one way: kind modules -> context, and `kinds.py` (the registry) -> kind modules. A kind
+module declares itself with one `KIND = Kind(...)` next to its spec class; `kinds.py` collects
+those declarations.
+
+Random streams. Every random generator is seeded by `[seed, Stream.<KIND>, ...]`; `Stream` is the
+one list of the numbers that keep streams apart, so two streams cannot pick the same id by
+accident. The values are part of the data: changing one changes every byte generated with it
+(tests/generators/test_golden.py pins them).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .corpus import Corpus
+from .errors import ConfigError, CorpusError
+from .llm import LLM, LLMStats
+from .specs import SpecBase
+from .tokenizer import Tokenizer, resolve_tokenizer
+from .tokenstore import TokenStore
+
+if TYPE_CHECKING:
+    from .records import Record
+
+
+class Stream(enum.IntEnum):
+    """Ids that keep random streams apart for the same seed (second and later seed words)."""
+
+    # One per kind (named after it, below 256), the second word of every seed of that kind.
+    CIP = 1
+    SYNL = 2
+    NIAH = 3
+    DOC_QA = 4
+    # Never a sample index (specs cap num_samples far below): marks a stream that belongs to the
+    # dataset rather than to one sample (the document order, SynL's themes, SynL's model steps).
+    BEYOND_SAMPLES = 1 << 40
+    # CIP's per-epoch document permutations (sample indices stay below 2**27).
+    EPOCH = 0x45504F43
+
+
+# The kind streams by kind name: `sample_rng` and `doc_order` look a spec's up, `Kind` checks its own.
+KIND_STREAM: dict[str, Stream] = {s.name.lower(): s for s in Stream if s < 256}
+
+
+@dataclass(frozen=True)
+class Kind:
+    """The one declaration of a dataset kind, made in the kind's own module.
+
+    `cli_flags`: extra or renamed CLI flags per spec field (`{"max_tables": ("--tables",),
+    "seq_len": ("--seq-len", "-L")}`); every other field becomes `--field-name`.
+    """
+
+    name: str
+    spec: type[SpecBase]
+    stream: Stream
+    needs_corpus: bool
+    generate: Callable[[Context, int, int, int], list[Record]]
+    cli_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        declared = self.spec.model_fields["kind"].default
+        if declared != self.name:
+            raise ValueError(f"kind {self.name!r} declares a spec whose kind is {declared!r}")
+        if KIND_STREAM.get(self.name) != self.stream:
+            raise ValueError(f"kind {self.name!r}: add its stream to context.Stream, named {self.name.upper()}")
+
+
+@dataclass
+class Context:
+    """What generating a dataset needs, loaded once per process and reused for every shard."""
+
+    spec: Any  # one of the kinds' spec classes
+    tokenizer: Tokenizer
+    corpus: Corpus | None
+    cache_dir: Path
+    dataset_id: str
+    memo: dict[str, Any] = field(default_factory=dict)  # per-generator caches (e.g. the CIP plan)
+    llm: LLM | None = None  # injected by the caller (service/llm) when the spec's llm section asks for one
+    llm_stats: LLMStats = field(default_factory=LLMStats)  # what the LLM steps sent, kept and rejected
+    # Cooperative cancellation: generators call `checkpoint()` between samples and inside long
+    # ones; the caller's callable raises to stop the shard (the service checks the dataset state).
+    cancel_check: Callable[[], None] | None = None
+    _store: TokenStore | None = None
+
+    def checkpoint(self) -> None:
+        if self.cancel_check is not None:
+            self.cancel_check()
+
+    @property
+    def store(self) -> TokenStore:
+        """The tokenized corpus, built on first use and cached on disk."""
+        if self._store is None:
+            if self.corpus is None:
+                raise RuntimeError("this dataset kind has no corpus")
+            self._store = TokenStore.build(self.corpus, self.tokenizer, self.cache_dir)
+        return self._store
+
+
+def sample_rng(spec: SpecBase, index: int, *extra: int) -> np.random.Generator:
+    """The random generator of one sample: a function of (seed, kind, global index) alone."""
+    return np.random.default_rng([spec.seed, int(KIND_STREAM[spec.kind]), index, *extra])  # type: ignore[attr-defined]
+
+
+def doc_order(ctx: Context) -> np.ndarray:
+    """The store's non-empty documents in the dataset's seeded order, computed once per process.
+
+    Needle haystacks and doc_qa documents walk it from a sample's random start.
+    """
+    key = f"{ctx.spec.kind}.order"
+    order = ctx.memo.get(key)
+    if order is None:
+        nonempty = np.flatnonzero(ctx.store.lengths > 0)
+        if len(nonempty) == 0:
+            raise CorpusError("corpus", "has no document with any text", "point it at a corpus with text")
+        rng = np.random.default_rng([ctx.spec.seed, int(KIND_STREAM[ctx.spec.kind]), int(Stream.BEYOND_SAMPLES)])
+        order = ctx.memo[key] = nonempty[rng.permutation(len(nonempty))]
+    return order
+
+
+def prepare(kind: Kind, spec: SpecBase, cache_dir: str | Path, llm: LLM | None = None,
+            roots: Sequence[Path] | None = None, max_doc_bytes: int | None = None,
+            oversize: str = "cut") -> Context:
+    """Open the corpus and tokenizer a spec names; raises typed errors for bad input.
+
+    `cache_dir`: resolved by the caller (`Paths`); `roots`: the server's data roots every path
+    must resolve inside (None: unrestricted, CLI).
+    """
+    cache = Path(cache_dir)
+    needs_corpus = kind.needs_corpus or spec.tokenizer is None  # a trained BPE learns from the corpus
+    corpus = Corpus.open(spec.corpus, text_field=spec.text_field, roots=roots, max_doc_bytes=max_doc_bytes,
+                         oversize=oversize) if needs_corpus else None
+    tokenizer = resolve_tokenizer(spec.tokenizer, corpus, vocab_size=spec.vocab_size, cache_dir=cache, roots=roots)
+    llm_spec = getattr(spec, "llm", None)
+    if llm is None and llm_spec is not None and llm_spec.enabled:
+        raise ConfigError("llm", f"this {kind.name} spec asks for a model ({llm_spec.backend}) but none was given",
+                          "run it through the service (longweave serve), which connects the llm section's endpoints")
+    return Context(spec, tokenizer, corpus, cache, spec.dataset_id(), llm=llm)

@@ -1,0 +1,49 @@
+"""The registry of dataset kinds: the one place that lists them.
+
+Each kind declares itself once, in its own module, as `KIND = Kind(name, spec class, stream,
+needs_corpus, generate, cli_flags)` (see `context.Kind`); this module collects the declarations
+into `KINDS` and builds from them what needs every kind at once: the discriminated union of the
+spec classes (`AnySpec`, `DatasetSpec` for FastAPI bodies) and `parse_spec`. The pipeline, the
+REST API, the worker and the CLI read `KINDS`; none of them names a kind.
+
+Adding a kind: write its module (spec class, generate, `KIND`), add its stream to
+`context.Stream`, and add the module to the tuple below (docs/architecture.md, "Adding a dataset
+kind").
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Union
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from . import cip, docqa, needles, synl
+from .context import Kind
+from .errors import ConfigError
+from .specs import describe_error as _describe_error
+
+KINDS: dict[str, Kind] = {k.name: k for k in (cip.KIND, synl.KIND, needles.KIND, docqa.KIND)}
+
+AnySpec = Union[tuple(k.spec for k in KINDS.values())]  # type: ignore[valid-type]  # noqa: UP007
+DatasetSpec = Annotated[AnySpec, Field(discriminator="kind")]  # type: ignore[valid-type]
+_ADAPTER: TypeAdapter[Any] = TypeAdapter(DatasetSpec)
+
+
+def parse_spec(data: dict[str, Any] | str) -> Any:
+    """Validate a spec (dict or JSON) of any kind; raises `ConfigError` naming the first bad field."""
+    try:
+        if isinstance(data, str):
+            return _ADAPTER.validate_json(data)
+        return _ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        raise config_error_from(exc) from None
+
+
+def describe_error(err: dict[str, Any], default_fix: str = "") -> tuple[str, str, str]:
+    """`specs.describe_error` with the registered kinds (for the union's tag and unknown kinds)."""
+    return _describe_error(err, default_fix, tuple(KINDS))
+
+
+def config_error_from(exc: ValidationError) -> ConfigError:
+    field, msg, fix = describe_error(exc.errors()[0], "see `longweave generate --help` for the accepted values")
+    return ConfigError(field if field.startswith("llm.") else field.split(".")[0], msg, fix)

@@ -1,0 +1,49 @@
+"""SynL's spec: the parameters of a synthetic-lookup-table dataset (validated once, like every kind's)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from ..specs import FAMILIES, FORMATS, MAX_SEQ_LEN, LLMSpec, SpecBase, StrictInt
+
+
+class SynLSpec(SpecBase):
+    """Synthetic lengthy tables (SynL): lookup and reasoning questions over rendered tables."""
+
+    kind: Literal["synl"] = "synl"
+    seq_len: StrictInt = Field(8192, ge=256, le=MAX_SEQ_LEN, description="Target tokens of prompt plus answer.")
+    min_len_ratio: float = Field(0.5, gt=0, le=1, description="Sample lengths spread over [ratio x seq_len, seq_len].")
+    formats: list[Literal["markdown", "csv", "jsonl", "html"]] = Field(
+        default_factory=lambda: list(FORMATS), min_length=1, description="Table renderings to draw from.")
+    families: list[Literal["retrieval", "multihop", "aggregation", "comparison", "reasoning"]] = Field(
+        default_factory=lambda: list(FAMILIES), min_length=1, description="Task families to draw from.")
+    max_tables: StrictInt = Field(3, ge=1, le=8, description="Tables per prompt are drawn from 1..max_tables (multi-hop needs 2+).")
+    max_hops: StrictInt = Field(3, ge=1, le=3, description="Multi-hop questions follow 1..max_hops foreign keys (hops+1 tables).")
+    min_columns: StrictInt = Field(5, ge=5, le=16, description="Fewest columns of a table (key and foreign keys included).")
+    max_columns: StrictInt = Field(16, ge=5, le=16, description=(
+        "Most columns of a table (key and foreign keys included); a table always keeps its key, its "
+        "foreign keys and one number, one category and one date column."))
+    llm: LLMSpec = Field(default_factory=LLMSpec, description="Language model for the themes, phrasing and reasoning steps.")
+
+    @field_validator("formats", "families")
+    @classmethod
+    def _dedupe(cls, v: list[str]) -> list[str]:
+        return list(dict.fromkeys(v))
+
+    # Field validators (not a model validator) so that the error names the field to change.
+    @field_validator("max_tables")
+    @classmethod
+    def _room_for_hops(cls, v: int, info: ValidationInfo) -> int:
+        if v < 2 and "multihop" in info.data.get("families", ()):
+            raise ValueError("multihop questions need at least 2 tables: raise max_tables or drop multihop from families")
+        return v
+
+    @field_validator("max_columns")
+    @classmethod
+    def _columns_ordered(cls, v: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_columns", 5)
+        if v < low:
+            raise ValueError(f"max_columns {v} is below min_columns {low}: raise max_columns or lower min_columns")
+        return v
