@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,13 +38,22 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def publish(r: redis.Redis, dataset: str, recs: list[records.Record], batch: int, tokenizer, *, delay: float = 0.0,
-            final: bool = True, times: list[float] | None = None) -> None:
-    """What a worker does: one stream entry per batch, then the dataset's final state."""
+            final: bool = True, times: list[float] | None = None,
+            hold_last: Callable[[], bool] | None = None) -> None:
+    """What a worker does: one stream entry per batch, then the dataset's final state.
+
+    `hold_last`: the last batch waits until it returns True (up to 120 s), so a test can make sure
+    the trainer is at work before production ends, however slow the machine.
+    """
     r.hset(streams.meta_key(dataset), mapping={
         "state": "running", "samples_total": len(recs),
         "tokenizer": json.dumps({"name": tokenizer.name, "sha256": tokenizer.sha256})})
     for seq, a in enumerate(range(0, len(recs), batch)):
         part = recs[a:a + batch]
+        if hold_last is not None and a + batch >= len(recs):
+            deadline = time.time() + 120
+            while not hold_last() and time.time() < deadline:
+                time.sleep(0.1)
         r.xadd(streams.out_key(dataset), {streams.F_SHARD: 0, streams.F_SEQ: seq, streams.F_N: len(part),
                                           streams.F_DATA: records.to_ipc(records.to_table(part))})
         if times is not None:
@@ -69,15 +79,21 @@ def test_trains_while_workers_produce(server, tokenizer, tokenizer_dir, tmp_path
     r = redis.Redis.from_url(server)
     recs = make_records(tokenizer, "live", 240, seed=1)
     published: list[float] = []
-    producer = threading.Thread(target=publish, args=(r, "live", recs, 8, tokenizer),
-                                kwargs={"delay": 0.2, "times": published})
-    producer.start()
     run = tmp_path / "run"
+
+    def three_steps() -> bool:
+        metrics = run / "metrics.jsonl"
+        return metrics.is_file() and len(metrics.read_text().splitlines()) >= 3
+
+    producer = threading.Thread(target=publish, args=(r, "live", recs, 8, tokenizer),
+                                kwargs={"delay": 0.05, "times": published, "hold_last": three_steps})
+    producer.start()
     train.train(config.validate(redis_cfg(server, "live", run, tokenizer_dir)))
     producer.join()
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) >= 10
-    # The producer needs 30 x 0.2 s; several steps were trained before it published its last batch.
+    # The last batch waits (up to 120 s) for three train steps: a trainer that trained only once the
+    # stream was complete would let that wait run out and fail here.
     assert sum(x["time"] < published[-1] for x in lines) >= 3, (published[-1], [x["time"] for x in lines[:5]])
     losses = [x["loss"] for x in lines]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.5, losses
