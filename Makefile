@@ -9,7 +9,7 @@ EXTRAS ?= service,trainer,dev
 STAMP   = $(VENV)/.installed-$(shell echo '$(EXTRAS) $(TORCH)' | md5sum | cut -c1-8)
 DEMO   ?= out/demo
 
-.PHONY: venv vllm demo test test-fast bench clean
+.PHONY: venv vllm demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ demo: venv
 
 test: venv vllm
 	$(PY) -m pytest -q
+
+# Style in seconds, before any test: the rule set is in pyproject.toml ([tool.ruff]).
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test-fast: venv vllm
 	$(PY) -m pytest -q -m "not slow"

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from longweave.generators import cip
-from longweave.generators.pipeline import Context, generate_shard, prepare
 from longweave.generators.cip import CIPSpec
 from longweave.generators.paths import Paths
+from longweave.generators.pipeline import Context, generate_shard, prepare
 
 CONFIGS = [(8192, 4, 2), (32768, 16, 2), (131072, 32, 4)]
 
@@ -59,15 +59,32 @@ def best_rates(fns: dict, n: int, repeat: int) -> dict:
     return {name: n / t for name, t in best.items()}
 
 
-def bench(ctx: Context, token_file: Path, dtype: np.dtype, work: Path, L: int, N: int, K: int,
-          count: int, repeat: int, split: str) -> dict:
+def bench(
+    ctx: Context,
+    token_file: Path,
+    dtype: np.dtype,
+    work: Path,
+    L: int,
+    N: int,
+    K: int,
+    count: int,
+    repeat: int,
+    split: str,
+) -> dict:
     from olmo_core.data.numpy_dataset import NumpyInterleavedFSLDataset
 
     tok = ctx.tokenizer
     theirs = NumpyInterleavedFSLDataset(
-        token_file, sequence_length=L, pad_token_id=tok.pad_id, eos_token_id=tok.eos_id,
-        bos_token_id=tok.bos_id, vocab_size=tok.vocab_size, seed=0, docs_per_instance=N,
-        chunks_per_doc=K, dtype=dtype.type,
+        token_file,
+        sequence_length=L,
+        pad_token_id=tok.pad_id,
+        eos_token_id=tok.eos_id,
+        bos_token_id=tok.bos_id,
+        vocab_size=tok.vocab_size,
+        seed=0,
+        docs_per_instance=N,
+        chunks_per_doc=K,
+        dtype=dtype.type,
     )
     theirs.work_dir = work / f"olmo-{L}-{N}-{K}"
     t = time.perf_counter()
@@ -84,13 +101,18 @@ def bench(ctx: Context, token_file: Path, dtype: np.dtype, work: Path, L: int, N
     for i in range(min(n, 8)):  # warm both
         theirs[i]
     cip.generate(ours, 0, 0, min(n, 8))
-    rates = best_rates({"theirs": lambda: [theirs[i] for i in range(n)],
-                        "ours": lambda: cip.generate(ours, 0, 0, n),
-                        "arrow": lambda: generate_shard(ours, 0)}, n, repeat)
+    rates = best_rates(
+        {
+            "theirs": lambda: [theirs[i] for i in range(n)],
+            "ours": lambda: cip.generate(ours, 0, 0, n),
+            "arrow": lambda: generate_shard(ours, 0),
+        },
+        n,
+        repeat,
+    )
     # OLMo-core pads every instance to L; ours are all content. Count their non-pad tokens.
     fill = sum(int(theirs[i]["label_mask"].sum()) for i in range(n)) / (n * L)
-    return {"L": L, "N": N, "K": K, "n": n, "fill": fill, "our_index": our_index, "their_index": their_index,
-            **rates}
+    return {"L": L, "N": N, "K": K, "n": n, "fill": fill, "our_index": our_index, "their_index": their_index, **rates}
 
 
 def main() -> None:
@@ -113,15 +135,21 @@ def main() -> None:
         for L, N, K in configs:
             rows.append(bench(ctx, token_file, dtype, work, L, N, K, args.count, args.repeat, args.split))
 
-    print(f"corpus: stdlib, {len(ctx.store)} documents, {ctx.store.num_tokens:,} tokens; "
-          f"tokenizer {ctx.tokenizer.name}; our split {args.split}; best of {args.repeat}\n")
-    print("| L | N | K | instances | ours inst/s | ours tok/s | ours + Arrow inst/s | OLMo-core inst/s "
-          "| OLMo-core non-pad tok/s (non-pad share) | ratio (inst/s) | ours index (s) | OLMo-core index (s) |")
+    print(
+        f"corpus: stdlib, {len(ctx.store)} documents, {ctx.store.num_tokens:,} tokens; "
+        f"tokenizer {ctx.tokenizer.name}; our split {args.split}; best of {args.repeat}\n"
+    )
+    print(
+        "| L | N | K | instances | ours inst/s | ours tok/s | ours + Arrow inst/s | OLMo-core inst/s "
+        "| OLMo-core non-pad tok/s (non-pad share) | ratio (inst/s) | ours index (s) | OLMo-core index (s) |"
+    )
     print("|" + "---|" * 12)
     for r in rows:
-        print(f"| {r['L']} | {r['N']} | {r['K']} | {r['n']} | {r['ours']:,.0f} | {r['ours'] * r['L']:,.0f} "
-              f"| {r['arrow']:,.0f} | {r['theirs']:,.0f} | {r['theirs'] * r['L'] * r['fill']:,.0f} ({r['fill']:.0%}) "
-              f"| {r['ours'] / r['theirs']:.1f}x | {r['our_index']:.3f} | {r['their_index']:.3f} |")
+        print(
+            f"| {r['L']} | {r['N']} | {r['K']} | {r['n']} | {r['ours']:,.0f} | {r['ours'] * r['L']:,.0f} "
+            f"| {r['arrow']:,.0f} | {r['theirs']:,.0f} | {r['theirs'] * r['L'] * r['fill']:,.0f} ({r['fill']:.0%}) "
+            f"| {r['ours'] / r['theirs']:.1f}x | {r['our_index']:.3f} | {r['their_index']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

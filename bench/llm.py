@@ -60,11 +60,55 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 CURATOR_VENV = REPO / ".longweave" / "curator-venv"
 CURATOR_VERSION = "0.1.31"
-TOPICS = ["rivers", "mountains", "the moon", "bread", "libraries", "bicycles", "winter", "owls", "copper",
-          "trains", "gardens", "the sea", "clocks", "paper", "volcanoes", "bees", "glass", "maps", "salt",
-          "lighthouses", "rain", "chess", "bridges", "tea", "deserts", "violins", "forests", "comets",
-          "harbors", "snow", "kites", "caves", "wool", "islands", "markets", "thunder", "ink", "foxes",
-          "windmills", "coral", "lanterns", "orchards", "tides", "quartz", "ferries", "moss", "canyons"]
+TOPICS = [
+    "rivers",
+    "mountains",
+    "the moon",
+    "bread",
+    "libraries",
+    "bicycles",
+    "winter",
+    "owls",
+    "copper",
+    "trains",
+    "gardens",
+    "the sea",
+    "clocks",
+    "paper",
+    "volcanoes",
+    "bees",
+    "glass",
+    "maps",
+    "salt",
+    "lighthouses",
+    "rain",
+    "chess",
+    "bridges",
+    "tea",
+    "deserts",
+    "violins",
+    "forests",
+    "comets",
+    "harbors",
+    "snow",
+    "kites",
+    "caves",
+    "wool",
+    "islands",
+    "markets",
+    "thunder",
+    "ink",
+    "foxes",
+    "windmills",
+    "coral",
+    "lanterns",
+    "orchards",
+    "tides",
+    "quartz",
+    "ferries",
+    "moss",
+    "canyons",
+]
 
 
 def cpu_s() -> float:
@@ -92,11 +136,17 @@ def worker_ours(a: argparse.Namespace) -> dict:
         m = llm.metrics()
     finally:
         llm.close()
-    return {"t_start": t0, "t_end": t1, "client_cpu_s": c1 - c0,
-            "ok": sum(r.ok for r in out), "failed": sum(not r.ok for r in out),
-            "completion_tokens": sum(r.completion_tokens for r in out),
-            "prompt_tokens": sum(r.prompt_tokens for r in out),
-            "client_mean_in_flight": m.get("mean_in_flight"), "client_max_in_flight": m.get("max_in_flight")}
+    return {
+        "t_start": t0,
+        "t_end": t1,
+        "client_cpu_s": c1 - c0,
+        "ok": sum(r.ok for r in out),
+        "failed": sum(not r.ok for r in out),
+        "completion_tokens": sum(r.completion_tokens for r in out),
+        "prompt_tokens": sum(r.prompt_tokens for r in out),
+        "client_mean_in_flight": m.get("mean_in_flight"),
+        "client_max_in_flight": m.get("max_in_flight"),
+    }
 
 
 def worker_curator(a: argparse.Namespace) -> dict:
@@ -121,19 +171,30 @@ def worker_curator(a: argparse.Namespace) -> dict:
 
         def parse(self, row: dict, response: dict) -> dict:
             usage = response.get("usage") or {}
-            return {"i": row["i"], "text": response["choices"][0]["message"]["content"] or "",
-                    "completion_tokens": int(usage.get("completion_tokens") or 0),
-                    "prompt_tokens": int(usage.get("prompt_tokens") or 0)}
+            return {
+                "i": row["i"],
+                "text": response["choices"][0]["message"]["content"] or "",
+                "completion_tokens": int(usage.get("completion_tokens") or 0),
+                "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+            }
 
     llm = Bench(
-        model_name=a.model, backend="openai",
+        model_name=a.model,
+        backend="openai",
         generation_params={"max_tokens": a.max_tokens, "temperature": 0.7, "top_p": 0.95},
-        backend_params={"base_url": a.url.split(",")[0], "api_key": "EMPTY", "max_concurrent_requests": a.concurrency,
-                        "max_requests_per_minute": 10_000_000, "max_tokens_per_minute": 10_000_000_000,
-                        "max_retries": 4, "request_timeout": 120, "require_all_responses": False,
-                        # Curator's default also fails (and retries) answers cut at max_tokens;
-                        # ours accepts them, so accept them here too: the same work on both sides.
-                        "invalid_finish_reasons": ["content_filter"]},
+        backend_params={
+            "base_url": a.url.split(",")[0],
+            "api_key": "EMPTY",
+            "max_concurrent_requests": a.concurrency,
+            "max_requests_per_minute": 10_000_000,
+            "max_tokens_per_minute": 10_000_000_000,
+            "max_retries": 4,
+            "request_timeout": 120,
+            "require_all_responses": False,
+            # Curator's default also fails (and retries) answers cut at max_tokens;
+            # ours accepts them, so accept them here too: the same work on both sides.
+            "invalid_finish_reasons": ["content_filter"],
+        },
     )
     rows = [{"i": i, "prompt": p} for i, p in enumerate(prompts(a.prompts))]
     c0, t0 = cpu_s(), time.time()
@@ -145,10 +206,17 @@ def worker_curator(a: argparse.Namespace) -> dict:
     import shutil
 
     shutil.rmtree(cache_dir, ignore_errors=True)
-    return {"t_start": t0, "t_end": t1, "client_cpu_s": c1 - c0, "ok": ok, "failed": a.prompts - ok,
-            "completion_tokens": tokens[0], "prompt_tokens": tokens[1],
-            "client_mean_in_flight": None,
-            "client_max_in_flight": getattr(getattr(res, "performance_stats", None), "max_concurrent_requests", None)}
+    return {
+        "t_start": t0,
+        "t_end": t1,
+        "client_cpu_s": c1 - c0,
+        "ok": ok,
+        "failed": a.prompts - ok,
+        "completion_tokens": tokens[0],
+        "prompt_tokens": tokens[1],
+        "client_mean_in_flight": None,
+        "client_max_in_flight": getattr(getattr(res, "performance_stats", None), "max_concurrent_requests", None),
+    }
 
 
 # -- the orchestrator ------------------------------------------------------------------------------
@@ -160,9 +228,20 @@ class Emulator:
 
         port = free_port()
         self.url, self.model = f"http://127.0.0.1:{port}/v1", "emulated"
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("llm_emulator.py")),
-                                      "--port", str(port), "--model", self.model,
-                                      "--ttft-ms", str(ttft_ms), "--itl-ms", str(itl_ms)])
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(Path(__file__).with_name("llm_emulator.py")),
+                "--port",
+                str(port),
+                "--model",
+                self.model,
+                "--ttft-ms",
+                str(ttft_ms),
+                "--itl-ms",
+                str(itl_ms),
+            ]
+        )
         import httpx
 
         deadline = time.time() + 30
@@ -185,7 +264,6 @@ class Emulator:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
-
 
 
 class MetricsPoller:
@@ -217,7 +295,7 @@ class MetricsPoller:
                     pass  # a missed sample; the mean is over the samples taken
                 self._stop.wait(max(0.0, self.interval_s - (time.time() - t)))
 
-    def __enter__(self) -> MetricsPoller:  # noqa: PYI034
+    def __enter__(self) -> MetricsPoller:
         self._thread.start()
         return self
 
@@ -239,20 +317,47 @@ def ensure_curator_venv() -> Path:
     py = CURATOR_VENV / "bin" / "python"
     stamp = CURATOR_VENV / f".installed-curator-{CURATOR_VERSION}"
     if not stamp.exists():
-        print(f"[bench] installing bespokelabs-curator=={CURATOR_VERSION} into {CURATOR_VENV} (about a minute)",
-              file=sys.stderr)
+        print(
+            f"[bench] installing bespokelabs-curator=={CURATOR_VERSION} into {CURATOR_VENV} (about a minute)",
+            file=sys.stderr,
+        )
         if not py.exists():
             subprocess.run([sys.executable, "-m", "venv", str(CURATOR_VENV)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        f"bespokelabs-curator=={CURATOR_VERSION}"], check=True)
+        subprocess.run(
+            [
+                str(py),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                f"bespokelabs-curator=={CURATOR_VERSION}",
+            ],
+            check=True,
+        )
         stamp.touch()
     return py
 
 
-def run_worker(kind: str, python: str, a: argparse.Namespace, poller: MetricsPoller, n: int,
-               emulators: list[Emulator]) -> dict:
-    cmd = [python, str(Path(__file__).resolve()), "--worker", kind, "--url", a.url, "--model", a.model,
-           "--prompts", str(n), "--concurrency", str(a.concurrency), "--max-tokens", str(a.max_tokens)]
+def run_worker(
+    kind: str, python: str, a: argparse.Namespace, poller: MetricsPoller, n: int, emulators: list[Emulator]
+) -> dict:
+    cmd = [
+        python,
+        str(Path(__file__).resolve()),
+        "--worker",
+        kind,
+        "--url",
+        a.url,
+        "--model",
+        a.model,
+        "--prompts",
+        str(n),
+        "--concurrency",
+        str(a.concurrency),
+        "--max-tokens",
+        str(a.max_tokens),
+    ]
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     server_cpu0 = sum(e.cpu_s() for e in emulators)
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False)
@@ -278,21 +383,31 @@ def fmt(x: float | None, spec: str = ".1f") -> str:
 def table(runs: list[dict], a: argparse.Namespace) -> str:
     emulated = a.server == "emulated"
     several = len(a.url.split(",")) > 1
-    rows = [("| client | run | wall s | completion tok/s | requests/s | in flight (servers, mean) "
-             + ("| in flight per server (mean) " if several else "")
-             + "| in flight (client, mean) | client CPU s |" + (" server CPU s |" if emulated else "")
-             + " ok / failed |"),
-            "|---|---|---:|---:|---:|---:|" + ("---|" if several else "") + "---:|---:|"
-            + ("---:|" if emulated else "") + "---:|"]
+    rows = [
+        (
+            "| client | run | wall s | completion tok/s | requests/s | in flight (servers, mean) "
+            + ("| in flight per server (mean) " if several else "")
+            + "| in flight (client, mean) | client CPU s |"
+            + (" server CPU s |" if emulated else "")
+            + " ok / failed |"
+        ),
+        "|---|---|---:|---:|---:|---:|"
+        + ("---|" if several else "")
+        + "---:|---:|"
+        + ("---:|" if emulated else "")
+        + "---:|",
+    ]
     name = {"ours": "longweave `OpenAIBackend`", "curator": f"curator {CURATOR_VERSION} (online, openai)"}
     seen: dict[str, int] = {}
     for r in runs:
         seen[r["client"]] = seen.get(r["client"], 0) + 1
         server_cpu = f" {fmt(r['server_cpu_s'])} |" if emulated else ""
         per = f" {' / '.join(f'{x:.1f}' for x in r['per_server_in_flight'])} |" if several else ""
-        rows.append(f"| {name[r['client']]} | {seen[r['client']]} | {r['wall_s']:.1f} | {r['tok_s']:,.0f} | {r['req_s']:.1f} "
-                    f"| {fmt(r['server_mean_in_flight'])} |{per} {fmt(r['client_mean_in_flight'])} "
-                    f"| {r['client_cpu_s']:.1f} |{server_cpu} {r['ok']} / {r['failed']} |")
+        rows.append(
+            f"| {name[r['client']]} | {seen[r['client']]} | {r['wall_s']:.1f} | {r['tok_s']:,.0f} | {r['req_s']:.1f} "
+            f"| {fmt(r['server_mean_in_flight'])} |{per} {fmt(r['client_mean_in_flight'])} "
+            f"| {r['client_cpu_s']:.1f} |{server_cpu} {r['ok']} / {r['failed']} |"
+        )
     out = "\n".join(rows)
     by = {k: [r for r in runs if r["client"] == k] for k in ("ours", "curator")}
     med = {k: statistics.median(r["tok_s"] for r in v) for k, v in by.items() if v}
@@ -301,12 +416,16 @@ def table(runs: list[dict], a: argparse.Namespace) -> str:
     cur_inflight = [r["server_mean_in_flight"] for r in by["curator"] if r["server_mean_in_flight"] is not None]
     out += "\n\n"
     if len(med) == 2:
-        out += (f"Median completion tokens/s: ours {med['ours']:,.0f}, curator {med['curator']:,.0f}: "
-                f"**{med['ours'] / med['curator']:.2f}x** (target >= 1.5x). ")
+        out += (
+            f"Median completion tokens/s: ours {med['ours']:,.0f}, curator {med['curator']:,.0f}: "
+            f"**{med['ours'] / med['curator']:.2f}x** (target >= 1.5x). "
+        )
     if inflight:
         share = statistics.median(inflight) / slots
-        out += (f"Ours kept a median {statistics.median(inflight):.1f} of {slots} requests in flight "
-                f"at the server{'s' if several else ''} ({share:.0%}; target >= 90%)")
+        out += (
+            f"Ours kept a median {statistics.median(inflight):.1f} of {slots} requests in flight "
+            f"at the server{'s' if several else ''} ({share:.0%}; target >= 90%)"
+        )
         if cur_inflight:
             out += f", curator {statistics.median(cur_inflight):.1f}"
         out += "."
@@ -316,8 +435,12 @@ def table(runs: list[dict], a: argparse.Namespace) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", help="an existing server's OpenAI base URL (…/v1); default: start the tiny model")
-    ap.add_argument("--server", choices=["vllm", "emulated"], default="vllm",
-                    help="without --url: a real vLLM (CPU) with the tiny model, or bench/llm_emulator.py")
+    ap.add_argument(
+        "--server",
+        choices=["vllm", "emulated"],
+        default="vllm",
+        help="without --url: a real vLLM (CPU) with the tiny model, or bench/llm_emulator.py",
+    )
     ap.add_argument("--ttft-ms", type=float, default=30.0, help="emulated server: time to the first token")
     ap.add_argument("--itl-ms", type=float, default=5.0, help="emulated server: time per further token")
     ap.add_argument("--replicas", type=int, default=1, help="emulated server: how many (ours only when > 1)")
@@ -326,8 +449,12 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=48)
     ap.add_argument("--rounds", type=int, default=2, help="runs of each client, alternating")
-    ap.add_argument("--warmup", type=int, default=512,
-                    help="prompts sent (through ours) before measuring: the first run after a cold start is slow")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=512,
+        help="prompts sent (through ours) before measuring: the first run after a cold start is slow",
+    )
     ap.add_argument("--poll-ms", type=float, default=50.0)
     ap.add_argument("--only", choices=["ours", "curator"], help="run one client only")
     ap.add_argument("--markdown", action="store_true", help="print only the markdown table")
@@ -375,10 +502,12 @@ def main() -> int:
                 for kind in order:
                     r = run_worker(kind, pythons[kind], a, poller, a.prompts, emulators)
                     runs.append(r)
-                    log(f"[bench] round {rnd + 1} {kind:8s} wall {r['wall_s']:6.1f} s  {r['tok_s']:7,.0f} tok/s  "
+                    log(
+                        f"[bench] round {rnd + 1} {kind:8s} wall {r['wall_s']:6.1f} s  {r['tok_s']:7,.0f} tok/s  "
                         f"{r['req_s']:6.1f} req/s  in flight server {fmt(r['server_mean_in_flight'])} "
                         f"client {fmt(r['client_mean_in_flight'])}  client CPU {r['client_cpu_s']:.1f} s  "
-                        f"server CPU {fmt(r['server_cpu_s'])} s  ok {r['ok']} failed {r['failed']}")
+                        f"server CPU {fmt(r['server_cpu_s'])} s  ok {r['ok']} failed {r['failed']}"
+                    )
     finally:
         if srv is not None:
             stop_vllm(srv)
@@ -388,13 +517,17 @@ def main() -> int:
     cpu = f"{os.cpu_count()} CPU cores, {platform.machine()}"
     if emulators:
         ideal = a.concurrency * len(emulators) / ((a.ttft_ms + a.max_tokens * a.itl_ms) / 1000)
-        server = (f"{len(emulators)} x bench/llm_emulator.py ({a.ttft_ms:g} ms + {a.itl_ms:g} ms per token: "
-                  f"at most {ideal:,.0f} requests/s at this concurrency)")
+        server = (
+            f"{len(emulators)} x bench/llm_emulator.py ({a.ttft_ms:g} ms + {a.itl_ms:g} ms per token: "
+            f"at most {ideal:,.0f} requests/s at this concurrency)"
+        )
     else:
         server = f"{'vLLM (CPU build)' if srv is not None else 'the server'} at {a.url} model `{a.model}`"
-    print(f"\n{a.prompts} prompts x {a.max_tokens} max tokens, concurrency {a.concurrency} per server, "
-          f"server: {server}, "
-          f"{cpu}.\n")
+    print(
+        f"\n{a.prompts} prompts x {a.max_tokens} max tokens, concurrency {a.concurrency} per server, "
+        f"server: {server}, "
+        f"{cpu}.\n"
+    )
     print(table(runs, a))
     return 0
 

@@ -37,14 +37,17 @@ def app(model: str, ttft_s: float, itl_s: float) -> Starlette:
     state = {"running": 0, "served": 0}
 
     async def models(request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [
-            {"id": model, "object": "model", "created": 0, "owned_by": "longweave-bench"}]})
+        return JSONResponse(
+            {"object": "list", "data": [{"id": model, "object": "model", "created": 0, "owned_by": "longweave-bench"}]}
+        )
 
     async def metrics(request: Request) -> Response:
         label = f'{{model_name="{model}"}}'
-        return PlainTextResponse(f"vllm:num_requests_running{label} {state['running']}\n"
-                                 f"vllm:num_requests_waiting{label} 0\n"
-                                 f"longweave_emulator_served_total {state['served']}\n")
+        return PlainTextResponse(
+            f"vllm:num_requests_running{label} {state['running']}\n"
+            f"vllm:num_requests_waiting{label} 0\n"
+            f"longweave_emulator_served_total {state['served']}\n"
+        )
 
     async def chat(request: Request) -> Response:
         body = await request.json()
@@ -56,17 +59,31 @@ def app(model: str, ttft_s: float, itl_s: float) -> Starlette:
         finally:
             state["running"] -= 1
         state["served"] += 1
-        return JSONResponse({
-            "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", model),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(["word"] * n)},
-                         "logprobs": None, "finish_reason": "length"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n},
-        })
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", model),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": " ".join(["word"] * n)},
+                        "logprobs": None,
+                        "finish_reason": "length",
+                    }
+                ],
+                "usage": {"prompt_tokens": prompt, "completion_tokens": n, "total_tokens": prompt + n},
+            }
+        )
 
-    return Starlette(routes=[Route("/v1/models", models, methods=["GET"]),
-                             Route("/metrics", metrics, methods=["GET"]),
-                             Route("/v1/chat/completions", chat, methods=["POST"])])
+    return Starlette(
+        routes=[
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+        ]
+    )
 
 
 def main() -> None:
@@ -79,8 +96,16 @@ def main() -> None:
     a = ap.parse_args()
     # uvloop and httptools (both come with uvicorn[standard]) keep the server's own cost per
     # request well under the clients', so that the clients are what is measured.
-    uvicorn.run(app(a.model, a.ttft_ms / 1000, a.itl_ms / 1000), host=a.host, port=a.port, loop="uvloop",
-                http="httptools", log_level="warning", access_log=False, backlog=4096)
+    uvicorn.run(
+        app(a.model, a.ttft_ms / 1000, a.itl_ms / 1000),
+        host=a.host,
+        port=a.port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        backlog=4096,
+    )
 
 
 if __name__ == "__main__":

@@ -35,10 +35,11 @@ from pathlib import Path
 import httpx
 import numpy as np
 import redis
+
 from longweave.generators import streams as S
+from longweave.generators.kinds import parse_spec
 from longweave.generators.pipeline import generate_shard, prepare
 from longweave.generators.records import to_ipc
-from longweave.generators.kinds import parse_spec
 from longweave.service.queue import Queue
 from longweave.service.redis_server import EmbeddedRedis, free_port
 from longweave.service.settings import hash_api_key
@@ -60,8 +61,9 @@ async def _poll(host: str, port: int, path: str, seconds: float, lat: list[float
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             status = head.split(b" ", 2)[1]
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))
+            length = next(
+                int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")
+            )
             await reader.readexactly(length)
             lat.append(time.perf_counter() - t)
             assert status == b"200", head
@@ -78,10 +80,28 @@ async def _polls(url: str, path: str, clients: int, seconds: float) -> list[floa
 
 def bench_status(server: EmbeddedRedis, home: Path, cache: Path, clients: int, seconds: float) -> dict:
     port = free_port()
-    env = {**os.environ, "REDIS_URL": server.url, "LONGWEAVE_HOME": str(home), "LONGWEAVE_CACHE_DIR": str(cache),
-           "LONGWEAVE_API_KEYS": f'{{"{hash_api_key(KEY)}": "bench"}}'}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "longweave.service.api.main:create_app",
-                             "--port", str(port), "--log-level", "warning", "--no-access-log"], env=env)
+    env = {
+        **os.environ,
+        "REDIS_URL": server.url,
+        "LONGWEAVE_HOME": str(home),
+        "LONGWEAVE_CACHE_DIR": str(cache),
+        "LONGWEAVE_API_KEYS": f'{{"{hash_api_key(KEY)}": "bench"}}',
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "longweave.service.api.main:create_app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -91,16 +111,24 @@ def bench_status(server: EmbeddedRedis, home: Path, cache: Path, clients: int, s
             except httpx.HTTPError:
                 time.sleep(0.1)
         headers = {"Authorization": f"Bearer {KEY}"}
-        resp = httpx.post(f"{url}/v1/datasets", headers=headers,
-                          json={"kind": "cip", "seq_len": 256, "num_samples": 1000, "shard_size": 100})
+        resp = httpx.post(
+            f"{url}/v1/datasets",
+            headers=headers,
+            json={"kind": "cip", "seq_len": 256, "num_samples": 1000, "shard_size": 100},
+        )
         path = f"/v1/datasets/{resp.json()['id']}"
         asyncio.run(_polls(url, path, min(clients, 10), 1.0))  # warm-up
         lat = np.array(asyncio.run(_polls(url, path, clients, seconds)))
     finally:
         proc.terminate()
         proc.wait()
-    return {"clients": clients, "requests": len(lat), "rps": len(lat) / seconds,
-            "p50_ms": float(np.percentile(lat, 50) * 1e3), "p99_ms": float(np.percentile(lat, 99) * 1e3)}
+    return {
+        "clients": clients,
+        "requests": len(lat),
+        "rps": len(lat) / seconds,
+        "p50_ms": float(np.percentile(lat, 50) * 1e3),
+        "p99_ms": float(np.percentile(lat, 99) * 1e3),
+    }
 
 
 # -- 2. batch throughput --------------------------------------------------------------------------
@@ -123,8 +151,9 @@ def _raw_consumer(url: str, key: str, count: int, out: mp.Queue) -> None:
     out.put((time.perf_counter(), nbytes))
 
 
-def _lw_producer(url: str, dataset: str, payloads: list[tuple[bytes, int, int]], max_queued: int,
-                 start: mp.Event) -> None:
+def _lw_producer(
+    url: str, dataset: str, payloads: list[tuple[bytes, int, int]], max_queued: int, start: mp.Event
+) -> None:
     q = Queue(url)
     start.wait()
     publish_batches(q, dataset, 0, payloads, max_queued)
@@ -163,8 +192,9 @@ def _run(producer: mp.Process, consumer: mp.Process, start: mp.Event, out: mp.Qu
     return t1 - t0, nbytes
 
 
-def bench_throughput(server: EmbeddedRedis, cache: Path, megabytes: float, batch_size: int, seq_len: int,
-                     max_queued: int, repeat: int) -> dict:
+def bench_throughput(
+    server: EmbeddedRedis, cache: Path, megabytes: float, batch_size: int, seq_len: int, max_queued: int, repeat: int
+) -> dict:
     spec = parse_spec({"kind": "cip", "seq_len": seq_len, "num_samples": batch_size, "shard_size": batch_size})
     table = generate_shard(prepare(spec, cache), 0)
     payload = to_ipc(table)
@@ -201,8 +231,9 @@ def bench_throughput(server: EmbeddedRedis, cache: Path, megabytes: float, batch
     return out_row
 
 
-def bench_mix(server: EmbeddedRedis, cache: Path, megabytes: float, batch_size: int, seq_len: int,
-              max_queued: int, repeat: int) -> dict:
+def bench_mix(
+    server: EmbeddedRedis, cache: Path, megabytes: float, batch_size: int, seq_len: int, max_queued: int, repeat: int
+) -> dict:
     """Each producer with each consumer (raw/longweave), to see which side costs what: MB/s medians."""
     spec = parse_spec({"kind": "cip", "seq_len": seq_len, "num_samples": batch_size, "shard_size": batch_size})
     payload = to_ipc(generate_shard(prepare(spec, cache), 0))
@@ -219,13 +250,25 @@ def bench_mix(server: EmbeddedRedis, cache: Path, megabytes: float, batch_size: 
                 if cons == "longweave":  # a group the raw reader never reads would hold the producer back
                     r.xgroup_create(S.out_key(ds), S.run_group("bench"), id="0", mkstream=True)
                 start, out = ctx.Event(), ctx.Queue()
-                p = (ctx.Process(target=_raw_producer, args=(server.url, S.out_key(ds), [payload] * batches, start))
-                     if prod == "raw" else
-                     ctx.Process(target=_lw_producer, args=(server.url, ds, [(payload, batch_size,
-                                                                             batch_size * seq_len)] * batches,
-                                                            max_queued, start)))
-                c = (ctx.Process(target=_raw_consumer, args=(server.url, S.out_key(ds), batches, out))
-                     if cons == "raw" else ctx.Process(target=_lw_consumer, args=(server.url, ds, batches, out)))
+                p = (
+                    ctx.Process(target=_raw_producer, args=(server.url, S.out_key(ds), [payload] * batches, start))
+                    if prod == "raw"
+                    else ctx.Process(
+                        target=_lw_producer,
+                        args=(
+                            server.url,
+                            ds,
+                            [(payload, batch_size, batch_size * seq_len)] * batches,
+                            max_queued,
+                            start,
+                        ),
+                    )
+                )
+                c = (
+                    ctx.Process(target=_raw_consumer, args=(server.url, S.out_key(ds), batches, out))
+                    if cons == "raw"
+                    else ctx.Process(target=_lw_consumer, args=(server.url, ds, batches, out))
+                )
                 secs, nbytes = _run(p, c, start, out)
                 res.setdefault(f"{prod} producer, {cons} consumer", []).append(nbytes / secs / 1e6)
     r.flushall()
@@ -236,16 +279,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--megabytes", type=float, default=600,
-                    help="payload streamed per run and shape (runs much shorter than a second are mostly noise)")
-    ap.add_argument("--shapes", default="8x1024,32x1024,32x4096",
-                    help="batch shapes to stream, SAMPLESxTOKENS, comma separated")
+    ap.add_argument(
+        "--megabytes",
+        type=float,
+        default=600,
+        help="payload streamed per run and shape (runs much shorter than a second are mostly noise)",
+    )
+    ap.add_argument(
+        "--shapes", default="8x1024,32x1024,32x4096", help="batch shapes to stream, SAMPLESxTOKENS, comma separated"
+    )
     ap.add_argument("--max-queued", type=int, default=64, help="longweave backpressure bound (batches)")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--cache", type=Path, default=Path(".longweave/test-cache"))
     ap.add_argument("--markdown", action="store_true")
-    ap.add_argument("--mix", action="store_true",
-                    help="only the throughput part, each producer with each consumer (MB/s medians)")
+    ap.add_argument(
+        "--mix", action="store_true", help="only the throughput part, each producer with each consumer (MB/s medians)"
+    )
     args = ap.parse_args()
     shapes = [tuple(int(x) for x in s.split("x")) for s in args.shapes.split(",")]
 
@@ -256,23 +305,29 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as home, EmbeddedRedis(Path(home) / "redis") as server:
         status = bench_status(server, Path(home), args.cache, args.clients, args.seconds)
-        rows = [bench_throughput(server, args.cache, args.megabytes, bs, sl, args.max_queued, args.repeat)
-                for bs, sl in shapes]
+        rows = [
+            bench_throughput(server, args.cache, args.megabytes, bs, sl, args.max_queued, args.repeat)
+            for bs, sl in shapes
+        ]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     if not args.markdown:
         print(machine, status, *rows, sep="\n")
         return
     print(f"Machine: {machine}; embedded valkey-server (appendonly, everysec).\n")
     print("| status polls | clients | requests/s | p50 | p99 |\n| --- | --- | --- | --- | --- |")
-    print(f"| GET /v1/datasets/{{id}} | {status['clients']} | {status['rps']:,.0f} | "
-          f"{status['p50_ms']:.0f} ms | {status['p99_ms']:.0f} ms |\n")
+    print(
+        f"| GET /v1/datasets/{{id}} | {status['clients']} | {status['rps']:,.0f} | "
+        f"{status['p50_ms']:.0f} ms | {status['p99_ms']:.0f} ms |\n"
+    )
     print(f"Batch throughput, median of {args.repeat} (producer and consumer in separate processes):\n")
     print("| batch | IPC size | batches | raw MB/s | raw samples/s | longweave MB/s | longweave samples/s | ratio |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for t in rows:
-        print(f"| {t['batch_size']} x {t['seq_len']} tokens | {t['payload_kb']:,.0f} KiB | {t['batches']} | "
-              f"{t['raw_mb_s']:,.0f} | {t['raw_samples_s']:,.0f} | {t['longweave_mb_s']:,.0f} | "
-              f"{t['longweave_samples_s']:,.0f} | {t['ratio']:.0%} |")
+        print(
+            f"| {t['batch_size']} x {t['seq_len']} tokens | {t['payload_kb']:,.0f} KiB | {t['batches']} | "
+            f"{t['raw_mb_s']:,.0f} | {t['raw_samples_s']:,.0f} | {t['longweave_mb_s']:,.0f} | "
+            f"{t['longweave_samples_s']:,.0f} | {t['ratio']:.0%} |"
+        )
 
 
 if __name__ == "__main__":

@@ -91,8 +91,11 @@ def run(seq_len: int, samples: int, ruler: int, tokenizer: str | None, seed: int
         elapsed = time.perf_counter() - t
     tokens = sum(len(r.input_ids) for r in records)
     out = {
-        "samples": samples, "mean_tokens": tokens / samples, "s_per_sample": elapsed / samples,
-        "samples_per_s": samples / elapsed, "tokens_per_s": tokens / elapsed,
+        "samples": samples,
+        "mean_tokens": tokens / samples,
+        "s_per_sample": elapsed / samples,
+        "samples_per_s": samples / elapsed,
+        "tokens_per_s": tokens / elapsed,
         "encodings": counter.calls / samples,
         "fill": float(np.mean([len(r.input_ids) / r.meta["target_tokens"] for r in records])),
     }
@@ -115,11 +118,14 @@ def main() -> None:
     rows = []
     for seq_len, n in zip(LENGTHS, counts):
         r = run(seq_len, n, args.ruler, args.tokenizer, args.seed)
-        ruler = (f" | {r['ruler_s_per_sample']:.2f} | {r['ruler_encodings']:.1f}" if args.ruler else "")
-        rows.append(f"| {seq_len:,} | {n} | {r['mean_tokens']:,.0f} | {r['fill']:.3f} | {r['s_per_sample']:.3f} | "
-                    f"{r['samples_per_s']:.2f} | {r['tokens_per_s']:,.0f} | {r['encodings']:.1f}{ruler} |")
-    head = ("| seq_len | samples | mean tokens | tokens / target | s/sample | samples/s | tokens/s | "
-            "exact encodings/sample")
+        ruler = f" | {r['ruler_s_per_sample']:.2f} | {r['ruler_encodings']:.1f}" if args.ruler else ""
+        rows.append(
+            f"| {seq_len:,} | {n} | {r['mean_tokens']:,.0f} | {r['fill']:.3f} | {r['s_per_sample']:.3f} | "
+            f"{r['samples_per_s']:.2f} | {r['tokens_per_s']:,.0f} | {r['encodings']:.1f}{ruler} |"
+        )
+    head = (
+        "| seq_len | samples | mean tokens | tokens / target | s/sample | samples/s | tokens/s | exact encodings/sample"
+    )
     sep = "|---|---|---|---|---|---|---|---"
     if args.ruler:
         head += " | RULER-style fit s/sample | RULER-style encodings/sample"

@@ -48,7 +48,7 @@ def make_data(tok_dir: Path, out: Path, docs: int, min_len: int, max_len: int, s
     for i in range(docs + 40):
         n = int(rng.integers(min_len, max_len + 1))
         a = int(rng.integers(0, len(ids) - n))
-        body = np.concatenate([[tok.bos_id], ids[a:a + n - 2], [tok.eos_id]]).astype(np.int32)
+        body = np.concatenate([[tok.bos_id], ids[a : a + n - 2], [tok.eos_id]]).astype(np.int32)
         recs.append(records.Record(id=records.record_id("bench", 0, i), kind="cip", input_ids=body))
     records.write_parquet(records.to_table(recs[:docs]), out / "data" / records.shard_name(0))
     records.write_parquet(records.to_table(recs[docs:]), out / "heldout" / records.shard_name(0))
@@ -62,15 +62,25 @@ def make_data(tok_dir: Path, out: Path, docs: int, min_len: int, max_len: int, s
 def model_config(args, tok):
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=tok.vocab_size, hidden_size=args.hidden, num_hidden_layers=args.layers,
-                       num_attention_heads=args.heads, num_key_value_heads=args.heads // 2,
-                       intermediate_size=args.hidden * 3, max_position_embeddings=args.seq_len,
-                       bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
-                       tie_word_embeddings=True, attn_implementation="sdpa")
+    return LlamaConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads // 2,
+        intermediate_size=args.hidden * 3,
+        max_position_embeddings=args.seq_len,
+        bos_token_id=tok.bos_id,
+        eos_token_id=tok.eos_id,
+        pad_token_id=tok.pad_id,
+        tie_word_embeddings=True,
+        attn_implementation="sdpa",
+    )
 
 
 def heldout_loss(model, data: Path) -> float:
     import torch
+
     from longweave.generators.records import read_parquet
 
     model.eval()
@@ -95,17 +105,44 @@ def run_longweave(args, data: Path, work: Path) -> dict:
     from longweave.trainer import config, train
 
     rows = args.batch_tokens // args.seq_len
-    cfg = config.validate({
-        "run_dir": str(work / "longweave"), "steps": 10**6, "micro_batch": rows, "accumulation": 1,
-        "checkpoint_every": 10**6, "threads": args.threads, "progress": False, "seed": 0,
-        "model": {"path": "tiny", "init_seed": 0, "tiny": {
-            "hidden_size": args.hidden, "num_layers": args.layers, "num_heads": args.heads,
-            "num_kv_heads": args.heads // 2, "intermediate_size": args.hidden * 3}},
-        "data": {"seq_len": args.seq_len, "doc_mask": True, "pack_buffer": 64,
-                 "sources": [{"kind": "parquet", "path": [str(data)], "epochs": 1}]},
-        "optim": {"lr": args.lr, "warmup_steps": args.warmup, "min_lr_ratio": 0.0, "weight_decay": 0.1,
-                  "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0},
-    })
+    cfg = config.validate(
+        {
+            "run_dir": str(work / "longweave"),
+            "steps": 10**6,
+            "micro_batch": rows,
+            "accumulation": 1,
+            "checkpoint_every": 10**6,
+            "threads": args.threads,
+            "progress": False,
+            "seed": 0,
+            "model": {
+                "path": "tiny",
+                "init_seed": 0,
+                "tiny": {
+                    "hidden_size": args.hidden,
+                    "num_layers": args.layers,
+                    "num_heads": args.heads,
+                    "num_kv_heads": args.heads // 2,
+                    "intermediate_size": args.hidden * 3,
+                },
+            },
+            "data": {
+                "seq_len": args.seq_len,
+                "doc_mask": True,
+                "pack_buffer": 64,
+                "sources": [{"kind": "parquet", "path": [str(data)], "epochs": 1}],
+            },
+            "optim": {
+                "lr": args.lr,
+                "warmup_steps": args.warmup,
+                "min_lr_ratio": 0.0,
+                "weight_decay": 0.1,
+                "beta1": 0.9,
+                "beta2": 0.95,
+                "grad_clip": 1.0,
+            },
+        }
+    )
     # The cosine must end with the epoch: count the steps the packer will make first.
     from longweave.trainer.data import ParquetSource
     from longweave.trainer.packing import Packer
@@ -121,12 +158,17 @@ def run_longweave(args, data: Path, work: Path) -> dict:
     from transformers import AutoModelForCausalLM
 
     lines = [json.loads(x) for x in (work / "longweave" / "metrics.jsonl").read_text().splitlines()]
-    return {"wall_s": wall, "steps": steps, "train_loss_last": float(np.mean([x["loss"] for x in lines[-5:]])),
-            "heldout_loss": heldout_loss(AutoModelForCausalLM.from_pretrained(str(final)), data)}
+    return {
+        "wall_s": wall,
+        "steps": steps,
+        "train_loss_last": float(np.mean([x["loss"] for x in lines[-5:]])),
+        "heldout_loss": heldout_loss(AutoModelForCausalLM.from_pretrained(str(final)), data),
+    }
 
 
 def _hf_dataset(data: Path):
     from datasets import Dataset
+
     from longweave.generators.records import read_parquet
 
     rows = read_parquet(data / "data" / "shard-00000.parquet").column("input_ids").to_pylist()
@@ -135,7 +177,6 @@ def _hf_dataset(data: Path):
 
 def run_hf(args, data: Path, work: Path, kind: str) -> dict:
     import torch
-    from longweave.generators.tokenizer import load_tokenizer
     from transformers import (
         DataCollatorForLanguageModeling,
         LlamaForCausalLM,
@@ -143,14 +184,30 @@ def run_hf(args, data: Path, work: Path, kind: str) -> dict:
         TrainingArguments,
     )
 
+    from longweave.generators.tokenizer import load_tokenizer
+
     tok = load_tokenizer(data / "tokenizer")
     torch.manual_seed(0)  # the same initial weights as longweave's tiny model (same seed, same config)
     model = LlamaForCausalLM(model_config(args, tok))
     ds = _hf_dataset(data)
-    common = {"output_dir": str(work / kind), "num_train_epochs": 1, "learning_rate": args.lr, "weight_decay": 0.1,
-              "adam_beta1": 0.9, "adam_beta2": 0.95, "max_grad_norm": 1.0, "warmup_steps": args.warmup,
-              "lr_scheduler_type": "cosine", "logging_steps": 5, "save_strategy": "no", "report_to": [],
-              "use_cpu": True, "dataloader_num_workers": 0, "seed": 0, "disable_tqdm": True}
+    common = {
+        "output_dir": str(work / kind),
+        "num_train_epochs": 1,
+        "learning_rate": args.lr,
+        "weight_decay": 0.1,
+        "adam_beta1": 0.9,
+        "adam_beta2": 0.95,
+        "max_grad_norm": 1.0,
+        "warmup_steps": args.warmup,
+        "lr_scheduler_type": "cosine",
+        "logging_steps": 5,
+        "save_strategy": "no",
+        "report_to": [],
+        "use_cpu": True,
+        "dataloader_num_workers": 0,
+        "seed": 0,
+        "disable_tqdm": True,
+    }
     if kind == "trainer":
         # A batch of documents whose padded size is about the same token budget.
         avg = (args.min_len + args.max_len) / 2
@@ -168,8 +225,12 @@ def run_hf(args, data: Path, work: Path, kind: str) -> dict:
     out = trainer.train()
     wall = time.perf_counter() - t0
     logs = [x["loss"] for x in trainer.state.log_history if "loss" in x]
-    return {"wall_s": wall, "steps": out.global_step, "train_loss_last": float(np.mean(logs[-2:])),
-            "heldout_loss": heldout_loss(model, data)}
+    return {
+        "wall_s": wall,
+        "steps": out.global_step,
+        "train_loss_last": float(np.mean(logs[-2:])),
+        "heldout_loss": heldout_loss(model, data),
+    }
 
 
 def child(args) -> None:
@@ -209,6 +270,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "tests"))
     work = Path(tempfile.mkdtemp(prefix="lw-bench-"))
     from conftest import CACHE  # the tests' trained BPE 8192 (built on first use)
+
     from longweave.generators.corpus import Corpus
     from longweave.generators.tokenizer import resolve_tokenizer
 
@@ -217,8 +279,19 @@ def main() -> None:
     results = {}
     for system in args.systems.split(","):
         cmd = [sys.executable, __file__, "--only", system, "--data", str(data), "--work", str(work)]
-        for k in ("docs", "min_len", "max_len", "seq_len", "batch_tokens", "hidden", "layers", "heads", "lr",
-                  "warmup", "threads"):
+        for k in (
+            "docs",
+            "min_len",
+            "max_len",
+            "seq_len",
+            "batch_tokens",
+            "hidden",
+            "layers",
+            "heads",
+            "lr",
+            "warmup",
+            "threads",
+        ):
             cmd += [f"--{k.replace('_', '-')}", str(getattr(args, k))]
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, check=False)
@@ -228,16 +301,23 @@ def main() -> None:
             continue
         results[system] = json.loads(line[0][7:])
     base = results.get("trainer", {}).get("tokens_per_s")
-    print(f"\n{args.docs} docs of {args.min_len}-{args.max_len} tokens, seq_len {args.seq_len}, "
-          f"{args.batch_tokens} tokens/step, Llama h{args.hidden} x{args.layers}, {args.threads} threads\n")
+    print(
+        f"\n{args.docs} docs of {args.min_len}-{args.max_len} tokens, seq_len {args.seq_len}, "
+        f"{args.batch_tokens} tokens/step, Llama h{args.hidden} x{args.layers}, {args.threads} threads\n"
+    )
     print("| system | tokens/s | vs Trainer | wall s | steps | peak RSS MB | held-out loss |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    names = {"longweave": "longweave (packed, doc masks)", "trainer": "transformers Trainer (padding)",
-             "sft": "TRL SFTTrainer (packing=True)"}
+    names = {
+        "longweave": "longweave (packed, doc masks)",
+        "trainer": "transformers Trainer (padding)",
+        "sft": "TRL SFTTrainer (packing=True)",
+    }
     for k, r in results.items():
         ratio = f"{r['tokens_per_s'] / base:.2f}x" if base else "-"
-        print(f"| {names[k]} | {r['tokens_per_s']:,.0f} | {ratio} | {r['wall_s']:.1f} | {r['steps']} | "
-              f"{r['peak_rss_mb']:,.0f} | {r['heldout_loss']:.3f} |")
+        print(
+            f"| {names[k]} | {r['tokens_per_s']:,.0f} | {ratio} | {r['wall_s']:.1f} | {r['steps']} | "
+            f"{r['peak_rss_mb']:,.0f} | {r['heldout_loss']:.3f} |"
+        )
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
 

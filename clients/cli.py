@@ -51,9 +51,16 @@ out_console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-LLM_OPTIONS = {"llm": "--llm-endpoint", "llm.endpoints": "--llm-endpoint", "llm.model": "--llm-model",
-               "llm.steps": "--llm-steps", "llm.concurrency": "--llm-concurrency"}
-LLM_FIX = "pass --llm-endpoint URL (a vLLM OpenAI-compatible server, e.g. http://localhost:8000/v1) and --llm-model NAME"
+LLM_OPTIONS = {
+    "llm": "--llm-endpoint",
+    "llm.endpoints": "--llm-endpoint",
+    "llm.model": "--llm-model",
+    "llm.steps": "--llm-steps",
+    "llm.concurrency": "--llm-concurrency",
+}
+LLM_FIX = (
+    "pass --llm-endpoint URL (a vLLM OpenAI-compatible server, e.g. http://localhost:8000/v1) and --llm-model NAME"
+)
 
 
 def fail(message: str) -> None:
@@ -76,8 +83,11 @@ def handles_errors(fn: F, kind: Any = None) -> F:
             text = f"{option_name(err.field, kind)}: {err.message}"
             fix = LLM_FIX if err.field in ("llm", "llm.endpoints", "llm.model") else err.fix
             if kind is not None and fix:
-                fix = re.sub(r"\b[a-z]+(?:_[a-z]+)+\b",
-                             lambda m: option_name(m[0], kind) if m[0] in kind.spec.model_fields else m[0], fix)
+                fix = re.sub(
+                    r"\b[a-z]+(?:_[a-z]+)+\b",
+                    lambda m: option_name(m[0], kind) if m[0] in kind.spec.model_fields else m[0],
+                    fix,
+                )
             fail(text + (f" (fix: {fix})" if fix else ""))
 
     return wrapper  # type: ignore[return-value]
@@ -89,13 +99,18 @@ def split_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def llm_section(endpoints: str | None, model: str | None, concurrency: int | None,
-                steps: list[str] | None = None) -> dict[str, Any] | None:
+def llm_section(
+    endpoints: str | None, model: str | None, concurrency: int | None, steps: list[str] | None = None
+) -> dict[str, Any] | None:
     """The spec's `llm` section from the CLI options (None: no model; the spec validates the rest)."""
     if endpoints is None and model is None and not steps:
         return None
-    section: dict[str, Any] = {"backend": "openai", "endpoints": split_list(endpoints) or [], "model": model or "",
-                               "steps": steps or []}
+    section: dict[str, Any] = {
+        "backend": "openai",
+        "endpoints": split_list(endpoints) or [],
+        "model": model or "",
+        "steps": steps or [],
+    }
     if concurrency is not None:
         section["concurrency"] = concurrency
     return section
@@ -120,8 +135,14 @@ def run_generate(kind: Any, fields: dict[str, Any], out: Path, cache_dir: Path |
         if kind.needs_corpus:
             _ = ctx.store
     progress = Progress(
-        TextColumn(f"[bold]{spec.kind}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-        TextColumn("{task.fields[tokens]:,} tokens"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+        TextColumn(f"[bold]{spec.kind}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("samples"),
+        TextColumn("{task.fields[tokens]:,} tokens"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
     )
     with progress:
         task = progress.add_task("generate", total=spec.num_samples, tokens=0)
@@ -145,12 +166,16 @@ def run_generate(kind: Any, fields: dict[str, Any], out: Path, cache_dir: Path |
         dropped = stats.get("rejected.doc_qa:dropped_sample", 0)
         out_console.print(
             f"model: {sum(v for k, v in stats.items() if k.startswith('requests.')):,} requests, {rejected:,} outputs "
-            f"rejected by the checks" + (f", {dropped:,} samples dropped without a verified answer" if dropped else "")
-            + " (counts by reason in the card)", highlight=False)
+            f"rejected by the checks"
+            + (f", {dropped:,} samples dropped without a verified answer" if dropped else "")
+            + " (counts by reason in the card)",
+            highlight=False,
+        )
     out_console.print(
         f"[green]done:[/] {info['num_samples']:,} {info['kind']} samples, {info['num_tokens']:,} tokens, "
         f"{len(info['shards'])} shard(s) in [bold]{result.out}[/] (card: {result.out / 'README.md'})",
-        highlight=False, soft_wrap=True,
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -158,8 +183,14 @@ def run_generate(kind: Any, fields: dict[str, Any], out: Path, cache_dir: Path |
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 CLI_ONLY = {  # options of `longweave generate <kind>` that are not spec fields
     "out": (Path, typer.Option("--out", "-o", help="Output folder."), ...),
-    "cache_dir": (Path | None, typer.Option("--cache-dir", help="Where trained tokenizers and tokenized corpora "
-                                            "are cached (default: $LONGWEAVE_HOME/cache)."), None),
+    "cache_dir": (
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            help="Where trained tokenizers and tokenized corpora are cached (default: $LONGWEAVE_HOME/cache).",
+        ),
+        None,
+    ),
 }
 LLM_CLI = {  # the spec's nested `llm` section, for kinds that have one: option -> (LLMSpec field, type)
     "llm_endpoint": ("endpoints", str | None),
@@ -176,7 +207,9 @@ def _llm_options() -> dict[str, tuple[Any, Any, Any]]:
     out = {}
     for option, (field, typ) in LLM_CLI.items():
         info = LLMSpec.model_fields[field]
-        help_text = (info.description or "") + (" Comma-separated." if typing.get_origin(info.annotation) is list else "")
+        help_text = (info.description or "") + (
+            " Comma-separated." if typing.get_origin(info.annotation) is list else ""
+        )
         out[option] = (typ, typer.Option("--" + option.replace("_", "-"), help=escape(help_text)), None)
     return out
 
@@ -257,8 +290,10 @@ def _parse_list(kind: Any, field: str, text: str, item: Any) -> list[Any]:
     except ValueError:
         what = {int: "integers", float: "numbers"}.get(item, "values")
         flag = option_name(field, kind)
-        fail(f"{flag}: '{text}' is not a comma-separated list of {what} (fix: e.g. {flag} "
-             f"{_default_text(kind.spec.model_fields[field])})")
+        fail(
+            f"{flag}: '{text}' is not a comma-separated list of {what} (fix: e.g. {flag} "
+            f"{_default_text(kind.spec.model_fields[field])})"
+        )
         raise  # unreachable: fail exits
 
 
@@ -276,15 +311,19 @@ def generate_command(kind: Any) -> Callable[..., None]:
             help_text += " One of: " + ", ".join(choices) + "."
         if default and not is_bool and "default" not in help_text:
             help_text += f" (default: {default})"
-        specs[name] = (typ, typer.Option(*_flags(kind, name), help=escape(help_text), show_default=is_bool),
-                       bool(info.default) if is_bool else None)
+        specs[name] = (
+            typ,
+            typer.Option(*_flags(kind, name), help=escape(help_text), show_default=is_bool),
+            bool(info.default) if is_bool else None,
+        )
     specs["cache_dir"] = CLI_ONLY["cache_dir"]
     if "llm" in kind.spec.model_fields:
         specs.update(_llm_options())
     for name, (typ, option, default) in specs.items():
         annotations[name] = Annotated[typ, option]
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                                        annotation=annotations[name]))
+        params.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotations[name])
+        )
 
     def command(**options: Any) -> None:
         data: dict[str, Any] = {"kind": kind.name}
@@ -293,8 +332,12 @@ def generate_command(kind: Any) -> Callable[..., None]:
             if value is not None:
                 data[name] = _parse_list(kind, name, value, item) if item is not None else value
         if "llm" in kind.spec.model_fields:
-            llm = llm_section(options["llm_endpoint"], options["llm_model"], options["llm_concurrency"],
-                              split_list(options["llm_steps"]))
+            llm = llm_section(
+                options["llm_endpoint"],
+                options["llm_model"],
+                options["llm_concurrency"],
+                split_list(options["llm_steps"]),
+            )
             if llm is not None:
                 data["llm"] = llm
         run_generate(kind, data, options["out"], options["cache_dir"])
@@ -364,16 +407,18 @@ def show_cip_chunks(rec: Any, tok: Any, chars: int) -> None:
     per = max(40, chars // max(1, min(len(chunks), 8)))  # the first chunks get a fair share each
     left = chars
     if chunks and chunks[0][3] > 0:
-        out_console.print(tok.decode(rec.input_ids[:chunks[0][3]]), markup=False, highlight=False)
+        out_console.print(tok.decode(rec.input_ids[: chunks[0][3]]), markup=False, highlight=False)
     for k, (doc, start, end, at) in enumerate(chunks):
         if left <= 0:
             out_console.print(f"[dim]... {len(chunks) - k} more chunks[/]")
             break
         name = docs[doc] if doc < len(docs) else doc
-        out_console.print(f"[bold cyan]--- chunk {k + 1}/{len(chunks)}: doc {name}, tokens {start}-{end} "
-                          f"(at {at}) ---[/]", highlight=False)
-        text = tok.decode(rec.input_ids[at:at + end - start])
-        shown = text[:min(per, left)]
+        out_console.print(
+            f"[bold cyan]--- chunk {k + 1}/{len(chunks)}: doc {name}, tokens {start}-{end} (at {at}) ---[/]",
+            highlight=False,
+        )
+        text = tok.decode(rec.input_ids[at : at + end - start])
+        shown = text[: min(per, left)]
         left -= len(shown)
         out_console.print(shown + (" ..." if len(shown) < len(text) else ""), markup=False, highlight=False)
 
@@ -388,7 +433,7 @@ def show_synl_question(rec: Any, tok: Any) -> None:
         question = user.rpartition("Question: ")[2].strip()
     elif "question" in labels and labels.index("question") + 1 < len(starts) == len(labels):
         q = labels.index("question")
-        question = tok.decode(rec.input_ids[starts[q]:starts[q + 1]], skip_special_tokens=True).strip()
+        question = tok.decode(rec.input_ids[starts[q] : starts[q + 1]], skip_special_tokens=True).strip()
     else:
         question = ""
     if question:
@@ -420,13 +465,17 @@ def handles_api_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except ApiError as err:
-            hint = {401: " (fix: pass --api-key or set LONGWEAVE_API_KEY; `longweave keys create` mints one)",
-                    429: " (fix: wait and retry, or ask for a higher quota)"}.get(err.status, "")
+            hint = {
+                401: " (fix: pass --api-key or set LONGWEAVE_API_KEY; `longweave keys create` mints one)",
+                429: " (fix: wait and retry, or ask for a higher quota)",
+            }.get(err.status, "")
             fail(str(err) + hint)
         except UnsafeFileName as err:
             fail(f"download: {err} (fix: the server is not trustworthy; nothing was written for this file)")
         except httpx.HTTPError as err:
-            fail(f"--url: cannot reach the service ({err}) (fix: start `longweave serve` or pass --url / LONGWEAVE_URL)")
+            fail(
+                f"--url: cannot reach the service ({err}) (fix: start `longweave serve` or pass --url / LONGWEAVE_URL)"
+            )
 
     return handles_errors(wrapper)  # type: ignore[return-value]
 
@@ -469,8 +518,14 @@ def show_datasets(items: list[Any], output: str, title: str = "datasets") -> Non
     for col in ("id", "kind", "state", "samples", "shards", "tokens"):
         table.add_column(col)
     for d in items:
-        table.add_row(d.id, d.kind, d.state, f"{d.samples_done:,}/{d.samples_total:,}",
-                      f"{d.shards_done}/{d.num_shards}", f"{d.tokens_published:,}")
+        table.add_row(
+            d.id,
+            d.kind,
+            d.state,
+            f"{d.samples_done:,}/{d.samples_total:,}",
+            f"{d.shards_done}/{d.num_shards}",
+            f"{d.tokens_published:,}",
+        )
     out_console.print(table)
 
 
@@ -497,16 +552,28 @@ def set_field(spec: dict[str, Any], assignment: str) -> None:
 @datasets_app.command("create")
 @handles_api_errors
 def datasets_create(
-    spec_file: Annotated[Path | None, typer.Argument(help="A dataset spec as JSON (the POST /v1/datasets body).")] = None,
-    kind: Annotated[str | None, typer.Option("--kind", help="cip, synl, niah or doc_qa (instead of SPEC.json).")] = None,
-    overrides: Annotated[list[str] | None, typer.Option(
-        "--set", help="A spec field, e.g. --set seq_len=32768 (repeatable; values parsed as JSON when they are).")] = None,
-    url: Url = DEFAULT_URL, api_key: ApiKey = None, output: Output = "table",
+    spec_file: Annotated[
+        Path | None, typer.Argument(help="A dataset spec as JSON (the POST /v1/datasets body).")
+    ] = None,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="cip, synl, niah or doc_qa (instead of SPEC.json).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set", help="A spec field, e.g. --set seq_len=32768 (repeatable; values parsed as JSON when they are)."
+        ),
+    ] = None,
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    output: Output = "table",
 ) -> None:
     """Queue a dataset on the service from SPEC.json or --kind K [--set field=value ...]."""
     check_output(output)
     if (spec_file is None) == (kind is None):
-        fail("SPEC: give either a SPEC.json file or --kind (fix: e.g. `longweave datasets create --kind cip --set num_samples=100`)")
+        fail(
+            "SPEC: give either a SPEC.json file or --kind (fix: e.g. `longweave datasets create --kind cip --set num_samples=100`)"
+        )
     spec: dict[str, Any] = {"kind": kind}
     if spec_file is not None:
         try:
@@ -514,9 +581,9 @@ def datasets_create(
         except OSError as err:
             fail(f"SPEC: cannot read '{spec_file}': {err.strerror} (fix: pass an existing JSON file)")
         except ValueError as err:
-            fail(f"SPEC: '{spec_file}' is not JSON: {err} (fix: a JSON object like {{\"kind\": \"cip\"}})")
+            fail(f'SPEC: \'{spec_file}\' is not JSON: {err} (fix: a JSON object like {{"kind": "cip"}})')
         if not isinstance(spec, dict):
-            fail(f"SPEC: '{spec_file}' is not a JSON object (fix: a JSON object like {{\"kind\": \"cip\"}})")
+            fail(f'SPEC: \'{spec_file}\' is not a JSON object (fix: a JSON object like {{"kind": "cip"}})')
     for item in overrides or []:
         set_field(spec, item)
     with sdk_client(url, api_key) as lw:
@@ -524,15 +591,21 @@ def datasets_create(
     if output == "json":
         print_json(dataset_row(ds))
     else:
-        out_console.print(f"[green]queued:[/] {ds.id} ({ds.kind}, {ds.samples_total:,} samples in {ds.num_shards} "
-                          f"shards); follow it with `longweave datasets watch {ds.id}`", highlight=False, soft_wrap=True)
+        out_console.print(
+            f"[green]queued:[/] {ds.id} ({ds.kind}, {ds.samples_total:,} samples in {ds.num_shards} "
+            f"shards); follow it with `longweave datasets watch {ds.id}`",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @datasets_app.command("list")
 @handles_api_errors
 def datasets_list(
     limit: Annotated[int, typer.Option("--limit", help="Most datasets to show.")] = 50,
-    url: Url = DEFAULT_URL, api_key: ApiKey = None, output: Output = "table",
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    output: Output = "table",
 ) -> None:
     """Your tenant's datasets, newest first."""
     check_output(output)
@@ -542,7 +615,9 @@ def datasets_list(
 
 @datasets_app.command("show")
 @handles_api_errors
-def datasets_show(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey = None, output: Output = "table") -> None:
+def datasets_show(
+    dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey = None, output: Output = "table"
+) -> None:
     """One dataset's status (state, progress, throughput, errors)."""
     check_output(output)
     with sdk_client(url, api_key) as lw:
@@ -564,8 +639,9 @@ def datasets_show(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey
 
 @datasets_app.command("watch")
 @handles_api_errors
-def datasets_watch(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey = None,
-                   output: Output = "table") -> None:
+def datasets_watch(
+    dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey = None, output: Output = "table"
+) -> None:
     """Follow the dataset's progress events until it is done, failed or cancelled (exit 1 unless done)."""
     check_output(output)
     with sdk_client(url, api_key) as lw:
@@ -577,11 +653,22 @@ def datasets_watch(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKe
             ds = lw.get_dataset(dataset_id)
         else:
             progress = Progress(
-                TextColumn(f"[bold]{ds.id}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
-                TextColumn("{task.fields[state]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+                TextColumn(f"[bold]{ds.id}[/]"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("samples"),
+                TextColumn("{task.fields[state]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            )
             with progress:
-                task = progress.add_task("watch", total=ds.samples_total or None, completed=ds.samples_done,
-                                         state=" ".join(filter(None, (ds.state, waiting_text(ds)))))
+                task = progress.add_task(
+                    "watch",
+                    total=ds.samples_total or None,
+                    completed=ds.samples_done,
+                    state=" ".join(filter(None, (ds.state, waiting_text(ds)))),
+                )
                 if not ds.finished:
                     for event in lw.events(dataset_id):
                         if event.type == "error":
@@ -589,13 +676,16 @@ def datasets_watch(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKe
                         ds = lw.get_dataset(dataset_id)
                         if event.type == "waiting" and waiting_text(ds):
                             progress.console.print(waiting_text(ds), highlight=False)
-                        progress.update(task, completed=ds.samples_done,
-                                        state=" ".join(filter(None, (ds.state, waiting_text(ds)))))
+                        progress.update(
+                            task, completed=ds.samples_done, state=" ".join(filter(None, (ds.state, waiting_text(ds))))
+                        )
                 ds = lw.get_dataset(dataset_id)
                 progress.update(task, completed=ds.samples_done, state=ds.state)
             colour = "green" if ds.state == "done" else "red"
-            out_console.print(f"[{colour}]{ds.state}:[/] {ds.id}, {ds.samples_done:,} samples, "
-                              f"{ds.tokens_published:,} tokens", highlight=False)
+            out_console.print(
+                f"[{colour}]{ds.state}:[/] {ds.id}, {ds.samples_done:,} samples, {ds.tokens_published:,} tokens",
+                highlight=False,
+            )
     if ds.state != "done":
         raise typer.Exit(1)
 
@@ -607,7 +697,9 @@ def datasets_samples(
     offset: Annotated[int, typer.Option("--offset", help="First sample.")] = 0,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Samples to show.")] = 3,
     chars: Annotated[int, typer.Option("--chars", help="Characters of each sample's text to show.")] = 600,
-    url: Url = DEFAULT_URL, api_key: ApiKey = None, output: Output = "table",
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    output: Output = "table",
 ) -> None:
     """Decoded samples of the shards written so far."""
     check_output(output)
@@ -632,38 +724,55 @@ def datasets_download(
     dataset_id: DatasetId,
     dest: Annotated[Path, typer.Argument(help="Folder to write the dataset into.")],
     partial: Annotated[bool, typer.Option("--partial", help="Download an unfinished dataset's shards so far.")] = False,
-    url: Url = DEFAULT_URL, api_key: ApiKey = None, output: Output = "table",
+    url: Url = DEFAULT_URL,
+    api_key: ApiKey = None,
+    output: Output = "table",
 ) -> None:
     """Every file of a finished dataset (shards, tokenizer, card) into DIR."""
     check_output(output)
     with sdk_client(url, api_key) as lw:
         ds = lw.get_dataset(dataset_id)
         if ds.state != "done" and not partial:
-            fail(f"{dataset_id}: the dataset is {ds.state}, not done ({ds.shards_done}/{ds.num_shards} shards) "
-                 f"(fix: `longweave datasets watch {dataset_id}` first, or pass --partial for the shards so far)")
+            fail(
+                f"{dataset_id}: the dataset is {ds.state}, not done ({ds.shards_done}/{ds.num_shards} shards) "
+                f"(fix: `longweave datasets watch {dataset_id}` first, or pass --partial for the shards so far)"
+            )
         folder = lw.download(dataset_id, dest)
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     if ds.state != "done":
         meta_path = folder / "dataset.json"
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"id": ds.id, "kind": ds.kind}
-        meta.update(partial=True, state=ds.state, shards_done=ds.shards_done, num_shards=ds.num_shards,
-                    samples_done=ds.samples_done, samples_total=ds.samples_total)
+        meta.update(
+            partial=True,
+            state=ds.state,
+            shards_done=ds.shards_done,
+            num_shards=ds.num_shards,
+            samples_done=ds.samples_done,
+            samples_total=ds.samples_total,
+        )
         meta_path.write_text(json.dumps(meta, indent=2))
         card = folder / "README.md"
-        note = (f"> **Partial download**: the dataset was {ds.state} with {ds.shards_done}/{ds.num_shards} shards "
-                f"when these files were fetched.\n\n")
+        note = (
+            f"> **Partial download**: the dataset was {ds.state} with {ds.shards_done}/{ds.num_shards} shards "
+            f"when these files were fetched.\n\n"
+        )
         card.write_text(note + (card.read_text() if card.is_file() else ""))
     if output == "json":
         print_json({"id": ds.id, "dest": str(folder), "partial": ds.state != "done", "files": files})
     else:
-        out_console.print(f"[green]downloaded:[/] {len(files)} files of {ds.id} into [bold]{folder}[/]"
-                          + (" (partial)" if ds.state != "done" else ""), highlight=False, soft_wrap=True)
+        out_console.print(
+            f"[green]downloaded:[/] {len(files)} files of {ds.id} into [bold]{folder}[/]"
+            + (" (partial)" if ds.state != "done" else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @datasets_app.command("cancel")
 @handles_api_errors
-def datasets_cancel(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey = None,
-                    output: Output = "table") -> None:
+def datasets_cancel(
+    dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey = None, output: Output = "table"
+) -> None:
     """Cancel a queued or running dataset (shards already written stay)."""
     check_output(output)
     with sdk_client(url, api_key) as lw:
@@ -676,8 +785,9 @@ def datasets_cancel(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiK
 
 @datasets_app.command("consumers")
 @handles_api_errors
-def datasets_consumers(dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey = None,
-                       output: Output = "table") -> None:
+def datasets_consumers(
+    dataset_id: DatasetId, url: Url = DEFAULT_URL, api_key: ApiKey = None, output: Output = "table"
+) -> None:
     """Training runs reading the dataset's stream: lag, pending entries, idle time."""
     from longweave.clients.sdk import ApiError
 
@@ -726,8 +836,10 @@ def keys_create(
             keys = json.loads(existing)
             assert isinstance(keys, dict)
         except (ValueError, AssertionError):
-            fail("LONGWEAVE_API_KEYS: the current value is not a JSON object (fix: unset it or set it to "
-                 "'{\"<sha256 hex>\": \"<tenant>\"}')")
+            fail(
+                "LONGWEAVE_API_KEYS: the current value is not a JSON object (fix: unset it or set it to "
+                '\'{"<sha256 hex>": "<tenant>"}\')'
+            )
     keys[digest] = tenant
     config = json.dumps(keys)
     if output == "json":
@@ -757,9 +869,12 @@ def settings_errors() -> Iterator[None]:
         else:
             match = re.search(r'field "(\w+)"', str(err))
             field, msg = (match.group(1) if match else "?"), "not valid JSON"
-        fix = ("set it to a JSON object of sha256 hex digests to tenants, e.g. "
-               "'{\"<64 hex>\": \"alice\"}' (`longweave keys create --tenant alice` prints one)"
-               if field == "api_keys" else "see service/settings.py for the expected form")
+        fix = (
+            "set it to a JSON object of sha256 hex digests to tenants, e.g. "
+            '\'{"<64 hex>": "alice"}\' (`longweave keys create --tenant alice` prints one)'
+            if field == "api_keys"
+            else "see service/settings.py for the expected form"
+        )
         fail(f"LONGWEAVE_{field.upper()}: {msg} (fix: {fix})")
 
 
@@ -814,8 +929,11 @@ def train(
     from longweave.trainer.commands import train as train_fn
 
     if (dataset is None) != (service is None):
-        raise ConfigError("--dataset" if dataset is None else "--service", "--dataset and --service go together",
-                          "pass both, e.g. --dataset cip-123 --service http://127.0.0.1:8000")
+        raise ConfigError(
+            "--dataset" if dataset is None else "--service",
+            "--dataset and --service go together",
+            "pass both, e.g. --dataset cip-123 --service http://127.0.0.1:8000",
+        )
     extra = service_overrides(dataset, service, api_key) if dataset and service else []
     final = train_fn(recipe, extra + (overrides or []))
     out_console.print(f"[green]done:[/] final model in [bold]{final}[/]", highlight=False, soft_wrap=True)
@@ -826,14 +944,19 @@ def train(
 def evaluate(
     model: Annotated[Path, typer.Argument(help="A Hugging Face model directory.")],
     out: Out = Path("eval"),
-    data: Annotated[list[str] | None, typer.Option(
-        "--data", help="Held-out dataset folders or Parquet files (default: the stdlib corpus in the model's tokenizer).")
+    data: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--data",
+            help="Held-out dataset folders or Parquet files (default: the stdlib corpus in the model's tokenizer).",
+        ),
     ] = None,
     lengths: Annotated[str | None, typer.Option("--lengths", help="Comma-separated needle context lengths.")] = None,
     depths: Annotated[str | None, typer.Option("--depths", help="Comma-separated needle depths in [0, 1].")] = None,
     trials: Annotated[int, typer.Option("--trials", help="Needle trials per grid cell.")] = 2,
-    seq_len: Annotated[int | None, typer.Option(
-        "--seq-len", help="Row length of the perplexity rows (default: the model's window).")] = None,
+    seq_len: Annotated[
+        int | None, typer.Option("--seq-len", help="Row length of the perplexity rows (default: the model's window).")
+    ] = None,
     buckets: Annotated[int, typer.Option("--buckets", help="Position buckets of the perplexity curve.")] = 8,
 ) -> None:
     """Needle grid (needle.json, heatmap needle.png) and perplexity by position (perplexity.json/.png)."""
@@ -846,8 +969,14 @@ def evaluate(
         depth_list = [float(x) for x in split_list(depths) or []] if depths else None
     except ValueError:
         fail("--lengths/--depths: not comma-separated numbers (fix: e.g. --lengths 1024,2048 --depths 0,0.5,1)")
-    progress = Progress(TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=console)
+    progress = Progress(
+        TextColumn("[bold]{task.description}[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
     tasks: dict[str, Any] = {}
 
     def on_progress(stage: str, done: int, total: int) -> None:
@@ -856,15 +985,30 @@ def evaluate(
         progress.update(tasks[stage], completed=done, total=total)
 
     with progress:
-        result = eval_fn(model, out, data=data, lengths=length_list, depths=depth_list, trials=trials,
-                         seq_len=seq_len, buckets=buckets, progress=on_progress)
+        result = eval_fn(
+            model,
+            out,
+            data=data,
+            lengths=length_list,
+            depths=depth_list,
+            trials=trials,
+            seq_len=seq_len,
+            buckets=buckets,
+            progress=on_progress,
+        )
     grid, ppl = result["needle"], result["perplexity"]
     acc = [sum(row) / len(row) for row in grid["accuracy"]]
-    out_console.print("needle accuracy by length: " + ", ".join(
-        f"{length}: {a:.0%}" for length, a in zip(grid["lengths"], acc, strict=True)), highlight=False)
+    out_console.print(
+        "needle accuracy by length: "
+        + ", ".join(f"{length}: {a:.0%}" for length, a in zip(grid["lengths"], acc, strict=True)),
+        highlight=False,
+    )
     out_console.print("perplexity by position: " + ", ".join(f"{p:,.1f}" for p in ppl["ppl"]), highlight=False)
-    out_console.print(f"[green]done:[/] needle.json, needle.png, perplexity.json, perplexity.png in [bold]{out}[/]",
-                      highlight=False, soft_wrap=True)
+    out_console.print(
+        f"[green]done:[/] needle.json, needle.png, perplexity.json, perplexity.png in [bold]{out}[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("merge")
@@ -897,8 +1041,12 @@ def select(
 
     info = select_fn(base, extended, data, out, keep=keep, top=top)
     sel = info["selection"]
-    out_console.print(f"[green]done:[/] {info['num_samples']} rows, {info['num_tokens']:,} of {sel['tokens_in']:,} "
-                      f"tokens kept in [bold]{out}[/]", highlight=False, soft_wrap=True)
+    out_console.print(
+        f"[green]done:[/] {info['num_samples']} rows, {info['num_tokens']:,} of {sel['tokens_in']:,} "
+        f"tokens kept in [bold]{out}[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def main() -> None:

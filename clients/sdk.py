@@ -86,8 +86,13 @@ class UnsafeFileName(ValueError):
 def safe_target(dest: Path, name: str) -> Path:
     """`dest / name`, or `UnsafeFileName` for absolute names, drive letters, `..` or backslashes."""
     parts = name.replace("\\", "/").split("/")
-    if (not name or name.startswith(("/", "\\")) or "\\" in name or ":" in parts[0]
-            or any(p in ("", ".", "..") for p in parts)):
+    if (
+        not name
+        or name.startswith(("/", "\\"))
+        or "\\" in name
+        or ":" in parts[0]
+        or any(p in ("", ".", "..") for p in parts)
+    ):
         raise UnsafeFileName(name)
     target = dest / Path(*parts)
     root = dest.resolve()
@@ -156,8 +161,13 @@ class _SSEDecoder:
 class Client:
     """Synchronous client; use as a context manager or call `close()`."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None,
-                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self._http = httpx.Client(base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
@@ -253,10 +263,16 @@ class Client:
 class AsyncClient:
     """The asynchronous twin of `Client` (same methods, awaitable)."""
 
-    def __init__(self, base_url: str = "http://127.0.0.1:8000", api_key: str | None = None,
-                 timeout: float = 30.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, headers=_headers(api_key), timeout=timeout,
-                                       transport=transport)
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url, headers=_headers(api_key), timeout=timeout, transport=transport
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self

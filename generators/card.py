@@ -46,8 +46,11 @@ class Composition:
     def counts(self) -> dict[str, dict[str, int]]:
         if not self.family:
             return {}
-        return {"family": dict(sorted(self.family.items())), "format": dict(sorted(self.format.items())),
-                "num_tables": dict(sorted(self.num_tables.items(), key=lambda kv: int(kv[0])))}
+        return {
+            "family": dict(sorted(self.family.items())),
+            "format": dict(sorted(self.format.items())),
+            "num_tables": dict(sorted(self.num_tables.items(), key=lambda kv: int(kv[0]))),
+        }
 
 
 def example_text(table: pa.Table, tokenizer: Any) -> str | None:
@@ -64,9 +67,15 @@ def example_text(table: pa.Table, tokenizer: Any) -> str | None:
     return f"{fence}text\n{text}\n{fence}{answer}"
 
 
-def dataset_info(spec: Any, dataset_id: str, tokenizer_info: dict[str, Any], lengths: np.ndarray,
-                 created_by: str, llm_stats: dict[str, int] | None = None,
-                 composition: dict[str, dict[str, int]] | None = None) -> dict[str, Any]:
+def dataset_info(
+    spec: Any,
+    dataset_id: str,
+    tokenizer_info: dict[str, Any],
+    lengths: np.ndarray,
+    created_by: str,
+    llm_stats: dict[str, int] | None = None,
+    composition: dict[str, dict[str, int]] | None = None,
+) -> dict[str, Any]:
     """What `dataset.json` holds and the card shows: one definition for local builds and the service.
 
     `composition` (`Composition.counts()`) breaks SynL samples down by family, format and table count.
@@ -77,12 +86,13 @@ def dataset_info(spec: Any, dataset_id: str, tokenizer_info: dict[str, Any], len
     extra: dict[str, Any] = {"llm": dict(sorted(llm_stats.items()))} if llm_stats else {}
     if composition:
         extra["composition"] = composition
-    return {**extra,
+    return {
+        **extra,
         "id": dataset_id,
         "kind": spec.kind,
         "spec": spec.model_dump(mode="json"),
         "tokenizer": tokenizer_info,
-        "num_samples": int(len(lengths)),
+        "num_samples": len(lengths),
         "num_tokens": int(lengths.sum()),
         "length_stats": length_stats(lengths),
         "shards": [f"data/{shard_name(s)}" for s in range(spec.num_shards())],
@@ -98,7 +108,7 @@ def length_stats(lengths: np.ndarray) -> dict[str, int]:
         "p50": int(np.percentile(lengths, 50)),
         "p90": int(np.percentile(lengths, 90)),
         "max": int(lengths.max()),
-        "mean": int(round(float(lengths.mean()))),
+        "mean": round(float(lengths.mean())),
     }
 
 
@@ -142,24 +152,26 @@ def render_card(info: dict[str, Any], example: str | None = None) -> str:
     llm = ""
     if info.get("llm"):
         rows = "\n".join(f"| `{k}` | {v:,} |" for k, v in info["llm"].items())
-        llm = (f"\n## Language model\nEvery model output was checked by code; what failed a check was rejected "
-               f"and counted (`rejected.<step>:<reason>`), never kept.\n\n| counter | value |\n| --- | --- |\n{rows}\n")
+        llm = (
+            f"\n## Language model\nEvery model output was checked by code; what failed a check was rejected "
+            f"and counted (`rejected.<step>:<reason>`), never kept.\n\n| counter | value |\n| --- | --- |\n{rows}\n"
+        )
     composition = render_composition(info["composition"]) if info.get("composition") else ""
     shown = f"\n## Example (the first sample, decoded)\n{example}\n" if example else ""
-    return f"""# {info['id']}
+    return f"""# {info["id"]}
 
-A longweave **{info['kind']}** dataset: {info['num_samples']:,} samples, {info['num_tokens']:,} tokens
+A longweave **{info["kind"]}** dataset: {info["num_samples"]:,} samples, {info["num_tokens"]:,} tokens
 in {len(shards)} Parquet shard(s) under `data/`, with the record schema of longweave's
 ARCHITECTURE.md (`id, kind, input_ids, loss_mask, segments, messages, answer, meta`).
 
 ## Tokenizer
-`{tok['name']}` (vocabulary {tok['vocab_size']:,}; sha256 of tokenizer.json `{tok['sha256']}`), copied to
+`{tok["name"]}` (vocabulary {tok["vocab_size"]:,}; sha256 of tokenizer.json `{tok["sha256"]}`), copied to
 `tokenizer/`. A trainer refuses this data with any other tokenizer.
 
 ## Lengths
 | min | p50 | p90 | max | mean |
 | --- | --- | --- | --- | --- |
-| {stats['min']:,} | {stats['p50']:,} | {stats['p90']:,} | {stats['max']:,} | {stats['mean']:,} |
+| {stats["min"]:,} | {stats["p50"]:,} | {stats["p90"]:,} | {stats["max"]:,} | {stats["mean"]:,} |
 
 ![token lengths]({HISTOGRAM})
 {composition}{shown}{llm}
@@ -168,7 +180,7 @@ ARCHITECTURE.md (`id, kind, input_ids, loss_mask, segments, messages, answer, me
 | --- | --- |
 {params}
 
-Rebuild with the same parameters (`longweave generate {info['kind']} ...` or the spec in
+Rebuild with the same parameters (`longweave generate {info["kind"]} ...` or the spec in
 `dataset.json`) to get byte-identical shards.
 """
 

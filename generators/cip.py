@@ -89,11 +89,15 @@ class Plan:
         self.n = len(self.eligible)  # documents per epoch
         if self.n == 0:
             span = f"{shortest} to {spec.max_doc_tokens}" if spec.max_doc_tokens else f"at least {shortest}"
-            raise CorpusError("corpus", f"no document has {span} tokens",
-                              "relax min_doc_tokens/max_doc_tokens or use a bigger corpus")
+            raise CorpusError(
+                "corpus", f"no document has {span} tokens", "relax min_doc_tokens/max_doc_tokens or use a bigger corpus"
+            )
         if spec.docs_per_seq > self.n:
-            raise ConfigError("docs_per_seq", f"{spec.docs_per_seq} is more than the {self.n} eligible documents",
-                              "lower docs_per_seq, relax the length filters or use a bigger corpus")
+            raise ConfigError(
+                "docs_per_seq",
+                f"{spec.docs_per_seq} is more than the {self.n} eligible documents",
+                "lower docs_per_seq, relax the length filters or use a bigger corpus",
+            )
         self.total = int(lengths[self.eligible].sum())  # tokens per epoch
         self.seed, self.n_docs, self.budget = spec.seed, spec.docs_per_seq, budget
         self.starts = array("q", [0])  # stream position of each planned sequence's first document
@@ -196,13 +200,28 @@ def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
         base = store.offsets[docs][doc_index]
         pieces = [tokens[a:b] for a, b in zip((base + src_start).tolist(), (base + src_end).tolist())]
         input_ids = np.concatenate([head, *pieces, tail])
-        meta = {"docs": [store.ids[d] for d in docs.tolist()],
-                "chunks": np.array([doc_index, src_start, src_end, dst]).T.tolist(), "epoch": epoch}
-        records.append(Record(record_id(ctx.dataset_id, shard, i - start), "cip", input_ids,
-                              segments=dst.astype(np.int32), meta=meta))
+        meta = {
+            "docs": [store.ids[d] for d in docs.tolist()],
+            "chunks": np.array([doc_index, src_start, src_end, dst]).T.tolist(),
+            "epoch": epoch,
+        }
+        records.append(
+            Record(
+                record_id(ctx.dataset_id, shard, i - start), "cip", input_ids, segments=dst.astype(np.int32), meta=meta
+            )
+        )
     return records
 
 
-KIND = Kind("cip", CIPSpec, Stream.CIP, needs_corpus=True, generate=generate,
-            cli_flags={"seq_len": ("--seq-len", "-L"), "docs_per_seq": ("--docs-per-seq", "-N"),
-                       "chunks_per_doc": ("--chunks-per-doc", "-K")})
+KIND = Kind(
+    "cip",
+    CIPSpec,
+    Stream.CIP,
+    needs_corpus=True,
+    generate=generate,
+    cli_flags={
+        "seq_len": ("--seq-len", "-L"),
+        "docs_per_seq": ("--docs-per-seq", "-N"),
+        "chunks_per_doc": ("--chunks-per-doc", "-K"),
+    },
+)

@@ -126,9 +126,15 @@ def doc_order(ctx: Context) -> np.ndarray:
     return order
 
 
-def prepare(kind: Kind, spec: SpecBase, cache_dir: str | Path, llm: LLM | None = None,
-            roots: Sequence[Path] | None = None, max_doc_bytes: int | None = None,
-            oversize: str = "cut") -> Context:
+def prepare(
+    kind: Kind,
+    spec: SpecBase,
+    cache_dir: str | Path,
+    llm: LLM | None = None,
+    roots: Sequence[Path] | None = None,
+    max_doc_bytes: int | None = None,
+    oversize: str = "cut",
+) -> Context:
     """Open the corpus and tokenizer a spec names; raises typed errors for bad input.
 
     `cache_dir`: resolved by the caller (`Paths`); `roots`: the server's data roots every path
@@ -136,11 +142,19 @@ def prepare(kind: Kind, spec: SpecBase, cache_dir: str | Path, llm: LLM | None =
     """
     cache = Path(cache_dir)
     needs_corpus = kind.needs_corpus or spec.tokenizer is None  # a trained BPE learns from the corpus
-    corpus = Corpus.open(spec.corpus, text_field=spec.text_field, roots=roots, max_doc_bytes=max_doc_bytes,
-                         oversize=oversize) if needs_corpus else None
+    corpus = (
+        Corpus.open(
+            spec.corpus, text_field=spec.text_field, roots=roots, max_doc_bytes=max_doc_bytes, oversize=oversize
+        )
+        if needs_corpus
+        else None
+    )
     tokenizer = resolve_tokenizer(spec.tokenizer, corpus, vocab_size=spec.vocab_size, cache_dir=cache, roots=roots)
     llm_spec = getattr(spec, "llm", None)
     if llm is None and llm_spec is not None and llm_spec.enabled:
-        raise ConfigError("llm", f"this {kind.name} spec asks for a model ({llm_spec.backend}) but none was given",
-                          "run it through the service (longweave serve), which connects the llm section's endpoints")
+        raise ConfigError(
+            "llm",
+            f"this {kind.name} spec asks for a model ({llm_spec.backend}) but none was given",
+            "run it through the service (longweave serve), which connects the llm section's endpoints",
+        )
     return Context(spec, tokenizer, corpus, cache, spec.dataset_id(), llm=llm)

@@ -89,11 +89,8 @@ class Corpus:
             raise CorpusError(FIELD, "no corpus given", "pass `stdlib`, a JSONL/Parquet file, a folder or a glob")
         if src == "stdlib":
             root = Path(sysconfig.get_paths()["stdlib"])
-            files = sorted(
-                p for p in root.rglob("*.py") if "site-packages" not in p.parts and p.is_file()
-            )
-            return cls("stdlib", files, root, "text", None, (".py",), max_doc_bytes=max_doc_bytes,
-                       oversize=oversize)
+            files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and p.is_file())
+            return cls("stdlib", files, root, "text", None, (".py",), max_doc_bytes=max_doc_bytes, oversize=oversize)
         if roots is not None:
             refuse_dotdot(src, field)
             if not any(ch in src for ch in "*?["):
@@ -101,9 +98,7 @@ class Corpus:
         path = Path(src).expanduser()
         if path.is_dir():
             files = sorted(
-                p
-                for p in path.rglob("*")
-                if p.is_file() and (p.suffix in text_suffixes or p.suffix in TABLE_SUFFIXES)
+                p for p in path.rglob("*") if p.is_file() and (p.suffix in text_suffixes or p.suffix in TABLE_SUFFIXES)
             )
             root = path
         elif path.is_file():
@@ -120,8 +115,17 @@ class Corpus:
         if roots is not None:
             for f in files:
                 require_inside(f, roots, field, shown=str(f))
-        return cls(src, files, root, text_field, id_field, text_suffixes, roots=roots,
-                   max_doc_bytes=max_doc_bytes, oversize=oversize)
+        return cls(
+            src,
+            files,
+            root,
+            text_field,
+            id_field,
+            text_suffixes,
+            roots=roots,
+            max_doc_bytes=max_doc_bytes,
+            oversize=oversize,
+        )
 
     # -- reading --------------------------------------------------------------------------------
     def iter_batches(self, batch_size: int = 256) -> Iterator[list[Document]]:
@@ -195,8 +199,10 @@ class Corpus:
                         line += len(block) - start
                     if line > self.max_doc_bytes:
                         raise CorpusError(
-                            "corpus", f"'{self._file_id(path)}' row {row} is over max_doc_bytes "
-                            f"({self.max_doc_bytes} bytes)", "split the document, or raise LONGWEAVE_MAX_DOC_BYTES")
+                            "corpus",
+                            f"'{self._file_id(path)}' row {row} is over max_doc_bytes ({self.max_doc_bytes} bytes)",
+                            "split the document, or raise LONGWEAVE_MAX_DOC_BYTES",
+                        )
         return path.resolve() if self.roots is not None else path
 
     def _file_id(self, path: Path) -> str:
@@ -207,25 +213,31 @@ class Corpus:
         prefix = self._file_id(path)
         path = self._check_lines(path)
         try:
-            lazy = pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_ndjson(path, infer_schema_length=1000)
+            lazy = (
+                pl.scan_parquet(path) if path.suffix == ".parquet" else pl.scan_ndjson(path, infer_schema_length=1000)
+            )
             schema = lazy.collect_schema()
             columns = schema.names()
         except Exception as exc:  # polars raises several types for malformed files
             kind = "Parquet" if path.suffix == ".parquet" else "JSONL"
             raise CorpusError(
-                FIELD, f"'{path}' is not valid {kind} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
+                FIELD,
+                f"'{path}' is not valid {kind} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})",
                 f"give a valid {kind} file with a '{self.text_field}' column",
             ) from None
         if self.text_field not in columns:
             raise CorpusError(
-                "text_field", f"'{path}' has no column '{self.text_field}' (columns: {', '.join(columns)})",
+                "text_field",
+                f"'{path}' has no column '{self.text_field}' (columns: {', '.join(columns)})",
                 "set text_field to one of those columns",
             )
         dtype = schema[self.text_field]
         if dtype != pl.String and dtype != pl.Null:
             raise CorpusError(
-                "text_field", f"column '{self.text_field}' of '{prefix}' is of type {dtype}, not text",
-                "name a text (string) column in text_field")
+                "text_field",
+                f"column '{self.text_field}' of '{prefix}' is of type {dtype}, not text",
+                "name a text (string) column in text_field",
+            )
         has_id = self.id_field is not None and self.id_field in columns
         wanted = [self.text_field] + ([self.id_field] if has_id else [])
         row = 0
@@ -242,7 +254,8 @@ class Corpus:
         except Exception as exc:
             kind = "Parquet" if path.suffix == ".parquet" else "JSONL"
             raise CorpusError(
-                FIELD, f"'{path}' is not valid {kind} near row {row} ({str(exc).splitlines()[0][:160]})",
+                FIELD,
+                f"'{path}' is not valid {kind} near row {row} ({str(exc).splitlines()[0][:160]})",
                 "repair the file or drop the bad rows",
             ) from None
 

@@ -51,8 +51,9 @@ def build_dataset(
     wanted = spec.model_dump(mode="json")
     for marker, what in ((out / "dataset.json", "a dataset"), (out / BUILDING, "an unfinished build")):
         if marker.is_file() and json.loads(marker.read_text()).get("spec") != wanted:
-            raise ConfigError("out", f"'{out}' holds {what} with other parameters",
-                              "choose another folder or delete that one")
+            raise ConfigError(
+                "out", f"'{out}' holds {what} with other parameters", "choose another folder or delete that one"
+            )
     ctx = ctx or prepare(spec, cache_dir)
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
@@ -81,8 +82,15 @@ def build_dataset(
     if tok_dir.exists():
         shutil.rmtree(tok_dir)
     shutil.copytree(ctx.tokenizer.path, tok_dir)
-    info = dataset_info(spec, ctx.dataset_id, ctx.tokenizer.info(), lengths, f"longweave {VERSION}",
-                        ctx.llm_stats.flat() if ctx.llm is not None else None, composition.counts())
+    info = dataset_info(
+        spec,
+        ctx.dataset_id,
+        ctx.tokenizer.info(),
+        lengths,
+        f"longweave {VERSION}",
+        ctx.llm_stats.flat() if ctx.llm is not None else None,
+        composition.counts(),
+    )
     (out / "dataset.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     write_card(out, info, lengths, example)
     (out / BUILDING).unlink(missing_ok=True)

@@ -50,27 +50,41 @@ class DocQASpec(SpecBase):
     verifies them against the chunk, and the whole document plus a verified question is the prompt."""
 
     kind: Literal["doc_qa"] = "doc_qa"
-    seq_len: StrictInt = Field(8192, ge=256, le=MAX_SEQ_LEN, description="Most tokens of document, question and answer.")
+    seq_len: StrictInt = Field(
+        8192, ge=256, le=MAX_SEQ_LEN, description="Most tokens of document, question and answer."
+    )
     source: Literal["documents", "cip"] = Field(
-        "documents", description="documents: consecutive corpus documents joined up to seq_len; cip: a CIP sequence.")
+        "documents", description="documents: consecutive corpus documents joined up to seq_len; cip: a CIP sequence."
+    )
     docs_per_seq: StrictInt = Field(4, ge=1, le=65_536, description="CIP source: documents interleaved per sequence.")
     chunks_per_doc: StrictInt = Field(2, ge=1, le=4096, description="CIP source: chunks per document.")
-    chunk_tokens: StrictInt = Field(768, ge=32, le=65_536, description="Tokens of the chunk the model writes questions about.")
+    chunk_tokens: StrictInt = Field(
+        768, ge=32, le=65_536, description="Tokens of the chunk the model writes questions about."
+    )
     pairs_per_chunk: StrictInt = Field(3, ge=1, le=16, description="Question-answer pairs asked for per chunk.")
     max_answer_tokens: StrictInt = Field(128, ge=1, le=4096, description="Longest answer kept (tokens).")
-    attempts: StrictInt = Field(3, ge=1, le=16, description="Chunks tried per sample before it is dropped (and counted).")
+    attempts: StrictInt = Field(
+        3, ge=1, le=16, description="Chunks tried per sample before it is dropped (and counted)."
+    )
     loss_on_prompt: bool = Field(False, description="Train on the document and question too (Llama 2 Long did).")
-    llm: LLMSpec = Field(default_factory=LLMSpec, description="The model that writes and verifies the pairs (required).")
+    llm: LLMSpec = Field(
+        default_factory=LLMSpec, description="The model that writes and verifies the pairs (required)."
+    )
 
     @model_validator(mode="after")
     def _needs_model(self) -> DocQASpec:
         if not self.llm.enabled:
-            raise ValueError("llm: doc_qa needs a language model to write and verify its questions (fix: set "
-                             "llm.backend to openai with llm.endpoints and llm.model, e.g. a vLLM server)")
+            raise ValueError(
+                "llm: doc_qa needs a language model to write and verify its questions (fix: set "
+                "llm.backend to openai with llm.endpoints and llm.model, e.g. a vLLM server)"
+            )
         if self.chunk_tokens + self.max_answer_tokens + 64 > self.seq_len:
-            raise ValueError(f"chunk_tokens: {self.chunk_tokens} plus max_answer_tokens {self.max_answer_tokens} "
-                             f"does not fit in seq_len {self.seq_len} (fix: lower chunk_tokens or raise seq_len)")
+            raise ValueError(
+                f"chunk_tokens: {self.chunk_tokens} plus max_answer_tokens {self.max_answer_tokens} "
+                f"does not fit in seq_len {self.seq_len} (fix: lower chunk_tokens or raise seq_len)"
+            )
         return self
+
 
 STEP = "doc_qa"
 VERIFY = "doc_qa_verify"
@@ -101,14 +115,26 @@ def _text(hundreds: int) -> dict[str, Any]:
 
 
 def qa_schema(k: int) -> dict[str, Any]:
-    pair = {"type": "object", "properties": {"question": _text(3), "answer": _text(4)},
-            "required": ["question", "answer"], "additionalProperties": False}
-    return {"type": "object", "properties": {"pairs": {"type": "array", "items": pair, "minItems": 1, "maxItems": k}},
-            "required": ["pairs"], "additionalProperties": False}
+    pair = {
+        "type": "object",
+        "properties": {"question": _text(3), "answer": _text(4)},
+        "required": ["question", "answer"],
+        "additionalProperties": False,
+    }
+    return {
+        "type": "object",
+        "properties": {"pairs": {"type": "array", "items": pair, "minItems": 1, "maxItems": k}},
+        "required": ["pairs"],
+        "additionalProperties": False,
+    }
 
 
-VERIFY_SCHEMA = {"type": "object", "properties": {"supported": {"type": "boolean"}, "quote": _text(4)},
-                 "required": ["supported", "quote"], "additionalProperties": False}
+VERIFY_SCHEMA = {
+    "type": "object",
+    "properties": {"supported": {"type": "boolean"}, "quote": _text(4)},
+    "required": ["supported", "quote"],
+    "additionalProperties": False,
+}
 
 
 class _Pair(BaseModel):
@@ -184,14 +210,23 @@ def _joined_documents(ctx: Context, rng: np.random.Generator, budget: int) -> tu
 def _cip_sequence(ctx: Context, spec: DocQASpec, j: int, budget: int) -> tuple[np.ndarray, list[str]]:
     sub = ctx.memo.get("doc_qa.cip")
     if sub is None:
-        cip_spec = cip.CIPSpec(num_samples=1, seed=spec.seed, corpus=spec.corpus, text_field=spec.text_field,
-                           tokenizer=spec.tokenizer, vocab_size=spec.vocab_size, seq_len=budget,
-                           docs_per_seq=spec.docs_per_seq, chunks_per_doc=spec.chunks_per_doc)
-        sub = ctx.memo["doc_qa.cip"] = Context(cip_spec, ctx.tokenizer, ctx.corpus, ctx.cache_dir, ctx.dataset_id,
-                                               _store=ctx.store)
+        cip_spec = cip.CIPSpec(
+            num_samples=1,
+            seed=spec.seed,
+            corpus=spec.corpus,
+            text_field=spec.text_field,
+            tokenizer=spec.tokenizer,
+            vocab_size=spec.vocab_size,
+            seq_len=budget,
+            docs_per_seq=spec.docs_per_seq,
+            chunks_per_doc=spec.chunks_per_doc,
+        )
+        sub = ctx.memo["doc_qa.cip"] = Context(
+            cip_spec, ctx.tokenizer, ctx.corpus, ctx.cache_dir, ctx.dataset_id, _store=ctx.store
+        )
     rec = cip.generate(sub, 0, j, j + 1)[0]
     tok = ctx.tokenizer
-    ids = rec.input_ids[(tok.bos_id is not None):len(rec.input_ids) - (tok.eos_id is not None)]
+    ids = rec.input_ids[(tok.bos_id is not None) : len(rec.input_ids) - (tok.eos_id is not None)]
     return ids.astype(np.int32), rec.meta["docs"]
 
 
@@ -204,7 +239,7 @@ def source_for(ctx: Context, spec: DocQASpec, index: int, attempt: int, budget: 
     n = min(spec.chunk_tokens, len(ids))
     lo = int(rng.integers(0, len(ids) - n + 1))
     style = "short" if rng.random() < 0.5 else "normal"
-    return Source(ids, docs, (lo, lo + n), ctx.tokenizer.decode(ids[lo:lo + n]).strip(), style)
+    return Source(ids, docs, (lo, lo + n), ctx.tokenizer.decode(ids[lo : lo + n]).strip(), style)
 
 
 # -- the two model rounds ----------------------------------------------------------------------------
@@ -217,20 +252,30 @@ def _sampling(spec: DocQASpec, index: int, attempt: int, salt: int, *, judge: bo
 
 def qa_request(spec: DocQASpec, src: Source, index: int, attempt: int) -> LLMRequest:
     k = spec.pairs_per_chunk
-    user = (f"Passage:\n{src.chunk_text}\n\nWrite {k} question-answer pair{'s' if k > 1 else ''} that can be "
-            f"answered from this passage alone, each about a different detail. {STYLES[src.style]} "
-            "Do not mention 'the passage' in the questions. Reply with JSON: "
-            '{"pairs": [{"question": "...", "answer": "..."}]}')
-    return LLMRequest.chat(SYSTEM_QA, user, sampling=_sampling(spec, index, attempt, 0), json_schema=qa_schema(k),
-                           step=STEP)
+    user = (
+        f"Passage:\n{src.chunk_text}\n\nWrite {k} question-answer pair{'s' if k > 1 else ''} that can be "
+        f"answered from this passage alone, each about a different detail. {STYLES[src.style]} "
+        "Do not mention 'the passage' in the questions. Reply with JSON: "
+        '{"pairs": [{"question": "...", "answer": "..."}]}'
+    )
+    return LLMRequest.chat(
+        SYSTEM_QA, user, sampling=_sampling(spec, index, attempt, 0), json_schema=qa_schema(k), step=STEP
+    )
 
 
 def verify_request(spec: DocQASpec, src: Source, pair: _Pair, index: int, attempt: int, n: int) -> LLMRequest:
-    user = (f"Passage:\n{src.chunk_text}\n\nQuestion: {pair.question}\nProposed answer: {pair.answer}\n\n"
-            "Is the proposed answer correct and fully supported by the passage? Reply with JSON: "
-            '{"supported": true or false, "quote": "the exact sentence of the passage that supports it"}')
-    return LLMRequest.chat(SYSTEM_VERIFY, user, sampling=_sampling(spec, index, attempt, 1 + n, judge=True),
-                           json_schema=VERIFY_SCHEMA, step=VERIFY)
+    user = (
+        f"Passage:\n{src.chunk_text}\n\nQuestion: {pair.question}\nProposed answer: {pair.answer}\n\n"
+        "Is the proposed answer correct and fully supported by the passage? Reply with JSON: "
+        '{"supported": true or false, "quote": "the exact sentence of the passage that supports it"}'
+    )
+    return LLMRequest.chat(
+        SYSTEM_VERIFY,
+        user,
+        sampling=_sampling(spec, index, attempt, 1 + n, judge=True),
+        json_schema=VERIFY_SCHEMA,
+        step=VERIFY,
+    )
 
 
 def check_pair(ctx: Context, spec: DocQASpec, src: Source, pair: _Pair) -> str | None:
@@ -354,20 +399,39 @@ def _record(ctx: Context, spec: DocQASpec, shard: int, index: int, local: int, f
         excess = len(tokens) - spec.seq_len
         if excess <= 0:
             break
-        ids = ids[:max(f.src.chunk[1], len(ids) - excess - 8)]
+        ids = ids[: max(f.src.chunk[1], len(ids) - excess - 8)]
     else:
-        raise ConfigError("seq_len", f"sample {index} does not fit in {spec.seq_len} tokens",
-                          "raise seq_len or lower chunk_tokens")
+        raise ConfigError(
+            "seq_len", f"sample {index} does not fit in {spec.seq_len} tokens", "raise seq_len or lower chunk_tokens"
+        )
     answer_at = int(np.argmax(mask))
     meta = {
-        "source": spec.source, "docs": f.src.docs, "chunk": list(f.src.chunk), "style": f.src.style,
-        "attempt": f.attempt, "pairs_proposed": f.proposed, "pairs_verified": f.verified, "quote": f.quote,
-        "question": f.pair.question, "model": getattr(ctx.llm, "model", ""), "loss_on_prompt": spec.loss_on_prompt,
-        "document_tokens": len(ids), "seed": spec.seed, "index": index, "tokens": len(tokens),
+        "source": spec.source,
+        "docs": f.src.docs,
+        "chunk": list(f.src.chunk),
+        "style": f.src.style,
+        "attempt": f.attempt,
+        "pairs_proposed": f.proposed,
+        "pairs_verified": f.verified,
+        "quote": f.quote,
+        "question": f.pair.question,
+        "model": getattr(ctx.llm, "model", ""),
+        "loss_on_prompt": spec.loss_on_prompt,
+        "document_tokens": len(ids),
+        "seed": spec.seed,
+        "index": index,
+        "tokens": len(tokens),
     }
-    return Record(id=record_id(ctx.dataset_id, shard, local), kind="doc_qa", input_ids=tokens.astype(np.int32),
-                  loss_mask=None if spec.loss_on_prompt else mask, segments=[0, doc_at, q_at, answer_at],
-                  messages=msgs, answer=f.pair.answer, meta=meta)
+    return Record(
+        id=record_id(ctx.dataset_id, shard, local),
+        kind="doc_qa",
+        input_ids=tokens.astype(np.int32),
+        loss_mask=None if spec.loss_on_prompt else mask,
+        segments=[0, doc_at, q_at, answer_at],
+        messages=msgs,
+        answer=f.pair.answer,
+        meta=meta,
+    )
 
 
 def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
@@ -376,12 +440,18 @@ def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
     if not isinstance(spec, DocQASpec):
         raise ConfigError("kind", f"docqa.generate got a '{spec.kind}' spec", "pass a doc_qa spec")
     if ctx.llm is None:
-        raise ConfigError("llm", "doc_qa needs a language model and none is connected",
-                          "set llm.backend to openai with llm.endpoints and llm.model")
+        raise ConfigError(
+            "llm",
+            "doc_qa needs a language model and none is connected",
+            "set llm.backend to openai with llm.endpoints and llm.model",
+        )
     budget = spec.seq_len - MAX_QUESTION_TOKENS - spec.max_answer_tokens - _overhead(ctx)
     if budget < spec.chunk_tokens:
-        raise ConfigError("seq_len", f"{spec.seq_len} leaves {budget} tokens for the document, less than "
-                          f"chunk_tokens {spec.chunk_tokens}", "raise seq_len or lower chunk_tokens")
+        raise ConfigError(
+            "seq_len",
+            f"{spec.seq_len} leaves {budget} tokens for the document, less than chunk_tokens {spec.chunk_tokens}",
+            "raise seq_len or lower chunk_tokens",
+        )
     found: dict[int, _Found] = {}
     pending = list(range(start, stop))
     for attempt in range(spec.attempts):
@@ -396,5 +466,6 @@ def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
     return [_record(ctx, spec, shard, i, i - start, found[i]) for i in sorted(found)]
 
 
-KIND = Kind("doc_qa", DocQASpec, Stream.DOC_QA, needs_corpus=True, generate=generate,
-            cli_flags={"seq_len": ("--seq-len", "-L")})
+KIND = Kind(
+    "doc_qa", DocQASpec, Stream.DOC_QA, needs_corpus=True, generate=generate, cli_flags={"seq_len": ("--seq-len", "-L")}
+)

@@ -46,8 +46,14 @@ class LLMRequest:
     step: str = ""  # which generation step asks (themes, phrasing, reasoning, doc_qa): for stats
 
     @staticmethod
-    def chat(system: str | None, user: str, *, sampling: Sampling = Sampling(),
-             json_schema: dict[str, Any] | None = None, step: str = "") -> LLMRequest:
+    def chat(
+        system: str | None,
+        user: str,
+        *,
+        sampling: Sampling = Sampling(),
+        json_schema: dict[str, Any] | None = None,
+        step: str = "",
+    ) -> LLMRequest:
         msgs = ((("system", system),) if system else ()) + (("user", user),)
         return LLMRequest(msgs, sampling, json_schema, step)
 
@@ -56,8 +62,11 @@ class LLMRequest:
 
     def key(self, model: str) -> str:
         """Cache key: sha256 of (model, messages, sampling, schema); the step is not part of it."""
-        blob = json.dumps({"model": model, "messages": self.messages, "sampling": self.sampling.__dict__,
-                           "schema": self.json_schema}, sort_keys=True, separators=(",", ":"))
+        blob = json.dumps(
+            {"model": model, "messages": self.messages, "sampling": self.sampling.__dict__, "schema": self.json_schema},
+            sort_keys=True,
+            separators=(",", ":"),
+        )
         return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -69,16 +69,23 @@ class NIAHSpec(SpecBase):
     """Needle-in-a-haystack evaluation grid: context lengths x depths, tokenizer-exact."""
 
     kind: Literal["niah"] = "niah"
-    num_samples: StrictInt = Field(1000, ge=1, le=MAX_SAMPLES, description=(
-        "Number of samples to generate; default: one per grid cell (lengths x depths)."))
+    num_samples: StrictInt = Field(
+        1000,
+        ge=1,
+        le=MAX_SAMPLES,
+        description=("Number of samples to generate; default: one per grid cell (lengths x depths)."),
+    )
     lengths: list[Annotated[StrictInt, Field(ge=64, le=MAX_SEQ_LEN)]] = Field(
-        default_factory=lambda: list(NIAH_LENGTHS), min_length=1, description="Context lengths in tokens.")
+        default_factory=lambda: list(NIAH_LENGTHS), min_length=1, description="Context lengths in tokens."
+    )
     depths: list[Annotated[float, Field(ge=0, le=1)]] = Field(
-        default_factory=lambda: list(NIAH_DEPTHS), min_length=1, description="Needle depths (0 = start, 1 = end).")
+        default_factory=lambda: list(NIAH_DEPTHS), min_length=1, description="Needle depths (0 = start, 1 = end)."
+    )
     variant: Literal["passkey", "multikey", "multivalue"] = Field("passkey", description="Needle task.")
     num_needles: StrictInt = Field(4, ge=1, le=64, description="Keys (multikey) or values (multivalue) per haystack.")
     value_kind: Literal["numbers", "uuids", "words"] = Field(
-        "numbers", description="What the needles hide: 7-digit numbers, UUIDs or word pairs.")
+        "numbers", description="What the needles hide: 7-digit numbers, UUIDs or word pairs."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -108,6 +115,7 @@ class NIAHSpec(SpecBase):
         c = index % self.grid_size
         return self.lengths[c // len(self.depths)], self.depths[c % len(self.depths)]
 
+
 SEP = "\n\n"  # between haystack documents
 MIN_HAYSTACK_TOKENS = 16  # a cell must leave at least this much haystack around the needles
 NUMBER_DIGITS = 7
@@ -121,40 +129,153 @@ NOUN = {"numbers": "number", "uuids": "uuid", "words": "word"}
 # Keys (and word values) are adjective-noun pairs: 64 x 64 = 4096 distinct, readable, and unlikely
 # to occur in source code or prose by accident.
 ADJECTIVES = (
-    "amber", "ancient", "azure", "bitter", "bold", "brave", "brisk", "bronze", "calm", "clever",
-    "cobalt", "copper", "crimson", "curly", "dusty", "eager", "early", "faint", "fancy", "fierce",
-    "frosty", "gentle", "gilded", "glossy", "golden", "grumpy", "hollow", "humble", "icy", "jolly",
-    "lively", "lucky", "marble", "mellow", "misty", "modest", "noble", "olive", "pale", "plucky",
-    "polite", "proud", "quiet", "rapid", "rustic", "scarlet", "shady", "silent", "silver", "sleepy",
-    "smoky", "snowy", "solar", "spicy", "stormy", "sturdy", "sunny", "swift", "tidy", "velvet",
-    "vivid", "wary", "witty", "zesty",
+    "amber",
+    "ancient",
+    "azure",
+    "bitter",
+    "bold",
+    "brave",
+    "brisk",
+    "bronze",
+    "calm",
+    "clever",
+    "cobalt",
+    "copper",
+    "crimson",
+    "curly",
+    "dusty",
+    "eager",
+    "early",
+    "faint",
+    "fancy",
+    "fierce",
+    "frosty",
+    "gentle",
+    "gilded",
+    "glossy",
+    "golden",
+    "grumpy",
+    "hollow",
+    "humble",
+    "icy",
+    "jolly",
+    "lively",
+    "lucky",
+    "marble",
+    "mellow",
+    "misty",
+    "modest",
+    "noble",
+    "olive",
+    "pale",
+    "plucky",
+    "polite",
+    "proud",
+    "quiet",
+    "rapid",
+    "rustic",
+    "scarlet",
+    "shady",
+    "silent",
+    "silver",
+    "sleepy",
+    "smoky",
+    "snowy",
+    "solar",
+    "spicy",
+    "stormy",
+    "sturdy",
+    "sunny",
+    "swift",
+    "tidy",
+    "velvet",
+    "vivid",
+    "wary",
+    "witty",
+    "zesty",
 )
 NOUNS = (
-    "anchor", "badger", "barrel", "beacon", "bison", "bramble", "canyon", "castle", "cedar", "comet",
-    "condor", "cricket", "dolphin", "ember", "falcon", "fern", "ferret", "fjord", "garden", "glacier",
-    "harbor", "hazel", "heron", "island", "jackal", "kettle", "lagoon", "lantern", "lemur", "magnet",
-    "meadow", "mirror", "nebula", "orchid", "otter", "panther", "pebble", "pepper", "pigeon", "quarry",
-    "quill", "raven", "reef", "saddle", "salmon", "spindle", "sparrow", "summit", "thistle", "tiger",
-    "timber", "tulip", "turtle", "valley", "violet", "walnut", "willow", "wombat", "yak", "zephyr",
-    "acorn", "basalt", "cactus", "delta",
+    "anchor",
+    "badger",
+    "barrel",
+    "beacon",
+    "bison",
+    "bramble",
+    "canyon",
+    "castle",
+    "cedar",
+    "comet",
+    "condor",
+    "cricket",
+    "dolphin",
+    "ember",
+    "falcon",
+    "fern",
+    "ferret",
+    "fjord",
+    "garden",
+    "glacier",
+    "harbor",
+    "hazel",
+    "heron",
+    "island",
+    "jackal",
+    "kettle",
+    "lagoon",
+    "lantern",
+    "lemur",
+    "magnet",
+    "meadow",
+    "mirror",
+    "nebula",
+    "orchid",
+    "otter",
+    "panther",
+    "pebble",
+    "pepper",
+    "pigeon",
+    "quarry",
+    "quill",
+    "raven",
+    "reef",
+    "saddle",
+    "salmon",
+    "spindle",
+    "sparrow",
+    "summit",
+    "thistle",
+    "tiger",
+    "timber",
+    "tulip",
+    "turtle",
+    "valley",
+    "violet",
+    "walnut",
+    "willow",
+    "wombat",
+    "yak",
+    "zephyr",
+    "acorn",
+    "basalt",
+    "cactus",
+    "delta",
 )
 
 PASSKEY_NEEDLE = "The pass key is {value}. Remember it. {value} is the pass key."
 MAGIC_NEEDLE = "The special magic {noun} for {key} is: {value}."
 INTRO = {
     "passkey": "A pass key is hidden somewhere in the long text below. Find it and remember it: "
-               "you will be asked for it after the text.",
+    "you will be asked for it after the text.",
     "multikey": "Special magic {noun}s are hidden in the long text below, each tied to a key. "
-                "Remember them: you will be asked for the {noun} of one key after the text.",
+    "Remember them: you will be asked for the {noun} of one key after the text.",
     "multivalue": "Special magic {noun}s are hidden in the long text below. Remember them: you will be "
-                  "asked for all the {noun}s of one key after the text.",
+    "asked for all the {noun}s of one key after the text.",
 }
 QUESTION = {
     "passkey": "What is the pass key? Answer with the pass key only.",
-    "multikey": "What is the special magic {noun} for {key} mentioned in the text above? "
-                "Answer with the {noun} only.",
+    "multikey": "What is the special magic {noun} for {key} mentioned in the text above? Answer with the {noun} only.",
     "multivalue": "What are all the special magic {noun}s for {key} mentioned in the text above? "
-                  "List them in the order they appear in the text, separated by commas.",
+    "List them in the order they appear in the text, separated by commas.",
 }
 
 
@@ -267,8 +388,9 @@ class _Layout:
     tail_from: int  # haystack offset where that segment starts
 
 
-def _layout(intro: str, question: str, hay: str, s: int, cut: int, points: list[int | None],
-            needles: list[str]) -> _Layout:
+def _layout(
+    intro: str, question: str, hay: str, s: int, cut: int, points: list[int | None], needles: list[str]
+) -> _Layout:
     """hay[s:cut] with needle lines inserted at the line starts `points`.
 
     A point before `s` moves to `s`; a point at or past `cut` (or None) puts the needle after the
@@ -324,13 +446,17 @@ def _render(tok: Tokenizer, messages: list[dict[str, str]]) -> tuple[str, int]:
     prompt = tok.hf.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     at = prompt.find(messages[0]["content"])
     if at < 0:
-        raise TokenizerError("tokenizer", f"the chat template of '{tok.name}' rewrites the user message",
-                             "use a template that inserts message content verbatim")
+        raise TokenizerError(
+            "tokenizer",
+            f"the chat template of '{tok.name}' rewrites the user message",
+            "use a template that inserts message content verbatim",
+        )
     return prompt, at
 
 
-def _measure(tok: Tokenizer, messages: list[dict[str, str]], tail_tokens: int, base: _Measure | None = None,
-             same_until: int = 0) -> _Measure:
+def _measure(
+    tok: Tokenizer, messages: list[dict[str, str]], tail_tokens: int, base: _Measure | None = None, same_until: int = 0
+) -> _Measure:
     """Token count of the chat and the prompt's token offsets, encoding as `encode_chat` does.
 
     With `base` (a measure of a prompt equal to this one up to content char `same_until`), only the
@@ -406,8 +532,20 @@ def _plan(spec: NIAHSpec, index: int, rng: np.random.Generator) -> _Plan:
         depths = [depth + (1 - depth) * j / n for j in range(n)]
         query = key
         answer = ", ".join(values)  # increasing depths: generation order is appearance order
-    return _Plan(length, depth, variant, spec.value_kind, keys, values, needles, depths, query,
-                 INTRO[variant].format(noun=noun), QUESTION[variant].format(noun=noun, key=query), answer)
+    return _Plan(
+        length,
+        depth,
+        variant,
+        spec.value_kind,
+        keys,
+        values,
+        needles,
+        depths,
+        query,
+        INTRO[variant].format(noun=noun),
+        QUESTION[variant].format(noun=noun, key=query),
+        answer,
+    )
 
 
 def _messages(content: str, answer: str) -> list[dict[str, str]]:
@@ -424,8 +562,9 @@ class _Fitter:
     start) shifts the crossing to other text, with other merges. Each restart drops one more line.
     """
 
-    def __init__(self, ctx: Context, plan: _Plan, hay: _Haystack, anchors: list[int | None],
-                 tail_tokens: int, local: bool = True) -> None:
+    def __init__(
+        self, ctx: Context, plan: _Plan, hay: _Haystack, anchors: list[int | None], tail_tokens: int, local: bool = True
+    ) -> None:
         self.ctx, self.plan, self.hay, self.anchors, self.tail = ctx, plan, hay, anchors, tail_tokens
         self.local = local  # re-encode only the changed end of the prompt (see `_measure`)
         self.tried: dict[tuple[int, int], tuple[int, _Layout, _Measure]] = {}
@@ -441,8 +580,13 @@ class _Fitter:
             base = self.base.get(s) if self.local else None
             if base is not None:
                 base_cut, base_m = base
-                m = _measure(self.ctx.tokenizer, messages, self.tail, base_m,
-                             min(lay.hay_end, self.tried[(s, base_cut)][1].hay_end))
+                m = _measure(
+                    self.ctx.tokenizer,
+                    messages,
+                    self.tail,
+                    base_m,
+                    min(lay.hay_end, self.tried[(s, base_cut)][1].hay_end),
+                )
             else:
                 m = _measure(self.ctx.tokenizer, messages, self.tail)
             if base is None:
@@ -467,8 +611,9 @@ class _Fitter:
             self.hay.ensure(self.hay.num_tokens + 4 * delta + 64)
             if len(self.hay.text) == before:
                 break
-        enc = self.ctx.tokenizer.hf.backend_tokenizer.encode(self.hay.text[cut: cut + window],
-                                                             add_special_tokens=False)
+        enc = self.ctx.tokenizer.hf.backend_tokenizer.encode(
+            self.hay.text[cut : cut + window], add_special_tokens=False
+        )
         if not enc.offsets:
             return cut + 1
         return cut + max(enc.offsets[min(delta, len(enc.offsets)) - 1][1], 1)
@@ -519,8 +664,11 @@ class _Fitter:
             cut, s = lo + (nl + 1 - s), nl + 1
         short = [k for k, (t, _, _) in self.tried.items() if t <= self.plan.length]
         if not short:
-            raise ConfigError("lengths", f"{self.plan.length} cannot be reached with this tokenizer and corpus",
-                              "use a slightly larger length")
+            raise ConfigError(
+                "lengths",
+                f"{self.plan.length} cannot be reached with this tokenizer and corpus",
+                "use a slightly larger length",
+            )
         return max(short, key=lambda k: (self.tried[k][0], -k[0], k[1]))
 
 
@@ -544,9 +692,12 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
     if plan.length < overhead + MIN_HAYSTACK_TOKENS:
         need = overhead + MIN_HAYSTACK_TOKENS
         fewer = " or fewer needles" if len(plan.needles) > 1 else ""
-        raise ConfigError("lengths", f"{plan.length} tokens cannot hold the {plan.variant} needles, question "
-                          f"and answer ({overhead} tokens) plus a haystack of {MIN_HAYSTACK_TOKENS}",
-                          f"use lengths of at least {need}{fewer}")
+        raise ConfigError(
+            "lengths",
+            f"{plan.length} tokens cannot hold the {plan.variant} needles, question "
+            f"and answer ({overhead} tokens) plus a haystack of {MIN_HAYSTACK_TOKENS}",
+            f"use lengths of at least {need}{fewer}",
+        )
     budget = plan.length - overhead  # haystack tokens, estimated in corpus-token units
     hay = _Haystack(ctx, order, start, len(tok.encode(SEP)))
     hay.ensure(budget)
@@ -568,8 +719,11 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
             break
         # The tokenizer merged across the re-encoded boundary: fit again with full encodes.
     else:
-        raise TokenizerError("tokenizer", f"'{tok.name}' encodes the chat differently from its prompt",
-                             "use a tokenizer whose chat template renders the prompt as a prefix of the chat")
+        raise TokenizerError(
+            "tokenizer",
+            f"'{tok.name}' encodes the chat differently from its prompt",
+            "use a tokenizer whose chat template renders the prompt as a prefix of the chat",
+        )
 
     if plan.variant == "multivalue" and lay.order != sorted(lay.order):
         # The answer lists values in generation order, fixed before the fit; it is the order of
@@ -578,8 +732,9 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
 
     # Needle token offsets and their actual depths in the haystack (needle tokens excluded).
     at = m.content_at
-    spans = [(_token_at(m, at + lay.needle_starts[i]), _token_at(m, at + lay.needle_ends[i] - 1) + 1)
-             for i in lay.order]
+    spans = [
+        (_token_at(m, at + lay.needle_starts[i]), _token_at(m, at + lay.needle_ends[i] - 1) + 1) for i in lay.order
+    ]
     h0 = _token_at(m, at + lay.hay_start)
     h1 = bisect.bisect_left(m.starts, at + lay.hay_end)
     needle_tokens = sum(b - a for a, b in spans)
@@ -619,12 +774,26 @@ def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
     for index in range(start, stop):
         ctx.checkpoint()
         messages, ids, mask, segments, meta = _sample(ctx, index)
-        out.append(Record(
-            id=record_id(ctx.dataset_id, shard, index - start), kind="niah", input_ids=ids, loss_mask=mask,
-            segments=segments, messages=messages, answer=messages[-1]["content"], meta=meta,
-        ))
+        out.append(
+            Record(
+                id=record_id(ctx.dataset_id, shard, index - start),
+                kind="niah",
+                input_ids=ids,
+                loss_mask=mask,
+                segments=segments,
+                messages=messages,
+                answer=messages[-1]["content"],
+                meta=meta,
+            )
+        )
     return out
 
 
-KIND = Kind("niah", NIAHSpec, Stream.NIAH, needs_corpus=True, generate=generate,
-            cli_flags={"lengths": ("--lengths", "--seq-len", "-L")})
+KIND = Kind(
+    "niah",
+    NIAHSpec,
+    Stream.NIAH,
+    needs_corpus=True,
+    generate=generate,
+    cli_flags={"lengths": ("--lengths", "--seq-len", "-L")},
+)

@@ -35,8 +35,12 @@ class Paths:
     cache_dir: Path
 
     @classmethod
-    def resolve(cls, environ: Mapping[str, str], home: str | os.PathLike[str] | None = None,
-                cache_dir: str | os.PathLike[str] | None = None) -> Paths:
+    def resolve(
+        cls,
+        environ: Mapping[str, str],
+        home: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> Paths:
         """Explicit values first, then `LONGWEAVE_HOME` from the caller's `environ`, then `.longweave`."""
         base = Path(home) if home is not None else Path(environ.get(HOME_VAR) or DEFAULT_HOME)
         return cls(base, Path(cache_dir) if cache_dir is not None else base / "cache")
@@ -95,8 +99,11 @@ def open_regular(path: str | Path, roots: Roots, field: str) -> int:
     try:
         fd = os.open(real, flags)
     except OSError as exc:
-        raise ConfigError(field, f"'{path}' cannot be opened ({exc.strerror})",
-                          "give a regular file (symbolic links are not followed)") from None
+        raise ConfigError(
+            field,
+            f"'{path}' cannot be opened ({exc.strerror})",
+            "give a regular file (symbolic links are not followed)",
+        ) from None
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise ConfigError(field, f"'{path}' is not a regular file", "give a regular file")

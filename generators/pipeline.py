@@ -28,12 +28,18 @@ from .records import Record, to_table
 __all__ = ["Context", "doc_order", "generate_records", "generate_shard", "prepare", "sample_rng"]
 
 
-def prepare(spec: AnySpec, cache_dir: str | Path, llm: LLM | None = None,
-            roots: Sequence[Path] | None = None, max_doc_bytes: int | None = None,
-            oversize: str = "cut") -> Context:
+def prepare(
+    spec: AnySpec,
+    cache_dir: str | Path,
+    llm: LLM | None = None,
+    roots: Sequence[Path] | None = None,
+    max_doc_bytes: int | None = None,
+    oversize: str = "cut",
+) -> Context:
     """`context.prepare` for the spec's kind (see there)."""
-    return context.prepare(KINDS[spec.kind], spec, cache_dir, llm=llm, roots=roots, max_doc_bytes=max_doc_bytes,
-                           oversize=oversize)
+    return context.prepare(
+        KINDS[spec.kind], spec, cache_dir, llm=llm, roots=roots, max_doc_bytes=max_doc_bytes, oversize=oversize
+    )
 
 
 def generate_records(ctx: Context, shard: int) -> list[Record]:

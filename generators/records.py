@@ -115,11 +115,14 @@ def from_table(table: pa.Table) -> list[Record]:
     for row in table.to_pylist():
         out.append(
             Record(
-                id=row["id"], kind=row["kind"], input_ids=np.asarray(row["input_ids"], np.int32),
+                id=row["id"],
+                kind=row["kind"],
+                input_ids=np.asarray(row["input_ids"], np.int32),
                 loss_mask=None if row["loss_mask"] is None else np.asarray(row["loss_mask"], bool),
                 segments=row["segments"],
                 messages=None if row["messages"] is None else json.loads(row["messages"]),
-                answer=row["answer"], meta=json.loads(row["meta"]),
+                answer=row["answer"],
+                meta=json.loads(row["meta"]),
             )
         )
     return out
@@ -135,8 +138,7 @@ def check_schema(schema: pa.Schema) -> None:
 
 
 # -- Parquet and Arrow IPC ------------------------------------------------------------------------
-PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": ["kind"],
-                   "write_statistics": False}
+PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 3, "use_dictionary": ["kind"], "write_statistics": False}
 
 
 def write_parquet(table: pa.Table, path: str | Path) -> None:

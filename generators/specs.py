@@ -61,15 +61,22 @@ class SpecBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-                             description="Dataset id used in sample ids; default: a hash of the spec.")
+    name: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="Dataset id used in sample ids; default: a hash of the spec.",
+    )
     num_samples: StrictInt = Field(1000, ge=1, le=MAX_SAMPLES, description="Number of samples to generate.")
     seed: StrictInt = Field(0, ge=0, le=2**63 - 1, description="Seed; the same spec and seed give identical data.")
-    shard_size: StrictInt = Field(256, ge=1, le=1_000_000, description="Samples per shard (the unit of work and of files).")
+    shard_size: StrictInt = Field(
+        256, ge=1, le=1_000_000, description="Samples per shard (the unit of work and of files)."
+    )
     corpus: str = Field("stdlib", min_length=1, description="`stdlib`, a JSONL/Parquet file, a folder or a glob.")
     text_field: str = Field("text", min_length=1, description="Text column of JSONL/Parquet corpora.")
     tokenizer: str | None = Field(None, description="Local Hugging Face tokenizer directory; default: train a BPE.")
-    vocab_size: StrictInt = Field(8192, ge=300, le=1_000_000, description="Vocabulary of the trained BPE (no tokenizer given).")
+    vocab_size: StrictInt = Field(
+        8192, ge=300, le=1_000_000, description="Vocabulary of the trained BPE (no tokenizer given)."
+    )
 
     def dataset_id(self) -> str:
         if self.name:
@@ -99,24 +106,39 @@ class LLMSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    backend: Literal["none", "openai", "vllm"] = Field("none", description="none, openai (vLLM server) or vllm (in-process).")
+    backend: Literal["none", "openai", "vllm"] = Field(
+        "none", description="none, openai (vLLM server) or vllm (in-process)."
+    )
     endpoints: list[Annotated[str, Field(max_length=500)]] = Field(
-        default_factory=list, max_length=64, description="Base URLs of vLLM OpenAI-compatible servers, e.g. http://gpu1:8000/v1.")
+        default_factory=list,
+        max_length=64,
+        description="Base URLs of vLLM OpenAI-compatible servers, e.g. http://gpu1:8000/v1.",
+    )
     model: str = Field("", max_length=500, description="Served model name (openai) or local model directory (vllm).")
     steps: list[Literal["themes", "phrasing", "reasoning"]] = Field(
-        default_factory=list, description="SynL steps that use the model: themes, phrasing, reasoning (doc_qa always does).")
+        default_factory=list,
+        description="SynL steps that use the model: themes, phrasing, reasoning (doc_qa always does).",
+    )
     temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
     top_p: float = Field(0.95, gt=0, le=1, description="Nucleus sampling.")
     max_tokens: StrictInt = Field(1024, ge=1, le=32_768, description="Most tokens per model answer.")
-    concurrency: StrictInt = Field(64, ge=1, le=4096, description="Most requests in flight per endpoint (adaptive below it).")
+    concurrency: StrictInt = Field(
+        64, ge=1, le=4096, description="Most requests in flight per endpoint (adaptive below it)."
+    )
     timeout_s: float = Field(120, gt=0, le=3600, description="Timeout of one request.")
-    max_retries: StrictInt = Field(4, ge=0, le=20, description="Retries of a failed request before it counts as failed.")
-    deadline_s: float = Field(300, gt=0, le=86_400, description="Fail the dataset when no endpoint answers for this long.")
+    max_retries: StrictInt = Field(
+        4, ge=0, le=20, description="Retries of a failed request before it counts as failed."
+    )
+    deadline_s: float = Field(
+        300, gt=0, le=86_400, description="Fail the dataset when no endpoint answers for this long."
+    )
     num_themes: StrictInt = Field(8, ge=1, le=256, description="Table themes the model proposes (themes step).")
     engine_args: dict[str, Any] = Field(
-        default_factory=dict, max_length=64,
+        default_factory=dict,
+        max_length=64,
         description='Backend vllm: keyword arguments of vllm.LLM, e.g. {"max_model_len": 131072, '
-                    '"tensor_parallel_size": 2, "gpu_memory_utilization": 0.85}.')
+        '"tensor_parallel_size": 2, "gpu_memory_utilization": 0.85}.',
+    )
 
     @field_validator("endpoints")
     @classmethod
@@ -134,20 +156,30 @@ class LLMSpec(BaseModel):
     @model_validator(mode="after")
     def _reachable(self) -> LLMSpec:
         if self.backend == "openai" and not self.endpoints:
-            raise ValueError("endpoints: backend openai needs endpoints (fix: set llm.endpoints to base URLs such as "
-                             "http://localhost:8000/v1)")
+            raise ValueError(
+                "endpoints: backend openai needs endpoints (fix: set llm.endpoints to base URLs such as "
+                "http://localhost:8000/v1)"
+            )
         if self.backend != "none" and not self.model:
-            raise ValueError("model: a model backend needs llm.model (fix: set it to the served model name, "
-                             "or to a local model directory for backend vllm)")
+            raise ValueError(
+                "model: a model backend needs llm.model (fix: set it to the served model name, "
+                "or to a local model directory for backend vllm)"
+            )
         if self.engine_args and self.backend != "vllm":
-            raise ValueError("engine_args: only backend vllm takes engine arguments (fix: drop llm.engine_args, or "
-                             "set llm.backend to vllm)")
+            raise ValueError(
+                "engine_args: only backend vllm takes engine arguments (fix: drop llm.engine_args, or "
+                "set llm.backend to vllm)"
+            )
         if "model" in self.engine_args or not all(k.isidentifier() for k in self.engine_args):
-            raise ValueError("engine_args: keys are keyword arguments of vllm.LLM other than model (fix: name the "
-                             "model in llm.model and use names such as max_model_len)")
+            raise ValueError(
+                "engine_args: keys are keyword arguments of vllm.LLM other than model (fix: name the "
+                "model in llm.model and use names such as max_model_len)"
+            )
         if self.backend == "none" and self.steps:
-            raise ValueError("steps: steps need a model (fix: set llm.backend to openai with llm.endpoints and "
-                             "llm.model, or drop llm.steps)")
+            raise ValueError(
+                "steps: steps need a model (fix: set llm.backend to openai with llm.endpoints and "
+                "llm.model, or drop llm.steps)"
+            )
         return self
 
     @property

@@ -93,8 +93,9 @@ class Tokenizer:
         ids, mask, _ = self.encode_chat_marked(messages, [])
         return ids, mask
 
-    def encode_chat_marked(self, messages: list[dict[str, str]],
-                           marks: list[str]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    def encode_chat_marked(
+        self, messages: list[dict[str, str]], marks: list[str]
+    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """`encode_chat`, plus the index of the token where each string of `marks` begins.
 
         Each mark is searched in the rendered prompt after the previous one, so a caller names the
@@ -109,13 +110,17 @@ class Tokenizer:
         prompt = self.hf.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
         full = self.hf.apply_chat_template(messages, tokenize=False)
         if not full.startswith(prompt):
-            raise TokenizerError(FIELD, "the chat template renders the prompt differently inside the full chat",
-                                 "use a template whose prompt is a prefix of the full chat")
+            raise TokenizerError(
+                FIELD,
+                "the chat template renders the prompt differently inside the full chat",
+                "use a template whose prompt is a prefix of the full chat",
+            )
         # Special tokens in the rendered text (BOS, <|im_start|>) are parsed by the backend.
         enc = self.hf.backend_tokenizer.encode(prompt, add_special_tokens=False)
         head = np.asarray(enc.ids, dtype=np.int32)
-        tail = np.asarray(self.hf.backend_tokenizer.encode(full[len(prompt):], add_special_tokens=False).ids,
-                          dtype=np.int32)
+        tail = np.asarray(
+            self.hf.backend_tokenizer.encode(full[len(prompt) :], add_special_tokens=False).ids, dtype=np.int32
+        )
         starts: list[int] = []
         pos = 0
         for mark in marks:
@@ -132,12 +137,18 @@ class Tokenizer:
             pos = at + len(mark)
         ids = np.concatenate([head, tail])
         mask = np.zeros(len(ids), dtype=bool)
-        mask[len(head):] = True
+        mask[len(head) :] = True
         return ids, mask, starts
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "sha256": self.sha256, "vocab_size": self.vocab_size,
-                "bos_id": self.bos_id, "eos_id": self.eos_id, "pad_id": self.pad_id}
+        return {
+            "name": self.name,
+            "sha256": self.sha256,
+            "vocab_size": self.vocab_size,
+            "bos_id": self.bos_id,
+            "eos_id": self.eos_id,
+            "pad_id": self.pad_id,
+        }
 
 
 def file_sha256(path: Path) -> str:
@@ -177,16 +188,25 @@ def load_tokenizer(path: str | Path, roots: Roots = None, field: str = FIELD) ->
         return tok
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise TokenizerError(field, f"'{path}' is not a directory",
-                             "pass a local Hugging Face tokenizer directory, or leave tokenizer unset to train one")
+        raise TokenizerError(
+            field,
+            f"'{path}' is not a directory",
+            "pass a local Hugging Face tokenizer directory, or leave tokenizer unset to train one",
+        )
     if not (p / "tokenizer.json").is_file():
-        raise TokenizerError(field, f"'{path}' has no tokenizer.json",
-                             "save the tokenizer with save_pretrained() (a fast tokenizer) into that directory")
+        raise TokenizerError(
+            field,
+            f"'{path}' has no tokenizer.json",
+            "save the tokenizer with save_pretrained() (a fast tokenizer) into that directory",
+        )
     try:
         hf = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
     except Exception as exc:
-        raise TokenizerError(field, f"'{path}' could not be loaded ({str(exc).splitlines()[0][:160]})",
-                             "check tokenizer.json and tokenizer_config.json in that directory") from None
+        raise TokenizerError(
+            field,
+            f"'{path}' could not be loaded ({str(exc).splitlines()[0][:160]})",
+            "check tokenizer.json and tokenizer_config.json in that directory",
+        ) from None
     if not isinstance(hf, PreTrainedTokenizerFast):
         raise TokenizerError(field, f"'{path}' is not a fast tokenizer", "convert it to a tokenizer.json first")
     cfg = {}
@@ -209,8 +229,11 @@ def train_tokenizer(
     from transformers import PreTrainedTokenizerFast
 
     if vocab_size < 300:
-        raise TokenizerError("vocab_size", f"{vocab_size} is too small for byte-level BPE",
-                             "use at least 300 (256 bytes plus merges and special tokens)")
+        raise TokenizerError(
+            "vocab_size",
+            f"{vocab_size} is too small for byte-level BPE",
+            "use at least 300 (256 bytes plus merges and special tokens)",
+        )
     cache = Path(cache_dir)
     key = hashlib.sha256(json.dumps(["bpe-v1", corpus.fingerprint(), vocab_size, max_chars]).encode()).hexdigest()[:16]
     out = cache / "tokenizers" / f"bpe{vocab_size}-{key}"
@@ -228,8 +251,12 @@ def train_tokenizer(
     )
     raw.train_from_iterator(corpus.sample_text(max_chars), trainer=trainer)
     hf = PreTrainedTokenizerFast(
-        tokenizer_object=raw, bos_token=BOS, eos_token=EOS, pad_token=PAD,
-        additional_special_tokens=[IM_START, IM_END], chat_template=CHATML_TEMPLATE,
+        tokenizer_object=raw,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        additional_special_tokens=[IM_START, IM_END],
+        chat_template=CHATML_TEMPLATE,
     )
     # Write to a temporary sibling and rename, so a crash never leaves half a tokenizer behind.
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -257,7 +284,9 @@ def resolve_tokenizer(
     if path:
         return load_tokenizer(path, roots)
     if corpus is None:
-        raise TokenizerError(FIELD, "no tokenizer and no corpus to train one on", "set tokenizer to a directory or corpus to a source")
+        raise TokenizerError(
+            FIELD, "no tokenizer and no corpus to train one on", "set tokenizer to a directory or corpus to a source"
+        )
     if cache_dir is None:
         raise ValueError("training a tokenizer needs a cache_dir (the caller's Paths.cache_dir)")
     return load_tokenizer(train_tokenizer(corpus, vocab_size=vocab_size, cache_dir=cache_dir))

@@ -53,12 +53,12 @@ class TokenStore:
         return cls(tokens, offsets, ids, path)
 
     @classmethod
-    def build(
-        cls, corpus: Corpus, tokenizer: Tokenizer, cache_dir: str | Path, batch_size: int = 256
-    ) -> TokenStore:
+    def build(cls, corpus: Corpus, tokenizer: Tokenizer, cache_dir: str | Path, batch_size: int = 256) -> TokenStore:
         """Tokenize `corpus` with `tokenizer`, or load the cached result of doing so."""
         cache = Path(cache_dir)
-        key = hashlib.sha256(json.dumps(["tokens-v1", corpus.fingerprint(), tokenizer.sha256]).encode()).hexdigest()[:16]
+        key = hashlib.sha256(json.dumps(["tokens-v1", corpus.fingerprint(), tokenizer.sha256]).encode()).hexdigest()[
+            :16
+        ]
         out = cache / "tokens" / key
         if (out / "ids.json").is_file():
             return cls.load(out)

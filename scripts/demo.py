@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -29,11 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from longweave.clients.sdk import Client
-from longweave.generators import streams
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+
+from longweave.clients.sdk import Client
+from longweave.generators import streams
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -75,10 +77,8 @@ class Procs:
             try:
                 p.wait(timeout=40)
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 p.wait(timeout=10)
 
 
@@ -115,17 +115,23 @@ class Demo:
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("LONGWEAVE_") and k != "REDIS_URL"}
-        env.update({
-            "LONGWEAVE_HOME": str(self.out / "home"), "LONGWEAVE_AUTH": "off",
-            # The tokenizer and corpus caches outlive the demo: the second run skips the BPE training.
-            "LONGWEAVE_CACHE_DIR": str(ROOT / ".longweave" / "cache"),
-            "LONGWEAVE_MAX_QUEUED_BATCHES": "2", "LONGWEAVE_BATCH_SIZE": "4",
-        })
+        env.update(
+            {
+                "LONGWEAVE_HOME": str(self.out / "home"),
+                "LONGWEAVE_AUTH": "off",
+                # The tokenizer and corpus caches outlive the demo: the second run skips the BPE training.
+                "LONGWEAVE_CACHE_DIR": str(ROOT / ".longweave" / "cache"),
+                "LONGWEAVE_MAX_QUEUED_BATCHES": "2",
+                "LONGWEAVE_BATCH_SIZE": "4",
+            }
+        )
         self.env = env
-        self.serve = self.procs.start([*longweave(), "serve", "--port", str(port), "--workers", "2"], env,
-                                      self.logs / "serve.log")
+        self.serve = self.procs.start(
+            [*longweave(), "serve", "--port", str(port), "--workers", "2"], env, self.logs / "serve.log"
+        )
         deadline = time.monotonic() + 120
         import httpx
+
         while True:
             if self.serve.poll() is not None:
                 raise RuntimeError(f"longweave serve exited ({self.serve.returncode}); see {self.logs / 'serve.log'}")
@@ -150,9 +156,20 @@ class Demo:
     # -- 3. training and eval ---------------------------------------------------------------------
     def train(self, stage: str, model_path: str, extra: list[str]) -> subprocess.Popen[bytes]:
         run_dir = self.runs / stage
-        sets = [f"model.path={model_path}", f"run_dir={run_dir}", f"run_id=demo-{stage}",
-                f"data.seq_len={self.seq_len}", "progress=false", "log_every=1", "checkpoint_every=32",
-                "steps=10000", "threads=2", "optim.lr=3e-3", "optim.warmup_steps=2", *extra]
+        sets = [
+            f"model.path={model_path}",
+            f"run_dir={run_dir}",
+            f"run_id=demo-{stage}",
+            f"data.seq_len={self.seq_len}",
+            "progress=false",
+            "log_every=1",
+            "checkpoint_every=32",
+            "steps=10000",
+            "threads=2",
+            "optim.lr=3e-3",
+            "optim.warmup_steps=2",
+            *extra,
+        ]
         cmd = [*longweave(), "train", "--dataset", self.ids[stage], "--service", self.url]
         for s in sets:
             cmd += ["--set", s]
@@ -178,12 +195,16 @@ class Demo:
             if not self.datasets[stage].finished:
                 try:
                     self.datasets[stage] = self.lw.get_dataset(ds_id)
-                except Exception:  # noqa: BLE001, S112  (one missed poll; the next one tries again)
+                except Exception:
                     continue
         if self.first_step is None and "cip" in self.datasets and read_metrics(self.runs / "cip" / "metrics.jsonl"):
             ds = self.lw.get_dataset(self.ids["cip"])
-            self.first_step = {"state": ds.state, "samples_done": ds.samples_done,
-                               "samples_published": ds.samples_published, "samples_total": ds.samples_total}
+            self.first_step = {
+                "state": ds.state,
+                "samples_done": ds.samples_done,
+                "samples_published": ds.samples_published,
+                "samples_total": ds.samples_total,
+            }
         live.update(self.view())
 
     def view(self) -> Group:
@@ -195,17 +216,24 @@ class Demo:
             m = read_metrics(self.runs / stage / "metrics.jsonl")
             last = m[-1] if m else {}
             bs = int(self.env["LONGWEAVE_BATCH_SIZE"])
-            t.add_row(stage, ds.id if ds else "-", ds.state if ds else "-",
-                      f"{ds.shards_done}/{ds.num_shards}" if ds else "-",
-                      f"{ds.samples_published}/{ds.samples_total}" if ds else "-",
-                      str(self._batches_read(stage, bs)) if ds else "-",
-                      str(last.get("step", "-")), f"{last['loss']:.3f}" if last else "-",
-                      f"{last['tokens_per_s']:.0f}" if last else "-")
+            t.add_row(
+                stage,
+                ds.id if ds else "-",
+                ds.state if ds else "-",
+                f"{ds.shards_done}/{ds.num_shards}" if ds else "-",
+                f"{ds.samples_published}/{ds.samples_total}" if ds else "-",
+                str(self._batches_read(stage, bs)) if ds else "-",
+                str(last.get("step", "-")),
+                f"{last['loss']:.3f}" if last else "-",
+                f"{last['tokens_per_s']:.0f}" if last else "-",
+            )
         lines = [t]
         if self.first_step:
             fs = self.first_step
-            lines.append(f"first CIP train step done while the CIP dataset was [bold]{fs['state']}[/] "
-                         f"({fs['samples_done']}/{fs['samples_total']} samples done)")
+            lines.append(
+                f"first CIP train step done while the CIP dataset was [bold]{fs['state']}[/] "
+                f"({fs['samples_done']}/{fs['samples_total']} samples done)"
+            )
         return Group(*lines)
 
     def _batches_read(self, stage: str, bs: int) -> int:
@@ -214,8 +242,9 @@ class Demo:
             for c in self.lw.consumers(self.ids[stage]):
                 if c.get("run") == f"demo-{stage}" or c.get("group") == streams.run_group(f"demo-{stage}"):
                     return int(c.get("entries_read") or c.get("read") or 0) or max(
-                        0, int(self.datasets[stage].samples_published / bs) - int(c.get("lag") or 0))
-        except Exception:  # noqa: BLE001  (one missed poll: shown as 0 until the next)
+                        0, int(self.datasets[stage].samples_published / bs) - int(c.get("lag") or 0)
+                    )
+        except Exception:
             return 0
         return 0
 
@@ -224,9 +253,20 @@ class Demo:
         with Live(console=console, refresh_per_second=4) as live:
             self.start_service()
             self.stage = "CIP: workers produce, the trainer consumes"
-            self.create("cip", {"kind": "cip", "name": "demo-cip", "num_samples": self.cip_samples,
-                                "seq_len": self.seq_len, "docs_per_seq": 4, "chunks_per_doc": 2,
-                                "shard_size": 16, "seed": 1}, "demo-cip")
+            self.create(
+                "cip",
+                {
+                    "kind": "cip",
+                    "name": "demo-cip",
+                    "num_samples": self.cip_samples,
+                    "seq_len": self.seq_len,
+                    "docs_per_seq": 4,
+                    "chunks_per_doc": 2,
+                    "shard_size": 16,
+                    "seed": 1,
+                },
+                "demo-cip",
+            )
             rope = ["model.rope.scaling=ntk", "model.rope.factor=2.0", "model.rope.original_max_position=1024"]
             cip = self.train("cip", "tiny", rope)
 
@@ -234,8 +274,18 @@ class Demo:
                 # SynL is asked for once CIP production is over: its batches wait for the SFT run,
                 # and a worker waiting on them must not hold back the CIP stream.
                 if "sft" not in self.ids and self.datasets["cip"].finished:
-                    self.create("sft", {"kind": "synl", "name": "demo-synl", "num_samples": self.synl_samples,
-                                        "seq_len": self.seq_len, "shard_size": 16, "seed": 2}, "demo-sft")
+                    self.create(
+                        "sft",
+                        {
+                            "kind": "synl",
+                            "name": "demo-synl",
+                            "num_samples": self.synl_samples,
+                            "seq_len": self.seq_len,
+                            "shard_size": 16,
+                            "seed": 2,
+                        },
+                        "demo-sft",
+                    )
 
             self.wait(cip, live, "train-cip", synl_when_cip_is_made)
             synl_when_cip_is_made()
@@ -243,9 +293,23 @@ class Demo:
             sft = self.train("sft", str(self.runs / "cip" / "final"), [])
             self.wait(sft, live, "train-sft")
             self.stage = "eval: needle grid and perplexity by position"
-            ev = self.procs.start([*longweave(), "eval", str(self.runs / "sft" / "final"), "--out",
-                                   str(self.out / "eval"), "--lengths", "256,512,1024,2048",
-                                   "--depths", "0,0.5,1", "--trials", "1"], self.env, self.logs / "eval.log")
+            ev = self.procs.start(
+                [
+                    *longweave(),
+                    "eval",
+                    str(self.runs / "sft" / "final"),
+                    "--out",
+                    str(self.out / "eval"),
+                    "--lengths",
+                    "256,512,1024,2048",
+                    "--depths",
+                    "0,0.5,1",
+                    "--trials",
+                    "1",
+                ],
+                self.env,
+                self.logs / "eval.log",
+            )
             self.wait(ev, live, "eval")
             for stage in self.ids:
                 self.datasets[stage] = self.lw.get_dataset(self.ids[stage])
@@ -263,25 +327,37 @@ class Demo:
         for stage in ("cip", "sft"):
             ds = self.datasets[stage]
             m = read_metrics(self.runs / stage / "metrics.jsonl")
-            t.add_row(stage, ds.id, ds.state, f"{ds.samples_done}/{ds.samples_total}", str(len(m)),
-                      f"{m[-1]['loss']:.3f}" if m else "-", f"{m[0]['loss']:.3f}" if m else "-",
-                      f"{sum(x['tokens_per_s'] for x in m) / len(m):.0f}" if m else "-")
+            t.add_row(
+                stage,
+                ds.id,
+                ds.state,
+                f"{ds.samples_done}/{ds.samples_total}",
+                str(len(m)),
+                f"{m[-1]['loss']:.3f}" if m else "-",
+                f"{m[0]['loss']:.3f}" if m else "-",
+                f"{sum(x['tokens_per_s'] for x in m) / len(m):.0f}" if m else "-",
+            )
         console.print(t)
         fs = self.first_step or {}
         cip_metrics = read_metrics(self.runs / "cip" / "metrics.jsonl")
         finished_at = (self.datasets["cip"].model_extra or {}).get("finished_at")
         before = [x for x in cip_metrics if finished_at is not None and x["time"] < float(finished_at)]
         live_ok = bool(fs) and fs.get("state") != "done" and len(before) > 0
-        console.print(f"CIP dataset when the first train step was done: state [bold]{fs.get('state')}[/], "
-                      f"samples_done {fs.get('samples_done')}/{fs.get('samples_total')}; "
-                      f"train steps before the CIP dataset finished: [bold]{len(before)}[/]")
+        console.print(
+            f"CIP dataset when the first train step was done: state [bold]{fs.get('state')}[/], "
+            f"samples_done {fs.get('samples_done')}/{fs.get('samples_total')}; "
+            f"train steps before the CIP dataset finished: [bold]{len(before)}[/]"
+        )
         p = Table(title="files", show_header=False)
         p.add_column("what")
         p.add_column("where")
         for stage, d in files.items():
             shards = sorted(d.rglob("*.parquet"))
-            p.add_row(f"{stage} Parquet ({len(shards)} shards)", "\n".join(str(s) for s in shards[:3]) +
-                      (f"\n... ({len(shards) - 3} more in {d})" if len(shards) > 3 else ""))
+            p.add_row(
+                f"{stage} Parquet ({len(shards)} shards)",
+                "\n".join(str(s) for s in shards[:3])
+                + (f"\n... ({len(shards) - 3} more in {d})" if len(shards) > 3 else ""),
+            )
         for stage in ("cip", "sft"):
             p.add_row(f"{stage} final model", str(self.runs / stage / "final"))
             ckpts = sorted((self.runs / stage).glob("checkpoints/*")) or sorted((self.runs / stage).glob("step-*"))
@@ -316,7 +392,7 @@ def main() -> int:
     except KeyboardInterrupt:
         console.print("[red]interrupted[/]")
         return 130
-    except Exception as exc:  # noqa: BLE001  (one line and the logs, then the cleanup)
+    except Exception as exc:
         console.print(f"[red]demo failed:[/] {exc}")
         return 1
     finally:

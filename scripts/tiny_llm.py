@@ -31,13 +31,27 @@ import tempfile
 from pathlib import Path
 
 MARKER = "longweave_tiny_llm.json"
-REQUIRED = ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
-            "tokenizer_config.json", "chat_template.jinja", MARKER)
+REQUIRED = (
+    "config.json",
+    "model.safetensors",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    MARKER,
+)
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    return {"version": 1, "hidden": args.hidden, "layers": args.layers, "heads": args.heads,
-            "max_len": args.max_len, "vocab_size": args.vocab_size, "seed": args.seed}
+    return {
+        "version": 1,
+        "hidden": args.hidden,
+        "layers": args.layers,
+        "heads": args.heads,
+        "max_len": args.max_len,
+        "vocab_size": args.vocab_size,
+        "seed": args.seed,
+    }
 
 
 def is_valid(out: Path, settings: dict) -> bool:
@@ -56,6 +70,9 @@ def build(out: Path, args: argparse.Namespace) -> Path:
         return out
 
     import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     from longweave.generators.corpus import Corpus
     from longweave.generators.paths import Paths
     from longweave.generators.tokenizer import (
@@ -67,23 +84,35 @@ def build(out: Path, args: argparse.Namespace) -> Path:
         PAD,
         resolve_tokenizer,
     )
-    from safetensors.torch import save_file
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    print(f"[tiny-llm] tokenizer: byte-level BPE {args.vocab_size} on the stdlib corpus "
-          f"(cache {args.cache_dir or 'default'})", file=sys.stderr)
+    print(
+        f"[tiny-llm] tokenizer: byte-level BPE {args.vocab_size} on the stdlib corpus "
+        f"(cache {args.cache_dir or 'default'})",
+        file=sys.stderr,
+    )
     cache = Paths.resolve(os.environ, cache_dir=args.cache_dir).cache_dir
     tok = resolve_tokenizer(None, Corpus.open("stdlib"), vocab_size=args.vocab_size, cache_dir=cache)
     ids = {t: tok.hf.convert_tokens_to_ids(t) for t in (BOS, EOS, PAD, IM_START, IM_END)}
     vocab = len(tok.hf)
 
-    print(f"[tiny-llm] model: Llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, "
-          f"vocab {vocab}, {args.max_len} positions", file=sys.stderr)
+    print(
+        f"[tiny-llm] model: Llama hidden {args.hidden}, {args.layers} layers, {args.heads} heads, "
+        f"vocab {vocab}, {args.max_len} positions",
+        file=sys.stderr,
+    )
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 2,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads,
-        max_position_embeddings=args.max_len, rope_theta=10000.0, rms_norm_eps=1e-5,
-        bos_token_id=ids[BOS], eos_token_id=ids[EOS], pad_token_id=ids[PAD],
+        vocab_size=vocab,
+        hidden_size=args.hidden,
+        intermediate_size=args.hidden * 2,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+        max_position_embeddings=args.max_len,
+        rope_theta=10000.0,
+        rms_norm_eps=1e-5,
+        bos_token_id=ids[BOS],
+        eos_token_id=ids[EOS],
+        pad_token_id=ids[PAD],
         tie_word_embeddings=False,
     )
     torch.manual_seed(args.seed)
@@ -95,29 +124,61 @@ def build(out: Path, args: argparse.Namespace) -> Path:
         # config.json by hand: both the old (`torch_dtype`) and new (`dtype`) spelling, so that
         # whichever transformers the vLLM venv has reads it.
         cfg = config.to_dict()
-        cfg.update({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-                    "torch_dtype": "bfloat16", "dtype": "bfloat16"})
+        cfg.update(
+            {
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "torch_dtype": "bfloat16",
+                "dtype": "bfloat16",
+            }
+        )
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         # Stop at <|eos|> or at the end of the ChatML turn; no sampling defaults (requests decide).
-        (tmp / "generation_config.json").write_text(json.dumps({
-            "bos_token_id": ids[BOS], "eos_token_id": [ids[EOS], ids[IM_END]], "pad_token_id": ids[PAD],
-        }, indent=2))
+        (tmp / "generation_config.json").write_text(
+            json.dumps(
+                {
+                    "bos_token_id": ids[BOS],
+                    "eos_token_id": [ids[EOS], ids[IM_END]],
+                    "pad_token_id": ids[PAD],
+                },
+                indent=2,
+            )
+        )
 
         shutil.copyfile(tok.path / "tokenizer.json", tmp / "tokenizer.json")
-        special = {"bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
-                   "additional_special_tokens": [IM_START, IM_END]}
-        (tmp / "tokenizer_config.json").write_text(json.dumps({
-            "tokenizer_class": "PreTrainedTokenizerFast", **special,
-            "model_max_length": args.max_len, "clean_up_tokenization_spaces": False,
-            "chat_template": CHATML_TEMPLATE, "longweave_name": tok.name,
-        }, indent=2))
+        special = {
+            "bos_token": BOS,
+            "eos_token": EOS,
+            "pad_token": PAD,
+            "additional_special_tokens": [IM_START, IM_END],
+        }
+        (tmp / "tokenizer_config.json").write_text(
+            json.dumps(
+                {
+                    "tokenizer_class": "PreTrainedTokenizerFast",
+                    **special,
+                    "model_max_length": args.max_len,
+                    "clean_up_tokenization_spaces": False,
+                    "chat_template": CHATML_TEMPLATE,
+                    "longweave_name": tok.name,
+                },
+                indent=2,
+            )
+        )
         (tmp / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
         (tmp / "chat_template.jinja").write_text(CHATML_TEMPLATE)
-        (tmp / MARKER).write_text(json.dumps({"settings": settings, "tokenizer": tok.info(),
-                                              "parameters": sum(p.numel() for p in model.parameters())},
-                                             indent=2))
+        (tmp / MARKER).write_text(
+            json.dumps(
+                {
+                    "settings": settings,
+                    "tokenizer": tok.info(),
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                },
+                indent=2,
+            )
+        )
         tmp.chmod(0o755)  # mkdtemp makes it 0700
         for f in tmp.iterdir():
             f.chmod(0o644)
@@ -140,8 +201,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-len", type=int, default=8192, help="max_position_embeddings")
     ap.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary size")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cache-dir", default=None,
-                    help="tokenizer cache (default: .longweave/cache; the tests pass .longweave/test-cache)")
+    ap.add_argument(
+        "--cache-dir",
+        default=None,
+        help="tokenizer cache (default: .longweave/cache; the tests pass .longweave/test-cache)",
+    )
     args = ap.parse_args(argv)
     print(build(args.dir.resolve(), args))
     return 0

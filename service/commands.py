@@ -97,10 +97,12 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 0) -> None:
     settings = Settings()
     embedded = None
     if not settings.redis_url:
-        embedded = EmbeddedRedis(settings.redis_dir, fsync=settings.redis_fsync,
-                                     maxmemory=settings.redis_maxmemory).start()
-        log.warning("no REDIS_URL: embedded valkey-server on %s (appendonly, data in %s)", embedded.url,
-                    settings.redis_dir)
+        embedded = EmbeddedRedis(
+            settings.redis_dir, fsync=settings.redis_fsync, maxmemory=settings.redis_maxmemory
+        ).start()
+        log.warning(
+            "no REDIS_URL: embedded valkey-server on %s (appendonly, data in %s)", embedded.url, settings.redis_dir
+        )
         settings = settings.model_copy(update={"redis_url": embedded.url})
     procs = start_workers(workers, settings.redis_url) if workers else []
 

@@ -88,8 +88,15 @@ def errors_key(dataset_id: str) -> str:
 
 def dataset_keys(dataset_id: str) -> list[str]:
     """The dataset's stream keys that CANCEL deletes (meta, events, errors and stats stay)."""
-    return [out_key(dataset_id), published_key(dataset_id), stage_key(dataset_id), gate_key(dataset_id),
-            open_key(dataset_id), shards_key(dataset_id), queuing_key(dataset_id)]
+    return [
+        out_key(dataset_id),
+        published_key(dataset_id),
+        stage_key(dataset_id),
+        gate_key(dataset_id),
+        open_key(dataset_id),
+        shards_key(dataset_id),
+        queuing_key(dataset_id),
+    ]
 
 
 def tenant_key(tenant: str) -> str:

@@ -85,6 +85,7 @@ FINAL = "final"  # the shard field of a dataset's completion task
 WAITING_REFRESH_S = 5.0  # a waiting worker rewrites `waiting_for` this often
 WAITING_STALE_S = 60.0  # an older `waiting_for` is a dead worker's: the status ignores it
 
+
 def now() -> float:
     return round(time.time(), 3)
 
@@ -115,9 +116,15 @@ def consumer_name() -> str:
 class Queue:
     """Synchronous queue operations of a worker (one Redis connection pool per process)."""
 
-    def __init__(self, url: str, consumer: str | None = None, events_maxlen: int = 1000,
-                 keep_unconsumed: int = 256, consumer_idle_s: float = 600.0,
-                 shard_window: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        consumer: str | None = None,
+        events_maxlen: int = 1000,
+        keep_unconsumed: int = 256,
+        consumer_idle_s: float = 600.0,
+        shard_window: int | None = None,
+    ) -> None:
         self.r = sync_client(url)
         self.keep_unconsumed = keep_unconsumed  # entries a stream with no consumer group keeps (TRIM)
         self.consumer = consumer or consumer_name()
@@ -182,20 +189,30 @@ class Queue:
         return None if v is None else _s(v)
 
     def transition(self, dataset: str, state: str, allowed_from: tuple[str, ...]) -> bool:
-        return bool(self._transition(keys=[S.meta_key(dataset), S.events_key(dataset)],
-                                     args=[state, now(), self.events_maxlen, " ".join(allowed_from)]))
+        return bool(
+            self._transition(
+                keys=[S.meta_key(dataset), S.events_key(dataset)],
+                args=[state, now(), self.events_maxlen, " ".join(allowed_from)],
+            )
+        )
 
     def set_tokenizer(self, dataset: str, info: dict[str, Any], path: str) -> None:
-        self.r.hset(S.meta_key(dataset), mapping={
-            "tokenizer": json.dumps({"name": info["name"], "sha256": info["sha256"]}), "tokenizer_path": path})
+        self.r.hset(
+            S.meta_key(dataset),
+            mapping={"tokenizer": json.dumps({"name": info["name"], "sha256": info["sha256"]}), "tokenizer_path": path},
+        )
 
     def record_error(self, dataset: str, message: str) -> None:
         pipe = self.r.pipeline(transaction=True)
         pipe.lpush(S.errors_key(dataset), json.dumps({"time": now(), "message": message[:2000]}))
         pipe.hincrby(S.meta_key(dataset), "errors", 1)  # lets a status read skip the list when 0
         pipe.ltrim(S.errors_key(dataset), 0, 49)
-        pipe.xadd(S.events_key(dataset), {"type": "error", "data": json.dumps({"message": message[:2000]})},
-                  maxlen=self.events_maxlen, approximate=True)
+        pipe.xadd(
+            S.events_key(dataset),
+            {"type": "error", "data": json.dumps({"message": message[:2000]})},
+            maxlen=self.events_maxlen,
+            approximate=True,
+        )
         pipe.execute()
 
     def fail(self, dataset: str, message: str) -> None:
@@ -240,16 +257,16 @@ class Queue:
         for script in (self._gate, self._settle):
             self.r.script_load(script.script)
 
-    def publish(self, dataset: str, shard: int, seq: int, n: int, data: bytes, tokens: int,
-                max_queued: int) -> int:
+    def publish(self, dataset: str, shard: int, seq: int, n: int, data: bytes, tokens: int, max_queued: int) -> int:
         """A `Result`: OK (1) published now; NOTHING (0) published before (a re-run); GONE (-1)
         dataset cancelled or failed; BACKPRESSURE (-2) a consumer group lags more than
         `max_queued` batches (wait, then call again); OUT_OF_ORDER (-3) the shard's previous
         batch is not published yet."""
         return self.publish_window(dataset, shard, seq, [(data, n, tokens)], max_queued)[0]
 
-    def publish_window(self, dataset: str, shard: int, first_seq: int, batches: list[tuple[bytes, int, int]],
-                       max_queued: int) -> list[int]:
+    def publish_window(
+        self, dataset: str, shard: int, first_seq: int, batches: list[tuple[bytes, int, int]], max_queued: int
+    ) -> list[int]:
         """`publish` for consecutive batches (data, samples, tokens) in one round trip.
 
         One transaction (GATE, XADD, SETTLE per batch, see above and lua/gate.lua); OUT_OF_ORDER
@@ -264,11 +281,31 @@ class Queue:
             for i, (data, n, tokens) in enumerate(batches):
                 seq = first_seq + i
                 # execute_command: a cluster pipeline refuses its evalsha() helper, not the command.
-                pipe.execute_command("EVALSHA", self._gate.sha, 8, meta, out, pub, S.open_key(dataset), stage,
-                                     scratch, events, stats, shard, seq, n, tokens, len(data), max_queued,
-                                     self.consumer_idle_ms, self.events_maxlen, now())
-                pipe.execute_command("XADD", stage, "NOMKSTREAM", "*", S.F_SHARD, shard, S.F_SEQ, seq,
-                                     S.F_N, n, S.F_DATA, data)
+                pipe.execute_command(
+                    "EVALSHA",
+                    self._gate.sha,
+                    8,
+                    meta,
+                    out,
+                    pub,
+                    S.open_key(dataset),
+                    stage,
+                    scratch,
+                    events,
+                    stats,
+                    shard,
+                    seq,
+                    n,
+                    tokens,
+                    len(data),
+                    max_queued,
+                    self.consumer_idle_ms,
+                    self.events_maxlen,
+                    now(),
+                )
+                pipe.execute_command(
+                    "XADD", stage, "NOMKSTREAM", "*", S.F_SHARD, shard, S.F_SEQ, seq, S.F_N, n, S.F_DATA, data
+                )
                 pipe.execute_command("EVALSHA", self._settle.sha, 7, meta, out, pub, stage, scratch, events, stats)
             try:
                 res = pipe.execute()
@@ -281,8 +318,10 @@ class Queue:
             for i in range(len(batches)):
                 gate, settled = int(res[3 * i]), int(res[3 * i + 2])
                 if gate == Result.OK and settled != Result.OK:
-                    raise RuntimeError(f"{dataset} shard {shard} batch {first_seq + i}: the XADD of the "
-                                       "publishing transaction added nothing")
+                    raise RuntimeError(
+                        f"{dataset} shard {shard} batch {first_seq + i}: the XADD of the "
+                        "publishing transaction added nothing"
+                    )
                 out_codes.append(gate)
             return out_codes
         raise RuntimeError("the publishing scripts could not be loaded into Redis")
@@ -291,10 +330,24 @@ class Queue:
         """Record `shard` as complete (FINISH) and queue what FINISH decided (the next shard, the
         final task); True if the shard was newly recorded. FINISH keeps what it decided in the
         dataset's `queuing` hash until it is in the task stream (see the module docstring)."""
-        res = self._finish(keys=[S.meta_key(dataset), S.shards_key(dataset), S.open_key(dataset),
-                                 S.events_key(dataset), S.stats_key(dataset), S.queuing_key(dataset)],
-                           args=[shard, rows, now(), self.events_maxlen, json.dumps(stats or {}),
-                                 "" if self.shard_window is None else self.window_of(dataset)])
+        res = self._finish(
+            keys=[
+                S.meta_key(dataset),
+                S.shards_key(dataset),
+                S.open_key(dataset),
+                S.events_key(dataset),
+                S.stats_key(dataset),
+                S.queuing_key(dataset),
+            ],
+            args=[
+                shard,
+                rows,
+                now(),
+                self.events_maxlen,
+                json.dumps(stats or {}),
+                "" if self.shard_window is None else self.window_of(dataset),
+            ],
+        )
         new, tasks = int(res[0]), [_s(t) for t in res[1:]]
         if tasks:
             pipe = self.r.pipeline(transaction=False)
@@ -317,8 +370,11 @@ class Queue:
             self.r.hdel(S.active_key(_s(owner)), dataset)
 
     def trim(self, dataset: str) -> int:
-        return int(self._trim(keys=[S.out_key(dataset), S.open_key(dataset)],
-                              args=[self.keep_unconsumed, self.consumer_idle_ms]))
+        return int(
+            self._trim(
+                keys=[S.out_key(dataset), S.open_key(dataset)], args=[self.keep_unconsumed, self.consumer_idle_ms]
+            )
+        )
 
     def cancelled(self, dataset: str) -> bool:
         """True once the dataset is cancelled, failed or gone (a running shard's cooperative check)."""
@@ -339,8 +395,11 @@ class Queue:
         self.trim(dataset)
         out = S.out_key(dataset)
         length = self.r.xlen(out)
-        if (not self.r.exists(S.meta_key(dataset)) or length == 0
-                or (length <= self.keep_unconsumed and not self.r.xinfo_groups(out))):
+        if (
+            not self.r.exists(S.meta_key(dataset))
+            or length == 0
+            or (length <= self.keep_unconsumed and not self.r.xinfo_groups(out))
+        ):
             self.r.srem(S.TRIM_LATER, dataset)
 
     def lag(self, dataset: str, cap: int) -> int:
@@ -366,8 +425,12 @@ class Queue:
             data = {"group": group, "lag": lag, "since": now()}
             pipe.hset(S.meta_key(dataset), "waiting_for", json.dumps(data))
         if event:
-            pipe.xadd(S.events_key(dataset), {"type": "waiting", "data": json.dumps({"waiting_for": data, "time": now()})},
-                      maxlen=self.events_maxlen, approximate=True)
+            pipe.xadd(
+                S.events_key(dataset),
+                {"type": "waiting", "data": json.dumps({"waiting_for": data, "time": now()})},
+                maxlen=self.events_maxlen,
+                approximate=True,
+            )
         pipe.execute()
 
 
@@ -387,28 +450,64 @@ def new_dataset_id(kind: str) -> str:
     return f"{kind}-{uuid.uuid4().hex[:12]}"
 
 
-def _creation_fields(tenant: str, spec_json: str, kind: str, num_samples: int, num_shards: int,
-                     shard_size: int, batch_size: int, window: int, t: float) -> dict[str, Any]:
-    return {"owner": tenant, "spec": spec_json, "kind": kind, "state": "queued", "samples_total": num_samples,
-            "num_shards": num_shards, "shard_size": shard_size, "batch_size": batch_size,
-            "created_at": t, "samples_published": 0, "tokens_published": 0, "batches_published": 0,
-            "samples_done": 0, "shards_done": 0, "next_shard": window,
-            # creation cursors (see `resume_creation`): the first window, and how much of it is queued
-            "first_window": window, "tasks_enqueued": 0}
+def _creation_fields(
+    tenant: str,
+    spec_json: str,
+    kind: str,
+    num_samples: int,
+    num_shards: int,
+    shard_size: int,
+    batch_size: int,
+    window: int,
+    t: float,
+) -> dict[str, Any]:
+    return {
+        "owner": tenant,
+        "spec": spec_json,
+        "kind": kind,
+        "state": "queued",
+        "samples_total": num_samples,
+        "num_shards": num_shards,
+        "shard_size": shard_size,
+        "batch_size": batch_size,
+        "created_at": t,
+        "samples_published": 0,
+        "tokens_published": 0,
+        "batches_published": 0,
+        "samples_done": 0,
+        "shards_done": 0,
+        "next_shard": window,
+        # creation cursors (see `resume_creation`): the first window, and how much of it is queued
+        "first_window": window,
+        "tasks_enqueued": 0,
+    }
 
 
-async def claim_dataset(r: aioredis.Redis, dataset: str, tenant: str, spec_json: str, kind: str,
-                        num_samples: int, num_shards: int, shard_size: int, batch_size: int,
-                        events_maxlen: int, shard_window: int = 8) -> bool:
+async def claim_dataset(
+    r: aioredis.Redis,
+    dataset: str,
+    tenant: str,
+    spec_json: str,
+    kind: str,
+    num_samples: int,
+    num_shards: int,
+    shard_size: int,
+    batch_size: int,
+    events_maxlen: int,
+    shard_window: int = 8,
+) -> bool:
     """The first step of creation: the whole meta hash and the `queued` event in one script
     (CREATE), so a taken id always has a state. False if the id is taken."""
     t = now()
-    fields = _creation_fields(tenant, spec_json, kind, num_samples, num_shards, shard_size, batch_size,
-                              min(shard_window, num_shards), t)
+    fields = _creation_fields(
+        tenant, spec_json, kind, num_samples, num_shards, shard_size, batch_size, min(shard_window, num_shards), t
+    )
     flat = [str(x) for kv in fields.items() for x in kv]
     script = register(r, "create")
-    created = await script(keys=[S.meta_key(dataset), S.events_key(dataset)],
-                           args=[events_maxlen, json.dumps({"state": "queued", "time": t}), *flat])
+    created = await script(
+        keys=[S.meta_key(dataset), S.events_key(dataset)],
+        args=[events_maxlen, json.dumps({"state": "queued", "time": t}), *flat],
+    )
     return int(created) == Result.OK
 
 
@@ -434,19 +533,31 @@ async def resume_creation(r: aioredis.Redis, dataset: str, meta: dict[str, str])
     await r.hset(S.meta_key(dataset), "created", 1)
 
 
-async def create_dataset(r: aioredis.Redis, dataset: str, tenant: str, spec_json: str, kind: str,
-                         num_samples: int, num_shards: int, shard_size: int, batch_size: int,
-                         events_maxlen: int, shard_window: int = 8) -> bool:
+async def create_dataset(
+    r: aioredis.Redis,
+    dataset: str,
+    tenant: str,
+    spec_json: str,
+    kind: str,
+    num_samples: int,
+    num_shards: int,
+    shard_size: int,
+    batch_size: int,
+    events_maxlen: int,
+    shard_window: int = 8,
+) -> bool:
     """Register a dataset and queue its first `shard_window` shard tasks (FINISH queues the
     rest, one per recorded shard); False if the id is taken. The same request repeated after a
     crash half-way (same tenant, same spec) completes the creation and returns True."""
     # The tenant's datasets in flight (service/api/limits.py `admit` reserved this one already).
     window = tenant_window(shard_window, await r.hlen(S.active_key(tenant)))
-    claimed = await claim_dataset(r, dataset, tenant, spec_json, kind, num_samples, num_shards, shard_size,
-                                  batch_size, events_maxlen, window)
+    claimed = await claim_dataset(
+        r, dataset, tenant, spec_json, kind, num_samples, num_shards, shard_size, batch_size, events_maxlen, window
+    )
     meta = {_s(k): _s(v) for k, v in (await r.hgetall(S.meta_key(dataset))).items()}
-    if not claimed and not (creation_unfinished(meta) and meta.get("owner") == tenant
-                            and meta.get("spec") == spec_json):
+    if not claimed and not (
+        creation_unfinished(meta) and meta.get("owner") == tenant and meta.get("spec") == spec_json
+    ):
         return False
     await resume_creation(r, dataset, meta)
     return True

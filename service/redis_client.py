@@ -17,9 +17,10 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from longweave.generators.streams import cluster_url
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
+
+from longweave.generators.streams import cluster_url
 
 RETRY_ON = [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError]
 # Replies of a Redis that is up but says "not now": out of disk for its AOF (MISCONF, which also
@@ -27,8 +28,13 @@ RETRY_ON = [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError]
 # or a script in progress, a cluster without quorum. Inside MULTI the first three arrive wrapped in
 # EXECABORT, so they are also looked for anywhere in the text.
 _NOT_NOW_PREFIXES = ("MISCONF", "OOM", "READONLY", "LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN")
-_NOT_NOW_ANYWHERE = ("MISCONF", "OOM COMMAND NOT ALLOWED", "READONLY", "OUT OF MEMORY",
-                     "COMMAND NOT ALLOWED WHEN USED MEMORY")
+_NOT_NOW_ANYWHERE = (
+    "MISCONF",
+    "OOM COMMAND NOT ALLOWED",
+    "READONLY",
+    "OUT OF MEMORY",
+    "COMMAND NOT ALLOWED WHEN USED MEMORY",
+)
 
 
 def unavailable_reply(exc: BaseException) -> bool:
@@ -43,8 +49,7 @@ def unavailable_reply(exc: BaseException) -> bool:
 
 
 def _options() -> dict:
-    return {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 5,
-            "retry_on_error": RETRY_ON}
+    return {"socket_timeout": 30, "socket_connect_timeout": 5, "health_check_interval": 5, "retry_on_error": RETRY_ON}
 
 
 def sync_client(url: str) -> Any:
@@ -68,11 +73,19 @@ def async_client(url: str, max_connections: int = 64) -> Any:
         from redis.asyncio.cluster import RedisCluster
 
         # Per node; a cluster pool has no blocking mode, so a full pool is an error, not a wait.
-        return RedisCluster.from_url(plain, max_connections=max_connections,
-                                     retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 12), **_options())
+        return RedisCluster.from_url(
+            plain,
+            max_connections=max_connections,
+            retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 12),
+            **_options(),
+        )
     pool = aioredis.BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=20,
-        retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 12), **_options())
+        url,
+        max_connections=max_connections,
+        timeout=20,
+        retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), 12),
+        **_options(),
+    )
     return aioredis.Redis(connection_pool=pool)
 
 

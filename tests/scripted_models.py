@@ -34,12 +34,13 @@ def _spans(passage: str) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
     for i, w in enumerate(words):
         if re.fullmatch(r"[A-Za-z_]{4,}", w) and w not in {o[0] for o in out} and i + 3 <= len(words):
-            out.append((w, " ".join(words[i:i + 6]), " ".join(words[max(0, i - 2):i + 8])))
+            out.append((w, " ".join(words[i : i + 6]), " ".join(words[max(0, i - 2) : i + 8])))
     return out
 
 
-def docqa_responder(all_good: bool = False, delay_s: float = 0.05,
-                    verify_delay_s: float | None = None) -> Callable[[dict[str, Any]], Reply]:
+def docqa_responder(
+    all_good: bool = False, delay_s: float = 0.05, verify_delay_s: float | None = None
+) -> Callable[[dict[str, Any]], Reply]:
     """A responder for LLMTestServer. A model takes time: with a delay, the requests of one batch
     overlap when the client sends them concurrently."""
 

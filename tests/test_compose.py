@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from longweave.service.settings import Settings
 from pydantic import AliasChoices
+
+from longweave.service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = REPO / "docker-compose.yml"
@@ -84,8 +85,14 @@ def test_settings_env_names_follow_the_prefix_rule() -> None:
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose is not installed")
 def test_docker_compose_config_validates() -> None:
     for profile in ([], ["--profile", "gpu"]):
-        out = subprocess.run(["docker-compose", "-f", str(COMPOSE), *profile, "config", "-q"],
-                             check=False, capture_output=True, text=True, timeout=120, cwd=REPO)
+        out = subprocess.run(
+            ["docker-compose", "-f", str(COMPOSE), *profile, "config", "-q"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=REPO,
+        )
         assert out.returncode == 0, out.stderr
 
 

@@ -26,11 +26,25 @@ from longweave.generators import streams
 from longweave.service.redis_server import EmbeddedRedis
 from longweave.trainer import config, train
 from tests.service.conftest import (  # noqa: F401  (fixtures and helpers)
-    KEYS, expected_ids, redis_server, service_env, service_home, start_api, start_worker, stop,
+    KEYS,
+    expected_ids,
+    redis_server,
+    service_env,
+    service_home,
+    start_api,
+    start_worker,
+    stop,
 )
 
-SPEC = {"kind": "cip", "name": "e2e-live", "num_samples": 128, "seq_len": 256, "shard_size": 16,
-        "docs_per_seq": 2, "seed": 11}
+SPEC = {
+    "kind": "cip",
+    "name": "e2e-live",
+    "num_samples": 128,
+    "seq_len": 256,
+    "shard_size": 16,
+    "docs_per_seq": 2,
+    "seed": 11,
+}
 RUN_ID = "e2e"
 
 
@@ -38,8 +52,12 @@ RUN_ID = "e2e"
 def throttled_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A Redis, an API and two workers of their own, whose backpressure bound is 2 batches."""
     with EmbeddedRedis(tmp_path / "redis") as server:
-        env = {**service_env, "REDIS_URL": server.url, "LONGWEAVE_HOME": str(tmp_path / "home"),
-               "LONGWEAVE_MAX_QUEUED_BATCHES": "2"}
+        env = {
+            **service_env,
+            "REDIS_URL": server.url,
+            "LONGWEAVE_HOME": str(tmp_path / "home"),
+            "LONGWEAVE_MAX_QUEUED_BATCHES": "2",
+        }
         api, url = start_api(env, tmp_path / "api.log")
         workers = [start_worker(env, tmp_path / f"worker{i}.log") for i in range(2)]
         try:
@@ -50,17 +68,29 @@ def throttled_service(service_env: dict[str, str], tmp_path: Path) -> Iterator[t
 
 
 @pytest.mark.slow
-def test_trainer_consumes_while_the_workers_produce(throttled_service: tuple[str, str], tokenizer_dir: Path,
-                                                    cache_dir: Path, tmp_path: Path) -> None:
+def test_trainer_consumes_while_the_workers_produce(
+    throttled_service: tuple[str, str], tokenizer_dir: Path, cache_dir: Path, tmp_path: Path
+) -> None:
     api, redis_url = throttled_service
     run = tmp_path / "run"
-    cfg = config.validate({
-        "run_dir": str(run), "run_id": RUN_ID, "steps": 1000, "micro_batch": 2, "checkpoint_every": 4,
-        "threads": 1, "progress": False, "model": {"tokenizer": str(tokenizer_dir)},
-        "data": {"seq_len": 512, "pack_buffer": 8,
-                 "sources": [{"kind": "redis", "url": redis_url, "dataset_id": SPEC["name"], "block_ms": 200}]},
-        "optim": {"lr": 3e-3, "warmup_steps": 2},
-    })
+    cfg = config.validate(
+        {
+            "run_dir": str(run),
+            "run_id": RUN_ID,
+            "steps": 1000,
+            "micro_batch": 2,
+            "checkpoint_every": 4,
+            "threads": 1,
+            "progress": False,
+            "model": {"tokenizer": str(tokenizer_dir)},
+            "data": {
+                "seq_len": 512,
+                "pack_buffer": 8,
+                "sources": [{"kind": "redis", "url": redis_url, "dataset_id": SPEC["name"], "block_ms": 200}],
+            },
+            "optim": {"lr": 3e-3, "warmup_steps": 2},
+        }
+    )
     with Client(api, api_key=KEYS["alice"]) as lw:
         ds = lw.create_dataset(SPEC)
         # Attach the run's group at once: from its first batches on, the workers wait for the trainer.
@@ -78,13 +108,21 @@ def test_trainer_consumes_while_the_workers_produce(throttled_service: tuple[str
     assert (run / "final" / "config.json").is_file()
 
 
-SERVICE_SPEC = {"kind": "cip", "name": "e2e-service", "num_samples": 96, "seq_len": 256, "shard_size": 16,
-                "docs_per_seq": 2, "seed": 12}
+SERVICE_SPEC = {
+    "kind": "cip",
+    "name": "e2e-service",
+    "num_samples": 96,
+    "seq_len": 256,
+    "shard_size": 16,
+    "docs_per_seq": 2,
+    "seed": 12,
+}
 
 
 @pytest.mark.slow
-def test_train_from_the_service_with_no_other_settings(throttled_service: tuple[str, str], cache_dir: Path,
-                                                       tmp_path: Path) -> None:
+def test_train_from_the_service_with_no_other_settings(
+    throttled_service: tuple[str, str], cache_dir: Path, tmp_path: Path
+) -> None:
     """`longweave train --dataset ID --service URL --set model.path=tiny`: the trainer attaches its
     run through the API, asks it for the Redis URL, the stream and the tokenizer, and trains every
     sample once (what the capped stream lost before the run attached, it reads from Parquet)."""
@@ -101,14 +139,33 @@ def test_train_from_the_service_with_no_other_settings(throttled_service: tuple[
     assert (run / "final" / "config.json").is_file()
 
 
-LATE_SPEC = {"kind": "cip", "name": "e2e-late", "num_samples": 80, "seq_len": 256, "shard_size": 16,
-             "docs_per_seq": 2, "seed": 13}
+LATE_SPEC = {
+    "kind": "cip",
+    "name": "e2e-late",
+    "num_samples": 80,
+    "seq_len": 256,
+    "shard_size": 16,
+    "docs_per_seq": 2,
+    "seed": 13,
+}
 
 
 def train_cli(api: str, dataset: str, cwd: Path, *sets: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LONGWEAVE_")}
-    cmd = [sys.executable, "-m", "longweave.clients.cli", "train", "--dataset", dataset, "--service", api,
-           "--api-key", KEYS["alice"], "--set", "model.path=tiny"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "longweave.clients.cli",
+        "train",
+        "--dataset",
+        dataset,
+        "--service",
+        api,
+        "--api-key",
+        KEYS["alice"],
+        "--set",
+        "model.path=tiny",
+    ]
     for s in sets:
         cmd += ["--set", s]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
@@ -116,7 +173,8 @@ def train_cli(api: str, dataset: str, cwd: Path, *sets: str) -> subprocess.Compl
 
 @pytest.mark.slow
 def test_a_run_that_joins_after_production_reads_the_trimmed_batches_from_parquet(
-        throttled_service: tuple[str, str], cache_dir: Path, tmp_path: Path) -> None:
+    throttled_service: tuple[str, str], cache_dir: Path, tmp_path: Path
+) -> None:
     """No run attached while the dataset was made, so its stream kept only the last batches; a run
     that joins then trains the trimmed ones from the Parquet shards and the rest from the stream,
     every sample exactly once."""

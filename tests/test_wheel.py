@@ -26,15 +26,32 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ROOTS = ("generators", "service", "trainer", "clients")
-SKIP = shutil.ignore_patterns(".git", ".venv", ".longweave", "build", "dist", "out", "*.egg-info",
-                              "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache", "tests", "bench")
+SKIP = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    ".longweave",
+    "build",
+    "dist",
+    "out",
+    "*.egg-info",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    ".ruff_cache",
+    "tests",
+    "bench",
+)
 
 pytestmark = pytest.mark.slow
 
 
 def source_packages() -> set[str]:
-    return {"longweave." + ".".join(p.parent.relative_to(REPO).parts)
-            for root in ROOTS for p in (REPO / root).rglob("__init__.py") if "__pycache__" not in p.parts}
+    return {
+        "longweave." + ".".join(p.parent.relative_to(REPO).parts)
+        for root in ROOTS
+        for p in (REPO / root).rglob("__init__.py")
+        if "__pycache__" not in p.parts
+    }
 
 
 @pytest.fixture(scope="module")
@@ -57,33 +74,54 @@ def test_wheel_ships_every_package(wheel: Path) -> None:
     assert {"longweave.service.api", "longweave.service.api.routes", "longweave.service.llm"} <= shipped
     assert any(n.endswith("entry_points.txt") for n in names)
     lua = {p.name for p in (REPO / "service" / "lua").glob("*.lua")}
-    assert lua and {n.rsplit("/", 1)[1] for n in names if n.startswith("longweave/service/lua/")} == lua, \
+    assert lua and {n.rsplit("/", 1)[1] for n in names if n.startswith("longweave/service/lua/")} == lua, (
         "Lua scripts missing from the wheel"
+    )
 
 
 def test_installed_wheel_serves(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     py = venv / "bin" / "python"
-    site = Path(subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    site = Path(
+        subprocess.run(
+            [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     deps = dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))
     (site / "_longweave_deps.pth").write_text("".join(f"{d}\n" for d in deps))
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LONGWEAVE_", "PYTHON")) and k not in ("REDIS_URL", "VIRTUAL_ENV")}
-    subprocess.run([py, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
-                   check=True, timeout=180, cwd=tmp_path, env=env)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LONGWEAVE_", "PYTHON")) and k not in ("REDIS_URL", "VIRTUAL_ENV")
+    }
+    subprocess.run(
+        [py, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        check=True,
+        timeout=180,
+        cwd=tmp_path,
+        env=env,
+    )
 
     probe = "import longweave.service.api.main as m, longweave.service.llm as l; print(m.__file__, l.__file__)"
-    where = subprocess.run([py, "-c", probe],
-                           check=True, capture_output=True, text=True, cwd=tmp_path, env=env).stdout.split()
+    where = subprocess.run(
+        [py, "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path, env=env
+    ).stdout.split()
     assert all(Path(f).is_relative_to(site) for f in where), where
 
     port = _free_port()
     env.update({"LONGWEAVE_HOME": str(tmp_path / "home"), "LONGWEAVE_AUTH": "off"})
     log = tmp_path / "serve.log"
-    proc = subprocess.Popen([venv / "bin" / "longweave", "serve", "--port", str(port)], cwd=tmp_path, env=env,
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [venv / "bin" / "longweave", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     children: list[psutil.Process] = []
     try:

@@ -102,11 +102,18 @@ class VLLMServer:
             return "(no log)"
 
 
-def start_vllm(model_dir: str | Path, port: int | None = None, *, max_model_len: int = 4096,
-               served_name: str = SERVED_NAME, timeout_s: float = 180.0,
-               extra_args: Sequence[str] = (), log_path: str | Path | None = None,
-               env: dict[str, str] | None = None,
-               structured_outputs: dict | None = COMPACT_JSON) -> VLLMServer:
+def start_vllm(
+    model_dir: str | Path,
+    port: int | None = None,
+    *,
+    max_model_len: int = 4096,
+    served_name: str = SERVED_NAME,
+    timeout_s: float = 180.0,
+    extra_args: Sequence[str] = (),
+    log_path: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    structured_outputs: dict | None = COMPACT_JSON,
+) -> VLLMServer:
     """Launch the server and wait until /health answers; raises VLLMServerError with the log tail.
 
     `structured_outputs` is passed as `--structured-outputs-config` (None: vLLM's default).
@@ -115,10 +122,24 @@ def start_vllm(model_dir: str | Path, port: int | None = None, *, max_model_len:
         raise VLLMServerError(f"{VLLM_PYTHON} does not exist: run `make vllm` (scripts/vllm_cpu.sh) first")
     port = port or free_port()
     log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix=f"vllm-{port}-", suffix=".log")[1])
-    cmd = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
-           "--model", str(model_dir), "--served-model-name", served_name,
-           "--host", "127.0.0.1", "--port", str(port), "--max-model-len", str(max_model_len),
-           "--uvicorn-log-level", "warning", *extra_args]
+    cmd = [
+        str(VLLM_PYTHON),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        served_name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--max-model-len",
+        str(max_model_len),
+        "--uvicorn-log-level",
+        "warning",
+        *extra_args,
+    ]
     if structured_outputs is not None:
         cmd += ["--structured-outputs-config", json.dumps(structured_outputs)]
     full_env = vllm_env(env)
@@ -126,23 +147,27 @@ def start_vllm(model_dir: str | Path, port: int | None = None, *, max_model_len:
         cmd += ["--gpu-memory-utilization", "0.3"]
     log = open(log_path, "wb")  # noqa: SIM115  (closed by stop_vllm)
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=full_env, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=full_env, start_new_session=True
+    )
     srv = VLLMServer(proc, port, served_name, log_path, _log=log)
     try:
         deadline = t0 + timeout_s
         while True:
             if proc.poll() is not None:
-                raise VLLMServerError(f"vLLM exited with code {proc.returncode} before answering /health "
-                                      f"(log {log_path}):\n{srv.log_tail()}")
+                raise VLLMServerError(
+                    f"vLLM exited with code {proc.returncode} before answering /health "
+                    f"(log {log_path}):\n{srv.log_tail()}"
+                )
             try:
                 if httpx.get(f"{srv.base}/health", timeout=2.0).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise VLLMServerError(f"vLLM did not answer /health within {timeout_s:.0f} s "
-                                      f"(log {log_path}):\n{srv.log_tail()}")
+                raise VLLMServerError(
+                    f"vLLM did not answer /health within {timeout_s:.0f} s (log {log_path}):\n{srv.log_tail()}"
+                )
             time.sleep(0.5)
     except BaseException:
         stop_vllm(srv)

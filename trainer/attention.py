@@ -104,9 +104,17 @@ def doc_spans(doc_ids: torch.Tensor) -> list[list[tuple[int, int]]]:
     return out
 
 
-def doc_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                  attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
-                  doc_spans: list[list[tuple[int, int]]] | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+def doc_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    doc_spans: list[list[tuple[int, int]]] | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
     """query [B, H, T, D], key/value [B, Hkv, T, D] -> [B, T, H, D], attention within each span."""
     B, H, T, D = query.shape
     if doc_spans is None:  # e.g. generation after training: one causal sequence per row
@@ -118,9 +126,17 @@ def doc_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: to
         for s, e in doc_spans[b]:
             if s > at:
                 pieces.append(query.new_zeros(1, H, s - at, D))
-            pieces.append(F.scaled_dot_product_attention(
-                query[b:b + 1, :, s:e], key[b:b + 1, :, s:e], value[b:b + 1, :, s:e],
-                is_causal=True, scale=scaling, dropout_p=dropout if module.training else 0.0, enable_gqa=gqa))
+            pieces.append(
+                F.scaled_dot_product_attention(
+                    query[b : b + 1, :, s:e],
+                    key[b : b + 1, :, s:e],
+                    value[b : b + 1, :, s:e],
+                    is_causal=True,
+                    scale=scaling,
+                    dropout_p=dropout if module.training else 0.0,
+                    enable_gqa=gqa,
+                )
+            )
             at = e
         if at < T:
             pieces.append(query.new_zeros(1, H, T - at, D))

@@ -18,6 +18,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from longweave.generators import records
 from longweave.generators.errors import ConfigError
 from longweave.generators.tokenizer import default_cache_dir
@@ -26,8 +27,9 @@ from longweave.generators.tokenizer import default_cache_dir
 class ServiceShards:
     """Layout and Parquet shards of one dataset on the service at `url`."""
 
-    def __init__(self, url: str, dataset_id: str, api_key_env: str = "LONGWEAVE_API_KEY",
-                 cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self, url: str, dataset_id: str, api_key_env: str = "LONGWEAVE_API_KEY", cache_dir: str | Path | None = None
+    ) -> None:
         self.url, self.dataset_id = url.rstrip("/"), dataset_id
         key = os.environ.get(api_key_env or "LONGWEAVE_API_KEY")
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -38,9 +40,12 @@ class ServiceShards:
 
         resp = httpx.get(f"{self.url}/v1/datasets/{self.dataset_id}{path}", headers=self.headers, timeout=60.0)
         if resp.status_code != 200:
-            raise ConfigError("data.sources", f"the service at {self.url} answered {resp.status_code} for "
-                              f"dataset '{self.dataset_id}'{path}: {resp.text[:200]}",
-                              "check the service URL and the API key")
+            raise ConfigError(
+                "data.sources",
+                f"the service at {self.url} answered {resp.status_code} for "
+                f"dataset '{self.dataset_id}'{path}: {resp.text[:200]}",
+                "check the service URL and the API key",
+            )
         return resp.json()
 
     def layout(self) -> tuple[int, dict[int, int]]:
@@ -59,7 +64,7 @@ class ServiceShards:
             name = str(f["name"])
             if not (name.startswith("data/shard-") and name.endswith(".parquet")):
                 continue
-            shard = int(name[len("data/shard-"):-len(".parquet")])
+            shard = int(name[len("data/shard-") : -len(".parquet")])
             rows = min(size, total - shard * size) if size else total
             out[shard] = -(-max(rows, 0) // batch)
         return batch, out
@@ -74,13 +79,17 @@ class ServiceShards:
         self.cache.mkdir(parents=True, exist_ok=True)
         tmp = self.cache / f"{name}.{os.getpid()}.tmp"
         try:
-            with httpx.stream("GET", f"{self.url}/v1/datasets/{self.dataset_id}/files/data/{name}",
-                              headers=self.headers, timeout=60.0) as resp:
+            with httpx.stream(
+                "GET", f"{self.url}/v1/datasets/{self.dataset_id}/files/data/{name}", headers=self.headers, timeout=60.0
+            ) as resp:
                 if resp.status_code != 200:
                     resp.read()
-                    raise ConfigError("data.sources", f"the service at {self.url} answered "
-                                      f"{resp.status_code} for shard {shard} of '{self.dataset_id}'",
-                                      "check the service URL and the API key")
+                    raise ConfigError(
+                        "data.sources",
+                        f"the service at {self.url} answered "
+                        f"{resp.status_code} for shard {shard} of '{self.dataset_id}'",
+                        "check the service URL and the API key",
+                    )
                 with open(tmp, "wb") as f:
                     f.writelines(resp.iter_bytes())
             table = pq.read_table(tmp)

@@ -32,8 +32,12 @@ from .parallel import Dist
 
 # -- RNG ------------------------------------------------------------------------------------------
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def set_rng_state(s: dict[str, Any]) -> None:
@@ -88,8 +92,18 @@ def _model_state(model: Any, optimizer: Any) -> dict[str, Any]:
 
 
 # -- save / load ----------------------------------------------------------------------------------
-def save_checkpoint(run_dir: Path, step: int, model: Any, optimizer: Any, scheduler: Any, packer: Packer,
-                    trained: list[str], log_offset: int, dist: Dist, keep: int) -> tuple[int, dict[str, Any]]:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    packer: Packer,
+    trained: list[str],
+    log_offset: int,
+    dist: Dist,
+    keep: int,
+) -> tuple[int, dict[str, Any]]:
     """Write checkpoint `step`; returns the new sample-log offset and the data state it holds."""
     ckdir = run_dir / "checkpoints"
     name = f"step-{step:07d}"
@@ -131,8 +145,9 @@ def save_checkpoint(run_dir: Path, step: int, model: Any, optimizer: Any, schedu
     return log_offset, data_state
 
 
-def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, packer: Packer, dist: Dist,
-                    run_dir: Path) -> int:
+def load_checkpoint(
+    path: Path, model: Any, optimizer: Any, scheduler: Any, packer: Packer, dist: Dist, run_dir: Path
+) -> int:
     """Restore checkpoint `path` in place; returns its step."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import set_state_dict
@@ -141,8 +156,11 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, pack
     if meta["world"] != dist.world:
         from longweave.generators.errors import ConfigError
 
-        raise ConfigError("run_dir", f"the checkpoint was written by {meta['world']} processes, not {dist.world}",
-                          "resume with the same number of processes, or start a new run_dir")
+        raise ConfigError(
+            "run_dir",
+            f"the checkpoint was written by {meta['world']} processes, not {dist.world}",
+            "resume with the same number of processes, or start a new run_dir",
+        )
     state = _model_state(model, optimizer)
     with _one_process_quiet():
         dcp.load(state, checkpoint_id=str(path / "state"), no_dist=dist.world == 1)  # in place, per rank
@@ -173,8 +191,9 @@ class Checkpoints:
     which also lets the source acknowledge what the new checkpoint covers (Redis entries are
     acknowledged only once a checkpoint holding them is on disk)."""
 
-    def __init__(self, run_dir: Path, model: Any, optimizer: Any, scheduler: Any, packer: Packer, dist: Dist,
-                 keep: int) -> None:
+    def __init__(
+        self, run_dir: Path, model: Any, optimizer: Any, scheduler: Any, packer: Packer, dist: Dist, keep: int
+    ) -> None:
         self.run_dir, self.model, self.optimizer, self.scheduler = run_dir, model, optimizer, scheduler
         self.packer, self.dist, self.keep = packer, dist, keep
         self.log_offset = 0
@@ -183,8 +202,18 @@ class Checkpoints:
         return resume(self.run_dir, self.model, self.optimizer, self.scheduler, self.packer, self.dist)
 
     def save(self, step: int, trained: list[str]) -> None:
-        self.log_offset, state = save_checkpoint(self.run_dir, step, self.model, self.optimizer, self.scheduler,
-                                                 self.packer, trained, self.log_offset, self.dist, self.keep)
+        self.log_offset, state = save_checkpoint(
+            self.run_dir,
+            step,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            self.packer,
+            trained,
+            self.log_offset,
+            self.dist,
+            self.keep,
+        )
         self.packer.source.commit(state["source"])
 
 

@@ -28,8 +28,9 @@ from longweave.generators.errors import ConfigError
 from . import config as config_mod
 
 
-def stage_configs(recipe: str | Path | None, overrides: list[str] | dict[str, Any] | None = None
-                  ) -> list[tuple[str, config_mod.TrainConfig]]:
+def stage_configs(
+    recipe: str | Path | None, overrides: list[str] | dict[str, Any] | None = None
+) -> list[tuple[str, config_mod.TrainConfig]]:
     """(name, config) per stage of `recipe` (config.Recipe), validated, references not yet resolved."""
     return config_mod.Recipe.load(recipe).configs(overrides)
 
@@ -60,8 +61,11 @@ def train(recipe: str | Path | None = None, overrides: list[str] | dict[str, Any
         cfg = config_mod.validate(data_mod.resolve_service_sources(cfg.model_dump(), Path(cfg.run_dir) / "tokenizer"))
         if cfg.model.path == config_mod.PREVIOUS:
             if previous is None:
-                raise ConfigError("model.path", f"stage '{name}' starts from @previous but is the first",
-                                  "give the first stage a model path")
+                raise ConfigError(
+                    "model.path",
+                    f"stage '{name}' starts from @previous but is the first",
+                    "give the first stage a model path",
+                )
             cfg.model.path = str(previous)
         if base_dir is None:
             base_dir = _save_base(cfg) if cfg.model.path == "tiny" else Path(cfg.model.path)
@@ -96,20 +100,38 @@ def merge(a: str | Path, b: str | Path, alpha: float = 0.5, out: str | Path = "m
     return merge_fn(a, b, alpha, out)
 
 
-def evaluate(model_dir: str | Path, out: str | Path, *, data: list[str] | None = None,
-             lengths: list[int] | None = None, depths: list[float] | None = None,
-             trials: int = 2, buckets: int = 8, seq_len: int | None = None,
-             progress: Any = None) -> dict[str, Any]:
+def evaluate(
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    data: list[str] | None = None,
+    lengths: list[int] | None = None,
+    depths: list[float] | None = None,
+    trials: int = 2,
+    buckets: int = 8,
+    seq_len: int | None = None,
+    progress: Any = None,
+) -> dict[str, Any]:
     """`longweave eval MODEL --out DIR`: needle grid (JSON + heatmap) and perplexity by position
     (plot); without `data`, on the stdlib corpus tokenized with the model's tokenizer."""
     from .evaluate import run
 
-    return run(model_dir, out, data=data, lengths=lengths, depths=depths, trials=trials, buckets=buckets,
-               seq_len=seq_len, progress=progress)
+    return run(
+        model_dir,
+        out,
+        data=data,
+        lengths=lengths,
+        depths=depths,
+        trials=trials,
+        buckets=buckets,
+        seq_len=seq_len,
+        progress=progress,
+    )
 
 
-def select(base: str | Path, extended: str | Path, data: list[str], out: str | Path, *, keep: float = 0.6,
-           top: float = 0.2) -> dict[str, Any]:
+def select(
+    base: str | Path, extended: str | Path, data: list[str], out: str | Path, *, keep: float = 0.6, top: float = 0.2
+) -> dict[str, Any]:
     """`longweave select BASE EXTENDED DATA --out DIR`: LongRecipe's impactful-sentence selection."""
     from .select import select_dataset
 

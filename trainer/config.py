@@ -13,8 +13,9 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from longweave.generators.errors import ConfigError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from longweave.generators.errors import ConfigError
 
 
 class _Section(BaseModel):
@@ -71,12 +72,15 @@ class RopeConfig(_Section):
 class ModelConfig(_Section):
     path: str = Field("tiny", description="a local Hugging Face causal-LM directory, or 'tiny'")
     tokenizer: str | None = Field(
-        None, description="tokenizer directory; default: the model's, else the first dataset's tokenizer/")
+        None, description="tokenizer directory; default: the model's, else the first dataset's tokenizer/"
+    )
     tiny: TinyModel = TinyModel()
     rope: RopeConfig = RopeConfig()
     attention: Literal["auto", "docs", "sdpa", "eager", "flash_attention_2"] = Field(
-        "auto", description="auto: flash_attention_2 on CUDA when installed, else docs (causal SDPA per "
-        "packed document, attention.py); sdpa/eager: a dense block-diagonal mask")
+        "auto",
+        description="auto: flash_attention_2 on CUDA when installed, else docs (causal SDPA per "
+        "packed document, attention.py); sdpa/eager: a dense block-diagonal mask",
+    )
     init_seed: int = 0
     gradient_checkpointing: bool = False
     compile: bool = False
@@ -93,14 +97,24 @@ class SourceConfig(_Section):
     weight: float = Field(1.0, gt=0, description="share of samples in a mixture")
     epochs: int = Field(1, ge=1, description="parquet: passes over the data (seeded shuffle per epoch)")
     shuffle: bool = True
-    cache_dir: str | None = Field(None, description="parquet: where the memory-mapped Arrow copies of the shards go "
-                                  "(default $LONGWEAVE_HOME/cache/arrow, LONGWEAVE_HOME being .longweave)")
+    cache_dir: str | None = Field(
+        None,
+        description="parquet: where the memory-mapped Arrow copies of the shards go "
+        "(default $LONGWEAVE_HOME/cache/arrow, LONGWEAVE_HOME being .longweave)",
+    )
     block_ms: int = Field(1000, ge=1, description="redis: how long one read waits for new entries")
-    retry_s: float = Field(300.0, gt=0, description="redis: how long transient Redis errors (timeouts, resets, "
-                           "a restart) are retried before the run stops")
+    retry_s: float = Field(
+        300.0,
+        gt=0,
+        description="redis: how long transient Redis errors (timeouts, resets, "
+        "a restart) are retried before the run stops",
+    )
     api_key_env: str = Field("LONGWEAVE_API_KEY", description="service: environment variable holding the API key")
-    service_url: str | None = Field(None, description="redis: the dataset service whose Parquet shards stand in "
-                                    "for stream entries trimmed before the run read them (set for `service` sources)")
+    service_url: str | None = Field(
+        None,
+        description="redis: the dataset service whose Parquet shards stand in "
+        "for stream entries trimmed before the run read them (set for `service` sources)",
+    )
 
     @model_validator(mode="after")
     def _where(self) -> SourceConfig:
@@ -119,7 +133,8 @@ class DataConfig(_Section):
     doc_mask: bool = Field(True, description="attention never crosses documents; positions restart per document")
     pack_buffer: int = Field(64, ge=1, description="samples the best-fit packer chooses among")
     positions: Literal["none", "pose", "longrecipe"] = Field(
-        "none", description="position transform spreading short rows over data.target_window")
+        "none", description="position transform spreading short rows over data.target_window"
+    )
     target_window: int | None = Field(None, ge=8, description="window the position transform spreads over")
     pose_chunks: int = Field(2, ge=1)
 
@@ -259,8 +274,7 @@ def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def overrides_for_stage(overrides: list[str] | dict[str, Any] | None, name: str
-                        ) -> list[str] | dict[str, Any] | None:
+def overrides_for_stage(overrides: list[str] | dict[str, Any] | None, name: str) -> list[str] | dict[str, Any] | None:
     """The overrides that apply to stage `name`: all but `stages.<other>.…`, prefix dropped."""
     if not overrides:
         return overrides
@@ -305,8 +319,11 @@ class Recipe(BaseModel):
         if "stages" not in data:
             return cls(base=data)
         if not data["stages"]:
-            raise ConfigError("stages", "the recipe lists no stages",
-                              "list at least one stage, or write the recipe as one config without stages")
+            raise ConfigError(
+                "stages",
+                "the recipe lists no stages",
+                "list at least one stage, or write the recipe as one config without stages",
+            )
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

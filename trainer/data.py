@@ -57,6 +57,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+
 from longweave.generators import records, streams
 from longweave.generators.errors import ConfigError, LongweaveError, StreamTrimmed
 from longweave.generators.paths import Paths
@@ -72,15 +73,21 @@ class Sample:
     segments: np.ndarray | None = None  # start offsets of source pieces (for position transforms)
 
     def to_state(self) -> dict[str, Any]:
-        return {"id": self.id, "input_ids": self.input_ids.tolist(),
-                "loss_mask": None if self.loss_mask is None else self.loss_mask.tolist(),
-                "segments": None if self.segments is None else self.segments.tolist()}
+        return {
+            "id": self.id,
+            "input_ids": self.input_ids.tolist(),
+            "loss_mask": None if self.loss_mask is None else self.loss_mask.tolist(),
+            "segments": None if self.segments is None else self.segments.tolist(),
+        }
 
     @classmethod
     def from_state(cls, d: dict[str, Any]) -> Sample:
-        return cls(d["id"], np.asarray(d["input_ids"], np.int32),
-                   None if d["loss_mask"] is None else np.asarray(d["loss_mask"], bool),
-                   None if d["segments"] is None else np.asarray(d["segments"], np.int32))
+        return cls(
+            d["id"],
+            np.asarray(d["input_ids"], np.int32),
+            None if d["loss_mask"] is None else np.asarray(d["loss_mask"], bool),
+            None if d["segments"] is None else np.asarray(d["segments"], np.int32),
+        )
 
 
 def samples_from_table(table: pa.Table) -> list[Sample]:
@@ -100,9 +107,15 @@ def samples_from_table(table: pa.Table) -> list[Sample]:
     lm_off = lm.offsets.to_numpy()
     lm_val = lm.values.to_numpy(zero_copy_only=False).astype(bool) if len(lm.values) else np.zeros(0, bool)
     for i, sid in enumerate(ids):
-        mask = lm_val[lm_off[i]:lm_off[i + 1]].copy() if lm_valid[i] else None
-        out.append(Sample(sid, tok_val[tok_off[i]:tok_off[i + 1]].copy(), mask,
-                          seg_val[seg_off[i]:seg_off[i + 1]].astype(np.int32)))
+        mask = lm_val[lm_off[i] : lm_off[i + 1]].copy() if lm_valid[i] else None
+        out.append(
+            Sample(
+                sid,
+                tok_val[tok_off[i] : tok_off[i + 1]].copy(),
+                mask,
+                seg_val[seg_off[i] : seg_off[i + 1]].astype(np.int32),
+            )
+        )
     return out
 
 
@@ -120,9 +133,11 @@ def check_tokenizer(found: dict[str, Any] | None, expected_sha256: str | None, w
         return
     if found["sha256"] != expected_sha256:
         raise ConfigError(
-            "data.sources", f"{where} was made with tokenizer '{found.get('name')}' "
+            "data.sources",
+            f"{where} was made with tokenizer '{found.get('name')}' "
             f"(sha256 {found['sha256'][:12]}), not the model's (sha256 {expected_sha256[:12]})",
-            "train on data made with the model's tokenizer, or regenerate it with --tokenizer <model dir>")
+            "train on data made with the model's tokenizer, or regenerate it with --tokenizer <model dir>",
+        )
 
 
 # -- Parquet --------------------------------------------------------------------------------------
@@ -137,8 +152,11 @@ def parquet_files(paths: list[str]) -> tuple[list[Path], dict[str, Any] | None]:
             if info.is_file():
                 t = json.loads(info.read_text()).get("tokenizer")
                 if tok and t and t.get("sha256") != tok.get("sha256"):
-                    raise ConfigError("data.sources.path", f"'{p}' uses another tokenizer than the other paths",
-                                      "mix only datasets made with one tokenizer")
+                    raise ConfigError(
+                        "data.sources.path",
+                        f"'{p}' uses another tokenizer than the other paths",
+                        "mix only datasets made with one tokenizer",
+                    )
                 tok = t or tok
             found = sorted((p / "data").glob("*.parquet")) if (p / "data").is_dir() else sorted(p.glob("*.parquet"))
             if not found:
@@ -147,8 +165,11 @@ def parquet_files(paths: list[str]) -> tuple[list[Path], dict[str, Any] | None]:
         elif p.is_file() and p.suffix == ".parquet":
             files.append(p)
         else:
-            raise ConfigError("data.sources.path", f"'{raw}' is neither a dataset directory nor a .parquet file",
-                              "pass the --out directory of `longweave generate` or Parquet files")
+            raise ConfigError(
+                "data.sources.path",
+                f"'{raw}' is neither a dataset directory nor a .parquet file",
+                "pass the --out directory of `longweave generate` or Parquet files",
+            )
     return files, tok
 
 
@@ -179,8 +200,16 @@ class ParquetSource:
     """Rows of Parquet files in a seeded order per epoch, with a resumable cursor (see the module
     docstring: the rows are read from memory-mapped Arrow copies in `cache_dir`)."""
 
-    def __init__(self, paths: list[str], *, seed: int = 0, epochs: int = 1, shuffle: bool = True,
-                 tokenizer_sha256: str | None = None, cache_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        paths: list[str],
+        *,
+        seed: int = 0,
+        epochs: int = 1,
+        shuffle: bool = True,
+        tokenizer_sha256: str | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
         files, tok = parquet_files(paths)
         check_tokenizer(tok, tokenizer_sha256, f"the dataset at {paths[0]}")
         cache = Path(cache_dir).expanduser() if cache_dir else Paths.resolve(os.environ).cache_dir / "arrow"
@@ -291,16 +320,31 @@ def redis_client(url: str, **options: Any) -> Any:
 class RedisSource:
     """The run's consumer group on a dataset's output stream, acknowledging after checkpoints."""
 
-    def __init__(self, url: str, dataset_id: str, run_id: str, *, rank: int = 0, block_ms: int = 1000,
-                 tokenizer_sha256: str | None = None, client: Any = None, retry_s: float = 300.0,
-                 backfill: Any = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        dataset_id: str,
+        run_id: str,
+        *,
+        rank: int = 0,
+        block_ms: int = 1000,
+        tokenizer_sha256: str | None = None,
+        client: Any = None,
+        retry_s: float = 300.0,
+        backfill: Any = None,
+    ) -> None:
         import redis
         from redis.backoff import NoBackoff
         from redis.retry import Retry
 
         # No retries inside the client: `_call` retries, and knows when a lost reply needs a re-read.
-        self.r = client if client is not None else redis_client(
-            url, socket_timeout=block_ms / 1000 + 30, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0))
+        self.r = (
+            client
+            if client is not None
+            else redis_client(
+                url, socket_timeout=block_ms / 1000 + 30, socket_connect_timeout=5, retry=Retry(NoBackoff(), 0)
+            )
+        )
         self.url = url
         self.retry_s = retry_s
         self.transient = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
@@ -333,13 +377,22 @@ class RedisSource:
         self._last_read = time.monotonic()
 
     def state(self) -> dict[str, Any]:
-        return {"done": list(self.done), "current": self.current, "offset": self.offset,
-                "batch": list(self.batch) if self.batch else None, "seen": _encode_seen(self.seen)}
+        return {
+            "done": list(self.done),
+            "current": self.current,
+            "offset": self.offset,
+            "batch": list(self.batch) if self.batch else None,
+            "seen": _encode_seen(self.seen),
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         batch = state.get("batch")
-        self._restored = {"done": list(state.get("done", [])), "current": state.get("current"),
-                          "offset": int(state.get("offset", 0)), "batch": tuple(batch) if batch else None}
+        self._restored = {
+            "done": list(state.get("done", [])),
+            "current": state.get("current"),
+            "offset": int(state.get("offset", 0)),
+            "batch": tuple(batch) if batch else None,
+        }
         self.seen = _decode_seen(state.get("seen"))
 
     def commit(self, state: dict[str, Any]) -> None:
@@ -353,9 +406,11 @@ class RedisSource:
     def _trimmed(self, eid: str | None = None) -> StreamTrimmed:
         what = f"entry {eid} it had not acknowledged" if eid else "entries it had not read"
         return StreamTrimmed(
-            "data.sources", f"the stream of dataset '{self.dataset_id}' no longer holds {what} (run group "
+            "data.sources",
+            f"the stream of dataset '{self.dataset_id}' no longer holds {what} (run group "
             f"'{self.group}' was idle and the service trimmed them)",
-            f"train from the dataset's Parquet copy (longweave download / GET /v1/datasets/{self.dataset_id}/files)")
+            f"train from the dataset's Parquet copy (longweave download / GET /v1/datasets/{self.dataset_id}/files)",
+        )
 
     def _check_not_trimmed(self) -> None:
         """Note (with a backfill) or refuse (without) an entry after the group's last delivered one gone."""
@@ -400,9 +455,11 @@ class RedisSource:
             except self.transient as exc:
                 if time.monotonic() + pause > deadline:
                     raise SourceUnavailable(
-                        "data.sources.url", f"Redis at {self.url.split('@')[-1]} unreachable for "
+                        "data.sources.url",
+                        f"Redis at {self.url.split('@')[-1]} unreachable for "
                         f"{self.retry_s:g}s ({type(exc).__name__}: {exc})",
-                        "bring Redis back and run again: the run resumes from its last checkpoint") from exc
+                        "bring Redis back and run again: the run resumes from its last checkpoint",
+                    ) from exc
                 time.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
@@ -440,7 +497,8 @@ class RedisSource:
         """Samples of this batch the restored checkpoint consumed already (its partial batch, once)."""
         r = self._restored
         hit = (batch is not None and r.get("batch") is not None and tuple(r["batch"]) == batch) or (
-            eid is not None and r.get("batch") is None and eid == r["current"])
+            eid is not None and r.get("batch") is None and eid == r["current"]
+        )
         if not hit:
             return 0
         skip, r["offset"], r["batch"], r["current"] = r["offset"], 0, None, None
@@ -457,8 +515,9 @@ class RedisSource:
         yield from self._consume_table(table, batch, eid, skip)
         self.done.append(eid)
 
-    def _consume_table(self, table: pa.Table, batch: tuple[int, int] | None, eid: str | None,
-                       skip: int) -> Iterator[Sample]:
+    def _consume_table(
+        self, table: pa.Table, batch: tuple[int, int] | None, eid: str | None, skip: int
+    ) -> Iterator[Sample]:
         samples = samples_from_table(table)
         self.current, self.batch, self.offset = eid, batch, skip
         for s in samples[skip:]:
@@ -475,7 +534,7 @@ class RedisSource:
         out: set[tuple[int, int]] = set()
         while True:
             page = self._call(self.r.xrange, self.key, start, "+", count=SCAN_PAGE)
-            for eid, fields in page:
+            for _eid, fields in page:
                 if fields and streams.F_SHARD.encode() in fields:
                     out.add((int(fields[streams.F_SHARD.encode()]), int(fields[streams.F_SEQ.encode()])))
             if len(page) < SCAN_PAGE:
@@ -487,8 +546,10 @@ class RedisSource:
         self.gap = False
         live = set() if at_end else self._in_stream()
         batch_size, layout = self.backfill.layout()
-        wanted = {shard: [q for q in range(n) if q not in self.seen.get(shard, ()) and (shard, q) not in live]
-                  for shard, n in sorted(layout.items())}
+        wanted = {
+            shard: [q for q in range(n) if q not in self.seen.get(shard, ()) and (shard, q) not in live]
+            for shard, n in sorted(layout.items())
+        }
         wanted = {shard: qs for shard, qs in wanted.items() if qs}
         if not wanted:
             return
@@ -496,8 +557,13 @@ class RedisSource:
             what = "ended without batches of its written shards"
         else:
             what = f"trimmed before shard {min(s for s, _ in live)}" if live else "trimmed to its end"
-        log.warning("stream of dataset '%s' %s: reading shards %s (%d batches) from Parquet",
-                    self.dataset_id, what, _spans(list(wanted)), sum(map(len, wanted.values())))
+        log.warning(
+            "stream of dataset '%s' %s: reading shards %s (%d batches) from Parquet",
+            self.dataset_id,
+            what,
+            _spans(list(wanted)),
+            sum(map(len, wanted.values())),
+        )
         for shard, seqs in wanted.items():
             table = self.backfill.table(shard)
             for q in seqs:
@@ -632,11 +698,22 @@ def build_source(cfg: DataConfig, *, run_id: str, seed: int, rank: int, tokenize
     built = []
     for sc in cfg.sources:
         if sc.kind == "parquet":
-            built.append(ParquetSource(sc.path, seed=seed, epochs=sc.epochs, shuffle=sc.shuffle,
-                                       tokenizer_sha256=tokenizer_sha256, cache_dir=sc.cache_dir))
+            built.append(
+                ParquetSource(
+                    sc.path,
+                    seed=seed,
+                    epochs=sc.epochs,
+                    shuffle=sc.shuffle,
+                    tokenizer_sha256=tokenizer_sha256,
+                    cache_dir=sc.cache_dir,
+                )
+            )
         elif sc.kind == "service":
-            raise ConfigError("data.sources", "a service source reached the trainer unresolved",
-                              "run it through longweave.trainer.commands.train (resolve_service_sources)")
+            raise ConfigError(
+                "data.sources",
+                "a service source reached the trainer unresolved",
+                "run it through longweave.trainer.commands.train (resolve_service_sources)",
+            )
         else:
             # What one rank consumed, the others do not know: trimmed batches are read from Parquet
             # by a single-process run only (a run of several ranks is told `StreamTrimmed`).
@@ -645,8 +722,18 @@ def build_source(cfg: DataConfig, *, run_id: str, seed: int, rank: int, tokenize
                 from .backfill import ServiceShards
 
                 backfill = ServiceShards(sc.service_url, sc.dataset_id, sc.api_key_env, sc.cache_dir)
-            built.append(RedisSource(sc.url, sc.dataset_id, run_id, rank=rank, block_ms=sc.block_ms,
-                                     tokenizer_sha256=tokenizer_sha256, retry_s=sc.retry_s, backfill=backfill))
+            built.append(
+                RedisSource(
+                    sc.url,
+                    sc.dataset_id,
+                    run_id,
+                    rank=rank,
+                    block_ms=sc.block_ms,
+                    tokenizer_sha256=tokenizer_sha256,
+                    retry_s=sc.retry_s,
+                    backfill=backfill,
+                )
+            )
     if len(built) == 1:
         return built[0]
     return MixtureSource(built, [sc.weight for sc in cfg.sources], seed=seed)
@@ -677,29 +764,40 @@ def resolve_service_sources(data: dict[str, Any], tokenizer_root: str | Path) ->
         with httpx.Client(base_url=base, headers=headers, timeout=30.0) as http:
             resp = http.post(f"/v1/datasets/{dataset}/consumers", json={"run_id": run_id, "from": "start"})
             if resp.status_code not in (200, 201):
-                raise ConfigError("data.sources", f"the service at {base} answered {resp.status_code} when "
-                                  f"attaching run '{run_id}' to dataset '{dataset}': {resp.text[:200]}",
-                                  "check the dataset id, the service URL, the API key and run_id")
+                raise ConfigError(
+                    "data.sources",
+                    f"the service at {base} answered {resp.status_code} when "
+                    f"attaching run '{run_id}' to dataset '{dataset}': {resp.text[:200]}",
+                    "check the dataset id, the service URL, the API key and run_id",
+                )
             deadline = time.monotonic() + 600
             while True:  # the tokenizer is stored by the first worker to start a shard
                 resp = http.get(f"/v1/datasets/{dataset}/stream")
                 if resp.status_code != 200:
-                    raise ConfigError("data.sources", f"the service at {base} answered {resp.status_code} for "
-                                      f"dataset '{dataset}': {resp.text[:200]}",
-                                      "check the dataset id, the service URL and the API key")
+                    raise ConfigError(
+                        "data.sources",
+                        f"the service at {base} answered {resp.status_code} for dataset '{dataset}': {resp.text[:200]}",
+                        "check the dataset id, the service URL and the API key",
+                    )
                 info = resp.json()
                 if info["tokenizer_files"] or info["state"] in ("failed", "cancelled") or time.monotonic() > deadline:
                     break
                 time.sleep(0.5)
             if not info.get("redis_url"):
-                raise ConfigError("data.sources", f"the service at {base} names no Redis URL",
-                                  "set LONGWEAVE_PUBLIC_REDIS_URL on the service")
+                raise ConfigError(
+                    "data.sources",
+                    f"the service at {base} names no Redis URL",
+                    "set LONGWEAVE_PUBLIC_REDIS_URL on the service",
+                )
             model = data.get("model", {})
             own = model.get("path", "tiny") != "tiny" and (Path(str(model.get("path"))) / "tokenizer.json").is_file()
             if not model.get("tokenizer") and not own:
                 if not info["tokenizer_files"]:
-                    raise ConfigError("model.tokenizer", f"dataset '{dataset}' has no tokenizer yet",
-                                      "wait until a worker started it, or set model.tokenizer")
+                    raise ConfigError(
+                        "model.tokenizer",
+                        f"dataset '{dataset}' has no tokenizer yet",
+                        "wait until a worker started it, or set model.tokenizer",
+                    )
                 out = Path(tokenizer_root) / dataset
                 out.mkdir(parents=True, exist_ok=True)
                 for name in info["tokenizer_files"]:

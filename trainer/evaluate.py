@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from longweave.generators.errors import ConfigError
 
 LOGIT_CHUNK = 2048  # positions per slice of the LM head: a 128K x 128K-vocab logits tensor would be 64 GB
@@ -48,15 +49,17 @@ def _logits(model: Any, hidden: torch.Tensor) -> torch.Tensor:
     return torch.tanh(logits / cap) * cap if cap else logits
 
 
-def _per_next_token(model: Any, ids: torch.Tensor, chunk: int,
-                    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+def _per_next_token(
+    model: Any, ids: torch.Tensor, chunk: int, score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
     """score(logits, next tokens) for every position t >= 1 of one row, the LM head applied a slice
     of positions at a time, so memory grows with the row's length times the hidden size, not the
     vocabulary."""
     hidden = _hidden(model, ids)[:-1]
     nxt = ids[0, 1:]
-    return torch.cat([score(_logits(model, hidden[i:i + chunk]), nxt[i:i + chunk])
-                      for i in range(0, len(nxt), chunk)])
+    return torch.cat(
+        [score(_logits(model, hidden[i : i + chunk]), nxt[i : i + chunk]) for i in range(0, len(nxt), chunk)]
+    )
 
 
 def next_token_logits(model: Any, ids: torch.Tensor, chunk: int = LOGIT_CHUNK) -> torch.Tensor:
@@ -66,8 +69,9 @@ def next_token_logits(model: Any, ids: torch.Tensor, chunk: int = LOGIT_CHUNK) -
 
 def next_token_nll(model: Any, ids: torch.Tensor, chunk: int = LOGIT_CHUNK) -> torch.Tensor:
     """-log p(x_t | x_<t) for t >= 1, in float64."""
-    return _per_next_token(model, ids, chunk, lambda logits, nxt: torch.nn.functional.cross_entropy(
-        logits, nxt, reduction="none").double())
+    return _per_next_token(
+        model, ids, chunk, lambda logits, nxt: torch.nn.functional.cross_entropy(logits, nxt, reduction="none").double()
+    )
 
 
 KEYS = ["zebra-quartz", "amber-falcon", "violet-harbor", "copper-lantern", "silent-meadow", "orange-glacier"]
@@ -123,8 +127,16 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @torch.no_grad()
-def needle_grid(model: Any, tok: Any, hay: np.ndarray, lengths: list[int], depths: list[float],
-                trials: int = 2, seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
+def needle_grid(
+    model: Any,
+    tok: Any,
+    hay: np.ndarray,
+    lengths: list[int],
+    depths: list[float],
+    trials: int = 2,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """accuracy[i][j]: share of trials at lengths[i], depths[j] whose answer was decoded exactly."""
     rng = np.random.default_rng(seed)
     acc = np.zeros((len(lengths), len(depths)))
@@ -139,10 +151,13 @@ def needle_grid(model: Any, tok: Any, hay: np.ndarray, lengths: list[int], depth
                 answer = tok.encode(f" {number}")
                 room = L - len(needle) - len(question) - len(answer)
                 if room <= 0:
-                    raise ConfigError("--lengths", f"{L} tokens cannot hold the needle and question",
-                                      "use context lengths of at least 64 tokens")
+                    raise ConfigError(
+                        "--lengths",
+                        f"{L} tokens cannot hold the needle and question",
+                        "use context lengths of at least 64 tokens",
+                    )
                 start = int(rng.integers(0, max(1, len(hay) - room)))
-                filler = np.resize(hay[start:start + room], room)
+                filler = np.resize(hay[start : start + room], room)
                 at = round(d * room)
                 ids = np.concatenate([filler[:at], needle, filler[at:], question, answer]).astype(np.int64)
                 n = len(answer)
@@ -157,24 +172,32 @@ def needle_grid(model: Any, tok: Any, hay: np.ndarray, lengths: list[int], depth
 
 
 @torch.no_grad()
-def perplexity_by_position(model: Any, hay: np.ndarray, seq_len: int, buckets: int = 8,
-                           max_rows: int = 8, progress: Progress | None = None) -> dict[str, Any]:
+def perplexity_by_position(
+    model: Any, hay: np.ndarray, seq_len: int, buckets: int = 8, max_rows: int = 8, progress: Progress | None = None
+) -> dict[str, Any]:
     """Mean next-token loss per position bucket over up to `max_rows` rows of `seq_len` tokens."""
     rows = min(max_rows, (len(hay) - 1) // seq_len)
     if rows < 1:
-        raise ConfigError("--data", f"the held-out text has fewer than {seq_len + 1} tokens",
-                          "pass more data or a smaller --seq-len")
+        raise ConfigError(
+            "--data", f"the held-out text has fewer than {seq_len + 1} tokens", "pass more data or a smaller --seq-len"
+        )
     nll = torch.zeros(seq_len - 1, dtype=torch.float64)
     for r in range(rows):
-        ids = torch.from_numpy(hay[r * seq_len:(r + 1) * seq_len].astype(np.int64))[None]
+        ids = torch.from_numpy(hay[r * seq_len : (r + 1) * seq_len].astype(np.int64))[None]
         nll += next_token_nll(model, ids)
         if progress is not None:
             progress("perplexity", r + 1, rows)
     nll /= rows
     edges = np.linspace(0, seq_len - 1, buckets + 1).round().astype(int)
     means = [float(nll[a:b].mean()) for a, b in itertools.pairwise(edges)]
-    return {"seq_len": seq_len, "rows": rows, "bucket_edges": edges.tolist(), "nll": [round(x, 5) for x in means],
-            "ppl": [round(float(np.exp(x)), 3) for x in means], "nll_all": round(float(nll.mean()), 5)}
+    return {
+        "seq_len": seq_len,
+        "rows": rows,
+        "bucket_edges": edges.tolist(),
+        "nll": [round(x, 5) for x in means],
+        "ppl": [round(float(np.exp(x)), 3) for x in means],
+        "nll_all": round(float(nll.mean()), 5),
+    }
 
 
 def heatmap(grid: dict[str, Any], path: Path, title: str = "needle retrieval") -> None:
@@ -192,8 +215,15 @@ def heatmap(grid: dict[str, Any], path: Path, title: str = "needle retrieval") -
     ax.set_ylabel("needle depth")
     ax.set_title(title)
     for (li, di), value in np.ndenumerate(acc):
-        ax.text(li, di, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                color="white" if value < 0.25 or value > 0.85 else "black")
+        ax.text(
+            li,
+            di,
+            f"{value:.2f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if value < 0.25 or value > 0.85 else "black",
+        )
     fig.colorbar(im, ax=ax, label="accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -220,9 +250,18 @@ def perplexity_plot(ppl: dict[str, Any], path: Path, title: str = "perplexity by
     plt.close(fig)
 
 
-def run(model_dir: str | Path, out: str | Path, *, data: list[str] | None = None, lengths: list[int] | None = None,
-        depths: list[float] | None = None, trials: int = 2, buckets: int = 8, seq_len: int | None = None,
-        progress: Progress | None = None) -> dict[str, Any]:
+def run(
+    model_dir: str | Path,
+    out: str | Path,
+    *,
+    data: list[str] | None = None,
+    lengths: list[int] | None = None,
+    depths: list[float] | None = None,
+    trials: int = 2,
+    buckets: int = 8,
+    seq_len: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Both evaluations on a model directory; writes needle.json/.png and perplexity.json/.png.
 
     Without `data` the haystack and the perplexity rows come from the stdlib corpus, tokenized

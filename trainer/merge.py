@@ -15,9 +15,10 @@ import shutil
 from pathlib import Path
 
 import torch
-from longweave.generators.errors import ConfigError
 from safetensors import safe_open
 from safetensors.torch import save_file
+
+from longweave.generators.errors import ConfigError
 
 
 def _tensor_files(d: Path) -> dict[str, Path]:
@@ -40,8 +41,11 @@ def merge(a: str | Path, b: str | Path, alpha: float, out: str | Path) -> Path:
     fa, fb = _tensor_files(a), _tensor_files(b)
     if fa.keys() != fb.keys():
         missing = sorted(fa.keys() ^ fb.keys())[:3]
-        raise ConfigError("merge", f"the models have different tensors (e.g. {missing})",
-                          "merge two checkpoints of the same architecture")
+        raise ConfigError(
+            "merge",
+            f"the models have different tensors (e.g. {missing})",
+            "merge two checkpoints of the same architecture",
+        )
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(a, tmp, ignore=shutil.ignore_patterns("*.safetensors"))
@@ -54,8 +58,11 @@ def merge(a: str | Path, b: str | Path, alpha: float, out: str | Path) -> Path:
                 with safe_open(str(fb[k]), "pt") as g:
                     tb = g.get_tensor(k)
                 if ta.shape != tb.shape:
-                    raise ConfigError("merge", f"tensor '{k}' is {tuple(ta.shape)} in A, {tuple(tb.shape)} in B",
-                                      "merge two checkpoints of the same architecture")
+                    raise ConfigError(
+                        "merge",
+                        f"tensor '{k}' is {tuple(ta.shape)} in A, {tuple(tb.shape)} in B",
+                        "merge two checkpoints of the same architecture",
+                    )
                 # Average in float32, store in A's dtype.
                 merged[k] = ((1 - alpha) * ta.float() + alpha * tb.float()).to(ta.dtype).contiguous()
         save_file(merged, str(tmp / file.name), metadata=meta or {"format": "pt"})

@@ -47,8 +47,14 @@ class Progress:
     def __init__(self, cfg: TrainConfig, start: int) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-        self.p = Progress(TextColumn("train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                          TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
+        self.p = Progress(
+            TextColumn("train"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[info]}"),
+            TimeRemainingColumn(),
+            transient=False,
+        )
         self.p.start()
         self.task = self.p.add_task("train", total=cfg.steps, completed=start, info="")
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from longweave.generators.errors import ConfigError
 from longweave.generators.tokenizer import Tokenizer, load_tokenizer
 
@@ -30,8 +31,11 @@ def resolve_tokenizer_dir(cfg: TrainConfig) -> Path:
         for p in src.path:
             if (Path(p) / "tokenizer" / "tokenizer.json").is_file():
                 return Path(p) / "tokenizer"
-    raise ConfigError("model.tokenizer", "no tokenizer found",
-                      "set model.tokenizer to a tokenizer directory (a dataset's tokenizer/ folder)")
+    raise ConfigError(
+        "model.tokenizer",
+        "no tokenizer found",
+        "set model.tokenizer to a tokenizer directory (a dataset's tokenizer/ folder)",
+    )
 
 
 def build(cfg: TrainConfig, device: torch.device) -> tuple[Any, Tokenizer]:
@@ -45,10 +49,16 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[Any, Tokenizer]:
     if cfg.model.path == "tiny":
         t = cfg.model.tiny
         hf_cfg = LlamaConfig(
-            vocab_size=tok.vocab_size, hidden_size=t.hidden_size, num_hidden_layers=t.num_layers,
-            num_attention_heads=t.num_heads, num_key_value_heads=t.num_kv_heads,
-            intermediate_size=t.intermediate_size, max_position_embeddings=cfg.data.seq_len,
-            bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
+            vocab_size=tok.vocab_size,
+            hidden_size=t.hidden_size,
+            num_hidden_layers=t.num_layers,
+            num_attention_heads=t.num_heads,
+            num_key_value_heads=t.num_kv_heads,
+            intermediate_size=t.intermediate_size,
+            max_position_embeddings=cfg.data.seq_len,
+            bos_token_id=tok.bos_id,
+            eos_token_id=tok.eos_id,
+            pad_token_id=tok.pad_id,
             tie_word_embeddings=True,
         )
         rope.apply(hf_cfg, cfg.model.rope, window)
@@ -58,15 +68,22 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[Any, Tokenizer]:
     else:
         p = Path(cfg.model.path)
         if not (p / "config.json").is_file():
-            raise ConfigError("model.path", f"'{p}' is not a Hugging Face model directory",
-                              "pass a local directory with config.json and weights, or 'tiny'")
+            raise ConfigError(
+                "model.path",
+                f"'{p}' is not a Hugging Face model directory",
+                "pass a local directory with config.json and weights, or 'tiny'",
+            )
         hf_cfg = AutoConfig.from_pretrained(str(p), local_files_only=True)
         rope.apply(hf_cfg, cfg.model.rope, window)
-        model = AutoModelForCausalLM.from_pretrained(str(p), config=hf_cfg, local_files_only=True,
-                                                     dtype=torch.float32, attn_implementation=load_impl)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(p), config=hf_cfg, local_files_only=True, dtype=torch.float32, attn_implementation=load_impl
+        )
         if model.get_input_embeddings().num_embeddings < tok.vocab_size:
-            raise ConfigError("model.tokenizer", "the tokenizer has more tokens than the model's embedding",
-                              "use the model's own tokenizer")
+            raise ConfigError(
+                "model.tokenizer",
+                "the tokenizer has more tokens than the model's embedding",
+                "use the model's own tokenizer",
+            )
     attention.install(model, impl)
     if cfg.model.gradient_checkpointing:
         # transformers 5 renamed it; older releases (>= 4.45 is allowed) only have the first name.

@@ -84,9 +84,20 @@ def split_long(sample: Sample, seq_len: int) -> list[Sample]:
 class Packer:
     """Turns a stream of samples into micro-batches of `rows` packed rows."""
 
-    def __init__(self, source: Any, *, seq_len: int, rows: int, pad_id: int, doc_mask: bool = True,
-                 buffer: int = 64, positions: str = "none", target_window: int | None = None,
-                 pose_chunks: int = 2, seed: int = 0) -> None:
+    def __init__(
+        self,
+        source: Any,
+        *,
+        seq_len: int,
+        rows: int,
+        pad_id: int,
+        doc_mask: bool = True,
+        buffer: int = 64,
+        positions: str = "none",
+        target_window: int | None = None,
+        pose_chunks: int = 2,
+        seed: int = 0,
+    ) -> None:
         self.source, self.seq_len, self.rows, self.pad_id = source, seq_len, rows, pad_id
         self.doc_mask, self.buffer_size = doc_mask, max(buffer, rows)
         self.positions, self.window, self.pose_chunks, self.seed = positions, target_window, pose_chunks, seed
@@ -99,14 +110,26 @@ class Packer:
     def from_config(cls, cfg: DataConfig, source: Any, *, rows: int, pad_id: int, seed: int = 0) -> Packer:
         """The packer a run's `data` section describes, filling micro-batches of `rows` rows (the
         run's micro_batch) from `source` with `pad_id` (the tokenizer's)."""
-        return cls(source, seq_len=cfg.seq_len, rows=rows, pad_id=pad_id, doc_mask=cfg.doc_mask,
-                   buffer=cfg.pack_buffer, positions=cfg.positions, target_window=cfg.target_window,
-                   pose_chunks=cfg.pose_chunks, seed=seed)
+        return cls(
+            source,
+            seq_len=cfg.seq_len,
+            rows=rows,
+            pad_id=pad_id,
+            doc_mask=cfg.doc_mask,
+            buffer=cfg.pack_buffer,
+            positions=cfg.positions,
+            target_window=cfg.target_window,
+            pose_chunks=cfg.pose_chunks,
+            seed=seed,
+        )
 
     # -- state ------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        return {"source": self.source.state(), "count": self.count,
-                "buffer": [[age, s.to_state()] for age, s in self.buffer]}
+        return {
+            "source": self.source.state(),
+            "count": self.count,
+            "buffer": [[age, s.to_state()] for age, s in self.buffer],
+        }
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.source.load_state(state["source"])
@@ -131,7 +154,9 @@ class Packer:
 
     def _best_fit(self) -> list[list[Sample]]:
         """Assign buffered pieces to rows: waiting ones first, then longest first; best fit."""
-        order = sorted(range(len(self.buffer)), key=lambda i: (-self.buffer[i][0], -len(self.buffer[i][1].input_ids), i))
+        order = sorted(
+            range(len(self.buffer)), key=lambda i: (-self.buffer[i][0], -len(self.buffer[i][1].input_ids), i)
+        )
         room = [self.seq_len] * self.rows
         bins: list[list[Sample]] = [[] for _ in range(self.rows)]
         left: list[tuple[int, Sample]] = []
@@ -170,16 +195,17 @@ class Packer:
             at = 0
             for d, s in enumerate(row):
                 n = len(s.input_ids)
-                ids[r, at:at + n] = s.input_ids
-                doc[r, at:at + n] = d
+                ids[r, at : at + n] = s.input_ids
+                doc[r, at : at + n] = d
                 carry = np.ones(n, bool) if s.loss_mask is None else s.loss_mask.astype(bool)
                 if self.doc_mask:
                     # Target of token t is token t+1 of the same document.
-                    tgt[r, at:at + n - 1] = np.where(carry[1:], s.input_ids[1:], -100)
-                    posn[r, at:at + n] = pos.transform(self.positions, n, self.window or T, s.segments, rng,
-                                                       self.pose_chunks)
+                    tgt[r, at : at + n - 1] = np.where(carry[1:], s.input_ids[1:], -100)
+                    posn[r, at : at + n] = pos.transform(
+                        self.positions, n, self.window or T, s.segments, rng, self.pose_chunks
+                    )
                 else:
-                    tgt[r, at:at + n - 1] = np.where(carry[1:], s.input_ids[1:], -100)
+                    tgt[r, at : at + n - 1] = np.where(carry[1:], s.input_ids[1:], -100)
                     if at > 0 and carry[0]:  # the previous document's last token predicts this first one
                         tgt[r, at - 1] = s.input_ids[0]
                 if "#" not in s.id:
@@ -187,5 +213,6 @@ class Packer:
                 at += n
             if not self.doc_mask and at:
                 posn[r, :at] = pos.transform(self.positions, at, self.window or T, None, rng, self.pose_chunks)
-        return Batch(torch.from_numpy(ids), torch.from_numpy(tgt), torch.from_numpy(posn), torch.from_numpy(doc),
-                     sample_ids)
+        return Batch(
+            torch.from_numpy(ids), torch.from_numpy(tgt), torch.from_numpy(posn), torch.from_numpy(doc), sample_ids
+        )

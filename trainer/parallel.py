@@ -79,8 +79,12 @@ class RankBatches:
 
 def empty_batch(rows: int, seq_len: int, pad_id: int) -> Batch:
     """All padding, no loss: what a rank whose data ended contributes while the others go on."""
-    return Batch(torch.full((rows, seq_len), pad_id), torch.full((rows, seq_len), -100),
-                 torch.zeros(rows, seq_len, dtype=torch.long), torch.full((rows, seq_len), -1))
+    return Batch(
+        torch.full((rows, seq_len), pad_id),
+        torch.full((rows, seq_len), -100),
+        torch.zeros(rows, seq_len, dtype=torch.long),
+        torch.full((rows, seq_len), -1),
+    )
 
 
 def wrap(model: Any, cfg: TrainConfig, dist: Dist) -> Any:
@@ -97,7 +101,8 @@ def wrap(model: Any, cfg: TrainConfig, dist: Dist) -> Any:
             fully_shard(model)
         else:
             train_model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None)
+                model, device_ids=[dist.local_rank] if dist.device.type == "cuda" else None
+            )
     if cfg.model.compile:
         train_model = torch.compile(train_model)
     return train_model

@@ -67,8 +67,9 @@ def longrecipe(n: int, window: int, segments: np.ndarray | None, rng: np.random.
     return _spread(piece_starts(n, segments, rng), n, window, rng, first_at_zero=True)
 
 
-def transform(kind: str, n: int, window: int, segments: np.ndarray | None, rng: np.random.Generator,
-              pose_chunks: int = 2) -> np.ndarray:
+def transform(
+    kind: str, n: int, window: int, segments: np.ndarray | None, rng: np.random.Generator, pose_chunks: int = 2
+) -> np.ndarray:
     if kind == "none":
         return np.arange(n, dtype=np.int64)
     if kind == "pose":

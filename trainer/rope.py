@@ -52,8 +52,9 @@ def yarn_ramp(dim: int, base: float, original: int, beta_fast: float, beta_slow:
     return ((torch.arange(dim // 2, dtype=torch.float64) - low) / (high - low)).clamp(0, 1)
 
 
-def inv_freq(rope: RopeConfig, base: float, dim: int, seq_len: int | None = None,
-             original: int | None = None) -> tuple[torch.Tensor, float]:
+def inv_freq(
+    rope: RopeConfig, base: float, dim: int, seq_len: int | None = None, original: int | None = None
+) -> tuple[torch.Tensor, float]:
     """Inverse frequencies (float64) and the attention scaling factor, in closed form."""
     s = rope.scaling
     if s == "none":

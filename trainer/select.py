@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from longweave.generators import records
 from longweave.generators.errors import ConfigError
 from longweave.generators.tokenizer import load_tokenizer
@@ -51,14 +52,15 @@ def sentence_starts(ids: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], after]).astype(np.int64)
 
 
-def select_row(base: Any, extended: Any, ids: np.ndarray, ends: np.ndarray, keep: float,
-               top: float) -> tuple[np.ndarray, np.ndarray, int, int]:
+def select_row(
+    base: Any, extended: Any, ids: np.ndarray, ends: np.ndarray, keep: float, top: float
+) -> tuple[np.ndarray, np.ndarray, int, int]:
     """(kept tokens, their sentence starts, sentences kept, sentences in the row)."""
     impact = token_impact(base, extended, ids)
     starts = sentence_starts(ids, ends)
     chosen = select_sentences(starts, impact, budget=max(1, int(keep * len(ids))), top=top)
     bounds = np.append(starts, len(ids))
-    pieces = [ids[bounds[s]:bounds[s + 1]] for s in chosen]
+    pieces = [ids[bounds[s] : bounds[s + 1]] for s in chosen]
     lengths = np.array([len(p) for p in pieces], np.int64)
     new_starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(pieces) else np.zeros(0, np.int64)
     kept = np.concatenate(pieces).astype(np.int32) if pieces else np.zeros(0, np.int32)
@@ -67,13 +69,24 @@ def select_row(base: Any, extended: Any, ids: np.ndarray, ends: np.ndarray, keep
 
 def _model(path: str | Path, which: str) -> Any:
     if not (Path(path) / "config.json").is_file():
-        raise ConfigError(f"{which} model", f"'{path}' is not a Hugging Face model directory (no config.json)",
-                          "pass the directories of the base and the extended model")
+        raise ConfigError(
+            f"{which} model",
+            f"'{path}' is not a Hugging Face model directory (no config.json)",
+            "pass the directories of the base and the extended model",
+        )
     return load_model(path)
 
 
-def select_dataset(base_dir: str | Path, extended_dir: str | Path, data: list[str], out: str | Path, *,
-                   keep: float = 0.6, top: float = 0.2, name: str = "selected") -> dict[str, Any]:
+def select_dataset(
+    base_dir: str | Path,
+    extended_dir: str | Path,
+    data: list[str],
+    out: str | Path,
+    *,
+    keep: float = 0.6,
+    top: float = 0.2,
+    name: str = "selected",
+) -> dict[str, Any]:
     """Select the impactful sentences of every row of `data` into a new dataset at `out`; returns
     its dataset.json. `keep`: share of each row's tokens kept; `top`: share of tokens that count
     as impactful."""
@@ -101,26 +114,52 @@ def select_dataset(base_dir: str | Path, extended_dir: str | Path, data: list[st
         out_records = []
         for i, sample in enumerate(samples_from_table(table)):
             if sample.loss_mask is not None:
-                raise ConfigError("--data", f"row '{sample.id}' has a loss mask (SFT data)",
-                                  "select from pretraining data (cip), not from SFT rows")
+                raise ConfigError(
+                    "--data",
+                    f"row '{sample.id}' has a loss mask (SFT data)",
+                    "select from pretraining data (cip), not from SFT rows",
+                )
             kept, starts, n_kept, n_all = select_row(base, extended, sample.input_ids, ends, keep, top)
             rows_in += 1
             tokens_in += len(sample.input_ids)
             if len(kept) == 0:
                 continue
-            meta = {"source_id": sample.id, "sentences_kept": n_kept, "sentences": n_all,
-                    "source": json.loads(metas[i]) if metas[i] else {}}
-            out_records.append(records.Record(
-                id=records.record_id(name, shard, len(out_records)), kind=kinds[i], input_ids=kept, loss_mask=None,
-                segments=starts.tolist(), meta=meta))
+            meta = {
+                "source_id": sample.id,
+                "sentences_kept": n_kept,
+                "sentences": n_all,
+                "source": json.loads(metas[i]) if metas[i] else {},
+            }
+            out_records.append(
+                records.Record(
+                    id=records.record_id(name, shard, len(out_records)),
+                    kind=kinds[i],
+                    input_ids=kept,
+                    loss_mask=None,
+                    segments=starts.tolist(),
+                    meta=meta,
+                )
+            )
             rows_out += 1
             tokens_out += len(kept)
         records.write_parquet(records.to_table(out_records), out / "data" / records.shard_name(shard))
     shutil.copytree(tok_dir, out / "tokenizer", dirs_exist_ok=True)
-    info = {"id": name, "kind": "selected", "tokenizer": tok_info or tokenizer.info(),
-            "num_samples": rows_out, "num_tokens": tokens_out,
-            "selection": {"method": "LongRecipe impactful tokens", "base": str(base_dir),
-                          "extended": str(extended_dir), "data": [str(d) for d in data], "keep": keep, "top": top,
-                          "rows_in": rows_in, "tokens_in": tokens_in}}
+    info = {
+        "id": name,
+        "kind": "selected",
+        "tokenizer": tok_info or tokenizer.info(),
+        "num_samples": rows_out,
+        "num_tokens": tokens_out,
+        "selection": {
+            "method": "LongRecipe impactful tokens",
+            "base": str(base_dir),
+            "extended": str(extended_dir),
+            "data": [str(d) for d in data],
+            "keep": keep,
+            "top": top,
+            "rows_in": rows_in,
+            "tokens_in": tokens_in,
+        },
+    }
     (out / "dataset.json").write_text(json.dumps(info, indent=2) + "\n")
     return info

@@ -80,9 +80,12 @@ def optimizer_for(model: Any, cfg: TrainConfig) -> tuple[Any, Any]:
     o = cfg.optim
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=o.lr,
+        betas=(o.beta1, o.beta2),
+        eps=o.eps,
+    )
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
 
 
@@ -109,8 +112,9 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> Path:
     impl = model.config._attn_implementation
 
     # Data: source -> packer -> this rank's micro-batches.
-    source = data_mod.build_source(cfg.data, run_id=cfg.resolved_run_id, seed=cfg.seed, rank=dist.rank,
-                                   tokenizer_sha256=tok.sha256)
+    source = data_mod.build_source(
+        cfg.data, run_id=cfg.resolved_run_id, seed=cfg.seed, rank=dist.rank, tokenizer_sha256=tok.sha256
+    )
     packer = Packer.from_config(cfg.data, source, rows=cfg.micro_batch, pad_id=pad_id, seed=cfg.seed)
     shared = all(s.kind == "parquet" for s in cfg.data.sources)
     batches = RankBatches(packer, dist.rank, dist.world, shared)
@@ -133,8 +137,7 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> Path:
         # 1. This step's micro-batches; a rank out of data contributes empty ones.
         micro = [batches.next() for _ in range(cfg.accumulation)]
         real = sum(b is not None for b in micro)
-        micro = [b if b is not None else parallel.empty_batch(cfg.micro_batch, cfg.data.seq_len, pad_id)
-                 for b in micro]
+        micro = [b if b is not None else parallel.empty_batch(cfg.micro_batch, cfg.data.seq_len, pad_id) for b in micro]
         t_data = time.perf_counter() - t0
         if dist.all_sum(real) == 0:
             break  # every source ended
@@ -145,16 +148,20 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> Path:
         loss_sum = 0.0
         for i, b in enumerate(micro):
             with parallel.no_sync(train_model, last=i == len(micro) - 1), autocast:
-                loss = token_loss_sum(train_model, attention.model_inputs(impl, b, dist.device, cfg.data.doc_mask),
-                                      b.targets.to(dist.device))
+                loss = token_loss_sum(
+                    train_model,
+                    attention.model_inputs(impl, b, dist.device, cfg.data.doc_mask),
+                    b.targets.to(dist.device),
+                )
             (loss * scale).backward()
             loss_sum += float(loss.detach())
             trained.extend(b.sample_ids)
 
         # 3. Clip, step.
         o = cfg.optim
-        grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip) if o.grad_clip > 0
-                     else torch.tensor(0.0))
+        grad_norm = (
+            torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip) if o.grad_clip > 0 else torch.tensor(0.0)
+        )
         lr_used = scheduler.get_last_lr()[0]
         optimizer.step()
         scheduler.step()
@@ -166,10 +173,22 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> Path:
         dt = time.perf_counter() - t0
         loss_avg = dist.all_sum(loss_sum) / max(n_loss, 1.0)
         tokens = dist.all_sum(sum(int((b.doc_ids >= 0).sum()) for b in micro))
-        metrics.step({"step": step, "time": round(time.time(), 3), "loss": round(loss_avg, 5), "lr": lr_used,
-                      "grad_norm": round(float(grad_norm), 4), "tokens": int(tokens), "loss_tokens": int(n_loss),
-                      "tokens_per_s": round(tokens / dt, 1), "data_wait": round(t_data / dt, 4),
-                      "peak_mem_mb": peak_mem_mb(dist.device)}, loss=loss_avg, tokens_per_s=tokens / dt)
+        metrics.step(
+            {
+                "step": step,
+                "time": round(time.time(), 3),
+                "loss": round(loss_avg, 5),
+                "lr": lr_used,
+                "grad_norm": round(float(grad_norm), 4),
+                "tokens": int(tokens),
+                "loss_tokens": int(n_loss),
+                "tokens_per_s": round(tokens / dt, 1),
+                "data_wait": round(t_data / dt, 4),
+                "peak_mem_mb": peak_mem_mb(dist.device),
+            },
+            loss=loss_avg,
+            tokens_per_s=tokens / dt,
+        )
 
         # 5. Checkpoint, then let the source acknowledge what the checkpoint now covers.
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:

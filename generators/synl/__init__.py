@@ -17,9 +17,28 @@ from .schema import FORMATS, Built, Column, TableSchema, TableSpec
 from .spec import SynLSpec
 from .themes_data import THEMES
 
-KIND = Kind("synl", SynLSpec, Stream.SYNL, needs_corpus=False, generate=generate,
-            cli_flags={"seq_len": ("--seq-len", "-L"), "formats": ("--format", "--formats"),
-                       "max_tables": ("--tables",)})
+KIND = Kind(
+    "synl",
+    SynLSpec,
+    Stream.SYNL,
+    needs_corpus=False,
+    generate=generate,
+    cli_flags={"seq_len": ("--seq-len", "-L"), "formats": ("--format", "--formats"), "max_tables": ("--tables",)},
+)
 
-__all__ = ["FORMATS", "KIND", "MIN_ROWS", "THEMES", "Built", "Column", "SamplePlan", "SynLSpec", "TableSchema", "TableSpec",
-           "draft", "draw_plan", "generate", "make_sample"]
+__all__ = [
+    "FORMATS",
+    "KIND",
+    "MIN_ROWS",
+    "THEMES",
+    "Built",
+    "Column",
+    "SamplePlan",
+    "SynLSpec",
+    "TableSchema",
+    "TableSpec",
+    "draft",
+    "draw_plan",
+    "generate",
+    "make_sample",
+]

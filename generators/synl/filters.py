@@ -42,8 +42,9 @@ def pick(rng: np.random.Generator, items: list[Any]) -> Any:
     return items[int(rng.integers(len(items)))]
 
 
-def selective_filter(b: Built, rng: np.random.Generator, max_match: int, min_conds: int = 1,
-                     max_conds: int = 3, exclude: str = "") -> tuple[Condition, ...] | None:
+def selective_filter(
+    b: Built, rng: np.random.Generator, max_match: int, min_conds: int = 1, max_conds: int = 3, exclude: str = ""
+) -> tuple[Condition, ...] | None:
     """1-3 conditions true for an anchor row and for at most `max_match` rows in all (none on `exclude`)."""
     n = len(b.frame)
     a = int(rng.integers(n))

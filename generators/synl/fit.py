@@ -59,8 +59,11 @@ def attempt(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int) 
     reply = reasoning_text(question, result, tables) if reasoning else result.answer
     blocks = "\n\n".join(b.text() for b in tables)
     user = f"{intro(plan.fmt, tables, plan.links)}\n\n{blocks}\n\nQuestion: {question.text}"
-    messages = [{"role": "system", "content": plan.system}, {"role": "user", "content": user},
-                {"role": "assistant", "content": reply}]
+    messages = [
+        {"role": "system", "content": plan.system},
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": reply},
+    ]
     marks = [f"{b.spec.title}\n" for b in tables] + ["Question: "]
     ids, mask, starts = ctx.tokenizer.encode_chat_marked(messages, marks)
     return Attempt(r, sizes, ids, mask, starts, messages, question, result.answer, tables)
@@ -187,4 +190,3 @@ def fit(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, target: int)
         if len(nxt) > len(best):
             best = nxt
     return best
-

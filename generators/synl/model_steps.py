@@ -47,9 +47,15 @@ class Draft:
 
 def _sampling(spec: SynLSpec, index: int, step: str, attempt: int) -> Sampling:
     """The step's sampling with a seed that is a function of (seed, sample, step, attempt) alone."""
-    seed = np.random.SeedSequence([spec.seed, int(Stream.SYNL), index, int(Stream.BEYOND_SAMPLES), _STEP_STREAM[step], attempt])
-    return Sampling(temperature=spec.llm.temperature, top_p=spec.llm.top_p, max_tokens=spec.llm.max_tokens,
-                    seed=int(seed.generate_state(1)[0]))
+    seed = np.random.SeedSequence(
+        [spec.seed, int(Stream.SYNL), index, int(Stream.BEYOND_SAMPLES), _STEP_STREAM[step], attempt]
+    )
+    return Sampling(
+        temperature=spec.llm.temperature,
+        top_p=spec.llm.top_p,
+        max_tokens=spec.llm.max_tokens,
+        seed=int(seed.generate_state(1)[0]),
+    )
 
 
 def _request(spec: SynLSpec, d: Draft, step: str, attempt: int) -> LLMRequest:

@@ -28,8 +28,16 @@ STEP = "phrasing"
 MAX_GROWTH = 3  # a rewrite may be at most this many times as long as the template's ask
 MIN_CHARS = 10
 # Where the answer-format instruction starts in a template question (first match wins).
-FORMAT_MARKERS = (" Answer with", " Answer Yes or No.", " Answer in days", " Give the exact", " Round the result",
-                  " List the ", " List their ", " " + REASONING_NOTE)
+FORMAT_MARKERS = (
+    " Answer with",
+    " Answer Yes or No.",
+    " Answer in days",
+    " Give the exact",
+    " Round the result",
+    " List the ",
+    " List their ",
+    " " + REASONING_NOTE,
+)
 # Words that carry a direction or a condition, by meaning: a rewrite must keep exactly the template's
 # meanings (synonyms are fine: "total" for "sum", "lowest" for "smallest"), adding and dropping none.
 OPERATOR_CLASSES = {
@@ -48,8 +56,10 @@ OPERATOR_CLASSES = {
     "negation": ("not", "no", "never", "none", "except", "excluding", "without", "outside", "beyond", "other than"),
 }
 
-SYSTEM = ("You rewrite questions about tables in other words. Keep the meaning exactly and every name, key and "
-          "value as written. Never answer the question. Reply with the rewritten question only, on one line.")
+SYSTEM = (
+    "You rewrite questions about tables in other words. Keep the meaning exactly and every name, key and "
+    "value as written. Never answer the question. Reply with the rewritten question only, on one line."
+)
 
 
 def norm(text: str) -> str:
@@ -76,7 +86,7 @@ def split_question(text: str) -> tuple[str, str]:
     if not hits:
         return text, ""
     pos = min(hits)
-    return text[:pos], text[pos + 1:]
+    return text[:pos], text[pos + 1 :]
 
 
 def required_strings(question: Question, tables: list[Built]) -> list[str]:
@@ -88,9 +98,11 @@ def required_strings(question: Question, tables: list[Built]) -> list[str]:
 
 
 def phrasing_prompt(ask: str, required: list[str]) -> str:
-    return (f"Rewrite the question below in different words, as one question on one line. Keep these exactly as "
-            f"written: {'; '.join(required)}. Keep every condition and comparison, do not answer the question and "
-            f"do not add any number, key or value it does not contain.\nQuestion: {ask}")
+    return (
+        f"Rewrite the question below in different words, as one question on one line. Keep these exactly as "
+        f"written: {'; '.join(required)}. Keep every condition and comparison, do not answer the question and "
+        f"do not add any number, key or value it does not contain.\nQuestion: {ask}"
+    )
 
 
 @dataclass
@@ -136,5 +148,4 @@ def check_rewrite(reply: str, question: Question, required: list[str], answer: s
     return RewriteVerdict(True, text=f"{new} {instruction}" if instruction else new)
 
 
-__all__ = ["FORMAT_MARKERS", "RewriteVerdict", "check_rewrite", "phrasing_prompt", "required_strings",
-           "split_question"]
+__all__ = ["FORMAT_MARKERS", "RewriteVerdict", "check_rewrite", "phrasing_prompt", "required_strings", "split_question"]

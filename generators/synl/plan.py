@@ -60,8 +60,9 @@ def _walk(rng: np.random.Generator, hops: int) -> list[str]:
     return path
 
 
-def draw_plan(spec: SynLSpec, index: int, family: str, fmt: str, level: int,
-              pool: Mapping[str, TableSchema] = THEMES) -> SamplePlan:
+def draw_plan(
+    spec: SynLSpec, index: int, family: str, fmt: str, level: int, pool: Mapping[str, TableSchema] = THEMES
+) -> SamplePlan:
     """Tables, columns and row weights of a sample; `level` 1 and 2 are smaller fallbacks.
 
     Foreign-key chains come from the built-in themes; the other tables are drawn from `pool`
@@ -89,8 +90,10 @@ def draw_plan(spec: SynLSpec, index: int, family: str, fmt: str, level: int,
         ncols = spec.min_columns if level == 2 else int(rng.integers(spec.min_columns, hi + 1))
         cols = choose_columns(schema, rng, ncols, fks)
         tables.append(TableSpec(schema, cols, f"Table {pos + 1}: {name}", f"Table {pos + 1}"))
-    data = [TableData(t, sample_rng(spec, index, 3, level, i),
-                      _block_rng(spec, index, level, i)) for i, t in enumerate(tables)]
+    data = [
+        TableData(t, sample_rng(spec, index, 3, level, i), _block_rng(spec, index, level, i))
+        for i, t in enumerate(tables)
+    ]
     w = rng.uniform(0.5, 1.5, size=n)
     cumw = np.cumsum(w / w.sum())
     cumw[-1] = 1.0
@@ -116,5 +119,3 @@ def build_tables(plan: SamplePlan, sizes: list[int]) -> list[Built]:
         head, rows, tail = render_rows(f, t, plan.fmt)
         out.append(Built(t, f, head, rows, tail))
     return out
-
-

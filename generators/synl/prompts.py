@@ -14,16 +14,20 @@ from .query import Condition, Query, Result, row_of
 from .schema import ORDERED_KINDS, Built, cell_text
 
 SYSTEM_PROMPTS = (
-    ("You answer questions about the tables in the user's message. Use only those tables and give the answer "
-    "exactly in the requested format."),
-    ("You are a meticulous data analyst. Read the tables carefully; every value in your answer must match the "
-    "tables exactly."),
+    (
+        "You answer questions about the tables in the user's message. Use only those tables and give the answer "
+        "exactly in the requested format."
+    ),
+    (
+        "You are a meticulous data analyst. Read the tables carefully; every value in your answer must match the "
+        "tables exactly."
+    ),
     "Answer from the data below. Be exact: copy values as they are written and follow the answer format.",
 )
-FORMAT_NAMES = {"markdown": "Markdown", "csv": "CSV", "jsonl": "JSON Lines (one JSON object per row)",
-                "html": "HTML"}
-REASONING_NOTE = ("First list the rows you use, one per line, then give the final answer on a last line that "
-                  "starts with 'Answer:'.")
+FORMAT_NAMES = {"markdown": "Markdown", "csv": "CSV", "jsonl": "JSON Lines (one JSON object per row)", "html": "HTML"}
+REASONING_NOTE = (
+    "First list the rows you use, one per line, then give the final answer on a last line that starts with 'Answer:'."
+)
 
 
 @dataclass
@@ -41,11 +45,15 @@ def table_label(b: Built) -> str:
 def intro(fmt: str, tables: list[Built], links: list[tuple[int, str, int]]) -> str:
     """The line before the tables: how many, in which format, and where each foreign key points."""
     n = len(tables)
-    text = (f"Below {'is one table' if n == 1 else f'are {n} tables'} in {FORMAT_NAMES[fmt]} format; "
-            f"{'it starts' if n == 1 else 'each starts'} with a title line.")
+    text = (
+        f"Below {'is one table' if n == 1 else f'are {n} tables'} in {FORMAT_NAMES[fmt]} format; "
+        f"{'it starts' if n == 1 else 'each starts'} with a title line."
+    )
     for a, col, b in links:
-        text += (f" In {table_label(tables[a])}, {col} refers to the {tables[b].spec.key} column of "
-                 f"{table_label(tables[b])}.")
+        text += (
+            f" In {table_label(tables[a])}, {col} refers to the {tables[b].spec.key} column of "
+            f"{table_label(tables[b])}."
+        )
     return text
 
 
@@ -59,8 +67,12 @@ def cond_text(cond: Condition, kind: str) -> str:
         return f"{c} is between {v[0]} and {v[1]} (inclusive)"
     if op == "eq":
         return f"{c} is {quoted(kind, str(v))}"
-    words = {"lt": ("less than", "before"), "le": ("at most", "on or before"),
-             "gt": ("greater than", "after"), "ge": ("at least", "on or after")}[op]
+    words = {
+        "lt": ("less than", "before"),
+        "le": ("at most", "on or before"),
+        "gt": ("greater than", "after"),
+        "ge": ("at least", "on or after"),
+    }[op]
     return f"{c} is {words[1] if kind == 'date' else words[0]} {v}"
 
 

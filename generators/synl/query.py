@@ -190,8 +190,13 @@ class Aggregate(Filtered):
     conditions: tuple[Condition, ...]
 
     def to_meta(self) -> dict[str, Any]:
-        return {"op": self.op, "agg": self.agg, "table": self.table, "column": self.column,
-                "conditions": _meta(self.conditions)}
+        return {
+            "op": self.op,
+            "agg": self.agg,
+            "table": self.table,
+            "column": self.column,
+            "conditions": _meta(self.conditions),
+        }
 
     def evaluate(self, tables: list[Built]) -> Result:
         b, hits, used = self.rows(tables)

@@ -44,7 +44,7 @@ def check_reasoning_reply(reply: str, answer: str, answer_format: str) -> Reason
     steps = [line for line in lines[:-1] if line.strip()]
     if not steps:
         return ReasoningVerdict(False, "no_steps")
-    if not same_answer(lines[-1][len("Answer:"):], answer, answer_format):
+    if not same_answer(lines[-1][len("Answer:") :], answer, answer_format):
         return ReasoningVerdict(False, "wrong_answer")
     return ReasoningVerdict(True, text="\n".join([*lines[:-1], f"Answer: {answer}"]))
 

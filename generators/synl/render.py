@@ -46,13 +46,19 @@ def _text_expr(name: str, kind: str) -> pl.Expr:
 
 def _csv_escape(expr: pl.Expr) -> pl.Expr:
     needs = expr.str.contains(r'[",\r\n]')
-    return pl.when(needs).then(pl.concat_str([pl.lit('"'), expr.str.replace_all('"', '""', literal=True), pl.lit('"')])
-                               ).otherwise(expr)
+    return (
+        pl.when(needs)
+        .then(pl.concat_str([pl.lit('"'), expr.str.replace_all('"', '""', literal=True), pl.lit('"')]))
+        .otherwise(expr)
+    )
 
 
 def _html_escape(expr: pl.Expr) -> pl.Expr:
-    return (expr.str.replace_all("&", "&amp;", literal=True).str.replace_all("<", "&lt;", literal=True)
-            .str.replace_all(">", "&gt;", literal=True))
+    return (
+        expr.str.replace_all("&", "&amp;", literal=True)
+        .str.replace_all("<", "&lt;", literal=True)
+        .str.replace_all(">", "&gt;", literal=True)
+    )
 
 
 def _json_string(expr: pl.Expr) -> pl.Expr:
@@ -99,8 +105,12 @@ def render_rows(frame: pl.DataFrame, spec: TableSpec, fmt: str) -> tuple[str, li
         raise ValueError(f"unknown format {fmt!r}")
     names = [c.name for c in spec.columns]
     kinds = [c.kind for c in spec.columns]
-    cells = Cells(names, kinds, [_text_expr(n, k) for n, k in zip(names, kinds)],
-                  [k in ("name", "category", "text") for k in kinds])
+    cells = Cells(
+        names,
+        kinds,
+        [_text_expr(n, k) for n, k in zip(names, kinds)],
+        [k in ("name", "category", "text") for k in kinds],
+    )
     row, head, tail = RENDERERS[fmt](cells)
     rows = frame.select(row.alias("row"))["row"].to_list() if len(frame) else []
     return head, rows, tail

@@ -73,14 +73,16 @@ class TableData:
     table), so rows are the same however many are asked for.
     """
 
-    def __init__(self, spec: TableSpec, table_rng: np.random.Generator,
-                 rng_for_block: Callable[[int], np.random.Generator]) -> None:
+    def __init__(
+        self, spec: TableSpec, table_rng: np.random.Generator, rng_for_block: Callable[[int], np.random.Generator]
+    ) -> None:
         self.spec = spec
         self._rng_for_block = rng_for_block
         # A skewed, table-specific popularity per category, fixed for all blocks, so counts and
         # argmax over groups differ from sample to sample.
-        self._weights = {c.name: table_rng.dirichlet(np.full(len(c.choices), 2.0))
-                         for c in spec.columns if c.kind == "category"}
+        self._weights = {
+            c.name: table_rng.dirichlet(np.full(len(c.choices), 2.0)) for c in spec.columns if c.kind == "category"
+        }
         self._blocks: list[pl.DataFrame] = []
         self._seen_keys: set[int] = set()
         self._frame: pl.DataFrame | None = None
@@ -156,12 +158,18 @@ def _names(pool: str, rng: np.random.Generator, n: int) -> list[str]:
     if pool == "company":
         return [f"{a} {b}" for a, b in zip(_pick(COMPANY_A, rng, n), _pick(COMPANY_B, rng, n))]
     if pool == "product":
-        return [f"{a} {b} {m}" for a, b, m in zip(_pick(PRODUCT_ADJ, rng, n), _pick(PRODUCT_NOUN, rng, n),
-                                                  rng.integers(100, 1000, size=n).tolist())]
+        return [
+            f"{a} {b} {m}"
+            for a, b, m in zip(
+                _pick(PRODUCT_ADJ, rng, n), _pick(PRODUCT_NOUN, rng, n), rng.integers(100, 1000, size=n).tolist()
+            )
+        ]
     if pool == "title":
         of = _pick(PLACES, rng, n)
-        return [f"The {a} {b}" if u < 0.6 else f"The {a} {b} of {p}"
-                for a, b, p, u in zip(_pick(TITLE_ADJ, rng, n), _pick(TITLE_NOUN, rng, n), of, rng.random(n))]
+        return [
+            f"The {a} {b}" if u < 0.6 else f"The {a} {b} of {p}"
+            for a, b, p, u in zip(_pick(TITLE_ADJ, rng, n), _pick(TITLE_NOUN, rng, n), of, rng.random(n))
+        ]
     if pool == "place":
         kinds = ("Hub", "Center", "Park", "Yard", "Point", "House", "Depot")
         return [f"{a} {b}" for a, b in zip(_pick(PLACES, rng, n), _pick(kinds, rng, n))]
@@ -189,5 +197,3 @@ def resolve_foreign_keys(frame: pl.DataFrame, spec: TableSpec, targets: dict[str
         idx = (frame[c.name] * len(keys)).floor().cast(pl.Int64).clip(0, len(keys) - 1)
         exprs.append(keys.gather(idx).alias(c.name))
     return frame.with_columns(exprs) if exprs else frame
-
-

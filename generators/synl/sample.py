@@ -55,8 +55,9 @@ def make_sample(ctx: Context, spec: SynLSpec, shard: int, index: int, local: int
     return _record(ctx, spec, shard, index, local, *draft(ctx, spec, index))
 
 
-def draft(ctx: Context, spec: SynLSpec, index: int,
-          pool: Mapping[str, TableSchema] = THEMES) -> tuple[SamplePlan, Attempt, int]:
+def draft(
+    ctx: Context, spec: SynLSpec, index: int, pool: Mapping[str, TableSchema] = THEMES
+) -> tuple[SamplePlan, Attempt, int]:
     """The template sample of a global index: its plan, its fitted attempt and its target length."""
     rng = sample_rng(spec, index)
     lo_len = int(np.ceil(spec.min_len_ratio * spec.seq_len))
@@ -78,15 +79,26 @@ def draft(ctx: Context, spec: SynLSpec, index: int,
             break
     if found is None:
         raise ConfigError(
-            "seq_len", f"{spec.seq_len} tokens cannot hold sample {index}, a {family} question over {fmt} tables: "
+            "seq_len",
+            f"{spec.seq_len} tokens cannot hold sample {index}, a {family} question over {fmt} tables: "
             f"its smallest form ({MIN_ROWS} rows and {spec.min_columns} columns per table) takes {smallest} tokens",
             f"raise seq_len well above {smallest} (other samples may need more)"
-            + (", or lower min_columns" if spec.min_columns > 5 else ""))
+            + (", or lower min_columns" if spec.min_columns > 5 else ""),
+        )
     return (*found, target)
 
 
-def _record(ctx: Context, spec: SynLSpec, shard: int, index: int, local: int, plan: SamplePlan, att: Attempt,
-            target: int, llm_meta: dict[str, Any] | None = None) -> Record:
+def _record(
+    ctx: Context,
+    spec: SynLSpec,
+    shard: int,
+    index: int,
+    local: int,
+    plan: SamplePlan,
+    att: Attempt,
+    target: int,
+    llm_meta: dict[str, Any] | None = None,
+) -> Record:
     segments = [0, *att.starts, int((~att.mask).sum())]
     meta = {
         "family": plan.family,
@@ -94,9 +106,18 @@ def _record(ctx: Context, spec: SynLSpec, shard: int, index: int, local: int, pl
         "format": plan.fmt,
         "query": att.question.query.to_meta(),
         "answer_format": att.question.answer_format,
-        "tables": [{"label": b.spec.label, "title": b.spec.title, "theme": b.spec.schema.name,
-                    "entity": b.spec.schema.entity, "key": b.spec.key, "columns": column_meta(b.spec),
-                    "rows": len(b.frame)} for b in att.tables],
+        "tables": [
+            {
+                "label": b.spec.label,
+                "title": b.spec.title,
+                "theme": b.spec.schema.name,
+                "entity": b.spec.schema.entity,
+                "key": b.spec.key,
+                "columns": column_meta(b.spec),
+                "rows": len(b.frame),
+            }
+            for b in att.tables
+        ],
         "links": [{"table": a, "column": c, "to": t} for a, c, t in plan.links],
         "chain": plan.chain,
         "segment_labels": ["preamble", *[b.spec.label for b in att.tables], "question", "answer"],
@@ -108,8 +129,14 @@ def _record(ctx: Context, spec: SynLSpec, shard: int, index: int, local: int, pl
     if llm_meta is not None:
         meta["llm"] = llm_meta
     return Record(
-        id=record_id(ctx.dataset_id, shard, local), kind="synl", input_ids=att.ids.astype(np.int32),
-        loss_mask=att.mask, segments=segments, messages=att.messages, answer=att.answer, meta=meta,
+        id=record_id(ctx.dataset_id, shard, local),
+        kind="synl",
+        input_ids=att.ids.astype(np.int32),
+        loss_mask=att.mask,
+        segments=segments,
+        messages=att.messages,
+        answer=att.answer,
+        meta=meta,
     )
 
 
@@ -145,5 +172,3 @@ def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
             note["themes"] = [b.spec.schema.name for b in d.att.tables if b.spec.schema.name in llm_themes]
         records.append(_record(ctx, spec, shard, d.index, d.index - start, d.plan, d.att, d.target, note))
     return records
-
-

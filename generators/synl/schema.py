@@ -173,5 +173,3 @@ class Built:
 def column_meta(spec: TableSpec) -> list[list[str]]:
     """[[name, kind], ...] with the referenced theme appended for foreign keys (for `meta`)."""
     return [[c.name, c.kind, c.ref] if c.kind == "fk" else [c.name, c.kind] for c in spec.columns]
-
-

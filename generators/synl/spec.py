@@ -16,16 +16,32 @@ class SynLSpec(SpecBase):
     seq_len: StrictInt = Field(8192, ge=256, le=MAX_SEQ_LEN, description="Target tokens of prompt plus answer.")
     min_len_ratio: float = Field(0.5, gt=0, le=1, description="Sample lengths spread over [ratio x seq_len, seq_len].")
     formats: list[Literal["markdown", "csv", "jsonl", "html"]] = Field(
-        default_factory=lambda: list(FORMATS), min_length=1, description="Table renderings to draw from.")
+        default_factory=lambda: list(FORMATS), min_length=1, description="Table renderings to draw from."
+    )
     families: list[Literal["retrieval", "multihop", "aggregation", "comparison", "reasoning"]] = Field(
-        default_factory=lambda: list(FAMILIES), min_length=1, description="Task families to draw from.")
-    max_tables: StrictInt = Field(3, ge=1, le=8, description="Tables per prompt are drawn from 1..max_tables (multi-hop needs 2+).")
-    max_hops: StrictInt = Field(3, ge=1, le=3, description="Multi-hop questions follow 1..max_hops foreign keys (hops+1 tables).")
-    min_columns: StrictInt = Field(5, ge=5, le=16, description="Fewest columns of a table (key and foreign keys included).")
-    max_columns: StrictInt = Field(16, ge=5, le=16, description=(
-        "Most columns of a table (key and foreign keys included); a table always keeps its key, its "
-        "foreign keys and one number, one category and one date column."))
-    llm: LLMSpec = Field(default_factory=LLMSpec, description="Language model for the themes, phrasing and reasoning steps.")
+        default_factory=lambda: list(FAMILIES), min_length=1, description="Task families to draw from."
+    )
+    max_tables: StrictInt = Field(
+        3, ge=1, le=8, description="Tables per prompt are drawn from 1..max_tables (multi-hop needs 2+)."
+    )
+    max_hops: StrictInt = Field(
+        3, ge=1, le=3, description="Multi-hop questions follow 1..max_hops foreign keys (hops+1 tables)."
+    )
+    min_columns: StrictInt = Field(
+        5, ge=5, le=16, description="Fewest columns of a table (key and foreign keys included)."
+    )
+    max_columns: StrictInt = Field(
+        16,
+        ge=5,
+        le=16,
+        description=(
+            "Most columns of a table (key and foreign keys included); a table always keeps its key, its "
+            "foreign keys and one number, one category and one date column."
+        ),
+    )
+    llm: LLMSpec = Field(
+        default_factory=LLMSpec, description="Language model for the themes, phrasing and reasoning steps."
+    )
 
     @field_validator("formats", "families")
     @classmethod
@@ -37,7 +53,9 @@ class SynLSpec(SpecBase):
     @classmethod
     def _room_for_hops(cls, v: int, info: ValidationInfo) -> int:
         if v < 2 and "multihop" in info.data.get("families", ()):
-            raise ValueError("multihop questions need at least 2 tables: raise max_tables or drop multihop from families")
+            raise ValueError(
+                "multihop questions need at least 2 tables: raise max_tables or drop multihop from families"
+            )
         return v
 
     @field_validator("max_columns")

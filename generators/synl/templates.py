@@ -47,8 +47,13 @@ class Asker:
         "comparison": ["larger", "smaller", "yesno", "difference"],
         "reasoning": ["r_sum", "r_count", "r_argmax", "r_chain", "r_compare", "r_lookup"],
     }
-    FALLBACK: ClassVar[dict[str, str]] = {"retrieval": "cell", "multihop": "chain", "aggregation": "count", "comparison": "yesno",
-                "reasoning": "r_lookup"}
+    FALLBACK: ClassVar[dict[str, str]] = {
+        "retrieval": "cell",
+        "multihop": "chain",
+        "aggregation": "count",
+        "comparison": "yesno",
+        "reasoning": "r_lookup",
+    }
 
     def __init__(self, family: str, chain: list[int], tables: list[Built], rng: np.random.Generator) -> None:
         self.family = family
@@ -84,11 +89,13 @@ class Asker:
         k = self._key_at(b)
         col = pick(self.rng, [c.name for c in b.spec.columns[1:]])
         e = b.spec.schema.entity
-        i, text = self._phrase([
-            f"In {table_label(b)}, what is the {col} of the row whose {b.spec.key} is {k}?",
-            f"Look up {e} {k} in {table_label(b)}. What is its {col}?",
-            f"What {col} does {table_label(b)} list for {b.spec.key} {k}?",
-        ])
+        i, text = self._phrase(
+            [
+                f"In {table_label(b)}, what is the {col} of the row whose {b.spec.key} is {k}?",
+                f"Look up {e} {k} in {table_label(b)}. What is its {col}?",
+                f"What {col} does {table_label(b)} list for {b.spec.key} {k}?",
+            ]
+        )
         q = Q.Cell(t, k, col)
         return Question(f"cell/{i}", q, f"{text} Answer with the value exactly as written in the table.", "value")
 
@@ -101,11 +108,15 @@ class Asker:
                 row = unique.row(int(self.rng.integers(len(unique))), named=True)
                 kind = b.spec.kinds[col]
                 v = cell_text(kind, row[col])
-                i, text = self._phrase([
-                    f"In {table_label(b)}, which {b.spec.key} has {col} equal to {quoted(kind, v)}?",
-                    (f"Find the {b.spec.schema.entity} in {table_label(b)} whose {col} is {quoted(kind, v)}. "
-                    f"What is its {b.spec.key}?"),
-                ])
+                i, text = self._phrase(
+                    [
+                        f"In {table_label(b)}, which {b.spec.key} has {col} equal to {quoted(kind, v)}?",
+                        (
+                            f"Find the {b.spec.schema.entity} in {table_label(b)} whose {col} is {quoted(kind, v)}. "
+                            f"What is its {b.spec.key}?"
+                        ),
+                    ]
+                )
                 q = Q.Reverse(t, col, v)
                 return Question(f"reverse/{i}", q, f"{text} Answer with the {b.spec.key} only.", "key")
         return None
@@ -115,10 +126,12 @@ class Asker:
         conds = selective_filter(b, self.rng, MAX_LIST, min_conds=min(2, len(b.spec.columns) - 1))
         if conds is None:
             return None
-        i, text = self._phrase([
-            f"List every {b.spec.key} in {table_label(b)} where {conds_text(conds, b)}.",
-            f"Which rows of {table_label(b)} satisfy all of these: {conds_text(conds, b)}?",
-        ])
+        i, text = self._phrase(
+            [
+                f"List every {b.spec.key} in {table_label(b)} where {conds_text(conds, b)}.",
+                f"Which rows of {table_label(b)} satisfy all of these: {conds_text(conds, b)}?",
+            ]
+        )
         q = Q.FilterKeys(t, conds)
         return Question(f"filter_keys/{i}", q, f"{text} {keys_format(b)}", "keys")
 
@@ -147,12 +160,18 @@ class Asker:
         k = self._key_at(first)
         col = pick(self.rng, [c.name for c in last.spec.columns[1:] if c.kind != "fk"])
         nested = " of the ".join(self.tables[j].spec.schema.entity for j in reversed(chain[1:]))
-        i, text = self._phrase([
-            (f"Start at the row of {table_label(first)} whose {first.spec.key} is {k}; {self._path_text(path)}. "
-            f"What is the value of {col} in the row you reach?"),
-            (f"What is the {col} value of the {nested} of {first.spec.schema.entity} {k}? Foreign keys are the columns "
-            f"named like another table's key; {self._path_text(path)}."),
-        ])
+        i, text = self._phrase(
+            [
+                (
+                    f"Start at the row of {table_label(first)} whose {first.spec.key} is {k}; {self._path_text(path)}. "
+                    f"What is the value of {col} in the row you reach?"
+                ),
+                (
+                    f"What is the {col} value of the {nested} of {first.spec.schema.entity} {k}? Foreign keys are the columns "
+                    f"named like another table's key; {self._path_text(path)}."
+                ),
+            ]
+        )
         q = Q.Chain(chain[0], k, path, chain[-1], col)
         return Question(f"chain/{i}", q, f"{text} Answer with the value exactly as written in the table.", "value")
 
@@ -168,12 +187,18 @@ class Asker:
         col = pick(self.rng, cats)
         conds = (Q.Condition(col, "eq", Q.row_of(last, end)[col]),)
         q = Q.ChainCount(chain[0], path, chain[-1], conds)
-        i, text = self._phrase([
-            (f"How many rows of {table_label(first)} lead to a row of {table_label(last)} where {conds_text(conds, last)}? "
-            f"To follow a row, {self._path_text(path)}."),
-            (f"Count the {first.spec.schema.name} whose {last.spec.schema.entity} has {conds_text(conds, last)} "
-            f"({self._path_text(path)})."),
-        ])
+        i, text = self._phrase(
+            [
+                (
+                    f"How many rows of {table_label(first)} lead to a row of {table_label(last)} where {conds_text(conds, last)}? "
+                    f"To follow a row, {self._path_text(path)}."
+                ),
+                (
+                    f"Count the {first.spec.schema.name} whose {last.spec.schema.entity} has {conds_text(conds, last)} "
+                    f"({self._path_text(path)})."
+                ),
+            ]
+        )
         return Question(f"chain_count/{i}", q, f"{text} Answer with a single integer.", "integer")
 
     def q_chain_keys(self) -> Question | None:
@@ -187,19 +212,24 @@ class Asker:
         q = Q.ChainKeys(chain[0], path, chain[-1], conds)
         if len(q.evaluate(self.tables).used) > MAX_LIST:
             return None
-        text = (f"Which rows of {table_label(first)} lead to {last.spec.schema.entity} {end} of {table_label(last)}? "
-                f"To follow a row, {self._path_text(path)}.")
+        text = (
+            f"Which rows of {table_label(first)} lead to {last.spec.schema.entity} {end} of {table_label(last)}? "
+            f"To follow a row, {self._path_text(path)}."
+        )
         return Question("chain_keys/0", q, f"{text} {keys_format(first)}", "keys")
 
     # aggregation
     def q_count(self) -> Question:
         t, b = self._table()
         conds = broad_filter(b, self.rng)
-        i, text = self._phrase([
-            f"In {table_label(b)}, how many rows satisfy: {conds_text(conds, b)}?" if conds else
-            f"How many rows does {table_label(b)} have?",
-            f"Count the {b.spec.schema.name} in {table_label(b)}{where_clause(conds, b)}.",
-        ])
+        i, text = self._phrase(
+            [
+                f"In {table_label(b)}, how many rows satisfy: {conds_text(conds, b)}?"
+                if conds
+                else f"How many rows does {table_label(b)} have?",
+                f"Count the {b.spec.schema.name} in {table_label(b)}{where_clause(conds, b)}.",
+            ]
+        )
         q = Q.Count(t, conds)
         return Question(f"count/{i}", q, f"{text} Answer with a single integer.", "integer")
 
@@ -218,8 +248,11 @@ class Asker:
         scope = f"the rows of {table_label(b)}{where_clause(conds, b)}"
         text = f"What is the {word} {col} over {scope}?"
         if agg == "sum":
-            fmt = ("Give the exact total with 2 decimal places." if kind == "decimal"
-                   else "Give the exact total as an integer.")
+            fmt = (
+                "Give the exact total with 2 decimal places."
+                if kind == "decimal"
+                else "Give the exact total as an integer."
+            )
         elif agg == "mean":
             fmt = "Round the result to 2 decimal places, halves rounded up."
         else:
@@ -230,15 +263,20 @@ class Asker:
     def _arg(self, largest: bool, selective: bool = False) -> Question | None:
         t, b = self._table()
         col = pick(self.rng, value_cols(b, ORDERED_KINDS))
-        conds = (selective_filter(b, self.rng, MAX_USED, exclude=col) if selective
-                 else broad_filter(b, self.rng, 1, exclude=col))
+        conds = (
+            selective_filter(b, self.rng, MAX_USED, exclude=col)
+            if selective
+            else broad_filter(b, self.rng, 1, exclude=col)
+        )
         if conds is None:
             return None
         kind = b.spec.kinds[col]
         word = ("latest" if largest else "earliest") if kind == "date" else ("highest" if largest else "lowest")
-        text = (f"Which {b.spec.key} in {table_label(b)} has the {word} {col}"
-                f"{' among the rows where ' + conds_text(conds, b) if conds else ''}? Answer with the "
-                f"{b.spec.key}; if several rows tie, give the one that appears first in the table.")
+        text = (
+            f"Which {b.spec.key} in {table_label(b)} has the {word} {col}"
+            f"{' among the rows where ' + conds_text(conds, b) if conds else ''}? Answer with the "
+            f"{b.spec.key}; if several rows tie, give the one that appears first in the table."
+        )
         q = (Q.ArgMax if largest else Q.ArgMin)(t, col, conds)
         return Question(f"{q.op}/0", q, text, "key")
 
@@ -249,8 +287,10 @@ class Asker:
         desc = bool(self.rng.random() < 0.7)
         kind = b.spec.kinds[col]
         word = ("latest" if desc else "earliest") if kind == "date" else ("highest" if desc else "lowest")
-        text = (f"Which {k} rows of {table_label(b)} have the {word} {col}? List their {b.spec.key} values from the "
-                f"{word} {col} on, separated by commas; break ties by table order.")
+        text = (
+            f"Which {k} rows of {table_label(b)} have the {word} {col}? List their {b.spec.key} values from the "
+            f"{word} {col} on, separated by commas; break ties by table order."
+        )
         q = Q.TopK(t, col, k, "desc" if desc else "asc")
         return Question("topk/0", q, text, "keys")
 
@@ -259,8 +299,10 @@ class Asker:
         cols = [c.name for c in b.spec.columns if c.kind in ("category", "name", "fk", "date")]
         col = pick(self.rng, cols)
         conds = tuple(c for c in broad_filter(b, self.rng, 1) if c.column != col)
-        text = (f"How many distinct values of {col} appear in {table_label(b)}"
-                f"{' among the rows where ' + conds_text(conds, b) if conds else ''}? Answer with a single integer.")
+        text = (
+            f"How many distinct values of {col} appear in {table_label(b)}"
+            f"{' among the rows where ' + conds_text(conds, b) if conds else ''}? Answer with a single integer."
+        )
         q = Q.Distinct(t, col, conds)
         return Question("distinct/0", q, text, "integer")
 
@@ -286,20 +328,38 @@ class Asker:
         more = ("later", "earlier") if kind == "date" else ("larger", "smaller")
         if ask in ("larger", "smaller"):
             word = more[0] if ask == "larger" else more[1]
-            i, text = self._phrase([
-                f"In {table_label(b)}, which has the {word} {col}: {e} {k1} or {e} {k2}? Answer with the {key}.",
-                (f"Compare {key} {k1} and {key} {k2} in {table_label(b)}. Which one has the {word} {col}? "
-                f"Answer with its {key}."),
-            ])
+            i, text = self._phrase(
+                [
+                    f"In {table_label(b)}, which has the {word} {col}: {e} {k1} or {e} {k2}? Answer with the {key}.",
+                    (
+                        f"Compare {key} {k1} and {key} {k2} in {table_label(b)}. Which one has the {word} {col}? "
+                        f"Answer with its {key}."
+                    ),
+                ]
+            )
         elif ask == "yesno":
-            i, text = 0, (f"In {table_label(b)}, is the {col} of {e} {k1} {'later' if kind == 'date' else 'greater'} "
-                          f"than that of {e} {k2}? Answer Yes or No.")
+            i, text = (
+                0,
+                (
+                    f"In {table_label(b)}, is the {col} of {e} {k1} {'later' if kind == 'date' else 'greater'} "
+                    f"than that of {e} {k2}? Answer Yes or No."
+                ),
+            )
         else:
-            unit = ("Answer in days, as an integer." if kind == "date" else
-                    "Give the exact difference with 2 decimal places." if kind == "decimal" else
-                    "Answer with an integer.")
-            i, text = 0, (f"In {table_label(b)}, what is the absolute difference between the {col} of {e} {k1} and the "
-                          f"{col} of {e} {k2}? {unit}")
+            unit = (
+                "Answer in days, as an integer."
+                if kind == "date"
+                else "Give the exact difference with 2 decimal places."
+                if kind == "decimal"
+                else "Answer with an integer."
+            )
+            i, text = (
+                0,
+                (
+                    f"In {table_label(b)}, what is the absolute difference between the {col} of {e} {k1} and the "
+                    f"{col} of {e} {k2}? {unit}"
+                ),
+            )
         q = Q.Compare(t, (k1, k2), col, ask)
         return Question(f"{ask}/{i}", q, text, "key" if ask in ("larger", "smaller") else ask)
 
@@ -309,8 +369,10 @@ class Asker:
             t, b = self._table()
             col = pick(self.rng, value_cols(b, ORDERED_KINDS))
             k = self._key_at(b)
-            text = (f"In {table_label(b)}, is the {col} of {b.spec.schema.entity} {k} greater than that of "
-                    f"{b.spec.schema.entity} {k}? Answer Yes or No.")
+            text = (
+                f"In {table_label(b)}, is the {col} of {b.spec.schema.entity} {k} greater than that of "
+                f"{b.spec.schema.entity} {k}? Answer Yes or No."
+            )
             q = Question("yesno/1", Q.Compare(t, (k, k), col, "yesno"), text, "yesno")
         return q
 
@@ -333,8 +395,11 @@ class Asker:
             text = f"In {table_label(b)}, how many rows satisfy: {conds_text(conds, b)}? Answer with a single integer."
             return self._reason(Question("count/0", q, text, "integer"))
         q = Q.Aggregate(t, "sum", col, conds)
-        fmt = ("Give the exact total with 2 decimal places." if b.spec.kinds[col] == "decimal"
-               else "Give the exact total as an integer.")
+        fmt = (
+            "Give the exact total with 2 decimal places."
+            if b.spec.kinds[col] == "decimal"
+            else "Give the exact total as an integer."
+        )
         text = f"What is the total {col} over the rows of {table_label(b)} where {conds_text(conds, b)}? {fmt}"
         return self._reason(Question("sum/0", q, text, "number"))
 
@@ -352,12 +417,22 @@ class Asker:
 
 # Every template by name: the family lists above draw from these.
 TEMPLATES: dict[str, Callable[[Asker], Question | None]] = {
-    "cell": Asker.q_cell, "reverse": Asker.q_reverse, "filter_keys": Asker.q_filter_keys,
-    "chain": Asker.q_chain, "chain_count": Asker.q_chain_count, "chain_keys": Asker.q_chain_keys,
-    "count": Asker.q_count, **{agg: lambda a, agg=agg: a._agg(agg) for agg in ("sum", "mean", "min", "max")},
-    "argmax": lambda a: a._arg(True), "argmin": lambda a: a._arg(False), "topk": Asker.q_topk,
-    "distinct": Asker.q_distinct, **{ask: lambda a, ask=ask: a._compare(ask) for ask in ("larger", "smaller", "difference")},
+    "cell": Asker.q_cell,
+    "reverse": Asker.q_reverse,
+    "filter_keys": Asker.q_filter_keys,
+    "chain": Asker.q_chain,
+    "chain_count": Asker.q_chain_count,
+    "chain_keys": Asker.q_chain_keys,
+    "count": Asker.q_count,
+    **{agg: lambda a, agg=agg: a._agg(agg) for agg in ("sum", "mean", "min", "max")},
+    "argmax": lambda a: a._arg(True),
+    "argmin": lambda a: a._arg(False),
+    "topk": Asker.q_topk,
+    "distinct": Asker.q_distinct,
+    **{ask: lambda a, ask=ask: a._compare(ask) for ask in ("larger", "smaller", "difference")},
     "yesno": Asker.q_yesno,
     **{f"r_{op}": lambda a, op=op: a._selective(op) for op in ("sum", "count", "argmax")},
-    "r_chain": Asker.q_r_chain, "r_compare": Asker.q_r_compare, "r_lookup": Asker.q_r_lookup,
+    "r_chain": Asker.q_r_chain,
+    "r_compare": Asker.q_r_compare,
+    "r_lookup": Asker.q_r_lookup,
 }

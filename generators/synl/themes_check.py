@@ -65,9 +65,12 @@ class ColumnProposal(BaseModel):
     @model_validator(mode="after")
     def _fields_fit_kind(self) -> ColumnProposal:
         k = self.kind
-        extra = {"low": self.low is not None or self.high is not None or self.log,
-                 "start": self.start is not None or self.end is not None,
-                 "choices": self.choices is not None, "pool": self.pool is not None}
+        extra = {
+            "low": self.low is not None or self.high is not None or self.log,
+            "start": self.start is not None or self.end is not None,
+            "choices": self.choices is not None,
+            "pool": self.pool is not None,
+        }
         wants = {"int": "low", "decimal": "low", "date": "start", "category": "choices", "name": "pool"}.get(k)
         for f, given in extra.items():
             if given and f != wants:
@@ -80,7 +83,9 @@ class ColumnProposal(BaseModel):
                 raise ValueError(f"column {self.name}: needs 0 <= low < high <= {top}")
             if k == "int" and (self.low != int(self.low) or self.high != int(self.high)):
                 raise ValueError(f"column {self.name}: int bounds must be whole numbers")
-            if k == "decimal" and (round(self.low * 100) != self.low * 100 or round(self.high * 100) != self.high * 100):
+            if k == "decimal" and (
+                round(self.low * 100) != self.low * 100 or round(self.high * 100) != self.high * 100
+            ):
                 raise ValueError(f"column {self.name}: decimal bounds have at most 2 decimal places")
         elif k == "date":
             if self.start is None or self.end is None:
@@ -188,12 +193,16 @@ def check_theme(schema: TableSchema, accepted: dict[str, TableSchema]) -> None:
     shared = sorted({c.name for c in schema.columns} & keys)
     if shared:
         raise ThemeRejected("clash", f"column {shared[0]} is named like another theme's key")
-    for text in (schema.name, schema.entity, schema.key.name, *(c.name for c in schema.columns),
-                 *(v for c in schema.columns for v in c.choices)):
+    for text in (
+        schema.name,
+        schema.entity,
+        schema.key.name,
+        *(c.name for c in schema.columns),
+        *(v for c in schema.columns for v in c.choices),
+    ):
         if _UNSAFE.search(text):
             raise ThemeRejected("invalid_theme", f"unsafe character in {text!r}")
     try:
         check_themes({**pool, schema.name: schema})
     except AssertionError as exc:
         raise ThemeRejected("invalid_theme", str(exc) or "breaks a theme invariant") from None
-

@@ -36,14 +36,46 @@ THEME_MAX_TOKENS = 2048  # room for the longest theme the schema allows
 RETRIES = 1  # one more (batched) round for the proposals that failed validation
 
 TOPICS = (
-    "astronomy observatories", "music festivals", "hiking trails", "wine cellars", "vintage cars",
-    "space missions", "coffee roasters", "marathon races", "museum exhibits", "film productions",
-    "video game studios", "beekeeping apiaries", "ferry routes", "mountain huts", "botanical gardens",
-    "ski resorts", "theater plays", "chess tournaments", "lighthouses", "bakeries", "wind farms",
-    "fishing boats", "libraries", "research grants", "cooking classes", "bicycle rentals",
-    "photography contests", "volcano monitoring stations", "dog shelters", "podcast episodes",
-    "weather stations", "art auctions", "railway stations", "tea plantations", "robotics competitions",
-    "yoga studios", "recycling centers", "board game cafes", "diving sites", "hot air balloon flights",
+    "astronomy observatories",
+    "music festivals",
+    "hiking trails",
+    "wine cellars",
+    "vintage cars",
+    "space missions",
+    "coffee roasters",
+    "marathon races",
+    "museum exhibits",
+    "film productions",
+    "video game studios",
+    "beekeeping apiaries",
+    "ferry routes",
+    "mountain huts",
+    "botanical gardens",
+    "ski resorts",
+    "theater plays",
+    "chess tournaments",
+    "lighthouses",
+    "bakeries",
+    "wind farms",
+    "fishing boats",
+    "libraries",
+    "research grants",
+    "cooking classes",
+    "bicycle rentals",
+    "photography contests",
+    "volcano monitoring stations",
+    "dog shelters",
+    "podcast episodes",
+    "weather stations",
+    "art auctions",
+    "railway stations",
+    "tea plantations",
+    "robotics competitions",
+    "yoga studios",
+    "recycling centers",
+    "board game cafes",
+    "diving sites",
+    "hot air balloon flights",
 )
 
 
@@ -57,8 +89,11 @@ THEME_JSON_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "name": {**_S_IDENT, "description": "plural table name, lowercase with underscores, e.g. space_missions"},
-        "entity": {"type": "string", "pattern": "^[a-z][a-z ]{1,39}$",
-                   "description": "singular noun for one row, e.g. mission"},
+        "entity": {
+            "type": "string",
+            "pattern": "^[a-z][a-z ]{1,39}$",
+            "description": "singular noun for one row, e.g. mission",
+        },
         "key": {
             "type": "object",
             "properties": {"name": _S_IDENT, "prefix": {"type": "string", "pattern": "^[A-Z]{1,3}$"}},
@@ -91,11 +126,15 @@ THEME_JSON_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-SYSTEM = ("You design tables for a synthetic data generator. You only describe the columns; code fills the rows. "
-          "Reply with one JSON object and nothing else.")
+SYSTEM = (
+    "You design tables for a synthetic data generator. You only describe the columns; code fills the rows. "
+    "Reply with one JSON object and nothing else."
+)
 
 _EXAMPLE = {
-    "name": "space_missions", "entity": "mission", "key": {"name": "mission_id", "prefix": "SM"},
+    "name": "space_missions",
+    "entity": "mission",
+    "key": {"name": "mission_id", "prefix": "SM"},
     "columns": [
         {"name": "mission_name", "kind": "name", "pool": "title"},
         {"name": "agency", "kind": "category", "choices": ["NASA", "ESA", "JAXA", "ISRO", "CNSA"]},
@@ -149,16 +188,25 @@ def _topics(spec: SynLSpec) -> list[str]:
 
 
 def _seed(spec: SynLSpec, j: int, attempt: int) -> int:
-    return int(np.random.SeedSequence([spec.seed, int(Stream.SYNL), int(Stream.BEYOND_SAMPLES), 2, j, attempt]).generate_state(1)[0])
+    return int(
+        np.random.SeedSequence([spec.seed, int(Stream.SYNL), int(Stream.BEYOND_SAMPLES), 2, j, attempt]).generate_state(
+            1
+        )[0]
+    )
 
 
 def theme_request(spec: SynLSpec, j: int, topic: str, attempt: int = 0, error: str = "") -> LLMRequest:
     # The schema bounds a theme's length (20 columns of bounded strings); room for all of it costs
     # nothing unless it is used, and a theme cut off at max_tokens would be wasted.
-    sampling = Sampling(temperature=spec.llm.temperature, top_p=spec.llm.top_p,
-                        max_tokens=max(spec.llm.max_tokens, THEME_MAX_TOKENS), seed=_seed(spec, j, attempt))
-    return LLMRequest.chat(SYSTEM, theme_prompt(topic, error), sampling=sampling, json_schema=THEME_JSON_SCHEMA,
-                           step=STEP)
+    sampling = Sampling(
+        temperature=spec.llm.temperature,
+        top_p=spec.llm.top_p,
+        max_tokens=max(spec.llm.max_tokens, THEME_MAX_TOKENS),
+        seed=_seed(spec, j, attempt),
+    )
+    return LLMRequest.chat(
+        SYSTEM, theme_prompt(topic, error), sampling=sampling, json_schema=THEME_JSON_SCHEMA, step=STEP
+    )
 
 
 def propose_themes(ctx: Context, spec: SynLSpec) -> tuple[dict[str, TableSchema], LLMStats]:
@@ -200,5 +248,3 @@ def propose_themes(ctx: Context, spec: SynLSpec) -> tuple[dict[str, TableSchema]
     themes = {s.name: s for s in results if s is not None}
     ctx.memo[MEMO_KEY] = (themes, stats)
     return themes, stats
-
-

@@ -57,10 +57,17 @@ def get_tenant(
         for known, tenant in settings.api_keys.items():
             if hmac.compare_digest(known, digest):
                 return tenant
-    raise HTTPException(status.HTTP_401_UNAUTHORIZED,
-                        detail=[{"field": "authorization", "message": "missing or unknown API key",
-                                 "fix": "send `Authorization: Bearer <key>` or `X-API-Key: <key>`"}],
-                        headers={"WWW-Authenticate": "Bearer"})
+    raise HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        detail=[
+            {
+                "field": "authorization",
+                "message": "missing or unknown API key",
+                "fix": "send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+            }
+        ],
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 TenantDep = Annotated[str, Depends(get_tenant)]
@@ -68,13 +75,15 @@ TenantDep = Annotated[str, Depends(get_tenant)]
 
 async def get_meta(
     dataset_id: Annotated[str, Path(pattern=DATASET_ID, description="Dataset id.")],
-    tenant: TenantDep, r: RedisDep,
+    tenant: TenantDep,
+    r: RedisDep,
 ) -> dict[str, str]:
     meta = await r.hgetall(S.meta_key(dataset_id))
     meta = {k.decode(): v.decode() for k, v in meta.items()}
     if not meta or meta.get("owner") != tenant or "state" not in meta:
-        raise HTTPException(status.HTTP_404_NOT_FOUND,
-                            detail=[{"field": "dataset_id", "message": f"no dataset '{dataset_id}'"}])
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=[{"field": "dataset_id", "message": f"no dataset '{dataset_id}'"}]
+        )
     if creation_unfinished(meta):  # its creating request died half-way: finish it now
         await resume_creation(r, dataset_id, meta)
         meta["created"] = "1"

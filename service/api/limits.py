@@ -53,25 +53,32 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return {allowed, tostring(wait)}
 """
 
+
 def too_many(field: str, message: str, fix: str, retry_after: float) -> HTTPException:
-    return HTTPException(status.HTTP_429_TOO_MANY_REQUESTS,
-                         detail=[{"field": field, "message": message, "fix": fix}],
-                         headers={"Retry-After": str(max(1, math.ceil(retry_after)))})
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        detail=[{"field": field, "message": message, "fix": fix}],
+        headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+    )
 
 
 async def rate_limit(tenant: TenantDep, r: RedisDep, settings: SettingsDep) -> str:
     """Take one token from the tenant's bucket, or answer 429 with the wait."""
     try:
-        allowed, wait = await r.eval(BUCKET, 1, S.bucket_key(tenant), settings.requests_per_second,
-                                     settings.request_burst)
+        allowed, wait = await r.eval(
+            BUCKET, 1, S.bucket_key(tenant), settings.requests_per_second, settings.request_burst
+        )
     except redis.ResponseError as exc:
         if not unavailable_reply(exc):
             raise
         return tenant  # Redis takes no writes (OOM, read-only): reads still work, writes answer 503 anyway
     if not int(allowed):
-        raise too_many("tenant", f"over {settings.requests_per_second:g} requests/s "
-                       f"(burst {settings.request_burst}) for tenant '{tenant}'",
-                       "slow down and retry after Retry-After seconds", float(wait))
+        raise too_many(
+            "tenant",
+            f"over {settings.requests_per_second:g} requests/s (burst {settings.request_burst}) for tenant '{tenant}'",
+            "slow down and retry after Retry-After seconds",
+            float(wait),
+        )
     return tenant
 
 
@@ -94,11 +101,17 @@ async def admit(r: aioredis.Redis, tenant: str, dataset: str, spec: Any, setting
     Returns whether a reservation was made (`release` it if the dataset is not created)."""
     want_bytes = estimated_bytes(spec)
     if want_bytes > settings.max_bytes_in_flight:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=[{
-            "field": "num_samples",
-            "message": f"estimated {want_bytes} bytes ({spec.num_samples} samples x seq_len x 4) exceeds the "
-                       f"tenant budget of {settings.max_bytes_in_flight} bytes",
-            "fix": "ask for fewer or shorter samples, or split the dataset"}])
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            detail=[
+                {
+                    "field": "num_samples",
+                    "message": f"estimated {want_bytes} bytes ({spec.num_samples} samples x seq_len x 4) exceeds the "
+                    f"tenant budget of {settings.max_bytes_in_flight} bytes",
+                    "fix": "ask for fewer or shorter samples, or split the dataset",
+                }
+            ],
+        )
     key = S.active_key(tenant)
     entry = json.dumps({"samples": spec.num_samples, "bytes": want_bytes, "t": time.time()})
     reserved = bool(await r.hsetnx(key, dataset, entry))
@@ -127,15 +140,30 @@ async def admit(r: aioredis.Redis, tenant: str, dataset: str, spec: Any, setting
     fix_wait = "wait for a dataset to finish (or cancel one) and retry"
     try:
         if datasets > settings.max_datasets_in_flight:
-            raise too_many("tenant", f"tenant '{tenant}' has {datasets - 1} datasets in flight; the limit is "
-                           f"{settings.max_datasets_in_flight}", fix_wait, 5)
+            raise too_many(
+                "tenant",
+                f"tenant '{tenant}' has {datasets - 1} datasets in flight; the limit is "
+                f"{settings.max_datasets_in_flight}",
+                fix_wait,
+                5,
+            )
         if samples > settings.max_samples_in_flight:
-            raise too_many("num_samples", f"{samples - spec.num_samples} samples in flight + {spec.num_samples} "
-                           f"asked is over the tenant limit of {settings.max_samples_in_flight}", fix_wait, 5)
+            raise too_many(
+                "num_samples",
+                f"{samples - spec.num_samples} samples in flight + {spec.num_samples} "
+                f"asked is over the tenant limit of {settings.max_samples_in_flight}",
+                fix_wait,
+                5,
+            )
         if used_bytes > settings.max_bytes_in_flight:
-            raise too_many("num_samples", f"{used_bytes - want_bytes} estimated bytes in flight + {want_bytes} "
-                           f"asked (samples x seq_len x 4) is over the tenant budget of "
-                           f"{settings.max_bytes_in_flight}", fix_wait, 5)
+            raise too_many(
+                "num_samples",
+                f"{used_bytes - want_bytes} estimated bytes in flight + {want_bytes} "
+                f"asked (samples x seq_len x 4) is over the tenant budget of "
+                f"{settings.max_bytes_in_flight}",
+                fix_wait,
+                5,
+            )
     except HTTPException:
         if reserved:
             await release(r, tenant, dataset)
@@ -156,8 +184,12 @@ class StreamSlots:
 
     def acquire(self, tenant: str) -> None:
         if self.open[tenant] >= self.cap:
-            raise too_many("tenant", f"tenant '{tenant}' has {self.open[tenant]} event streams open; the limit is "
-                           f"{self.cap}", "close a stream, or poll GET /v1/datasets/{id} instead", 5)
+            raise too_many(
+                "tenant",
+                f"tenant '{tenant}' has {self.open[tenant]} event streams open; the limit is {self.cap}",
+                "close a stream, or poll GET /v1/datasets/{id} instead",
+                5,
+            )
         self.open[tenant] += 1
 
     def release(self, tenant: str) -> None:

@@ -52,15 +52,22 @@ DOCS_STATIC = "/docs-static"
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("longweave_http_requests_total", "HTTP requests.",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("longweave_http_request_seconds", "HTTP request latency.",
-                                 ["method", "route"], registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
-        self.service = Gauge("longweave_service_total", "Service-wide counters kept in Redis.", ["counter"],
-                             registry=self.registry)
-        self.tasks_pending = Gauge("longweave_tasks_pending", "Shard tasks claimed and not acknowledged.",
-                                   registry=self.registry)
+        self.requests = Counter(
+            "longweave_http_requests_total", "HTTP requests.", ["method", "route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "longweave_http_request_seconds",
+            "HTTP request latency.",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.service = Gauge(
+            "longweave_service_total", "Service-wide counters kept in Redis.", ["counter"], registry=self.registry
+        )
+        self.tasks_pending = Gauge(
+            "longweave_tasks_pending", "Shard tasks claimed and not acknowledged.", registry=self.registry
+        )
         self.tasks_waiting = Gauge("longweave_tasks_waiting", "Shard tasks not yet claimed.", registry=self.registry)
         self.redis_up = Gauge("longweave_redis_up", "1 if Redis answered the last scrape.", registry=self.registry)
 
@@ -78,8 +85,14 @@ class BodyLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return await self.app(scope, receive, send)
-        too_big = JSONResponse(status_code=413, content={"detail": [{
-            "field": "body", "message": f"the body is over {self.limit} bytes", "fix": "send a smaller body"}]})
+        too_big = JSONResponse(
+            status_code=413,
+            content={
+                "detail": [
+                    {"field": "body", "message": f"the body is over {self.limit} bytes", "fix": "send a smaller body"}
+                ]
+            },
+        )
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -145,11 +158,13 @@ def add_offline_docs(app: FastAPI) -> None:
     async def swagger(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_swagger_ui_html(
-            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - Swagger UI",
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
             oauth2_redirect_url=f"{root}{app.swagger_ui_oauth2_redirect_url}",
             swagger_js_url=f"{root}{DOCS_STATIC}/swagger-ui-bundle.js",
             swagger_css_url=f"{root}{DOCS_STATIC}/swagger-ui.css",
-            swagger_favicon_url=f"{root}{DOCS_STATIC}/favicon.png")
+            swagger_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
+        )
 
     @app.get(app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect", include_in_schema=False)
     async def swagger_redirect() -> HTMLResponse:
@@ -159,9 +174,12 @@ def add_offline_docs(app: FastAPI) -> None:
     async def redoc(request: Request) -> HTMLResponse:
         root = request.scope.get("root_path", "")
         return get_redoc_html(
-            openapi_url=f"{root}{app.openapi_url}", title=f"{app.title} - ReDoc",
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
             redoc_js_url=f"{root}{DOCS_STATIC}/redoc.standalone.js",
-            redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon.png", with_google_fonts=False)
+            redoc_favicon_url=f"{root}{DOCS_STATIC}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
@@ -176,8 +194,12 @@ def _exact_bounds(served: Any, exact: Any) -> None:
     """
     if isinstance(served, dict) and isinstance(exact, dict):
         for key, value in served.items():
-            if key in BOUNDS and isinstance(value, float) and isinstance(exact.get(key), int) \
-                    and float(exact[key]) == value:
+            if (
+                key in BOUNDS
+                and isinstance(value, float)
+                and isinstance(exact.get(key), int)
+                and float(exact[key]) == value
+            ):
                 served[key] = exact[key]
             elif key in exact:
                 _exact_bounds(value, exact[key])
@@ -239,11 +261,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         embedded = None
         url = settings.redis_url
         if not url:
-            embedded = EmbeddedRedis(settings.redis_dir, fsync=settings.redis_fsync,
-                                     maxmemory=settings.redis_maxmemory).start()
+            embedded = EmbeddedRedis(
+                settings.redis_dir, fsync=settings.redis_fsync, maxmemory=settings.redis_maxmemory
+            ).start()
             url = embedded.url
-            log.warning("no REDIS_URL: started the embedded valkey-server on %s (data in %s)", url,
-                        settings.redis_dir)
+            log.warning("no REDIS_URL: started the embedded valkey-server on %s (data in %s)", url, settings.redis_dir)
         if settings.auth == "off":
             log.warning("AUTHENTICATION IS OFF (LONGWEAVE_AUTH=off): every request is tenant 'local'")
         elif not settings.api_keys:
@@ -262,8 +284,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if embedded is not None:
                 embedded.stop()
 
-    app = FastAPI(title="longweave", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Mass-produce synthetic long-context training data.")
+    app = FastAPI(
+        title="longweave",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Mass-produce synthetic long-context training data.",
+    )
     add_offline_docs(app)
     true_openapi(app)
     app.state.settings = settings
@@ -287,8 +315,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(LongweaveError)
     async def _typed(request: Request, exc: LongweaveError) -> JSONResponse:
-        return JSONResponse(status_code=422, content={"detail": [
-            {"field": exc.field, "message": exc.message, "fix": exc.fix}]})
+        return JSONResponse(
+            status_code=422, content={"detail": [{"field": exc.field, "message": exc.message, "fix": exc.fix}]}
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
@@ -296,16 +325,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # limit, an integer over Python's digit limit) with a bare 400; it is bad input like any other.
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             cause = exc.__cause__
-            return JSONResponse(status_code=422, content={"detail": [{
-                "field": "body", "message": f"the body is not valid JSON ({type(cause).__name__ if cause else 'unreadable'}"
-                f"{': ' + str(cause)[:200] if cause else ''})",
-                "fix": "send a UTF-8 JSON object of the request schema, with integers of at most 4300 digits "
-                       "and nesting a few levels deep"}]})
+            return JSONResponse(
+                status_code=422,
+                content={
+                    "detail": [
+                        {
+                            "field": "body",
+                            "message": f"the body is not valid JSON ({type(cause).__name__ if cause else 'unreadable'}"
+                            f"{': ' + str(cause)[:200] if cause else ''})",
+                            "fix": "send a UTF-8 JSON object of the request schema, with integers of at most 4300 digits "
+                            "and nesting a few levels deep",
+                        }
+                    ]
+                },
+            )
         if exc.status_code == 405:
             # Starlette names the methods of the first route that matched the path, but GET and POST
             # (or GET and DELETE) of one path are two routes: Allow lists every method of the path.
-            methods = {m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE") if any(
-                route.matches({**request.scope, "method": m})[0] == Match.FULL for route in request.app.router.routes)}
+            methods = {
+                m
+                for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+                if any(
+                    route.matches({**request.scope, "method": m})[0] == Match.FULL
+                    for route in request.app.router.routes
+                )
+            }
             if methods:
                 exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
         return await http_exception_handler(request, exc)
@@ -313,9 +357,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(redis.ConnectionError)
     @app.exception_handler(redis.TimeoutError)
     async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": [
-            {"field": "redis", "message": f"unreachable: {exc}", "fix": "retry shortly"}]},
-            headers={"Retry-After": "1"})
+        return JSONResponse(
+            status_code=503,
+            content={"detail": [{"field": "redis", "message": f"unreachable: {exc}", "fix": "retry shortly"}]},
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(redis.ResponseError)
     async def _redis_refuses(request: Request, exc: redis.ResponseError) -> JSONResponse:
@@ -323,10 +369,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Any other error reply is a bug of ours and stays a 500.
         if not unavailable_reply(exc):
             raise exc
-        return JSONResponse(status_code=503, content={"detail": [
-            {"field": "redis", "message": f"Redis refuses writes: {str(exc)[:300]}",
-             "fix": "retry later; the operator must free Redis memory or disk, or point at the primary"}]},
-            headers={"Retry-After": "5"})
+        return JSONResponse(
+            status_code=503,
+            content={
+                "detail": [
+                    {
+                        "field": "redis",
+                        "message": f"Redis refuses writes: {str(exc)[:300]}",
+                        "fix": "retry later; the operator must free Redis memory or disk, or point at the primary",
+                    }
+                ]
+            },
+            headers={"Retry-After": "5"},
+        )
 
     app.add_middleware(Measure, metrics=app.state.metrics)
     # Outermost: a body over the limit is refused before anything reads it.

@@ -40,15 +40,24 @@ class DatasetStatus(BaseModel):
     started_at: float | None = None
     finished_at: float | None = None
     throughput_samples_per_s: float | None = Field(None, description="Since the first shard started.")
-    eta_s: float | None = Field(None, description="Seconds left at the current throughput; null while "
-                                                 "backpressure holds production (see waiting_for).")
+    eta_s: float | None = Field(
+        None,
+        description="Seconds left at the current throughput; null while "
+        "backpressure holds production (see waiting_for).",
+    )
     tokenizer: TokenizerInfo | None = Field(None, description="Known once a worker has loaded it.")
     errors: list[str] = Field(default_factory=list, description="Most recent first.")
-    llm: dict[str, int] = Field(default_factory=dict, description=(
-        "LLM step counters of completed shards: requests.<step>, cached.<step>, accepted.<step>, "
-        "rejected.<step>:<reason>, prompt_tokens, completion_tokens."))
-    waiting_for: WaitingFor | None = Field(None, description=(
-        "Set while backpressure holds production: the consumer group that lags, by how much, since when."))
+    llm: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "LLM step counters of completed shards: requests.<step>, cached.<step>, accepted.<step>, "
+            "rejected.<step>:<reason>, prompt_tokens, completion_tokens."
+        ),
+    )
+    waiting_for: WaitingFor | None = Field(
+        None,
+        description=("Set while backpressure holds production: the consumer group that lags, by how much, since when."),
+    )
 
 
 class DatasetList(BaseModel):
@@ -110,10 +119,13 @@ class ConsumerGroup(BaseModel):
     pending: int = Field(description="Entries delivered to it and not yet acknowledged.")
     consumers: int
     last_delivered_id: str
-    idle_s: float | None = Field(description="Seconds since one of its consumers last tried to read; "
-                                             "null when it has no consumer yet.")
-    state: Literal["active", "idle"] = Field(description="`idle`: quiet past consumer_idle_s; it no longer "
-                                                         "holds production back and its entries may be trimmed.")
+    idle_s: float | None = Field(
+        description="Seconds since one of its consumers last tried to read; null when it has no consumer yet."
+    )
+    state: Literal["active", "idle"] = Field(
+        description="`idle`: quiet past consumer_idle_s; it no longer "
+        "holds production back and its entries may be trimmed."
+    )
 
 
 class ConsumerList(BaseModel):
@@ -127,11 +139,18 @@ class AttachConsumer(BaseModel):
 
     model_config = {"extra": "forbid", "populate_by_name": True}
 
-    run_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
-                     description="The trainer's run id (`run_id` of its config): the group is `run:<run>`.")
-    start: Literal["start", "now"] = Field("start", alias="from", description=(
-        "`start`: every entry the dataset publishes, from the stream's first one (a run attached before "
-        "production misses none); `now`: only entries published after this request."))
+    run_id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$",
+        description="The trainer's run id (`run_id` of its config): the group is `run:<run>`.",
+    )
+    start: Literal["start", "now"] = Field(
+        "start",
+        alias="from",
+        description=(
+            "`start`: every entry the dataset publishes, from the stream's first one (a run attached before "
+            "production misses none); `now`: only entries published after this request."
+        ),
+    )
 
 
 class StreamInfo(BaseModel):
@@ -146,20 +165,34 @@ class StreamInfo(BaseModel):
 
 # -- the error responses the routes declare (OpenAPI `responses=`) ----------------------------------
 # Every error body is ErrorResponse; 429 and the Redis 503s carry Retry-After (limits.py, main.py).
-RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "required": True,
-                               "schema": {"type": "integer", "minimum": 1}}}
+RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
 _ERRORS: dict[int, dict[str, Any]] = {
-    401: {"description": "No key, or an unknown one (`WWW-Authenticate: Bearer`).",
-          "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}}},
+    401: {
+        "description": "No key, or an unknown one (`WWW-Authenticate: Bearer`).",
+        "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+    },
     404: {"description": "No such dataset for this tenant (or no such item of it)."},
     409: {"description": "The name is taken."},
     413: {"description": "The body is over the size limit."},
-    422: {"description": "Bad input: the body or a parameter breaks the schema, a cross-field rule, or this "
-                         "server's limits and data roots; `field` names it and `fix` says what to change."},
-    429: {"description": "A per-tenant limit (request rate, datasets, samples or bytes in flight, open "
-                         "streams); retry after `Retry-After` seconds.", "headers": RETRY_AFTER},
-    503: {"description": "Redis unreachable or refusing writes; retry after `Retry-After` seconds.",
-          "headers": RETRY_AFTER},
+    422: {
+        "description": "Bad input: the body or a parameter breaks the schema, a cross-field rule, or this "
+        "server's limits and data roots; `field` names it and `fix` says what to change."
+    },
+    429: {
+        "description": "A per-tenant limit (request rate, datasets, samples or bytes in flight, open "
+        "streams); retry after `Retry-After` seconds.",
+        "headers": RETRY_AFTER,
+    },
+    503: {
+        "description": "Redis unreachable or refusing writes; retry after `Retry-After` seconds.",
+        "headers": RETRY_AFTER,
+    },
 }
 
 

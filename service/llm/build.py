@@ -18,8 +18,15 @@ def build_llm(spec: LLMSpec, *, redis_url: str | None, api_key: str | None = Non
         return None
     llm: LLM
     if spec.backend == "openai":
-        llm = OpenAIBackend(spec.endpoints, spec.model, concurrency=spec.concurrency, timeout_s=spec.timeout_s,
-                            max_retries=spec.max_retries, deadline_s=spec.deadline_s, api_key=api_key)
+        llm = OpenAIBackend(
+            spec.endpoints,
+            spec.model,
+            concurrency=spec.concurrency,
+            timeout_s=spec.timeout_s,
+            max_retries=spec.max_retries,
+            deadline_s=spec.deadline_s,
+            api_key=api_key,
+        )
     elif spec.backend == "vllm":
         llm = VLLMEngine.from_spec(spec)
     else:  # the spec's Literal makes this unreachable; keep the failure explicit anyway

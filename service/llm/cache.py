@@ -30,9 +30,15 @@ from ..redis_client import sync_client
 
 
 def _encode(resp: LLMResponse) -> str:
-    return json.dumps({"text": resp.text, "finish_reason": resp.finish_reason,
-                       "prompt_tokens": resp.prompt_tokens, "completion_tokens": resp.completion_tokens},
-                      separators=(",", ":"))
+    return json.dumps(
+        {
+            "text": resp.text,
+            "finish_reason": resp.finish_reason,
+            "prompt_tokens": resp.prompt_tokens,
+            "completion_tokens": resp.completion_tokens,
+        },
+        separators=(",", ":"),
+    )
 
 
 def _decode(raw: bytes | str | None) -> LLMResponse | None:
@@ -53,8 +59,7 @@ class CachedLLM:
     requests answered without a model call (cache or an identical request in the same batch),
     `misses` requests sent to `inner`. `ttl_s` None keeps answers until deleted."""
 
-    def __init__(self, inner: LLM, redis_url: str, prefix: str = "lw:llmcache:", *,
-                 ttl_s: int | None = None) -> None:
+    def __init__(self, inner: LLM, redis_url: str, prefix: str = "lw:llmcache:", *, ttl_s: int | None = None) -> None:
         self.inner = inner
         self.model = inner.model
         self.prefix = prefix
@@ -78,10 +83,13 @@ class CachedLLM:
                 first[k] = i
         return keys, out, list(first.values())
 
-    def _store(self, keys: list[str], out: list[LLMResponse | None], sent: list[int],
-               answers: list[LLMResponse]) -> list[LLMResponse]:
+    def _store(
+        self, keys: list[str], out: list[LLMResponse | None], sent: list[int], answers: list[LLMResponse]
+    ) -> list[LLMResponse]:
         if len(answers) != len(sent):
-            raise RuntimeError(f"{type(self.inner).__name__} returned {len(answers)} responses for {len(sent)} requests")
+            raise RuntimeError(
+                f"{type(self.inner).__name__} returned {len(answers)} responses for {len(sent)} requests"
+            )
         by_key: dict[str, LLMResponse] = {}
         ok = [(keys[i], a) for i, a in zip(sent, answers) if a.ok]
         if ok:
@@ -93,8 +101,9 @@ class CachedLLM:
             for (k, a), raw in zip(ok, winners):
                 winner = _decode(raw)
                 if winner is not None and winner.text != a.text:  # we lost the race: the stored answer, our cost
-                    a = replace(winner, cached=False, prompt_tokens=a.prompt_tokens,
-                                completion_tokens=a.completion_tokens)
+                    a = replace(
+                        winner, cached=False, prompt_tokens=a.prompt_tokens, completion_tokens=a.completion_tokens
+                    )
                 by_key[k] = a
         for i, a in zip(sent, answers):
             by_key.setdefault(keys[i], a)

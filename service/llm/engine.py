@@ -30,8 +30,11 @@ def _import_vllm() -> Any:
     try:
         import vllm
     except ImportError as exc:
-        raise ConfigError("llm.backend", "the vllm backend needs the vllm package on this worker",
-                          "pip install 'longweave[vllm]' on a GPU host, or use backend openai") from exc
+        raise ConfigError(
+            "llm.backend",
+            "the vllm backend needs the vllm package on this worker",
+            "pip install 'longweave[vllm]' on a GPU host, or use backend openai",
+        ) from exc
     return vllm
 
 
@@ -49,8 +52,11 @@ class VLLMEngine:
         try:
             self._llm = vllm.LLM(model=model_dir, **engine_args)
         except TypeError as exc:  # an argument vLLM does not know: the spec's fault, not a crash
-            raise ConfigError("llm.engine_args", f"vllm.LLM refused them: {exc}",
-                              "use keyword arguments of vllm.LLM (vLLM's engine arguments)") from exc
+            raise ConfigError(
+                "llm.engine_args",
+                f"vllm.LLM refused them: {exc}",
+                "use keyword arguments of vllm.LLM (vLLM's engine arguments)",
+            ) from exc
         self._lock = threading.Lock()
 
     @classmethod
@@ -60,14 +66,20 @@ class VLLMEngine:
 
     def _params(self, req: LLMRequest) -> Any:
         s = req.sampling
-        kwargs: dict[str, Any] = {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens,
-                                  "seed": s.seed}
+        kwargs: dict[str, Any] = {
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+            "seed": s.seed,
+        }
         if req.json_schema is not None:
             try:
                 from vllm.sampling_params import StructuredOutputsParams
+
                 kwargs["structured_outputs"] = StructuredOutputsParams(json=req.json_schema)
             except ImportError:  # vLLM < 0.10.2
                 from vllm.sampling_params import GuidedDecodingParams
+
                 kwargs["guided_decoding"] = GuidedDecodingParams(json=req.json_schema)
         return self._vllm.SamplingParams(**kwargs)
 
@@ -81,8 +93,12 @@ class VLLMEngine:
         responses = []
         for req, out in zip(requests, outputs):
             best = out.outputs[0]
-            resp = LLMResponse(text=best.text, prompt_tokens=len(out.prompt_token_ids or ()),
-                               completion_tokens=len(best.token_ids or ()), finish_reason=str(best.finish_reason or ""))
+            resp = LLMResponse(
+                text=best.text,
+                prompt_tokens=len(out.prompt_token_ids or ()),
+                completion_tokens=len(best.token_ids or ()),
+                finish_reason=str(best.finish_reason or ""),
+            )
             if req.json_schema is not None and (problem := resp.json_error()) is not None:
                 resp.ok, resp.error = False, problem
             responses.append(resp)

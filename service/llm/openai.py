@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import math
 import random
@@ -49,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 import aiohttp
+
 from longweave.generators.errors import ConfigError
 from longweave.generators.llm import LLMRequest, LLMResponse, LLMUnavailable
 
@@ -116,9 +118,20 @@ class OpenAIBackend:
     may stay silent before `LLMUnavailable`. The last three keyword arguments exist for tests.
     """
 
-    def __init__(self, endpoints: Sequence[str], model: str, *, concurrency: int = 64, timeout_s: float = 120,
-                 max_retries: int = 4, deadline_s: float = 300, api_key: str | None = None,
-                 probe_interval_s: float = 1.0, backoff_base_s: float = 0.5, backoff_cap_s: float = 20.0) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        model: str,
+        *,
+        concurrency: int = 64,
+        timeout_s: float = 120,
+        max_retries: int = 4,
+        deadline_s: float = 300,
+        api_key: str | None = None,
+        probe_interval_s: float = 1.0,
+        backoff_base_s: float = 0.5,
+        backoff_cap_s: float = 20.0,
+    ) -> None:
         if not endpoints:
             raise ValueError("OpenAIBackend needs at least one endpoint")
         if concurrency < 1:
@@ -175,7 +188,8 @@ class OpenAIBackend:
         self._client = aiohttp.ClientSession(
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=self.timeout_s, connect=min(10.0, self.timeout_s)),
-            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0))
+            connector=aiohttp.TCPConnector(limit=0, limit_per_host=0),
+        )
         self._wake_probe = asyncio.Event()
         self._prober = asyncio.create_task(self._probe_loop())
 
@@ -297,13 +311,20 @@ class OpenAIBackend:
 
     def _body(self, req: LLMRequest) -> dict[str, Any]:
         s = req.sampling
-        body: dict[str, Any] = {"model": self.model, "messages": req.message_dicts(), "temperature": s.temperature,
-                                "top_p": s.top_p, "max_tokens": s.max_tokens}
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": req.message_dicts(),
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+        }
         if s.seed is not None:
             body["seed"] = s.seed
         if req.json_schema is not None:
-            body["response_format"] = {"type": "json_schema",
-                                       "json_schema": {"name": "answer", "schema": req.json_schema, "strict": True}}
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": req.json_schema, "strict": True},
+            }
         return body
 
     def _backoff(self, retry: int, retry_after: float | None) -> float:
@@ -339,9 +360,12 @@ class OpenAIBackend:
             choice = data["choices"][0]
             text = choice["message"]["content"] or ""
             usage = data.get("usage") or {}
-            resp = LLMResponse(text=text, prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                               completion_tokens=int(usage.get("completion_tokens") or 0),
-                               finish_reason=str(choice.get("finish_reason") or ""))
+            resp = LLMResponse(
+                text=text,
+                prompt_tokens=int(usage.get("prompt_tokens") or 0),
+                completion_tokens=int(usage.get("completion_tokens") or 0),
+                finish_reason=str(choice.get("finish_reason") or ""),
+            )
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
             return _Attempt(BAD_RESPONSE, f"unexpected response from {ep.url}: {_describe(exc)}: {raw[:200]!r}")
         self._prompt_tokens += resp.prompt_tokens
@@ -467,17 +491,16 @@ class OpenAIBackend:
             if self._down_since is not None and self._unavailable is None:
                 # Wake up in time to declare the outage at the deadline, not a probe interval later.
                 wait = max(0.01, min(wait, self._down_since + self.deadline_s - self._now()))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_probe.wait(), timeout=wait if down or self._down_since else None)
-            except TimeoutError:
-                pass
 
     async def _probe(self, ep: _Endpoint) -> None:
         try:
-            async with self._client.get(f"{ep.url}/models",
-                                        timeout=aiohttp.ClientTimeout(total=min(5.0, self.timeout_s))) as r:
+            async with self._client.get(
+                f"{ep.url}/models", timeout=aiohttp.ClientTimeout(total=min(5.0, self.timeout_s))
+            ) as r:
                 status, raw = r.status, await r.read()
-        except Exception as exc:  # noqa: BLE001 - the probe task must survive anything, or nothing recovers
+        except Exception as exc:
             ep.last_error = _describe(exc)
             return
         if status == 200:
@@ -533,9 +556,12 @@ def _allow_open_files(concurrency: int, endpoints: int) -> None:
     if soft == resource.RLIM_INFINITY or soft >= need:
         return
     if hard != resource.RLIM_INFINITY and hard < need:
-        raise ConfigError("llm.concurrency", f"{concurrency} requests in flight per endpoint x {endpoints} "
-                          f"endpoint(s) need about {need} open files, and this process may open at most {hard}",
-                          "lower llm.concurrency, or raise the open-files limit (ulimit -n) of the workers")
+        raise ConfigError(
+            "llm.concurrency",
+            f"{concurrency} requests in flight per endpoint x {endpoints} "
+            f"endpoint(s) need about {need} open files, and this process may open at most {hard}",
+            "lower llm.concurrency, or raise the open-files limit (ulimit -n) of the workers",
+        )
     resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 
 

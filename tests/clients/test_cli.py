@@ -65,15 +65,16 @@ def test_inspect_marks_the_chunk_boundaries_of_a_cip_sample(tmp_path: Path, cach
     markers = [line for line in res.stdout.splitlines() if line.startswith("--- chunk ")]
     assert len(chunks) >= 4 and len(markers) == len(chunks)
     for k, ((doc, start, end, at), line) in enumerate(zip(chunks, markers, strict=True)):
-        assert line.startswith(f"--- chunk {k + 1}/{len(chunks)}: doc {rec['meta']['docs'][doc]}, "
-                               f"tokens {start}-{end} (at {at})"), line
+        assert line.startswith(
+            f"--- chunk {k + 1}/{len(chunks)}: doc {rec['meta']['docs'][doc]}, tokens {start}-{end} (at {at})"
+        ), line
 
 
-def test_inspect_shows_the_question_and_answer_of_a_synl_sample(tmp_path: Path, cache_dir: Path,
-                                                                  monkeypatch) -> None:
+def test_inspect_shows_the_question_and_answer_of_a_synl_sample(tmp_path: Path, cache_dir: Path, monkeypatch) -> None:
     monkeypatch.setenv("COLUMNS", "1000")
-    res = longweave("generate", "synl", "--seq-len", "1024", "--num-samples", "1", "--out", tmp_path / "s",
-                    cache_dir=cache_dir)
+    res = longweave(
+        "generate", "synl", "--seq-len", "1024", "--num-samples", "1", "--out", tmp_path / "s", cache_dir=cache_dir
+    )
     assert res.returncode == 0, res.stderr
     res = longweave("inspect", tmp_path / "s", "--chars", "200", cache_dir=cache_dir)
     assert res.returncode == 0, res.stderr
@@ -136,8 +137,9 @@ def test_a_status_waiting_for_a_run_says_so() -> None:
     from longweave.clients.cli import waiting_text
     from longweave.clients.sdk import Dataset
 
-    ds = Dataset.model_validate({"id": "x", "kind": "cip", "state": "running",
-                                 "waiting_for": {"group": "run:slow", "lag": 5, "since": 1.0}})
+    ds = Dataset.model_validate(
+        {"id": "x", "kind": "cip", "state": "running", "waiting_for": {"group": "run:slow", "lag": 5, "since": 1.0}}
+    )
     assert ds.waiting_for == {"group": "run:slow", "lag": 5, "since": 1.0}
     assert waiting_text(ds) == "waiting for run:slow (5 unread entries)"
     assert waiting_text(Dataset.model_validate({"id": "x", "kind": "cip", "state": "done"})) == ""
@@ -146,54 +148,102 @@ def test_a_status_waiting_for_a_run_says_so() -> None:
 # Every flag `longweave generate` has had, with a value and the spec field it must set. The
 # commands are built from the spec fields, so this pins the names users' scripts rely on.
 FLAGS = {
-    "cip": [("--corpus", "stdlib", "corpus", "stdlib"), ("--seq-len", "512", "seq_len", 512),
-            ("-L", "600", "seq_len", 600), ("--docs-per-seq", "3", "docs_per_seq", 3), ("-N", "5", "docs_per_seq", 5),
-            ("--chunks-per-doc", "3", "chunks_per_doc", 3), ("-K", "4", "chunks_per_doc", 4),
-            ("--split", "equal", "split", "equal"), ("--min-doc-tokens", "5", "min_doc_tokens", 5),
-            ("--max-doc-tokens", "900", "max_doc_tokens", 900), ("--num-samples", "7", "num_samples", 7),
-            ("-n", "8", "num_samples", 8), ("--seed", "3", "seed", 3), ("--shard-size", "2", "shard_size", 2),
-            ("--tokenizer", "tok", "tokenizer", "tok"), ("--vocab-size", "512", "vocab_size", 512),
-            ("--text-field", "body", "text_field", "body"), ("--name", "x1", "name", "x1")],
-    "synl": [("--seq-len", "2048", "seq_len", 2048), ("-L", "4096", "seq_len", 4096),
-             ("--format", "csv,html", "formats", ["csv", "html"]), ("--formats", "jsonl", "formats", ["jsonl"]),
-             ("--families", "retrieval,reasoning", "families", ["retrieval", "reasoning"]),
-             ("--tables", "2", "max_tables", 2), ("--max-hops", "2", "max_hops", 2),
-             ("--min-columns", "6", "min_columns", 6), ("--max-columns", "9", "max_columns", 9),
-             ("--min-len-ratio", "0.7", "min_len_ratio", 0.7), ("-n", "9", "num_samples", 9),
-             ("--corpus", "stdlib", "corpus", "stdlib"), ("--vocab-size", "600", "vocab_size", 600),
-             ("--llm-endpoint", "http://a:1/v1,http://b:2/v1", "llm.endpoints", ["http://a:1/v1", "http://b:2/v1"]),
-             ("--llm-model", "m", "llm.model", "m"), ("--llm-steps", "themes,reasoning", "llm.steps", ["themes", "reasoning"]),
-             ("--llm-concurrency", "5", "llm.concurrency", 5)],
-    "doc-qa": [("--seq-len", "4096", "seq_len", 4096), ("-L", "2048", "seq_len", 2048),
-               ("--source", "cip", "source", "cip"), ("--chunk-tokens", "300", "chunk_tokens", 300),
-               ("--pairs-per-chunk", "2", "pairs_per_chunk", 2), ("--attempts", "5", "attempts", 5),
-               ("--loss-on-prompt", None, "loss_on_prompt", True), ("-n", "4", "num_samples", 4),
-               ("--text-field", "body", "text_field", "body"), ("--llm-concurrency", "3", "llm.concurrency", 3)],
-    "niah": [("--lengths", "512,1024", "lengths", [512, 1024]), ("--seq-len", "2048", "lengths", [2048]),
-             ("-L", "4096", "lengths", [4096]), ("--depths", "0,0.5", "depths", [0.0, 0.5]),
-             ("--variant", "multikey", "variant", "multikey"), ("--num-needles", "3", "num_needles", 3),
-             ("--value-kind", "uuids", "value_kind", "uuids"), ("--num-samples", "6", "num_samples", 6),
-             ("-n", "5", "num_samples", 5)],
+    "cip": [
+        ("--corpus", "stdlib", "corpus", "stdlib"),
+        ("--seq-len", "512", "seq_len", 512),
+        ("-L", "600", "seq_len", 600),
+        ("--docs-per-seq", "3", "docs_per_seq", 3),
+        ("-N", "5", "docs_per_seq", 5),
+        ("--chunks-per-doc", "3", "chunks_per_doc", 3),
+        ("-K", "4", "chunks_per_doc", 4),
+        ("--split", "equal", "split", "equal"),
+        ("--min-doc-tokens", "5", "min_doc_tokens", 5),
+        ("--max-doc-tokens", "900", "max_doc_tokens", 900),
+        ("--num-samples", "7", "num_samples", 7),
+        ("-n", "8", "num_samples", 8),
+        ("--seed", "3", "seed", 3),
+        ("--shard-size", "2", "shard_size", 2),
+        ("--tokenizer", "tok", "tokenizer", "tok"),
+        ("--vocab-size", "512", "vocab_size", 512),
+        ("--text-field", "body", "text_field", "body"),
+        ("--name", "x1", "name", "x1"),
+    ],
+    "synl": [
+        ("--seq-len", "2048", "seq_len", 2048),
+        ("-L", "4096", "seq_len", 4096),
+        ("--format", "csv,html", "formats", ["csv", "html"]),
+        ("--formats", "jsonl", "formats", ["jsonl"]),
+        ("--families", "retrieval,reasoning", "families", ["retrieval", "reasoning"]),
+        ("--tables", "2", "max_tables", 2),
+        ("--max-hops", "2", "max_hops", 2),
+        ("--min-columns", "6", "min_columns", 6),
+        ("--max-columns", "9", "max_columns", 9),
+        ("--min-len-ratio", "0.7", "min_len_ratio", 0.7),
+        ("-n", "9", "num_samples", 9),
+        ("--corpus", "stdlib", "corpus", "stdlib"),
+        ("--vocab-size", "600", "vocab_size", 600),
+        ("--llm-endpoint", "http://a:1/v1,http://b:2/v1", "llm.endpoints", ["http://a:1/v1", "http://b:2/v1"]),
+        ("--llm-model", "m", "llm.model", "m"),
+        ("--llm-steps", "themes,reasoning", "llm.steps", ["themes", "reasoning"]),
+        ("--llm-concurrency", "5", "llm.concurrency", 5),
+    ],
+    "doc-qa": [
+        ("--seq-len", "4096", "seq_len", 4096),
+        ("-L", "2048", "seq_len", 2048),
+        ("--source", "cip", "source", "cip"),
+        ("--chunk-tokens", "300", "chunk_tokens", 300),
+        ("--pairs-per-chunk", "2", "pairs_per_chunk", 2),
+        ("--attempts", "5", "attempts", 5),
+        ("--loss-on-prompt", None, "loss_on_prompt", True),
+        ("-n", "4", "num_samples", 4),
+        ("--text-field", "body", "text_field", "body"),
+        ("--llm-concurrency", "3", "llm.concurrency", 3),
+    ],
+    "niah": [
+        ("--lengths", "512,1024", "lengths", [512, 1024]),
+        ("--seq-len", "2048", "lengths", [2048]),
+        ("-L", "4096", "lengths", [4096]),
+        ("--depths", "0,0.5", "depths", [0.0, 0.5]),
+        ("--variant", "multikey", "variant", "multikey"),
+        ("--num-needles", "3", "num_needles", 3),
+        ("--value-kind", "uuids", "value_kind", "uuids"),
+        ("--num-samples", "6", "num_samples", 6),
+        ("-n", "5", "num_samples", 5),
+    ],
 }
 LLM_ARGS = ("--llm-endpoint", "http://h:1/v1", "--llm-model", "m")
 
 
-@pytest.mark.parametrize("kind, flag, value, field, expect",
-                         [(k, *case) for k, cases in FLAGS.items() for case in cases])
-def test_every_generate_flag_sets_its_spec_field(kind: str, flag: str, value: str | None, field: str, expect: object,
-                                                 tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "kind, flag, value, field, expect", [(k, *case) for k, cases in FLAGS.items() for case in cases]
+)
+def test_every_generate_flag_sets_its_spec_field(
+    kind: str, flag: str, value: str | None, field: str, expect: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from typer.testing import CliRunner
 
     from longweave.clients import cli
     from longweave.generators.kinds import parse_spec
 
     seen = {}
-    monkeypatch.setattr(cli, "run_generate", lambda kind, fields, out, cache_dir: seen.update(
-        spec=parse_spec(fields), out=out, cache_dir=cache_dir))
+    monkeypatch.setattr(
+        cli,
+        "run_generate",
+        lambda kind, fields, out, cache_dir: seen.update(spec=parse_spec(fields), out=out, cache_dir=cache_dir),
+    )
     # doc_qa refuses a spec without a model, and an llm section needs both (the flag under test comes last and wins).
     extra = LLM_ARGS if kind == "doc-qa" or flag.startswith("--llm") else ()
-    args = ["generate", kind, *extra, flag, *([] if value is None else [value]), "-o", str(tmp_path / "o"),
-            "--cache-dir", str(tmp_path / "c")]
+    args = [
+        "generate",
+        kind,
+        *extra,
+        flag,
+        *([] if value is None else [value]),
+        "-o",
+        str(tmp_path / "o"),
+        "--cache-dir",
+        str(tmp_path / "c"),
+    ]
     res = CliRunner().invoke(cli.app, args)
     assert res.exit_code == 0, res.output
     got = seen["spec"]

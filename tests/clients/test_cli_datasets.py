@@ -13,19 +13,28 @@ from pathlib import Path
 import httpx
 import pyarrow.parquet as pq
 import pytest
-from longweave.clients.sdk import Client, UnsafeFileName, safe_target
 
+from longweave.clients.sdk import Client, UnsafeFileName, safe_target
 from tests.service.conftest import KEYS
 
 SPEC = {"kind": "cip", "num_samples": 16, "seq_len": 256, "shard_size": 8, "docs_per_seq": 2}
 
 
-def longweave(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 300,
-              ) -> subprocess.CompletedProcess[str]:
+def longweave(
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("LONGWEAVE_")}
     full.update(env or {})
-    return subprocess.run([sys.executable, "-m", "longweave.clients.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=full, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "longweave.clients.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full,
+        check=False,
+    )
 
 
 def one_line_error(res: subprocess.CompletedProcess[str]) -> str:
@@ -61,8 +70,9 @@ def test_create_watch_download(alice: dict[str, str], workers: list, tmp_path: P
     shown = json.loads(res.stdout)
     assert shown["samples_done"] == 16 and "waiting_for" in shown and shown["waiting_for"] is None
     res = longweave("datasets", "show", ds["id"], env=alice)
-    assert res.returncode == 0 and any(line.split("│")[1:3] and "waiting_for" in line
-                                       for line in res.stdout.splitlines()), res.stdout
+    assert res.returncode == 0 and any(
+        line.split("│")[1:3] and "waiting_for" in line for line in res.stdout.splitlines()
+    ), res.stdout
     res = longweave("datasets", "list", "--output", "json", env=alice)
     assert ds["id"] in [d["id"] for d in json.loads(res.stdout)]
     res = longweave("datasets", "list", env=alice)
@@ -80,8 +90,21 @@ def test_create_watch_download(alice: dict[str, str], workers: list, tmp_path: P
 
 
 def test_create_from_kind_and_set(alice: dict[str, str], workers: list) -> None:
-    res = longweave("datasets", "create", "--kind", "cip", "--set", "num_samples=8", "--set", "seq_len=256",
-                    "--set", "shard_size=8", "--set", "docs_per_seq=2", env=alice)
+    res = longweave(
+        "datasets",
+        "create",
+        "--kind",
+        "cip",
+        "--set",
+        "num_samples=8",
+        "--set",
+        "seq_len=256",
+        "--set",
+        "shard_size=8",
+        "--set",
+        "docs_per_seq=2",
+        env=alice,
+    )
     assert res.returncode == 0, res.stderr
     assert "queued:" in res.stdout
 
@@ -89,9 +112,16 @@ def test_create_from_kind_and_set(alice: dict[str, str], workers: list) -> None:
 def test_cancel_and_partial_download(alice: dict[str, str], tmp_path: Path) -> None:
     # no workers fixture needed: a big dataset cancelled at once never finishes
     big = dict(SPEC, num_samples=4000, shard_size=8, seed=11)
-    res = longweave("datasets", "create", "--kind", "cip", *[a for k, v in big.items() if k != "kind"
-                                                            for a in ("--set", f"{k}={v}")],
-                    "--output", "json", env=alice)
+    res = longweave(
+        "datasets",
+        "create",
+        "--kind",
+        "cip",
+        *[a for k, v in big.items() if k != "kind" for a in ("--set", f"{k}={v}")],
+        "--output",
+        "json",
+        env=alice,
+    )
     assert res.returncode == 0, res.stderr
     ds = json.loads(res.stdout)
     res = longweave("datasets", "cancel", ds["id"], "--output", "json", env=alice)
@@ -111,8 +141,21 @@ def test_cancel_and_partial_download(alice: dict[str, str], tmp_path: Path) -> N
 def test_consumers(alice: dict[str, str], workers: list) -> None:
     from longweave.clients.sdk import ApiError, Client
 
-    res = longweave("datasets", "create", "--kind", "cip", "--set", "num_samples=8", "--set", "seq_len=256",
-                    "--set", "docs_per_seq=2", "--output", "json", env=alice)
+    res = longweave(
+        "datasets",
+        "create",
+        "--kind",
+        "cip",
+        "--set",
+        "num_samples=8",
+        "--set",
+        "seq_len=256",
+        "--set",
+        "docs_per_seq=2",
+        "--output",
+        "json",
+        env=alice,
+    )
     ds = json.loads(res.stdout)
     with Client(alice["LONGWEAVE_URL"], api_key=alice["LONGWEAVE_API_KEY"]) as lw:
         first = lw.attach_consumer(ds["id"], "cli-run")
@@ -136,8 +179,9 @@ def test_server_errors_are_one_line(api: str, alice: dict[str, str]) -> None:
     line = one_line_error(longweave("datasets", "list", env={"LONGWEAVE_URL": api, "LONGWEAVE_API_KEY": "wrong"}))
     assert "401" in line and "--api-key" in line
     # the spec is validated before the request: the field and the fix
-    line = one_line_error(longweave("datasets", "create", "--kind", "cip", "--set", "seq_len=17",
-                                    "--set", "docs_per_seq=8", env=alice))
+    line = one_line_error(
+        longweave("datasets", "create", "--kind", "cip", "--set", "seq_len=17", "--set", "docs_per_seq=8", env=alice)
+    )
     assert "seq_len" in line
     line = one_line_error(longweave("datasets", "create", env=alice))
     assert "SPEC" in line
@@ -159,14 +203,20 @@ def test_keys_create_merges_and_authenticates(tmp_path: Path) -> None:
     assert hashlib.sha256(key.encode()).hexdigest() in res.stdout and "LONGWEAVE_API_KEYS=" in res.stdout
     # the minted configuration is accepted by the service's settings
     from longweave.service.settings import Settings
+
     assert Settings(api_keys=json.loads(got["LONGWEAVE_API_KEYS"])).api_keys[got["sha256"]] == "carol"
 
 
 @pytest.mark.parametrize("value", ["notjson", '{"abc": "t"}'])
 def test_malformed_api_keys_is_one_line(value: str, tmp_path: Path) -> None:
     for cmd in (("serve", "--port", "9"), ("worker",)):
-        line = one_line_error(longweave(*cmd, env={"LONGWEAVE_API_KEYS": value, "LONGWEAVE_HOME": str(tmp_path),
-                                                   "REDIS_URL": "redis://127.0.0.1:9"}, timeout=120))
+        line = one_line_error(
+            longweave(
+                *cmd,
+                env={"LONGWEAVE_API_KEYS": value, "LONGWEAVE_HOME": str(tmp_path), "REDIS_URL": "redis://127.0.0.1:9"},
+                timeout=120,
+            )
+        )
         assert "LONGWEAVE_API_KEYS" in line and "keys create" in line
 
 
@@ -179,6 +229,7 @@ def test_safe_target_refuses_escaping_names(name: str, tmp_path: Path) -> None:
 
 def test_sdk_download_refuses_an_escaping_name_before_writing(tmp_path: Path) -> None:
     """A server that lists `../x`: nothing is written, inside or outside the destination."""
+
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path.endswith("/files"):
             return httpx.Response(200, json={"dataset": "d", "files": [{"name": "ok.json"}, {"name": "../x"}]})
@@ -192,6 +243,7 @@ def test_sdk_download_refuses_an_escaping_name_before_writing(tmp_path: Path) ->
 def test_eval_model_without_data_writes_heatmap_and_perplexity_plot(tokenizer_dir: Path, tmp_path: Path) -> None:
     """`longweave eval MODEL` as the README writes it: the haystack is made with the model's tokenizer."""
     import torch
+
     from longweave.trainer import config
     from longweave.trainer import model as model_mod
     from longweave.trainer.checkpoint import save_hf
@@ -199,8 +251,23 @@ def test_eval_model_without_data_writes_heatmap_and_perplexity_plot(tokenizer_di
     cfg = config.validate({"model": {"tokenizer": str(tokenizer_dir)}, "data": {"seq_len": 256}})
     m, tok = model_mod.build(cfg, torch.device("cpu"))
     save_hf(m, tok, tmp_path / "model")
-    res = longweave("eval", tmp_path / "model", "--out", tmp_path / "eval", "--lengths", "96,192",
-                    "--depths", "0,1", "--trials", "1", "--seq-len", "128", "--buckets", "4", timeout=600)
+    res = longweave(
+        "eval",
+        tmp_path / "model",
+        "--out",
+        tmp_path / "eval",
+        "--lengths",
+        "96,192",
+        "--depths",
+        "0,1",
+        "--trials",
+        "1",
+        "--seq-len",
+        "128",
+        "--buckets",
+        "4",
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     for name in ("needle.png", "perplexity.png"):
         assert (tmp_path / "eval" / name).read_bytes()[:4] == b"\x89PNG"

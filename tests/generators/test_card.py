@@ -17,14 +17,28 @@ from longweave.generators.tokenizer import Tokenizer
 
 
 def test_synl_card_counts_by_family_format_and_tables(tokenizer: Tokenizer, cache_dir: Path, tmp_path: Path) -> None:
-    spec = parse_spec({"kind": "synl", "tokenizer": str(tokenizer.path), "seq_len": 1536, "num_samples": 12,
-                       "shard_size": 5, "seed": 7})
+    spec = parse_spec(
+        {
+            "kind": "synl",
+            "tokenizer": str(tokenizer.path),
+            "seq_len": 1536,
+            "num_samples": 12,
+            "shard_size": 5,
+            "seed": 7,
+        }
+    )
     out = tmp_path / "synl"
     result = build_dataset(spec, out, cache_dir)
-    metas = [json.loads(m) for p in sorted((out / "data").glob("*.parquet"))
-             for m in pq.read_table(p, columns=["meta"]).column("meta").to_pylist()]
-    want = {"family": Counter(m["family"] for m in metas), "format": Counter(m["format"] for m in metas),
-            "num_tables": Counter(str(len(m["tables"])) for m in metas)}
+    metas = [
+        json.loads(m)
+        for p in sorted((out / "data").glob("*.parquet"))
+        for m in pq.read_table(p, columns=["meta"]).column("meta").to_pylist()
+    ]
+    want = {
+        "family": Counter(m["family"] for m in metas),
+        "format": Counter(m["format"] for m in metas),
+        "num_tables": Counter(str(len(m["tables"])) for m in metas),
+    }
     comp = result.info["composition"]
     assert {k: Counter(v) for k, v in comp.items()} == want
     assert all(sum(v.values()) == 12 for v in comp.values())
@@ -44,8 +58,9 @@ def test_synl_card_counts_by_family_format_and_tables(tokenizer: Tokenizer, cach
 
 
 def test_cip_card_has_no_composition(cache_dir: Path, stdlib_store: object, tmp_path: Path) -> None:
-    spec = parse_spec({"kind": "cip", "num_samples": 4, "shard_size": 4, "seq_len": 512, "docs_per_seq": 2,
-                       "chunks_per_doc": 2})
+    spec = parse_spec(
+        {"kind": "cip", "num_samples": 4, "shard_size": 4, "seq_len": 512, "docs_per_seq": 2, "chunks_per_doc": 2}
+    )
     result = build_dataset(spec, tmp_path / "cip", cache_dir)
     card = (tmp_path / "cip" / "README.md").read_text()
     assert "composition" not in result.info and "## Composition" not in card

@@ -111,9 +111,15 @@ def cases(draw):
     min_doc = draw(st.none() | st.integers(1, 60))
     max_doc = draw(st.none() | st.integers(min_doc or 1, 250))
     spec = CIPSpec(
-        seq_len=draw(st.integers(max(16, n * k + 2), 1200)), docs_per_seq=n, chunks_per_doc=k,
-        split=draw(st.sampled_from(["equal", "random"])), min_doc_tokens=min_doc, max_doc_tokens=max_doc,
-        seed=draw(st.integers(0, 2**40)), num_samples=draw(st.integers(1, 14)), shard_size=draw(st.integers(1, 5)),
+        seq_len=draw(st.integers(max(16, n * k + 2), 1200)),
+        docs_per_seq=n,
+        chunks_per_doc=k,
+        split=draw(st.sampled_from(["equal", "random"])),
+        min_doc_tokens=min_doc,
+        max_doc_tokens=max_doc,
+        seed=draw(st.integers(0, 2**40)),
+        num_samples=draw(st.integers(1, 14)),
+        shard_size=draw(st.integers(1, 5)),
     )
     return lengths, spec, draw(st.booleans()), draw(st.booleans())
 
@@ -159,8 +165,10 @@ def test_determinism_seeds_and_shard_purity(stdlib_store: TokenStore, tokenizer)
         return {s: cip.generate(ctx, s, *spec.shard_bounds(s)) for s in shards}
 
     def same(a: list[Record], b: list[Record]) -> bool:
-        return all(x.id == y.id and x.meta == y.meta and np.array_equal(x.input_ids, y.input_ids)
-                   for x, y in zip(a, b, strict=True))
+        return all(
+            x.id == y.id and x.meta == y.meta and np.array_equal(x.input_ids, y.input_ids)
+            for x, y in zip(a, b, strict=True)
+        )
 
     full = run(0, [0, 1, 2, 3, 4])
     assert same(run(0, [3])[3], full[3])  # shard 3 alone equals shard 3 inside a full run

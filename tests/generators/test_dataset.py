@@ -26,16 +26,26 @@ class Killed(Exception):
 
 
 def cip(**kw: Any) -> Any:
-    return parse_spec({"kind": "cip", "num_samples": 12, "shard_size": 4, "seq_len": 512, "docs_per_seq": 2,
-                       "chunks_per_doc": 2, **kw})
+    return parse_spec(
+        {
+            "kind": "cip",
+            "num_samples": 12,
+            "shard_size": 4,
+            "seq_len": 512,
+            "docs_per_seq": 2,
+            "chunks_per_doc": 2,
+            **kw,
+        }
+    )
 
 
 def files(out: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((out / "data").glob("*.parquet"))}
 
 
-def test_an_interrupted_build_resumes_and_ends_byte_identical(cache_dir: Path, stdlib_store: object,
-                                                              tmp_path: Path) -> None:
+def test_an_interrupted_build_resumes_and_ends_byte_identical(
+    cache_dir: Path, stdlib_store: object, tmp_path: Path
+) -> None:
     whole = build_dataset(cip(), tmp_path / "whole", cache_dir)
 
     def die_after_shard_1(shard: int, samples: int, tokens: int) -> None:
@@ -55,7 +65,9 @@ def test_an_interrupted_build_resumes_and_ends_byte_identical(cache_dir: Path, s
     assert {n: (parts / "data" / n).stat().st_mtime_ns for n in kept} == kept  # not regenerated
     assert files(parts) == files(tmp_path / "whole")
     assert resumed.info == whole.info and not (parts / BUILDING).exists()
-    assert json.loads((parts / "dataset.json").read_text()) == json.loads((tmp_path / "whole" / "dataset.json").read_text())
+    assert json.loads((parts / "dataset.json").read_text()) == json.loads(
+        (tmp_path / "whole" / "dataset.json").read_text()
+    )
 
 
 def test_resuming_with_other_parameters_is_refused(cache_dir: Path, stdlib_store: object, tmp_path: Path) -> None:
@@ -72,12 +84,21 @@ def test_resuming_with_other_parameters_is_refused(cache_dir: Path, stdlib_store
         build_dataset(cip(seq_len=1024), tmp_path / "d", cache_dir)
 
 
-def test_a_doc_qa_shard_without_rows_is_not_asked_again(cache_dir: Path, stdlib_store: object,
-                                                        tmp_path: Path) -> None:
+def test_a_doc_qa_shard_without_rows_is_not_asked_again(cache_dir: Path, stdlib_store: object, tmp_path: Path) -> None:
     with LLMTestServer(lambda body: Reply(content="not json")) as srv:
-        spec = parse_spec({"kind": "doc_qa", "num_samples": 4, "shard_size": 4, "seq_len": 1024, "chunk_tokens": 160,
-                           "max_answer_tokens": 64, "pairs_per_chunk": 1, "attempts": 1,
-                           "llm": {"backend": "openai", "endpoints": [srv.url], "model": "test-model"}})
+        spec = parse_spec(
+            {
+                "kind": "doc_qa",
+                "num_samples": 4,
+                "shard_size": 4,
+                "seq_len": 1024,
+                "chunk_tokens": 160,
+                "max_answer_tokens": 64,
+                "pairs_per_chunk": 1,
+                "attempts": 1,
+                "llm": {"backend": "openai", "endpoints": [srv.url], "model": "test-model"},
+            }
+        )
         with OpenAIBackend([srv.url], "test-model", max_retries=0, timeout_s=10) as llm:
             first = build_dataset(spec, tmp_path / "dq", cache_dir, ctx=prepare(spec, cache_dir, llm=llm))
             calls = srv.calls

@@ -36,9 +36,21 @@ def backend(server: LLMTestServer) -> Iterator[OpenAIBackend]:
 
 
 def spec(url: str, **kw: Any) -> Any:
-    return parse_spec({"kind": "doc_qa", "num_samples": 16, "shard_size": 16, "seq_len": 1024, "chunk_tokens": 160,
-                       "max_answer_tokens": 64, "pairs_per_chunk": 2, "attempts": 2, "name": "dq",
-                       "llm": {"backend": "openai", "endpoints": [url], "model": "test-model"}, **kw})
+    return parse_spec(
+        {
+            "kind": "doc_qa",
+            "num_samples": 16,
+            "shard_size": 16,
+            "seq_len": 1024,
+            "chunk_tokens": 160,
+            "max_answer_tokens": 64,
+            "pairs_per_chunk": 2,
+            "attempts": 2,
+            "name": "dq",
+            "llm": {"backend": "openai", "endpoints": [url], "model": "test-model"},
+            **kw,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -62,14 +74,20 @@ def test_only_verified_grounded_pairs_are_kept(run: dict[str, Any]) -> None:
         assert rec.meta["pairs_verified"] >= 1 and rec.meta["quote"]
         assert len(rec.input_ids) <= 1024
         # The loss covers the answer only (loss_on_prompt is off) and starts at segments[-1].
-        assert rec.loss_mask is not None and rec.loss_mask[rec.segments[-1]:].all()
-        assert not rec.loss_mask[:rec.segments[-1]].any()
+        assert rec.loss_mask is not None and rec.loss_mask[rec.segments[-1] :].all()
+        assert not rec.loss_mask[: rec.segments[-1]].any()
 
 
 def test_every_kind_of_bad_output_is_rejected_and_counted(run: dict[str, Any]) -> None:
     stats = run["ctx"].llm_stats.flat()
-    for reason in ("doc_qa:failed", "doc_qa:malformed", "doc_qa:not_grounded", "doc_qa_verify:unsupported",
-                   "doc_qa_verify:quote_not_in_passage", "doc_qa:dropped_sample"):
+    for reason in (
+        "doc_qa:failed",
+        "doc_qa:malformed",
+        "doc_qa:not_grounded",
+        "doc_qa_verify:unsupported",
+        "doc_qa_verify:quote_not_in_passage",
+        "doc_qa:dropped_sample",
+    ):
         assert stats.get(f"rejected.{reason}", 0) > 0, (reason, stats)
     assert stats["accepted.doc_qa"] == len(run["records"])
     # Server calls: one per request, plus the one retry (max_retries=1) of every broken answer.
@@ -83,16 +101,19 @@ def test_requests_are_batched_and_concurrent(server: LLMTestServer, run: dict[st
     assert server.max_in_flight > 1
 
 
-def test_same_answers_give_the_same_records(server: LLMTestServer, backend: OpenAIBackend, cache_dir: Path,
-                                            run: dict[str, Any]) -> None:
+def test_same_answers_give_the_same_records(
+    server: LLMTestServer, backend: OpenAIBackend, cache_dir: Path, run: dict[str, Any]
+) -> None:
     again = generate_records(prepare(spec(server.url), cache_dir, llm=backend), 0)
-    assert [(r.id, r.input_ids.tolist(), r.answer) for r in again] == \
-        [(r.id, r.input_ids.tolist(), r.answer) for r in run["records"]]
+    assert [(r.id, r.input_ids.tolist(), r.answer) for r in again] == [
+        (r.id, r.input_ids.tolist(), r.answer) for r in run["records"]
+    ]
 
 
 def test_cip_source_and_loss_on_prompt(server: LLMTestServer, backend: OpenAIBackend, cache_dir: Path) -> None:
-    ctx = prepare(spec(server.url, source="cip", loss_on_prompt=True, num_samples=6, shard_size=6), cache_dir,
-                  llm=backend)
+    ctx = prepare(
+        spec(server.url, source="cip", loss_on_prompt=True, num_samples=6, shard_size=6), cache_dir, llm=backend
+    )
     records = generate_records(ctx, 0)
     assert records, ctx.llm_stats.flat()
     for rec in records:
@@ -110,10 +131,14 @@ def test_no_model_is_refused_with_the_field(cache_dir: Path) -> None:
 
 
 def test_pair_checks(cache_dir: Path, stdlib_store: object) -> None:
-    ctx = prepare(parse_spec({"kind": "doc_qa", "llm": {"backend": "openai", "endpoints": ["http://h/v1"],
-                                                          "model": "m"}}), cache_dir, llm=object())  # type: ignore[arg-type]
-    src = docqa.Source(ids=None, docs=[], chunk=(0, 0), chunk_text="The parser reads tokens from the stream.",
-                       style="short")  # type: ignore[arg-type]
+    ctx = prepare(
+        parse_spec({"kind": "doc_qa", "llm": {"backend": "openai", "endpoints": ["http://h/v1"], "model": "m"}}),
+        cache_dir,
+        llm=object(),
+    )  # type: ignore[arg-type]
+    src = docqa.Source(
+        ids=None, docs=[], chunk=(0, 0), chunk_text="The parser reads tokens from the stream.", style="short"
+    )  # type: ignore[arg-type]
 
     def check(q: str, a: str) -> str | None:
         return docqa.check_pair(ctx, ctx.spec, src, docqa._Pair(question=q, answer=a))

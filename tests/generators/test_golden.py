@@ -27,21 +27,43 @@ from longweave.generators.synl import SynLSpec
 PINNED_PYARROW = "26.0.1"
 
 CASES = {
-    "cip": lambda tok: CIPSpec(num_samples=6, shard_size=4, seq_len=512, docs_per_seq=3, chunks_per_doc=2,
-                               seed=7, tokenizer=tok, name="golden-cip"),
+    "cip": lambda tok: CIPSpec(
+        num_samples=6,
+        shard_size=4,
+        seq_len=512,
+        docs_per_seq=3,
+        chunks_per_doc=2,
+        seed=7,
+        tokenizer=tok,
+        name="golden-cip",
+    ),
     "synl": lambda tok: SynLSpec(num_samples=6, shard_size=4, seq_len=1024, seed=7, tokenizer=tok, name="golden-synl"),
-    "niah": lambda tok: NIAHSpec(num_samples=6, shard_size=4, lengths=[256, 512], depths=[0.0, 0.5, 1.0],
-                                 variant="multikey", seed=7, tokenizer=tok, name="golden-niah"),
+    "niah": lambda tok: NIAHSpec(
+        num_samples=6,
+        shard_size=4,
+        lengths=[256, 512],
+        depths=[0.0, 0.5, 1.0],
+        variant="multikey",
+        seed=7,
+        tokenizer=tok,
+        name="golden-niah",
+    ),
 }
 
 PINS: dict[str, tuple[str, str]] = {
     # kind: (sha256 of the shard files' bytes in order, sha256 of their rows as Arrow IPC)
-    "cip": ("287670e3dd5374a847bd703db5eadbd694195a6cf72522664ad6792bdf5a78d8",
-             "367079fd6753cd89b7bb20a358c046684e12b7605ad05a65c7e17ae3567d1753"),
-    "niah": ("4a11d9ea0e9c4add52288133bf46849ed51f747f6cdd538c14a5108197487e7e",
-             "b9b289088bb7b13e3c808430f02f3e4242597fd1265e454ffee04e2f14056e51"),
-    "synl": ("5c95c4512004227589ef350489bf81d78dadddcc2f40b5c7046d3831216f9dbc",
-             "e3eeec30ca8aa6e9bb7d1e587477385998082ffb5bdbbbfdfbe467dce28c5205"),
+    "cip": (
+        "287670e3dd5374a847bd703db5eadbd694195a6cf72522664ad6792bdf5a78d8",
+        "367079fd6753cd89b7bb20a358c046684e12b7605ad05a65c7e17ae3567d1753",
+    ),
+    "niah": (
+        "4a11d9ea0e9c4add52288133bf46849ed51f747f6cdd538c14a5108197487e7e",
+        "b9b289088bb7b13e3c808430f02f3e4242597fd1265e454ffee04e2f14056e51",
+    ),
+    "synl": (
+        "5c95c4512004227589ef350489bf81d78dadddcc2f40b5c7046d3831216f9dbc",
+        "e3eeec30ca8aa6e9bb7d1e587477385998082ffb5bdbbbfdfbe467dce28c5205",
+    ),
 }
 
 

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 ROOTS = ("generators", "service", "trainer", "clients")  # what setup.py installs as longweave.<root>
 PREFIX = "longweave"
 
+
 def modules(roots: dict[str, Path]) -> dict[str, Path]:
     """Dotted module name -> file, for every .py file under each root (`{dotted root: folder}`)."""
     out = {}
@@ -108,8 +109,10 @@ def describe(component: list[str], graph: dict[str, dict[str, int]], mods: dict[
         for w in sorted(graph[v]):
             if w == start:
                 path = [*paths[v], start]
-                hops = [f"{a} ({mods[a].relative_to(REPO) if mods[a].is_relative_to(REPO) else mods[a]}:"
-                        f"{graph[a][b]})" for a, b in itertools.pairwise(path)]
+                hops = [
+                    f"{a} ({mods[a].relative_to(REPO) if mods[a].is_relative_to(REPO) else mods[a]}:{graph[a][b]})"
+                    for a, b in itertools.pairwise(path)
+                ]
                 return " -> ".join([*hops, start])
             if w in members and w not in paths:
                 paths[w] = [*paths[v], w]

@@ -42,8 +42,9 @@ VALUE_SHAPE = {
 
 
 @pytest.fixture(scope="module")
-def base_ctx(cache_dir: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer,
-             stdlib_store: TokenStore) -> pipeline.Context:
+def base_ctx(
+    cache_dir: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer, stdlib_store: TokenStore
+) -> pipeline.Context:
     """The session's tokenizer and token store; each test swaps in its own spec."""
     spec = NIAHSpec()
     return pipeline.Context(spec, tokenizer, stdlib_corpus, cache_dir, spec.dataset_id(), _store=stdlib_store)
@@ -54,8 +55,7 @@ def ctx_for(base: pipeline.Context, **fields: object) -> pipeline.Context:
     return dataclasses.replace(base, spec=spec, dataset_id=spec.dataset_id(), memo={})
 
 
-def make(base: pipeline.Context, n: int | None = None,
-         **fields: object) -> tuple[pipeline.Context, list[Record]]:
+def make(base: pipeline.Context, n: int | None = None, **fields: object) -> tuple[pipeline.Context, list[Record]]:
     ctx = ctx_for(base, **fields)
     count = n if n is not None else ctx.spec.num_samples
     return ctx, needles.generate(ctx, 0, 0, count)
@@ -109,13 +109,19 @@ def test_every_cell_equally_and_every_length_exact(base_ctx: pipeline.Context, v
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(length=st.integers(400, 4000), depth=st.floats(0, 1), seed=st.integers(0, 2**32),
-       variant=st.sampled_from(["passkey", "multikey", "multivalue"]),
-       value_kind=st.sampled_from(["numbers", "uuids", "words"]))
-def test_any_length_is_hit_exactly(base_ctx: pipeline.Context, length: int, depth: float, seed: int,
-                                   variant: str, value_kind: str) -> None:
-    _, recs = make(base_ctx, 1, lengths=[length], depths=[depth], seed=seed, variant=variant,
-                   value_kind=value_kind, num_needles=2)
+@given(
+    length=st.integers(400, 4000),
+    depth=st.floats(0, 1),
+    seed=st.integers(0, 2**32),
+    variant=st.sampled_from(["passkey", "multikey", "multivalue"]),
+    value_kind=st.sampled_from(["numbers", "uuids", "words"]),
+)
+def test_any_length_is_hit_exactly(
+    base_ctx: pipeline.Context, length: int, depth: float, seed: int, variant: str, value_kind: str
+) -> None:
+    _, recs = make(
+        base_ctx, 1, lengths=[length], depths=[depth], seed=seed, variant=variant, value_kind=value_kind, num_needles=2
+    )
     assert len(recs[0].input_ids) == length
     assert recs[0].meta["length_short"] == 0
 
@@ -124,8 +130,7 @@ def test_any_length_is_hit_exactly(base_ctx: pipeline.Context, length: int, dept
 @pytest.mark.parametrize("value_kind", ["numbers", "uuids", "words"])
 @pytest.mark.parametrize("variant", ["passkey", "multikey", "multivalue"])
 def test_answer_is_what_the_prompt_says(base_ctx: pipeline.Context, variant: str, value_kind: str) -> None:
-    ctx, recs = make(base_ctx, 6, lengths=[800, 1600], variant=variant, value_kind=value_kind,
-                     num_needles=4, seed=3)
+    ctx, recs = make(base_ctx, 6, lengths=[800, 1600], variant=variant, value_kind=value_kind, num_needles=4, seed=3)
     for rec in recs:
         text = user_text(ctx.tokenizer, rec)
         found = needle_re(variant).findall(text)
@@ -173,7 +178,7 @@ def test_needle_sits_at_its_depth_on_a_line_start(base_ctx: pipeline.Context, va
         plain, before = [], 0
         pos = 0
         for m in matches:
-            plain.append(hay[pos:m.start()])
+            plain.append(hay[pos : m.start()])
             if m is target:
                 before = sum(map(len, plain))
             pos = m.end() + (1 if m.end() < len(hay) else 0)
@@ -234,15 +239,18 @@ def test_shards_are_slices_of_one_sequence(base_ctx: pipeline.Context) -> None:
 
 
 # -- bad input ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("data, field", [
-    ({"depths": [0.5, 1.5]}, "depths"),
-    ({"depths": [-0.1]}, "depths"),
-    ({"depths": []}, "depths"),
-    ({"lengths": [16]}, "lengths"),
-    ({"variant": "haystack"}, "variant"),
-    ({"num_needles": 0}, "num_needles"),
-    ({"value_kind": "emoji"}, "value_kind"),
-])
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"depths": [0.5, 1.5]}, "depths"),
+        ({"depths": [-0.1]}, "depths"),
+        ({"depths": []}, "depths"),
+        ({"lengths": [16]}, "lengths"),
+        ({"variant": "haystack"}, "variant"),
+        ({"num_needles": 0}, "num_needles"),
+        ({"value_kind": "emoji"}, "value_kind"),
+    ],
+)
 def test_bad_spec_names_the_field(data: dict, field: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_spec({"kind": "niah", **data})
@@ -250,8 +258,7 @@ def test_bad_spec_names_the_field(data: dict, field: str) -> None:
 
 
 @pytest.mark.parametrize("variant, needles_n", [("passkey", 1), ("multikey", 16), ("multivalue", 16)])
-def test_length_too_small_for_needles_and_question(base_ctx: pipeline.Context, variant: str,
-                                                   needles_n: int) -> None:
+def test_length_too_small_for_needles_and_question(base_ctx: pipeline.Context, variant: str, needles_n: int) -> None:
     ctx = ctx_for(base_ctx, lengths=[96], variant=variant, num_needles=needles_n, value_kind="uuids")
     with pytest.raises(ConfigError) as info:
         needles.generate(ctx, 0, 0, 1)

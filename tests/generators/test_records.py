@@ -26,8 +26,16 @@ from longweave.generators.records import (
 def sample_records() -> list[Record]:
     return [
         Record(record_id("ds", 0, 0), "cip", np.arange(10, dtype=np.int32), None, [0, 5], None, None, {"docs": ["a"]}),
-        Record(record_id("ds", 0, 1), "synl", np.arange(4, dtype=np.int32), np.array([0, 0, 1, 1], bool), [0],
-               [{"role": "user", "content": "q"}, {"role": "assistant", "content": "é"}], "é", {"family": "x"}),
+        Record(
+            record_id("ds", 0, 1),
+            "synl",
+            np.arange(4, dtype=np.int32),
+            np.array([0, 0, 1, 1], bool),
+            [0],
+            [{"role": "user", "content": "q"}, {"role": "assistant", "content": "é"}],
+            "é",
+            {"family": "x"},
+        ),
     ]
 
 

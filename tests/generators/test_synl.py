@@ -71,7 +71,7 @@ def verify(rec: Record, tok: Tokenizer, spec_fields: dict[str, Any]) -> None:
 
     # Loss on the assistant turn only: the masked tokens decode to the answer and its end of turn.
     ids, mask = np.asarray(rec.input_ids), np.asarray(rec.loss_mask)
-    assert mask.any() and not mask[: np.argmax(mask)].any() and mask[np.argmax(mask):].all()
+    assert mask.any() and not mask[: np.argmax(mask)].any() and mask[np.argmax(mask) :].all()
     assert tok.decode(ids[mask]) == reply + "<|im_end|>\n"
     assert tok.decode(ids[~mask]).endswith(user + "<|im_end|>\n<|im_start|>assistant\n")
 
@@ -84,8 +84,8 @@ def verify(rec: Record, tok: Tokenizer, spec_fields: dict[str, Any]) -> None:
     assert seg[0] == 0 and seg == sorted(seg) and seg[-1] == int((~mask).sum())
     assert len(seg) == len(tables) + 3 and meta["segment_labels"][1:-2] == [t["label"] for t in meta["tables"]]
     for start, tm in zip(seg[1:-2], meta["tables"]):
-        assert tok.decode(ids[start:start + 12]).lstrip().startswith(tm["title"])
-    assert tok.decode(ids[seg[-2]:seg[-2] + 4]).lstrip().startswith("Question")
+        assert tok.decode(ids[start : start + 12]).lstrip().startswith(tm["title"])
+    assert tok.decode(ids[seg[-2] : seg[-2] + 4]).lstrip().startswith("Question")
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +93,22 @@ def matrix(tokenizer: Tokenizer, cache_dir: Path) -> dict[tuple[str, str], list[
     out = {}
     for i, family in enumerate(FAMILIES):
         for j, fmt in enumerate(FORMATS):
-            out[family, fmt] = generate(tokenizer, cache_dir, seq_len=SEQ_LEN, num_samples=5, shard_size=5,
-                                        seed=10 * i + j, families=[family], formats=[fmt])
+            out[family, fmt] = generate(
+                tokenizer,
+                cache_dir,
+                seq_len=SEQ_LEN,
+                num_samples=5,
+                shard_size=5,
+                seed=10 * i + j,
+                families=[family],
+                formats=[fmt],
+            )
     return out
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_answers_match_a_recomputation_from_the_text(matrix: dict, tokenizer: Tokenizer, family: str,
-                                                     fmt: str) -> None:
+def test_answers_match_a_recomputation_from_the_text(matrix: dict, tokenizer: Tokenizer, family: str, fmt: str) -> None:
     records = matrix[family, fmt]
     assert len(records) == 5
     for rec in records:
@@ -114,8 +121,17 @@ def test_every_template_is_reached_and_answered_right(tokenizer: Tokenizer, cach
     for family in FAMILIES:
         want = set(Asker.FAMILY_TEMPLATES[family])
         if family == "reasoning":  # reasoning asks the others' questions: r_<op>
-            want = {"r_sum", "r_count", "r_argmax", "r_argmin", "r_chain", "r_larger", "r_smaller", "r_difference",
-                    "r_cell"}
+            want = {
+                "r_sum",
+                "r_count",
+                "r_argmax",
+                "r_argmin",
+                "r_chain",
+                "r_larger",
+                "r_smaller",
+                "r_difference",
+                "r_cell",
+            }
         fields = {"seq_len": 1024, "num_samples": 200, "shard_size": 10, "seed": 99, "families": [family]}
         ctx = make_ctx(tokenizer, cache_dir, **fields)
         seen: set[str] = set()
@@ -143,8 +159,15 @@ def test_several_tables_and_lengths_near_the_target(matrix: dict) -> None:
 
 
 def test_a_16k_sample_is_exact(tokenizer: Tokenizer, cache_dir: Path) -> None:
-    fields = {"seq_len": 16384, "min_len_ratio": 0.9, "num_samples": 1, "seed": 5, "families": ["multihop"], "max_tables": 4,
-                  "formats": ["csv"]}
+    fields = {
+        "seq_len": 16384,
+        "min_len_ratio": 0.9,
+        "num_samples": 1,
+        "seed": 5,
+        "families": ["multihop"],
+        "max_tables": 4,
+        "formats": ["csv"],
+    }
     (rec,) = generate(tokenizer, cache_dir, **fields)
     verify(rec, tokenizer, fields)
     assert sum(t["rows"] for t in rec.meta["tables"]) > 100
@@ -198,8 +221,9 @@ def test_a_seq_len_too_small_for_any_table_is_a_config_error(tokenizer: Tokenize
         generate_records(ctx, 0)
     assert info.value.field == "seq_len" and "raise seq_len" in info.value.fix
     # A little more room is enough for narrow single tables.
-    ok = generate(tokenizer, cache_dir, seq_len=768, num_samples=2, families=["retrieval"], formats=["csv"],
-                  max_columns=6)
+    ok = generate(
+        tokenizer, cache_dir, seq_len=768, num_samples=2, families=["retrieval"], formats=["csv"], max_columns=6
+    )
     for rec in ok:
         verify(rec, tokenizer, {"seq_len": 768})
 

@@ -53,14 +53,21 @@ def make_spec(tokenizer: Tokenizer, url: str | None, steps: list[str], **fields:
     num_themes = fields.pop("num_themes", 8)
     data: dict[str, Any] = {"kind": "synl", "tokenizer": str(tokenizer.path), "seq_len": SEQ_LEN, **fields}
     if url is not None:
-        data["llm"] = {"backend": "openai", "endpoints": [url], "model": "test-model", "steps": steps,
-                       "num_themes": num_themes}
+        data["llm"] = {
+            "backend": "openai",
+            "endpoints": [url],
+            "model": "test-model",
+            "steps": steps,
+            "num_themes": num_themes,
+        }
     spec = parse_spec(data)
     assert isinstance(spec, SynLSpec)
     return spec
 
 
-def run(tokenizer: Tokenizer, cache_dir: Path, spec: SynLSpec, llm: OpenAIBackend | None) -> tuple[list[Record], Context]:
+def run(
+    tokenizer: Tokenizer, cache_dir: Path, spec: SynLSpec, llm: OpenAIBackend | None
+) -> tuple[list[Record], Context]:
     ctx = Context(spec, tokenizer, None, cache_dir, spec.dataset_id(), llm=llm)
     return [r for shard in range(spec.num_shards()) for r in generate_records(ctx, shard)], ctx
 
@@ -106,7 +113,7 @@ def check(rec: Record, tok: Tokenizer, seq_len: int = SEQ_LEN, ratio: float = 0.
     assert tok.decode(ids[~mask]).endswith(user + "<|im_end|>\n<|im_start|>assistant\n")
     assert math.ceil(ratio * seq_len) <= len(ids) <= seq_len and meta["tokens"] == len(ids)
     seg = list(rec.segments)
-    assert seg[-1] == int((~mask).sum()) and tok.decode(ids[seg[-2]:seg[-2] + 4]).lstrip().startswith("Question")
+    assert seg[-1] == int((~mask).sum()) and tok.decode(ids[seg[-2] : seg[-2] + 4]).lstrip().startswith("Question")
 
 
 def same_content(a: list[Record], b: list[Record]) -> None:
@@ -142,8 +149,12 @@ def good_rewrite(ask: str) -> str:
 
 
 def test_phrasing_keeps_faithful_rewrites_and_refuses_the_rest(tokenizer: Tokenizer, cache_dir: Path) -> None:
-    fields = {"num_samples": 15, "shard_size": 15, "seed": 7, "families": ["retrieval", "multihop", "aggregation",
-                                                                          "comparison"]}
+    fields = {
+        "num_samples": 15,
+        "shard_size": 15,
+        "seed": 7,
+        "families": ["retrieval", "multihop", "aggregation", "comparison"],
+    }
     template, _ = run(tokenizer, cache_dir, make_spec(tokenizer, None, [], **fields), None)
     modes: dict[str, str] = {}  # template ask -> what the scripted model does with it
     answers: dict[str, str] = {}
@@ -162,7 +173,7 @@ def test_phrasing_keeps_faithful_rewrites_and_refuses_the_rest(tokenizer: Tokeni
         calls[ask] += 1
         if mode == "drop" or (mode == "drop_then_good" and calls[ask] == 1):
             label = ask.index("Table ")
-            return good_rewrite(ask[:label] + "that table" + ask[label + len("Table 1"):])
+            return good_rewrite(ask[:label] + "that table" + ask[label + len("Table 1") :])
         if mode == "leak":
             return good_rewrite(ask) + f" It is {answers[ask]}."
         if mode == "two_lines":
@@ -177,9 +188,13 @@ def test_phrasing_keeps_faithful_rewrites_and_refuses_the_rest(tokenizer: Tokeni
     assert len({b["seed"] for b in bodies}) == len(bodies), "a retry is a new request (another seed)"
     stats = ctx.llm_stats
     assert stats.accepted["phrasing"] == n["good"] + n["drop_then_good"]
-    assert stats.rejected == Counter({"phrasing:drops_value": 2 * n["drop"] + n["drop_then_good"],
-                                      "phrasing:leaks_answer": 2 * n["leak"],
-                                      "phrasing:malformed": 2 * n["two_lines"]})
+    assert stats.rejected == Counter(
+        {
+            "phrasing:drops_value": 2 * n["drop"] + n["drop_then_good"],
+            "phrasing:leaks_answer": 2 * n["leak"],
+            "phrasing:malformed": 2 * n["two_lines"],
+        }
+    )
     assert stats.flat()["accepted.phrasing"] == stats.accepted["phrasing"]
     for rec, tmpl in zip(records, template):
         ask, instruction = split_question(question_of(tmpl))
@@ -187,8 +202,9 @@ def test_phrasing_keeps_faithful_rewrites_and_refuses_the_rest(tokenizer: Tokeni
         assert rec.meta["llm"] == {"model": "test-model", "phrasing": "model" if kept else "template"}
         assert question_of(rec) == (f"{good_rewrite(ask)} {instruction}" if kept else question_of(tmpl))
         assert tables_of(rec) == tables_of(tmpl) and rec.answer == tmpl.answer
-        assert {k: v for k, v in rec.meta.items() if k not in ("llm", "tokens")} == \
-            {k: v for k, v in tmpl.meta.items() if k != "tokens"}
+        assert {k: v for k, v in rec.meta.items() if k not in ("llm", "tokens")} == {
+            k: v for k, v in tmpl.meta.items() if k != "tokens"
+        }
         check(rec, tokenizer)
     assert n["good"] and n["drop"] and n["leak"] and n["drop_then_good"] and n["two_lines"]
 
@@ -256,8 +272,11 @@ def test_reasoning_is_kept_only_with_the_computed_answer(tokenizer: Tokenizer, c
     for rec in records:
         mode, tmpl = by_tables[tables_of(rec)]
         kept = mode in ("good", "spaced", "wrong_then_good")
-        assert rec.meta["llm"] == {"model": "test-model", "phrasing": "model",
-                                   "reasoning": "model" if kept else "template"}
+        assert rec.meta["llm"] == {
+            "model": "test-model",
+            "phrasing": "model",
+            "reasoning": "model" if kept else "template",
+        }
         reply = rec.messages[2]["content"]
         if kept:  # the model's steps, its final line made canonical
             assert reply.startswith("I look at each row in turn.\n") and reply.endswith(f"\nAnswer: {tmpl.answer}")
@@ -268,28 +287,46 @@ def test_reasoning_is_kept_only_with_the_computed_answer(tokenizer: Tokenizer, c
 
 # -- themes --------------------------------------------------------------------------------------------
 GOOD_THEMES = [
-    {"name": "lantern_shops", "entity": "shop", "key": {"name": "shop_id", "prefix": "LS"}, "columns": [
-        {"name": "shop_name", "kind": "name", "pool": "company"},
-        {"name": "district", "kind": "category", "choices": ["Old Town", "Harbor", "Hillside", "R&D Park"]},
-        {"name": "opened_on", "kind": "date", "start": "1990-01-01", "end": "2020-12-31"},
-        {"name": "lanterns_sold", "kind": "int", "low": 10, "high": 5000},
-        {"name": "avg_price", "kind": "decimal", "low": 2.5, "high": 80},
-        {"name": "owner", "kind": "name", "pool": "person"},
-        {"name": "remarks", "kind": "text"}]},
-    {"name": "glacier_camps", "entity": "camp", "key": {"name": "camp_id", "prefix": "GC"}, "columns": [
-        {"name": "camp_label", "kind": "name", "pool": "place"},
-        {"name": "season", "kind": "category", "choices": ["Spring", "Summer", "Autumn"]},
-        {"name": "surveyed", "kind": "date", "start": "2001-06-01", "end": "2023-09-30"},
-        {"name": "altitude_m", "kind": "int", "low": 1200, "high": 4800},
-        {"name": "ice_depth_m", "kind": "decimal", "low": 0, "high": 350, "log": True},
-        {"name": "lead_scientist", "kind": "name", "pool": "person"}]},
-    {"name": "kite_clubs", "entity": "club", "key": {"name": "club_id", "prefix": "KC"}, "columns": [
-        {"name": "club_name", "kind": "name", "pool": "title"},
-        {"name": "wind_class", "kind": "category", "choices": ["Light", "Medium", "Strong", "Storm"]},
-        {"name": "founded_on", "kind": "date", "start": "1970-01-01", "end": "2022-12-31"},
-        {"name": "members", "kind": "int", "low": 5, "high": 900},
-        {"name": "dues", "kind": "decimal", "low": 10, "high": 250},
-        {"name": "coach", "kind": "name", "pool": "person"}]},
+    {
+        "name": "lantern_shops",
+        "entity": "shop",
+        "key": {"name": "shop_id", "prefix": "LS"},
+        "columns": [
+            {"name": "shop_name", "kind": "name", "pool": "company"},
+            {"name": "district", "kind": "category", "choices": ["Old Town", "Harbor", "Hillside", "R&D Park"]},
+            {"name": "opened_on", "kind": "date", "start": "1990-01-01", "end": "2020-12-31"},
+            {"name": "lanterns_sold", "kind": "int", "low": 10, "high": 5000},
+            {"name": "avg_price", "kind": "decimal", "low": 2.5, "high": 80},
+            {"name": "owner", "kind": "name", "pool": "person"},
+            {"name": "remarks", "kind": "text"},
+        ],
+    },
+    {
+        "name": "glacier_camps",
+        "entity": "camp",
+        "key": {"name": "camp_id", "prefix": "GC"},
+        "columns": [
+            {"name": "camp_label", "kind": "name", "pool": "place"},
+            {"name": "season", "kind": "category", "choices": ["Spring", "Summer", "Autumn"]},
+            {"name": "surveyed", "kind": "date", "start": "2001-06-01", "end": "2023-09-30"},
+            {"name": "altitude_m", "kind": "int", "low": 1200, "high": 4800},
+            {"name": "ice_depth_m", "kind": "decimal", "low": 0, "high": 350, "log": True},
+            {"name": "lead_scientist", "kind": "name", "pool": "person"},
+        ],
+    },
+    {
+        "name": "kite_clubs",
+        "entity": "club",
+        "key": {"name": "club_id", "prefix": "KC"},
+        "columns": [
+            {"name": "club_name", "kind": "name", "pool": "title"},
+            {"name": "wind_class", "kind": "category", "choices": ["Light", "Medium", "Strong", "Storm"]},
+            {"name": "founded_on", "kind": "date", "start": "1970-01-01", "end": "2022-12-31"},
+            {"name": "members", "kind": "int", "low": 5, "high": 900},
+            {"name": "dues", "kind": "decimal", "low": 10, "high": 250},
+            {"name": "coach", "kind": "name", "pool": "person"},
+        ],
+    },
 ]
 
 
@@ -305,10 +342,22 @@ def broken(theme: dict[str, Any], how: str) -> dict[str, Any]:
 
 
 def test_model_themes_are_validated_and_their_rows_made_by_code(tokenizer: Tokenizer, cache_dir: Path) -> None:
-    fields = {"num_samples": 16, "shard_size": 8, "seed": 3, "num_themes": 6, "max_tables": 3,
-              "families": ["retrieval", "aggregation", "comparison"]}
-    script = {0: ["good0"], 1: ["good1"], 2: ["not json"], 3: ["duplicate_column"], 4: ["pipe"],
-              5: ["builtin_prefix", "good2"]}
+    fields = {
+        "num_samples": 16,
+        "shard_size": 8,
+        "seed": 3,
+        "num_themes": 6,
+        "max_tables": 3,
+        "families": ["retrieval", "aggregation", "comparison"],
+    }
+    script = {
+        0: ["good0"],
+        1: ["good1"],
+        2: ["not json"],
+        3: ["duplicate_column"],
+        4: ["pipe"],
+        5: ["builtin_prefix", "good2"],
+    }
     holder: dict[str, Any] = {}
 
     def theme_reply(what: str) -> Reply:
@@ -381,11 +430,20 @@ def test_model_themes_are_validated_and_their_rows_made_by_code(tokenizer: Token
 
 
 # -- the validators on their own --------------------------------------------------------------------------
-@pytest.mark.parametrize("how, reason", [
-    ("duplicate_column", "invalid_theme"), ("pipe", "invalid_theme"), ("builtin_prefix", "clash"),
-    ("comma", "invalid_theme"), ("bad_range", "invalid_theme"), ("no_date", "invalid_theme"),
-    ("builtin_key", "clash"), ("reversed_dates", "invalid_theme"), ("extra_field", "invalid_theme"),
-])
+@pytest.mark.parametrize(
+    "how, reason",
+    [
+        ("duplicate_column", "invalid_theme"),
+        ("pipe", "invalid_theme"),
+        ("builtin_prefix", "clash"),
+        ("comma", "invalid_theme"),
+        ("bad_range", "invalid_theme"),
+        ("no_date", "invalid_theme"),
+        ("builtin_key", "clash"),
+        ("reversed_dates", "invalid_theme"),
+        ("extra_field", "invalid_theme"),
+    ],
+)
 def test_theme_proposals_are_validated_strictly(how: str, reason: str) -> None:
     t = broken(GOOD_THEMES[0], how)
     cols = t["columns"]
@@ -411,9 +469,13 @@ def test_theme_proposals_are_validated_strictly(how: str, reason: str) -> None:
 
 
 def test_rewrite_and_reasoning_rules() -> None:
-    q = Question("max/0", Aggregate(0, "max", "amount", (Condition("status", "eq", "Shipped"),)),
-                 'What is the largest amount over the rows of Table 1 (orders) where status is "Shipped"? '
-                 "Answer with the value exactly as written in the table.", "value")
+    q = Question(
+        "max/0",
+        Aggregate(0, "max", "amount", (Condition("status", "eq", "Shipped"),)),
+        'What is the largest amount over the rows of Table 1 (orders) where status is "Shipped"? '
+        "Answer with the value exactly as written in the table.",
+        "value",
+    )
     need = ["Table 1", "amount", "status", "Shipped"]
     ok = check_rewrite("Among rows of table 1 whose status is Shipped, which amount is the highest?", q, need, "912.40")
     assert ok.ok and ok.text.endswith("? Answer with the value exactly as written in the table.")
@@ -449,6 +511,7 @@ def test_every_template_splits_and_a_faithful_rewrite_passes(tokenizer: Tokenize
         verdict = check_rewrite(good_rewrite(ask), q, need, att.answer)
         assert verdict.ok and verdict.text == f"{good_rewrite(ask)} {instruction}", (verdict, q.text)
         if att.answer.lower() not in q.text.lower():
-            assert check_rewrite(f"{good_rewrite(ask)} It is {att.answer}.", q, need, att.answer).reason == \
-                "leaks_answer"
+            assert (
+                check_rewrite(f"{good_rewrite(ask)} It is {att.answer}.", q, need, att.answer).reason == "leaks_answer"
+            )
     assert len(templates) >= 12, templates

@@ -57,5 +57,5 @@ def test_bad_tokenizer_directories(tmp_path: Path) -> None:
     with pytest.raises(TokenizerError) as info:
         load_tokenizer(tmp_path / "missing")
     assert info.value.field == "tokenizer" and "not a directory" in info.value.message
-    with pytest.raises(TokenizerError, match="no tokenizer.json"):
+    with pytest.raises(TokenizerError, match=r"no tokenizer\.json"):
         load_tokenizer(tmp_path)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from longweave.generators.corpus import Corpus
 from longweave.generators.errors import ConfigError, CorpusError
 from longweave.service.redis_server import EmbeddedRedis
-
 from tests.service.conftest import client, start_api, start_worker, stop
 
 BASE = {"kind": "cip", "seq_len": 256, "num_samples": 8, "shard_size": 8}
@@ -71,22 +71,28 @@ def test_dotdot_after_a_wildcard_is_refused(api: str, inside: Path, secret: tupl
         no_leak(resp, marker)
 
 
-def test_symlinked_file_and_folder_inside_a_root_are_refused(api: str, inside: Path,
-                                                             secret: tuple[Path, str]) -> None:
+def test_symlinked_file_and_folder_inside_a_root_are_refused(api: str, inside: Path, secret: tuple[Path, str]) -> None:
     path, marker = secret
     copy_stdlib(inside)
     (inside / "link.txt").symlink_to(path)
     (inside / "linkdir").symlink_to(path.parent, target_is_directory=True)
-    for corpus in (str(inside), str(inside / "link.txt"), f"{inside}/*.txt", str(inside / "linkdir"),
-                   f"{inside}/linkdir/*.jsonl", str(inside / "linkdir" / "secret.jsonl")):
+    for corpus in (
+        str(inside),
+        str(inside / "link.txt"),
+        f"{inside}/*.txt",
+        str(inside / "linkdir"),
+        f"{inside}/linkdir/*.jsonl",
+        str(inside / "linkdir" / "secret.jsonl"),
+    ):
         resp = post(api, {"corpus": corpus})
         assert resp.status_code == 422, (corpus, resp.text)
         assert resp.json()["detail"][0]["field"] == "corpus"
         no_leak(resp, marker)
 
 
-def test_tokenizer_folder_with_links_is_refused_or_its_links_ignored(api: str, inside: Path, tokenizer_dir: Path,
-                                                                     secret: tuple[Path, str]) -> None:
+def test_tokenizer_folder_with_links_is_refused_or_its_links_ignored(
+    api: str, inside: Path, tokenizer_dir: Path, secret: tuple[Path, str]
+) -> None:
     path, marker = secret
     # A tokenizer folder whose tokenizer.json is a link out of the root: never read through it.
     linked = inside / "tok-linked"
@@ -114,7 +120,7 @@ def test_corrupt_inputs_are_422_naming_the_rest_field(api: str, inside: Path) ->
     assert d["field"] == "text_field" and "Int64" in d["message"], d
     tok = inside / "tok-bad"
     tok.mkdir()
-    (tok / "tokenizer.json").write_text("{\"broken\": ")
+    (tok / "tokenizer.json").write_text('{"broken": ')
     resp = post(api, {"tokenizer": str(tok)})
     assert resp.status_code == 422 and resp.json()["detail"][0]["field"] == "tokenizer", resp.text
     resp = post(api, {"num_samples": True})
@@ -126,8 +132,13 @@ def test_corrupt_inputs_are_422_naming_the_rest_field(api: str, inside: Path) ->
 def paused(service_env: dict, tmp_path: Path) -> Iterator[tuple[dict, str, Path]]:
     """(env, API url, log dir) on a private Redis: no worker runs until the test starts one."""
     server = EmbeddedRedis(tmp_path / "redis").start()
-    env = {**service_env, "REDIS_URL": server.url, "LONGWEAVE_HOME": str(tmp_path / "home"),
-           "LONGWEAVE_MAX_DOC_BYTES": str(1 << 20), "LONGWEAVE_OVERSIZE_DOCS": "skip"}
+    env = {
+        **service_env,
+        "REDIS_URL": server.url,
+        "LONGWEAVE_HOME": str(tmp_path / "home"),
+        "LONGWEAVE_MAX_DOC_BYTES": str(1 << 20),
+        "LONGWEAVE_OVERSIZE_DOCS": "skip",
+    }
     proc, url = start_api(env, tmp_path / "api.log")
     try:
         yield env, url, tmp_path
@@ -146,8 +157,9 @@ def wait_final(c: httpx.Client, dataset: str, timeout: float = 300) -> dict:
     raise AssertionError(f"{dataset} did not end within {timeout}s")
 
 
-def test_swap_to_a_symlink_after_creation_is_refused_at_open(paused: tuple[dict, str, Path], inside: Path,
-                                                             tokenizer_dir: Path, secret: tuple[Path, str]) -> None:
+def test_swap_to_a_symlink_after_creation_is_refused_at_open(
+    paused: tuple[dict, str, Path], inside: Path, tokenizer_dir: Path, secret: tuple[Path, str]
+) -> None:
     env, url, logs = paused
     path, marker = secret
     copy_stdlib(inside)
@@ -170,8 +182,9 @@ def test_swap_to_a_symlink_after_creation_is_refused_at_open(paused: tuple[dict,
         stop(worker)
 
 
-def test_a_200mb_document_is_skipped_in_bounded_memory(paused: tuple[dict, str, Path], inside: Path,
-                                                        tokenizer_dir: Path) -> None:
+def test_a_200mb_document_is_skipped_in_bounded_memory(
+    paused: tuple[dict, str, Path], inside: Path, tokenizer_dir: Path
+) -> None:
     env, url, logs = paused
     (inside / "docs").mkdir()
     copy_stdlib(inside / "docs")

@@ -17,10 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+
 from longweave.service.api.limits import estimated_bytes
 from longweave.service.redis_client import unavailable_reply
 from longweave.service.redis_server import EmbeddedRedis
-
 from tests.service.conftest import KEYS, redis_server, service_env, service_home, start_api, stop  # noqa: F401
 
 STREAMS = int(__import__("os").environ.get("LW_T_STREAMS", "200"))
@@ -48,17 +48,32 @@ def own_api(env: dict, home: Path, extra: dict[str, str]) -> Iterator[tuple[str,
 @pytest.fixture(scope="module")
 def streams_api(service_env: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, EmbeddedRedis]]:
     """Room for 200 streams of one tenant, on a small request pool (16) that they must not touch."""
-    yield from own_api(service_env, tmp_path_factory.mktemp("streams"), {
-        "LONGWEAVE_MAX_STREAMS_PER_TENANT": str(STREAMS), "LONGWEAVE_REQUESTS_PER_SECOND": "1000",
-        "LONGWEAVE_REQUEST_BURST": "1000", "LONGWEAVE_REDIS_MAX_CONNECTIONS": "16"})
+    yield from own_api(
+        service_env,
+        tmp_path_factory.mktemp("streams"),
+        {
+            "LONGWEAVE_MAX_STREAMS_PER_TENANT": str(STREAMS),
+            "LONGWEAVE_REQUESTS_PER_SECOND": "1000",
+            "LONGWEAVE_REQUEST_BURST": "1000",
+            "LONGWEAVE_REDIS_MAX_CONNECTIONS": "16",
+        },
+    )
 
 
 @pytest.fixture(scope="module")
 def limits_api(service_env: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, EmbeddedRedis]]:
-    yield from own_api(service_env, tmp_path_factory.mktemp("limits"), {
-        "LONGWEAVE_REQUESTS_PER_SECOND": "20", "LONGWEAVE_REQUEST_BURST": "40",
-        "LONGWEAVE_MAX_DATASETS_IN_FLIGHT": "5", "LONGWEAVE_MAX_SAMPLES_IN_FLIGHT": "5000",
-        "LONGWEAVE_MAX_BYTES_IN_FLIGHT": str(10**9), "LONGWEAVE_MAX_STREAMS_PER_TENANT": "3"})
+    yield from own_api(
+        service_env,
+        tmp_path_factory.mktemp("limits"),
+        {
+            "LONGWEAVE_REQUESTS_PER_SECOND": "20",
+            "LONGWEAVE_REQUEST_BURST": "40",
+            "LONGWEAVE_MAX_DATASETS_IN_FLIGHT": "5",
+            "LONGWEAVE_MAX_SAMPLES_IN_FLIGHT": "5000",
+            "LONGWEAVE_MAX_BYTES_IN_FLIGHT": str(10**9),
+            "LONGWEAVE_MAX_STREAMS_PER_TENANT": "3",
+        },
+    )
 
 
 def detail(resp: httpx.Response) -> dict:
@@ -77,8 +92,10 @@ def test_200_streams_of_one_tenant_leave_the_others_answering(streams_api: tuple
 
     async def scenario() -> dict[str, float]:
         limits = httpx.Limits(max_connections=STREAMS + 50, max_keepalive_connections=0)
-        async with httpx.AsyncClient(base_url=url, headers=headers("alice"), timeout=60, limits=limits) as a, \
-                httpx.AsyncClient(base_url=url, headers=headers("bob"), timeout=60) as b:
+        async with (
+            httpx.AsyncClient(base_url=url, headers=headers("alice"), timeout=60, limits=limits) as a,
+            httpx.AsyncClient(base_url=url, headers=headers("bob"), timeout=60) as b,
+        ):
             opened = asyncio.Event()
             count = 0
             release = asyncio.Event()
@@ -100,11 +117,13 @@ def test_200_streams_of_one_tenant_leave_the_others_answering(streams_api: tuple
             await asyncio.wait_for(opened.wait(), 120)
             await asyncio.sleep(1)  # the streams are now polling
             latencies = {}
-            for name, call in [("readyz", lambda: b.get("/readyz")),
-                               ("create", lambda: b.post("/v1/datasets", json=small("bobs"))),
-                               ("get", lambda: b.get("/v1/datasets/bobs")),
-                               ("list", lambda: b.get("/v1/datasets")),
-                               ("metrics", lambda: b.get("/metrics"))]:
+            for name, call in [
+                ("readyz", lambda: b.get("/readyz")),
+                ("create", lambda: b.post("/v1/datasets", json=small("bobs"))),
+                ("get", lambda: b.get("/v1/datasets/bobs")),
+                ("list", lambda: b.get("/v1/datasets")),
+                ("metrics", lambda: b.get("/metrics")),
+            ]:
                 worst = 0.0
                 for _ in range(5 if name != "create" else 1):
                     t = time.perf_counter()
@@ -131,8 +150,10 @@ def test_200_streams_of_one_tenant_leave_the_others_answering(streams_api: tuple
             return latencies
 
     latencies = asyncio.run(scenario())
-    print(f"\nwith {STREAMS} open SSE streams of alice, bob's worst latencies (s): "
-          + ", ".join(f"{k} {v:.3f}" for k, v in latencies.items()))
+    print(
+        f"\nwith {STREAMS} open SSE streams of alice, bob's worst latencies (s): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in latencies.items())
+    )
     assert max(latencies.values()) < 5, latencies  # liveness only (the issue's goal is < 1 s)
 
 
@@ -147,8 +168,9 @@ def test_last_event_id_is_checked_before_streaming(limits_api: tuple[str, Embedd
         with bob.stream("GET", "/v1/datasets/events-of-bob/events", headers={"Last-Event-ID": "0-0"}) as resp:
             assert resp.status_code == 200
             assert any(line.startswith("event: state") for line in _first_lines(resp))
-        with bob.stream("GET", "/v1/datasets/events-of-bob/events",
-                        headers={"Last-Event-ID": "18446744073709551615-0"}) as resp:  # the largest id: nothing after
+        with bob.stream(
+            "GET", "/v1/datasets/events-of-bob/events", headers={"Last-Event-ID": "18446744073709551615-0"}
+        ) as resp:  # the largest id: nothing after
             assert resp.status_code == 200
 
 
@@ -163,12 +185,16 @@ def _first_lines(resp: httpx.Response, n: int = 3) -> list[str]:
 
 def test_stream_cap_per_tenant(limits_api: tuple[str, EmbeddedRedis]) -> None:
     url, _ = limits_api
-    with httpx.Client(base_url=url, headers=headers("bob"), timeout=30) as bob, \
-            httpx.Client(base_url=url, headers=headers("alice"), timeout=30) as alice:
+    with (
+        httpx.Client(base_url=url, headers=headers("bob"), timeout=30) as bob,
+        httpx.Client(base_url=url, headers=headers("alice"), timeout=30) as alice,
+    ):
         assert bob.post("/v1/datasets", json=small("capped")).status_code == 201
-        with bob.stream("GET", "/v1/datasets/capped/events") as s1, \
-                bob.stream("GET", "/v1/datasets/capped/events") as s2, \
-                bob.stream("GET", "/v1/datasets/capped/events") as s3:
+        with (
+            bob.stream("GET", "/v1/datasets/capped/events") as s1,
+            bob.stream("GET", "/v1/datasets/capped/events") as s2,
+            bob.stream("GET", "/v1/datasets/capped/events") as s3,
+        ):
             assert (s1.status_code, s2.status_code, s3.status_code) == (200, 200, 200)
             resp = bob.get("/v1/datasets/capped/events")
             assert resp.status_code == 429 and "Retry-After" in resp.headers, resp.text
@@ -215,8 +241,11 @@ def test_a_flood_of_creations_is_limited_and_others_still_served(limits_api: tup
         bob_codes: list[int] = []
         sem = asyncio.Semaphore(32)
         limits = httpx.Limits(max_connections=40)
-        async with httpx.AsyncClient(base_url=url, headers=headers("alice"), timeout=60, limits=limits) as a, \
-                httpx.AsyncClient(base_url=url, headers=headers("bob"), timeout=60) as b:
+        async with (
+            httpx.AsyncClient(base_url=url, headers=headers("alice"), timeout=60, limits=limits) as a,
+            httpx.AsyncClient(base_url=url, headers=headers("bob"), timeout=60) as b,
+        ):
+
             async def one(i: int) -> None:
                 async with sem:
                     resp = await a.post("/v1/datasets", json=small(f"flood-{i}"))
@@ -254,19 +283,26 @@ def test_estimate_is_samples_times_seq_len_times_four() -> None:
 
 
 # -- bad bodies, Redis refusing ---------------------------------------------------------------
-@pytest.mark.parametrize("body", [
-    b'{"a": ' * 3000 + b'1' + b'}' * 3000,           # nesting past the recursion limit
-    b'[' * 20000 + b']' * 20000,
-    b'{"kind": "cip\xff\xfe", "num_samples": 1}',      # invalid UTF-8
-    b'{"kind": "cip", "num_samples": ' + b'9' * 5000 + b'}',  # an integer over the digit limit
-    b'{"kind": "cip", "num_samples": 1',               # truncated
-    b'\x00\x01\x02',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": ' * 3000 + b"1" + b"}" * 3000,  # nesting past the recursion limit
+        b"[" * 20000 + b"]" * 20000,
+        b'{"kind": "cip\xff\xfe", "num_samples": 1}',  # invalid UTF-8
+        b'{"kind": "cip", "num_samples": ' + b"9" * 5000 + b"}",  # an integer over the digit limit
+        b'{"kind": "cip", "num_samples": 1',  # truncated
+        b"\x00\x01\x02",
+    ],
+)
 def test_malformed_bodies_are_422_with_field_message_fix(limits_api: tuple[str, EmbeddedRedis], body: bytes) -> None:
     url, _ = limits_api
     for _ in range(20):
-        resp = httpx.post(f"{url}/v1/datasets", content=body, timeout=30,
-                          headers={**headers("alice"), "Content-Type": "application/json"})
+        resp = httpx.post(
+            f"{url}/v1/datasets",
+            content=body,
+            timeout=30,
+            headers={**headers("alice"), "Content-Type": "application/json"},
+        )
         if resp.status_code != 429:  # alice's bucket is shared with the flood above
             break
         time.sleep(float(resp.headers["Retry-After"]))
@@ -275,9 +311,11 @@ def test_malformed_bodies_are_422_with_field_message_fix(limits_api: tuple[str, 
 
 
 def test_unavailable_replies() -> None:
-    for text in ("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist",
-                 "OOM command not allowed when used memory > 'maxmemory'.",
-                 "READONLY You can't write against a read only replica."):
+    for text in (
+        "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist",
+        "OOM command not allowed when used memory > 'maxmemory'.",
+        "READONLY You can't write against a read only replica.",
+    ):
         assert unavailable_reply(redis.ResponseError(text)), text
     assert not unavailable_reply(redis.ResponseError("WRONGTYPE Operation against a key holding the wrong kind"))
 

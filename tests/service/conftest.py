@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+
 from longweave.service.redis_server import EmbeddedRedis, free_port
 from longweave.service.settings import hash_api_key
 
@@ -52,26 +53,31 @@ def r(redis_server: EmbeddedRedis) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="session")
-def service_env(redis_server: EmbeddedRedis, service_home: Path, cache_dir: Path, stdlib_store: object) -> dict[str, str]:
+def service_env(
+    redis_server: EmbeddedRedis, service_home: Path, cache_dir: Path, stdlib_store: object
+) -> dict[str, str]:
     """Environment of the API and worker processes (stdlib_store: the token cache exists before they start)."""
     import json
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LONGWEAVE_")}
-    env.update({
-        "REDIS_URL": redis_server.url,
-        "LONGWEAVE_HOME": str(service_home),
-        "LONGWEAVE_CACHE_DIR": str(cache_dir),
-        "LONGWEAVE_CLAIM_IDLE_MS": str(CLAIM_IDLE_MS),
-        "LONGWEAVE_BLOCK_MS": "200",
-        "LONGWEAVE_BATCH_SIZE": "8",
-        "LONGWEAVE_MAX_SAMPLES": "100000",
-        "LONGWEAVE_MAX_SHARDS": "1000",
-        "LONGWEAVE_DATA_ROOTS": json.dumps([str(cache_dir)]),
-        "LONGWEAVE_API_KEYS": json.dumps({hash_api_key(k): t for t, k in KEYS.items()}),
-        # Tenancy quotas out of the way of functional tests (tests/security lowers them).
-        "LONGWEAVE_MAX_DATASETS_IN_FLIGHT": "1000", "LONGWEAVE_REQUESTS_PER_SECOND": "1000",
-        "LONGWEAVE_REQUEST_BURST": "2000",
-    })
+    env.update(
+        {
+            "REDIS_URL": redis_server.url,
+            "LONGWEAVE_HOME": str(service_home),
+            "LONGWEAVE_CACHE_DIR": str(cache_dir),
+            "LONGWEAVE_CLAIM_IDLE_MS": str(CLAIM_IDLE_MS),
+            "LONGWEAVE_BLOCK_MS": "200",
+            "LONGWEAVE_BATCH_SIZE": "8",
+            "LONGWEAVE_MAX_SAMPLES": "100000",
+            "LONGWEAVE_MAX_SHARDS": "1000",
+            "LONGWEAVE_DATA_ROOTS": json.dumps([str(cache_dir)]),
+            "LONGWEAVE_API_KEYS": json.dumps({hash_api_key(k): t for t, k in KEYS.items()}),
+            # Tenancy quotas out of the way of functional tests (tests/security lowers them).
+            "LONGWEAVE_MAX_DATASETS_IN_FLIGHT": "1000",
+            "LONGWEAVE_REQUESTS_PER_SECOND": "1000",
+            "LONGWEAVE_REQUEST_BURST": "2000",
+        }
+    )
     return env
 
 
@@ -92,9 +98,23 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> N
 def start_api(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "longweave.service.api.main:create_app",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "longweave.service.api.main:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/healthz", proc)
@@ -123,8 +143,9 @@ def api(service_env: dict[str, str], service_home: Path) -> Iterator[str]:
 
 
 def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "longweave.service.worker"], env=env,
-                            stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "longweave.service.worker"], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
 
 
 @pytest.fixture(scope="session")
@@ -172,8 +193,8 @@ def read_events(lines: Iterator[str]) -> list[dict]:
 
 def expected_ids(spec: dict, dataset: str, cache_dir: Path) -> list[str]:
     """The sample ids of a dataset, generated here in-process: the ground truth for "none missing"."""
-    from longweave.generators.pipeline import generate_shard, prepare
     from longweave.generators.kinds import parse_spec
+    from longweave.generators.pipeline import generate_shard, prepare
 
     parsed = parse_spec(spec)
     ctx = prepare(parsed, cache_dir)

@@ -27,6 +27,7 @@ below build common scripts and are thread-safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -36,11 +37,12 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import uvicorn
-from longweave.service.redis_server import free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+
+from longweave.service.redis_server import free_port
 
 
 @dataclass(frozen=True)
@@ -127,8 +129,14 @@ class LLMTestServer:
     so `stop()` then `start()` brings the server back where clients expect it.
     """
 
-    def __init__(self, responder: Responder = echo, *, model: str = "test-model", port: int | None = None,
-                 host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        responder: Responder = echo,
+        *,
+        model: str = "test-model",
+        port: int | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
         self.responder = responder
         self.model = model
         self.host = host
@@ -168,12 +176,20 @@ class LLMTestServer:
     def start(self, timeout: float = 10.0) -> Self:
         if self.running:
             return self
-        config = uvicorn.Config(self._app(), host=self.host, port=self.port, log_level="critical",
-                                access_log=False, lifespan="off", timeout_graceful_shutdown=0)
+        config = uvicorn.Config(
+            self._app(),
+            host=self.host,
+            port=self.port,
+            log_level="critical",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=0,
+        )
         server = uvicorn.Server(config)
         self._loop = None
-        thread = threading.Thread(target=asyncio.run, args=(self._serve(server),),
-                                  name=f"llm-test-server-{self.port}", daemon=True)
+        thread = threading.Thread(
+            target=asyncio.run, args=(self._serve(server),), name=f"llm-test-server-{self.port}", daemon=True
+        )
         thread.start()
         deadline = time.monotonic() + timeout
         while not server.started:
@@ -193,15 +209,15 @@ class LLMTestServer:
             return
         loop = self._loop
         if loop is not None and not loop.is_closed():
+
             def abort() -> None:
                 for conn in list(server.server_state.connections):
                     transport = getattr(conn, "transport", None)
                     if transport is not None:
                         transport.abort()
-            try:
+
+            with contextlib.suppress(RuntimeError):  # the loop just ended
                 loop.call_soon_threadsafe(abort)
-            except RuntimeError:
-                pass  # the loop just ended
         server.should_exit = True
         server.force_exit = True
         thread.join(timeout=10)
@@ -222,8 +238,12 @@ class LLMTestServer:
         async def models(request: Request) -> Response:
             with srv._lock:
                 srv.models_calls += 1
-            return JSONResponse({"object": "list", "data": [
-                {"id": srv.model, "object": "model", "created": 0, "owned_by": "longweave-test"}]})
+            return JSONResponse(
+                {
+                    "object": "list",
+                    "data": [{"id": srv.model, "object": "model", "created": 0, "owned_by": "longweave-test"}],
+                }
+            )
 
         async def chat(request: Request) -> Response:
             body = await request.json()
@@ -245,8 +265,9 @@ class LLMTestServer:
                 with srv._lock:
                     srv.in_flight = max(0, srv.in_flight - 1)
 
-        return Starlette(routes=[Route("/v1/models", models, methods=["GET"]),
-                                 Route("/v1/chat/completions", chat, methods=["POST"])])
+        return Starlette(
+            routes=[Route("/v1/models", models, methods=["GET"]), Route("/v1/chat/completions", chat, methods=["POST"])]
+        )
 
     def _drop(self, request: Request) -> None:
         """Abort the connection this request came on: the client sees it closed, no answer."""
@@ -264,27 +285,47 @@ class LLMTestServer:
     def _render(self, body: dict[str, Any], reply: Reply) -> Response:
         headers = {"Retry-After": f"{reply.retry_after:g}"} if reply.retry_after is not None else {}
         if reply.raw is not None:
-            return PlainTextResponse(reply.raw, status_code=reply.status, headers=headers,
-                                     media_type="application/json")
+            return PlainTextResponse(
+                reply.raw, status_code=reply.status, headers=headers, media_type="application/json"
+            )
         if reply.status != 200:
             kind = "BadRequestError" if reply.status < 500 else "InternalServerError"
-            return JSONResponse({"object": "error", "message": reply.error or f"error {reply.status}",
-                                 "type": kind, "code": reply.status},
-                                status_code=reply.status, headers=headers)
+            return JSONResponse(
+                {
+                    "object": "error",
+                    "message": reply.error or f"error {reply.status}",
+                    "type": kind,
+                    "code": reply.status,
+                },
+                status_code=reply.status,
+                headers=headers,
+            )
         prompt = reply.prompt_tokens
         if prompt is None:
             prompt = sum(_words(str(m.get("content", ""))) for m in body.get("messages", []))
         completion = reply.completion_tokens if reply.completion_tokens is not None else _words(reply.content)
-        return JSONResponse({
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model", self.model),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.content},
-                         "logprobs": None, "finish_reason": reply.finish_reason}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion},
-        }, headers=headers)
+        return JSONResponse(
+            {
+                "id": f"chatcmpl-{uuid.uuid4().hex}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model", self.model),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": reply.content},
+                        "logprobs": None,
+                        "finish_reason": reply.finish_reason,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
+            },
+            headers=headers,
+        )
 
 
 def bodies_by_prompt(requests: Iterable[dict[str, Any]]) -> dict[str, int]:

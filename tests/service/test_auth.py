@@ -19,18 +19,30 @@ def alices(api: str) -> str:
     return resp.json()["id"]
 
 
-@pytest.mark.parametrize("headers", [
-    {}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}, {"Authorization": "Basic YTpi"},
-    {"Authorization": f"Bearer {KEYS['alice']}x"},
-])
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/v1/datasets"), ("POST", "/v1/datasets"), ("GET", "/v1/datasets/{id}"),
-    ("DELETE", "/v1/datasets/{id}"), ("GET", "/v1/datasets/{id}/samples"), ("GET", "/v1/datasets/{id}/files"),
-    ("GET", "/v1/datasets/{id}/events"),
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"X-API-Key": "wrong"},
+        {"Authorization": "Basic YTpi"},
+        {"Authorization": f"Bearer {KEYS['alice']}x"},
+    ],
+)
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/datasets"),
+        ("POST", "/v1/datasets"),
+        ("GET", "/v1/datasets/{id}"),
+        ("DELETE", "/v1/datasets/{id}"),
+        ("GET", "/v1/datasets/{id}/samples"),
+        ("GET", "/v1/datasets/{id}/files"),
+        ("GET", "/v1/datasets/{id}/events"),
+    ],
+)
 def test_no_or_wrong_key_is_401(api: str, alices: str, headers: dict, method: str, path: str) -> None:
-    resp = httpx.request(method, api + path.format(id=alices), headers=headers,
-                         json=SPEC if method == "POST" else None)
+    resp = httpx.request(method, api + path.format(id=alices), headers=headers, json=SPEC if method == "POST" else None)
     assert resp.status_code == 401, resp.text
     assert resp.json()["detail"][0]["field"] == "authorization"
 
@@ -40,11 +52,17 @@ def test_both_header_forms_work(api: str, alices: str) -> None:
         assert httpx.get(f"{api}/v1/datasets/{alices}", headers=headers).status_code == 200
 
 
-@pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/v1/datasets/{id}"), ("DELETE", "/v1/datasets/{id}"), ("GET", "/v1/datasets/{id}/samples"),
-    ("GET", "/v1/datasets/{id}/files"), ("GET", "/v1/datasets/{id}/files/dataset.json"),
-    ("GET", "/v1/datasets/{id}/events"),
-])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/datasets/{id}"),
+        ("DELETE", "/v1/datasets/{id}"),
+        ("GET", "/v1/datasets/{id}/samples"),
+        ("GET", "/v1/datasets/{id}/files"),
+        ("GET", "/v1/datasets/{id}/files/dataset.json"),
+        ("GET", "/v1/datasets/{id}/events"),
+    ],
+)
 def test_other_tenant_gets_404(api: str, alices: str, method: str, path: str) -> None:
     resp = client(api, "bob").request(method, path.format(id=alices))
     assert resp.status_code == 404

@@ -14,9 +14,32 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_llm_benchmark_runs_against_two_emulated_replicas() -> None:
-    p = subprocess.run([sys.executable, str(REPO / "bench" / "llm.py"), "--server", "emulated", "--replicas", "2",
-                        "--only", "ours", "--prompts", "200", "--concurrency", "16", "--warmup", "0", "--rounds", "1",
-                        "--markdown"], capture_output=True, text=True, timeout=300, check=False, cwd=REPO)
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "llm.py"),
+            "--server",
+            "emulated",
+            "--replicas",
+            "2",
+            "--only",
+            "ours",
+            "--prompts",
+            "200",
+            "--concurrency",
+            "16",
+            "--warmup",
+            "0",
+            "--rounds",
+            "1",
+            "--markdown",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=REPO,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     row = next(line for line in p.stdout.splitlines() if line.startswith("| longweave"))
     cells = [c.strip() for c in row.strip("|").split("|")]

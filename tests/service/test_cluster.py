@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from longweave.generators.records import from_ipc
 from longweave.service import keys as S
 from longweave.service.redis_server import EmbeddedCluster
@@ -33,11 +34,17 @@ def slot_owner(r: redis.RedisCluster, key: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_cluster_produces_every_sample_once_through_a_worker_kill(service_env: dict, tmp_path: Path,
-                                                                  cache_dir: Path) -> None:
+def test_cluster_produces_every_sample_once_through_a_worker_kill(
+    service_env: dict, tmp_path: Path, cache_dir: Path
+) -> None:
     with EmbeddedCluster(tmp_path / "cluster") as cluster:
-        env = {**service_env, "REDIS_URL": cluster.url, "LONGWEAVE_HOME": str(tmp_path),
-               "LONGWEAVE_MAX_QUEUED_BATCHES": "2", "LONGWEAVE_MAX_ATTEMPTS": "100"}
+        env = {
+            **service_env,
+            "REDIS_URL": cluster.url,
+            "LONGWEAVE_HOME": str(tmp_path),
+            "LONGWEAVE_MAX_QUEUED_BATCHES": "2",
+            "LONGWEAVE_MAX_ATTEMPTS": "100",
+        }
         api_proc, api = start_api(env, tmp_path / "api.log")
         procs = [start_worker(env, tmp_path / "workers.log") for _ in range(2)]
         r = redis_client(cluster.url, socket_timeout=10)

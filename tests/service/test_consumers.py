@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from longweave.generators import streams as S
 from longweave.generators.errors import StreamTrimmed
 from longweave.trainer.data import RedisSource
@@ -49,13 +50,24 @@ def events(c, ds: str) -> list[dict]:
 
 @pytest.fixture()
 def service(private_redis, service_env: dict, tmp_path: Path):
-    env = {**service_env, "REDIS_URL": private_redis.url, "LONGWEAVE_HOME": str(tmp_path / "home"),
-           "LONGWEAVE_CONSUMER_IDLE_S": str(IDLE_S), "LONGWEAVE_MAX_QUEUED_BATCHES": "2"}
+    env = {
+        **service_env,
+        "REDIS_URL": private_redis.url,
+        "LONGWEAVE_HOME": str(tmp_path / "home"),
+        "LONGWEAVE_CONSUMER_IDLE_S": str(IDLE_S),
+        "LONGWEAVE_MAX_QUEUED_BATCHES": "2",
+    }
     (tmp_path / "home").mkdir()
     api, url = start_api(env, tmp_path / "api.log")
     procs = [api]
-    yield {"url": url, "redis_url": private_redis.url, "env": env, "home": tmp_path / "home",
-           "procs": procs, "tmp": tmp_path}
+    yield {
+        "url": url,
+        "redis_url": private_redis.url,
+        "env": env,
+        "home": tmp_path / "home",
+        "procs": procs,
+        "tmp": tmp_path,
+    }
     for p in procs:
         stop(p)
 
@@ -83,7 +95,7 @@ def test_an_abandoned_run_is_waited_for_then_idle_then_detached(service, cache_d
                 if len(live_ids) % 8 == 0:
                     live.commit(live.state())
             live.commit(live.state())
-        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
+        except BaseException as exc:
             live_error.append(exc)
 
     reader = threading.Thread(target=train, daemon=True)
@@ -128,8 +140,7 @@ def test_an_abandoned_run_is_waited_for_then_idle_then_detached(service, cache_d
         assert sum(e["event"] == "progress" for e in ev) == 20
         progress = [e["data"]["samples_done"] for e in ev if e["event"] == "progress"]
         assert progress == sorted(progress) and progress[-1] == 160
-        assert any(e["event"] == "waiting" and (e["data"]["waiting_for"] or {}).get("group") == "run:dead"
-                   for e in ev)
+        assert any(e["event"] == "waiting" and (e["data"]["waiting_for"] or {}).get("group") == "run:dead" for e in ev)
         for e in ev:
             if e["event"] == "shard" and e["data"]["shards_done"] == e["data"]["num_shards"]:
                 assert e["data"]["state"] != "running", e
@@ -165,42 +176,56 @@ def test_an_idle_group_holds_no_backpressure_and_no_trim_floor_and_a_live_one_do
     out = S.out_key(ds)
     r.xgroup_create(out, "run:gone", id="0", mkstream=True)
     r.xgroup_create(out, "run:live", id="0")
-    r.xreadgroup("run:gone", "rank0", {out: ">"}, count=1)     # one try (nothing yet), then it goes away
+    r.xreadgroup("run:gone", "rank0", {out: ">"}, count=1)  # one try (nothing yet), then it goes away
     for seq in range(3):
         assert q.publish(ds, 0, seq, 5, b"x", 50, 2) == 1
     for _ in range(3):
         r.xreadgroup("run:live", "rank0", {out: ">"}, count=1)
-    assert q.publish(ds, 0, 3, 5, b"x", 50, 2) == -2           # run:gone lags 3 and is not idle yet
+    assert q.publish(ds, 0, 3, 5, b"x", 50, 2) == -2  # run:gone lags 3 and is not idle yet
     assert q.slowest(ds, 2) == (3, "run:gone")
     time.sleep(1.5)
     # run:live keeps reading: a blocked read renews its idle time; run:gone's has passed 1 s.
     r.xreadgroup("run:live", "rank0", {out: ">"}, count=1, block=10)
-    assert q.publish(ds, 0, 3, 5, b"x", 50, 2) == 1            # gone is idle: production goes on
-    assert q.slowest(ds, 2)[0] == 1                            # live has one unread entry
-    q.finish_shard(ds, 0, 20)                                  # its Parquet file is written
-    assert q.trim(ds) == 0                                     # live acknowledged nothing: nothing goes
+    assert q.publish(ds, 0, 3, 5, b"x", 50, 2) == 1  # gone is idle: production goes on
+    assert q.slowest(ds, 2)[0] == 1  # live has one unread entry
+    q.finish_shard(ds, 0, 20)  # its Parquet file is written
+    assert q.trim(ds) == 0  # live acknowledged nothing: nothing goes
     ids = [e for e, _ in r.xrange(out)]
     r.xack(out, "run:live", *ids[:3])
-    assert q.trim(ds) == 3 and r.xlen(out) == 1                # gone's unread entries went with them
+    assert q.trim(ds) == 3 and r.xlen(out) == 1  # gone's unread entries went with them
     r.close()
 
 
 def test_a_run_away_too_long_is_told_its_unread_entries_were_trimmed(private_redis, monkeypatch) -> None:
     import pyarrow as pa
+
     from longweave.generators.records import SCHEMA, to_ipc
     from longweave.trainer import data
 
     r = redis.Redis.from_url(private_redis.url)
     ds = "away"
     r.hset(S.meta_key(ds), mapping={"state": "running"})
-    rows = [{"id": f"{ds}-{i}", "kind": "cip", "input_ids": [1, 2, 3], "loss_mask": None, "segments": [0],
-             "answer": None, "messages": None, "meta": "{}"} for i in range(3)]
+    rows = [
+        {
+            "id": f"{ds}-{i}",
+            "kind": "cip",
+            "input_ids": [1, 2, 3],
+            "loss_mask": None,
+            "segments": [0],
+            "answer": None,
+            "messages": None,
+            "meta": "{}",
+        }
+        for i in range(3)
+    ]
     src = RedisSource(private_redis.url, ds, "away", block_ms=100)
     for i in range(3):
-        r.xadd(S.out_key(ds), {"shard": 0, "seq": i, "n": 1, "data": to_ipc(pa.Table.from_pylist(rows[i:i + 1], SCHEMA))})
+        r.xadd(
+            S.out_key(ds), {"shard": 0, "seq": i, "n": 1, "data": to_ipc(pa.Table.from_pylist(rows[i : i + 1], SCHEMA))}
+        )
     it = iter(src)
     assert next(it).id == f"{ds}-0"
-    monkeypatch.setattr(data, "TRIM_CHECK_AFTER_S", 0.0)       # every read counts as after a long gap
+    monkeypatch.setattr(data, "TRIM_CHECK_AFTER_S", 0.0)  # every read counts as after a long gap
     assert r.xtrim(S.out_key(ds), minid=r.xrange(S.out_key(ds))[2][0], approximate=False) == 2  # 1 never read
     with pytest.raises(StreamTrimmed, match=f"'{ds}'"):
         next(it)
@@ -216,10 +241,14 @@ def test_a_run_attached_through_the_route_before_production_gets_every_entry(ser
     first = c.post(route, json={"run_id": "early", "from": "start"})
     assert first.status_code == 201, first.text
     assert first.json()["group"] == "run:early" and first.json()["lag"] == 0
-    again = c.post(route, json={"run_id": "early"})            # a restarted trainer attaches again
+    again = c.post(route, json={"run_id": "early"})  # a restarted trainer attaches again
     assert again.status_code == 200 and again.json()["group"] == "run:early"
-    for body, field in (({"run_id": "no spaces"}, "run_id"), ({"run_id": "x", "from": "later"}, "from"),
-                        ({"from": "start"}, "run_id"), ({"run_id": "x", "extra": 1}, "extra")):
+    for body, field in (
+        ({"run_id": "no spaces"}, "run_id"),
+        ({"run_id": "x", "from": "later"}, "from"),
+        ({"from": "start"}, "run_id"),
+        ({"run_id": "x", "extra": 1}, "extra"),
+    ):
         resp = c.post(route, json=body)
         assert resp.status_code == 422 and resp.json()["detail"][0]["field"] == field, (body, resp.text)
         assert resp.json()["detail"][0]["fix"]
@@ -228,7 +257,7 @@ def test_a_run_attached_through_the_route_before_production_gets_every_entry(ser
     assert [g["run"] for g in c.get(route).json()["items"]] == ["early"]
 
     service["procs"].append(start_worker(service["env"], service["tmp"] / "worker.log"))
-    deadline = time.monotonic() + 120                          # production waits for the attached run
+    deadline = time.monotonic() + 120  # production waits for the attached run
     while not (st := c.get(f"/v1/datasets/{ds}").json())["waiting_for"]:
         assert st["state"] in ("queued", "running") and time.monotonic() < deadline, st
         time.sleep(0.1)

@@ -10,6 +10,7 @@ import httpx
 import pyarrow.parquet as pq
 import pytest
 import redis
+
 from longweave.generators.records import SCHEMA, from_ipc
 from longweave.service import keys as S
 
@@ -55,8 +56,9 @@ def test_create_returns_201_with_id_and_state(api: str) -> None:
     assert body["spec"]["seq_len"] == 256 and body["spec"]["docs_per_seq"] == 4  # defaults filled in
 
 
-def test_a_done_dataset_is_complete_in_stream_and_parquet(done_dataset: dict, r: redis.Redis, service_home,
-                                                         cache_dir) -> None:
+def test_a_done_dataset_is_complete_in_stream_and_parquet(
+    done_dataset: dict, r: redis.Redis, service_home, cache_dir
+) -> None:
     ds = done_dataset["id"]
     assert done_dataset["samples_published"] == done_dataset["samples_done"] == 40
     assert done_dataset["shards_done"] == 3 and done_dataset["eta_s"] == 0
@@ -135,7 +137,9 @@ def test_taken_name_is_409(api: str, done_dataset: dict) -> None:
 
 def test_cancel_stops_a_dataset(api: str, workers: list, r: redis.Redis) -> None:
     c = client(api)
-    ds = c.post("/v1/datasets", json={**SPEC, "num_samples": 4000, "shard_size": 16, "name": name("cancel")}).json()["id"]
+    ds = c.post("/v1/datasets", json={**SPEC, "num_samples": 4000, "shard_size": 16, "name": name("cancel")}).json()[
+        "id"
+    ]
     resp = c.delete(f"/v1/datasets/{ds}")
     assert resp.status_code == 200 and resp.json()["state"] == "cancelled"
     wait_state(c, ds, ("cancelled",))
@@ -143,8 +147,7 @@ def test_cancel_stops_a_dataset(api: str, workers: list, r: redis.Redis) -> None
     import time
 
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and any(
-            f.get(b"dataset") == ds.encode() for _, f in r.xrange(S.TASKS)):
+    while time.monotonic() < deadline and any(f.get(b"dataset") == ds.encode() for _, f in r.xrange(S.TASKS)):
         time.sleep(0.2)
     published = int(r.hget(S.meta_key(ds), "samples_published") or 0)
     assert published < 4000
@@ -172,13 +175,16 @@ def test_healthz_readyz_metrics(api: str, done_dataset: dict) -> None:
     assert "longweave_http_requests_total" in text and 'route="/v1/datasets/{dataset_id}"' in text
 
 
-def test_a_generator_error_fails_the_dataset_with_the_message(api: str, workers: list, cache_dir, tokenizer_dir) -> None:
+def test_a_generator_error_fails_the_dataset_with_the_message(
+    api: str, workers: list, cache_dir, tokenizer_dir
+) -> None:
     corpus = cache_dir / "service-tests" / "one-tiny-doc.jsonl"
     corpus.parent.mkdir(parents=True, exist_ok=True)
     corpus.write_text('{"text": "hi"}\n')
     c = client(api)
-    resp = c.post("/v1/datasets", json={**SPEC, "corpus": str(corpus), "tokenizer": str(tokenizer_dir),
-                                        "name": name("fails")})
+    resp = c.post(
+        "/v1/datasets", json={**SPEC, "corpus": str(corpus), "tokenizer": str(tokenizer_dir), "name": name("fails")}
+    )
     assert resp.status_code == 201, resp.text  # valid as a request; the corpus is too small to generate from
     body = wait_state(c, resp.json()["id"], ("failed",))
     assert body["errors"] and "corpus" in body["errors"][0]
@@ -213,6 +219,7 @@ def _claim_only(url: str, dataset: str, spec: dict) -> None:
     import asyncio
 
     import redis.asyncio as aioredis
+
     from longweave.generators.specs import parse_spec
     from longweave.service import queue as Q
 
@@ -221,15 +228,28 @@ def _claim_only(url: str, dataset: str, spec: dict) -> None:
     async def go() -> None:
         ar = aioredis.Redis.from_url(url)
         try:
-            assert await Q.claim_dataset(ar, dataset, "alice", parsed.model_dump_json(), parsed.kind,
-                                         parsed.num_samples, parsed.num_shards(), parsed.shard_size, 8, 1000, 2)
+            assert await Q.claim_dataset(
+                ar,
+                dataset,
+                "alice",
+                parsed.model_dump_json(),
+                parsed.kind,
+                parsed.num_samples,
+                parsed.num_shards(),
+                parsed.shard_size,
+                8,
+                1000,
+                2,
+            )
         finally:
             await ar.aclose()
+
     asyncio.run(go())
 
 
-def test_a_creation_cut_short_is_finished_by_the_next_read(api: str, workers: list, redis_server,
-                                                           r: redis.Redis, cache_dir) -> None:
+def test_a_creation_cut_short_is_finished_by_the_next_read(
+    api: str, workers: list, redis_server, r: redis.Redis, cache_dir
+) -> None:
     c = client(api)
     ds = name("cut")
     spec = {**SPEC, "name": ds}
@@ -246,8 +266,9 @@ def test_a_creation_cut_short_is_finished_by_the_next_read(api: str, workers: li
     assert sorted(stream_ids(r, ds)) == sorted(expected_ids(spec, ds, cache_dir))
 
 
-def test_a_creation_cut_short_is_finished_by_the_same_request_repeated(api: str, workers: list, redis_server,
-                                                                      r: redis.Redis) -> None:
+def test_a_creation_cut_short_is_finished_by_the_same_request_repeated(
+    api: str, workers: list, redis_server, r: redis.Redis
+) -> None:
     c = client(api)
     ds = name("retry")
     spec = {**SPEC, "name": ds}

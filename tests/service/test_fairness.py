@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+
 from longweave.generators import pipeline
 from longweave.generators.corpus import Corpus
 from longweave.generators.kinds import parse_spec
@@ -30,10 +31,12 @@ def create(url: str, dataset: str, tenant: str, num_shards: int, window: int) ->
     async def go() -> None:
         r = aioredis.Redis.from_url(url)
         try:
-            assert await Q.create_dataset(r, dataset, tenant, "{}", "cip", num_shards * 4, num_shards, 4, 2,
-                                          100, shard_window=window)
+            assert await Q.create_dataset(
+                r, dataset, tenant, "{}", "cip", num_shards * 4, num_shards, 4, 2, 100, shard_window=window
+            )
         finally:
             await r.aclose()
+
     asyncio.run(go())
 
 
@@ -44,6 +47,7 @@ def cancel(url: str, dataset: str) -> bool:
             return await Q.cancel_dataset(r, dataset, 100)
         finally:
             await r.aclose()
+
     return asyncio.run(go())
 
 
@@ -110,7 +114,7 @@ def test_cancel_frees_the_stream_keys_and_keeps_the_status(private_redis) -> Non
     keys = [S.out_key("c"), S.published_key("c"), S.open_key("c"), S.shards_key("c")]
     assert all(r.exists(k) for k in keys)
     assert cancel(url, "c")
-    assert not any(r.exists(k) for k in keys + [S.stage_key("c"), S.gate_key("c")])
+    assert not any(r.exists(k) for k in [*keys, S.stage_key("c"), S.gate_key("c")])
     assert q.meta("c")["state"] == "cancelled" and r.exists(S.events_key("c"))
     assert q.publish("c", 1, 1, 2, b"z", 20, 100) == -1 and not r.exists(S.out_key("c"))
     queued = r.xlen(S.TASKS)
@@ -157,10 +161,12 @@ def test_the_embedded_server_has_a_memory_limit(private_redis) -> None:
 
 
 @pytest.fixture()
-def niah_ctx(cache_dir: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer,
-             stdlib_store: TokenStore) -> pipeline.Context:
-    spec = parse_spec({"kind": "niah", "lengths": [1500], "depths": [0.0, 0.5, 1.0], "num_samples": 12,
-                       "shard_size": 12})
+def niah_ctx(
+    cache_dir: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer, stdlib_store: TokenStore
+) -> pipeline.Context:
+    spec = parse_spec(
+        {"kind": "niah", "lengths": [1500], "depths": [0.0, 0.5, 1.0], "num_samples": 12, "shard_size": 12}
+    )
     assert isinstance(spec, NIAHSpec)
     return pipeline.Context(spec, tokenizer, stdlib_corpus, cache_dir, "niah-cancel", _store=stdlib_store)
 

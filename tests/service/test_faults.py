@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import redis
+
 from longweave.generators.records import from_ipc
 from longweave.service import keys as S
 from longweave.service.redis_server import EmbeddedRedis
@@ -34,13 +35,18 @@ GROUP = S.run_group("fault-test")
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_sigkill_workers_and_redis_lose_and_duplicate_nothing(service_env: dict, tmp_path: Path, cache_dir: Path,
-                                                             private_redis: EmbeddedRedis) -> None:
+def test_sigkill_workers_and_redis_lose_and_duplicate_nothing(
+    service_env: dict, tmp_path: Path, cache_dir: Path, private_redis: EmbeddedRedis
+) -> None:
     rng = random.Random(1234)
     server = private_redis
-    env = {**service_env, "REDIS_URL": server.url, "LONGWEAVE_HOME": str(tmp_path),
-           "LONGWEAVE_MAX_QUEUED_BATCHES": "4",
-           "LONGWEAVE_MAX_ATTEMPTS": "1000"}  # it kills workers mid-shard far more than max_attempts
+    env = {
+        **service_env,
+        "REDIS_URL": server.url,
+        "LONGWEAVE_HOME": str(tmp_path),
+        "LONGWEAVE_MAX_QUEUED_BATCHES": "4",
+        "LONGWEAVE_MAX_ATTEMPTS": "1000",
+    }  # it kills workers mid-shard far more than max_attempts
     api_proc, api = start_api(env, tmp_path / "api.log")
     procs = [start_worker(env, tmp_path / "workers.log") for _ in range(3)]
     c = client(api)

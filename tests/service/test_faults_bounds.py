@@ -14,12 +14,14 @@ Both need `mount -t tmpfs` (root); they are skipped where mounting is not permit
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from longweave.service.redis_server import EmbeddedRedis
 
 from .conftest import client, start_api, start_worker, stop
@@ -53,8 +55,9 @@ def _wait(pred, timeout: float, what: str):
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_redis_out_of_disk_keeps_workers_alive_and_shows_the_error(service_env: dict, tmp_path: Path,
-                                                                  tiny_disk: Path) -> None:
+def test_redis_out_of_disk_keeps_workers_alive_and_shows_the_error(
+    service_env: dict, tmp_path: Path, tiny_disk: Path
+) -> None:
     server = EmbeddedRedis(tiny_disk).start()
     env = {**service_env, "REDIS_URL": server.url, "LONGWEAVE_HOME": str(tmp_path / "home")}
     api_proc, api = start_api(env, tmp_path / "api.log")
@@ -64,8 +67,11 @@ def test_redis_out_of_disk_keeps_workers_alive_and_shows_the_error(service_env: 
     try:
         spec = {"kind": "cip", "seq_len": 512, "num_samples": 3000, "shard_size": 100, "name": "full-disk"}
         ds = c.post("/v1/datasets", json=spec).json()["id"]
-        _wait(lambda: "MISCONF" in log.read_text() or "refuses writes" in log.read_text(), 200,
-              "Redis refused a write (its AOF disk is full)")
+        _wait(
+            lambda: "MISCONF" in log.read_text() or "refuses writes" in log.read_text(),
+            200,
+            "Redis refused a write (its AOF disk is full)",
+        )
         for _ in range(5):  # the API reads on while Redis refuses writes
             resp = c.get(f"/v1/datasets/{ds}")
             # 200, or 503 naming the cause (valkey refuses even the health-check PING): never a 500.
@@ -73,8 +79,11 @@ def test_redis_out_of_disk_keeps_workers_alive_and_shows_the_error(service_env: 
             time.sleep(0.5)
         assert all(p.poll() is None for p in procs), log.read_text()[-3000:]
         subprocess.run(["mount", "-o", "remount,size=256m", str(tiny_disk)], check=True)
-        body = _wait(lambda: (b := c.get(f"/v1/datasets/{ds}").json()).get("errors") and b, 120,
-                     "the refused write shows on the dataset once Redis takes writes again")
+        body = _wait(
+            lambda: (b := c.get(f"/v1/datasets/{ds}").json()).get("errors") and b,
+            120,
+            "the refused write shows on the dataset once Redis takes writes again",
+        )
         assert any("redis refused a write" in e for e in body["errors"]), body["errors"]
         assert all(p.poll() is None for p in procs), log.read_text()[-3000:]
         assert "Traceback" not in log.read_text()
@@ -86,21 +95,29 @@ def test_redis_out_of_disk_keeps_workers_alive_and_shows_the_error(service_env: 
 
 
 @pytest.mark.timeout(180)
-def test_read_only_store_fails_the_dataset_naming_the_cause(service_env: dict, tmp_path: Path,
-                                                           private_redis: EmbeddedRedis) -> None:
+def test_read_only_store_fails_the_dataset_naming_the_cause(
+    service_env: dict, tmp_path: Path, private_redis: EmbeddedRedis
+) -> None:
     store = next(_gen := _mount(tmp_path / "store", "size=8m"))
     try:
         subprocess.run(["mount", "-o", "remount,ro", str(store)], check=True)
-        env = {**service_env, "REDIS_URL": private_redis.url, "LONGWEAVE_HOME": str(tmp_path / "home"),
-               "LONGWEAVE_STORE_URL": str(store)}
+        env = {
+            **service_env,
+            "REDIS_URL": private_redis.url,
+            "LONGWEAVE_HOME": str(tmp_path / "home"),
+            "LONGWEAVE_STORE_URL": str(store),
+        }
         api_proc, api = start_api(env, tmp_path / "api.log")
         worker = start_worker(env, tmp_path / "worker.log")
         c = client(api)
         try:
             spec = {"kind": "cip", "seq_len": 256, "num_samples": 64, "shard_size": 32, "name": "ro-store"}
             ds = c.post("/v1/datasets", json=spec).json()["id"]
-            body = _wait(lambda: (b := c.get(f"/v1/datasets/{ds}").json())["state"] in ("failed", "done") and b,
-                         120, "the dataset ends")
+            body = _wait(
+                lambda: (b := c.get(f"/v1/datasets/{ds}").json())["state"] in ("failed", "done") and b,
+                120,
+                "the dataset ends",
+            )
             assert body["state"] == "failed", body
             msg = " ".join(body["errors"])
             assert "Read-only file system" in msg and str(store) in msg, body["errors"]
@@ -115,10 +132,8 @@ def test_read_only_store_fails_the_dataset_naming_the_cause(service_env: dict, t
 def _children(pid: int) -> set[int]:
     out: set[int] = set()
     for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
+        with contextlib.suppress(OSError):
             out |= {int(c) for c in (task / "children").read_text().split()}
-        except OSError:
-            pass
     return out
 
 
@@ -138,9 +153,14 @@ def test_sigkilled_serve_leaves_no_workers(service_env: dict, tmp_path: Path, pr
 
     env = {**service_env, "REDIS_URL": private_redis.url, "LONGWEAVE_HOME": str(tmp_path / "home")}
     exe = Path(sys.executable).with_name("longweave")
-    proc = subprocess.Popen([str(exe), "serve", "--workers", "2", "--port", str(free_port())], env=env,
-                            stdout=(tmp_path / "serve.log").open("ab"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--workers", "2", "--port", str(free_port())],
+        env=env,
+        stdout=(tmp_path / "serve.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )
     try:
+
         def spawned() -> set[int]:
             found = set()
             for p in _children(proc.pid):
@@ -163,16 +183,24 @@ def test_sigkilled_serve_leaves_no_workers(service_env: dict, tmp_path: Path, pr
 
 @pytest.mark.timeout(300)
 def test_shard_over_worker_max_rss_fails_its_dataset_and_the_worker_lives_on(
-        service_env: dict, tmp_path: Path, private_redis: EmbeddedRedis) -> None:
-    env = {**service_env, "REDIS_URL": private_redis.url, "LONGWEAVE_HOME": str(tmp_path / "home"),
-           "LONGWEAVE_WORKER_MAX_RSS": "700mb"}
+    service_env: dict, tmp_path: Path, private_redis: EmbeddedRedis
+) -> None:
+    env = {
+        **service_env,
+        "REDIS_URL": private_redis.url,
+        "LONGWEAVE_HOME": str(tmp_path / "home"),
+        "LONGWEAVE_WORKER_MAX_RSS": "700mb",
+    }
     api_proc, api = start_api(env, tmp_path / "api.log")
     worker = start_worker(env, tmp_path / "worker.log")
     c = client(api)
 
     def ends(ds: str) -> dict:
-        return _wait(lambda: (b := c.get(f"/v1/datasets/{ds}").json())["state"] in ("failed", "done") and b,
-                     240, f"dataset {ds} ends")
+        return _wait(
+            lambda: (b := c.get(f"/v1/datasets/{ds}").json())["state"] in ("failed", "done") and b,
+            240,
+            f"dataset {ds} ends",
+        )
 
     small = {"kind": "cip", "seq_len": 256, "num_samples": 32, "shard_size": 32}
     try:
@@ -192,12 +220,19 @@ def test_shard_over_worker_max_rss_fails_its_dataset_and_the_worker_lives_on(
 
 @pytest.mark.timeout(300)
 def test_shard_that_kills_its_worker_max_attempts_times_fails_its_dataset(
-        service_env: dict, tmp_path: Path, private_redis: EmbeddedRedis) -> None:
+    service_env: dict, tmp_path: Path, private_redis: EmbeddedRedis
+) -> None:
     import redis
+
     from longweave.generators import streams as S
 
-    env = {**service_env, "REDIS_URL": private_redis.url, "LONGWEAVE_HOME": str(tmp_path / "home"),
-           "LONGWEAVE_MAX_ATTEMPTS": "2", "LONGWEAVE_MAX_QUEUED_BATCHES": "1"}
+    env = {
+        **service_env,
+        "REDIS_URL": private_redis.url,
+        "LONGWEAVE_HOME": str(tmp_path / "home"),
+        "LONGWEAVE_MAX_ATTEMPTS": "2",
+        "LONGWEAVE_MAX_QUEUED_BATCHES": "1",
+    }
     api_proc, api = start_api(env, tmp_path / "api.log")
     log = tmp_path / "worker.log"
     c = client(api)
@@ -213,13 +248,19 @@ def test_shard_that_kills_its_worker_max_attempts_times_fails_its_dataset(
         r.xreadgroup(group, "reader", {S.out_key(ds): ">"}, count=1, block=10)
         for kills in range(2):
             worker = start_worker(env, log)
-            _wait(lambda n=kills + 1: int(r.hget(S.meta_key(ds), "starts:0") or 0) == n, 120,
-                  f"start {kills + 1} of shard 0")
+            _wait(
+                lambda n=kills + 1: int(r.hget(S.meta_key(ds), "starts:0") or 0) == n,
+                120,
+                f"start {kills + 1} of shard 0",
+            )
             worker.kill()  # what the OOM killer does: SIGKILL mid-shard
             worker.wait()
         worker = start_worker(env, log)
-        body = _wait(lambda: (b := c.get(f"/v1/datasets/{ds}").json())["state"] in ("failed", "done") and b,
-                     120, "the dataset ends")
+        body = _wait(
+            lambda: (b := c.get(f"/v1/datasets/{ds}").json())["state"] in ("failed", "done") and b,
+            120,
+            "the dataset ends",
+        )
         assert body["state"] == "failed", body
         assert any("shard 0 killed its worker 2 times (last RSS" in e for e in body["errors"]), body["errors"]
         assert worker.poll() is None, log.read_text()[-3000:]

@@ -17,12 +17,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
 from longweave.generators.errors import ConfigError
 from longweave.generators.llm import LLMRequest, LLMResponse, LLMUnavailable, Sampling
 from longweave.generators.specs import LLMSpec
 from longweave.service.llm import CachedLLM, OpenAIBackend, VLLMEngine, build_llm
 from longweave.service.redis_server import EmbeddedRedis, free_port
-
 from tests.service.llm_server import (
     LLMTestServer,
     Reply,
@@ -85,7 +85,9 @@ def test_json_schema_is_sent_as_response_format(server: LLMTestServer) -> None:
         [resp] = llm.complete([LLMRequest.chat(None, "json please", json_schema=SCHEMA)])
     assert resp.ok and resp.json() == {"a": 1}
     assert server.requests[0]["response_format"] == {
-        "type": "json_schema", "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True}}
+        "type": "json_schema",
+        "json_schema": {"name": "answer", "schema": SCHEMA, "strict": True},
+    }
 
 
 # -- retries --------------------------------------------------------------------------------------
@@ -138,8 +140,9 @@ def test_malformed_json_forever_fails_after_retries(server: LLMTestServer) -> No
 
 
 def test_permanent_400_is_not_retried(server: LLMTestServer) -> None:
-    server.responder = lambda body: (Reply(status=400, error="prompt is 9000 tokens, the context is 8192")
-                                     if last_user(body) == "q1" else echo(body))
+    server.responder = lambda body: (
+        Reply(status=400, error="prompt is 9000 tokens, the context is 8192") if last_user(body) == "q1" else echo(body)
+    )
     with backend(server.url) as llm:
         out = llm.complete(prompts(3))
         m = llm.metrics()
@@ -165,8 +168,7 @@ def test_round_robin_spreads_over_two_servers() -> None:
     assert a.calls + b.calls == 40 and a.calls >= 10 and b.calls >= 10
 
 
-def test_a_dropped_connection_is_retried_at_once_without_marking_the_endpoint_down(
-        server: LLMTestServer) -> None:
+def test_a_dropped_connection_is_retried_at_once_without_marking_the_endpoint_down(server: LLMTestServer) -> None:
     """What a keep-alive connection closed by the server as the client reuses it looks like."""
     server.responder = per_prompt(Reply(drop=True), then=echo)
     with backend(server.url, max_retries=0) as llm:
@@ -225,6 +227,7 @@ def test_outage_of_the_only_server_is_a_pause() -> None:
     """The server dies mid-batch for ~3 s and comes back on the same port: every request succeeds,
     with max_retries=0, because waiting out an outage does not spend the retry budget."""
     with LLMTestServer(slow_echo(0.05)) as srv:
+
         def outage() -> None:
             while srv.calls < 20:
                 time.sleep(0.005)
@@ -341,9 +344,15 @@ class _Racing:
         self.calls += 1
         for req in requests:
             if self.winner is not None:
-                self.cache._redis.set(self.cache.key(req), f'{{"text": "{self.winner}", "finish_reason": "stop"}}', nx=True)
-        return [LLMResponse(text="mine", prompt_tokens=5, completion_tokens=1) if last_user_req(r) != "bad"
-                else LLMResponse(ok=False, error="HTTP 400") for r in requests]
+                self.cache._redis.set(
+                    self.cache.key(req), f'{{"text": "{self.winner}", "finish_reason": "stop"}}', nx=True
+                )
+        return [
+            LLMResponse(text="mine", prompt_tokens=5, completion_tokens=1)
+            if last_user_req(r) != "bad"
+            else LLMResponse(ok=False, error="HTTP 400")
+            for r in requests
+        ]
 
     async def acomplete(self, requests):
         return self.complete(requests)

@@ -21,10 +21,10 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 import redis
+
 from longweave.generators import streams as S
 from longweave.generators.records import from_ipc
 from longweave.service.redis_server import EmbeddedRedis
-
 from tests.scripted_models import docqa_responder, is_verify
 from tests.service.llm_server import LLMTestServer
 
@@ -32,10 +32,28 @@ from .conftest import client, start_api, start_worker, stop, wait_state
 
 
 def doc_qa(url: str, name: str, **kw: Any) -> dict[str, Any]:
-    llm = {"backend": "openai", "endpoints": [url], "model": "test-model", "concurrency": 16, "timeout_s": 10,
-           "max_retries": 1, **kw.pop("llm", {})}
-    return {"kind": "doc_qa", "name": name, "num_samples": 24, "shard_size": 8, "seq_len": 1024,
-            "chunk_tokens": 160, "max_answer_tokens": 64, "pairs_per_chunk": 2, "attempts": 2, "llm": llm, **kw}
+    llm = {
+        "backend": "openai",
+        "endpoints": [url],
+        "model": "test-model",
+        "concurrency": 16,
+        "timeout_s": 10,
+        "max_retries": 1,
+        **kw.pop("llm", {}),
+    }
+    return {
+        "kind": "doc_qa",
+        "name": name,
+        "num_samples": 24,
+        "shard_size": 8,
+        "seq_len": 1024,
+        "chunk_tokens": 160,
+        "max_answer_tokens": 64,
+        "pairs_per_chunk": 2,
+        "attempts": 2,
+        "llm": llm,
+        **kw,
+    }
 
 
 def stream_ids(r: redis.Redis, dataset: str) -> list[str]:
@@ -53,8 +71,9 @@ def model() -> Iterator[LLMTestServer]:
         yield srv
 
 
-def test_doc_qa_keeps_only_verified_samples_and_counts_rejections(api: str, workers: list, model: LLMTestServer,
-                                                                 redis_server: EmbeddedRedis, service_home: Path) -> None:
+def test_doc_qa_keeps_only_verified_samples_and_counts_rejections(
+    api: str, workers: list, model: LLMTestServer, redis_server: EmbeddedRedis, service_home: Path
+) -> None:
     c = client(api)
     resp = c.post("/v1/datasets", json=doc_qa(model.url, "dq-service"))
     assert resp.status_code == 201, resp.text

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 import redis
+
 from longweave.service import keys as S
 from longweave.service.queue import Queue
 
@@ -51,11 +52,11 @@ def test_backpressure_follows_the_slowest_group(q: Queue, ds: str, r: redis.Redi
         assert pub(q, ds, 0, seq, max_queued=2) == 1  # no group attached: never waits
     r.xgroup_create(out, "run:fast", id="0")
     r.xgroup_create(out, "run:slow", id="0")
-    assert pub(q, ds, 0, 3, max_queued=2) == -2     # both groups have 3 unread > 2: not published
+    assert pub(q, ds, 0, 3, max_queued=2) == -2  # both groups have 3 unread > 2: not published
     r.xreadgroup("run:fast", "c", {out: ">"})
-    assert pub(q, ds, 0, 3, max_queued=2) == -2     # the slow one still lags
+    assert pub(q, ds, 0, 3, max_queued=2) == -2  # the slow one still lags
     r.xreadgroup("run:slow", "c", {out: ">"}, count=2)
-    assert pub(q, ds, 0, 3, max_queued=2) == 1      # slowest lag is now 1
+    assert pub(q, ds, 0, 3, max_queued=2) == 1  # slowest lag is now 1
     assert r.xlen(out) == 4
 
 
@@ -63,17 +64,17 @@ def test_trim_waits_for_every_group_and_for_parquet(q: Queue, ds: str, r: redis.
     out = S.out_key(ds)
     for seq in range(4):
         pub(q, ds, 0, seq)
-    assert q.trim(ds) == 0 and r.xlen(out) == 4            # no group: nothing is consumed, nothing goes
+    assert q.trim(ds) == 0 and r.xlen(out) == 4  # no group: nothing is consumed, nothing goes
     r.xgroup_create(out, "run:a", id="0")
     r.xgroup_create(out, "run:b", id="0")
     for group in ("run:a", "run:b"):
         ids = [e for e, _ in r.xreadgroup(group, "c", {out: ">"})[0][1]]
         r.xack(out, group, *ids)
-    assert q.trim(ds) == 0                                  # all acknowledged, but shard 0 is not in Parquet
+    assert q.trim(ds) == 0  # all acknowledged, but shard 0 is not in Parquet
     q.finish_shard(ds, 0, 4)
-    pub(q, ds, 1, 0, b"y")                                  # shard 1 open: its entry must stay
+    pub(q, ds, 1, 0, b"y")  # shard 1 open: its entry must stay
     assert q.trim(ds) == 4 and r.xlen(out) == 1
-    r.xreadgroup("run:a", "c", {out: ">"})                  # read, not acknowledged by a; b has not read
+    r.xreadgroup("run:a", "c", {out: ">"})  # read, not acknowledged by a; b has not read
     assert q.trim(ds) == 0 and r.xlen(out) == 1
 
 
@@ -82,7 +83,7 @@ def test_finishing_the_last_shard_queues_one_final_task(q: Queue, ds: str, r: re
         return sum(1 for _, f in r.xrange(S.TASKS) if f[b"dataset"] == ds.encode() and f[b"shard"] == b"final")
 
     assert q.finish_shard(ds, 0, 10) and finals() == 0
-    assert not q.finish_shard(ds, 0, 10)                   # a re-run counts nothing twice
+    assert not q.finish_shard(ds, 0, 10)  # a re-run counts nothing twice
     assert q.finish_shard(ds, 1, 10) and finals() == 1
     assert not q.finish_shard(ds, 1, 10) and finals() == 1
     assert r.hget(S.meta_key(ds), "samples_done") is None  # counted per published batch (SETTLE), not here
@@ -107,8 +108,9 @@ def test_a_dead_workers_task_is_reclaimed_and_a_live_ones_is_not(private_redis) 
     assert dead.r.xlen(S.TASKS) == 0  # acknowledged tasks are deleted
 
 
-def test_a_blocked_consumer_gets_batches_published_through_the_stage_key(q: Queue, ds: str, r: redis.Redis,
-                                                                          redis_server) -> None:
+def test_a_blocked_consumer_gets_batches_published_through_the_stage_key(
+    q: Queue, ds: str, r: redis.Redis, redis_server
+) -> None:
     # GATE renames the stream for the instant of the transaction: a trainer blocked in
     # XREADGROUP must still be served, and nothing of the transaction may stay behind.
     import threading
@@ -162,8 +164,27 @@ def test_a_transaction_cut_after_its_xadd_is_settled_by_the_next_one(q: Queue, d
     # would be left under the stage key; the next GATE puts it back and records the batch.
     assert pub(q, ds, 0, 0, b"a") == 1
     pipe = r.pipeline(transaction=True)
-    pipe.evalsha(q._gate.sha, 8, S.meta_key(ds), S.out_key(ds), S.published_key(ds), S.open_key(ds),
-                 S.stage_key(ds), S.gate_key(ds), S.events_key(ds), S.stats_key(ds), 0, 1, 5, 50, 1, 100, 600_000, 1000, 1.0)
+    pipe.evalsha(
+        q._gate.sha,
+        8,
+        S.meta_key(ds),
+        S.out_key(ds),
+        S.published_key(ds),
+        S.open_key(ds),
+        S.stage_key(ds),
+        S.gate_key(ds),
+        S.events_key(ds),
+        S.stats_key(ds),
+        0,
+        1,
+        5,
+        50,
+        1,
+        100,
+        600_000,
+        1000,
+        1.0,
+    )
     pipe.execute_command("XADD", S.stage_key(ds), "NOMKSTREAM", "*", "shard", 0, "seq", 1, "n", 5, "data", b"b")
     assert pipe.execute()[0] == 1
     assert not r.exists(S.out_key(ds)) and r.exists(S.stage_key(ds))
@@ -182,8 +203,14 @@ def test_tasks_finish_decided_are_queued_by_the_rerun_after_a_crash(q: Queue, r:
     def tasks() -> list[tuple[bytes, bytes]]:
         return [(f[b"dataset"], f[b"shard"]) for _, f in r.xrange(S.TASKS) if f[b"dataset"] == name.encode()]
 
-    keys = [S.meta_key(name), S.shards_key(name), S.open_key(name), S.events_key(name), S.stats_key(name),
-            S.queuing_key(name)]
+    keys = [
+        S.meta_key(name),
+        S.shards_key(name),
+        S.open_key(name),
+        S.events_key(name),
+        S.stats_key(name),
+        S.queuing_key(name),
+    ]
     # The crash: the script ran, the worker died before its XADD.
     res = q._finish(keys=keys, args=[0, 10, 1.0, 100, "{}"])
     assert [int(res[0]), *res[1:]] == [1, b"2"]

@@ -36,7 +36,6 @@ import hypothesis.strategies as st
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from longweave.service.redis_server import EmbeddedRedis
 from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.config import SchemathesisConfig
 from schemathesis.config._checks import POSITIVE_DATA_ACCEPTANCE_EXPECTED_STATUSES
@@ -45,6 +44,8 @@ from schemathesis.generation import GenerationMode
 from schemathesis.generation.drivers import CoverageGenerator
 from schemathesis.generation.feedback import FeedbackSources
 from schemathesis.generation.overrides import Override
+
+from longweave.service.redis_server import EmbeddedRedis
 
 from .conftest import KEYS, start_api, stop
 
@@ -70,22 +71,38 @@ ALL_CHECKS = CHECKS.get_all()
 # limits (max_samples, max_shards, the tenant's bytes budget). Its other statuses stay as they are.
 # The event stream of a dataset the fuzzer created is read up to its first event (its `queued`
 # state), not until it goes silent: the events that follow need workers, and there are none.
-CONFIG = SchemathesisConfig.from_dict({"operations": [{
-    "include-method": "POST", "include-path": "/v1/datasets",
-    "checks": {"positive_data_acceptance": {"expected-statuses": [
-        *POSITIVE_DATA_ACCEPTANCE_EXPECTED_STATUSES, "422"]}}},
-    {"include-path": SSE, "max-stream-events": 1}]})
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "operations": [
+            {
+                "include-method": "POST",
+                "include-path": "/v1/datasets",
+                "checks": {
+                    "positive_data_acceptance": {
+                        "expected-statuses": [*POSITIVE_DATA_ACCEPTANCE_EXPECTED_STATUSES, "422"]
+                    }
+                },
+            },
+            {"include-path": SSE, "max-stream-events": 1},
+        ]
+    }
+)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_every_response_conforms_to_the_schema(service_env: dict, tmp_path: Path,
-                                                private_redis: EmbeddedRedis) -> None:
+def test_every_response_conforms_to_the_schema(service_env: dict, tmp_path: Path, private_redis: EmbeddedRedis) -> None:
     server = private_redis
-    env = {**service_env, "REDIS_URL": server.url, "LONGWEAVE_HOME": str(tmp_path),
-           "LONGWEAVE_REQUESTS_PER_SECOND": "100000", "LONGWEAVE_REQUEST_BURST": "100000",
-           "LONGWEAVE_MAX_DATASETS_IN_FLIGHT": "100000", "LONGWEAVE_MAX_SAMPLES_IN_FLIGHT": "1000000000",
-           "LONGWEAVE_MAX_BYTES_IN_FLIGHT": str(1 << 50)}
+    env = {
+        **service_env,
+        "REDIS_URL": server.url,
+        "LONGWEAVE_HOME": str(tmp_path),
+        "LONGWEAVE_REQUESTS_PER_SECOND": "100000",
+        "LONGWEAVE_REQUEST_BURST": "100000",
+        "LONGWEAVE_MAX_DATASETS_IN_FLIGHT": "100000",
+        "LONGWEAVE_MAX_SAMPLES_IN_FLIGHT": "1000000000",
+        "LONGWEAVE_MAX_BYTES_IN_FLIGHT": str(1 << 50),
+    }
     proc, api = start_api(env, tmp_path / "api.log")
     try:
         schema = schemathesis.openapi.from_url(f"{api}/openapi.json", config=CONFIG)
@@ -99,8 +116,13 @@ def test_every_response_conforms_to_the_schema(service_env: dict, tmp_path: Path
             strategy = st.one_of(op.as_strategy(GenerationMode.POSITIVE), op.as_strategy(GenerationMode.NEGATIVE))
 
             @given(case=strategy)
-            @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=DERANDOMIZE,
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                database=None,
+                derandomize=DERANDOMIZE,
+                suppress_health_check=list(HealthCheck),
+            )
             def call(case: schemathesis.Case) -> None:
                 nonlocal cases, checks
                 # An event stream never ends: schemathesis reads it up to one event (CONFIG) or until
@@ -122,21 +144,30 @@ def test_every_response_conforms_to_the_schema(service_env: dict, tmp_path: Path
                     for failure in group.exceptions:
                         key = (case.operation.label, type(failure).__name__, response.status_code)
                         failures[key] += 1
-                        first.setdefault(key, f"[{case.meta.phase.name.value} {case.meta.generation.mode.value}: "
-                                              f"{case.meta.phase.data.description}] {case.as_curl_command(headers=headers)}"
-                                              f"\n    {failure}"[:1500])
+                        first.setdefault(
+                            key,
+                            f"[{case.meta.phase.name.value} {case.meta.generation.mode.value}: "
+                            f"{case.meta.phase.data.description}] {case.as_curl_command(headers=headers)}"
+                            f"\n    {failure}"[:1500],
+                        )
 
             call()
             if COVERAGE:
                 generator = CoverageGenerator(
-                    operation=op, generation_modes=list(GenerationMode),
+                    operation=op,
+                    generation_modes=list(GenerationMode),
                     generation_config=schema.config.generation_for(operation=op, phase="coverage"),
-                    auth_storage=None, override=Override(), feedback=FeedbackSources())
+                    auth_storage=None,
+                    override=Override(),
+                    feedback=FeedbackSources(),
+                )
                 for case in itertools.islice(generator, COVERAGE_CASES):
                     call.hypothesis.inner_test(case=case)
             print(f"{op.label}: {cases - n0} cases in {time.monotonic() - t0:.1f} s")
-        report = "\n".join(f"{n} x {label} {kind} (HTTP {code}): {first[label, kind, code]}"
-                           for (label, kind, code), n in failures.most_common())
+        report = "\n".join(
+            f"{n} x {label} {kind} (HTTP {code}): {first[label, kind, code]}"
+            for (label, kind, code), n in failures.most_common()
+        )
         assert not failures, report
         assert cases >= MIN_CASES, cases
         print(f"schemathesis: {cases} cases, {checks} checks, no failure")

@@ -16,36 +16,57 @@ def fields(resp: httpx.Response) -> list[str]:
     return [d["field"] for d in resp.json()["detail"]]
 
 
-@pytest.mark.parametrize(("body", "status", "field"), [
-    ({**BASE, "colour": "red"}, 422, "colour"),                      # unknown field
-    ({**BASE, "seq_len": "long"}, 422, "seq_len"),                    # wrong type
-    ({**BASE, "num_samples": -5}, 422, "num_samples"),                # negative
-    ({**BASE, "num_samples": 10**12}, 422, "num_samples"),            # huge (model limit)
-    ({**BASE, "num_samples": 200_000}, 422, "num_samples"),           # over this server's limit
-    ({**BASE, "num_samples": 5000, "shard_size": 1}, 422, "shard_size"),  # too many shards (limit 1000)
-    ({**BASE, "shard_size": 0}, 422, "shard_size"),
-    ({**BASE, "seed": -1}, 422, "seed"),
-    ({**BASE, "seq_len": 2**40}, 422, "seq_len"),
-    ({**BASE, "kind": "poem"}, 422, "kind"),
-    ({k: v for k, v in BASE.items() if k != "kind"}, 422, "kind"),
-    ({**BASE, "tokenizer": "/nonexistent/tokenizer"}, 422, "tokenizer"),  # unknown tokenizer
-    ({**BASE, "corpus": "/nonexistent/corpus.jsonl"}, 422, "corpus"),
-    ({**BASE, "corpus": "/**/*.py"}, 422, "corpus"),                     # outside the data roots
-    ({**BASE, "tokenizer": "/etc"}, 422, "tokenizer"),
-    ({**BASE, "corpus": "~nosuchuser/x"}, 422, "corpus"),               # found by schemathesis: was a 500
-    ({**BASE, "tokenizer": "a\x00b"}, 422, "tokenizer"),
-    ({**BASE, "name": "../../etc"}, 422, "name"),
-    ({**BASE, "docs_per_seq": 200, "seq_len": 256}, 422, "seq_len"),  # cross-field: named by the check
-    ({"kind": "doc_qa", "num_samples": 4}, 422, "llm"),                    # doc_qa without a model
-    ({"kind": "synl", "llm": {"backend": "openai", "model": "m"}}, 422, "llm.endpoints"),
-    ({"kind": "synl", "llm": {"steps": ["phrasing"]}}, 422, "llm.steps"),
-    ({"kind": "synl", "llm": {"backend": "openai", "endpoints": ["http://h:1/v1"]}}, 422, "llm.model"),
-    ({"kind": "synl", "llm": {"backend": "openai", "endpoints": ["file:///etc"], "model": "m"}}, 422, "llm.endpoints"),
-    ({"kind": "synl", "llm": {"backend": "openai", "endpoints": ["http://h:1/v1"], "model": "m",
-                              "engine_args": {"max_model_len": 8}}}, 422, "llm.engine_args"),  # vllm only
-    ({"kind": "synl", "llm": {"backend": "vllm", "model": "/m", "engine_args": {"model": "/other"}}}, 422,
-     "llm.engine_args"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({**BASE, "colour": "red"}, 422, "colour"),  # unknown field
+        ({**BASE, "seq_len": "long"}, 422, "seq_len"),  # wrong type
+        ({**BASE, "num_samples": -5}, 422, "num_samples"),  # negative
+        ({**BASE, "num_samples": 10**12}, 422, "num_samples"),  # huge (model limit)
+        ({**BASE, "num_samples": 200_000}, 422, "num_samples"),  # over this server's limit
+        ({**BASE, "num_samples": 5000, "shard_size": 1}, 422, "shard_size"),  # too many shards (limit 1000)
+        ({**BASE, "shard_size": 0}, 422, "shard_size"),
+        ({**BASE, "seed": -1}, 422, "seed"),
+        ({**BASE, "seq_len": 2**40}, 422, "seq_len"),
+        ({**BASE, "kind": "poem"}, 422, "kind"),
+        ({k: v for k, v in BASE.items() if k != "kind"}, 422, "kind"),
+        ({**BASE, "tokenizer": "/nonexistent/tokenizer"}, 422, "tokenizer"),  # unknown tokenizer
+        ({**BASE, "corpus": "/nonexistent/corpus.jsonl"}, 422, "corpus"),
+        ({**BASE, "corpus": "/**/*.py"}, 422, "corpus"),  # outside the data roots
+        ({**BASE, "tokenizer": "/etc"}, 422, "tokenizer"),
+        ({**BASE, "corpus": "~nosuchuser/x"}, 422, "corpus"),  # found by schemathesis: was a 500
+        ({**BASE, "tokenizer": "a\x00b"}, 422, "tokenizer"),
+        ({**BASE, "name": "../../etc"}, 422, "name"),
+        ({**BASE, "docs_per_seq": 200, "seq_len": 256}, 422, "seq_len"),  # cross-field: named by the check
+        ({"kind": "doc_qa", "num_samples": 4}, 422, "llm"),  # doc_qa without a model
+        ({"kind": "synl", "llm": {"backend": "openai", "model": "m"}}, 422, "llm.endpoints"),
+        ({"kind": "synl", "llm": {"steps": ["phrasing"]}}, 422, "llm.steps"),
+        ({"kind": "synl", "llm": {"backend": "openai", "endpoints": ["http://h:1/v1"]}}, 422, "llm.model"),
+        (
+            {"kind": "synl", "llm": {"backend": "openai", "endpoints": ["file:///etc"], "model": "m"}},
+            422,
+            "llm.endpoints",
+        ),
+        (
+            {
+                "kind": "synl",
+                "llm": {
+                    "backend": "openai",
+                    "endpoints": ["http://h:1/v1"],
+                    "model": "m",
+                    "engine_args": {"max_model_len": 8},
+                },
+            },
+            422,
+            "llm.engine_args",
+        ),  # vllm only
+        (
+            {"kind": "synl", "llm": {"backend": "vllm", "model": "/m", "engine_args": {"model": "/other"}}},
+            422,
+            "llm.engine_args",
+        ),
+    ],
+)
 def test_bad_specs_name_the_field(api: str, body: dict, status: int, field: str) -> None:
     c = client(api)
     resp = c.post("/v1/datasets", json=body)
@@ -80,9 +101,15 @@ def test_chunked_body_over_the_limit_is_413(api: str) -> None:
     assert resp.status_code == 413 and fields(resp) == ["body"]
 
 
-@pytest.mark.parametrize(("params", "field"), [
-    ({"offset": -1}, "offset"), ({"limit": 0}, "limit"), ({"limit": "many"}, "limit"), ({"limit": 10**6}, "limit"),
-])
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"offset": -1}, "offset"),
+        ({"limit": 0}, "limit"),
+        ({"limit": "many"}, "limit"),
+        ({"limit": 10**6}, "limit"),
+    ],
+)
 def test_bad_query_parameters_name_the_field(api: str, params: dict, field: str) -> None:
     c = client(api)
     resp = c.get("/v1/datasets", params=params)
@@ -112,8 +139,12 @@ def test_cross_field_errors_name_the_field_and_the_fix(api: str) -> None:
 
     from tests.service.conftest import KEYS
 
-    resp = httpx.post(f"{api}/v1/datasets", headers={"Authorization": f"Bearer {KEYS['alice']}"},
-                      json={"kind": "cip", "seq_len": 17, "docs_per_seq": 8, "chunks_per_doc": 2}, timeout=30)
+    resp = httpx.post(
+        f"{api}/v1/datasets",
+        headers={"Authorization": f"Bearer {KEYS['alice']}"},
+        json={"kind": "cip", "seq_len": 17, "docs_per_seq": 8, "chunks_per_doc": 2},
+        timeout=30,
+    )
     assert resp.status_code == 422
     (item,) = resp.json()["detail"]
     assert item["field"] == "seq_len" and "raise seq_len" in item["fix"], item
@@ -170,5 +201,7 @@ def test_405_allows_every_method_of_the_path(api: str) -> None:
 def test_an_optional_header_is_a_string_not_null(api: str) -> None:
     # `str | None` was served as anyOf [string, null]: a client sent the text "null" and got a 422.
     spec = httpx.get(f"{api}/openapi.json").json()
-    (header,) = [p for p in spec["paths"]["/v1/datasets/{dataset_id}/events"]["get"]["parameters"] if p["in"] == "header"]
+    (header,) = [
+        p for p in spec["paths"]["/v1/datasets/{dataset_id}/events"]["get"]["parameters"] if p["in"] == "header"
+    ]
     assert header["schema"]["type"] == "string" and "anyOf" not in header["schema"]

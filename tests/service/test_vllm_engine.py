@@ -26,7 +26,7 @@ from tests.vllm_server import VLLM_PYTHON, build_tiny_llm, vllm_env, vllm_instal
 
 REPO = Path(__file__).resolve().parents[2]
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import asyncio, json, sys
     from transformers import AutoTokenizer
     from longweave.generators.errors import ConfigError
@@ -65,7 +65,7 @@ SCRIPT = textwrap.dedent('''
     print("RESULT " + json.dumps({"first": dump(first), "again": dump(again), "expected_prompt": expected_prompt,
                                   "shaped": dump(shaped), "via_loop": dump(via_loop), "refused": refused,
                                   "max_model_len": max_model_len}))
-''')
+""")
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +82,14 @@ def engine_run(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> dic
     (path / "engine_under_test.py").symlink_to(REPO / "service" / "llm" / "engine.py")
     # A 1 GiB KV cache: vLLM otherwise sizes it against a NUMA node (about 8 GB here).
     env = vllm_env({"PYTHONPATH": str(path), "VLLM_CPU_KVCACHE_SPACE": "1"})
-    p = subprocess.run([str(VLLM_PYTHON), "-c", SCRIPT, str(model_dir)], capture_output=True, text=True,
-                       env=env, timeout=420, check=False)
+    p = subprocess.run(
+        [str(VLLM_PYTHON), "-c", SCRIPT, str(model_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=420,
+        check=False,
+    )
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
     assert p.returncode == 0 and lines, f"the engine script failed (rc {p.returncode}):\n{p.stderr[-4000:]}"
     return json.loads(lines[-1].removeprefix("RESULT "))

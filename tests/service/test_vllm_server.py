@@ -28,21 +28,35 @@ SCHEMA = {
 
 
 def conforms(obj: object) -> bool:
-    return (isinstance(obj, dict) and set(obj) == set(SCHEMA["required"])
-            and obj["color"] in ("red", "green", "blue") and isinstance(obj["ok"], bool)
-            and type(obj["n"]) is int and 0 <= obj["n"] <= 99
-            and isinstance(obj["word"], str) and re.fullmatch(r"[a-z ]{1,12}", obj["word"]) is not None)
+    return (
+        isinstance(obj, dict)
+        and set(obj) == set(SCHEMA["required"])
+        and obj["color"] in ("red", "green", "blue")
+        and isinstance(obj["ok"], bool)
+        and type(obj["n"]) is int
+        and 0 <= obj["n"] <= 99
+        and isinstance(obj["word"], str)
+        and re.fullmatch(r"[a-z ]{1,12}", obj["word"]) is not None
+    )
 
 
 def test_guided_json_via_response_format(vllm_url: dict) -> None:
     with httpx.Client(base_url=vllm_url["url"], timeout=60) as client:
         for seed in range(8):
-            r = client.post("/chat/completions", json={
-                "model": vllm_url["model"], "seed": seed, "temperature": 0.7, "max_tokens": 64,
-                "messages": [{"role": "user", "content": "Describe a thing as JSON."}],
-                "response_format": {"type": "json_schema",
-                                    "json_schema": {"name": "x", "schema": SCHEMA, "strict": True}},
-            })
+            r = client.post(
+                "/chat/completions",
+                json={
+                    "model": vllm_url["model"],
+                    "seed": seed,
+                    "temperature": 0.7,
+                    "max_tokens": 64,
+                    "messages": [{"role": "user", "content": "Describe a thing as JSON."}],
+                    "response_format": {
+                        "type": "json_schema",
+                        "json_schema": {"name": "x", "schema": SCHEMA, "strict": True},
+                    },
+                },
+            )
             assert r.status_code == 200, r.text
             body = r.json()
             text = body["choices"][0]["message"]["content"]

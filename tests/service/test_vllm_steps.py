@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from longweave.generators.pipeline import generate_records, prepare
+
 from longweave.generators.kinds import parse_spec
+from longweave.generators.pipeline import generate_records, prepare
 from longweave.generators.tokenizer import Tokenizer
 from longweave.service.llm import OpenAIBackend
-
 from tests.generators.test_synl_llm import check, run
 
 pytestmark = pytest.mark.timeout(900)
@@ -25,8 +25,9 @@ pytestmark = pytest.mark.timeout(900)
 
 @pytest.fixture(scope="module")
 def backend(vllm_url: dict) -> Iterator[OpenAIBackend]:
-    llm = OpenAIBackend([vllm_url["url"]], vllm_url["model"], concurrency=16, timeout_s=300, max_retries=1,
-                        deadline_s=300)
+    llm = OpenAIBackend(
+        [vllm_url["url"]], vllm_url["model"], concurrency=16, timeout_s=300, max_retries=1, deadline_s=300
+    )
     yield llm
     llm.close()
 
@@ -39,12 +40,21 @@ def failed(stats: dict[str, int], step: str) -> int:
     return stats.get(f"rejected.{step}:failed", 0)
 
 
-def test_synl_themes_phrasing_and_reasoning(vllm_url: dict, backend: OpenAIBackend, tokenizer: Tokenizer,
-                                            cache_dir: Path) -> None:
-    spec = parse_spec({
-        "kind": "synl", "tokenizer": str(tokenizer.path), "seq_len": 1024, "num_samples": 6, "shard_size": 6,
-        "families": ["reasoning", "retrieval", "aggregation"], "max_tables": 2,
-        "llm": llm_section(vllm_url, steps=["themes", "phrasing", "reasoning"], num_themes=2, max_tokens=384)})
+def test_synl_themes_phrasing_and_reasoning(
+    vllm_url: dict, backend: OpenAIBackend, tokenizer: Tokenizer, cache_dir: Path
+) -> None:
+    spec = parse_spec(
+        {
+            "kind": "synl",
+            "tokenizer": str(tokenizer.path),
+            "seq_len": 1024,
+            "num_samples": 6,
+            "shard_size": 6,
+            "families": ["reasoning", "retrieval", "aggregation"],
+            "max_tables": 2,
+            "llm": llm_section(vllm_url, steps=["themes", "phrasing", "reasoning"], num_themes=2, max_tokens=384),
+        }
+    )
     records, ctx = run(tokenizer, cache_dir, spec, backend)  # type: ignore[arg-type]
     stats = ctx.llm_stats.flat()
     assert stats["requests.themes"] >= 2 and stats["requests.phrasing"] >= 6 and stats["requests.reasoning"] >= 1
@@ -58,8 +68,18 @@ def test_synl_themes_phrasing_and_reasoning(vllm_url: dict, backend: OpenAIBacke
 
 
 def test_doc_qa(vllm_url: dict, backend: OpenAIBackend, cache_dir: Path, stdlib_store: object) -> None:
-    spec = parse_spec({"kind": "doc_qa", "num_samples": 4, "shard_size": 4, "seq_len": 2048, "chunk_tokens": 160,
-                       "pairs_per_chunk": 2, "attempts": 2, "llm": llm_section(vllm_url, max_tokens=1024)})
+    spec = parse_spec(
+        {
+            "kind": "doc_qa",
+            "num_samples": 4,
+            "shard_size": 4,
+            "seq_len": 2048,
+            "chunk_tokens": 160,
+            "pairs_per_chunk": 2,
+            "attempts": 2,
+            "llm": llm_section(vllm_url, max_tokens=1024),
+        }
+    )
     ctx = prepare(spec, cache_dir, llm=backend)
     records = generate_records(ctx, 0)
     stats = ctx.llm_stats.flat()

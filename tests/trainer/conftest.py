@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from longweave.generators import records
 from longweave.generators.tokenizer import Tokenizer
 from longweave.service.redis_server import EmbeddedRedis  # tests may use the service's pieces
@@ -22,8 +23,17 @@ from longweave.service.redis_server import EmbeddedRedis  # tests may use the se
 torch.set_num_threads(1)
 
 
-def make_records(tokenizer: Tokenizer, dataset: str, n: int, *, seed: int = 0, min_len: int = 20,
-                 max_len: int = 200, sft_every: int = 0, per_shard: int = 1000) -> list[records.Record]:
+def make_records(
+    tokenizer: Tokenizer,
+    dataset: str,
+    n: int,
+    *,
+    seed: int = 0,
+    min_len: int = 20,
+    max_len: int = 200,
+    sft_every: int = 0,
+    per_shard: int = 1000,
+) -> list[records.Record]:
     """`n` documents of real text, lengths uniform in [min_len, max_len]."""
     stdlib = Path(os.__file__).parent
     text = "".join(p.read_text(errors="ignore") for p in sorted(stdlib.glob("[a-c]*.py"))[:12])
@@ -33,14 +43,24 @@ def make_records(tokenizer: Tokenizer, dataset: str, n: int, *, seed: int = 0, m
     for i in range(n):
         length = int(rng.integers(min_len, max_len + 1))
         start = int(rng.integers(0, len(ids) - length))
-        body = np.concatenate([[tokenizer.bos_id], ids[start:start + length - 2], [tokenizer.eos_id]]).astype(np.int32)
+        body = np.concatenate([[tokenizer.bos_id], ids[start : start + length - 2], [tokenizer.eos_id]]).astype(
+            np.int32
+        )
         mask = None
         if sft_every and i % sft_every == 0:
             mask = np.zeros(len(body), bool)
-            mask[len(body) // 2:] = True
+            mask[len(body) // 2 :] = True
         segs = list(range(0, len(body), 16))
-        out.append(records.Record(id=records.record_id(dataset, i // per_shard, i % per_shard), kind="cip",
-                                  input_ids=body, loss_mask=mask, segments=segs, meta={}))
+        out.append(
+            records.Record(
+                id=records.record_id(dataset, i // per_shard, i % per_shard),
+                kind="cip",
+                input_ids=body,
+                loss_mask=mask,
+                segments=segs,
+                meta={},
+            )
+        )
     return out
 
 
@@ -49,10 +69,11 @@ def write_dataset(tokenizer: Tokenizer, out: Path, n: int, *, shards: int = 2, n
     per = -(-n // shards)
     recs = make_records(tokenizer, name, n, per_shard=per, **kw)
     for s in range(shards):
-        records.write_parquet(records.to_table(recs[s * per:(s + 1) * per]), out / "data" / records.shard_name(s))
+        records.write_parquet(records.to_table(recs[s * per : (s + 1) * per]), out / "data" / records.shard_name(s))
     shutil.copytree(tokenizer.path, out / "tokenizer", dirs_exist_ok=True)
-    (out / "dataset.json").write_text(json.dumps({"tokenizer": {"name": tokenizer.name, "sha256": tokenizer.sha256},
-                                                  "samples": n}))
+    (out / "dataset.json").write_text(
+        json.dumps({"tokenizer": {"name": tokenizer.name, "sha256": tokenizer.sha256}, "samples": n})
+    )
     return out
 
 

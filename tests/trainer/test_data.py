@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
+
 from longweave.generators.errors import ConfigError
 from longweave.trainer.data import MixtureSource, ParquetSource
 
@@ -50,8 +51,9 @@ def test_mixture_follows_weights_and_resumes(tokenizer, dataset_dir, tmp_path):
     other = write_dataset(tokenizer, tmp_path / "replay", 240, name="replay", seed=9)
 
     def mix():
-        return MixtureSource([ParquetSource([str(dataset_dir)], seed=0), ParquetSource([str(other)], seed=0)],
-                             [0.8, 0.2], seed=4)
+        return MixtureSource(
+            [ParquetSource([str(dataset_dir)], seed=0), ParquetSource([str(other)], seed=0)], [0.8, 0.2], seed=4
+        )
 
     first = ids(mix(), 200)
     share = sum(i.startswith("ds/") for i in first) / 200
@@ -68,6 +70,7 @@ def test_mixture_follows_weights_and_resumes(tokenizer, dataset_dir, tmp_path):
 def test_rows_are_read_from_memory_mapped_copies(dataset_dir, tmp_path):
     import numpy as np
     import pyarrow as pa
+
     from longweave.generators import records
     from longweave.trainer.data import samples_from_table
 

@@ -19,19 +19,28 @@ from pathlib import Path
 
 import pytest
 import torch
-from longweave.trainer import config
 from safetensors.torch import load_file
+
+from longweave.trainer import config
 
 REPO = Path(__file__).resolve().parents[2]
 TOL = 1e-4
 
 
 def recipe(tmp: Path, dataset: Path, name: str, accumulation: int, distributed: str = "auto") -> Path:
-    data = {"run_dir": str(tmp / name), "steps": 6, "micro_batch": 2, "accumulation": accumulation,
-            "distributed": distributed,
-            "checkpoint_every": 3, "threads": 1, "progress": False, "seed": 5,
-            "data": {"seq_len": 256, "sources": [{"kind": "parquet", "path": [str(dataset)]}]},
-            "optim": {"lr": 3e-3, "warmup_steps": 1}}
+    data = {
+        "run_dir": str(tmp / name),
+        "steps": 6,
+        "micro_batch": 2,
+        "accumulation": accumulation,
+        "distributed": distributed,
+        "checkpoint_every": 3,
+        "threads": 1,
+        "progress": False,
+        "seed": 5,
+        "data": {"seq_len": 256, "sources": [{"kind": "parquet", "path": [str(dataset)]}]},
+        "optim": {"lr": 3e-3, "warmup_steps": 1},
+    }
     config.validate(data)
     p = tmp / f"{name}.json"
     p.write_text(json.dumps(data))
@@ -41,9 +50,14 @@ def recipe(tmp: Path, dataset: Path, name: str, accumulation: int, distributed: 
 @pytest.mark.slow
 def test_two_gloo_processes_match_one_with_double_accumulation(dataset_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "longweave.trainer.train", "--recipe",
-                          str(recipe(tmp_path, dataset_dir, "one", 2))], cwd=REPO, env=env, capture_output=True,
-                         timeout=300, check=False)
+    one = subprocess.run(
+        [sys.executable, "-m", "longweave.trainer.train", "--recipe", str(recipe(tmp_path, dataset_dir, "one", 2))],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
     assert one.returncode == 0, one.stderr.decode()[-3000:]
     a = load_file(str(tmp_path / "one" / "final" / "model.safetensors"))
     from longweave.trainer import model as model_mod
@@ -55,17 +69,34 @@ def test_two_gloo_processes_match_one_with_double_accumulation(dataset_dir, tmp_
     ids_one = sorted((tmp_path / "one" / "samples-rank0.log").read_text().split())
     l1 = [json.loads(x)["loss"] for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     for mode in ("ddp", "fsdp"):
-        two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-                              "-m", "longweave.trainer.train", "--recipe",
-                              str(recipe(tmp_path, dataset_dir, mode, 1, mode))],
-                             cwd=REPO, env=env, capture_output=True, timeout=300, check=False)
+        two = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc-per-node",
+                "2",
+                "--standalone",
+                "-m",
+                "longweave.trainer.train",
+                "--recipe",
+                str(recipe(tmp_path, dataset_dir, mode, 1, mode)),
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
         assert two.returncode == 0, two.stderr.decode()[-3000:]
         b = load_file(str(tmp_path / mode / "final" / "model.safetensors"))
         worst = max((a[k] - b[k]).abs().max().item() for k in a)
         assert worst < TOL, (mode, worst)
         # Each rank trained its own samples; together they are the single process's samples.
-        ids_two = sorted((tmp_path / mode / "samples-rank0.log").read_text().split()
-                         + (tmp_path / mode / "samples-rank1.log").read_text().split())
+        ids_two = sorted(
+            (tmp_path / mode / "samples-rank0.log").read_text().split()
+            + (tmp_path / mode / "samples-rank1.log").read_text().split()
+        )
         assert ids_one == ids_two
         l2 = [json.loads(x)["loss"] for x in (tmp_path / mode / "metrics.jsonl").read_text().splitlines()]
         assert l1 == pytest.approx(l2, abs=1e-3)
@@ -78,9 +109,26 @@ def test_an_interrupted_fsdp_run_resumes_from_its_sharded_checkpoint(dataset_dir
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def torchrun(name: str, *extra: str) -> None:
-        p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-                            "-m", "longweave.trainer.train", "--recipe", str(tmp_path / f"{name}.json"), *extra],
-                           cwd=REPO, env=env, capture_output=True, timeout=300, check=False)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc-per-node",
+                "2",
+                "--standalone",
+                "-m",
+                "longweave.trainer.train",
+                "--recipe",
+                str(tmp_path / f"{name}.json"),
+                *extra,
+            ],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
         assert p.returncode == 0, p.stderr.decode()[-3000:]
 
     recipe(tmp_path, dataset_dir, "whole", 1, "fsdp")
@@ -108,6 +156,7 @@ def test_two_ranks_consume_one_redis_stream_each_id_once(server, tokenizer, toke
     """Each rank is its own consumer of the run's group: together they train every id exactly once,
     including the rank whose data ends first (it joins the all-reduce with empty micro-batches)."""
     import redis
+
     from longweave.generators import streams
 
     from .conftest import make_records
@@ -118,9 +167,25 @@ def test_two_ranks_consume_one_redis_stream_each_id_once(server, tokenizer, toke
     publish(r, "ddp", recs, 10, tokenizer)
     rec = tmp_path / "ddp.json"
     rec.write_text(json.dumps(redis_cfg(server, "ddp", tmp_path / "run", tokenizer_dir, checkpoint_every=3)))
-    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-                          "-m", "longweave.trainer.train", "--recipe", str(rec)], cwd=REPO,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=300, check=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc-per-node",
+            "2",
+            "--standalone",
+            "-m",
+            "longweave.trainer.train",
+            "--recipe",
+            str(rec),
+        ],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     per_rank = [(tmp_path / "run" / f"samples-rank{k}.log").read_text().split() for k in (0, 1)]
     assert all(per_rank)  # both ranks took part

@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
 from longweave.trainer import attention
 from longweave.trainer.data import Sample
 from longweave.trainer.packing import Packer, split_long
-from transformers import LlamaConfig, LlamaForCausalLM
 
 
 class ListSource:
@@ -101,8 +102,15 @@ def test_packer_state_resumes_to_identical_batches():
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=300, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=128, max_position_embeddings=256)
+    cfg = LlamaConfig(
+        vocab_size=300,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=256,
+    )
     cfg._attn_implementation = "sdpa"
     return LlamaForCausalLM(cfg).eval()
 
@@ -156,7 +164,7 @@ def test_document_mask_matches_separate_forward_passes(tiny_model, impl):
     docs = [sample(0, 40), sample(1, 30)]
     batch = Packer(ListSource(docs), seq_len=128, rows=1, pad_id=0).next_batch()
     packed = _logits(tiny_model, batch, impl=impl)
-    for d, s in enumerate(docs):
+    for d, _s in enumerate(docs):
         idx = (batch.doc_ids[0] == d).nonzero().flatten()
         ids = batch.input_ids[0, idx][None]
         with torch.no_grad():
@@ -185,8 +193,10 @@ def test_per_document_attention_equals_the_dense_mask_with_gradients(tiny_model)
 def test_each_implementation_gets_its_own_inputs():
     batch = Packer(ListSource([sample(0, 20), sample(1, 30)]), seq_len=64, rows=1, pad_id=0).next_batch()
     cpu = torch.device("cpu")
-    keys = {impl: set(attention.model_inputs(impl, batch, cpu, True))
-            for impl in (attention.NAME, attention.FLASH, "sdpa", "eager")}
+    keys = {
+        impl: set(attention.model_inputs(impl, batch, cpu, True))
+        for impl in (attention.NAME, attention.FLASH, "sdpa", "eager")
+    }
     assert keys[attention.NAME] == {"input_ids", "position_ids", "doc_spans"}
     assert keys[attention.FLASH] == {"input_ids", "position_ids"}  # varlen: documents from the positions
     assert keys["sdpa"] == keys["eager"] == {"input_ids", "position_ids", "attention_mask"}

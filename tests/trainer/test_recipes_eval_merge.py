@@ -12,24 +12,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
+
 from longweave.generators.errors import ConfigError
 from longweave.trainer import commands, evaluate
 from longweave.trainer.merge import merge
-from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 
 
 def tiny_overrides(dataset: Path, run_dir: Path, steps: int = 3) -> list[str]:
-    return [f"run_dir={run_dir}", "model.path=tiny", "model.gradient_checkpointing=false",
-            "data.seq_len=128", f"steps={steps}", "accumulation=1", "micro_batch=2", "threads=1", "progress=false",
-            "optim.warmup_steps=1", f"data.sources=[{{kind: parquet, path: ['{dataset}']}}]"]
+    return [
+        f"run_dir={run_dir}",
+        "model.path=tiny",
+        "model.gradient_checkpointing=false",
+        "data.seq_len=128",
+        f"steps={steps}",
+        "accumulation=1",
+        "micro_batch=2",
+        "threads=1",
+        "progress=false",
+        "optim.warmup_steps=1",
+        f"data.sources=[{{kind: parquet, path: ['{dataset}']}}]",
+    ]
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
 def test_every_recipe_validates(recipe, dataset_dir, tmp_path):
-    stages = commands.stage_configs(recipe, ["data.target_window=512"] + tiny_overrides(dataset_dir, tmp_path))
+    stages = commands.stage_configs(recipe, ["data.target_window=512", *tiny_overrides(dataset_dir, tmp_path)])
     assert stages and all(cfg.data.seq_len == 128 for _, cfg in stages)
 
 
@@ -39,8 +50,9 @@ def test_recipe_names_are_the_three_papers():
 
 def test_longrecipe_runs_all_stages_and_merges(dataset_dir, tmp_path):
     run = tmp_path / "lr"
-    out = commands.train(REPO / "recipes" / "longrecipe.yaml",
-                         ["data.target_window=512"] + tiny_overrides(dataset_dir, run))
+    out = commands.train(
+        REPO / "recipes" / "longrecipe.yaml", ["data.target_window=512", *tiny_overrides(dataset_dir, run)]
+    )
     assert out == run / "replay" / "merged"
     ext = load_file(str(run / "extend" / "final" / "model.safetensors"))
     rep = load_file(str(run / "replay" / "final" / "model.safetensors"))
@@ -59,8 +71,16 @@ def test_merge_alpha_and_refusals(dataset_dir, tmp_path):
     from longweave.trainer.checkpoint import save_hf
 
     def tiny(seed: int, out: Path, hidden: int = 64) -> Path:
-        cfg = config.validate({"model": {"init_seed": seed, "tiny": {"hidden_size": hidden},
-                                         "tokenizer": str(dataset_dir / "tokenizer")}, "data": {"seq_len": 64}})
+        cfg = config.validate(
+            {
+                "model": {
+                    "init_seed": seed,
+                    "tiny": {"hidden_size": hidden},
+                    "tokenizer": str(dataset_dir / "tokenizer"),
+                },
+                "data": {"seq_len": 64},
+            }
+        )
         m, tok = model_mod.build(cfg, torch.device("cpu"))
         save_hf(m, tok, out)
         return out
@@ -92,7 +112,7 @@ class InductionOracle(torch.nn.Module):
         logits = torch.full((1, len(ids), 9000), -1.0)
         seen: dict[tuple, int] = {}
         for t in range(3, len(ids)):
-            gram = tuple(ids[t - 3:t + 1])
+            gram = tuple(ids[t - 3 : t + 1])
             if gram in seen:
                 logits[0, t, ids[seen[gram] + 1]] = 1.0
             if t + 1 < len(ids):
@@ -115,8 +135,15 @@ def test_eval_writes_grid_heatmap_and_position_perplexity(dataset_dir, tmp_path)
     cfg = config.validate({"model": {"tokenizer": str(dataset_dir / "tokenizer")}, "data": {"seq_len": 256}})
     m, tok = model_mod.build(cfg, torch.device("cpu"))
     save_hf(m, tok, tmp_path / "model")
-    res = commands.evaluate(tmp_path / "model", tmp_path / "eval", data=[str(dataset_dir)],
-                            lengths=[96, 192], depths=[0.0, 1.0], trials=1, buckets=4)
+    res = commands.evaluate(
+        tmp_path / "model",
+        tmp_path / "eval",
+        data=[str(dataset_dir)],
+        lengths=[96, 192],
+        depths=[0.0, 1.0],
+        trials=1,
+        buckets=4,
+    )
     assert (tmp_path / "eval" / "needle.png").stat().st_size > 1000
     grid = json.loads((tmp_path / "eval" / "needle.json").read_text())
     assert np.asarray(grid["accuracy"]).shape == (2, 2)
@@ -134,8 +161,14 @@ def test_logits_a_slice_at_a_time_equal_the_full_forward():
     torch.manual_seed(1)
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=1, intermediate_size=32)
+    cfg = LlamaConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=32,
+    )
     model = LlamaForCausalLM(cfg).eval()
     ids = torch.randint(0, 100, (1, 70))
     with torch.no_grad():
@@ -144,16 +177,23 @@ def test_logits_a_slice_at_a_time_equal_the_full_forward():
         got = evaluate.next_token_logits(model, ids, chunk=16)  # 69 positions in 5 slices
         nll = evaluate.next_token_nll(model, ids, chunk=16)
     assert torch.allclose(got, want, atol=1e-5)
-    assert torch.allclose(nll, torch.nn.functional.cross_entropy(full, ids[0, 1:], reduction="none").double(),
-                          atol=1e-5)
+    assert torch.allclose(
+        nll, torch.nn.functional.cross_entropy(full, ids[0, 1:], reduction="none").double(), atol=1e-5
+    )
 
 
 def test_token_impact_and_sentence_selection():
     torch.manual_seed(0)
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, intermediate_size=32)
+    cfg = LlamaConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=32,
+    )
     base, ext = LlamaForCausalLM(cfg).eval(), LlamaForCausalLM(cfg).eval()
     ids = np.arange(1, 61) % 100
     same = evaluate.token_impact(base, base, ids)
@@ -172,8 +212,12 @@ def test_token_impact_and_sentence_selection():
 def test_set_can_address_one_stage_of_a_recipe() -> None:
     from longweave.trainer.commands import stage_configs
 
-    stages = dict(stage_configs(Path(__file__).resolve().parents[2] / "recipes" / "longskywork.yaml",
-                                ["stages.cip.data.seq_len=4096", "optim.lr=0.00001"]))
+    stages = dict(
+        stage_configs(
+            Path(__file__).resolve().parents[2] / "recipes" / "longskywork.yaml",
+            ["stages.cip.data.seq_len=4096", "optim.lr=0.00001"],
+        )
+    )
     assert stages["cip"].data.seq_len == 4096
     assert stages["sft"].data.seq_len != 4096
     assert stages["cip"].optim.lr == stages["sft"].optim.lr == 0.00001
@@ -188,8 +232,11 @@ def test_a_staged_recipe_is_typed(tmp_path):
     assert stages["a"].run_dir == "runs/recipe/a" and stages["a"].run_id == "recipe-a"
     assert stages["a"].model.path == "/somewhere" and stages["b"].model.path == "@previous"
     assert stages["b"].steps == 5
-    for text, field in [("base: {}\nstagse: []\nstages: [{name: a}]\n", "stagse"), ("stages: []\n", "stages"),
-                        ("stages: [{name: a, optim: {lr: -1}}]\n", "optim.lr")]:
+    for text, field in [
+        ("base: {}\nstagse: []\nstages: [{name: a}]\n", "stagse"),
+        ("stages: []\n", "stages"),
+        ("stages: [{name: a, optim: {lr: -1}}]\n", "optim.lr"),
+    ]:
         rec.write_text(text)
         with pytest.raises(ConfigError) as err:
             Recipe.load(rec).configs()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from longweave.generators import records, streams
 from longweave.generators.errors import ConfigError
 from longweave.trainer import config, train
@@ -37,25 +38,46 @@ from .conftest import make_records
 REPO = Path(__file__).resolve().parents[2]
 
 
-def publish(r: redis.Redis, dataset: str, recs: list[records.Record], batch: int, tokenizer, *, delay: float = 0.0,
-            final: bool = True, times: list[float] | None = None,
-            hold_last: Callable[[], bool] | None = None) -> None:
+def publish(
+    r: redis.Redis,
+    dataset: str,
+    recs: list[records.Record],
+    batch: int,
+    tokenizer,
+    *,
+    delay: float = 0.0,
+    final: bool = True,
+    times: list[float] | None = None,
+    hold_last: Callable[[], bool] | None = None,
+) -> None:
     """What a worker does: one stream entry per batch, then the dataset's final state.
 
     `hold_last`: the last batch waits until it returns True (up to 120 s), so a test can make sure
     the trainer is at work before production ends, however slow the machine.
     """
-    r.hset(streams.meta_key(dataset), mapping={
-        "state": "running", "samples_total": len(recs),
-        "tokenizer": json.dumps({"name": tokenizer.name, "sha256": tokenizer.sha256})})
+    r.hset(
+        streams.meta_key(dataset),
+        mapping={
+            "state": "running",
+            "samples_total": len(recs),
+            "tokenizer": json.dumps({"name": tokenizer.name, "sha256": tokenizer.sha256}),
+        },
+    )
     for seq, a in enumerate(range(0, len(recs), batch)):
-        part = recs[a:a + batch]
+        part = recs[a : a + batch]
         if hold_last is not None and a + batch >= len(recs):
             deadline = time.time() + 120
             while not hold_last() and time.time() < deadline:
                 time.sleep(0.1)
-        r.xadd(streams.out_key(dataset), {streams.F_SHARD: 0, streams.F_SEQ: seq, streams.F_N: len(part),
-                                          streams.F_DATA: records.to_ipc(records.to_table(part))})
+        r.xadd(
+            streams.out_key(dataset),
+            {
+                streams.F_SHARD: 0,
+                streams.F_SEQ: seq,
+                streams.F_N: len(part),
+                streams.F_DATA: records.to_ipc(records.to_table(part)),
+            },
+        )
         if times is not None:
             times.append(time.time())
         if delay:
@@ -66,10 +88,18 @@ def publish(r: redis.Redis, dataset: str, recs: list[records.Record], batch: int
 
 def redis_cfg(url: str, dataset: str, run_dir: Path, tokenizer_dir: Path, **over) -> dict:
     data = {
-        "run_dir": str(run_dir), "steps": 1000, "micro_batch": 2, "checkpoint_every": 3, "threads": 1,
-        "progress": False, "model": {"tokenizer": str(tokenizer_dir)},
-        "data": {"seq_len": 256, "pack_buffer": 8,
-                 "sources": [{"kind": "redis", "url": url, "dataset_id": dataset, "block_ms": 200}]},
+        "run_dir": str(run_dir),
+        "steps": 1000,
+        "micro_batch": 2,
+        "checkpoint_every": 3,
+        "threads": 1,
+        "progress": False,
+        "model": {"tokenizer": str(tokenizer_dir)},
+        "data": {
+            "seq_len": 256,
+            "pack_buffer": 8,
+            "sources": [{"kind": "redis", "url": url, "dataset_id": dataset, "block_ms": 200}],
+        },
         "optim": {"lr": 3e-3, "warmup_steps": 2},
     }
     return config.apply_overrides(data, over)
@@ -85,8 +115,11 @@ def test_trains_while_workers_produce(server, tokenizer, tokenizer_dir, tmp_path
         metrics = run / "metrics.jsonl"
         return metrics.is_file() and len(metrics.read_text().splitlines()) >= 3
 
-    producer = threading.Thread(target=publish, args=(r, "live", recs, 8, tokenizer),
-                                kwargs={"delay": 0.05, "times": published, "hold_last": three_steps})
+    producer = threading.Thread(
+        target=publish,
+        args=(r, "live", recs, 8, tokenizer),
+        kwargs={"delay": 0.05, "times": published, "hold_last": three_steps},
+    )
     producer.start()
     train.train(config.validate(redis_cfg(server, "live", run, tokenizer_dir)))
     producer.join()
@@ -130,7 +163,10 @@ def test_restart_reads_pending_first_and_skips_what_the_checkpoint_consumed(serv
 
 def test_a_stream_made_with_another_tokenizer_is_refused(server, tokenizer):
     r = redis.Redis.from_url(server)
-    r.hset(streams.meta_key("foreign"), mapping={"state": "done", "tokenizer": json.dumps({"name": "x", "sha256": "f" * 64})})
+    r.hset(
+        streams.meta_key("foreign"),
+        mapping={"state": "done", "tokenizer": json.dumps({"name": "x", "sha256": "f" * 64})},
+    )
     with pytest.raises(ConfigError) as exc:
         RedisSource(server, "foreign", "run", tokenizer_sha256=tokenizer.sha256)
     assert exc.value.field == "data.sources"
@@ -179,8 +215,7 @@ def test_sigkill_three_times_every_id_trained_exactly_once(server, tokenizer, to
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_redis_restarted_mid_stream_the_trainer_survives_and_trains_every_id_once(tokenizer, tokenizer_dir,
-                                                                                 tmp_path):
+def test_redis_restarted_mid_stream_the_trainer_survives_and_trains_every_id_once(tokenizer, tokenizer_dir, tmp_path):
     """Redis stops and starts again (twice, once for 15 s) while the trainer reads the stream: the reads, the
     checkpoints' XACKs and the state checks wait it out; no id is lost or trained twice."""
     from longweave.service.redis_server import EmbeddedRedis
@@ -236,9 +271,9 @@ class LocalShards:
         return pq.read_table(self.files[shard])
 
 
-def test_trimmed_batches_come_from_parquet_once_also_after_a_restart(server, tokenizer, tmp_path, monkeypatch,
-                                                                     caplog):
+def test_trimmed_batches_come_from_parquet_once_also_after_a_restart(server, tokenizer, tmp_path, monkeypatch, caplog):
     import pyarrow.parquet as pq
+
     from longweave.trainer import data
 
     r = redis.Redis.from_url(server)
@@ -247,19 +282,26 @@ def test_trimmed_batches_come_from_parquet_once_also_after_a_restart(server, tok
     files = {}
     for shard in (0, 1):  # what a worker does: the shard's Parquet file, then its batches
         files[shard] = tmp_path / f"shard-{shard:05d}.parquet"
-        pq.write_table(records.to_table(recs[shard * 24:(shard + 1) * 24]), files[shard])
+        pq.write_table(records.to_table(recs[shard * 24 : (shard + 1) * 24]), files[shard])
     r.hset(streams.meta_key(ds), mapping={"state": "running", "samples_total": 48})
     for i in range(6):
         shard, seq = divmod(i, 3)
-        part = recs[i * 8:(i + 1) * 8]
-        r.xadd(key, {streams.F_SHARD: shard, streams.F_SEQ: seq, streams.F_N: 8,
-                     streams.F_DATA: records.to_ipc(records.to_table(part))})
+        part = recs[i * 8 : (i + 1) * 8]
+        r.xadd(
+            key,
+            {
+                streams.F_SHARD: shard,
+                streams.F_SEQ: seq,
+                streams.F_N: 8,
+                streams.F_DATA: records.to_ipc(records.to_table(part)),
+            },
+        )
     ids = [x.id for x in recs]
 
     shards = LocalShards(files, 8, 3)
     src = RedisSource(server, ds, "late", block_ms=50, backfill=shards)
     it = iter(src)
-    got = [next(it).id for _ in range(10)]           # batch (0, 0) and 2 samples of (0, 1)
+    got = [next(it).id for _ in range(10)]  # batch (0, 0) and 2 samples of (0, 1)
     state = src.state()
     assert state["batch"] == [0, 1] and state["offset"] == 2 and state["seen"] == {"0": "0"}
     first4 = [e for e, _ in r.xrange(key)][4]
@@ -268,7 +310,7 @@ def test_trimmed_batches_come_from_parquet_once_also_after_a_restart(server, tok
     r.hset(streams.meta_key(ds), "state", "done")
     with caplog.at_level("WARNING", logger="longweave.trainer.data"):
         rest = [s.id for s in it if s is not None]
-    assert got + rest == ids                          # (0, 2), (1, 0) from Parquet, then (1, 1), (1, 2) live
+    assert got + rest == ids  # (0, 2), (1, 0) from Parquet, then (1, 1), (1, 2) live
     assert shards.read == [0, 1]
     assert any("trimmed before shard 1: reading shards 0..1 (2 batches) from Parquet" in m for m in caplog.messages)
 

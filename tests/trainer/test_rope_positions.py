@@ -14,9 +14,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from transformers import LlamaConfig, LlamaForCausalLM
+
 from longweave.trainer import positions, rope
 from longweave.trainer.config import RopeConfig
-from transformers import LlamaConfig, LlamaForCausalLM
 
 D = 16  # head dimension of the test model (hidden 64 / 4 heads)
 
@@ -26,8 +27,15 @@ def closed(base: float, d: int = D) -> np.ndarray:
 
 
 def model_inv_freq(r: RopeConfig, window: int = 1024, original: int = 256) -> torch.Tensor:
-    cfg = LlamaConfig(vocab_size=64, hidden_size=64, num_hidden_layers=1, num_attention_heads=4,
-                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=original)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=original,
+    )
     rope.apply(cfg, r, window)
     return LlamaForCausalLM(cfg).model.rotary_emb.inv_freq.double()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from longweave.generators import records
 from longweave.generators.errors import ConfigError
 from longweave.generators.tokenizer import load_tokenizer
@@ -33,8 +34,15 @@ def tiny_model(out: Path, tokenizer_dir: Path, seed: int) -> Path:
 
     torch.manual_seed(seed)
     tok = load_tokenizer(tokenizer_dir)
-    cfg = LlamaConfig(vocab_size=len(tok.hf), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=1, intermediate_size=64, max_position_embeddings=1024)
+    cfg = LlamaConfig(
+        vocab_size=len(tok.hf),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        intermediate_size=64,
+        max_position_embeddings=1024,
+    )
     LlamaForCausalLM(cfg).save_pretrained(out)
     for f in tokenizer_dir.iterdir():
         shutil.copy(f, out / f.name)
@@ -70,9 +78,9 @@ def test_rows_are_the_impactful_whole_sentences_within_the_budget(setup):
         texts = [tok.hf.decode([int(t)]) for t in src]
         starts = [0] + [i + 1 for i, t in enumerate(texts[:-1]) if t.rstrip(" ").endswith((".", "!", "?")) or "\n" in t]
         assert sentence_starts(src, ends).tolist() == starts
-        bounds = starts + [len(src)]
+        bounds = [*starts, len(src)]
         chosen = select_sentences(np.array(starts), token_impact(base, ext, src), max(1, int(0.5 * len(src))), 0.2)
-        expect = np.concatenate([src[bounds[s]:bounds[s + 1]] for s in chosen])
+        expect = np.concatenate([src[bounds[s] : bounds[s + 1]] for s in chosen])
         assert np.array_equal(row.input_ids, expect) and len(row.input_ids) <= 0.5 * len(src)
         sizes = [bounds[s + 1] - bounds[s] for s in chosen]
         assert list(row.segments) == np.concatenate([[0], np.cumsum(sizes)[:-1]]).tolist()
@@ -85,8 +93,9 @@ def test_the_trainer_reads_the_selection(setup):
     out = setup["tmp"] / "out"
     info = json.loads((out / "dataset.json").read_text())
     assert info["tokenizer"]["sha256"] == setup["tok"].sha256
-    got = list(ParquetSource([str(out)], shuffle=False, tokenizer_sha256=setup["tok"].sha256,
-                             cache_dir=setup["tmp"] / "arrow"))
+    got = list(
+        ParquetSource([str(out)], shuffle=False, tokenizer_sha256=setup["tok"].sha256, cache_dir=setup["tmp"] / "arrow")
+    )
     assert len(got) == 12 and sum(len(s.input_ids) for s in got) == info["num_tokens"]
 
 
@@ -114,8 +123,13 @@ def test_the_cli_runs_it_and_refuses_bad_options_in_one_line(setup):
     tmp = setup["tmp"]
 
     def cli(*args: object) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "longweave.clients.cli", "select", *map(str, args)],
-                              check=False, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "longweave.clients.cli", "select", *map(str, args)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     ok = cli(setup["base"], setup["ext"], setup["data"], "--out", tmp / "cli", "--keep", "0.5")
     assert ok.returncode == 0, ok.stderr

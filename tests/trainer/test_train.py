@@ -13,15 +13,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
+
 from longweave.generators.errors import ConfigError
 from longweave.trainer import config, train
-from safetensors.torch import load_file
 
 
 def cfg_for(dataset: Path, run_dir: Path, **over) -> config.TrainConfig:
     data = {
-        "run_dir": str(run_dir), "steps": 12, "micro_batch": 2, "accumulation": 2, "checkpoint_every": 4,
-        "threads": 1, "progress": False, "seed": 3,
+        "run_dir": str(run_dir),
+        "steps": 12,
+        "micro_batch": 2,
+        "accumulation": 2,
+        "checkpoint_every": 4,
+        "threads": 1,
+        "progress": False,
+        "seed": 3,
         "data": {"seq_len": 256, "sources": [{"kind": "parquet", "path": [str(dataset)]}]},
         "optim": {"lr": 3e-3, "warmup_steps": 2},
     }
@@ -86,13 +93,16 @@ def test_data_made_with_another_tokenizer_is_refused(dataset_dir, tmp_path):
     assert exc.value.field == "data.sources" and "tokenizer" in exc.value.message
 
 
-@pytest.mark.parametrize("over, field", [
-    ({"optim.lr": -1}, "optim.lr"),
-    ({"data.seq_len": 4}, "data.seq_len"),
-    ({"model.rope.scaling": "abf"}, "model.rope"),
-    ({"model.tiny.hidden_sze": 64}, "model.tiny.hidden_sze"),
-    ({"data.positions": "pose"}, "data"),
-])
+@pytest.mark.parametrize(
+    "over, field",
+    [
+        ({"optim.lr": -1}, "optim.lr"),
+        ({"data.seq_len": 4}, "data.seq_len"),
+        ({"model.rope.scaling": "abf"}, "model.rope"),
+        ({"model.tiny.hidden_sze": 64}, "model.tiny.hidden_sze"),
+        ({"data.positions": "pose"}, "data"),
+    ],
+)
 def test_bad_config_names_the_field(dataset_dir, tmp_path, over, field):
     with pytest.raises(ConfigError) as exc:
         cfg_for(dataset_dir, tmp_path, **over)
@@ -113,8 +123,11 @@ def test_gradient_checkpointing_and_dense_mask_give_the_same_training(dataset_di
     """Recomputing activations, or attending through the dense block mask instead of per-document
     SDPA, changes how the step is computed, not what it computes."""
     runs = {}
-    for name, over in {"plain": {}, "ckpt": {"model.gradient_checkpointing": True},
-                       "dense": {"model.attention": "sdpa"}}.items():
+    for name, over in {
+        "plain": {},
+        "ckpt": {"model.gradient_checkpointing": True},
+        "dense": {"model.attention": "sdpa"},
+    }.items():
         train.train(cfg_for(dataset_dir, tmp_path / name, steps=3, **over))
         runs[name] = losses(tmp_path / name)
     assert runs["plain"] == pytest.approx(runs["ckpt"], abs=1e-4)

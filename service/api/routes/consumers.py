@@ -47,26 +47,46 @@ async def groups_of(r: Any, dataset: str, idle_s: float) -> list[ConsumerGroup]:
             lag = len(await r.xrange(key, f"({last}", "+", count=LAG_CAP))
         idles = [int(_s(c["idle"])) for c in await r.xinfo_consumers(key, name)]
         idle = min(idles) / 1000 if idles else None
-        out.append(ConsumerGroup(
-            run=name.removeprefix("run:"), group=name, lag=int(lag), pending=int(g["pending"]),
-            consumers=int(g["consumers"]), last_delivered_id=last, idle_s=idle,
-            state="idle" if idle is not None and idle > idle_s else "active"))
+        out.append(
+            ConsumerGroup(
+                run=name.removeprefix("run:"),
+                group=name,
+                lag=int(lag),
+                pending=int(g["pending"]),
+                consumers=int(g["consumers"]),
+                last_delivered_id=last,
+                idle_s=idle,
+                state="idle" if idle is not None and idle > idle_s else "active",
+            )
+        )
     return out
 
 
 @router.get("/{dataset_id}/consumers", response_model=ConsumerList)
 async def list_consumers(meta: MetaDep, r: RedisDep, settings: SettingsDep) -> ConsumerList:
     """The consumer groups on the dataset's output stream: lag, pending, idle time, active|idle."""
-    return ConsumerList(dataset=meta["id"], consumer_idle_s=settings.consumer_idle_s,
-                        items=await groups_of(r, meta["id"], settings.consumer_idle_s))
+    return ConsumerList(
+        dataset=meta["id"],
+        consumer_idle_s=settings.consumer_idle_s,
+        items=await groups_of(r, meta["id"], settings.consumer_idle_s),
+    )
 
 
-@router.post("/{dataset_id}/consumers", status_code=status.HTTP_201_CREATED, response_model=ConsumerGroup,
-             responses={200: {"model": ConsumerGroup, "description": "The run was attached already: its group "
-                                                                     "as it stands (position and pending kept)."},
-                        **error_responses(409)})
-async def attach_consumer(meta: MetaDep, r: RedisDep, settings: SettingsDep, response: Response,
-                          body: Annotated[AttachConsumer, Body()]) -> ConsumerGroup:
+@router.post(
+    "/{dataset_id}/consumers",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ConsumerGroup,
+    responses={
+        200: {
+            "model": ConsumerGroup,
+            "description": "The run was attached already: its group as it stands (position and pending kept).",
+        },
+        **error_responses(409),
+    },
+)
+async def attach_consumer(
+    meta: MetaDep, r: RedisDep, settings: SettingsDep, response: Response, body: Annotated[AttachConsumer, Body()]
+) -> ConsumerGroup:
     """Attach a run's consumer group (`run:<run_id>`): from the stream's first entry, or only new ones."""
     key, group = S.out_key(meta["id"]), S.run_group(body.run_id)
     try:
@@ -77,20 +97,31 @@ async def attach_consumer(meta: MetaDep, r: RedisDep, settings: SettingsDep, res
         response.status_code = status.HTTP_200_OK
     found = [g for g in await groups_of(r, meta["id"], settings.consumer_idle_s) if g.group == group]
     if not found:  # destroyed between the two calls (a concurrent DELETE)
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=[{
-            "field": "run", "message": f"group '{group}' was detached while being attached",
-            "fix": "attach again"}])
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=[
+                {"field": "run", "message": f"group '{group}' was detached while being attached", "fix": "attach again"}
+            ],
+        )
     return found[0]
 
 
 @router.delete("/{dataset_id}/consumers/{run}", status_code=status.HTTP_204_NO_CONTENT)
-async def detach_consumer(meta: MetaDep, r: RedisDep,
-                          run: str = Path(pattern=RUN_ID, description="Run id (or full group name).")) -> None:
+async def detach_consumer(
+    meta: MetaDep, r: RedisDep, run: str = Path(pattern=RUN_ID, description="Run id (or full group name).")
+) -> None:
     """Detach a run: its group is destroyed and no longer holds production or trimming back."""
     key = S.out_key(meta["id"])
     names = {g.group for g in await groups_of(r, meta["id"], float("inf"))}
     group = run if run in names else S.run_group(run)
     if group not in names or not await r.xgroup_destroy(key, group):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, detail=[{
-            "field": "run", "message": f"no consumer group '{S.run_group(run)}' on dataset '{meta['id']}'",
-            "fix": "GET /v1/datasets/{id}/consumers lists the attached runs"}])
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            detail=[
+                {
+                    "field": "run",
+                    "message": f"no consumer group '{S.run_group(run)}' on dataset '{meta['id']}'",
+                    "fix": "GET /v1/datasets/{id}/consumers lists the attached runs",
+                }
+            ],
+        )

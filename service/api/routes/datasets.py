@@ -28,16 +28,25 @@ from ..deps import MetaDep, RedisDep, SettingsDep, StoreDep, TenantDep
 from ..limits import SseRedisDep, StreamSlotsDep, admit, rate_limit, release
 from ..models import DatasetList, DatasetStatus, FileList, SamplePage, error_responses
 
-router = APIRouter(prefix="/v1/datasets", tags=["datasets"], dependencies=[Depends(rate_limit)],
-                   responses=error_responses(401, 422, 429, 503))
+router = APIRouter(
+    prefix="/v1/datasets",
+    tags=["datasets"],
+    dependencies=[Depends(rate_limit)],
+    responses=error_responses(401, 422, 429, 503),
+)
 NOT_FOUND = error_responses(404)
 FILE_MEDIA = ("application/json", "text/markdown", "application/octet-stream")  # by name: .json, .md, other
 # One server-sent event as schemathesis (and any SSE client) parses it; the types are those that
 # service/queue.py writes to the events stream, and `error` when Redis fails mid-stream (no id).
-SSE_EVENT = {"type": "object", "required": ["event", "data"], "properties": {
-    "id": {"type": "string", "pattern": r"^\d+-\d+$", "description": "Send it back as Last-Event-ID to resume."},
-    "event": {"type": "string", "enum": ["state", "shard", "progress", "waiting", "error"]},
-    "data": {"type": "string", "description": "A JSON object."}}}
+SSE_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": r"^\d+-\d+$", "description": "Send it back as Last-Event-ID to resume."},
+        "event": {"type": "string", "enum": ["state", "shard", "progress", "waiting", "error"]},
+        "data": {"type": "string", "description": "A JSON object."},
+    },
+}
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -63,23 +72,43 @@ async def status_of(r: aioredis.Redis, meta: dict[str, str]) -> DatasetStatus:
         eta = 0.0 if meta["state"] == "done" else None if waiting else round((total - published) / throughput, 1)
     tok = json.loads(meta["tokenizer"]) if meta.get("tokenizer") else None
     return DatasetStatus(
-        id=meta["id"], kind=meta["kind"], state=meta["state"], spec=json.loads(meta["spec"]),  # type: ignore[arg-type]
-        samples_total=total, samples_published=published, samples_done=int(meta.get("samples_done", 0)),
-        tokens_published=int(meta.get("tokens_published", 0)), shards_done=int(meta.get("shards_done", 0)),
-        num_shards=int(meta["num_shards"]), batch_size=int(meta["batch_size"]),
-        created_at=float(meta["created_at"]), started_at=started, finished_at=finished,
-        throughput_samples_per_s=throughput, eta_s=eta, tokenizer=tok, errors=errors,
-        llm=Q.llm_counters(meta), waiting_for=waiting)
+        id=meta["id"],
+        kind=meta["kind"],
+        state=meta["state"],
+        spec=json.loads(meta["spec"]),  # type: ignore[arg-type]
+        samples_total=total,
+        samples_published=published,
+        samples_done=int(meta.get("samples_done", 0)),
+        tokens_published=int(meta.get("tokens_published", 0)),
+        shards_done=int(meta.get("shards_done", 0)),
+        num_shards=int(meta["num_shards"]),
+        batch_size=int(meta["batch_size"]),
+        created_at=float(meta["created_at"]),
+        started_at=started,
+        finished_at=finished,
+        throughput_samples_per_s=throughput,
+        eta_s=eta,
+        tokenizer=tok,
+        errors=errors,
+        llm=Q.llm_counters(meta),
+        waiting_for=waiting,
+    )
 
 
 def check_spec(spec: Any, settings: Any) -> None:
     """What the models cannot know: this server's limits and paths (a spec's kind is one of `kinds.KINDS`)."""
     if spec.num_samples > settings.max_samples:
-        raise ConfigError("num_samples", f"{spec.num_samples} is above this server's limit of {settings.max_samples}",
-                          "ask for fewer samples or split the dataset")
+        raise ConfigError(
+            "num_samples",
+            f"{spec.num_samples} is above this server's limit of {settings.max_samples}",
+            "ask for fewer samples or split the dataset",
+        )
     if spec.num_shards() > settings.max_shards:
-        raise ConfigError("shard_size", f"{spec.num_shards()} shards is above this server's limit of "
-                          f"{settings.max_shards}", "raise shard_size")
+        raise ConfigError(
+            "shard_size",
+            f"{spec.num_shards()} shards is above this server's limit of {settings.max_shards}",
+            "raise shard_size",
+        )
     roots = settings.data_roots
     if spec.tokenizer is not None:
         _inside_roots(spec.tokenizer, roots, "tokenizer")
@@ -87,8 +116,14 @@ def check_spec(spec: Any, settings: Any) -> None:
     if spec.corpus != "stdlib":
         _inside_roots(spec.corpus, roots, "corpus")
         try:  # every matched file resolved inside the roots, and the first record readable
-            corpus = Corpus.open(spec.corpus, text_field=spec.text_field, roots=roots, field="corpus",
-                                 max_doc_bytes=settings.max_doc_bytes, oversize=settings.oversize_docs)
+            corpus = Corpus.open(
+                spec.corpus,
+                text_field=spec.text_field,
+                roots=roots,
+                field="corpus",
+                max_doc_bytes=settings.max_doc_bytes,
+                oversize=settings.oversize_docs,
+            )
             for _ in corpus._iter_documents(1):
                 break
         except LongweaveError:  # typed errors already name their field
@@ -107,8 +142,11 @@ def _inside_roots(path: str, roots: list[FsPath], field: str) -> FsPath:
     fixed = path.split("*")[0].split("?")[0].split("[")[0]
     if not is_inside(fixed or ".", roots) or (fixed == path and not is_inside(path, roots)):
         where = ", ".join(str(r) for r in roots) or "none configured"
-        raise ConfigError(field, f"'{path}' is outside the server's data roots ({where})",
-                          "use a path under LONGWEAVE_DATA_ROOTS" + ("" if field == "tokenizer" else " or `stdlib`"))
+        raise ConfigError(
+            field,
+            f"'{path}' is outside the server's data roots ({where})",
+            "use a path under LONGWEAVE_DATA_ROOTS" + ("" if field == "tokenizer" else " or `stdlib`"),
+        )
     return FsPath(path).expanduser()
 
 
@@ -125,18 +163,28 @@ def _stored_tokenizer(store: Any, dataset: str) -> Any:
 
 
 # -- routes -----------------------------------------------------------------------------------
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetStatus,
-             responses=error_responses(409, 413))
-async def create_dataset(spec: Annotated[DatasetSpec, Body()], tenant: TenantDep, r: RedisDep,
-                         settings: SettingsDep) -> DatasetStatus:
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=DatasetStatus, responses=error_responses(409, 413))
+async def create_dataset(
+    spec: Annotated[DatasetSpec, Body()], tenant: TenantDep, r: RedisDep, settings: SettingsDep
+) -> DatasetStatus:
     """Queue a dataset: one task per shard; workers generate, publish and store them."""
     await run_in_threadpool(check_spec, spec, settings)
     dataset = spec.name or Q.new_dataset_id(spec.kind)
     reserved = await admit(r, tenant, dataset, spec, settings)
     try:
         created = await Q.create_dataset(
-            r, dataset, tenant, spec.model_dump_json(), spec.kind, spec.num_samples, spec.num_shards(),
-            spec.shard_size, settings.batch_size, settings.events_maxlen, settings.shard_window)
+            r,
+            dataset,
+            tenant,
+            spec.model_dump_json(),
+            spec.kind,
+            spec.num_samples,
+            spec.num_shards(),
+            spec.shard_size,
+            settings.batch_size,
+            settings.events_maxlen,
+            settings.shard_window,
+        )
     except BaseException:
         if reserved:
             await release(r, tenant, dataset)
@@ -144,17 +192,22 @@ async def create_dataset(spec: Annotated[DatasetSpec, Body()], tenant: TenantDep
     if not created:
         if reserved:
             await release(r, tenant, dataset)
-        raise HTTPException(status.HTTP_409_CONFLICT, detail=[{
-            "field": "name", "message": f"a dataset named '{dataset}' exists", "fix": "choose another name"}])
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            detail=[{"field": "name", "message": f"a dataset named '{dataset}' exists", "fix": "choose another name"}],
+        )
     meta = {k.decode(): v.decode() for k, v in (await r.hgetall(S.meta_key(dataset))).items()}
     meta["id"] = dataset
     return await status_of(r, meta)
 
 
 @router.get("", response_model=DatasetList)
-async def list_datasets(tenant: TenantDep, r: RedisDep,
-                        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
-                        limit: Annotated[int, Query(ge=1, le=500)] = 50) -> DatasetList:
+async def list_datasets(
+    tenant: TenantDep,
+    r: RedisDep,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> DatasetList:
     """This tenant's datasets, newest first."""
     total = await r.zcard(S.tenant_key(tenant))
     ids = [i.decode() for i in await r.zrevrange(S.tenant_key(tenant), offset, offset + limit - 1)]
@@ -184,13 +237,27 @@ async def cancel_dataset(meta: MetaDep, r: RedisDep, settings: SettingsDep) -> D
     return await status_of(r, meta)
 
 
-@router.get("/{dataset_id}/events", response_class=StreamingResponse, responses={
-    **NOT_FOUND, 200: {"content": {"text/event-stream": {"schema": SSE_EVENT}}, "description": (
-        "Server-sent events, until the dataset is final; `: keep-alive` comments while nothing happens.")}})
-async def dataset_events(meta: MetaDep, tenant: TenantDep, r: SseRedisDep, slots: StreamSlotsDep,
-                         settings: SettingsDep,
-                         last_event_id: Annotated[str | None, Header(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")] = None,
-                         ) -> StreamingResponse:
+@router.get(
+    "/{dataset_id}/events",
+    response_class=StreamingResponse,
+    responses={
+        **NOT_FOUND,
+        200: {
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+            "description": (
+                "Server-sent events, until the dataset is final; `: keep-alive` comments while nothing happens."
+            ),
+        },
+    },
+)
+async def dataset_events(
+    meta: MetaDep,
+    tenant: TenantDep,
+    r: SseRedisDep,
+    slots: StreamSlotsDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[str | None, Header(pattern=r"^[0-9]{1,20}-[0-9]{1,20}$")] = None,
+) -> StreamingResponse:
     """Progress as server-sent events (`state`, `shard`, `progress` per published batch, `waiting`
     when backpressure holds production or stops holding it, `error`); ends when the dataset is final.
 
@@ -200,9 +267,16 @@ async def dataset_events(meta: MetaDep, tenant: TenantDep, r: SseRedisDep, slots
     key = S.events_key(meta["id"])
     cursor = last_event_id or "0-0"
     if any(int(part) >= 2**64 for part in cursor.split("-")):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=[{
-            "field": "last-event-id", "message": f"'{cursor[:50]}' is not a stream id (each part must be < 2^64)",
-            "fix": "send back the `id:` of an event this stream sent, or no Last-Event-ID"}])
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            detail=[
+                {
+                    "field": "last-event-id",
+                    "message": f"'{cursor[:50]}' is not a stream id (each part must be < 2^64)",
+                    "fix": "send back the `id:` of an event this stream sent, or no Last-Event-ID",
+                }
+            ],
+        )
     slots.acquire(tenant)
     try:  # the first read happens before the response starts: a Redis error is still a status
         first = await r.xread({key: cursor}, count=100)
@@ -239,14 +313,19 @@ async def dataset_events(meta: MetaDep, tenant: TenantDep, r: SseRedisDep, slots
         finally:
             slots.release(tenant)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
 
 
 @router.get("/{dataset_id}/samples", response_model=SamplePage, responses=NOT_FOUND)
-async def preview_samples(meta: MetaDep, store: StoreDep, settings: SettingsDep,
-                          offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
-                          limit: Annotated[int, Query(ge=1, le=1000)] = 10) -> SamplePage:
+async def preview_samples(
+    meta: MetaDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+) -> SamplePage:
     """Decoded samples [offset, offset+limit) from the completed shards."""
     limit = min(limit, settings.max_preview)
     return await run_in_threadpool(_preview, meta, store, offset, limit)
@@ -269,14 +348,19 @@ def _preview(meta: dict[str, str], store: Any, offset: int, limit: int) -> Sampl
             hi = min(stop, (s + 1) * shard_size) - s * shard_size
             for row in store.read_shard(dataset, s).slice(lo, hi - lo).to_pylist():
                 ids = row["input_ids"]
-                samples.append({
-                    "id": row["id"], "kind": row["kind"], "num_tokens": len(ids),
-                    "text": tok.decode(ids, skip_special_tokens=False) if tok is not None else "",
-                    "answer": row["answer"], "segments": row["segments"],
-                    "messages": json.loads(row["messages"]) if row["messages"] else None,
-                    "meta": json.loads(row["meta"])})
-    return SamplePage(dataset=dataset, offset=offset, limit=limit, available=available,
-                      samples=samples)  # type: ignore[arg-type]
+                samples.append(
+                    {
+                        "id": row["id"],
+                        "kind": row["kind"],
+                        "num_tokens": len(ids),
+                        "text": tok.decode(ids, skip_special_tokens=False) if tok is not None else "",
+                        "answer": row["answer"],
+                        "segments": row["segments"],
+                        "messages": json.loads(row["messages"]) if row["messages"] else None,
+                        "meta": json.loads(row["meta"]),
+                    }
+                )
+    return SamplePage(dataset=dataset, offset=offset, limit=limit, available=available, samples=samples)  # type: ignore[arg-type]
 
 
 @router.get("/{dataset_id}/files", response_model=FileList, responses=NOT_FOUND)
@@ -286,17 +370,26 @@ async def list_files(meta: MetaDep, store: StoreDep) -> FileList:
     return FileList(dataset=meta["id"], files=files)  # type: ignore[arg-type]
 
 
-@router.get("/{dataset_id}/files/{name:path}", response_class=StreamingResponse, responses={
-    **NOT_FOUND, 200: {"content": {media: {"schema": {"type": "string", "format": "binary"}} for media in FILE_MEDIA},
-                       "description": "The file: Parquet shards and tokenizer files as application/octet-stream, "
-                                      "JSON files (dataset.json, ...) as application/json, README.md as text/markdown."}})
+@router.get(
+    "/{dataset_id}/files/{name:path}",
+    response_class=StreamingResponse,
+    responses={
+        **NOT_FOUND,
+        200: {
+            "content": {media: {"schema": {"type": "string", "format": "binary"}} for media in FILE_MEDIA},
+            "description": "The file: Parquet shards and tokenizer files as application/octet-stream, "
+            "JSON files (dataset.json, ...) as application/json, README.md as text/markdown.",
+        },
+    },
+)
 async def get_file(meta: MetaDep, store: StoreDep, name: str) -> StreamingResponse:
     """One file of the dataset (a Parquet shard, dataset.json, README.md, ...)."""
     try:
         f = await run_in_threadpool(store.open_file, meta["id"], name)
     except KeyError:
-        raise HTTPException(status.HTTP_404_NOT_FOUND,
-                            detail=[{"field": "name", "message": f"no file '{name}'"}]) from None
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND, detail=[{"field": "name", "message": f"no file '{name}'"}]
+        ) from None
 
     async def body() -> AsyncIterator[bytes]:
         try:

@@ -23,16 +23,20 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Ready, responses={
-    503: {"model": ErrorResponse, "description": "Redis does not answer (no Retry-After: probes poll)."}})
+@router.get(
+    "/readyz",
+    response_model=Ready,
+    responses={503: {"model": ErrorResponse, "description": "Redis does not answer (no Retry-After: probes poll)."}},
+)
 async def readyz(request: Request) -> Ready:
     """Redis is reachable (asked on a connection reserved for probes: busy request or SSE pools do
     not make a live process look dead)."""
     try:
         await request.app.state.redis_probe.ping()
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
-                            detail=[{"field": "redis", "message": f"unreachable: {exc}"}]) from None
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, detail=[{"field": "redis", "message": f"unreachable: {exc}"}]
+        ) from None
     return Ready(status="ready", redis="ok")
 
 
@@ -45,16 +49,25 @@ async def service_counters(r: Any) -> Counter[str]:
     return total
 
 
-@router.get("/metrics", response_class=Response,
-            responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}})
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."}},
+)
 async def metrics(request: Request, r: RedisDep) -> Response:
     """Request counts and latencies of this API process, queue depth and service-wide counters."""
     m = request.app.state.metrics
     try:
         stats = await service_counters(r)
         groups = await r.xinfo_groups(S.TASKS) if await r.exists(S.TASKS) else []
-        for key in ("batches_published", "samples_published", "bytes_published", "shards_done",
-                    "duplicate_batches", "tasks_reclaimed"):
+        for key in (
+            "batches_published",
+            "samples_published",
+            "bytes_published",
+            "shards_done",
+            "duplicate_batches",
+            "tasks_reclaimed",
+        ):
             m.service.labels(key).set(stats.get(key, 0))
         workers = next((g for g in groups if g["name"] in (S.WORKERS_GROUP, S.WORKERS_GROUP.encode())), None)
         m.tasks_pending.set(workers["pending"] if workers else 0)

@@ -24,6 +24,12 @@ async def stream_info(meta: MetaDep, store: StoreDep, settings: SettingsDep, req
     url = settings.public_redis_url or settings.redis_url or getattr(request.app.state, "redis_url", None)
     files = await run_in_threadpool(store.list_files, meta["id"])
     tok = [f["name"] for f in files if str(f["name"]).startswith("tokenizer/")]
-    return StreamInfo(dataset=meta["id"], state=meta["state"], redis_url=url,  # type: ignore[arg-type]
-                      stream=S.out_key(meta["id"]), meta=S.meta_key(meta["id"]), tokenizer_files=tok,
-                      samples_total=int(meta.get("samples_total", 0)))
+    return StreamInfo(
+        dataset=meta["id"],
+        state=meta["state"],
+        redis_url=url,  # type: ignore[arg-type]
+        stream=S.out_key(meta["id"]),
+        meta=S.meta_key(meta["id"]),
+        tokenizer_files=tok,
+        samples_total=int(meta.get("samples_total", 0)),
+    )
