@@ -9,7 +9,7 @@ EXTRAS ?= service,trainer,dev
 STAMP   = $(VENV)/.installed-$(shell echo '$(EXTRAS) $(TORCH)' | md5sum | cut -c1-8)
 DEMO   ?= out/demo
 
-.PHONY: venv vllm demo test test-fast lint bench clean
+.PHONY: venv vllm demo test test-fast lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,3 +50,7 @@ bench: venv
 
 clean:
 	rm -rf out .longweave .pytest_cache
+
+# Types: mypy over the package as installed (scripts/typecheck.sh; strict for generators/ and clients/).
+typecheck: venv
+	PY=$(PY) scripts/typecheck.sh
