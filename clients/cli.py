@@ -181,7 +181,7 @@ def run_generate(kind: Any, fields: dict[str, Any], out: Path, cache_dir: Path |
 
 # -- generate: one command per registered kind, its options built from the kind's spec fields ----------
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
-CLI_ONLY = {  # options of `longweave generate <kind>` that are not spec fields
+CLI_ONLY: dict[str, tuple[Any, Any, Any]] = {  # options of `longweave generate <kind>` that are not spec fields
     "out": (Path, typer.Option("--out", "-o", help="Output folder."), ...),
     "cache_dir": (
         Path | None,
@@ -250,7 +250,7 @@ def _choices(annotation: Any) -> list[str]:
 
 def _cli_fields(kind: Any) -> dict[str, tuple[Any, Any, bool]]:
     """Spec field -> (CLI type, item type of a list field or None, flag is a bool) for `longweave generate`."""
-    out = {}
+    out: dict[str, tuple[Any, Any, bool]] = {}
     for name, info in kind.spec.model_fields.items():
         if name in ("kind", "llm"):
             continue
@@ -301,7 +301,7 @@ def generate_command(kind: Any) -> Callable[..., None]:
     """`longweave generate <kind>`: every spec field an option (help and default from its `Field`)."""
     fields = _cli_fields(kind)
     params, annotations = [], {}
-    specs = {"out": CLI_ONLY["out"]}
+    specs: dict[str, tuple[Any, Any, Any]] = {"out": CLI_ONLY["out"]}
     for name, (typ, item, is_bool) in fields.items():
         info = kind.spec.model_fields[name]
         default = _default_text(info)
@@ -497,7 +497,8 @@ def print_json(value: Any) -> None:
 
 
 def dataset_row(ds: Any) -> dict[str, Any]:
-    return ds.model_dump(mode="json")
+    row: dict[str, Any] = ds.model_dump(mode="json")
+    return row
 
 
 def waiting_text(ds: Any) -> str:

@@ -196,10 +196,12 @@ class Client:
     def samples(self, dataset_id: str, offset: int = 0, limit: int = 10) -> list[dict[str, Any]]:
         """Decoded samples of the completed shards (text, answer, meta, ...)."""
         resp = self._http.get(f"/v1/datasets/{dataset_id}/samples", params={"offset": offset, "limit": limit})
-        return _check(resp).json()["samples"]
+        samples: list[dict[str, Any]] = _check(resp).json()["samples"]
+        return samples
 
     def files(self, dataset_id: str) -> list[dict[str, Any]]:
-        return _check(self._http.get(f"/v1/datasets/{dataset_id}/files")).json()["files"]
+        files: list[dict[str, Any]] = _check(self._http.get(f"/v1/datasets/{dataset_id}/files")).json()["files"]
+        return files
 
     def consumers(self, dataset_id: str) -> list[dict[str, Any]]:
         """Training runs reading the dataset's stream: {run, group, lag, pending, consumers, idle_s, state} each."""
@@ -213,7 +215,8 @@ class Client:
         every batch; `"now"`: only batches published from now on. Attaching an attached run again
         is harmless (its position is kept), so a restarted trainer may call it again."""
         resp = self._http.post(f"/v1/datasets/{dataset_id}/consumers", json={"run_id": run_id, "from": start})
-        return _check(resp).json()
+        consumer: dict[str, Any] = _check(resp).json()
+        return consumer
 
     def detach_consumer(self, dataset_id: str, run_id: str) -> None:
         _check(self._http.delete(f"/v1/datasets/{dataset_id}/consumers/{run_id}"))
@@ -299,11 +302,13 @@ class AsyncClient:
 
     async def samples(self, dataset_id: str, offset: int = 0, limit: int = 10) -> list[dict[str, Any]]:
         resp = await self._http.get(f"/v1/datasets/{dataset_id}/samples", params={"offset": offset, "limit": limit})
-        return _check(resp).json()["samples"]
+        samples: list[dict[str, Any]] = _check(resp).json()["samples"]
+        return samples
 
     async def attach_consumer(self, dataset_id: str, run_id: str, start: str = "start") -> dict[str, Any]:
         resp = await self._http.post(f"/v1/datasets/{dataset_id}/consumers", json={"run_id": run_id, "from": start})
-        return _check(resp).json()
+        consumer: dict[str, Any] = _check(resp).json()
+        return consumer
 
     async def events(self, dataset_id: str) -> AsyncIterator[Event]:
         async with self._http.stream("GET", f"/v1/datasets/{dataset_id}/events", timeout=None) as resp:

@@ -143,7 +143,7 @@ def water_fill(lengths: np.ndarray, budget: int) -> np.ndarray:
     # The first (sorted) document that cannot be used whole: it and the longer ones share the rest.
     k = int(np.argmax(s * np.arange(len(s), 0, -1) >= budget - before))
     level, rem = divmod(int(budget - before[k]), len(s) - k)
-    take = np.minimum(lengths, level)
+    take: np.ndarray = np.minimum(lengths, level)
     if rem:
         take[np.flatnonzero(lengths > level)[:rem]] += 1
     return take
@@ -157,7 +157,8 @@ def chunk_bounds(take: np.ndarray, k: int, rng: np.random.Generator | None) -> n
     per_doc = np.minimum(take, k)[:, None]
     cols = np.arange(k + 1)[None, :]
     if rng is None:
-        return take[:, None] * np.minimum(cols, per_doc) // per_doc
+        equal: np.ndarray = take[:, None] * np.minimum(cols, per_doc) // per_doc
+        return equal
     # K-1 sorted draws in [0, P - k_j], spread apart by rank: strictly increasing cuts in [1, P-1].
     draws = np.sort(rng.integers(0, take[:, None] - per_doc + 1, size=(len(take), k - 1)), axis=1)
     cuts = np.where(cols[:, 1:-1] < per_doc, draws + cols[:, 1:-1], take[:, None])
@@ -166,7 +167,7 @@ def chunk_bounds(take: np.ndarray, k: int, rng: np.random.Generator | None) -> n
 
 def plan_for(ctx: Context) -> Plan:
     """The dataset's plan, built once per process and context."""
-    plan = ctx.memo.get("cip")
+    plan: Plan | None = ctx.memo.get("cip")
     if plan is None:
         spec = ctx.spec
         specials = (ctx.tokenizer.bos_id is not None) + (ctx.tokenizer.eos_id is not None)
@@ -176,7 +177,7 @@ def plan_for(ctx: Context) -> Plan:
 
 def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
     """Sequences [start, stop) of a CIP dataset."""
-    spec: CIPSpec = ctx.spec  # type: ignore[assignment]
+    spec: CIPSpec = ctx.spec
     store, tok = ctx.store, ctx.tokenizer
     plan = plan_for(ctx)
     plan.extend(stop)

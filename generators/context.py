@@ -107,7 +107,7 @@ class Context:
 
 def sample_rng(spec: SpecBase, index: int, *extra: int) -> np.random.Generator:
     """The random generator of one sample: a function of (seed, kind, global index) alone."""
-    return np.random.default_rng([spec.seed, int(KIND_STREAM[spec.kind]), index, *extra])  # type: ignore[attr-defined]
+    return np.random.default_rng([spec.seed, int(KIND_STREAM[spec.kind]), index, *extra])
 
 
 def doc_order(ctx: Context) -> np.ndarray:

@@ -238,13 +238,13 @@ class Corpus:
                 f"column '{self.text_field}' of '{prefix}' is of type {dtype}, not text",
                 "name a text (string) column in text_field",
             )
-        has_id = self.id_field is not None and self.id_field in columns
-        wanted = [self.text_field] + ([self.id_field] if has_id else [])
+        id_field = self.id_field if self.id_field is not None and self.id_field in columns else None
+        wanted = [self.text_field] + ([id_field] if id_field is not None else [])
         row = 0
         try:
             for frame in lazy.select(wanted).collect_batches(chunk_size=batch_size):
                 texts = frame.get_column(self.text_field).cast(pl.String).to_list()
-                ids = frame.get_column(self.id_field).cast(pl.String).to_list() if has_id else None
+                ids = frame.get_column(id_field).cast(pl.String).to_list() if id_field is not None else None
                 for i, text in enumerate(texts):
                     doc_id = ids[i] if ids is not None and ids[i] is not None else f"{prefix}:{row}"
                     yield Document(doc_id, text or "")

@@ -13,23 +13,31 @@ kind").
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
 
 from . import cip, docqa, needles, synl
 from .context import Kind
 from .errors import ConfigError
+from .specs import SpecBase
 from .specs import describe_error as _describe_error
 
 KINDS: dict[str, Kind] = {k.name: k for k in (cip.KIND, synl.KIND, needles.KIND, docqa.KIND)}
 
-AnySpec = Union[tuple(k.spec for k in KINDS.values())]  # type: ignore[valid-type]  # noqa: UP007
-DatasetSpec = Annotated[AnySpec, Field(discriminator="kind")]  # type: ignore[valid-type]
-_ADAPTER: TypeAdapter[Any] = TypeAdapter(DatasetSpec)
+if TYPE_CHECKING:
+    # The union is built from the registry at run time, which a type checker cannot evaluate;
+    # to it, a spec of any kind is a `SpecBase` (narrow with isinstance for a kind's own fields).
+    AnySpec: TypeAlias = SpecBase
+    DatasetSpec: TypeAlias = SpecBase
+else:
+    AnySpec = Union[tuple(k.spec for k in KINDS.values())]  # noqa: UP007
+    DatasetSpec = Annotated[AnySpec, Field(discriminator="kind")]
+_ADAPTER: TypeAdapter[AnySpec] = TypeAdapter(DatasetSpec)
 
 
-def parse_spec(data: dict[str, Any] | str) -> Any:
+def parse_spec(data: dict[str, Any] | str) -> AnySpec:
     """Validate a spec (dict or JSON) of any kind; raises `ConfigError` naming the first bad field."""
     try:
         if isinstance(data, str):
@@ -39,7 +47,7 @@ def parse_spec(data: dict[str, Any] | str) -> Any:
         raise config_error_from(exc) from None
 
 
-def describe_error(err: dict[str, Any], default_fix: str = "") -> tuple[str, str, str]:
+def describe_error(err: Mapping[str, Any], default_fix: str = "") -> tuple[str, str, str]:
     """`specs.describe_error` with the registered kinds (for the union's tag and unknown kinds)."""
     return _describe_error(err, default_fix, tuple(KINDS))
 

@@ -365,7 +365,8 @@ class _Haystack:
 
 def _decode(tok: Tokenizer, ids: np.ndarray) -> str:
     # The backend decoder straight from a list: no per-token conversion, no clean-up of spaces.
-    return tok.hf.backend_tokenizer.decode(np.asarray(ids).tolist(), skip_special_tokens=False)
+    text: str = tok.hf.backend_tokenizer.decode(np.asarray(ids).tolist(), skip_special_tokens=False)
+    return text
 
 
 def _line_start(text: str, char: int) -> int:
@@ -614,9 +615,10 @@ class _Fitter:
         enc = self.ctx.tokenizer.hf.backend_tokenizer.encode(
             self.hay.text[cut : cut + window], add_special_tokens=False
         )
-        if not enc.offsets:
+        offsets: list[tuple[int, int]] = enc.offsets
+        if not offsets:
             return cut + 1
-        return cut + max(enc.offsets[min(delta, len(enc.offsets)) - 1][1], 1)
+        return cut + max(offsets[min(delta, len(offsets)) - 1][1], 1)
 
     def search(self, s: int, cut: int) -> tuple[int | None, int | None]:
         """(exact cut, None) or (None, largest cut found short of the target)."""
@@ -677,7 +679,7 @@ _SampleParts = tuple[list[dict[str, str]], np.ndarray, np.ndarray, list[int], di
 
 def _sample(ctx: Context, index: int) -> _SampleParts:
     """Messages, input ids, loss mask, needle token offsets and meta of global sample `index`."""
-    spec: NIAHSpec = ctx.spec  # type: ignore[assignment]
+    spec: NIAHSpec = ctx.spec
     tok = ctx.tokenizer
     rng = sample_rng(spec, index)
     plan = _plan(spec, index, rng)

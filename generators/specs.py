@@ -20,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -44,9 +44,12 @@ def _whole_number(v: Any) -> Any:
 # and the REST API's OpenAPI schema promises it); never a bool, a string or 3.5.
 StrictInt = Annotated[int, BeforeValidator(_whole_number), Strict()]
 
-FORMATS = ("markdown", "csv", "jsonl", "html")
+# The allowed values as types (for the spec fields) and as tuples (for defaults and choices).
+Format = Literal["markdown", "csv", "jsonl", "html"]
+Family = Literal["retrieval", "multihop", "aggregation", "comparison", "reasoning"]
+FORMATS: tuple[Format, ...] = ("markdown", "csv", "jsonl", "html")
 LLM_STEPS = ("themes", "phrasing", "reasoning")
-FAMILIES = ("retrieval", "multihop", "aggregation", "comparison", "reasoning")
+FAMILIES: tuple[Family, ...] = ("retrieval", "multihop", "aggregation", "comparison", "reasoning")
 
 MAX_SEQ_LEN = 1 << 21  # 2M tokens: beyond any window we target, below anything that breaks int32 offsets
 MAX_SAMPLES = 100_000_000
@@ -60,6 +63,11 @@ class SpecBase(BaseModel):
     """Fields every dataset kind shares."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    if TYPE_CHECKING:
+        # Each kind's class declares `kind` as its Literal discriminator field; declared here for
+        # the type checker only (no field at runtime), so code holding any spec may read it.
+        kind: str
 
     name: str | None = Field(
         None,
@@ -82,7 +90,7 @@ class SpecBase(BaseModel):
         if self.name:
             return self.name
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-        return f"{self.kind}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"  # type: ignore[attr-defined]
+        return f"{self.kind}-{hashlib.sha256(canonical.encode()).hexdigest()[:12]}"
 
     def num_shards(self) -> int:
         return -(-self.num_samples // self.shard_size)
@@ -187,7 +195,7 @@ class LLMSpec(BaseModel):
         return self.backend != "none"
 
 
-def describe_error(err: dict[str, Any], default_fix: str = "", kinds: Sequence[str] = ()) -> tuple[str, str, str]:
+def describe_error(err: Mapping[str, Any], default_fix: str = "", kinds: Sequence[str] = ()) -> tuple[str, str, str]:
     """(field, message, fix) of one pydantic error of a spec, in the words users know.
 
     Shared by the CLI (via `kinds.config_error_from`) and the REST API's 422 handler, so both name

@@ -53,15 +53,18 @@ class Tokenizer:
 
     @property
     def bos_id(self) -> int | None:
-        return self.hf.bos_token_id
+        token_id: int | None = self.hf.bos_token_id
+        return token_id
 
     @property
     def eos_id(self) -> int | None:
-        return self.hf.eos_token_id
+        token_id: int | None = self.hf.eos_token_id
+        return token_id
 
     @property
     def pad_id(self) -> int | None:
-        return self.hf.pad_token_id
+        token_id: int | None = self.hf.pad_token_id
+        return token_id
 
     @property
     def vocab_size(self) -> int:
@@ -81,7 +84,8 @@ class Tokenizer:
         return [len(e.ids) for e in self.hf.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: np.ndarray | list[int], skip_special_tokens: bool = False) -> str:
-        return self.hf.decode(list(map(int, ids)), skip_special_tokens=skip_special_tokens)
+        text: str = self.hf.decode(list(map(int, ids)), skip_special_tokens=skip_special_tokens)
+        return text
 
     def encode_chat(self, messages: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids of a chat and a mask that is true on the last (assistant) message only.
@@ -250,7 +254,7 @@ def train_tokenizer(
         show_progress=False,
     )
     raw.train_from_iterator(corpus.sample_text(max_chars), trainer=trainer)
-    hf = PreTrainedTokenizerFast(
+    hf = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # transformers leaves its __init__ unannotated
         tokenizer_object=raw,
         bos_token=BOS,
         eos_token=EOS,

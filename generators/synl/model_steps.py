@@ -17,6 +17,7 @@ sees the same answers and writes the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -118,7 +119,7 @@ def _model_step(ctx: Context, spec: SynLSpec, drafts: list[Draft], step: str) ->
         pending = failed
 
 
-def run_steps(ctx: Context, spec: SynLSpec, drafts: list[Draft], steps: set[str]) -> None:
+def run_steps(ctx: Context, spec: SynLSpec, drafts: list[Draft], steps: AbstractSet[str]) -> None:
     """Phrasing over every draft, then reasoning over the reasoning family's, as `steps` asks."""
     for step in ("phrasing", "reasoning"):
         if step in steps:

@@ -47,7 +47,8 @@ class SamplePlan:
     def sizes(self, r: int) -> list[int]:
         cut = np.floor(self.cumw * r).astype(np.int64)
         cut[-1] = r
-        return (MIN_ROWS + np.diff(np.concatenate([[0], cut]))).tolist()
+        sizes: list[int] = (MIN_ROWS + np.diff(np.concatenate([[0], cut]))).tolist()
+        return sizes
 
 
 def _walk(rng: np.random.Generator, hops: int) -> list[str]:

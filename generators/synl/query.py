@@ -19,6 +19,8 @@ import polars as pl
 from .schema import Built, cell_text, cents_text, parse_cell
 
 CondOp = Literal["eq", "lt", "le", "gt", "ge", "between"]
+AggOp = Literal["sum", "mean", "min", "max"]
+CompareAsk = Literal["larger", "smaller", "yesno", "difference"]
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,7 @@ class Count(Filtered):
 @dataclass(frozen=True)
 class Aggregate(Filtered):
     op: ClassVar[str] = "aggregate"
-    agg: Literal["sum", "mean", "min", "max"]
+    agg: AggOp
     column: str
     conditions: tuple[Condition, ...]
 
@@ -264,7 +266,7 @@ class Compare(Query):
     op: ClassVar[str] = "compare"
     keys: tuple[str, str]
     column: str
-    ask: Literal["larger", "smaller", "yesno", "difference"]
+    ask: CompareAsk
 
     def evaluate(self, tables: list[Built]) -> Result:
         b = tables[self.table]

@@ -104,7 +104,7 @@ def render_rows(frame: pl.DataFrame, spec: TableSpec, fmt: str) -> tuple[str, li
     if fmt not in RENDERERS:
         raise ValueError(f"unknown format {fmt!r}")
     names = [c.name for c in spec.columns]
-    kinds = [c.kind for c in spec.columns]
+    kinds: list[str] = [c.kind for c in spec.columns]
     cells = Cells(
         names,
         kinds,

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from ..specs import FAMILIES, FORMATS, MAX_SEQ_LEN, LLMSpec, SpecBase, StrictInt
+from ..specs import FAMILIES, FORMATS, MAX_SEQ_LEN, Family, Format, LLMSpec, SpecBase, StrictInt
 
 
 class SynLSpec(SpecBase):
@@ -15,10 +15,10 @@ class SynLSpec(SpecBase):
     kind: Literal["synl"] = "synl"
     seq_len: StrictInt = Field(8192, ge=256, le=MAX_SEQ_LEN, description="Target tokens of prompt plus answer.")
     min_len_ratio: float = Field(0.5, gt=0, le=1, description="Sample lengths spread over [ratio x seq_len, seq_len].")
-    formats: list[Literal["markdown", "csv", "jsonl", "html"]] = Field(
+    formats: list[Format] = Field(
         default_factory=lambda: list(FORMATS), min_length=1, description="Table renderings to draw from."
     )
-    families: list[Literal["retrieval", "multihop", "aggregation", "comparison", "reasoning"]] = Field(
+    families: list[Family] = Field(
         default_factory=lambda: list(FAMILIES), min_length=1, description="Task families to draw from."
     )
     max_tables: StrictInt = Field(

@@ -77,7 +77,8 @@ class Asker:
         return i, self.tables[i]
 
     def _key_at(self, b: Built) -> str:
-        return b.frame[b.spec.key][int(self.rng.integers(len(b.frame)))]
+        key: str = b.frame[b.spec.key][int(self.rng.integers(len(b.frame)))]
+        return key
 
     def _phrase(self, options: list[str]) -> tuple[int, str]:
         i = int(self.rng.integers(len(options)))
@@ -233,7 +234,7 @@ class Asker:
         q = Q.Count(t, conds)
         return Question(f"count/{i}", q, f"{text} Answer with a single integer.", "integer")
 
-    def _agg(self, agg: str) -> Question | None:
+    def _agg(self, agg: Q.AggOp) -> Question | None:
         t, b = self._table()
         kinds = NUMERIC_KINDS if agg in ("sum", "mean") else ORDERED_KINDS
         cols = value_cols(b, kinds)
@@ -318,7 +319,7 @@ class Asker:
                 return t, b, col, keys[int(i)], keys[int(j)]
         return None
 
-    def _compare(self, ask: str) -> Question | None:
+    def _compare(self, ask: Q.CompareAsk) -> Question | None:
         pair = self._pair()
         if pair is None:
             return None
@@ -391,7 +392,7 @@ class Asker:
         if conds is None:
             return None
         if op == "count":
-            q = Q.Count(t, conds)
+            q: Q.Query = Q.Count(t, conds)
             text = f"In {table_label(b)}, how many rows satisfy: {conds_text(conds, b)}? Answer with a single integer."
             return self._reason(Question("count/0", q, text, "integer"))
         q = Q.Aggregate(t, "sum", col, conds)
@@ -424,14 +425,21 @@ TEMPLATES: dict[str, Callable[[Asker], Question | None]] = {
     "chain_count": Asker.q_chain_count,
     "chain_keys": Asker.q_chain_keys,
     "count": Asker.q_count,
-    **{agg: lambda a, agg=agg: a._agg(agg) for agg in ("sum", "mean", "min", "max")},
+    "sum": lambda a: a._agg("sum"),
+    "mean": lambda a: a._agg("mean"),
+    "min": lambda a: a._agg("min"),
+    "max": lambda a: a._agg("max"),
     "argmax": lambda a: a._arg(True),
     "argmin": lambda a: a._arg(False),
     "topk": Asker.q_topk,
     "distinct": Asker.q_distinct,
-    **{ask: lambda a, ask=ask: a._compare(ask) for ask in ("larger", "smaller", "difference")},
+    "larger": lambda a: a._compare("larger"),
+    "smaller": lambda a: a._compare("smaller"),
+    "difference": lambda a: a._compare("difference"),
     "yesno": Asker.q_yesno,
-    **{f"r_{op}": lambda a, op=op: a._selective(op) for op in ("sum", "count", "argmax")},
+    "r_sum": lambda a: a._selective("sum"),
+    "r_count": lambda a: a._selective("count"),
+    "r_argmax": lambda a: a._selective("argmax"),
     "r_chain": Asker.q_r_chain,
     "r_compare": Asker.q_r_compare,
     "r_lookup": Asker.q_r_lookup,

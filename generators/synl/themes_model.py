@@ -218,7 +218,8 @@ def propose_themes(ctx: Context, spec: SynLSpec) -> tuple[dict[str, TableSchema]
     but the dataset's stats must count them once, whatever the number of processes.
     """
     if MEMO_KEY in ctx.memo:
-        return ctx.memo[MEMO_KEY]
+        memo: tuple[dict[str, TableSchema], LLMStats] = ctx.memo[MEMO_KEY]
+        return memo
     assert ctx.llm is not None
     stats = LLMStats()
     topics = _topics(spec)
