@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from longweave.generators import records
 from longweave.generators.errors import ConfigError
-from longweave.generators.tokenizer import default_cache_dir
+from longweave.generators.paths import Paths
 
 
 class ServiceShards:
@@ -33,7 +33,9 @@ class ServiceShards:
         self.url, self.dataset_id = url.rstrip("/"), dataset_id
         key = os.environ.get(api_key_env or "LONGWEAVE_API_KEY")
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir() / "backfill" / dataset_id
+        self.cache = (
+            Path(cache_dir).expanduser() if cache_dir else Paths.resolve(os.environ).cache_dir / "backfill" / dataset_id
+        )
 
     def _get(self, path: str) -> Any:
         import httpx

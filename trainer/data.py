@@ -695,7 +695,7 @@ def build_source(cfg: DataConfig, *, run_id: str, seed: int, rank: int, tokenize
     weighted mixture. `run_id` names the Redis consumer group, `rank` the consumer."""
     if not cfg.sources:
         raise ConfigError("data.sources", "no data source", "add a parquet or redis source to the recipe")
-    built = []
+    built: list[Source] = []
     for sc in cfg.sources:
         if sc.kind == "parquet":
             built.append(
@@ -717,6 +717,8 @@ def build_source(cfg: DataConfig, *, run_id: str, seed: int, rank: int, tokenize
         else:
             # What one rank consumed, the others do not know: trimmed batches are read from Parquet
             # by a single-process run only (a run of several ranks is told `StreamTrimmed`).
+            if sc.dataset_id is None:  # SourceConfig's validator requires it for a redis source
+                raise ConfigError("data.sources", "a redis source needs dataset_id", "set dataset_id")
             backfill = None
             if sc.service_url and int(os.environ.get("WORLD_SIZE", "1")) == 1:
                 from .backfill import ServiceShards
