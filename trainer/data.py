@@ -120,7 +120,8 @@ def samples_from_table(table: pa.Table) -> list[Sample]:
 
 
 class Source(Protocol):
-    def __iter__(self) -> Iterator[Sample]: ...
+    # A live source yields None when nothing new has come yet (the packer trains on what it holds).
+    def __iter__(self) -> Iterator[Sample | None]: ...
     def state(self) -> dict[str, Any]: ...
     def load_state(self, state: dict[str, Any]) -> None: ...
     def commit(self, state: dict[str, Any]) -> None: ...
@@ -651,9 +652,9 @@ class MixtureSource:
         self.sources, self.weights, self.seed = sources, np.asarray(weights, float), seed
         self.k = 0
         self.exhausted = [False] * len(sources)
-        self._iters: list[Iterator[Sample] | None] = [None] * len(sources)
+        self._iters: list[Iterator[Sample | None] | None] = [None] * len(sources)
 
-    def __iter__(self) -> Iterator[Sample]:
+    def __iter__(self) -> Iterator[Sample | None]:
         self._iters = [iter(s) for s in self.sources]
         while not all(self.exhausted):
             w = np.where(self.exhausted, 0.0, self.weights)
