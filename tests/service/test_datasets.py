@@ -220,7 +220,7 @@ def _claim_only(url: str, dataset: str, spec: dict) -> None:
 
     import redis.asyncio as aioredis
 
-    from longweave.generators.specs import parse_spec
+    from longweave.generators.kinds import parse_spec
     from longweave.service import queue as Q
 
     parsed = parse_spec(spec)
