@@ -96,15 +96,17 @@ def serve(host: str = "127.0.0.1", port: int = 8000, workers: int = 0) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings()
     embedded = None
-    if not settings.redis_url:
+    redis_url = settings.redis_url
+    if not redis_url:
         embedded = EmbeddedRedis(
             settings.redis_dir, fsync=settings.redis_fsync, maxmemory=settings.redis_maxmemory
         ).start()
         log.warning(
             "no REDIS_URL: embedded valkey-server on %s (appendonly, data in %s)", embedded.url, settings.redis_dir
         )
-        settings = settings.model_copy(update={"redis_url": embedded.url})
-    procs = start_workers(workers, settings.redis_url) if workers else []
+        redis_url = embedded.url
+        settings = settings.model_copy(update={"redis_url": redis_url})
+    procs = start_workers(workers, redis_url) if workers else []
 
     def _exit(signum: int, frame: object) -> None:
         raise SystemExit(0)

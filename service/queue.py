@@ -158,13 +158,17 @@ class Queue:
                 continue
             task = _task(entry_id, fields)
             if task is None:
-                return self._drop(entry_id)
+                self._drop(entry_id)
+                return None
             self.r.hincrby(S.stats_key(task.dataset), "tasks_reclaimed", 1)
             return task
         res = self.r.xreadgroup(S.WORKERS_GROUP, self.consumer, {S.TASKS: ">"}, count=1, block=block_ms)
         for _, entries in res or []:
             for entry_id, fields in entries:
-                return _task(entry_id, fields) or self._drop(entry_id)
+                task = _task(entry_id, fields)
+                if task is None:
+                    self._drop(entry_id)
+                return task
         return None
 
     def _drop(self, entry_id: Any) -> None:

@@ -9,11 +9,15 @@ A URL `redis+cluster://host:port` (`rediss+cluster://` with TLS; generators/stre
 `cluster_url`) makes a Redis Cluster client (redis-py's `RedisCluster`, sync and asyncio): every
 key of a dataset shares one hash slot (service/keys.py), so its scripts and transactions run on
 one node, and the client routes each command to the node that holds its slot.
+
+The replies are bytes; `text`, `text_hash` and `stream_entries` (at the bottom) read them with
+the types the API uses.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -97,3 +101,26 @@ def probe_client(url: str) -> Any:
 
         return RedisCluster.from_url(plain, socket_timeout=2, socket_connect_timeout=2, max_connections=2)
     return aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2, single_connection_client=True)
+
+
+# -- replies ----------------------------------------------------------------------------------
+# These clients answer bytes (no `decode_responses`); redis-py types the replies for either
+# setting and either protocol (`bytes | str`, RESP2 lists or RESP3 dicts), so the API reads them
+# through these helpers rather than through a cast at every call.
+StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+def text(reply: bytes | str) -> str:
+    """One reply (a key, a field, a value) as text."""
+    return reply.decode() if isinstance(reply, bytes) else reply
+
+
+def text_hash(reply: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    """An HGETALL reply as text."""
+    return {text(k): text(v) for k, v in reply.items()}
+
+
+def stream_entries(reply: Any) -> StreamEntries:
+    """The entries of the one stream an XREAD read: its RESP2 reply is `[[key, entries]]`, or
+    empty (None or []) when nothing new came."""
+    return cast(StreamEntries, reply[0][1]) if reply else []

@@ -198,7 +198,7 @@ class Worker:
         )
         self.store = Store(settings.store_root)
         self.contexts: OrderedDict[str, Context] = OrderedDict()
-        self.llms: dict[str, LLM] = {}  # one backend per distinct llm section: its adaptive state lasts
+        self.llms: dict[str, LLM | None] = {}  # one backend per distinct llm section: its adaptive state lasts
         self.heartbeat = Heartbeat(url, self.q.consumer, settings.claim_idle_ms / 3000)
         self.rss = RssWatch(url, self.q.consumer, settings.worker_max_rss)
         self.stopping = False

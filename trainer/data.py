@@ -120,7 +120,8 @@ def samples_from_table(table: pa.Table) -> list[Sample]:
 
 
 class Source(Protocol):
-    def __iter__(self) -> Iterator[Sample]: ...
+    # A live source yields None when nothing new has come yet (the packer trains on what it holds).
+    def __iter__(self) -> Iterator[Sample | None]: ...
     def state(self) -> dict[str, Any]: ...
     def load_state(self, state: dict[str, Any]) -> None: ...
     def commit(self, state: dict[str, Any]) -> None: ...
@@ -651,9 +652,9 @@ class MixtureSource:
         self.sources, self.weights, self.seed = sources, np.asarray(weights, float), seed
         self.k = 0
         self.exhausted = [False] * len(sources)
-        self._iters: list[Iterator[Sample] | None] = [None] * len(sources)
+        self._iters: list[Iterator[Sample | None] | None] = [None] * len(sources)
 
-    def __iter__(self) -> Iterator[Sample]:
+    def __iter__(self) -> Iterator[Sample | None]:
         self._iters = [iter(s) for s in self.sources]
         while not all(self.exhausted):
             w = np.where(self.exhausted, 0.0, self.weights)
@@ -695,7 +696,7 @@ def build_source(cfg: DataConfig, *, run_id: str, seed: int, rank: int, tokenize
     weighted mixture. `run_id` names the Redis consumer group, `rank` the consumer."""
     if not cfg.sources:
         raise ConfigError("data.sources", "no data source", "add a parquet or redis source to the recipe")
-    built = []
+    built: list[Source] = []
     for sc in cfg.sources:
         if sc.kind == "parquet":
             built.append(
@@ -717,6 +718,8 @@ def build_source(cfg: DataConfig, *, run_id: str, seed: int, rank: int, tokenize
         else:
             # What one rank consumed, the others do not know: trimmed batches are read from Parquet
             # by a single-process run only (a run of several ranks is told `StreamTrimmed`).
+            if sc.dataset_id is None:  # SourceConfig's validator requires it for a redis source
+                raise ConfigError("data.sources", "a redis source needs dataset_id", "set dataset_id")
             backfill = None
             if sc.service_url and int(os.environ.get("WORLD_SIZE", "1")) == 1:
                 from .backfill import ServiceShards

@@ -46,6 +46,9 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[Any, Tokenizer]:
     window = cfg.data.target_window or cfg.data.seq_len
     impl = attention.resolve(cfg.model.attention, device)
     load_impl = attention.load_name(impl)
+    # Any transformers causal LM: its annotations type `from_pretrained`, `get_input_embeddings`
+    # and `to` through decorators and unions that do not hold for a concrete model.
+    model: Any
     if cfg.model.path == "tiny":
         t = cfg.model.tiny
         hf_cfg = LlamaConfig(

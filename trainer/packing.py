@@ -103,7 +103,7 @@ class Packer:
         self.positions, self.window, self.pose_chunks, self.seed = positions, target_window, pose_chunks, seed
         self.buffer: list[tuple[int, Sample]] = []  # (age in micro-batches, piece)
         self.count = 0  # micro-batches made: seeds the position transform of each row
-        self._it: Iterator[Sample] | None = None
+        self._it: Iterator[Sample | None] | None = None
         self._exhausted = False
 
     @classmethod

@@ -38,6 +38,13 @@ def ntk_base(base: float, dim: int, factor: float) -> float:
     return base * factor ** (dim / (dim - 2))
 
 
+def _abf_theta(rope: RopeConfig) -> float:
+    # RopeConfig's validator already requires theta for abf; this states it where it is read.
+    if rope.theta is None:
+        raise ValueError("abf needs rope.theta (e.g. 500000)")
+    return float(rope.theta)
+
+
 def yarn_ramp(dim: int, base: float, original: int, beta_fast: float, beta_slow: float) -> torch.Tensor:
     """Per pair i, 0 where the original frequency is kept and 1 where it is fully interpolated."""
 
@@ -46,7 +53,7 @@ def yarn_ramp(dim: int, base: float, original: int, beta_fast: float, beta_slow:
         return dim * math.log(original / (rotations * 2 * math.pi)) / (2 * math.log(base))
 
     low = max(math.floor(pair_for(beta_fast)), 0)
-    high = min(math.ceil(pair_for(beta_slow)), dim - 1)
+    high: float = min(math.ceil(pair_for(beta_slow)), dim - 1)
     if low == high:
         high += 0.001
     return ((torch.arange(dim // 2, dtype=torch.float64) - low) / (high - low)).clamp(0, 1)
@@ -60,7 +67,7 @@ def inv_freq(
     if s == "none":
         return default_inv_freq(base, dim), 1.0
     if s == "abf":
-        return default_inv_freq(float(rope.theta), dim), 1.0
+        return default_inv_freq(_abf_theta(rope), dim), 1.0
     f = rope.factor
     if s == "linear":
         return default_inv_freq(base, dim) / f, 1.0
@@ -85,7 +92,7 @@ def hf_rope_parameters(rope: RopeConfig, base: float, dim: int, original: int) -
     if s == "none":
         return None
     if s == "abf":
-        return {"rope_type": "default", "rope_theta": float(rope.theta)}
+        return {"rope_type": "default", "rope_theta": _abf_theta(rope)}
     if s == "ntk":
         # Static NTK is ABF with a computed base; saving it as such keeps any server able to load it.
         return {"rope_type": "default", "rope_theta": ntk_base(base, dim, rope.factor)}

@@ -111,7 +111,7 @@ def select_dataset(
         table = records.read_parquet(f)
         kinds = table.column("kind").to_pylist()
         metas = table.column("meta").to_pylist()
-        out_records = []
+        out_records: list[records.Record] = []
         for i, sample in enumerate(samples_from_table(table)):
             if sample.loss_mask is not None:
                 raise ConfigError(

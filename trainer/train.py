@@ -135,15 +135,16 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> Path:
     while step < cfg.steps:
         t0 = time.perf_counter()
         # 1. This step's micro-batches; a rank out of data contributes empty ones.
-        micro = [batches.next() for _ in range(cfg.accumulation)]
-        real = sum(b is not None for b in micro)
-        micro = [b if b is not None else parallel.empty_batch(cfg.micro_batch, cfg.data.seq_len, pad_id) for b in micro]
+        got = [batches.next() for _ in range(cfg.accumulation)]
+        real = sum(b is not None for b in got)
+        micro = [b if b is not None else parallel.empty_batch(cfg.micro_batch, cfg.data.seq_len, pad_id) for b in got]
         t_data = time.perf_counter() - t0
         if dist.all_sum(real) == 0:
             break  # every source ended
 
         # 2. Tokens carrying loss in the whole global batch: the loss denominator.
-        n_loss = dist.all_sum(sum(b.num_loss_tokens for b in micro))
+        loss_tokens = sum(b.num_loss_tokens for b in micro)
+        n_loss = dist.all_sum(loss_tokens)
         scale = dist.world / max(n_loss, 1.0)
         loss_sum = 0.0
         for i, b in enumerate(micro):
@@ -172,7 +173,8 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> Path:
         # 4. Metrics (rank 0 writes; loss is the global token average).
         dt = time.perf_counter() - t0
         loss_avg = dist.all_sum(loss_sum) / max(n_loss, 1.0)
-        tokens = dist.all_sum(sum(int((b.doc_ids >= 0).sum()) for b in micro))
+        real_tokens = sum(int((b.doc_ids >= 0).sum()) for b in micro)
+        tokens = dist.all_sum(real_tokens)
         metrics.step(
             {
                 "step": step,

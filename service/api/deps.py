@@ -17,6 +17,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from .. import keys as S
 from ..queue import creation_unfinished, resume_creation
+from ..redis_client import text_hash
 from ..settings import Settings, hash_api_key
 from ..store import Store
 
@@ -78,8 +79,7 @@ async def get_meta(
     tenant: TenantDep,
     r: RedisDep,
 ) -> dict[str, str]:
-    meta = await r.hgetall(S.meta_key(dataset_id))
-    meta = {k.decode(): v.decode() for k, v in meta.items()}
+    meta = text_hash(await r.hgetall(S.meta_key(dataset_id)))
     if not meta or meta.get("owner") != tenant or "state" not in meta:
         raise HTTPException(
             status.HTTP_404_NOT_FOUND, detail=[{"field": "dataset_id", "message": f"no dataset '{dataset_id}'"}]

@@ -30,7 +30,7 @@ import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Request, status
 
 from .. import keys as S
-from ..redis_client import unavailable_reply
+from ..redis_client import text, unavailable_reply
 from .deps import RedisDep, SettingsDep, TenantDep
 
 # KEYS[1] bucket hash; ARGV rate (tokens/s), burst. Returns {allowed 0|1, seconds until a token}.
@@ -115,7 +115,7 @@ async def admit(r: aioredis.Redis, tenant: str, dataset: str, spec: Any, setting
     key = S.active_key(tenant)
     entry = json.dumps({"samples": spec.num_samples, "bytes": want_bytes, "t": time.time()})
     reserved = bool(await r.hsetnx(key, dataset, entry))
-    active = {k.decode(): json.loads(v) for k, v in (await r.hgetall(key)).items()}
+    active = {text(k): json.loads(v) for k, v in (await r.hgetall(key)).items()}
     pipe = r.pipeline(transaction=False)
     for other in active:
         pipe.hmget(S.meta_key(other), "state", "samples_total", "samples_published")

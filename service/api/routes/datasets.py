@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from functools import lru_cache
 from pathlib import Path as FsPath
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import redis
 import redis.asyncio as aioredis
@@ -24,6 +24,7 @@ from longweave.generators.tokenizer import load_tokenizer
 
 from ... import keys as S
 from ... import queue as Q
+from ...redis_client import stream_entries, text, text_hash
 from ..deps import MetaDep, RedisDep, SettingsDep, StoreDep, TenantDep
 from ..limits import SseRedisDep, StreamSlotsDep, admit, rate_limit, release
 from ..models import DatasetList, DatasetStatus, FileList, SamplePage, error_responses
@@ -75,7 +76,7 @@ async def status_of(r: aioredis.Redis, meta: dict[str, str]) -> DatasetStatus:
         id=meta["id"],
         kind=meta["kind"],
         state=meta["state"],
-        spec=json.loads(meta["spec"]),  # type: ignore[arg-type]
+        spec=json.loads(meta["spec"]),
         samples_total=total,
         samples_published=published,
         samples_done=int(meta.get("samples_done", 0)),
@@ -196,7 +197,7 @@ async def create_dataset(
             status.HTTP_409_CONFLICT,
             detail=[{"field": "name", "message": f"a dataset named '{dataset}' exists", "fix": "choose another name"}],
         )
-    meta = {k.decode(): v.decode() for k, v in (await r.hgetall(S.meta_key(dataset))).items()}
+    meta = text_hash(await r.hgetall(S.meta_key(dataset)))
     meta["id"] = dataset
     return await status_of(r, meta)
 
@@ -210,10 +211,12 @@ async def list_datasets(
 ) -> DatasetList:
     """This tenant's datasets, newest first."""
     total = await r.zcard(S.tenant_key(tenant))
-    ids = [i.decode() for i in await r.zrevrange(S.tenant_key(tenant), offset, offset + limit - 1)]
+    # Without `withscores` the reply is the members alone (redis-py types both forms as one).
+    members = cast(list[bytes], await r.zrevrange(S.tenant_key(tenant), offset, offset + limit - 1))
+    ids = [text(i) for i in members]
     items = []
     for dataset in ids:
-        meta = {k.decode(): v.decode() for k, v in (await r.hgetall(S.meta_key(dataset))).items()}
+        meta = text_hash(await r.hgetall(S.meta_key(dataset)))
         if meta.get("owner") == tenant and "state" in meta:
             meta["id"] = dataset
             items.append(await status_of(r, meta))
@@ -233,7 +236,9 @@ async def cancel_dataset(meta: MetaDep, r: RedisDep, settings: SettingsDep) -> D
     """Cancel: queued shards are skipped, running shards stop at their next check (between samples
     or batches); the output stream and publication bookkeeping are freed, the status stays."""
     await Q.cancel_dataset(r, meta["id"], settings.events_maxlen)
-    meta["state"] = (await r.hget(S.meta_key(meta["id"]), "state")).decode()
+    state = await r.hget(S.meta_key(meta["id"]), "state")
+    if state is not None:  # a dataset's meta always holds its state (CREATE writes it whole)
+        meta["state"] = text(state)
     return await status_of(r, meta)
 
 
@@ -292,7 +297,7 @@ async def dataset_events(
                 if res:
                     idle = 0.0
                     final = False
-                    for entry_id, fields in res[0][1]:
+                    for entry_id, fields in stream_entries(res):
                         cursor = entry_id.decode()
                         kind, data = fields[b"type"].decode(), fields[b"data"].decode()
                         yield f"id: {cursor}\nevent: {kind}\ndata: {data}\n\n".encode()
@@ -360,14 +365,14 @@ def _preview(meta: dict[str, str], store: Any, offset: int, limit: int) -> Sampl
                         "meta": json.loads(row["meta"]),
                     }
                 )
-    return SamplePage(dataset=dataset, offset=offset, limit=limit, available=available, samples=samples)  # type: ignore[arg-type]
+    return SamplePage(dataset=dataset, offset=offset, limit=limit, available=available, samples=samples)
 
 
 @router.get("/{dataset_id}/files", response_model=FileList, responses=NOT_FOUND)
 async def list_files(meta: MetaDep, store: StoreDep) -> FileList:
     """The Parquet shards written so far, and the card once the dataset is done."""
     files = await run_in_threadpool(store.list_files, meta["id"])
-    return FileList(dataset=meta["id"], files=files)  # type: ignore[arg-type]
+    return FileList(dataset=meta["id"], files=files)
 
 
 @router.get(

@@ -27,7 +27,7 @@ async def stream_info(meta: MetaDep, store: StoreDep, settings: SettingsDep, req
     return StreamInfo(
         dataset=meta["id"],
         state=meta["state"],
-        redis_url=url,  # type: ignore[arg-type]
+        redis_url=url,
         stream=S.out_key(meta["id"]),
         meta=S.meta_key(meta["id"]),
         tokenizer_files=tok,
