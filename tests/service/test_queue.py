@@ -5,17 +5,35 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from longweave.service import keys as S
 from longweave.service.queue import Queue
+from longweave.service.redis_server import EmbeddedRedis
+
+
+@pytest.fixture(scope="module")
+def queue_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """A server of this module's own: the session's server has live workers from other tests,
+    which would claim the tasks these tests queue and inspect."""
+    with EmbeddedRedis(Path(tmp_path_factory.mktemp("queue-redis"))) as server:
+        yield server
 
 
 @pytest.fixture()
-def q(redis_server) -> Queue:
-    return Queue(redis_server.url)
+def r(queue_redis: EmbeddedRedis) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(queue_redis.url)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def q(queue_redis: EmbeddedRedis) -> Queue:
+    return Queue(queue_redis.url)
 
 
 @pytest.fixture()
@@ -109,7 +127,7 @@ def test_a_dead_workers_task_is_reclaimed_and_a_live_ones_is_not(private_redis) 
 
 
 def test_a_blocked_consumer_gets_batches_published_through_the_stage_key(
-    q: Queue, ds: str, r: redis.Redis, redis_server
+    q: Queue, ds: str, r: redis.Redis, queue_redis
 ) -> None:
     # GATE renames the stream for the instant of the transaction: a trainer blocked in
     # XREADGROUP must still be served, and nothing of the transaction may stay behind.
@@ -121,7 +139,7 @@ def test_a_blocked_consumer_gets_batches_published_through_the_stage_key(
     got: list[bytes] = []
 
     def read() -> None:
-        c = redis.Redis.from_url(redis_server.url)
+        c = redis.Redis.from_url(queue_redis.url)
         while len(got) < 3:
             for _, entries in c.xreadgroup("run:t", "c", {out: ">"}, count=10, block=5000) or []:
                 got.extend(f[b"data"] for _, f in entries)
