@@ -51,6 +51,9 @@ from .records import Record, record_id
 from .specs import MAX_SEQ_LEN, SpecBase
 from .tokenstore import TokenStore
 
+# This kind's random stream id: the second word of every CIP seed (unique among kinds, see context.Kind).
+STREAM = 1
+
 
 class CIPSpec(SpecBase):
     """Chunk-interleaved pretraining (LongSkywork): N documents, K chunks each, round robin."""
@@ -106,7 +109,7 @@ class Plan:
 
     def _epoch(self, e: int) -> tuple[np.ndarray, np.ndarray]:
         """Epoch e: store indices of its documents in stream order, and their cumulative lengths."""
-        rng = np.random.default_rng([self.seed, int(Stream.CIP), int(Stream.EPOCH), e])
+        rng = np.random.default_rng([self.seed, STREAM, int(Stream.EPOCH), e])
         docs = self.eligible[rng.permutation(self.n)]
         cum = np.zeros(self.n + 1, np.int64)
         np.cumsum(self.lengths[docs], out=cum[1:])
@@ -217,7 +220,7 @@ def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
 KIND = Kind(
     "cip",
     CIPSpec,
-    Stream.CIP,
+    STREAM,
     needs_corpus=True,
     generate=generate,
     cli_flags={

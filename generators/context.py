@@ -5,9 +5,9 @@ runs one way: kind modules -> context, and `kinds.py` (the registry) -> kind mod
 module declares itself with one `KIND = Kind(...)` next to its spec class; `kinds.py` collects
 those declarations.
 
-Random streams. Every random generator is seeded by `[seed, Stream.<KIND>, ...]`; `Stream` is the
-one list of the numbers that keep streams apart, so two streams cannot pick the same id by
-accident. The values are part of the data: changing one changes every byte generated with it
+Random streams. Every random generator is seeded by `[seed, <the kind's stream id>, ...]`; each
+kind declares its id with its `Kind` (checked unique there), and `Stream` lists the ids of the
+streams that belong to a dataset rather than to a sample. The values are part of the data: changing one changes every byte generated with it
 (tests/generators/test_golden.py pins them).
 """
 
@@ -33,13 +33,12 @@ if TYPE_CHECKING:
 
 
 class Stream(enum.IntEnum):
-    """Ids that keep random streams apart for the same seed (second and later seed words)."""
+    """Ids of the random streams a dataset draws beside its samples' (third and later seed words).
 
-    # One per kind (named after it, below 256), the second word of every seed of that kind.
-    CIP = 1
-    SYNL = 2
-    NIAH = 3
-    DOC_QA = 4
+    The second word of every seed is the kind's own stream id, declared with the kind (`Kind.stream`,
+    1..255, checked unique below), so adding a kind touches nothing here.
+    """
+
     # Never a sample index (specs cap num_samples far below): marks a stream that belongs to the
     # dataset rather than to one sample (the document order, SynL's themes, SynL's model steps).
     BEYOND_SAMPLES = 1 << 40
@@ -47,8 +46,9 @@ class Stream(enum.IntEnum):
     EPOCH = 0x45504F43
 
 
-# The kind streams by kind name: `sample_rng` and `doc_order` look a spec's up, `Kind` checks its own.
-KIND_STREAM: dict[str, Stream] = {s.name.lower(): s for s in Stream if s < 256}
+# Kind name -> its stream id, filled as each kind is declared (`Kind.__post_init__`), so that
+# `sample_rng` and `doc_order` find a spec's without importing the registry (kinds.py imports us).
+KIND_STREAM: dict[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Kind:
 
     name: str
     spec: type[SpecBase]
-    stream: Stream
+    stream: int
     needs_corpus: bool
     generate: Callable[[Context, int, int, int], list[Record]]
     cli_flags: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -70,8 +70,12 @@ class Kind:
         declared = self.spec.model_fields["kind"].default
         if declared != self.name:
             raise ValueError(f"kind {self.name!r} declares a spec whose kind is {declared!r}")
-        if KIND_STREAM.get(self.name) != self.stream:
-            raise ValueError(f"kind {self.name!r}: add its stream to context.Stream, named {self.name.upper()}")
+        if not 1 <= self.stream < 256:
+            raise ValueError(f"kind {self.name!r}: its stream id {self.stream} is outside 1..255")
+        taken = {stream: name for name, stream in KIND_STREAM.items() if name != self.name}
+        if self.stream in taken:
+            raise ValueError(f"kind {self.name!r}: stream id {self.stream} is kind {taken[self.stream]!r}'s")
+        KIND_STREAM[self.name] = self.stream
 
 
 @dataclass

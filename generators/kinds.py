@@ -6,8 +6,8 @@ into `KINDS` and builds from them what needs every kind at once: the discriminat
 spec classes (`AnySpec`, `DatasetSpec` for FastAPI bodies) and `parse_spec`. The pipeline, the
 REST API, the worker and the CLI read `KINDS`; none of them names a kind.
 
-Adding a kind: write its module (spec class, generate, `KIND`), add its stream to
-`context.Stream`, and add the module to the tuple below (docs/architecture.md, "Adding a dataset
+Adding a kind: write its module (spec class, stream id, generate, `KIND`) and add the module to
+the tuple below (docs/architecture.md, "Adding a dataset
 kind").
 """
 

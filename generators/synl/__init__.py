@@ -10,17 +10,17 @@ records); `model_steps.py`, `themes_model.py`, `themes_check.py`, `phrasing.py` 
 `KIND` below the kind's one declaration (generators/kinds.py collects it).
 """
 
-from ..context import Kind, Stream
+from ..context import Kind
 from .plan import MIN_ROWS, SamplePlan, draw_plan
 from .sample import draft, generate, make_sample
 from .schema import FORMATS, Built, Column, TableSchema, TableSpec
-from .spec import SynLSpec
+from .spec import STREAM, SynLSpec
 from .themes_data import THEMES
 
 KIND = Kind(
     "synl",
     SynLSpec,
-    Stream.SYNL,
+    STREAM,
     needs_corpus=False,
     generate=generate,
     cli_flags={"seq_len": ("--seq-len", "-L"), "formats": ("--format", "--formats"), "max_tables": ("--tables",)},

@@ -8,6 +8,9 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from ..specs import FAMILIES, FORMATS, MAX_SEQ_LEN, Family, Format, LLMSpec, SpecBase, StrictInt
 
+# SynL's random stream id: the second word of every SynL seed (unique among kinds, see context.Kind).
+STREAM = 2
+
 
 class SynLSpec(SpecBase):
     """Synthetic lengthy tables (SynL): lookup and reasoning questions over rendered tables."""

@@ -19,7 +19,7 @@ import numpy as np
 from ..context import Context, Stream
 from ..llm import LLMRequest, LLMStats, Sampling, ask
 from .schema import TableSchema
-from .spec import SynLSpec
+from .spec import STREAM, SynLSpec
 from .themes_check import (
     MAX_COLUMNS,
     MIN_COLUMNS,
@@ -179,7 +179,7 @@ def theme_prompt(topic: str, error: str = "") -> str:
 # -- the step ----------------------------------------------------------------------------------------
 def _topics(spec: SynLSpec) -> list[str]:
     """`num_themes` topics drawn from the seed (distinct while the list lasts)."""
-    rng = np.random.default_rng([spec.seed, int(Stream.SYNL), int(Stream.BEYOND_SAMPLES), 1])
+    rng = np.random.default_rng([spec.seed, STREAM, int(Stream.BEYOND_SAMPLES), 1])
     n = spec.llm.num_themes
     out: list[str] = []
     while len(out) < n:
@@ -189,9 +189,7 @@ def _topics(spec: SynLSpec) -> list[str]:
 
 def _seed(spec: SynLSpec, j: int, attempt: int) -> int:
     return int(
-        np.random.SeedSequence([spec.seed, int(Stream.SYNL), int(Stream.BEYOND_SAMPLES), 2, j, attempt]).generate_state(
-            1
-        )[0]
+        np.random.SeedSequence([spec.seed, STREAM, int(Stream.BEYOND_SAMPLES), 2, j, attempt]).generate_state(1)[0]
     )
 
 
