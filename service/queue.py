@@ -78,7 +78,7 @@ import redis
 import redis.asyncio as aioredis
 
 from . import keys as S
-from .redis_client import sync_client
+from .redis_client import sync_client, text
 from .scripts import Result, register
 
 FINAL = "final"  # the shard field of a dataset's completion task
@@ -98,15 +98,11 @@ class Task:
 
 
 def _task(entry_id: Any, fields: dict[Any, Any]) -> Task | None:
-    f = {_s(k): _s(v) for k, v in fields.items()}
+    f = {text(k): text(v) for k, v in fields.items()}
     if "dataset" not in f or "shard" not in f:
         return None
     shard = None if f["shard"] == FINAL else int(f["shard"])
-    return Task(_s(entry_id), f["dataset"], shard)
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+    return Task(text(entry_id), f["dataset"], shard)
 
 
 def consumer_name() -> str:
@@ -154,7 +150,7 @@ class Queue:
         _, claimed, *_ = self.r.xautoclaim(S.TASKS, S.WORKERS_GROUP, self.consumer, idle_ms, "0-0", count=1)
         for entry_id, fields in claimed:
             if fields is None:  # deleted while pending
-                self.ack(_s(entry_id))
+                self.ack(text(entry_id))
                 continue
             task = _task(entry_id, fields)
             if task is None:
@@ -172,7 +168,7 @@ class Queue:
         return None
 
     def _drop(self, entry_id: Any) -> None:
-        self.ack(_s(entry_id))
+        self.ack(text(entry_id))
 
     def touch(self, entry_id: str) -> None:
         """Reset the idle time of a task this worker still works on, so nobody reclaims it."""
@@ -186,11 +182,11 @@ class Queue:
 
     # -- datasets --------------------------------------------------------------------------
     def meta(self, dataset: str) -> dict[str, str]:
-        return {_s(k): _s(v) for k, v in self.r.hgetall(S.meta_key(dataset)).items()}
+        return {text(k): text(v) for k, v in self.r.hgetall(S.meta_key(dataset)).items()}
 
     def state(self, dataset: str) -> str | None:
         v = self.r.hget(S.meta_key(dataset), "state")
-        return None if v is None else _s(v)
+        return None if v is None else text(v)
 
     def transition(self, dataset: str, state: str, allowed_from: tuple[str, ...]) -> bool:
         return bool(
@@ -352,7 +348,7 @@ class Queue:
                 "" if self.shard_window is None else self.window_of(dataset),
             ],
         )
-        new, tasks = int(res[0]), [_s(t) for t in res[1:]]
+        new, tasks = int(res[0]), [text(t) for t in res[1:]]
         if tasks:
             pipe = self.r.pipeline(transaction=False)
             for task in tasks:
@@ -365,13 +361,13 @@ class Queue:
         """The dataset's share of `shard_window`: divided among its tenant's datasets in flight."""
         assert self.shard_window is not None
         owner = self.r.hget(S.meta_key(dataset), "owner")
-        return tenant_window(self.shard_window, self.r.hlen(S.active_key(_s(owner))) if owner else 0)
+        return tenant_window(self.shard_window, self.r.hlen(S.active_key(text(owner))) if owner else 0)
 
     def leave_active(self, dataset: str) -> None:
         """A final dataset no longer takes a share of its tenant's window (nor of its quotas)."""
         owner = self.r.hget(S.meta_key(dataset), "owner")
         if owner:
-            self.r.hdel(S.active_key(_s(owner)), dataset)
+            self.r.hdel(S.active_key(text(owner)), dataset)
 
     def trim(self, dataset: str) -> int:
         return int(
@@ -391,7 +387,7 @@ class Queue:
         self.r.sadd(S.TRIM_LATER, dataset)
 
     def trim_pending(self, limit: int = 50) -> list[str]:
-        return [_s(d) for d in self.r.srandmember(S.TRIM_LATER, limit) or []]
+        return [text(d) for d in self.r.srandmember(S.TRIM_LATER, limit) or []]
 
     def trim_finished(self, dataset: str) -> None:
         """Trim a finished dataset's stream; forget it once the stream is empty or gone, or holds no
@@ -414,7 +410,7 @@ class Queue:
     def slowest(self, dataset: str, cap: int) -> tuple[int, str | None]:
         """`lag` and the name of the group that has it (None when no active group lags)."""
         lag, who = self._lag(keys=[S.meta_key(dataset), S.out_key(dataset)], args=[cap, self.consumer_idle_ms])
-        return int(lag), (_s(who) if who else None)
+        return int(lag), (text(who) if who else None)
 
     def set_waiting(self, dataset: str, group: str | None, lag: int = 0, event: bool = True) -> None:
         """Say in the status (`waiting_for`) and, with `event`, as an SSE `waiting` event that
@@ -558,7 +554,7 @@ async def create_dataset(
     claimed = await claim_dataset(
         r, dataset, tenant, spec_json, kind, num_samples, num_shards, shard_size, batch_size, events_maxlen, window
     )
-    meta = {_s(k): _s(v) for k, v in (await r.hgetall(S.meta_key(dataset))).items()}
+    meta = {text(k): text(v) for k, v in (await r.hgetall(S.meta_key(dataset))).items()}
     if not claimed and not (
         creation_unfinished(meta) and meta.get("owner") == tenant and meta.get("spec") == spec_json
     ):
@@ -576,5 +572,5 @@ async def cancel_dataset(r: aioredis.Redis, dataset: str, events_maxlen: int) ->
         await r.srem(S.TRIM_LATER, dataset)  # its stream is gone: nothing left to trim
         owner = await r.hget(S.meta_key(dataset), "owner")
         if owner:  # no longer a share of its tenant's window
-            await r.hdel(S.active_key(_s(owner)), dataset)
+            await r.hdel(S.active_key(text(owner)), dataset)
     return cancelled == Result.OK

@@ -110,9 +110,9 @@ def probe_client(url: str) -> Any:
 StreamEntries = list[tuple[bytes, dict[bytes, bytes]]]
 
 
-def text(reply: bytes | str) -> str:
-    """One reply (a key, a field, a value) as text."""
-    return reply.decode() if isinstance(reply, bytes) else reply
+def text(reply: Any) -> str:
+    """One reply (a key, a field, a value, a number) as text."""
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 def text_hash(reply: Mapping[bytes | str, bytes | str]) -> dict[str, str]:

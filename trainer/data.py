@@ -485,7 +485,7 @@ class RedisSource:
         resp = self._read_new(block) if start == ">" else self._call(self._read, start, block)
         if not resp:
             return []
-        out = [(eid.decode() if isinstance(eid, bytes) else eid, fields) for eid, fields in resp[0][1]]
+        out = [(_str(eid), fields) for eid, fields in resp[0][1]]
         if out:
             self.last_read = out[-1][0]
         return out
