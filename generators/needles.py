@@ -47,23 +47,28 @@ that never happened.
 from __future__ import annotations
 
 import bisect
-import uuid
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import Field, StrictInt, field_validator, model_validator
 
+from . import needles_tasks as tasks
 from .context import Context, Kind, doc_order, sample_rng
 from .errors import ConfigError, TokenizerError
+from .needles_tasks import MAGIC_NEEDLE, Plan
+from .needles_text import LineHaystack, encode_plain, prose_lines, render_plain, values, word_pairs
 from .records import Record, record_id
 from .specs import MAX_SAMPLES, MAX_SEQ_LEN, SpecBase
 from .tokenizer import Tokenizer
 
+log = logging.getLogger(__name__)
+
 # This kind's random stream id: the second word of every needle seed (unique among kinds, see context.Kind).
 STREAM = 3
 
-NIAH_VARIANTS = ("passkey", "multikey", "multivalue")
+NIAH_VARIANTS = ("passkey", "multikey", "multivalue", "multiquery", "vartrack", "cwe", "fwe")
 NIAH_LENGTHS = (1024, 2048, 4096)
 NIAH_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
@@ -84,10 +89,26 @@ class NIAHSpec(SpecBase):
     depths: list[Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=lambda: list(NIAH_DEPTHS), min_length=1, description="Needle depths (0 = start, 1 = end)."
     )
-    variant: Literal["passkey", "multikey", "multivalue"] = Field("passkey", description="Needle task.")
-    num_needles: StrictInt = Field(4, ge=1, le=64, description="Keys (multikey) or values (multivalue) per haystack.")
+    variant: Literal["passkey", "multikey", "multivalue", "multiquery", "vartrack", "cwe", "fwe"] = Field(
+        "passkey", description="Task: passkey, multikey, multivalue, multiquery, vartrack, cwe or fwe."
+    )
+    num_needles: StrictInt = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Keys (multikey, multiquery), values (multivalue), variables per chain (vartrack) "
+        "or words asked for (cwe, fwe).",
+    )
     value_kind: Literal["numbers", "uuids", "words"] = Field(
         "numbers", description="What the needles hide: 7-digit numbers, UUIDs or word pairs."
+    )
+    prompt: Literal["chat", "plain"] | None = Field(
+        None,
+        description="chat (the tokenizer's chat template) or plain (base-model text ending in an answer "
+        "prefix); default: chat when the tokenizer has a chat template, else plain.",
+    )
+    haystack: Literal["corpus", "prose"] = Field(
+        "corpus", description="Haystack text: corpus documents, or generated plain prose (no code layout)."
     )
 
     @model_validator(mode="before")
@@ -121,7 +142,6 @@ class NIAHSpec(SpecBase):
 
 SEP = "\n\n"  # between haystack documents
 MIN_HAYSTACK_TOKENS = 16  # a cell must leave at least this much haystack around the needles
-NUMBER_DIGITS = 7
 MAX_SEARCH_STEPS = 12  # full encodes per search for the end of the haystack (typically 2-3)
 MAX_RESTARTS = 8  # searches per sample, each with one more leading line dropped
 LOCAL_BACKOFF_TOKENS = 16  # re-encode from this many tokens before the first changed character
@@ -129,143 +149,7 @@ DOC_SLACK_TOKENS = 256  # corpus tokens taken beyond the estimate, so the fitter
 
 NOUN = {"numbers": "number", "uuids": "uuid", "words": "word"}
 
-# Keys (and word values) are adjective-noun pairs: 64 x 64 = 4096 distinct, readable, and unlikely
-# to occur in source code or prose by accident.
-ADJECTIVES = (
-    "amber",
-    "ancient",
-    "azure",
-    "bitter",
-    "bold",
-    "brave",
-    "brisk",
-    "bronze",
-    "calm",
-    "clever",
-    "cobalt",
-    "copper",
-    "crimson",
-    "curly",
-    "dusty",
-    "eager",
-    "early",
-    "faint",
-    "fancy",
-    "fierce",
-    "frosty",
-    "gentle",
-    "gilded",
-    "glossy",
-    "golden",
-    "grumpy",
-    "hollow",
-    "humble",
-    "icy",
-    "jolly",
-    "lively",
-    "lucky",
-    "marble",
-    "mellow",
-    "misty",
-    "modest",
-    "noble",
-    "olive",
-    "pale",
-    "plucky",
-    "polite",
-    "proud",
-    "quiet",
-    "rapid",
-    "rustic",
-    "scarlet",
-    "shady",
-    "silent",
-    "silver",
-    "sleepy",
-    "smoky",
-    "snowy",
-    "solar",
-    "spicy",
-    "stormy",
-    "sturdy",
-    "sunny",
-    "swift",
-    "tidy",
-    "velvet",
-    "vivid",
-    "wary",
-    "witty",
-    "zesty",
-)
-NOUNS = (
-    "anchor",
-    "badger",
-    "barrel",
-    "beacon",
-    "bison",
-    "bramble",
-    "canyon",
-    "castle",
-    "cedar",
-    "comet",
-    "condor",
-    "cricket",
-    "dolphin",
-    "ember",
-    "falcon",
-    "fern",
-    "ferret",
-    "fjord",
-    "garden",
-    "glacier",
-    "harbor",
-    "hazel",
-    "heron",
-    "island",
-    "jackal",
-    "kettle",
-    "lagoon",
-    "lantern",
-    "lemur",
-    "magnet",
-    "meadow",
-    "mirror",
-    "nebula",
-    "orchid",
-    "otter",
-    "panther",
-    "pebble",
-    "pepper",
-    "pigeon",
-    "quarry",
-    "quill",
-    "raven",
-    "reef",
-    "saddle",
-    "salmon",
-    "spindle",
-    "sparrow",
-    "summit",
-    "thistle",
-    "tiger",
-    "timber",
-    "tulip",
-    "turtle",
-    "valley",
-    "violet",
-    "walnut",
-    "willow",
-    "wombat",
-    "yak",
-    "zephyr",
-    "acorn",
-    "basalt",
-    "cactus",
-    "delta",
-)
-
 PASSKEY_NEEDLE = "The pass key is {value}. Remember it. {value} is the pass key."
-MAGIC_NEEDLE = "The special magic {noun} for {key} is: {value}."
 INTRO = {
     "passkey": "A pass key is hidden somewhere in the long text below. Find it and remember it: "
     "you will be asked for it after the text.",
@@ -280,24 +164,19 @@ QUESTION = {
     "multivalue": "What are all the special magic {noun}s for {key} mentioned in the text above? "
     "List them in the order they appear in the text, separated by commas.",
 }
-
-
-# -- values ---------------------------------------------------------------------------------------
-def _word_pairs(rng: np.random.Generator, n: int) -> list[str]:
-    picks = rng.choice(len(ADJECTIVES) * len(NOUNS), size=n, replace=False)
-    return [f"{ADJECTIVES[p // len(NOUNS)]}-{NOUNS[p % len(NOUNS)]}" for p in picks]
-
-
-def _values(rng: np.random.Generator, kind: str, n: int, avoid: set[str]) -> list[str]:
-    """n distinct values of `kind`, none of them in `avoid` (the keys)."""
-    if kind == "numbers":
-        low = 10 ** (NUMBER_DIGITS - 1)
-        return [str(low + int(v)) for v in rng.choice(9 * low, size=n, replace=False)]
-    if kind == "uuids":
-        # Random version-4 UUIDs from the sample's own generator (uuid.uuid4 would use the OS).
-        return [str(uuid.UUID(bytes=rng.bytes(16), version=4)) for _ in range(n)]
-    pairs = _word_pairs(rng, n + len(avoid))
-    return [p for p in pairs if p not in avoid][:n]
+# The plain prompt ends with these words and the answer completes them (RULER's answer prefixes).
+ANSWER_ORDER = {
+    "multivalue": "appearance",
+    "multiquery": "question",
+    "vartrack": "assignment",
+    "cwe": "frequency",
+    "fwe": "frequency",
+}
+ANSWER_PREFIX = {
+    "passkey": "The pass key is",
+    "multikey": "The special magic {noun} for {key} mentioned in the provided text is",
+    "multivalue": "The special magic {noun}s for {key} mentioned in the provided text are",
+}
 
 
 # -- haystack -------------------------------------------------------------------------------------
@@ -445,8 +324,10 @@ class _Measure:
     content_at: int  # where the user content begins in the prompt
 
 
-def _render(tok: Tokenizer, messages: list[dict[str, str]]) -> tuple[str, int]:
-    """The prompt as `Tokenizer.encode_chat` renders it, and where the user content sits in it."""
+def _render(tok: Tokenizer, messages: list[dict[str, str]], plain: bool) -> tuple[str, int]:
+    """The prompt as `Tokenizer.encode_chat` (or `encode_plain`) renders it, and where the user content sits in it."""
+    if plain:
+        return render_plain(tok, messages[0]["content"])
     prompt = tok.hf.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
     at = prompt.find(messages[0]["content"])
     if at < 0:
@@ -459,7 +340,12 @@ def _render(tok: Tokenizer, messages: list[dict[str, str]]) -> tuple[str, int]:
 
 
 def _measure(
-    tok: Tokenizer, messages: list[dict[str, str]], tail_tokens: int, base: _Measure | None = None, same_until: int = 0
+    tok: Tokenizer,
+    messages: list[dict[str, str]],
+    tail_tokens: int,
+    plain: bool,
+    base: _Measure | None = None,
+    same_until: int = 0,
 ) -> _Measure:
     """Token count of the chat and the prompt's token offsets, encoding as `encode_chat` does.
 
@@ -469,7 +355,7 @@ def _measure(
     pre-tokenizers of BPE tokenizers guarantee in practice; the final record is encoded in full by
     encode_chat and compared, and the sample is refitted with full encodes if they differ.
     """
-    prompt, at = _render(tok, messages)
+    prompt, at = _render(tok, messages, plain)
     backend = tok.hf.backend_tokenizer
     if base is not None and base.content_at == at:
         k = max(bisect.bisect_right(base.starts, at + same_until) - 1 - LOCAL_BACKOFF_TOKENS, 0)
@@ -489,71 +375,94 @@ def _token_at(m: _Measure, char: int) -> int:
 
 
 # -- one sample -----------------------------------------------------------------------------------
-@dataclass
-class _Plan:
-    length: int
-    depth: float
-    variant: str
-    value_kind: str
-    keys: list[str | None]
-    values: list[str]
-    needles: list[str]
-    depths: list[float]  # requested depth of each needle
-    query: str | None
-    intro: str
-    question: str
-    answer: str
-
-
-def _plan(spec: NIAHSpec, index: int, rng: np.random.Generator) -> _Plan:
+def _plan(spec: NIAHSpec, index: int, rng: np.random.Generator) -> Plan:
     length, depth = spec.cell(index)
     noun = NOUN[spec.value_kind]
     variant = spec.variant
+    if variant == "multiquery":
+        return tasks.multiquery(spec, length, depth, rng, noun)
+    if variant == "vartrack":
+        return tasks.vartrack(spec, length, depth, rng)
+    if variant == "cwe":
+        return tasks.cwe(spec, length, depth, rng)
+    if variant == "fwe":
+        return tasks.fwe(spec, length, depth, rng)
+    in_order: list[list[int]] = []
     if variant == "passkey":
-        values = _values(rng, spec.value_kind, 1, set())
+        vals = values(rng, spec.value_kind, 1, set())
         keys: list[str | None] = [None]
-        needles = [PASSKEY_NEEDLE.format(value=values[0])]
+        needles = [PASSKEY_NEEDLE.format(value=vals[0])]
         depths = [depth]
         query = None
-        answer = values[0]
+        answer = vals[0]
     elif variant == "multikey":
         n = spec.num_needles
-        key_list = _word_pairs(rng, n)
-        values = _values(rng, spec.value_kind, n, set(key_list))
+        key_list = word_pairs(rng, n)
+        vals = values(rng, spec.value_kind, n, set(key_list))
         keys = list(key_list)
-        needles = [MAGIC_NEEDLE.format(noun=noun, key=k, value=v) for k, v in zip(key_list, values)]
+        needles = [MAGIC_NEEDLE.format(noun=noun, key=k, value=v) for k, v in zip(key_list, vals)]
         target = int(rng.integers(n))
         depths = [float(d) for d in rng.random(n)]
         depths[target] = depth
         query = key_list[target]
-        answer = values[target]
+        answer = vals[target]
     else:
         n = spec.num_needles
-        key = _word_pairs(rng, 1)[0]
-        values = _values(rng, spec.value_kind, n, {key})
+        key = word_pairs(rng, 1)[0]
+        vals = values(rng, spec.value_kind, n, {key})
         keys = [key] * n
-        needles = [MAGIC_NEEDLE.format(noun=noun, key=key, value=v) for v in values]
+        needles = [MAGIC_NEEDLE.format(noun=noun, key=key, value=v) for v in vals]
         depths = [depth + (1 - depth) * j / n for j in range(n)]
         query = key
-        answer = ", ".join(values)  # increasing depths: generation order is appearance order
-    return _Plan(
+        answer = ", ".join(vals)  # increasing depths: generation order is appearance order
+        in_order = [list(range(n))]
+    return Plan(
         length,
         depth,
         variant,
         spec.value_kind,
         keys,
-        values,
+        vals,
         needles,
         depths,
         query,
         INTRO[variant].format(noun=noun),
         QUESTION[variant].format(noun=noun, key=query),
         answer,
+        ANSWER_PREFIX[variant].format(noun=noun, key=query),
+        in_order=in_order,
     )
 
 
 def _messages(content: str, answer: str) -> list[dict[str, str]]:
     return [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
+
+
+def _encode(tok: Tokenizer, plain: bool, messages: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+    if plain:
+        return encode_plain(tok, messages[0]["content"], messages[-1]["content"])
+    return tok.encode_chat(messages)
+
+
+def _plain(ctx: Context) -> bool:
+    """Whether this dataset uses the plain prompt: as the spec says, else when there is no chat template."""
+    key = "niah.plain"
+    if key not in ctx.memo:
+        tok, form = ctx.tokenizer, ctx.spec.prompt
+        has_template = bool(getattr(tok.hf, "chat_template", None))
+        if form is None:
+            form = "chat" if has_template else "plain"
+            if not has_template:
+                log.warning("niah: tokenizer '%s' has no chat template: using the plain prompt", tok.name)
+        elif form == "chat" and not has_template:
+            raise ConfigError(
+                "prompt",
+                f"chat needs a chat template and tokenizer '{tok.name}' has none",
+                "use --prompt plain (or leave it unset), or a tokenizer with a chat_template",
+            )
+        ctx.memo[key] = form == "plain"
+    plain: bool = ctx.memo[key]
+    return plain
 
 
 class _Fitter:
@@ -567,7 +476,13 @@ class _Fitter:
     """
 
     def __init__(
-        self, ctx: Context, plan: _Plan, hay: _Haystack, anchors: list[int | None], tail_tokens: int, local: bool = True
+        self,
+        ctx: Context,
+        plan: Plan,
+        hay: _Haystack | LineHaystack,
+        anchors: list[int | None],
+        tail_tokens: int,
+        local: bool = True,
     ) -> None:
         self.ctx, self.plan, self.hay, self.anchors, self.tail = ctx, plan, hay, anchors, tail_tokens
         self.local = local  # re-encode only the changed end of the prompt (see `_measure`)
@@ -588,11 +503,12 @@ class _Fitter:
                     self.ctx.tokenizer,
                     messages,
                     self.tail,
+                    p.plain,
                     base_m,
                     min(lay.hay_end, self.tried[(s, base_cut)][1].hay_end),
                 )
             else:
-                m = _measure(self.ctx.tokenizer, messages, self.tail)
+                m = _measure(self.ctx.tokenizer, messages, self.tail, p.plain)
             if base is None:
                 self.base[s] = (cut, m)
                 self.encodes += 1
@@ -686,12 +602,15 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
     tok = ctx.tokenizer
     rng = sample_rng(spec, index)
     plan = _plan(spec, index, rng)
-    order = doc_order(ctx)
-    start = int(rng.integers(len(order)))
+    if _plain(ctx):
+        plan = replace(plan, plain=True, question=f"{plan.question}\nAnswer: {plan.answer_prefix}")
+    if plan.lines is None and spec.haystack == "corpus":
+        order = doc_order(ctx)
+        start = int(rng.integers(len(order)))
 
     # Fixed overhead: the chat with every needle and no haystack. It also fixes the answer's tokens.
     empty = _layout(plan.intro, plan.question, "", 0, 0, [None] * len(plan.needles), plan.needles)
-    ids, mask = tok.encode_chat(_messages(empty.content, plan.answer))
+    ids, mask = _encode(tok, plan.plain, _messages(empty.content, plan.answer))
     tail_tokens = int(mask.sum())
     overhead = len(ids)
     if plan.length < overhead + MIN_HAYSTACK_TOKENS:
@@ -704,7 +623,13 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
             f"use lengths of at least {need}{fewer}",
         )
     budget = plan.length - overhead  # haystack tokens, estimated in corpus-token units
-    hay = _Haystack(ctx, order, start, len(tok.encode(SEP)))
+    hay: _Haystack | LineHaystack
+    if plan.lines is not None:  # a word-list task: the list is the whole context
+        hay = LineHaystack(tok, plan.lines(budget, tok), DOC_SLACK_TOKENS)
+    elif spec.haystack == "prose":  # its own stream: the plan's draws stay those of the corpus haystack
+        hay = LineHaystack(tok, prose_lines(sample_rng(spec, index, 1)), DOC_SLACK_TOKENS)
+    else:
+        hay = _Haystack(ctx, order, start, len(tok.encode(SEP)))
     hay.ensure(budget)
 
     # Needle points: line starts, fixed from the estimate so that the fit only moves the window's
@@ -719,7 +644,7 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
         s, cut = fitter.fit(hay.char_of(budget))
         total, lay, m = fitter.tried[(s, cut)]
         messages = _messages(lay.content, plan.answer)
-        ids, mask = tok.encode_chat(messages)
+        ids, mask = _encode(tok, plan.plain, messages)
         if len(ids) == total and ids[: len(m.head_ids)].tolist() == m.head_ids:
             break
         # The tokenizer merged across the re-encoded boundary: fit again with full encodes.
@@ -730,10 +655,13 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
             "use a tokenizer whose chat template renders the prompt as a prefix of the chat",
         )
 
-    if plan.variant == "multivalue" and lay.order != sorted(lay.order):
-        # The answer lists values in generation order, fixed before the fit; it is the order of
-        # appearance because the needles' depths increase and snapping keeps ties in index order.
-        raise AssertionError("multivalue needles out of order")  # a bug, not bad input
+    for group in plan.in_order:
+        # Multivalue and vartrack answers list needles in generation order, fixed before the fit; it
+        # is the order of appearance because their depths increase and snapping keeps ties in index order.
+        if [i for i in lay.order if i in group] != group:
+            raise AssertionError(f"{plan.variant} needles out of order")  # a bug, not bad input
+    if plan.check is not None and plan.check(lay.content[lay.hay_start : lay.hay_end]) != plan.answer:
+        raise AssertionError(f"{plan.variant}: the fitted list does not give the planned answer")  # a bug
 
     # Needle token offsets and their actual depths in the haystack (needle tokens excluded).
     at = m.content_at
@@ -761,12 +689,18 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
         "needle_token_offsets": [a for a, _ in spans],
         "needle_depths": depths,
         "needle_tokens": needle_tokens,
-        "answer_order": "appearance" if plan.variant == "multivalue" else None,
+        "answer_order": ANSWER_ORDER.get(plan.variant),
         "length_short": plan.length - len(ids),
         "doc_ids": hay.doc_ids_in(s, cut),
         "seed": spec.seed,
         "index": index,
+        **plan.meta,
     }
+    # Recorded only away from the defaults, so that default samples keep their bytes.
+    if plan.plain:
+        meta["prompt"] = "plain"
+    if spec.haystack != "corpus" and plan.lines is None:
+        meta["haystack"] = spec.haystack
     return messages, ids, mask, [a for a, _ in spans], meta
 
 
