@@ -10,8 +10,17 @@ Variants:
 - `multivalue`: `num_needles` needles with the same key and distinct values; the answer is every
   value, in their order of appearance in the text, joined by ", ".
 Values are 7-digit numbers, UUIDs or adjective-noun word pairs (`value_kind`); keys are word pairs.
-Every draw comes from `pipeline.sample_rng(spec, index)`, so a sample is a function of (seed,
-index) alone.
+RULER's other tasks (`multiquery`, `vartrack`, `cwe`, `fwe`) are variants too; needles_tasks.py
+says what they are and why they are variants rather than kinds.
+Every draw comes from `sample_rng(spec, index)` (the prose haystack from its own
+`sample_rng(spec, index, 1)`), so a sample is a function of its spec and index alone.
+
+Prompt form (`prompt`). `chat`: the user message and the assistant's answer, through the
+tokenizer's chat template. `plain`, for base models (RULER's form): BOS, the same text with the
+question followed by "Answer: " and an answer prefix ("The pass key is"), then the completion
+" {answer}" and EOS, which alone carries loss; the record's messages hold that prompt text and the
+answer. Unset, it is chat when the tokenizer has a chat template and plain (with a logged
+notice) when it has none. Samples away from the defaults say so in `meta` (`prompt`, `haystack`).
 
 The grid. Sample i uses cell i % grid_size, cells enumerated lengths outer, depths inner
 (cell c -> lengths[c // len(depths)], depths[c % len(depths)]); `num_samples` = grid_size x r gives
@@ -28,11 +37,13 @@ then moves only the haystack's end (and, rarely, drops its first lines), so a po
 a few tokens beyond the snapping. `meta.needle_depths` records the depth each needle actually got
 (tokens of haystack before it over haystack tokens, needles excluded).
 
-Haystack. Documents of the tokenized corpus (`ctx.store`) in a seeded order (one permutation per
-dataset seed; each sample starts at a random place in it), decoded and joined with a blank line.
+Haystack (`haystack`). `corpus`: documents of the tokenized corpus (`ctx.store`) in a seeded order
+(one permutation per dataset seed; each sample starts at a random place in it), decoded and joined
+with a blank line. `prose`: paragraphs of generated plain sentences, one a line (needles_text.py),
+which do not depend on the layout of code.
 
-Length rule: exact. The sample (messages encoded with `ctx.tokenizer.encode_chat`, answer and
-template tokens included) has exactly the cell's length in tokens. The haystack's end is moved
+Length rule: exact. The sample (messages encoded with `ctx.tokenizer.encode_chat`, or the plain
+form, answer and template tokens included) has exactly the cell's length in tokens. The haystack's end is moved
 until an encode of the final prompt gives that count: a first cut from the corpus token counts,
 then steps of the measured difference (mapped to characters through the encoder's offsets), then
 a bisection on characters; after the first full encode only the changed end is re-encoded, and the
@@ -458,7 +469,7 @@ def _plain(ctx: Context) -> bool:
             raise ConfigError(
                 "prompt",
                 f"chat needs a chat template and tokenizer '{tok.name}' has none",
-                "use --prompt plain (or leave it unset), or a tokenizer with a chat_template",
+                "set prompt to plain (or leave it unset), or use a tokenizer with a chat_template",
             )
         ctx.memo[key] = form == "plain"
     plain: bool = ctx.memo[key]

@@ -292,9 +292,13 @@ def prose_sentence(rng: np.random.Generator) -> str:
 
 
 def prose_lines(rng: np.random.Generator) -> Iterator[str]:
-    """An endless haystack of paragraphs (one per line) of 3 to 7 sentences."""
+    """An endless haystack of short paragraphs, one a line, of 1 to 3 sentences.
+
+    Short, because a needle goes in at the start of the line that holds its depth point: the
+    line length is the resolution of the depth.
+    """
     while True:
-        yield " ".join(prose_sentence(rng) for _ in range(int(rng.integers(3, 8))))
+        yield " ".join(prose_sentence(rng) for _ in range(int(rng.integers(1, 4))))
 
 
 # -- word lists (CWE, FWE) ------------------------------------------------------------------------
