@@ -134,6 +134,18 @@ class NIAHSpec(SpecBase):
             data = {**data, "num_samples": max(1, cells)}
         return data
 
+    @field_validator("depths", mode="before")
+    @classmethod
+    def _fractions(cls, v: Any) -> Any:
+        # Before the item constraints, so that a depth out of range gets its own fix, not the generic one.
+        for d in v if isinstance(v, list) else ():
+            if isinstance(d, (int, float)) and not isinstance(d, bool) and not 0 <= d <= 1:
+                raise ValueError(
+                    f"depths: {d} is not a fraction of the haystack (fix: give depths between 0 (start) "
+                    "and 1 (end), e.g. 0,0.5,1)"
+                )
+        return v
+
     @field_validator("lengths", "depths")
     @classmethod
     def _unique(cls, v: list[Any]) -> list[Any]:
@@ -391,13 +403,13 @@ def _plan(spec: NIAHSpec, index: int, rng: np.random.Generator) -> Plan:
     noun = NOUN[spec.value_kind]
     variant = spec.variant
     if variant == "multiquery":
-        return tasks.multiquery(spec, length, depth, rng, noun)
+        return tasks.multiquery(spec.num_needles, spec.value_kind, length, depth, rng, noun)
     if variant == "vartrack":
-        return tasks.vartrack(spec, length, depth, rng)
+        return tasks.vartrack(spec.num_needles, spec.value_kind, length, depth, rng)
     if variant == "cwe":
-        return tasks.cwe(spec, length, depth, rng)
+        return tasks.cwe(spec.num_needles, length, depth, rng)
     if variant == "fwe":
-        return tasks.fwe(spec, length, depth, rng)
+        return tasks.fwe(spec.num_needles, length, depth, rng)
     in_order: list[list[int]] = []
     if variant == "passkey":
         vals = values(rng, spec.value_kind, 1, set())

@@ -42,16 +42,13 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import ConfigError
 from .needles_text import distinct_words, values, word_pairs
 from .tokenizer import Tokenizer
-
-if TYPE_CHECKING:
-    from .needles import NIAHSpec
 
 LEAD_LINES = 8  # once-used lines before a list's core: at least the fitter's restarts (MAX_RESTARTS)
 CWE_MAX_COMMON, CWE_MAX_RARE = 30, 3  # RULER's freq_cw and freq_ucw
@@ -93,10 +90,10 @@ def _join_keys(keys: list[str]) -> str:
     return keys[0] if len(keys) == 1 else ", ".join(keys[:-1]) + " and " + keys[-1]
 
 
-def multiquery(spec: NIAHSpec, length: int, depth: float, rng: np.random.Generator, noun: str) -> Plan:
-    n = spec.num_needles
+# Each task takes the spec's fields it reads (not the spec: needles.py imports this module).
+def multiquery(n: int, value_kind: str, length: int, depth: float, rng: np.random.Generator, noun: str) -> Plan:
     keys = word_pairs(rng, n)
-    vals = values(rng, spec.value_kind, n, set(keys))
+    vals = values(rng, value_kind, n, set(keys))
     asked = [int(i) for i in rng.permutation(n)]
     depths = [float(d) for d in rng.random(n)]
     depths[asked[0]] = depth
@@ -106,7 +103,7 @@ def multiquery(spec: NIAHSpec, length: int, depth: float, rng: np.random.Generat
         length,
         depth,
         "multiquery",
-        spec.value_kind,
+        value_kind,
         list(keys),
         vals,
         [MAGIC_NEEDLE.format(noun=noun, key=k, value=v) for k, v in zip(keys, vals)],
@@ -131,10 +128,9 @@ def _var_names(rng: np.random.Generator, n: int) -> list[str]:
     return out
 
 
-def vartrack(spec: NIAHSpec, length: int, depth: float, rng: np.random.Generator) -> Plan:
-    n = spec.num_needles
+def vartrack(n: int, value_kind: str, length: int, depth: float, rng: np.random.Generator) -> Plan:
     names = _var_names(rng, 2 * n)
-    value, other = values(rng, spec.value_kind, 2, set())
+    value, other = values(rng, value_kind, 2, set())
     chains = (names[:n], names[n:])
     needles, assigned = [], []
     for chain, v in zip(chains, (value, other)):
@@ -147,7 +143,7 @@ def vartrack(spec: NIAHSpec, length: int, depth: float, rng: np.random.Generator
         length,
         depth,
         "vartrack",
-        spec.value_kind,
+        value_kind,
         list(names),
         assigned,
         needles,
@@ -207,8 +203,7 @@ def _cwe_counts(n: int, k: int) -> tuple[int, int]:
     return fc, max(1, min(CWE_MAX_RARE, fc // 10))
 
 
-def cwe(spec: NIAHSpec, length: int, depth: float, rng: np.random.Generator) -> Plan:
-    k = spec.num_needles
+def cwe(k: int, length: int, depth: float, rng: np.random.Generator) -> Plan:
     common = sorted(distinct_words(rng, "pseudo", k, set()))
     seed = [int(x) for x in rng.integers(2**32, size=2)]
     counts: dict[str, int] = {}
@@ -272,8 +267,7 @@ def _once_used(r: np.random.Generator, kind: str, used: set[str], start: int, pe
             i += 1
 
 
-def fwe(spec: NIAHSpec, length: int, depth: float, rng: np.random.Generator) -> Plan:
-    k = spec.num_needles
+def fwe(k: int, length: int, depth: float, rng: np.random.Generator) -> Plan:
     top = distinct_words(rng, "coded", k, set())
     seed = [int(x) for x in rng.integers(2**32, size=2)]
     counts: dict[str, int] = {}

@@ -257,6 +257,10 @@ def test_bad_task_options_name_the_field(data: dict, field: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_spec({"kind": "niah", **data})
     assert info.value.field == field and info.value.fix
+    if field == "depths":
+        assert "between 0 (start) and 1 (end)" in info.value.fix
+    else:  # the message lists the accepted values
+        assert "Input should be" in info.value.message and "'" in info.value.message
 
 
 @pytest.mark.parametrize("variant", ["cwe", "fwe"])
