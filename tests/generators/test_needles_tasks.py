@@ -30,6 +30,7 @@ from longweave.generators.tokenstore import TokenStore
 from .needle_reading import (
     EOS,
     MAGIC_RE,
+    VALUE,
     VAR_RE,
     content_of,
     haystack_of,
@@ -82,7 +83,7 @@ def expected_answer(variant: str, text: str, k: int) -> str:
     """The answer worked out from the rendered content alone."""
     hay, question = haystack_of(text), question_of(text)
     if variant == "passkey":
-        (a, b), *rest = re.findall(r"The pass key is (\d+)\. Remember it\. (\d+) is the pass key\.", hay)
+        (a, b), *rest = re.findall(rf"The pass key is ({VALUE})\. Remember it\. ({VALUE}) is the pass key\.", hay)
         assert a == b and not rest
         return a
     if variant in ("multikey", "multivalue", "multiquery"):
@@ -231,11 +232,21 @@ def test_cwe_counts_follow_ruler_at_a_long_length(base_ctx: pipeline.Context) ->
     haystack=st.sampled_from(["corpus", "prose"]),
     prompt=st.sampled_from(["chat", "plain"]),
     k=st.integers(1, 6),
+    value_kind=st.sampled_from(["numbers", "uuids", "words"]),
 )
 def test_any_length_is_hit_exactly_with_the_right_answer(
-    base_ctx: pipeline.Context, length: int, depth: float, seed: int, variant: str, haystack: str, prompt: str, k: int
+    base_ctx: pipeline.Context,
+    length: int,
+    depth: float,
+    seed: int,
+    variant: str,
+    haystack: str,
+    prompt: str,
+    k: int,
+    value_kind: str,
 ) -> None:
     fields = dict(lengths=[length], depths=[depth], seed=seed, variant=variant, haystack=haystack, prompt=prompt)
+    fields["value_kind"] = value_kind
     (rec,) = make(base_ctx, 1, num_needles=k, **fields)
     assert len(rec.input_ids) == length and rec.meta["length_short"] == 0
     text, form, answer = read(base_ctx.tokenizer, rec)
