@@ -43,8 +43,8 @@ with a blank line. `prose`: paragraphs of generated plain sentences, one a line 
 which do not depend on the layout of code.
 
 Length rule: exact. The sample (messages encoded with `ctx.tokenizer.encode_chat`, or the plain
-form, answer and template tokens included) has exactly the cell's length in tokens. The haystack's end is moved
-until an encode of the final prompt gives that count: a first cut from the corpus token counts,
+form; answer and template tokens included) has exactly the cell's length in tokens. The haystack's
+end is moved until an encode of the final prompt gives that count: a first cut from the corpus token counts,
 then steps of the measured difference (mapped to characters through the encoder's offsets), then
 a bisection on characters; after the first full encode only the changed end is re-encoded, and the
 record's own encode_chat checks the result. The count can jump over the target (a character that

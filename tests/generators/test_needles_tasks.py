@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from longweave.generators import needles, pipeline
+from longweave.generators import needles, needles_tasks, pipeline
 from longweave.generators.corpus import Corpus
 from longweave.generators.errors import ConfigError
 from longweave.generators.kinds import parse_spec
@@ -207,6 +207,11 @@ def test_vartrack_chains_are_assigned_before_use(base_ctx: pipeline.Context) -> 
             assert not rhs.startswith("VAR ") or rhs[4:] in seen
             seen.add(name)
         assert len(answer.split(", ")) == 5
+
+
+def test_list_lead_covers_the_fitters_restarts() -> None:
+    # Each restart of the length fit drops one leading line: they must all be once-used lead lines.
+    assert needles_tasks.LEAD_LINES >= needles.MAX_RESTARTS
 
 
 def test_cwe_counts_follow_ruler_at_a_long_length(base_ctx: pipeline.Context) -> None:
