@@ -20,13 +20,13 @@ What each task is (after RULER, Hsieh et al. 2024, `scripts/data/synthetic`):
   The second chain, with another value, is the distractor, at sorted uniform depths.
 - `cwe` (common words): the context is a numbered list of six-letter pseudo-words, one a line;
   `num_needles` common words appear `fc` times each and the other words `fr` times (RULER's 30
-  and 3 once the list holds 60 x k lines; fewer in short lists, `fc` >= 2 > `fr`). The answer is
-  the common words, most frequent first, ties (all of them) in alphabetical order.
-- `fwe` (frequent words): the context is coded text, five-letter random words ten to a line
-  (two on each of the eight lead lines below),
-  with Zipf counts (rank r appears about C / r^2 times, RULER's alpha 2); the top `num_needles`
-  ranks have strictly falling counts, above every other word. The answer is those words, most
-  frequent first.
+  and 3 once the list holds 60 x k lines; in shorter lists fc = lines / 2k, at least 2, and
+  fr = fc / 10, at least 1 and always below fc). The answer is the common words, most frequent
+  first, ties (all of them) in alphabetical order.
+- `fwe` (frequent words): the context is coded text, five-letter random words ten to a line (two
+  on each of the eight lead lines below), with Zipf counts (rank r appears about C / r^2 times,
+  RULER's alpha 2); the top `num_needles` ranks have strictly falling counts, above every other
+  word. The answer is those words, most frequent first.
 
 Exact lengths for the word lists. The fitter ends a sample's text at any token, and on a rare
 restart drops a few of its first lines. So a list is eight lines of words used once, then the
