@@ -8,31 +8,41 @@ the public implementation we measure against (bench/cip.py); it truncates every 
 tokens and pads the rest. This module differs where it matters for mass production:
 
 1. Document stream. Eligible documents (within the min/max token filters and at least K tokens
-   long) are read in the order of a stream that concatenates one seeded permutation per epoch
-   (epoch e shuffles with a generator seeded by (seed, e)), so no document repeats before the
-   corpus is exhausted (a sequence that straddles two epochs may meet a document of both).
-2. Grouping, exactly L tokens. A sequence holds [BOS] + B content tokens + [EOS] (either special
-   skipped when the tokenizer has none), B = L - specials, never padding. It takes the next N
-   documents of the stream; when those are too short to fill B together, it keeps taking
-   documents until they do, so a sequence may interleave more than N documents (our decision:
-   exact length beats padding; N is a minimum, and a corpus whose documents average about L/N
-   tokens keeps most sequences at exactly N). Where sequence i
-   starts in the stream depends on every earlier sequence, so the group boundaries form a plan,
-   built with one `np.searchsorted` on cumulative lengths per sequence and memoised in
-   `ctx.memo`; sequence i is a pure function of (spec, corpus, i), whichever process builds it.
-3. Budget by water-filling. Documents shorter than the common level give all their tokens; the
-   longer ones share the rest equally (the remainder goes one token each to the first of them in
-   stream order). Each document contributes a prefix of itself.
-4. Chunks. Each prefix is cut into K chunks, `equal` (near-equal sizes) or `random` (K-1 distinct
-   cut points from the sample's rng: sorted uniform draws spread apart by their rank, exactly
-   uniform for K=2). A prefix shorter than K tokens (possible only when B is within a few tokens
-   of N*K) gets one chunk per token and sits out the later rounds.
+   long) are read in the order of a stream that concatenates one seeded permutation per pass
+   (pass p shuffles with `dataset_rng(spec, Stream.EPOCH, p)`), so each pass draws every document
+   once. A document of pass p+1 is drawn only after every document of pass p has been drawn.
+2. Whole documents (`doc_policy`). With `continue` (the default) a document longer than its share
+   keeps a cursor and goes on in the next sequences from where it stopped, first in each
+   sequence, so no token repeats before the corpus is exhausted and the documents touched are
+   used whole; `prefix` uses each drawn document's first share only (LongSkywork, OLMo-core).
+3. Grouping, exactly L tokens and exactly N documents. A sequence holds [BOS] + B content tokens
+   + [EOS] (either special skipped when the tokenizer has none), B = L - specials, never padding.
+   It takes the open (continuing) documents first, then new ones by best fit over a window of the
+   stream: the oldest document of the window that still lets the remaining slots reach B with
+   the window's largest others, else the longest. No document gives more than `max_doc_share` of
+   B (default 2/N); when N documents cannot fill B under that cap, up to `docs_per_seq_max` are
+   taken, and past that the cap gives way (exact length first), as does N when the documents
+   left are too short. Shares are water-filled: short documents give all they have, the longer
+   ones share the rest equally.
+4. Cuts (`cut`, `cut_window`, `min_chunk_tokens`). A share is cut into min(K, share // m) chunks
+   of at least m tokens, `equal` or `random` (sorted uniform draws of the slack, spread m apart).
+   With `line` (or `sentence`) every cut moves to the nearest line (sentence) end within the
+   window, inside the size bounds; so does the end of each continuing share but the first one,
+   which absorbs the difference and keeps the length exact (the closing chunk, one of the last
+   documents', then ends a line where it can: 95% of sequences on the built-in corpus). Line ends are found from two tables over token ids,
+   read once per tokenizer from the text of each id: no corpus token is ever decoded.
 
-A record's `segments` are the chunk starts; its `meta` holds `docs` (document ids, in stream
+The plan (which documents, from where, how many tokens) is sequential: sequence i depends on
+where i-1 left the stream and the cursors. It is built in order and memoised in `ctx.memo`, so
+sequence i is a pure function of (spec, corpus, i), whichever process builds it (a worker that
+builds shard s plans the sequences before it, a cheap loop over documents).
+
+A record's `segments` are the chunk starts; its `meta` holds `docs` (document ids, in layout
 order), `chunks` ([document index in docs, start and end in the document, start in the
-sequence], in layout order) and the `epoch` of the first document. Everything per sequence is
-numpy over documents and chunks; tokens move with one slice per chunk (N*K of them) gathered by
-one concatenate, never a Python loop per token.
+sequence], in layout order), `passes` (the pass of each document), `epoch` (the first one's),
+`doc_tokens` (each document's length) and `corpus_tokens` (tokens per pass), from which the card
+computes passes over the corpus, tokens used per document touched and repeated tokens. Tokens
+move with one slice per chunk gathered by one concatenate, never a Python loop per token.
 """
 
 from __future__ import annotations
