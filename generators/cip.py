@@ -92,6 +92,10 @@ class CIPSpec(SpecBase):
     max_doc_share: float | None = Field(
         None, gt=0, le=1, description="Largest fraction of a sequence one document may take (default: 2/N)."
     )
+    grouping: Literal["random", "similar"] = Field(
+        "random",
+        description="similar: documents that share rare tokens go into the same sequence (hard distractors).",
+    )
 
     @property
     def n_max(self) -> int:
@@ -208,6 +212,10 @@ class Plan:
         # No document above the share, but never a cap that N documents could not fill.
         self.cap = max(int(spec.share * budget), -(-budget // spec.n_max))
         self.window = max(4 * spec.n_max, 16)  # stream documents looked at for a best fit
+        self.keys: np.ndarray | None = None
+        if spec.grouping == "similar":
+            self.window = max(16 * spec.n_max, 64)  # a wider choice of neighbours
+            self.keys = rare_keys(store, self.eligible)
         self.snap: Snapper | None = None
         if spec.cut != "token" and spec.cut_window > 0:
             ends, starts = boundary_tables(tok, spec.cut)
@@ -273,7 +281,15 @@ class Plan:
         busy_docs = set(self.docs_at(np.array([c[0] for c in chosen] + [p for p, _ in self.open])).tolist())
         free = ~np.isin(docs, list(busy_docs))
         fits = np.flatnonzero((give + others >= deficit) & free)
-        if len(fits):
+        stale = np.flatnonzero(np.array(self.pending) < self.pos - 2 * self.window)
+        if len(stale) and free[stale[0]]:
+            j = int(stale[0])  # similar grouping never leaves a document waiting long
+        elif len(fits) and self.keys is not None and chosen:
+            # Similar grouping: of the documents that fit, the one sharing most rare tokens with those chosen.
+            have = self.keys[self.docs_at(np.array([c[0] for c in chosen]))].ravel()
+            shared = np.isin(self.keys[docs[fits]], have[have >= 0]).sum(axis=1)
+            j = int(fits[np.argmax(shared)])
+        elif len(fits):
             j = int(fits[0])
         elif free.any():
             j = int(np.argmax(np.where(free, give, -1)))
@@ -333,6 +349,37 @@ class Plan:
             new_a = int(take[a]) - (q - at)
             if min(m, int(take[a])) <= new_a < chosen[a][2]:
                 take[a], take[k] = new_a, q - start
+
+
+KEYS_PER_DOC = 16  # rare tokens kept per document for similar grouping
+
+
+def rare_keys(store: TokenStore, eligible: np.ndarray) -> np.ndarray:
+    """(documents, KEYS_PER_DOC) rarest token ids of each document that occur in at least one other
+    eligible document (-1 pads): a keyword signature compared by set overlap.
+
+    Built once per plan with numpy over the token store: the distinct (document, token) pairs give
+    each token's document frequency; a document's keys are its tokens of lowest frequency (ties by
+    id). No model, and no text: two documents share keys when they share rare identifiers or terms.
+    """
+    lengths = np.diff(store.offsets)
+    vocab = int(np.asarray(store.tokens).max(initial=0)) + 1
+    doc = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+    ok = np.zeros(len(lengths), bool)
+    ok[eligible] = True
+    pairs = np.unique(doc[ok[doc]] * vocab + np.asarray(store.tokens)[ok[doc]])
+    pdoc, ptok = pairs // vocab, pairs % vocab
+    df = np.bincount(ptok, minlength=vocab)
+    keep = df[ptok] >= 2
+    pdoc, ptok = pdoc[keep], ptok[keep]
+    order = np.lexsort((ptok, df[ptok], pdoc))
+    pdoc, ptok = pdoc[order], ptok[order]
+    first = np.searchsorted(pdoc, pdoc, side="left")
+    rank = np.arange(len(pdoc)) - first
+    keys = np.full((len(lengths), KEYS_PER_DOC), -1, np.int64)
+    top = rank < KEYS_PER_DOC
+    keys[pdoc[top], rank[top]] = ptok[top]
+    return keys
 
 
 def water_fill(lengths: np.ndarray, budget: int) -> np.ndarray:

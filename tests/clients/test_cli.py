@@ -173,6 +173,7 @@ FLAGS = {
         ("--min-chunk-tokens", "8", "min_chunk_tokens", 8),
         ("--docs-per-seq-max", "6", "docs_per_seq_max", 6),
         ("--max-doc-share", "0.75", "max_doc_share", 0.75),
+        ("--grouping", "similar", "grouping", "similar"),
         ("--num-samples", "7", "num_samples", 7),
         ("-n", "8", "num_samples", 8),
         ("--seed", "3", "seed", 3),

@@ -40,7 +40,12 @@ def context(spec: CIPSpec, store: TokenStore, tokenizer) -> Context:
 def fake_tokenizer(bos: bool, eos: bool, period: int = 0, vocab: int = BASE + 32 * STRIDE) -> SimpleNamespace:
     """Specials, and a vocabulary whose ids divisible by `period` end a line (none when 0)."""
     texts = ["x\n" if period and i % period == 0 else "x" for i in range(vocab)]
-    return SimpleNamespace(bos_id=BOS if bos else None, eos_id=EOS if eos else None, token_texts=lambda: texts)
+    return SimpleNamespace(
+        bos_id=BOS if bos else None,
+        eos_id=EOS if eos else None,
+        token_texts=lambda: texts,
+        sha256=f"fake-{period}-{vocab}",  # the vocabulary's identity: its boundary tables are cached
+    )
 
 
 def special_tokens(bos: bool, eos: bool) -> SimpleNamespace:
@@ -162,6 +167,7 @@ def cases(draw):
         min_chunk_tokens=m,
         docs_per_seq_max=n_max,
         max_doc_share=share,
+        grouping=draw(st.sampled_from(["random", "similar"])),
         seed=draw(st.integers(0, 2**40)),
         num_samples=draw(st.integers(1, 14)),
         shard_size=draw(st.integers(1, 5)),
@@ -247,6 +253,24 @@ def test_continue_uses_whole_documents_and_repeats_nothing(stdlib_store: TokenSt
         if s > 0
     ]
     assert sum(at_line) >= 0.6 * len(at_line)
+
+
+def test_similar_grouping_puts_documents_that_share_rare_tokens_together(stdlib_store: TokenStore, tokenizer) -> None:
+    keys = cip.rare_keys(stdlib_store, np.arange(len(stdlib_store)))
+    index = {doc_id: d for d, doc_id in enumerate(stdlib_store.ids)}
+
+    def sharing(grouping: str) -> float:
+        spec = CIPSpec(seq_len=4096, grouping=grouping, num_samples=120, shard_size=120)
+        records = all_records(context(spec, stdlib_store, tokenizer))
+        seqs = [check_sequence(r, spec, stdlib_store, tokenizer) for r in records]
+        check_stream(seqs, spec, stdlib_store, eligible(spec, stdlib_store))
+        pairs = []
+        for r in records:
+            sigs = [set(keys[index[d]][keys[index[d]] >= 0].tolist()) for d in r.meta["docs"]]
+            pairs += [bool(a & b) for i, a in enumerate(sigs) for b in sigs[i + 1 :]]
+        return sum(pairs) / len(pairs)
+
+    assert sharing("similar") > 2 * sharing("random")
 
 
 def test_determinism_seeds_and_shard_purity(stdlib_store: TokenStore, tokenizer) -> None:
