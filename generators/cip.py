@@ -223,6 +223,7 @@ class Plan:
         self.seqs: list[np.ndarray] = []  # per sequence: (M, 3) rows of (stream position, start, take)
         self.pos = 0  # the next stream position to draw
         self.pending: list[int] = []  # stream positions drawn (one pass only) and not started
+        self.pending_docs: list[int] = []  # their store indices
         self.open: deque[tuple[int, int]] = deque()  # (stream position, cursor) of continuing documents
         self._perms: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -245,8 +246,12 @@ class Plan:
             self._perms.pop(e - 2, None)  # the plan only moves forward
         return perm
 
+    def doc_at(self, pos: int) -> int:
+        """Store index of the document at one stream position."""
+        return int(self._perm(pos // self.n)[pos % self.n])
+
     def length(self, pos: int) -> int:
-        return int(self.lengths[self.docs_at(pos)[0]])
+        return int(self.lengths[self.doc_at(pos)])
 
     def extend(self, count: int) -> None:
         """Plan sequences up to `count` (exclusive), in order."""
@@ -260,6 +265,7 @@ class Plan:
             if self.pending and self.pos // self.n != self.pending[0] // self.n:
                 break
             self.pending.append(self.pos)
+            self.pending_docs.append(self.doc_at(self.pos))
             self.pos += 1
 
     def _add_new(self, chosen: list[list[int]], slots: int) -> None:
@@ -271,15 +277,15 @@ class Plan:
         """
         self._fill_window()
         deficit = self.budget - sum(min(c[2], self.cap) for c in chosen)
-        docs = self.docs_at(np.array(self.pending))
+        docs = np.array(self.pending_docs, np.int64)
         give = np.minimum(self.lengths[docs], self.cap)
         s = slots - 1
         rank = np.empty(len(give), np.int64)
         rank[np.argsort(-give, kind="stable")] = np.arange(len(give))
         top = np.concatenate([[0], np.cumsum(np.sort(give)[::-1])])
         others = np.where(rank < s, top[min(s + 1, len(give))] - give, top[min(s, len(give))])
-        busy_docs = set(self.docs_at(np.array([c[0] for c in chosen] + [p for p, _ in self.open])).tolist())
-        free = ~np.isin(docs, list(busy_docs))
+        busy = {self.doc_at(c[0]) for c in chosen} | {self.doc_at(p) for p, _ in self.open}
+        free = np.array([d not in busy for d in self.pending_docs])
         fits = np.flatnonzero((give + others >= deficit) & free)
         stale = np.flatnonzero(np.array(self.pending) < self.pos - 2 * self.window)
         if len(stale) and free[stale[0]]:
@@ -296,6 +302,7 @@ class Plan:
         else:
             j = 0
         pos = self.pending.pop(j)
+        self.pending_docs.pop(j)
         chosen.append([pos, 0, self.length(pos)])
 
     def _next(self) -> np.ndarray:
@@ -341,7 +348,7 @@ class Plan:
         a = cont[0]
         for k in cont[1:]:
             pos, start, rem = chosen[k]
-            base = int(self.offsets[self.docs_at(pos)[0]])
+            base = int(self.offsets[self.doc_at(pos)])
             at = start + int(take[k])
             q = self.snap(base, at, start + min(m, int(take[k])), start + rem - 1)
             if q is None or q == at:
