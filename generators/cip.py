@@ -289,7 +289,7 @@ class Plan:
         fits = np.flatnonzero((give + others >= deficit) & free)
         stale = np.flatnonzero(np.array(self.pending) < self.pos - 2 * self.window)
         if len(stale) and free[stale[0]]:
-            j = int(stale[0])  # similar grouping never leaves a document waiting long
+            j = int(stale[0])  # no document waits in the window for long, whatever the grouping
         elif len(fits) and self.keys is not None and chosen:
             # Similar grouping: of the documents that fit, the one sharing most rare tokens with those chosen.
             have = self.keys[self.docs_at(np.array([c[0] for c in chosen]))].ravel()
