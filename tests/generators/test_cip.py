@@ -162,7 +162,7 @@ def cases(draw):
         min_doc_tokens=min_doc,
         max_doc_tokens=max_doc,
         doc_policy=draw(st.sampled_from(["prefix", "continue"])),
-        cut=draw(st.sampled_from(["token", "line"])),
+        cut=draw(st.sampled_from(["token", "line", "sentence"])),
         cut_window=draw(st.integers(0, 12)),
         min_chunk_tokens=m,
         docs_per_seq_max=n_max,
