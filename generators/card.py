@@ -33,23 +33,75 @@ class Composition:
         self.family: Counter[str] = Counter()
         self.format: Counter[str] = Counter()
         self.num_tables: Counter[str] = Counter()
+        self.corpus_use = CorpusUse()
 
     def add(self, table: pa.Table) -> None:
         for raw in table.column("meta").to_pylist():
             meta = json.loads(raw)
+            self.corpus_use.add_meta(meta)
             if "family" not in meta:
                 continue
             self.family[meta["family"]] += 1
             self.format[meta.get("format", "?")] += 1
             self.num_tables[str(len(meta.get("tables", [])))] += 1
 
-    def counts(self) -> dict[str, dict[str, int]]:
+    def counts(self) -> dict[str, dict[str, Any]]:
+        """SynL's breakdown, and CIP's `corpus_use` figures (`dataset_info` files them apart)."""
+        use = self.corpus_use.figures()
         if not self.family:
-            return {}
+            return {"corpus_use": use} if use else {}
         return {
             "family": dict(sorted(self.family.items())),
             "format": dict(sorted(self.format.items())),
             "num_tables": dict(sorted(self.num_tables.items(), key=lambda kv: int(kv[0]))),
+        }
+
+
+class CorpusUse:
+    """How a CIP dataset used its corpus, from the records' provenance (meta `docs`, `chunks`,
+    `doc_tokens`, `corpus_tokens`): passes over the corpus, the share of the tokens of each
+    document touched that reached the output, and the share of output tokens that repeat one
+    already emitted. Intervals are kept as numpy arrays and merged once, at the end."""
+
+    def __init__(self) -> None:
+        self.doc_key: dict[str, int] = {}
+        self.doc_tokens: list[int] = []
+        self.parts: list[np.ndarray] = []  # (doc key, start, end) rows
+        self.corpus_tokens = 0
+
+    def add_meta(self, meta: dict[str, Any]) -> None:
+        if "chunks" not in meta or "doc_tokens" not in meta:
+            return
+        keys = []
+        for doc_id, n in zip(meta["docs"], meta["doc_tokens"]):
+            key = self.doc_key.setdefault(doc_id, len(self.doc_key))
+            if key == len(self.doc_tokens):
+                self.doc_tokens.append(int(n))
+            keys.append(key)
+        chunks = np.asarray(meta["chunks"], np.int64).reshape(-1, 4)
+        self.parts.append(np.stack([np.asarray(keys, np.int64)[chunks[:, 0]], chunks[:, 1], chunks[:, 2]], axis=1))
+        self.corpus_tokens = int(meta.get("corpus_tokens", 0))
+
+    def figures(self) -> dict[str, Any]:
+        if not self.parts:
+            return {}
+        rows = np.concatenate(self.parts)
+        rows = rows[np.lexsort((rows[:, 1], rows[:, 0]))]
+        doc, start, end = rows.T
+        # Union of the intervals per document: the running furthest end, grouped by document
+        # (documents sort ascending, so offsetting each end by doc x span keeps the groups apart).
+        span = int(end.max()) + 1
+        reach = np.maximum.accumulate(doc * span + end)
+        before = np.concatenate([[0], reach[:-1]]) - doc * span  # furthest end of earlier intervals
+        before[np.r_[True, doc[1:] != doc[:-1]]] = 0
+        new = np.maximum(0, end - np.maximum(start, before))
+        emitted, unique = int((end - start).sum()), int(new.sum())
+        touched = int(np.sum(self.doc_tokens))
+        return {
+            "docs_touched": len(self.doc_tokens),
+            "passes": round(emitted / self.corpus_tokens, 4) if self.corpus_tokens else None,
+            "used_share": round(unique / touched, 4),
+            "repeated_share": round((emitted - unique) / emitted, 4),
         }
 
 
@@ -74,16 +126,21 @@ def dataset_info(
     lengths: np.ndarray,
     created_by: str,
     llm_stats: dict[str, int] | None = None,
-    composition: dict[str, dict[str, int]] | None = None,
+    composition: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What `dataset.json` holds and the card shows: one definition for local builds and the service.
 
-    `composition` (`Composition.counts()`) breaks SynL samples down by family, format and table count.
+    `composition` (`Composition.counts()`) breaks SynL samples down by family, format and table count;
+    its `corpus_use` (CIP: passes over the corpus, tokens used per document touched, repeated
+    tokens) is filed as its own entry.
 
     `llm_stats` (flat counters of the model steps: requests, cache hits, accepted, rejected by
     reason) is recorded when a model took part, so a reader sees how much was thrown away and why.
     """
     extra: dict[str, Any] = {"llm": dict(sorted(llm_stats.items()))} if llm_stats else {}
+    composition = dict(composition or {})
+    if "corpus_use" in composition:
+        extra["corpus_use"] = composition.pop("corpus_use")
     if composition:
         extra["composition"] = composition
     return {
@@ -143,6 +200,17 @@ def render_composition(composition: dict[str, dict[str, int]]) -> str:
     return "\n".join(parts)
 
 
+def render_corpus_use(use: dict[str, Any]) -> str:
+    passes = "n/a" if use.get("passes") is None else f"{use['passes']:.3f}"
+    return (
+        "\n## Corpus use\n"
+        "How much of each document the sequences used, and how often text repeats (from the records' `chunks`).\n\n"
+        "| documents touched | passes over the corpus | tokens used per document touched | repeated tokens |\n"
+        "| --- | --- | --- | --- |\n"
+        f"| {use['docs_touched']:,} | {passes} | {100 * use['used_share']:.1f}% | {100 * use['repeated_share']:.1f}% |\n"
+    )
+
+
 def render_card(info: dict[str, Any], example: str | None = None) -> str:
     spec = info["spec"]
     stats = info["length_stats"]
@@ -157,6 +225,8 @@ def render_card(info: dict[str, Any], example: str | None = None) -> str:
             f"and counted (`rejected.<step>:<reason>`), never kept.\n\n| counter | value |\n| --- | --- |\n{rows}\n"
         )
     composition = render_composition(info["composition"]) if info.get("composition") else ""
+    if info.get("corpus_use"):
+        composition += render_corpus_use(info["corpus_use"])
     shown = f"\n## Example (the first sample, decoded)\n{example}\n" if example else ""
     return f"""# {info["id"]}
 

@@ -114,6 +114,11 @@ def sample_rng(spec: SpecBase, index: int, *extra: int) -> np.random.Generator:
     return np.random.default_rng([spec.seed, int(KIND_STREAM[spec.kind]), index, *extra])
 
 
+def dataset_rng(spec: SpecBase, *words: int) -> np.random.Generator:
+    """A random generator that belongs to the dataset rather than to one sample (`words`: a `Stream` id first)."""
+    return np.random.default_rng([spec.seed, int(KIND_STREAM[spec.kind]), *words])
+
+
 def doc_order(ctx: Context) -> np.ndarray:
     """The store's non-empty documents in the dataset's seeded order, computed once per process.
 

@@ -223,6 +223,8 @@ def _cip_sequence(ctx: Context, spec: DocQASpec, j: int, budget: int) -> tuple[n
             seq_len=budget,
             docs_per_seq=spec.docs_per_seq,
             chunks_per_doc=spec.chunks_per_doc,
+            # A small budget still admits chunks: the floor never exceeds what N x K chunks leave.
+            min_chunk_tokens=max(1, min(32, budget // (spec.docs_per_seq * spec.chunks_per_doc))),
         )
         sub = ctx.memo["doc_qa.cip"] = Context(
             cip_spec, ctx.tokenizer, ctx.corpus, ctx.cache_dir, ctx.dataset_id, _store=ctx.store

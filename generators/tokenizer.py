@@ -83,6 +83,17 @@ class Tokenizer:
     def count_batch(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in self.hf.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
 
+    def token_texts(self) -> list[str]:
+        """The text of every token id decoded on its own, in one batch call of the Rust backend.
+
+        CIP reads it once per tokenizer to know which ids end a line or a sentence, so that it
+        finds natural cut points by looking ids up instead of decoding corpus tokens.
+        """
+        texts: list[str] = self.hf.backend_tokenizer.decode_batch(
+            [[i] for i in range(self.vocab_size)], skip_special_tokens=False
+        )
+        return texts
+
     def decode(self, ids: np.ndarray | list[int], skip_special_tokens: bool = False) -> str:
         text: str = self.hf.decode(list(map(int, ids)), skip_special_tokens=skip_special_tokens)
         return text

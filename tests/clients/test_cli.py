@@ -107,6 +107,10 @@ def bad_corpora(tmp_path: Path) -> dict[str, Path]:
         ("bad depth", "--depths"),
         ("bad length", "--lengths"),
         ("one table for multihop", "--tables"),
+        ("unknown cut", "--cut"),
+        ("chunk floor above L/(N*K)", "--min-chunk-tokens"),
+        ("doc share above 1", "--max-doc-share"),
+        ("docs_per_seq_max below N", "--docs-per-seq-max"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(case: str, option: str, tmp_path: Path, cache_dir: Path) -> None:
@@ -124,6 +128,10 @@ def test_bad_input_is_one_line_exit_2(case: str, option: str, tmp_path: Path, ca
         "bad depth": ("generate", "niah", "--depths", "0,1.5", *out),
         "bad length": ("generate", "niah", "--lengths", "1024,many", *out),
         "one table for multihop": ("generate", "synl", "--tables", "1", "--families", "multihop", *out),
+        "unknown cut": ("generate", "cip", "--cut", "bogus", *out),
+        "chunk floor above L/(N*K)": ("generate", "cip", "-L", "1024", "-N", "8", "--min-chunk-tokens", "100", *out),
+        "doc share above 1": ("generate", "cip", "--max-doc-share", "1.5", *out),
+        "docs_per_seq_max below N": ("generate", "cip", "-N", "4", "--docs-per-seq-max", "2", *out),
     }[case]
     res = longweave(*args, cache_dir=cache_dir)
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
@@ -159,6 +167,13 @@ FLAGS = {
         ("--split", "equal", "split", "equal"),
         ("--min-doc-tokens", "5", "min_doc_tokens", 5),
         ("--max-doc-tokens", "900", "max_doc_tokens", 900),
+        ("--doc-policy", "prefix", "doc_policy", "prefix"),
+        ("--cut", "sentence", "cut", "sentence"),
+        ("--cut-window", "16", "cut_window", 16),
+        ("--min-chunk-tokens", "8", "min_chunk_tokens", 8),
+        ("--docs-per-seq-max", "6", "docs_per_seq_max", 6),
+        ("--max-doc-share", "0.75", "max_doc_share", 0.75),
+        ("--grouping", "similar", "grouping", "similar"),
         ("--num-samples", "7", "num_samples", 7),
         ("-n", "8", "num_samples", 8),
         ("--seed", "3", "seed", 3),

@@ -65,3 +65,37 @@ def test_cip_card_has_no_composition(cache_dir: Path, stdlib_store: object, tmp_
     card = (tmp_path / "cip" / "README.md").read_text()
     assert "composition" not in result.info and "## Composition" not in card
     assert "## Example (the first sample, decoded)" in card
+
+
+def test_cip_card_reports_corpus_use(cache_dir: Path, stdlib_store: object, tmp_path: Path) -> None:
+    """The corpus-use figures equal a recount over the records' chunks, token by token."""
+    figures = {}
+    for policy in ("prefix", "continue"):
+        spec = parse_spec(
+            {"kind": "cip", "num_samples": 30, "shard_size": 12, "seq_len": 1024, "doc_policy": policy, "seed": 3}
+        )
+        out = tmp_path / policy
+        result = build_dataset(spec, out, cache_dir)
+        metas = [
+            json.loads(m)
+            for p in sorted((out / "data").glob("*.parquet"))
+            for m in pq.read_table(p, columns=["meta"]).column("meta").to_pylist()
+        ]
+        seen: Counter[tuple[str, int]] = Counter()
+        lengths: dict[str, int] = {}
+        for meta in metas:
+            for d, s, e, _ in meta["chunks"]:
+                doc = meta["docs"][d]
+                lengths[doc] = meta["doc_tokens"][d]
+                seen.update((doc, t) for t in range(s, e))
+        emitted = sum(seen.values())
+        use = result.info["corpus_use"]
+        assert use["docs_touched"] == len(lengths)
+        assert use["used_share"] == round(len(seen) / sum(lengths.values()), 4)
+        assert use["repeated_share"] == round((emitted - len(seen)) / emitted, 4)
+        assert use["passes"] == round(emitted / metas[0]["corpus_tokens"], 4)
+        assert json.loads((out / "dataset.json").read_text())["corpus_use"] == use
+        card = (out / "README.md").read_text()
+        assert "## Corpus use" in card and f"{100 * use['used_share']:.1f}%" in card
+        figures[policy] = use
+    assert figures["continue"]["used_share"] > figures["prefix"]["used_share"]

@@ -53,8 +53,8 @@ CASES = {
 PINS: dict[str, tuple[str, str]] = {
     # kind: (sha256 of the shard files' bytes in order, sha256 of their rows as Arrow IPC)
     "cip": (
-        "287670e3dd5374a847bd703db5eadbd694195a6cf72522664ad6792bdf5a78d8",
-        "367079fd6753cd89b7bb20a358c046684e12b7605ad05a65c7e17ae3567d1753",
+        "146828e7b6a17fecc98fdc7aa775460c83f73894c556759af26776743514e9f7",
+        "5324045e6241c68d7a740f8a7955ac3c568dcee32e7cc5a0b3515ad212c72a27",
     ),
     "niah": (
         "4a11d9ea0e9c4add52288133bf46849ed51f747f6cdd538c14a5108197487e7e",
