@@ -197,7 +197,9 @@ class TrainConfig(_Section):
         description="auto: liger's fused linear cross-entropy on CUDA when installed, else sliced "
         "(head + loss per slice of positions, logits recomputed in backward); plain: all logits at once",
     )
-    loss_slice_tokens: int = Field(4096, ge=1, description="sliced loss: positions per slice of logits")
+    loss_slice_tokens: int = Field(
+        2048, ge=1, description="sliced loss: positions per slice of logits (2048 x a 128K vocabulary: 1 GB of float32)"
+    )
 
     @property
     def resolved_run_id(self) -> str:

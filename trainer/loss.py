@@ -112,7 +112,7 @@ class LossModel(torch.nn.Module):
     its output embedding is the head. Under `plain` the whole `lm` runs, as transformers would.
     """
 
-    def __init__(self, lm: Any, mode: str, slice_tokens: int = 4096) -> None:
+    def __init__(self, lm: Any, mode: str, slice_tokens: int = 2048) -> None:
         super().__init__()
         self.lm, self.mode, self.slice_tokens = lm, mode, slice_tokens
 
