@@ -203,26 +203,23 @@ class _List:
         pass
 
 
-def w_train(seq_len: int) -> dict[str, Any]:
+def w_train(seq_len: int, device: str = "cuda", small: bool = False) -> dict[str, Any]:
+    """`small` on `device` cpu: the same code on a tiny Llama, to try the worker without a GPU."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from longweave.trainer import attention, loss, model
     from longweave.trainer.packing import Packer
 
-    dev = torch.device("cuda")
-    impl = attention.FLASH if attention.flash_available() else "docs"
-    cfg = LlamaConfig(  # Llama 3.2 1B's shape, random weights
-        vocab_size=128256,
-        hidden_size=2048,
-        num_hidden_layers=16,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        intermediate_size=8192,
-        max_position_embeddings=seq_len,
-        rope_theta=500000.0,
-        tie_word_embeddings=True,
-    )
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    impl = attention.FLASH if cuda and attention.flash_available() else "docs"
+    shape = dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8)
+    shape |= dict(intermediate_size=8192, vocab_size=128256)  # Llama 3.2 1B's
+    if small:
+        shape = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+        shape |= dict(intermediate_size=128, vocab_size=32000)
+    cfg = LlamaConfig(**shape, max_position_embeddings=seq_len, rope_theta=500000.0, tie_word_embeddings=True)
     cfg._attn_implementation = attention.load_name(impl)
     torch.manual_seed(0)
     with dev:
@@ -233,32 +230,35 @@ def w_train(seq_len: int) -> dict[str, Any]:
     lm.train()
     mode = loss.resolve("auto", lm, dev)
     loss_model = loss.LossModel(lm, mode, 2048)
-    opt = torch.optim.AdamW(lm.parameters(), lr=1e-5, fused=True)
-    packer = Packer(_List(_synthetic_docs(seq_len, 128000, 0, 1024, seq_len // 2)), seq_len=seq_len, rows=1, pad_id=0)
+    opt = torch.optim.AdamW(lm.parameters(), lr=1e-5, fused=cuda)
+    docs = _synthetic_docs(seq_len, cfg.vocab_size, 0, min(1024, seq_len // 4), seq_len // 2)
+    packer = Packer(_List(docs), seq_len=seq_len, rows=1, pad_id=0)
     batch = packer.next_batch()
     inputs = attention.model_inputs(lm.config._attn_implementation, batch, dev, True)
     targets = batch.targets.to(dev)
     n_loss = max(1, batch.num_loss_tokens)
     times, peaks = [], []
     for _ in range(3):
-        torch.cuda.reset_peak_memory_stats()
-        torch.cuda.synchronize()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cuda):
             value = loss_model(targets, **inputs) / n_loss
         value.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-        peaks.append(torch.cuda.max_memory_allocated() / 2**30)
+        peaks.append(torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0)
     dt = statistics.median(times[1:])
     n_params = sum(p.numel() for p in lm.parameters())
     lengths = [e - s for row in attention.doc_spans(batch.doc_ids) for s, e in row]
     # Model FLOPs (no recomputation counted): 6 per parameter per token (the tied head is the
     # embedding's parameters, used once as a matmul) plus causal attention, 6 L d sum(n_i^2).
     flops = 6 * n_params * seq_len + 6 * cfg.num_hidden_layers * cfg.hidden_size * sum(n * n for n in lengths)
-    name = torch.cuda.get_device_name(0)
+    name = torch.cuda.get_device_name(0) if cuda else "cpu"
     peak = next((v for k, v in BF16_PEAK.items() if k in name), None)
     return {
         "status": "ok",
@@ -272,7 +272,7 @@ def w_train(seq_len: int) -> dict[str, Any]:
         "peak_mem_gib": round(max(peaks), 2),
         "mfu": round(flops / dt / peak, 4) if peak else None,
         "peak_flops_assumed": peak,
-        "loss_value": round(float(value) * 1.0, 4),
+        "loss_value": round(float(value.detach()), 4),
     }
 
 
@@ -321,7 +321,8 @@ def w_flash_vs_sdpa() -> dict[str, Any]:
     real = (b.doc_ids >= 0).to(dev)
     f, s = logits("flash", b), logits("sdpa", b)
     diff = (f - s).abs()[real]
-    b2 = batch_of(2)
+    # Edit a document of this batch (ids name the samples whose first piece it holds).
+    b2 = batch_of(int(b.sample_ids[len(b.sample_ids) // 2].rsplit("/", 1)[1]))
     changed = (b.input_ids != b2.input_ids).to(dev)
     row = int(changed.any(1).nonzero()[0])
     doc = int(b.doc_ids[changed.cpu()][0])
@@ -487,10 +488,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--collect", action="store_true", help="pip download the wheels into --wheels (needs internet)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--seq-len", type=int, default=32768, help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # train worker: cpu to try it
+    ap.add_argument("--small", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
 
     if a.worker:
-        rec = w_train(a.seq_len) if a.worker == "train" else WORKERS[a.worker]()
+        rec = w_train(a.seq_len, a.device, a.small) if a.worker == "train" else WORKERS[a.worker]()
         print(json.dumps(rec))
         return 0 if rec.get("status") in ("ok", "skipped") else 1
     try:

@@ -64,3 +64,22 @@ def test_a_malformed_manifest_is_refused_in_one_line(tmp_path):
 def test_an_unknown_check_is_refused_in_one_line(tmp_path):
     p = run("--dry-run", "--only", "train_32k,nope", "--out", str(tmp_path / "r.json"))
     assert p.returncode == 2 and "nope" in p.stderr and "\n" not in p.stderr.strip()
+
+
+def test_the_train_worker_runs_on_a_tiny_llama_on_cpu():
+    """The train check's code itself (Packer, model_inputs, LossModel, checkpointing, AdamW), on CPU."""
+    import os
+    import sys
+
+    root = REPO / ".longweave" / "gpu-pkg"
+    (root / "longweave").mkdir(parents=True, exist_ok=True)
+    for d in ("generators", "service", "trainer", "clients"):
+        if not (root / "longweave" / d).exists():
+            (root / "longweave" / d).symlink_to(REPO / d)
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    argv = [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--worker", "train", "--seq-len", "512"]
+    p = subprocess.run([*argv, "--device", "cpu", "--small"], capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(p.stdout.strip().splitlines()[-1])
+    assert rec["status"] == "ok" and rec["attention"] == "longweave_docs" and rec["loss"] == "sliced"
+    assert rec["seq_len"] == 512 and len(rec["step_s"]) == 3 and rec["loss_value"] > 0
