@@ -161,3 +161,19 @@ def test_every_kth_layer_is_checkpointed():
     assert checkpoint_layers(lm, 2) == [0, 2, 4]
     assert [layer.gradient_checkpointing for layer in lm.model.layers] == [True, False, True, False, True]
     assert checkpoint_layers(lm, 1) == [0, 1, 2, 3, 4]
+
+
+def test_peak_memory_is_per_step_on_cpu():
+    """reset_peak_mem starts a new peak (VmHWM on Linux), so a step after a big one reports its own."""
+    import numpy as np
+
+    from longweave.trainer.metrics import peak_mem_mb, reset_peak_mem
+
+    cpu = torch.device("cpu")
+    reset_peak_mem(cpu)
+    big = np.ones(400 * 2**20 // 8)  # 400 MB, touched
+    high = peak_mem_mb(cpu)
+    del big
+    reset_peak_mem(cpu)
+    low = peak_mem_mb(cpu)
+    assert high - low > 300, (high, low)
