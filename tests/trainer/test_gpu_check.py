@@ -17,6 +17,14 @@ SCRIPT = REPO / "scripts" / "gpu_check.sh"
 CHECKS = ["env", "install", "train_32k", "train_64k", "flash_vs_sdpa", "vllm_guided", "vllm_server_bench"]
 
 
+def version(name: str) -> str:
+    """The version scripts/gpu_wheels.txt pins for `name`."""
+    for line in (REPO / "scripts" / "gpu_wheels.txt").read_text().splitlines():
+        if line.startswith(name + "=="):
+            return line.split()[0].split("==")[1]
+    raise KeyError(name)
+
+
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=120, cwd=REPO)
 
@@ -24,14 +32,14 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_the_dry_run_builds_every_command_and_checks_the_wheels(tmp_path):
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    good = wheels / "liger_kernel-0.6.4-py3-none-any.whl"
+    good = wheels / f"liger_kernel-{version('liger-kernel')}-py3-none-any.whl"
     good.write_bytes(b"a wheel")
-    bad = wheels / "annotated_types-0.7.0-py3-none-any.whl"
+    bad = wheels / f"annotated_types-{version('annotated-types')}-py3-none-any.whl"
     bad.write_bytes(b"changed after the manifest was written")
     (wheels / "manifest.sha256").write_text(
         f"{hashlib.sha256(good.read_bytes()).hexdigest()}  {good.name}\n"
         f"{hashlib.sha256(b'the original').hexdigest()}  {bad.name}\n"
-        f"{'0' * 64}  vllm-0.11.0-cp38-abi3-manylinux1_x86_64.whl\n"
+        f"{'0' * 64}  vllm-{version('vllm')}-cp38-abi3-manylinux1_x86_64.whl\n"
     )
     out = tmp_path / "report.json"
     p = run("--dry-run", "--wheels", str(wheels), "--out", str(out))
