@@ -1,11 +1,21 @@
 """The attention implementation of a run, decided here and nowhere else, and `longweave_docs`.
 
 Three questions have one answer each in this module: which implementation a run uses (`resolve`:
-`model.attention: auto` is flash_attention_2 on CUDA when installed, else `docs`), what the model
-is given per micro-batch for it (`model_inputs`: flash-attention finds documents from the restarted
-position ids, `docs` takes the document spans, sdpa/eager a dense block-diagonal mask), and what
-name a saved Hugging Face directory records (`saved_name`: ours is sdpa's math, and sdpa loads
-anywhere). model.py and train.py call these; neither inspects implementation names itself.
+`model.attention: auto` is flash_attention_2 on CUDA when installed, else `docs`; a choice the
+machine cannot honour is refused with one line), what the model is given per micro-batch for it
+(`model_inputs`: flash-attention the explicit document boundaries of a flattened row, `docs` the
+document spans, sdpa/eager a dense block-diagonal mask), and what name a saved Hugging Face
+directory records (`saved_name`: ours is sdpa's math, and sdpa loads anywhere). model.py and
+train.py call these; neither inspects implementation names itself.
+
+Flash-attention's boundaries come from the packer's document ids, never from the positions.
+transformers can infer packed documents from position ids that restart at 0, but only for a batch
+of one row whose documents all start at position 0: with several rows, or PoSE/LongRecipe
+positions (which start anywhere and jump), documents would silently attend to each other. So the
+micro-batch's rows are flattened into one row of B*T tokens and the cumulative document lengths
+(`cu_seq_lens_q/k`, `max_length_q/k`, the keyword arguments transformers' flash path hands to
+`flash_attn_varlen_func`) are given explicitly: batch size and position transforms cannot move a
+document boundary. The model's output is then [1, B*T, ...]; the loss flattens its targets alike.
 
 Document attention without a T x T mask: causal SDPA on each packed document separately.
 
@@ -30,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from longweave.generators.errors import ConfigError
+
 if TYPE_CHECKING:
     from .packing import Batch
 
@@ -39,17 +51,25 @@ FLASH = "flash_attention_2"
 
 def resolve(choice: str, device: torch.device) -> str:
     """`model.attention` as the run uses it: `auto` becomes flash_attention_2 on CUDA when the
-    package is installed, else `docs`; any other choice stands."""
+    package is installed, else `docs`; flash_attention_2 where it cannot run raises `ConfigError`
+    (one line, at model build, before any data is read); any other choice stands."""
+    if choice == FLASH and not (device.type == "cuda" and flash_available()):
+        raise ConfigError(
+            "model.attention",
+            "flash_attention_2 needs a CUDA device and the flash-attn package",
+            "pip install flash-attn on the GPU machine, or set model.attention: docs",
+        )
     if choice != "auto":
         return choice
-    if device.type == "cuda":
-        try:
-            import flash_attn  # noqa: F401
+    return FLASH if device.type == "cuda" and flash_available() else "docs"
 
-            return FLASH
-        except ImportError:
-            return "docs"
-    return "docs"
+
+def flash_available() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def load_name(impl: str) -> str:
@@ -74,16 +94,33 @@ def saved_name(model: Any) -> str:
 def model_inputs(impl: str, batch: Batch, device: torch.device, doc_mask: bool) -> dict[str, Any]:
     """The keyword arguments of the model call for one micro-batch under `impl` (the model's
     `config._attn_implementation`): input_ids and position_ids always; with ours the document
-    spans (with `doc_mask` off, real tokens form one span per row); with flash-attention nothing
-    more (its varlen kernels find documents from the restarted positions); else the dense mask."""
+    spans (with `doc_mask` off, real tokens form one span per row); with flash-attention the rows
+    flattened into one and the varlen boundaries (`flash_varlen_kwargs`); else the dense mask."""
     from .packing import attention_mask
 
     out: dict[str, Any] = {"input_ids": batch.input_ids.to(device), "position_ids": batch.position_ids.to(device)}
+    docs = batch.doc_ids if doc_mask else (batch.doc_ids >= 0).long() - 1
     if impl == NAME:
-        out["doc_spans"] = doc_spans(batch.doc_ids if doc_mask else (batch.doc_ids >= 0).long() - 1)
-    elif impl != FLASH:
+        out["doc_spans"] = doc_spans(docs)
+    elif impl == FLASH:
+        out["input_ids"] = out["input_ids"].reshape(1, -1)
+        out["position_ids"] = out["position_ids"].reshape(1, -1)
+        out.update(flash_varlen_kwargs(docs, device))
+    else:
         out["attention_mask"] = attention_mask(batch.doc_ids.to(device), doc_mask)
     return out
+
+
+def flash_varlen_kwargs(doc_ids: torch.Tensor, device: torch.device) -> dict[str, Any]:
+    """The varlen boundaries of the rows of `doc_ids` [B, T] laid end to end as one row of B*T
+    tokens: every document span of every row (padding runs included, as in `doc_spans`) is one
+    sequence. cu_seq_lens are int32 offsets [0, e_1, ..., B*T]; max_length a Python int (the
+    kernels take it as a host value)."""
+    T = doc_ids.shape[1]
+    ends = [b * T + e for b, spans in enumerate(doc_spans(doc_ids)) for _, e in spans]
+    cu = torch.tensor([0, *ends], dtype=torch.int32, device=device)
+    longest = int((cu[1:] - cu[:-1]).max())
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
 
 
 def doc_spans(doc_ids: torch.Tensor) -> list[list[tuple[int, int]]]:

@@ -84,6 +84,17 @@ class ModelConfig(_Section):
     init_seed: int = 0
     gradient_checkpointing: bool = False
     compile: bool = False
+    gradient_checkpointing_every: int = Field(
+        1,
+        ge=1,
+        description="with gradient_checkpointing: checkpoint every k-th decoder layer (1: all; 2: half, "
+        "trading memory for less recomputation)",
+    )
+    offload_activations: bool = Field(
+        False,
+        description="keep the tensors saved for the backward pass (with gradient_checkpointing: the "
+        "checkpointed layers' inputs) in CPU memory, copied back when the backward needs them",
+    )
 
 
 class SourceConfig(_Section):
@@ -181,6 +192,14 @@ class TrainConfig(_Section):
     # LongRecipe's stage 2 and similar: merge the result with another checkpoint after training.
     merge_with: str | None = None
     merge_alpha: float = Field(0.5, ge=0, le=1)
+    loss: Literal["auto", "sliced", "liger", "plain"] = Field(
+        "auto",
+        description="auto: liger's fused linear cross-entropy on CUDA when installed, else sliced "
+        "(head + loss per slice of positions, logits recomputed in backward); plain: all logits at once",
+    )
+    loss_slice_tokens: int = Field(
+        2048, ge=1, description="sliced loss: positions per slice of logits (2048 x a 128K vocabulary: 1 GB of float32)"
+    )
 
     @property
     def resolved_run_id(self) -> str:

@@ -2,7 +2,8 @@
 
 The file stays open for the whole loop and is flushed after every line, so it survives a SIGKILL;
 a resumed run first drops the lines of the steps after its checkpoint, which it is about to redo,
-so the file holds every step once. Peak memory is the device's (CUDA) or the process's (CPU).
+so the file holds every step once. Peak memory is per step: the device's allocated bytes (CUDA) or
+the process's resident set (CPU, Linux), its counter reset at the start of every step.
 """
 
 from __future__ import annotations
@@ -26,13 +27,29 @@ def trim_metrics(path: Path, step: int) -> None:
 
 
 def reset_peak_mem(device: torch.device) -> None:
+    """Start a step's peak: CUDA's allocator counter, or on Linux the process's peak RSS (VmHWM),
+    which writing 5 to /proc/self/clear_refs resets."""
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:  # not Linux: the peak stays the process's lifetime peak
+        pass
 
 
 def peak_mem_mb(device: torch.device) -> float:
+    """The peak since `reset_peak_mem`: CUDA's allocated bytes, else the process's peak RSS."""
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
     try:
         import resource
 

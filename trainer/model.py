@@ -5,10 +5,14 @@ is the dataset's tokenizer, so the whole pipeline runs on a CPU in seconds. Othe
 a local directory that `AutoModelForCausalLM` loads (never a hub download). Either way the RoPE is
 set from the config (rope.py) before the weights exist, and the tokenizer identity (sha256 of
 tokenizer.json) is returned so the data sources can refuse data made with another tokenizer.
+
+Activation memory, the other term that grows with sequence length, is decided here too:
+selective checkpointing of every k-th decoder layer, and offloading saved tensors to CPU memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -89,10 +93,35 @@ def build(cfg: TrainConfig, device: torch.device) -> tuple[Any, Tokenizer]:
             )
     attention.install(model, impl)
     if cfg.model.gradient_checkpointing:
-        # transformers 5 renamed it; older releases (>= 4.45 is allowed) only have the first name.
-        if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        checkpoint_layers(model, cfg.model.gradient_checkpointing_every)
     model.config.use_cache = False
     return model.to(device), tok
+
+
+def checkpoint_layers(model: Any, every: int) -> list[int]:
+    """Selective activation checkpointing: decoder layers 0, k, 2k, ... keep only their inputs and
+    recompute the rest in the backward pass (torchtitan's per-layer policy); the others keep their
+    activations. Returns the indices of the checkpointed layers.
+
+    transformers' switch turns every layer on; each decoder layer then checks its own
+    `gradient_checkpointing` flag, so switching it off on the others leaves them plain."""
+    # transformers 5 renamed it; older releases (>= 4.45 is allowed) only have the first name.
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    chosen = []
+    for i, layer in enumerate(model.base_model.layers):
+        layer.gradient_checkpointing = i % every == 0
+        if layer.gradient_checkpointing:
+            chosen.append(i)
+    return chosen
+
+
+def offload(cfg: TrainConfig, device: torch.device) -> Any:
+    """The context of a forward pass that keeps what the backward needs in CPU memory
+    (`model.offload_activations`): with checkpointing, that is the checkpointed layers' inputs, the
+    activations that grow with sequence length. Pinned memory makes the copies asynchronous on CUDA."""
+    if not cfg.model.offload_activations:
+        return contextlib.nullcontext()
+    return torch.autograd.graph.save_on_cpu(pin_memory=device.type == "cuda")

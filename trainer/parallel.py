@@ -89,14 +89,16 @@ def empty_batch(rows: int, seq_len: int, pad_id: int) -> Batch:
 
 def wrap(model: Any, cfg: TrainConfig, dist: Dist) -> Any:
     """The module the loop calls: DDP, or FSDP2 sharding `model` in place (`distributed: fsdp`),
-    under torchrun; then compiled if asked. `model` itself stays the unwrapped module, whose
-    parameters the optimizer, clipping and checkpoints use."""
+    under torchrun; then compiled if asked. `model` is the loss module (loss.LossModel, whose `lm`
+    is the causal LM): it stays the unwrapped module, whose parameters the optimizer, clipping and
+    checkpoints use. Under FSDP each decoder layer is one shard group and the root holds the rest
+    (embedding, final norm, head), gathered by the root's hook on the call that uses the head."""
     train_model: Any = model
     if dist.world > 1:
         if cfg.distributed == "fsdp":
             from torch.distributed.fsdp import fully_shard
 
-            for layer in model.model.layers:
+            for layer in model.lm.base_model.layers:
                 fully_shard(layer)
             fully_shard(model)
         else:

@@ -11,9 +11,10 @@ longweave.trainer.train --recipe R` (DDP, or FSDP2 with `distributed: fsdp`).
 
 Each step of the outline is one call into the module that owns it, so this file holds only the
 loop: parallel.py (processes, this rank's micro-batches, DDP/FSDP wrapping), attention.py (what
-the model is given per micro-batch), checkpoint.py (exactly-once data: the checkpoint holds the
+the model is given per micro-batch), loss.py (the loss without the full logits: head +
+cross-entropy per slice of positions), model.py (activation checkpointing and offload), checkpoint.py (exactly-once data: the checkpoint holds the
 data cursor with the model state, and the log of trained sample ids is cut back to it on resume),
-metrics.py (metrics.jsonl, the progress bar).
+metrics.py (metrics.jsonl, the progress bar, peak memory per step).
 
 Loss: the sum of token losses divided by the number of tokens carrying loss in the whole global
 batch (all micro-batches of all processes), so every token weighs the same whatever the packing
@@ -33,11 +34,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import attention, parallel
 from . import config as config_mod
 from . import data as data_mod
+from . import loss as loss_mod
 from . import model as model_mod
 from .checkpoint import Checkpoints, save_hf
 from .config import TrainConfig
@@ -119,8 +120,10 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> Path:
     shared = all(s.kind == "parquet" for s in cfg.data.sources)
     batches = RankBatches(packer, dist.rank, dist.world, shared)
 
-    # Parallelism wraps the model before the optimizer sees its parameters.
-    train_model = parallel.wrap(model, cfg, dist)
+    # The loss module (body, then head + loss per slice) is what parallelism wraps, before the
+    # optimizer sees the parameters: DDP/FSDP hooks then fire on the call that uses the head.
+    loss_model = loss_mod.LossModel(model, loss_mod.resolve(cfg.loss, model, dist.device), cfg.loss_slice_tokens)
+    train_model = parallel.wrap(loss_model, cfg, dist)
     optimizer, scheduler = optimizer_for(model, cfg)
     checkpoints = Checkpoints(run_dir, model, optimizer, scheduler, packer, dist, cfg.keep_checkpoints)
     step = checkpoints.resume()
@@ -129,11 +132,11 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> Path:
     metrics = Metrics(cfg, run_dir, step, dist.main)
     trained: list[str] = []  # sample ids since the last checkpoint
     last_saved, steps_here = step, 0
-    reset_peak_mem(dist.device)
 
     train_model.train()
     while step < cfg.steps:
         t0 = time.perf_counter()
+        reset_peak_mem(dist.device)
         # 1. This step's micro-batches; a rank out of data contributes empty ones.
         got = [batches.next() for _ in range(cfg.accumulation)]
         real = sum(b is not None for b in got)
@@ -148,12 +151,9 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> Path:
         scale = dist.world / max(n_loss, 1.0)
         loss_sum = 0.0
         for i, b in enumerate(micro):
-            with parallel.no_sync(train_model, last=i == len(micro) - 1), autocast:
-                loss = token_loss_sum(
-                    train_model,
-                    attention.model_inputs(impl, b, dist.device, cfg.data.doc_mask),
-                    b.targets.to(dist.device),
-                )
+            inputs = attention.model_inputs(impl, b, dist.device, cfg.data.doc_mask)
+            with parallel.no_sync(train_model, last=i == len(micro) - 1), autocast, model_mod.offload(cfg, dist.device):
+                loss = train_model(b.targets.to(dist.device), **inputs)
             (loss * scale).backward()
             loss_sum += float(loss.detach())
             trained.extend(b.sample_ids)
@@ -219,12 +219,6 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> Path:
 
         merge(final, cfg.merge_with, cfg.merge_alpha, run_dir / "merged")
     return final
-
-
-def token_loss_sum(train_model: Any, inputs: dict[str, Any], targets: torch.Tensor) -> torch.Tensor:
-    """The summed cross-entropy of the tokens carrying loss (targets -100 carry none)."""
-    logits = train_model(**inputs).logits
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
 
 
 def main(argv: list[str] | None = None) -> None:

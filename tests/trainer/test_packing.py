@@ -198,7 +198,8 @@ def test_each_implementation_gets_its_own_inputs():
         for impl in (attention.NAME, attention.FLASH, "sdpa", "eager")
     }
     assert keys[attention.NAME] == {"input_ids", "position_ids", "doc_spans"}
-    assert keys[attention.FLASH] == {"input_ids", "position_ids"}  # varlen: documents from the positions
+    varlen = {"cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k"}  # tests/trainer/test_attention.py
+    assert keys[attention.FLASH] == {"input_ids", "position_ids"} | varlen  # explicit document boundaries
     assert keys["sdpa"] == keys["eager"] == {"input_ids", "position_ids", "attention_mask"}
     one_row = attention.model_inputs(attention.NAME, batch, cpu, False)["doc_spans"]
     assert one_row == [[(0, 50), (50, 64)]]  # doc_mask off: the real tokens are one span, then padding

@@ -120,15 +120,60 @@ def test_recipe_overrides_parse_as_yaml(tmp_path):
 
 
 def test_gradient_checkpointing_and_dense_mask_give_the_same_training(dataset_dir, tmp_path):
-    """Recomputing activations, or attending through the dense block mask instead of per-document
-    SDPA, changes how the step is computed, not what it computes."""
+    """Recomputing activations (all layers, every other one, offloaded), attending through the dense
+    block mask instead of per-document SDPA, or the loss over all logits at once instead of per
+    slice, changes how the step is computed, not what it computes."""
     runs = {}
     for name, over in {
-        "plain": {},
+        "default": {},
         "ckpt": {"model.gradient_checkpointing": True},
+        "ckpt2_offload": {
+            "model.gradient_checkpointing": True,
+            "model.gradient_checkpointing_every": 2,
+            "model.offload_activations": True,
+        },
         "dense": {"model.attention": "sdpa"},
+        "plain_loss": {"loss": "plain", "loss_slice_tokens": 64},
     }.items():
         train.train(cfg_for(dataset_dir, tmp_path / name, steps=3, **over))
         runs[name] = losses(tmp_path / name)
-    assert runs["plain"] == pytest.approx(runs["ckpt"], abs=1e-4)
-    assert runs["plain"] == pytest.approx(runs["dense"], abs=1e-3)
+    assert runs["default"] == pytest.approx(runs["ckpt"], abs=1e-4)
+    assert runs["default"] == pytest.approx(runs["ckpt2_offload"], abs=1e-4)
+    assert runs["default"] == pytest.approx(runs["dense"], abs=1e-3)
+    assert runs["default"] == pytest.approx(runs["plain_loss"], abs=1e-4)
+
+
+def test_every_kth_layer_is_checkpointed():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from longweave.trainer.model import checkpoint_layers
+
+    lm = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=5,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            intermediate_size=32,
+        )
+    )
+    assert checkpoint_layers(lm, 2) == [0, 2, 4]
+    assert [layer.gradient_checkpointing for layer in lm.model.layers] == [True, False, True, False, True]
+    assert checkpoint_layers(lm, 1) == [0, 1, 2, 3, 4]
+
+
+def test_peak_memory_is_per_step_on_cpu():
+    """reset_peak_mem starts a new peak (VmHWM on Linux), so a step after a big one reports its own."""
+    import numpy as np
+
+    from longweave.trainer.metrics import peak_mem_mb, reset_peak_mem
+
+    cpu = torch.device("cpu")
+    reset_peak_mem(cpu)
+    big = np.ones(400 * 2**20 // 8)  # 400 MB, touched
+    high = peak_mem_mb(cpu)
+    del big
+    reset_peak_mem(cpu)
+    low = peak_mem_mb(cpu)
+    assert high - low > 300, (high, low)
