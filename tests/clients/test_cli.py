@@ -107,6 +107,7 @@ def bad_corpora(tmp_path: Path) -> dict[str, Path]:
         ("bad depth", "--depths"),
         ("bad length", "--lengths"),
         ("one table for multihop", "--tables"),
+        ("unanswerable rate of 1", "--unanswerable-rate"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(case: str, option: str, tmp_path: Path, cache_dir: Path) -> None:
@@ -124,6 +125,7 @@ def test_bad_input_is_one_line_exit_2(case: str, option: str, tmp_path: Path, ca
         "bad depth": ("generate", "niah", "--depths", "0,1.5", *out),
         "bad length": ("generate", "niah", "--lengths", "1024,many", *out),
         "one table for multihop": ("generate", "synl", "--tables", "1", "--families", "multihop", *out),
+        "unanswerable rate of 1": ("generate", "synl", "--unanswerable-rate", "1", *out),
     }[case]
     res = longweave(*args, cache_dir=cache_dir)
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
@@ -186,6 +188,10 @@ FLAGS = {
         ("--llm-model", "m", "llm.model", "m"),
         ("--llm-steps", "themes,reasoning", "llm.steps", ["themes", "reasoning"]),
         ("--llm-concurrency", "5", "llm.concurrency", 5),
+        ("--values", "symbolic", "values", "symbolic"),
+        ("--max-agg-rows", "12", "max_agg_rows", 12),
+        ("--distractors", None, "distractors", True),
+        ("--unanswerable-rate", "0.25", "unanswerable_rate", 0.25),
     ],
     "doc-qa": [
         ("--seq-len", "4096", "seq_len", 4096),
