@@ -333,3 +333,28 @@ def test_bad_table_options_name_the_field_and_the_fix(data: dict, field: str) ->
         parse_spec({"kind": "synl", **data})
     assert info.value.field == field
     assert "\n" not in str(info.value) and (field in info.value.fix or field == "values")
+
+
+def test_a_proposed_theme_carries_its_constraints_into_the_schema() -> None:
+    from longweave.generators.synl.themes_check import ThemeProposal
+
+    data = {
+        "name": "galleries",
+        "entity": "gallery",
+        "key": {"name": "gallery_id", "prefix": "GX"},
+        "columns": [
+            {"name": "opened", "kind": "date", "start": "2000-01-01", "end": "2010-12-31"},
+            {"name": "closed", "kind": "date", "start": "2000-01-01", "end": "2024-12-31"},
+            {"name": "visitors", "kind": "int", "low": 0, "high": 500},
+            {"name": "kind", "kind": "category", "choices": ["A", "B"]},
+            {"name": "staff", "kind": "int", "low": 1, "high": 90},
+            {"name": "rooms", "kind": "int", "low": 1, "high": 40},
+        ],
+        "constraints": [{"op": "ge", "left": "closed", "right": "opened", "offset": 30}],
+    }
+    schema = ThemeProposal.model_validate(data).to_schema()
+    assert schema.constraints == (Constraint("ge", "closed", "opened", 30),)
+    check_theme(schema, {})
+    data["constraints"] = [{"op": "ge", "left": "closed", "right": "visitors"}]
+    with pytest.raises(ThemeRejected, match="ordered columns of one kind"):
+        check_theme(ThemeProposal.model_validate(data).to_schema(), {})
