@@ -172,10 +172,15 @@ def _constrained(k: Constraint, left: Column, right: pl.Series, rng: np.random.G
     r = (right.cast(pl.Int32) if is_date else right).to_numpy().astype(np.int64)
     lo, hi = bounds(left)
     off = scaled_offset(k, left)
+    span = round(k.span * (100 if left.kind == "decimal" else 1))
     if k.op in ("ge", "gt"):
         low, high = np.maximum(lo, r + off), np.full(len(r), hi, np.int64)
+        if span:
+            high = np.minimum(high, r + off + span)
     else:
         low, high = np.full(len(r), lo, np.int64), np.minimum(hi, r + off)
+        if span:
+            low = np.maximum(low, r + off - span)
     u = rng.random(len(r))
     if left.log:
         a, b = np.log(low + 1), np.log(high + 1)

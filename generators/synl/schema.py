@@ -67,7 +67,8 @@ class Constraint:
     """A relation every row of a theme keeps, between two of its plain columns.
 
     `ge`/`gt`/`le`/`lt`: `left op right + offset` (ordered columns of one kind; `offset` in whole
-    units of the column: days for dates, units for numbers). The sampler draws `right` as usual
+    units of the column: days for dates, units for numbers), and with `span` > 0 no further than
+    `span` units beyond that bound. The sampler draws `right` as usual
     and then `left` within the bounds the relation leaves, so `left` is the dependent column.
     `maps`: `left` (a category) is given by `right` (a category) through `pairs` of (right value,
     left value): country or timezone given by city.
@@ -78,13 +79,15 @@ class Constraint:
     right: str
     offset: float = 0
     pairs: tuple[tuple[str, str], ...] = ()
+    span: float = 0  # > 0: `left` also stays within `span` units of its bound (ships within 30 days)
 
     def holds_text(self) -> str:
         """The relation in words, for messages and docs."""
         if self.op == "maps":
             return f"{self.left} is given by {self.right}"
         sym = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}[self.op]
-        return f"{self.left} {sym} {self.right}" + (f" + {self.offset:g}" if self.offset else "")
+        text = f"{self.left} {sym} {self.right}" + (f" + {self.offset:g}" if self.offset else "")
+        return text + (f" (within {self.span:g})" if self.span else "")
 
 
 @dataclass(frozen=True)

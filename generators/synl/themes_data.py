@@ -552,8 +552,8 @@ _YEARS_18 = 18 * 365 + 4  # days: an employee is hired at 18 or later
 _YEARS_15 = 15 * 365 + 4  # days: an author debuts at 15 or later
 
 
-def _c(op: str, left: str, right: str, offset: float = 0) -> Constraint:
-    return Constraint(op, left, right, offset)  # type: ignore[arg-type]
+def _c(op: str, left: str, right: str, offset: float = 0, span: float = 0) -> Constraint:
+    return Constraint(op, left, right, offset, span=span)  # type: ignore[arg-type]
 
 
 _THEMES = (
@@ -716,7 +716,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("customers", "products", "employees"),
-        constraints=(_c("ge", "ship_date", "order_date"), _c("le", "items", "quantity")),
+        constraints=(_c("ge", "ship_date", "order_date", span=30), _c("le", "items", "quantity")),
     ),
     TableSchema(
         "products",
@@ -896,7 +896,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("orders", "warehouses"),
-        constraints=(_c("ge", "delivery_date", "ship_date"),),
+        constraints=(_c("ge", "delivery_date", "ship_date", 1, span=20),),
     ),
     TableSchema(
         "warehouses",

@@ -262,12 +262,13 @@ def _num(v: Any) -> Any:
     return v.toordinal() if isinstance(v, dt.date) else v
 
 
-def violations(t: ParsedTable, constraints: list[tuple[str, str, str, Any, dict[str, str]]]) -> list[str]:
-    """Rows of `t` that break a constraint `(op, left, right, offset, mapping)` whose two columns
-    it shows: `left op right + offset` (offset in days for dates, whole units for numbers), or for
-    `maps`, `left == mapping[right]`. One line per broken row and constraint."""
+def violations(t: ParsedTable, constraints: list[tuple[str, str, str, Any, dict[str, str], Any]]) -> list[str]:
+    """Rows of `t` that break a constraint `(op, left, right, offset, mapping, span)` whose two
+    columns it shows: `left op right + offset` (offset in days for dates, whole units for numbers)
+    and, with a span, no further than `span` beyond that bound; for `maps`, `left ==
+    mapping[right]`. One line per broken row and constraint."""
     out = []
-    for op, left, right, offset, mapping in constraints:
+    for op, left, right, offset, mapping, span in constraints:
         if left not in t.kinds or right not in t.kinds:
             continue
         for r in t.rows:
@@ -278,6 +279,9 @@ def violations(t: ParsedTable, constraints: list[tuple[str, str, str, Any, dict[
                 shift = dt.timedelta(days=offset) if isinstance(b, dt.date) else Decimal(str(offset))
                 bound = b + shift
                 ok = {"ge": a >= bound, "gt": a > bound, "le": a <= bound, "lt": a < bound}[op]
+                if ok and span:  # and no further than `span` beyond the bound
+                    reach = dt.timedelta(days=span) if isinstance(b, dt.date) else Decimal(str(span))
+                    ok = a <= bound + reach if op in ("ge", "gt") else a >= bound - reach
             if not ok:
                 out.append(f"{t.label} {r[t.key]}: {left}={a} {op} {right}={b} + {offset} fails")
     return out

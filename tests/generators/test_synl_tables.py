@@ -8,6 +8,7 @@ promise (rows aggregated, near misses present) counted from the parsed tables.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -43,9 +44,9 @@ from .test_synl import generate, verify
 SEQ_LEN = 1280
 
 
-def plain(constraints: tuple[Constraint, ...]) -> list[tuple[str, str, str, Any, dict[str, str]]]:
+def plain(constraints: tuple[Constraint, ...]) -> list[tuple[str, str, str, Any, dict[str, str], Any]]:
     """A theme's constraints as the plain tuples `table_parsers.violations` takes."""
-    return [(k.op, k.left, k.right, k.offset, dict(k.pairs)) for k in constraints]
+    return [(k.op, k.left, k.right, k.offset, dict(k.pairs), k.span) for k in constraints]
 
 
 def parsed(rec: Record) -> list[ParsedTable]:
@@ -91,6 +92,8 @@ def test_the_constraint_check_catches_a_broken_row() -> None:
     late = next(r for r in rows if r["ship_date"] > r["order_date"])
     late["ship_date"], late["order_date"] = late["order_date"], late["ship_date"]
     assert len(violations(table, plain(t.constraints))) == 1
+    late["ship_date"], late["order_date"] = late["order_date"] + dt.timedelta(days=31), late["ship_date"]
+    assert len(violations(table, plain(t.constraints))) == 1  # shipped too long after the order
 
 
 @pytest.fixture(scope="module")
