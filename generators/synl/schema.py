@@ -22,6 +22,7 @@ row could meet, or a column made dependent twice. Symbolic themes (`symbolic_poo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -186,6 +187,7 @@ SYMBOLIC_START, SYMBOLIC_END = "2000-01-01", "2039-12-31"
 _CODE_LETTERS = "BCDFGHJKLMNPQRSTVWXZ"
 
 
+@functools.cache  # themes are frozen and hashable; a sample's plan asks for the same ones again
 def symbolic_theme(t: TableSchema) -> TableSchema:
     """A theme with the same table name, key and foreign keys whose plain columns are `attr_1`, ...
     of the same kinds, holding values that mean nothing: numbers over a generic range, dates over
