@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..context import Context, sample_rng
+from .filters import make_unanswerable
 from .plan import MIN_ROWS, SamplePlan, build_tables
 from .prompts import Question, intro, reasoning_text
 from .schema import Built
@@ -54,6 +55,7 @@ def attempt(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int) 
     sizes = plan.sizes(r)
     tables = build_tables(plan, sizes)
     question = Asker(plan.family, plan.chain, tables, sample_rng(spec, index, 2)).ask()
+    question = make_unanswerable(question, tables, spec.unanswerable_rate, sample_rng(spec, index, 9))
     result = question.query.evaluate(tables)
     reasoning = plan.family == "reasoning"
     reply = reasoning_text(question, result, tables) if reasoning else result.answer

@@ -23,8 +23,8 @@ from ..context import sample_rng
 from .prompts import SYSTEM_PROMPTS
 from .render import render_rows
 from .rows import TableData, choose_columns, resolve_foreign_keys
-from .schema import Built, TableSchema, TableSpec, chain_depth, fk_column
-from .spec import SynLSpec
+from .schema import Built, TableSchema, TableSpec, chain_depth, fk_column, sample_pool
+from .spec import SynLSpec, table_options
 from .themes_data import THEMES
 
 MIN_ROWS = 4  # every table has at least this many rows, so every template has rows to pick from
@@ -69,6 +69,7 @@ def draw_plan(
     Foreign-key chains come from the built-in themes; the other tables are drawn from `pool`
     (the built-in themes, plus the model's when the themes step runs).
     """
+    pool = sample_pool(spec.values, pool)  # symbolic themes under the same names when asked
     rng = sample_rng(spec, index, 1, level)
     max_tables = spec.max_tables if level == 0 else 1 if level == 2 else min(spec.max_tables, 2)
     chain_themes: list[str] = []
@@ -90,7 +91,7 @@ def draw_plan(
         fks = [fk_column(pool[r]) for r in schema.refs if r in present]
         ncols = spec.min_columns if level == 2 else int(rng.integers(spec.min_columns, hi + 1))
         cols = choose_columns(schema, rng, ncols, fks)
-        tables.append(TableSpec(schema, cols, f"Table {pos + 1}: {name}", f"Table {pos + 1}"))
+        tables.append(TableSpec(schema, cols, f"Table {pos + 1}: {name}", f"Table {pos + 1}", table_options(spec)))
     data = [
         TableData(t, sample_rng(spec, index, 3, level, i), _block_rng(spec, index, level, i))
         for i, t in enumerate(tables)

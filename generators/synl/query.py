@@ -7,13 +7,23 @@ answer with polars from the typed frames; `to_meta` is the plain dict that lands
 can recompute the answer; the tests do so with their own parsers. `mentions` lists the tables,
 columns and values the query needs, for the phrasing check; `shown_columns` the columns a
 reasoning answer quotes for a row it uses.
+
+Ties. Argmax, argmin and top-k rank rows by one column; rows with equal values are ranked by
+their key, smallest first (keys of a table share one prefix and six digits, so text order is
+numeric order), never by their place in the table, so a tie does not favour early rows. The rule
+is the query's `ties` field (`"key"`) in the meta and is said in the question (`TIE_RULE`).
+
+Unanswerable questions. `absent_key` draws a key with the table's prefix that no row holds;
+`unanswerable` swaps it into a key lookup (cell, chain, comparison), whose answer is then the
+fixed `NO_ANSWER` and whose meta says `"answerable": false`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 import polars as pl
 
 from .schema import Built, cell_text, cents_text, parse_cell
@@ -21,6 +31,13 @@ from .schema import Built, cell_text, cents_text, parse_cell
 CondOp = Literal["eq", "lt", "le", "gt", "ge", "between"]
 AggOp = Literal["sum", "mean", "min", "max"]
 CompareAsk = Literal["larger", "smaller", "yesno", "difference"]
+TieRule = Literal["key"]
+
+# The tie rule as a question states it ({key} is the table's key column).
+TIE_RULE = "if several rows tie, give the one with the smallest {key}"
+TOPK_TIE_RULE = "among rows that tie, the smallest {key} comes first"
+# The fixed answer of a question whose key matches no row.
+NO_ANSWER = "The tables do not contain this information."
 
 
 @dataclass(frozen=True)
@@ -83,9 +100,9 @@ def row_of(b: Built, key: str) -> dict[str, Any]:
     return rows.row(0, named=True)
 
 
-def _ordered_by(frame: pl.DataFrame, column: str, largest: bool) -> pl.DataFrame:
-    """Rows sorted by a column, largest (or smallest) first, ties in table order."""
-    return frame.with_row_index("_row").sort([column, "_row"], descending=[largest, False])
+def _ordered_by(frame: pl.DataFrame, column: str, largest: bool, key: str) -> pl.DataFrame:
+    """Rows sorted by a column, largest (or smallest) first, ties by key, smallest first."""
+    return frame.sort([column, key], descending=[largest, False])
 
 
 def _meta(v: Any) -> Any:
@@ -100,6 +117,8 @@ class Query:
 
     op: ClassVar[str]
     table: int
+    # False: the question names a key no row holds, and the answer is NO_ANSWER (see `unanswerable`).
+    answerable: bool = field(default=True, kw_only=True)
 
     def to_meta(self) -> dict[str, Any]:
         return {"op": self.op, **{f.name: _meta(getattr(self, f.name)) for f in fields(self)}}
@@ -136,6 +155,8 @@ class Cell(Query):
     column: str
 
     def evaluate(self, tables: list[Built]) -> Result:
+        if not self.answerable:
+            return Result(NO_ANSWER, [])
         b = tables[self.table]
         return Result(cell_text(b.spec.kinds[self.column], row_of(b, self.key)[self.column]), [(self.table, self.key)])
 
@@ -198,6 +219,7 @@ class Aggregate(Filtered):
             "table": self.table,
             "column": self.column,
             "conditions": _meta(self.conditions),
+            "answerable": self.answerable,
         }
 
     def evaluate(self, tables: list[Built]) -> Result:
@@ -219,15 +241,16 @@ class Aggregate(Filtered):
 
 @dataclass(frozen=True)
 class ArgMax(Filtered):
-    """The key of the row with the largest value (ties: the first in table order)."""
+    """The key of the row with the largest value (ties: the smallest key)."""
 
     op: ClassVar[str] = "argmax"
     column: str
     conditions: tuple[Condition, ...]
+    ties: TieRule = "key"
 
     def evaluate(self, tables: list[Built]) -> Result:
         b, hits, used = self.rows(tables)
-        return Result(_ordered_by(hits, self.column, self.op == "argmax")[b.spec.key][0], used)
+        return Result(_ordered_by(hits, self.column, self.op == "argmax", b.spec.key)[b.spec.key][0], used)
 
 
 @dataclass(frozen=True)
@@ -242,10 +265,11 @@ class TopK(Filtered):
     k: int
     order: Literal["asc", "desc"]
     conditions: tuple[Condition, ...] = ()
+    ties: TieRule = "key"
 
     def evaluate(self, tables: list[Built]) -> Result:
         b, hits, used = self.rows(tables)
-        ranked = _ordered_by(hits, self.column, self.order == "desc")
+        ranked = _ordered_by(hits, self.column, self.order == "desc", b.spec.key)
         return Result(", ".join(ranked[b.spec.key].head(self.k).to_list()), used)
 
 
@@ -269,6 +293,8 @@ class Compare(Query):
     ask: CompareAsk
 
     def evaluate(self, tables: list[Built]) -> Result:
+        if not self.answerable:
+            return Result(NO_ANSWER, [])
         b = tables[self.table]
         (k1, k2), col, t = self.keys, self.column, self.table
         kind = b.spec.kinds[col]
@@ -298,6 +324,8 @@ class Chain(Query):
     column: str
 
     def evaluate(self, tables: list[Built]) -> Result:
+        if not self.answerable:
+            return Result(NO_ANSWER, [])
         cur = self.key
         used = []
         for step in self.path:
@@ -343,3 +371,28 @@ class ChainKeys(ChainCount):
     def evaluate(self, tables: list[Built]) -> Result:
         keys = self.start_keys(tables)
         return Result(", ".join(keys), [(self.path[0].table, k) for k in keys])
+
+
+# -- unanswerable ------------------------------------------------------------------------------
+def absent_key(b: Built, rng: np.random.Generator) -> str:
+    """A key with the table's prefix and digit count that no row of the table holds."""
+    have = set(b.frame[b.spec.key].to_list())
+    prefix = b.spec.schema.key.prefix
+    while True:
+        key = f"{prefix}{int(rng.integers(0, 10**6)):06d}"
+        if key not in have:
+            return key
+
+
+def unanswerable(q: Query, tables: list[Built], rng: np.random.Generator) -> tuple[Query, str, str] | None:
+    """The same key lookup about a key no row holds: (query, key replaced, absent key), or None
+    when the query looks nothing up by key (filters and aggregations have no such form)."""
+    if isinstance(q, (Cell, Chain)):
+        new = absent_key(tables[q.table], rng)
+        return replace(q, key=new, answerable=False), q.key, new
+    if isinstance(q, Compare) and q.keys[0] != q.keys[1]:
+        i = int(rng.integers(2))
+        new = absent_key(tables[q.table], rng)
+        keys = (new, q.keys[1]) if i == 0 else (q.keys[0], new)
+        return replace(q, keys=keys, answerable=False), q.keys[i], new
+    return None

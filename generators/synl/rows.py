@@ -9,7 +9,17 @@ Each column kind keeps the theme's constraints: keys distinct across blocks (PRE
 numbers within [low, high] (log-uniform where the theme says so), dates within [start, end],
 categories with a skewed, table-specific popularity. Numbers are never negative and no value
 holds a pipe, a tab, a newline or a double quote, so no rendering can be misread; commas,
-ampersands and apostrophes do occur and exercise the CSV and HTML escaping. Foreign keys are
+ampersands and apostrophes do occur and exercise the CSV and HTML escaping.
+
+Coherence: after a block's columns are drawn, each of the theme's `Constraint`s whose two columns
+the table shows is applied in the theme's order, from the same block generator: an ordered
+relation redraws its dependent (`left`) column within the bounds the other column leaves it (with
+the column's own uniform or log-uniform shape), a `maps` relation sets `left` from `right`. All of
+it is vectorised over the block and depends on the block alone, so the prefix property holds and
+every row keeps every relation. A table with no constraint draws exactly what it drew without them.
+Symbolic themes (`schema.symbolic_pool`) use the `symbol` pools: random ids for names and notes.
+
+Foreign keys are
 stored as uniform draws in [0, 1) and resolved against the referenced table's current row count
 (`resolve_foreign_keys`), so they always point at a row present in the prompt, whatever sizes the
 fitting settles on.
@@ -23,7 +33,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import polars as pl
 
-from .schema import NUMERIC_KINDS, Column, TableSchema, TableSpec
+from .schema import NUMERIC_KINDS, Column, Constraint, TableSchema, TableSpec, bounds, scaled_offset
 from .themes_data import (
     COMPANY_A,
     COMPANY_B,
@@ -83,6 +93,8 @@ class TableData:
         self._weights = {
             c.name: table_rng.dirichlet(np.full(len(c.choices), 2.0)) for c in spec.columns if c.kind == "category"
         }
+        shown = {c.name for c in spec.columns}
+        self._constraints = [k for k in spec.schema.constraints if k.left in shown and k.right in shown]
         self._blocks: list[pl.DataFrame] = []
         self._seen_keys: set[int] = set()
         self._frame: pl.DataFrame | None = None
@@ -106,7 +118,10 @@ class TableData:
     def _block(self, b: int) -> pl.DataFrame:
         rng = self._rng_for_block(b)
         n = block_size(b)
-        return pl.DataFrame({c.name: self._values(c, rng, n) for c in self.spec.columns})
+        cols = {c.name: self._values(c, rng, n) for c in self.spec.columns}
+        for k in self._constraints:
+            cols[k.left] = _constrained(k, self.spec.schema.column(k.left), cols[k.right], rng)
+        return pl.DataFrame(cols)
 
     def _keys(self, c: Column, rng: np.random.Generator, n: int) -> pl.Series:
         # Distinct across blocks: draw, drop what earlier rows used, draw again for the gap.
@@ -144,15 +159,62 @@ class TableData:
         if c.kind == "name":
             return pl.Series(c.name, _names(c.pool, rng, n), dtype=pl.String)
         if c.kind == "text":
-            return pl.Series(c.name, _notes(rng, n), dtype=pl.String)
+            notes = _codes(rng, n, words=True) if c.pool == "symbol" else _notes(rng, n)
+        return pl.Series(c.name, notes, dtype=pl.String)
         raise ValueError(f"unknown column kind {c.kind!r}")
+
+
+def _constrained(k: Constraint, left: Column, right: pl.Series, rng: np.random.Generator) -> pl.Series:
+    """The dependent column of a constraint, drawn for each row given that row's `right` value."""
+    if k.op == "maps":
+        return right.replace_strict(dict(k.pairs), return_dtype=pl.String).alias(k.left)
+    is_date = right.dtype == pl.Date
+    r = (right.cast(pl.Int32) if is_date else right).to_numpy().astype(np.int64)
+    lo, hi = bounds(left)
+    off = scaled_offset(k, left)
+    span = round(k.span * (100 if left.kind == "decimal" else 1))
+    if k.op in ("ge", "gt"):
+        low, high = np.maximum(lo, r + off), np.full(len(r), hi, np.int64)
+        if span:
+            high = np.minimum(high, r + off + span)
+    else:
+        low, high = np.full(len(r), lo, np.int64), np.minimum(hi, r + off)
+        if span:
+            low = np.maximum(low, r + off - span)
+    u = rng.random(len(r))
+    if left.log:
+        a, b = np.log(low + 1), np.log(high + 1)
+        vals = np.floor(np.exp(a + u * (b - a))).astype(np.int64) - 1
+    else:
+        vals = low + np.floor(u * (high - low + 1)).astype(np.int64)
+    vals = np.clip(vals, low, high)  # check_constraints keeps low <= high on every row
+    if is_date:
+        return pl.Series(k.left, vals.astype(np.int32), dtype=pl.Int32).cast(pl.Date)
+    return pl.Series(k.left, vals, dtype=pl.Int64)
 
 
 def _pick(pool: Sequence[str], rng: np.random.Generator, n: int) -> list[str]:
     return [pool[i] for i in rng.integers(0, len(pool), size=n)]
 
 
+_LETTERS = np.array(list("ABCDEFGHJKLMNPQRSTUVWXYZ"))
+_ALNUM = np.array(list("abcdefghjkmnpqrstuvwxyz23456789"))
+
+
+def _codes(rng: np.random.Generator, n: int, words: bool = False) -> list[str]:
+    """Random ids that mean nothing: `QXR-4821` (names), or 2-4 words like `k3fz` (notes)."""
+    if not words:
+        letters = _LETTERS[rng.integers(0, len(_LETTERS), size=(n, 3))]
+        digits = rng.integers(0, 10_000, size=n)
+        return [f"{''.join(a)}-{d:04d}" for a, d in zip(letters.tolist(), digits.tolist())]
+    lengths = rng.integers(2, 5, size=n)
+    chars = _ALNUM[rng.integers(0, len(_ALNUM), size=(n, 4, 4))]
+    return [" ".join("".join(w) for w in chars[i, : lengths[i]].tolist()) for i in range(n)]
+
+
 def _names(pool: str, rng: np.random.Generator, n: int) -> list[str]:
+    if pool == "symbol":
+        return _codes(rng, n)
     if pool == "person":
         return [f"{a} {b}" for a, b in zip(_pick(FIRST, rng, n), _pick(LAST, rng, n))]
     if pool == "company":

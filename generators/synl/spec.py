@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from ..specs import FAMILIES, FORMATS, MAX_SEQ_LEN, Family, Format, LLMSpec, SpecBase, StrictInt
+from .schema import TableOptions
 
 # SynL's random stream id: the second word of every SynL seed (unique among kinds, see context.Kind).
 STREAM = 2
@@ -45,6 +46,26 @@ class SynLSpec(SpecBase):
     llm: LLMSpec = Field(
         default_factory=LLMSpec, description="Language model for the themes, phrasing and reasoning steps."
     )
+    values: Literal["natural", "symbolic"] = Field(
+        "natural",
+        description=(
+            "natural: themed columns with coherent values; symbolic: columns attr_1.. holding random ids and "
+            "numbers, no world facts."
+        ),
+    )
+    max_agg_rows: StrictInt | None = Field(
+        None, description="Most rows a count, sum, mean, min/max, argmax or distinct question may range over."
+    )
+    distractors: bool = Field(
+        False, description="Selective filters get a row that meets every condition but one (a near miss)."
+    )
+    unanswerable_rate: float = Field(
+        0.0,
+        description=(
+            "Share of key lookups (cell, chain, comparison) asked about a key no row holds; "
+            "their answer is 'The tables do not contain this information.'"
+        ),
+    )
 
     @field_validator("formats", "families")
     @classmethod
@@ -68,3 +89,26 @@ class SynLSpec(SpecBase):
         if v < low:
             raise ValueError(f"max_columns {v} is below min_columns {low}: raise max_columns or lower min_columns")
         return v
+
+    @field_validator("max_agg_rows")
+    @classmethod
+    def _agg_rows_positive(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError(
+                f"max_agg_rows: {v} is below 1 (fix: set max_agg_rows to 1 or more, or leave it unset for no limit)"
+            )
+        return v
+
+    @field_validator("unanswerable_rate")
+    @classmethod
+    def _rate_in_range(cls, v: float) -> float:
+        if not 0 <= v < 1:
+            raise ValueError(
+                f"unanswerable_rate: {v} is outside [0, 1) (fix: set unanswerable_rate to 0 for none or to a share below 1)"
+            )
+        return v
+
+
+def table_options(spec: SynLSpec) -> TableOptions:
+    """The difficulty options the filters over each table keep (see `schema.TableOptions`)."""
+    return TableOptions(spec.max_agg_rows, spec.distractors)

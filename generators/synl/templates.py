@@ -276,7 +276,7 @@ class Asker:
         text = (
             f"Which {b.spec.key} in {table_label(b)} has the {word} {col}"
             f"{' among the rows where ' + conds_text(conds, b) if conds else ''}? Answer with the "
-            f"{b.spec.key}; if several rows tie, give the one that appears first in the table."
+            f"{b.spec.key}; {Q.TIE_RULE.format(key=b.spec.key)}."
         )
         q = (Q.ArgMax if largest else Q.ArgMin)(t, col, conds)
         return Question(f"{q.op}/0", q, text, "key")
@@ -290,7 +290,7 @@ class Asker:
         word = ("latest" if desc else "earliest") if kind == "date" else ("highest" if desc else "lowest")
         text = (
             f"Which {k} rows of {table_label(b)} have the {word} {col}? List their {b.spec.key} values from the "
-            f"{word} {col} on, separated by commas; break ties by table order."
+            f"{word} {col} on, separated by commas; {Q.TOPK_TIE_RULE.format(key=b.spec.key)}."
         )
         q = Q.TopK(t, col, k, "desc" if desc else "asc")
         return Question("topk/0", q, text, "keys")
@@ -299,7 +299,7 @@ class Asker:
         t, b = self._table()
         cols = [c.name for c in b.spec.columns if c.kind in ("category", "name", "fk", "date")]
         col = pick(self.rng, cols)
-        conds = tuple(c for c in broad_filter(b, self.rng, 1) if c.column != col)
+        conds = tuple(c for c in broad_filter(b, self.rng, 1, exclude=col) if c.column != col)
         text = (
             f"How many distinct values of {col} appear in {table_label(b)}"
             f"{' among the rows where ' + conds_text(conds, b) if conds else ''}? Answer with a single integer."

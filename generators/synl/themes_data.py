@@ -8,7 +8,7 @@ import: a broken theme would otherwise only show up as a strange sample much lat
 
 from __future__ import annotations
 
-from .schema import Column, TableSchema, check_themes
+from .schema import Column, Constraint, TableSchema, check_themes
 
 # -- value pools -----------------------------------------------------------------------------------
 FIRST = (
@@ -396,6 +396,60 @@ COUNTRIES = (
     "Indonesia",
     "Brazil",
     "Georgia",
+    "Finland",
+    "Croatia",
+    "Denmark",
+    "Bulgaria",
+    "Namibia",
+    "Armenia",
+)
+# Each city of PLACES with its country and its standard UTC offset: what `maps` constraints use
+# so that a table showing a city shows its real country and timezone.
+CITY_FACTS = (
+    ("Lyon", "France", "UTC+01:00"),
+    ("Porto", "Portugal", "UTC+00:00"),
+    ("Osaka", "Japan", "UTC+09:00"),
+    ("Austin", "United States", "UTC-06:00"),
+    ("Leeds", "United Kingdom", "UTC+00:00"),
+    ("Gdansk", "Poland", "UTC+01:00"),
+    ("Bergen", "Norway", "UTC+01:00"),
+    ("Tartu", "Estonia", "UTC+02:00"),
+    ("Cork", "Ireland", "UTC+00:00"),
+    ("Graz", "Austria", "UTC+01:00"),
+    ("Bilbao", "Spain", "UTC+01:00"),
+    ("Malmo", "Sweden", "UTC+01:00"),
+    ("Turin", "Italy", "UTC+01:00"),
+    ("Utrecht", "Netherlands", "UTC+01:00"),
+    ("Brno", "Czechia", "UTC+01:00"),
+    ("Nantes", "France", "UTC+01:00"),
+    ("Kyoto", "Japan", "UTC+09:00"),
+    ("Denver", "United States", "UTC-07:00"),
+    ("Perth", "Australia", "UTC+08:00"),
+    ("Quebec", "Canada", "UTC-05:00"),
+    ("Seville", "Spain", "UTC+01:00"),
+    ("Tampere", "Finland", "UTC+02:00"),
+    ("Valencia", "Spain", "UTC+01:00"),
+    ("Zagreb", "Croatia", "UTC+01:00"),
+    ("Aarhus", "Denmark", "UTC+01:00"),
+    ("Bologna", "Italy", "UTC+01:00"),
+    ("Cusco", "Peru", "UTC-05:00"),
+    ("Dakar", "Senegal", "UTC+00:00"),
+    ("Hobart", "Australia", "UTC+10:00"),
+    ("Izmir", "Turkey", "UTC+03:00"),
+    ("Jaipur", "India", "UTC+05:30"),
+    ("Kaunas", "Lithuania", "UTC+02:00"),
+    ("Lagos", "Nigeria", "UTC+01:00"),
+    ("Lille", "France", "UTC+01:00"),
+    ("Medan", "Indonesia", "UTC+07:00"),
+    ("Nagoya", "Japan", "UTC+09:00"),
+    ("Oslo", "Norway", "UTC+01:00"),
+    ("Pune", "India", "UTC+05:30"),
+    ("Recife", "Brazil", "UTC-03:00"),
+    ("Sapporo", "Japan", "UTC+09:00"),
+    ("Tbilisi", "Georgia", "UTC+04:00"),
+    ("Varna", "Bulgaria", "UTC+02:00"),
+    ("Windhoek", "Namibia", "UTC+02:00"),
+    ("Yerevan", "Armenia", "UTC+04:00"),
 )
 NOTE_WORDS = (
     "urgent",
@@ -476,6 +530,32 @@ def _key(name: str, prefix: str) -> Column:
 NOTE = Column("note", "text", pool="note")
 _CITY = Column("city", "category", choices=tuple(PLACES))
 _COUNTRY = Column("country", "category", choices=COUNTRIES)
+_TIMEZONES = (  # every offset of CITY_FACTS, west to east
+    "UTC-07:00",
+    "UTC-06:00",
+    "UTC-05:00",
+    "UTC-03:00",
+    "UTC+00:00",
+    "UTC+01:00",
+    "UTC+02:00",
+    "UTC+03:00",
+    "UTC+04:00",
+    "UTC+05:30",
+    "UTC+07:00",
+    "UTC+08:00",
+    "UTC+09:00",
+    "UTC+10:00",
+)
+_COUNTRY_OF_CITY = Constraint("maps", "country", "city", pairs=tuple((c, k) for c, k, _ in CITY_FACTS))
+_TIMEZONE_OF_CITY = Constraint("maps", "timezone", "city", pairs=tuple((c, z) for c, _, z in CITY_FACTS))
+_YEARS_18 = 18 * 365 + 4  # days: an employee is hired at 18 or later
+_YEARS_15 = 15 * 365 + 4  # days: an author debuts at 15 or later
+
+
+def _c(op: str, left: str, right: str, offset: float = 0, span: float = 0) -> Constraint:
+    return Constraint(op, left, right, offset, span=span)  # type: ignore[arg-type]
+
+
 _THEMES = (
     TableSchema(
         "employees",
@@ -511,6 +591,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("departments", "offices"),
+        constraints=(_c("ge", "hire_date", "birth_date", _YEARS_18),),
     ),
     TableSchema(
         "departments",
@@ -533,6 +614,11 @@ _THEMES = (
             NOTE,
         ),
         refs=("offices",),
+        constraints=(
+            _c("le", "open_positions", "headcount"),
+            _c("le", "travel_budget", "budget"),
+            _c("le", "founded", "last_audit"),
+        ),
     ),
     TableSchema(
         "offices",
@@ -545,7 +631,7 @@ _THEMES = (
             _date("opened", "1975-01-01", "2024-06-30"),
             _int("desks", 10, 2500),
             _dec("monthly_rent", 2_000, 900_000, log=True),
-            _cat("timezone", "UTC-08:00", "UTC-05:00", "UTC+00:00", "UTC+01:00", "UTC+02:00", "UTC+05:30", "UTC+09:00"),
+            _cat("timezone", *_TIMEZONES),
             _int("meeting_rooms", 1, 120),
             _cat("ownership", "Leased", "Owned", "Shared"),
             _int("parking_spaces", 0, 1500),
@@ -556,6 +642,12 @@ _THEMES = (
             NOTE,
         ),
         refs=("cities",),
+        constraints=(
+            _COUNTRY_OF_CITY,
+            _TIMEZONE_OF_CITY,
+            _c("le", "opened", "renovated"),
+            _c("le", "meeting_rooms", "desks"),
+        ),
     ),
     TableSchema(
         "cities",
@@ -601,6 +693,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("cities",),
+        constraints=(_c("le", "signup_date", "last_contact"),),
     ),
     TableSchema(
         "orders",
@@ -623,6 +716,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("customers", "products", "employees"),
+        constraints=(_c("ge", "ship_date", "order_date", span=30), _c("le", "items", "quantity")),
     ),
     TableSchema(
         "products",
@@ -657,6 +751,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("suppliers",),
+        constraints=(_c("gt", "price", "cost"), _c("le", "launch_date", "last_restock")),
     ),
     TableSchema(
         "suppliers",
@@ -679,6 +774,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("cities",),
+        constraints=(_c("le", "partner_since", "last_audit"),),
     ),
     TableSchema(
         "flights",
@@ -734,6 +830,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("aircraft",),
+        constraints=(_c("le", "passengers", "seats"),),
     ),
     TableSchema(
         "aircraft",
@@ -755,6 +852,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("airlines",),
+        constraints=(_c("le", "first_flight", "last_check"),),
     ),
     TableSchema(
         "airlines",
@@ -776,6 +874,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("cities",),
+        constraints=(_c("le", "founded", "last_safety_audit"), _c("le", "fleet_size", "employees")),
     ),
     TableSchema(
         "shipments",
@@ -797,6 +896,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("orders", "warehouses"),
+        constraints=(_c("ge", "delivery_date", "ship_date", 1, span=20),),
     ),
     TableSchema(
         "warehouses",
@@ -818,6 +918,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("cities",),
+        constraints=(_c("le", "opened", "last_inspection"),),
     ),
     TableSchema(
         "patients",
@@ -840,6 +941,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("doctors",),
+        constraints=(_c("ge", "admitted", "birth_date"),),
     ),
     TableSchema(
         "doctors",
@@ -923,6 +1025,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("cities",),
+        constraints=(_c("ge", "debut", "birth_date", _YEARS_15),),
     ),
     TableSchema(
         "publishers",
@@ -943,6 +1046,7 @@ _THEMES = (
             NOTE,
         ),
         refs=("cities",),
+        constraints=(_c("le", "founded", "last_merger"),),
     ),
 )
 THEMES: dict[str, TableSchema] = {t.name: t for t in _THEMES}

@@ -22,6 +22,7 @@ from .schema import TableSchema
 from .spec import STREAM, SynLSpec
 from .themes_check import (
     MAX_COLUMNS,
+    MAX_CONSTRAINTS,
     MIN_COLUMNS,
     NAME_POOLS,
     PROPOSED_KINDS,
@@ -121,6 +122,21 @@ THEME_JSON_SCHEMA: dict[str, Any] = {
                 "additionalProperties": False,
             },
         },
+        "constraints": {
+            "type": "array",
+            "maxItems": MAX_CONSTRAINTS,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "op": {"type": "string", "enum": ["ge", "gt", "le", "lt"]},
+                    "left": _S_IDENT,
+                    "right": _S_IDENT,
+                    "offset": {"type": "number"},
+                },
+                "required": ["op", "left", "right"],
+                "additionalProperties": False,
+            },
+        },
     },
     "required": ["name", "entity", "key", "columns"],
     "additionalProperties": False,
@@ -165,6 +181,9 @@ def theme_prompt(topic: str, error: str = "") -> str:
         "quantities spread over orders of magnitude), date (start and end as YYYY-MM-DD), category (2 to 20 short "
         "choices), name (pool: person, company, product, title or place), text (short free notes).\n"
         "- at least one int or decimal column, one category column and one date column.\n"
+        "- constraints (optional): relations every row must keep between two int, decimal or date columns of one "
+        'kind, e.g. {"op":"ge","left":"end_date","right":"start_date"} (op: ge, gt, le, lt; '
+        "offset: added to right, in days for dates).\n"
         "- no value or name may contain a comma, a pipe, a tab, a newline, a backslash, angle brackets or a "
         "double quote.\n"
         f"- do not use these table names: {', '.join(sorted(names))}; these key names: {', '.join(sorted(keys))}; "

@@ -111,6 +111,7 @@ def bad_corpora(tmp_path: Path) -> dict[str, Path]:
         ("chunk floor above L/(N*K)", "--min-chunk-tokens"),
         ("doc share above 1", "--max-doc-share"),
         ("docs_per_seq_max below N", "--docs-per-seq-max"),
+        ("unanswerable rate of 1", "--unanswerable-rate"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(case: str, option: str, tmp_path: Path, cache_dir: Path) -> None:
@@ -132,6 +133,7 @@ def test_bad_input_is_one_line_exit_2(case: str, option: str, tmp_path: Path, ca
         "chunk floor above L/(N*K)": ("generate", "cip", "-L", "1024", "-N", "8", "--min-chunk-tokens", "100", *out),
         "doc share above 1": ("generate", "cip", "--max-doc-share", "1.5", *out),
         "docs_per_seq_max below N": ("generate", "cip", "-N", "4", "--docs-per-seq-max", "2", *out),
+        "unanswerable rate of 1": ("generate", "synl", "--unanswerable-rate", "1", *out),
     }[case]
     res = longweave(*args, cache_dir=cache_dir)
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
@@ -201,6 +203,10 @@ FLAGS = {
         ("--llm-model", "m", "llm.model", "m"),
         ("--llm-steps", "themes,reasoning", "llm.steps", ["themes", "reasoning"]),
         ("--llm-concurrency", "5", "llm.concurrency", 5),
+        ("--values", "symbolic", "values", "symbolic"),
+        ("--max-agg-rows", "12", "max_agg_rows", 12),
+        ("--distractors", None, "distractors", True),
+        ("--unanswerable-rate", "0.25", "unanswerable_rate", 0.25),
     ],
     "doc-qa": [
         ("--seq-len", "4096", "seq_len", 4096),

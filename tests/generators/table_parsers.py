@@ -5,6 +5,11 @@ library (a line splitter for markdown, `csv`, `json`, `html.parser`), values are
 column kinds in `meta["tables"]`, and `run_query` answers `meta["query"]` with plain Python over
 those parsed rows. The tests compare that with the generator's polars answer, so a bug in
 generation, rendering or answering shows up as a mismatch rather than being checked against itself.
+
+The rules the interpreter applies are the ones the questions state: ties of argmax/argmin/top-k
+go to the smallest key (`ties: "key"` in the query); a lookup of a key no row holds answers
+`NO_ANSWER`. `violations` checks a table's rows against a theme's constraints, given as plain
+tuples, with its own comparisons.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 TITLE = re.compile(r"^(Table \d+): (\w+)$")
+NO_ANSWER = "The tables do not contain this information."
 
 
 @dataclass
@@ -163,9 +169,18 @@ def where(t: ParsedTable, conds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in t.rows if all(matches(r, c, t.kinds) for c in conds)]
 
 
+def has_key(t: ParsedTable, key: str) -> bool:
+    return any(r[t.key] == key for r in t.rows)
+
+
 def run_query(q: dict[str, Any], tables: list[ParsedTable]) -> tuple[str, list[tuple[int, str]]]:
     """(answer, rows used as (table, key)) of a structured query, from parsed tables only."""
     op = q["op"]
+    # A lookup by a key that no row holds has the fixed answer, whatever the meta claims.
+    if op in ("cell", "chain") and not has_key(tables[q["table"]], q["key"]):
+        return NO_ANSWER, []
+    if op == "compare" and not all(has_key(tables[q["table"]], k) for k in q["keys"]):
+        return NO_ANSWER, []
     if op == "chain":
         cur, used = q["key"], []
         for step in q["path"]:
@@ -232,7 +247,9 @@ def run_query(q: dict[str, Any], tables: list[ParsedTable]) -> tuple[str, list[t
         return f"{hundredths // 100}.{hundredths % 100:02d}", used
     if op in ("argmax", "argmin", "topk"):
         largest = op == "argmax" or (op == "topk" and q["order"] == "desc")
-        order = sorted(range(len(rows)), key=lambda i: (-_num(values[i]) if largest else _num(values[i]), i))
+        assert q["ties"] == "key", q
+        keys = [r[t.key] for r in rows]
+        order = sorted(range(len(rows)), key=lambda i: (-_num(values[i]) if largest else _num(values[i]), keys[i]))
         if op == "topk":
             return ", ".join(rows[i][t.key] for i in order[: q["k"]]), used
         return rows[order[0]][t.key], used
@@ -243,6 +260,31 @@ def run_query(q: dict[str, Any], tables: list[ParsedTable]) -> tuple[str, list[t
 
 def _num(v: Any) -> Any:
     return v.toordinal() if isinstance(v, dt.date) else v
+
+
+def violations(t: ParsedTable, constraints: list[tuple[str, str, str, Any, dict[str, str], Any]]) -> list[str]:
+    """Rows of `t` that break a constraint `(op, left, right, offset, mapping, span)` whose two
+    columns it shows: `left op right + offset` (offset in days for dates, whole units for numbers)
+    and, with a span, no further than `span` beyond that bound; for `maps`, `left ==
+    mapping[right]`. One line per broken row and constraint."""
+    out = []
+    for op, left, right, offset, mapping, span in constraints:
+        if left not in t.kinds or right not in t.kinds:
+            continue
+        for r in t.rows:
+            a, b = r[left], r[right]
+            if op == "maps":
+                ok = mapping[b] == a
+            else:
+                shift = dt.timedelta(days=offset) if isinstance(b, dt.date) else Decimal(str(offset))
+                bound = b + shift
+                ok = {"ge": a >= bound, "gt": a > bound, "le": a <= bound, "lt": a < bound}[op]
+                if ok and span:  # and no further than `span` beyond the bound
+                    reach = dt.timedelta(days=span) if isinstance(b, dt.date) else Decimal(str(span))
+                    ok = a <= bound + reach if op in ("ge", "gt") else a >= bound - reach
+            if not ok:
+                out.append(f"{t.label} {r[t.key]}: {left}={a} {op} {right}={b} + {offset} fails")
+    return out
 
 
 REASON_LINE = re.compile(r"^- (Table \d+) \((\w+)\), (\w+) (\S+): (.*)$")

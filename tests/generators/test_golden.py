@@ -61,8 +61,8 @@ PINS: dict[str, tuple[str, str]] = {
         "b9b289088bb7b13e3c808430f02f3e4242597fd1265e454ffee04e2f14056e51",
     ),
     "synl": (
-        "5c95c4512004227589ef350489bf81d78dadddcc2f40b5c7046d3831216f9dbc",
-        "e3eeec30ca8aa6e9bb7d1e587477385998082ffb5bdbbbfdfbe467dce28c5205",
+        "92539041f720897d7f0fef4865371868cb57c90ae5118b8920441edbc25f942f",
+        "c08599fbbac2dff73c7c8dc1818b97dfd5fa685e9b9c7d4c256c2c97f43b06c3",
     ),
 }
 
