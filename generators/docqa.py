@@ -247,7 +247,7 @@ def source_for(ctx: Context, spec: DocQASpec, index: int, attempt: int, budget: 
 
 # -- the two model rounds ----------------------------------------------------------------------------
 def _sampling(spec: DocQASpec, index: int, attempt: int, salt: int, *, judge: bool = False) -> Sampling:
-    seed = int(np.random.default_rng([spec.seed, STREAM, index, attempt, salt]).integers(2**31))
+    seed = int(sample_rng(spec, index, attempt, salt).integers(2**31))
     if judge:  # the verdict should not depend on luck
         return Sampling(temperature=0.0, top_p=1.0, max_tokens=min(spec.llm.max_tokens, 256), seed=seed)
     return Sampling(temperature=spec.llm.temperature, top_p=spec.llm.top_p, max_tokens=spec.llm.max_tokens, seed=seed)

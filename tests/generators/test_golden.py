@@ -53,16 +53,16 @@ CASES = {
 PINS: dict[str, tuple[str, str]] = {
     # kind: (sha256 of the shard files' bytes in order, sha256 of their rows as Arrow IPC)
     "cip": (
-        "287670e3dd5374a847bd703db5eadbd694195a6cf72522664ad6792bdf5a78d8",
-        "367079fd6753cd89b7bb20a358c046684e12b7605ad05a65c7e17ae3567d1753",
+        "1b50e13e5bf33a67f552787eb31a5c497c34d741dc2d8fe1b46b1e503ac72d02",
+        "c65c6323934517cd631b807ec5e5bf24f03359b1c79164c837e025a63298b59a",
     ),
     "niah": (
-        "4a11d9ea0e9c4add52288133bf46849ed51f747f6cdd538c14a5108197487e7e",
-        "b9b289088bb7b13e3c808430f02f3e4242597fd1265e454ffee04e2f14056e51",
+        "a66ceabc459921934ca34ddb56a4e9fd713f46d1e6499ca5b3d690fdd1238544",
+        "8a8080347f57f40ed289ee9b9f1b2c3d66a2ed57259aa6014c5267dbe83f0781",
     ),
     "synl": (
-        "5c95c4512004227589ef350489bf81d78dadddcc2f40b5c7046d3831216f9dbc",
-        "e3eeec30ca8aa6e9bb7d1e587477385998082ffb5bdbbbfdfbe467dce28c5205",
+        "b624fa4abeacadb0be1b1dcad91517f5ee425255eb3ae4e95caedff10830b1d5",
+        "2e23aba2e770b38b8989ab43eca249fb7c544b7c07be5915288433e4de016482",
     ),
 }
 
