@@ -38,7 +38,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from . import cip
-from .context import Context, Kind, doc_order, sample_rng
+from .context import Context, Kind, bind_tokenizer, doc_order, sample_rng
 from .errors import ConfigError
 from .llm import LLMRequest, LLMResponse, Sampling, ask
 from .records import Record, record_id
@@ -223,7 +223,9 @@ def _cip_sequence(ctx: Context, spec: DocQASpec, j: int, budget: int) -> tuple[n
             seq_len=budget,
             docs_per_seq=spec.docs_per_seq,
             chunks_per_doc=spec.chunks_per_doc,
+            salt=spec.salt,  # a held-out doc_qa split reads held-out sequences too
         )
+        bind_tokenizer(cip_spec, ctx.tokenizer.sha256)
         sub = ctx.memo["doc_qa.cip"] = Context(
             cip_spec, ctx.tokenizer, ctx.corpus, ctx.cache_dir, ctx.dataset_id, _store=ctx.store
         )
