@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from longweave.generators import context
+from longweave.generators.cip import CIPSpec
 from longweave.generators.dataset import build_dataset
 from longweave.generators.needles import NIAHSpec
 from longweave.generators.pipeline import generate_records, prepare
@@ -151,3 +152,16 @@ def test_tokenizer_identity_enters_the_salt() -> None:
     draws = [context.sample_rng(s, 0).integers(2**62) for s in (a, b)]
     assert draws[0] == draws[1]
     assert context.dataset_rng(a).integers(2**62) != context.sample_rng(a, 0).integers(2**62)
+
+
+@pytest.mark.parametrize("kind", ["synl", "niah", "cip"])
+def test_a_longer_run_extends_a_shorter_one(kind: str, tokenizer_dir: Path, cache_dir: Path) -> None:
+    # num_samples is not content: 6 samples of a spec begin with the 3 of the smaller run.
+    tok = str(tokenizer_dir)
+    make = {
+        "synl": lambda n: SynLSpec(num_samples=n, shard_size=8, seq_len=1024, tokenizer=tok, name="p"),
+        "niah": lambda n: NIAHSpec(num_samples=n, shard_size=8, lengths=[256, 512], tokenizer=tok, name="p"),
+        "cip": lambda n: CIPSpec(num_samples=n, shard_size=8, seq_len=256, tokenizer=tok, name="p"),
+    }[kind]
+    short, long = _records(make(3), cache_dir), _records(make(6), cache_dir)
+    assert [r.input_ids.tobytes() for r in short] == [r.input_ids.tobytes() for r in long[:3]]
