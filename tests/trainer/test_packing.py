@@ -278,3 +278,24 @@ def test_long_samples_bad_value_is_one_line():
         Packer(ListSource([]), seq_len=64, rows=1, pad_id=0, long_samples="cut")
     with pytest.raises(ConfigError, match="long_samples"):
         config.validate({"data": {"long_samples": "cut"}})
+
+
+def test_the_trainer_cli_refuses_a_long_sample_in_one_line(dataset_dir, tmp_path):
+    import subprocess
+    import sys
+
+    sets = [
+        f"run_dir={tmp_path / 'run'}",
+        "model.path=tiny",
+        "data.seq_len=64",  # the fixture's documents run to 200 tokens
+        f"data.sources=[{{kind: parquet, path: ['{dataset_dir}']}}]",
+        "steps=1",
+        "threads=1",
+        "progress=false",
+    ]
+    cmd = [sys.executable, "-m", "longweave.trainer.train", *(a for s in sets for a in ("--set", s))]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert len(lines) == 1 and lines[0].startswith("data.long_samples: sample '"), res.stderr
+    assert "more than data.seq_len 64" in lines[0] and "fix:" in lines[0]
