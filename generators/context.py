@@ -7,8 +7,9 @@ those declarations.
 
 Random streams. Every random generator is seeded by `[seed, salt_hi, salt_lo, <the kind's
 stream id>, ...]`. The two salt words are a 64-bit digest of the spec's content (`content_salt`):
-the fields that change the data (`SpecBase.content`: lengths, kind options, the corpus, an
-explicit `salt`) and the sha256 of the tokenizer's `tokenizer.json` once `prepare` has loaded it.
+the fields that change the data (`SpecBase.content`: lengths, kind options, an explicit `salt`;
+not the paths of corpus and tokenizer) and the sha256 of the tokenizer's `tokenizer.json` once
+`prepare` has loaded it, so a dataset rebuilt elsewhere from the same files is the same.
 So the 8K and the 32K sets of one seed, or the sets of two tokenizers, draw independent samples,
 while the same spec and seed give the same bytes, and the fields that only say how many samples,
 how they are stored or where a model runs (`SpecBase.NOT_CONTENT`) change nothing: a longer run
