@@ -400,6 +400,20 @@ def inspect_dataset(
             out_console.print(f"[bold]answer:[/] {rec.answer}", highlight=False)
 
 
+@app.command("export")
+@handles_errors
+def export_dataset(
+    path: Annotated[Path, typer.Argument(help="A dataset folder written by `longweave generate`.")],
+    fmt: Annotated[str, typer.Option("--format", help="hf, trl-prompt-completion or jsonl.")] = "hf",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: DIR-FORMAT).")] = None,
+) -> None:
+    """Write a dataset in a shape other trainers read: a datasets folder, TRL prompt-completion or JSONL."""
+    from longweave.generators.export import export
+
+    result = export(path, fmt, out)
+    out_console.print(f"{result.rows:,} samples -> {result.out}", highlight=False)
+
+
 def show_cip_chunks(rec: Any, tok: Any, chars: int) -> None:
     """A CIP sample chunk by chunk: a marker per chunk boundary naming the document and the span of
     it the chunk copies (meta `chunks`: [document index, start, end, start in the sequence])."""

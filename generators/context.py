@@ -5,15 +5,27 @@ runs one way: kind modules -> context, and `kinds.py` (the registry) -> kind mod
 module declares itself with one `KIND = Kind(...)` next to its spec class; `kinds.py` collects
 those declarations.
 
-Random streams. Every random generator is seeded by `[seed, <the kind's stream id>, ...]`; each
-kind declares its id with its `Kind` (checked unique there), and `Stream` lists the ids of the
-streams that belong to a dataset rather than to a sample. The values are part of the data: changing one changes every byte generated with it
-(tests/generators/test_golden.py pins them).
+Random streams. Every random generator is seeded by `[seed, salt_hi, salt_lo, <the kind's
+stream id>, ...]`. The two salt words are a 64-bit digest of the spec's content (`content_salt`):
+the fields that change the data (`SpecBase.content`: lengths, kind options, an explicit `salt`;
+not the paths of corpus and tokenizer) and the sha256 of the tokenizer's `tokenizer.json` once
+`prepare` has loaded it, so a dataset rebuilt elsewhere from the same files is the same.
+So the 8K and the 32K sets of one seed, or the sets of two tokenizers, draw independent samples,
+while the same spec and seed give the same bytes, and the fields that only say how many samples,
+how they are stored or where a model runs (`SpecBase.NOT_CONTENT`) change nothing: a longer run
+of a spec extends it. Sample streams come from `sample_rng(spec, index, ...)`, the streams of the
+whole dataset from `dataset_rng(spec, ...)`; each kind declares its id with its `Kind` (checked
+unique there), and `Stream` lists the ids of the dataset-level streams. The values are part of
+the data: changing one changes every byte generated with it (tests/generators/test_golden.py
+pins them).
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,14 +121,62 @@ class Context:
         return self._store
 
 
+# Per spec object (by id, dropped when the spec is collected): the sha256 of the tokenizer that
+# `prepare` loaded for it, and its content salt, computed once since every draw asks for it.
+_TOKENIZER_SHA: dict[int, str] = {}
+_SALT: dict[int, tuple[int, int]] = {}
+
+
+def _forget(key: int) -> None:
+    _TOKENIZER_SHA.pop(key, None)
+    _SALT.pop(key, None)
+
+
+def bind_tokenizer(spec: SpecBase, sha256: str) -> None:
+    """Make the tokenizer's identity part of `spec`'s content salt (`prepare` calls it).
+
+    A spec names its tokenizer by path; the file's digest tells two tokenizers saved at one path
+    apart. A spec that was never prepared salts with its content alone.
+    """
+    key = id(spec)
+    if key not in _TOKENIZER_SHA and key not in _SALT:
+        weakref.finalize(spec, _forget, key)
+    _TOKENIZER_SHA[key] = sha256
+    _SALT.pop(key, None)
+
+
+def content_salt(spec: SpecBase) -> tuple[int, int]:
+    """Two 32-bit words of sha256(canonical JSON of the spec's content and its tokenizer's sha256)."""
+    key = id(spec)
+    words = _SALT.get(key)
+    if words is None:
+        blob = {"content": spec.content(), "tokenizer": _TOKENIZER_SHA.get(key)}
+        canonical = json.dumps(blob, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        digest = hashlib.sha256(canonical.encode()).digest()
+        words = (int.from_bytes(digest[:4], "big"), int.from_bytes(digest[4:8], "big"))
+        if key not in _TOKENIZER_SHA:
+            weakref.finalize(spec, _forget, key)
+        _SALT[key] = words
+    return words
+
+
 def sample_rng(spec: SpecBase, index: int, *extra: int) -> np.random.Generator:
-    """The random generator of one sample: a function of (seed, kind, global index) alone."""
-    return np.random.default_rng([spec.seed, int(KIND_STREAM[spec.kind]), index, *extra])
+    """The random generator of one sample: a function of (seed, spec content, kind, global index)."""
+    return np.random.default_rng([spec.seed, *content_salt(spec), int(KIND_STREAM[spec.kind]), index, *extra])
 
 
 def dataset_rng(spec: SpecBase, *words: int) -> np.random.Generator:
-    """A random generator that belongs to the dataset rather than to one sample (`words`: a `Stream` id first)."""
-    return np.random.default_rng([spec.seed, int(KIND_STREAM[spec.kind]), *words])
+    """A random generator of the whole dataset (document order, CIP's epochs, SynL's themes).
+
+    Its third word after the kind is `Stream.BEYOND_SAMPLES`, never a sample index, so it never
+    meets a sample's stream.
+    """
+    return np.random.default_rng([*dataset_seed(spec), *words])
+
+
+def dataset_seed(spec: SpecBase) -> list[int]:
+    """The seed words every dataset-level stream starts with (`dataset_rng`, the model steps' seeds)."""
+    return [spec.seed, *content_salt(spec), int(KIND_STREAM[spec.kind]), int(Stream.BEYOND_SAMPLES)]
 
 
 def doc_order(ctx: Context) -> np.ndarray:
@@ -130,7 +190,7 @@ def doc_order(ctx: Context) -> np.ndarray:
         nonempty = np.flatnonzero(ctx.store.lengths > 0)
         if len(nonempty) == 0:
             raise CorpusError("corpus", "has no document with any text", "point it at a corpus with text")
-        rng = np.random.default_rng([ctx.spec.seed, int(KIND_STREAM[ctx.spec.kind]), int(Stream.BEYOND_SAMPLES)])
+        rng = dataset_rng(ctx.spec)
         order = ctx.memo[key] = nonempty[rng.permutation(len(nonempty))]
     return order
 
@@ -159,6 +219,7 @@ def prepare(
         else None
     )
     tokenizer = resolve_tokenizer(spec.tokenizer, corpus, vocab_size=spec.vocab_size, cache_dir=cache, roots=roots)
+    bind_tokenizer(spec, tokenizer.sha256)
     llm_spec = getattr(spec, "llm", None)
     if llm is None and llm_spec is not None and llm_spec.enabled:
         raise ConfigError(

@@ -38,7 +38,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
 
 from . import cip
-from .context import Context, Kind, doc_order, sample_rng
+from .context import Context, Kind, bind_tokenizer, doc_order, sample_rng
 from .errors import ConfigError
 from .llm import LLMRequest, LLMResponse, Sampling, ask
 from .records import Record, record_id
@@ -225,7 +225,9 @@ def _cip_sequence(ctx: Context, spec: DocQASpec, j: int, budget: int) -> tuple[n
             chunks_per_doc=spec.chunks_per_doc,
             # A small budget still admits chunks: the floor never exceeds what N x K chunks leave.
             min_chunk_tokens=max(1, min(32, budget // (spec.docs_per_seq * spec.chunks_per_doc))),
+            salt=spec.salt,  # a held-out doc_qa split reads held-out sequences too
         )
+        bind_tokenizer(cip_spec, ctx.tokenizer.sha256)
         sub = ctx.memo["doc_qa.cip"] = Context(
             cip_spec, ctx.tokenizer, ctx.corpus, ctx.cache_dir, ctx.dataset_id, _store=ctx.store
         )
@@ -249,7 +251,7 @@ def source_for(ctx: Context, spec: DocQASpec, index: int, attempt: int, budget: 
 
 # -- the two model rounds ----------------------------------------------------------------------------
 def _sampling(spec: DocQASpec, index: int, attempt: int, salt: int, *, judge: bool = False) -> Sampling:
-    seed = int(np.random.default_rng([spec.seed, STREAM, index, attempt, salt]).integers(2**31))
+    seed = int(sample_rng(spec, index, attempt, salt).integers(2**31))
     if judge:  # the verdict should not depend on luck
         return Sampling(temperature=0.0, top_p=1.0, max_tokens=min(spec.llm.max_tokens, 256), seed=seed)
     return Sampling(temperature=spec.llm.temperature, top_p=spec.llm.top_p, max_tokens=spec.llm.max_tokens, seed=seed)

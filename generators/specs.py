@@ -21,7 +21,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -85,6 +85,53 @@ class SpecBase(BaseModel):
     vocab_size: StrictInt = Field(
         8192, ge=300, le=1_000_000, description="Vocabulary of the trained BPE (no tokenizer given)."
     )
+    salt: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Extra seed text: a held-out split of an otherwise identical spec (e.g. `eval`).",
+    )
+
+    # Fields that never change a sample's content (how many, how stored, how named, how a model is
+    # reached), left out of `content`: the content salt of the random streams is a digest of the
+    # rest, so a 32K set and an 8K set draw different questions while 1,000 and 2,000 samples of one
+    # spec share their first 1,000. The corpus and tokenizer are named by path, which differs between
+    # machines: the tokenizer enters the salt by the sha256 of its file instead (`context.prepare`),
+    # and a corpus changes the data through its documents. A dotted name reaches into a section
+    # (`llm.endpoints`). A kind whose spec adds such a field extends this set.
+    NOT_CONTENT: ClassVar[frozenset[str]] = frozenset(
+        {
+            "name",
+            "num_samples",
+            "seed",
+            "shard_size",
+            "corpus",
+            "tokenizer",
+            "llm.endpoints",
+            "llm.concurrency",
+            "llm.timeout_s",
+            "llm.max_retries",
+            "llm.deadline_s",
+            "llm.engine_args",
+        }
+    )
+
+    def content(self) -> dict[str, Any]:
+        """The fields that change the data, as JSON; an explicit default reads as omitted.
+
+        `exclude_defaults` also keeps the digest of every existing spec when a field with a default
+        is added.
+        """
+        dump: dict[str, Any] = self.model_dump(mode="json", exclude_defaults=True)
+        for path in self.NOT_CONTENT:
+            section, _, key = path.partition(".")
+            if not key:
+                dump.pop(section, None)
+            elif isinstance(dump.get(section), dict):
+                dump[section].pop(key, None)
+                if not dump[section]:
+                    del dump[section]
+        return dump
 
     def dataset_id(self) -> str:
         if self.name:

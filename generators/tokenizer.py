@@ -155,10 +155,20 @@ class Tokenizer:
         mask[len(head) :] = True
         return ids, mask, starts
 
+    @property
+    def chat_template_sha256(self) -> str | None:
+        """sha256 of the chat template (tokenizer_config.json, outside tokenizer.json's digest); None without one."""
+        template = getattr(self.hf, "chat_template", None)
+        if not template:
+            return None
+        text = template if isinstance(template, str) else json.dumps(template, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def info(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "sha256": self.sha256,
+            "chat_template_sha256": self.chat_template_sha256,
             "vocab_size": self.vocab_size,
             "bos_id": self.bos_id,
             "eos_id": self.eos_id,

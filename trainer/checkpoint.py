@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import attention
+from . import attention, rope
 from .packing import Packer
 from .parallel import Dist
 
@@ -226,6 +226,10 @@ def save_hf(model: Any, tok: Any, out: Path, state_dict: dict[str, Any] | None =
     if attention.saved_name(model) != model.config._attn_implementation:
         model.config._attn_implementation = attention.saved_name(model)
     model.save_pretrained(str(tmp), state_dict=state_dict, safe_serialization=True)
+    config = tmp / "config.json"
+    config.write_text(
+        json.dumps(rope.transformers4_keys(json.loads(config.read_text())), indent=2, sort_keys=True) + "\n"
+    )
     tok.hf.save_pretrained(str(tmp))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)

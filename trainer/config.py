@@ -148,6 +148,11 @@ class DataConfig(_Section):
     )
     target_window: int | None = Field(None, ge=8, description="window the position transform spreads over")
     pose_chunks: int = Field(2, ge=1)
+    long_samples: Literal["refuse", "truncate_left", "split"] = Field(
+        "refuse",
+        description="a sample longer than seq_len: refuse (stop, naming both lengths), truncate_left "
+        "(keep its last seq_len tokens, the answer) or split (row-sized pieces, each its own document)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:

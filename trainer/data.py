@@ -128,8 +128,19 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-def check_tokenizer(found: dict[str, Any] | None, expected_sha256: str | None, where: str) -> None:
-    """Refuse data made with another tokenizer than the model's."""
+def _short(digest: str | None) -> str:
+    return "none" if digest is None else f"sha256 {digest[:12]}"
+
+
+def check_tokenizer(
+    found: dict[str, Any] | None, expected_sha256: str | None, where: str, chat_template_sha256: str | None = None
+) -> None:
+    """Refuse data made with another tokenizer than the model's, or with another chat template.
+
+    The template lives in tokenizer_config.json, outside the tokenizer.json digest: two tokenizers
+    with one vocabulary and different templates render SFT samples differently. Data that records
+    no template digest (written before datasets recorded it) is checked on the vocabulary alone.
+    """
     if expected_sha256 is None or not found or not found.get("sha256"):
         return
     if found["sha256"] != expected_sha256:
@@ -138,6 +149,14 @@ def check_tokenizer(found: dict[str, Any] | None, expected_sha256: str | None, w
             f"{where} was made with tokenizer '{found.get('name')}' "
             f"(sha256 {found['sha256'][:12]}), not the model's (sha256 {expected_sha256[:12]})",
             "train on data made with the model's tokenizer, or regenerate it with --tokenizer <model dir>",
+        )
+    if "chat_template_sha256" in found and found["chat_template_sha256"] != chat_template_sha256:
+        raise ConfigError(
+            "data.sources",
+            f"{where} was made with another chat template ({_short(found['chat_template_sha256'])}) than the "
+            f"model's tokenizer has ({_short(chat_template_sha256)})",
+            "regenerate the data with --tokenizer <the model's tokenizer dir>, or set model.tokenizer to the "
+            "dataset's tokenizer/ folder",
         )
 
 
@@ -210,9 +229,10 @@ class ParquetSource:
         shuffle: bool = True,
         tokenizer_sha256: str | None = None,
         cache_dir: str | Path | None = None,
+        chat_template_sha256: str | None = None,
     ) -> None:
         files, tok = parquet_files(paths)
-        check_tokenizer(tok, tokenizer_sha256, f"the dataset at {paths[0]}")
+        check_tokenizer(tok, tokenizer_sha256, f"the dataset at {paths[0]}", chat_template_sha256)
         cache = Path(cache_dir).expanduser() if cache_dir else Paths.resolve(os.environ).cache_dir / "arrow"
         self.tables = [pa.ipc.open_file(pa.memory_map(str(arrow_copy(f, cache)))).read_all() for f in files]
         self.starts = np.cumsum([0] + [t.num_rows for t in self.tables])
@@ -333,6 +353,7 @@ class RedisSource:
         client: Any = None,
         retry_s: float = 300.0,
         backfill: Any = None,
+        chat_template_sha256: str | None = None,
     ) -> None:
         import redis
         from redis.backoff import NoBackoff
@@ -358,7 +379,9 @@ class RedisSource:
         self.consumer = f"rank{rank}"
         self.block_ms = block_ms
         tok = self._call(self.r.hget, self.meta, "tokenizer")
-        check_tokenizer(json.loads(tok) if tok else None, tokenizer_sha256, f"dataset '{dataset_id}'")
+        check_tokenizer(
+            json.loads(tok) if tok else None, tokenizer_sha256, f"dataset '{dataset_id}'", chat_template_sha256
+        )
         try:
             # From the stream's start: a run sees every batch, also those published before it attached.
             self._call(self.r.xgroup_create, self.key, self.group, id="0", mkstream=True)
@@ -691,7 +714,15 @@ class MixtureSource:
             s.close()
 
 
-def build_source(cfg: DataConfig, *, run_id: str, seed: int, rank: int, tokenizer_sha256: str | None) -> Source:
+def build_source(
+    cfg: DataConfig,
+    *,
+    run_id: str,
+    seed: int,
+    rank: int,
+    tokenizer_sha256: str | None,
+    chat_template_sha256: str | None = None,
+) -> Source:
     """The one place a run's `data` section becomes a source: one per `cfg.sources` entry, or their
     weighted mixture. `run_id` names the Redis consumer group, `rank` the consumer."""
     if not cfg.sources:
@@ -707,6 +738,7 @@ def build_source(cfg: DataConfig, *, run_id: str, seed: int, rank: int, tokenize
                     shuffle=sc.shuffle,
                     tokenizer_sha256=tokenizer_sha256,
                     cache_dir=sc.cache_dir,
+                    chat_template_sha256=chat_template_sha256,
                 )
             )
         elif sc.kind == "service":
@@ -735,6 +767,7 @@ def build_source(cfg: DataConfig, *, run_id: str, seed: int, rank: int, tokenize
                     tokenizer_sha256=tokenizer_sha256,
                     retry_s=sc.retry_s,
                     backfill=backfill,
+                    chat_template_sha256=chat_template_sha256,
                 )
             )
     if len(built) == 1:

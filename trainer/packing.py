@@ -14,6 +14,12 @@ where the record's loss mask (if any) marks token t+1 as carrying loss; everythi
 With `doc_mask` off (CIP wants attention across its interleaved chunks) a row is one long
 sequence: plain positions and targets that run across document borders.
 
+A sample longer than a row (`data.long_samples`) is refused by default (`LongSample`, naming both
+lengths): cut into row-sized pieces, the answer's piece would no longer see the context it asks
+about, and its loss would teach nothing while looking normal. `truncate_left` keeps the last
+`seq_len` tokens (the answer and the context nearest it); `split` packs row-sized pieces as
+separate documents. Both log a running count.
+
 The packer holds a buffer of `pack_buffer` samples and fills the micro-batch's rows by best-fit
 decreasing (each sample, longest first, goes to the row it leaves least room in); samples that fit
 nowhere wait for the next micro-batch, oldest first. The buffer is part of the checkpoint, so a
@@ -22,6 +28,7 @@ resumed run packs exactly the rows an uninterrupted one would.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,9 +36,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from longweave.generators.errors import ConfigError
+
 from . import positions as pos
 from .config import DataConfig
 from .data import Sample
+
+log = logging.getLogger(__name__)
+LONG_SAMPLES = ("refuse", "truncate_left", "split")
 
 
 @dataclass
@@ -64,6 +76,33 @@ def attention_mask(doc_ids: torch.Tensor, doc_mask: bool = True) -> torch.Tensor
     return ((same & causal) | eye)[:, None]
 
 
+class LongSample(ConfigError):
+    """A sample is longer than a packed row and `data.long_samples` is `refuse`."""
+
+    def __init__(self, sample_id: str, n: int, seq_len: int) -> None:
+        super().__init__(
+            "data.long_samples",
+            f"sample '{sample_id}' has {n} tokens, more than data.seq_len {seq_len}",
+            f"raise data.seq_len to at least {n}, regenerate the data at most {seq_len} tokens long, or set "
+            "data.long_samples to truncate_left (keeps the last seq_len tokens, the answer) or split "
+            "(row-sized pieces, each its own document)",
+        )
+
+
+def truncate_left(sample: Sample, seq_len: int) -> Sample:
+    """The last `seq_len` tokens of a sample: an SFT answer sits at the end, so it stays whole."""
+    n = len(sample.input_ids)
+    if n <= seq_len:
+        return sample
+    a = n - seq_len
+    seg = None
+    if sample.segments is not None:
+        s = sample.segments[sample.segments > a] - a
+        seg = np.concatenate([[0], s]).astype(np.int32)
+    lm = None if sample.loss_mask is None else sample.loss_mask[a:]
+    return Sample(sample.id, sample.input_ids[a:], lm, seg)
+
+
 def split_long(sample: Sample, seq_len: int) -> list[Sample]:
     """A sample longer than a row becomes consecutive pieces (each then packed as a document)."""
     n = len(sample.input_ids)
@@ -79,6 +118,18 @@ def split_long(sample: Sample, seq_len: int) -> list[Sample]:
         lm = None if sample.loss_mask is None else sample.loss_mask[a:b]
         out.append(Sample(sample.id if k == 0 else f"{sample.id}#{k}", sample.input_ids[a:b], lm, seg))
     return out
+
+
+def fit_to_row(sample: Sample, seq_len: int, policy: str) -> list[Sample]:
+    """What a row takes of one sample under `data.long_samples` (`policy`); raises `LongSample`."""
+    n = len(sample.input_ids)
+    if n <= seq_len:
+        return [sample]
+    if policy == "truncate_left":
+        return [truncate_left(sample, seq_len)]
+    if policy == "split":
+        return split_long(sample, seq_len)
+    raise LongSample(sample.id, n, seq_len)
 
 
 class Packer:
@@ -97,7 +148,12 @@ class Packer:
         target_window: int | None = None,
         pose_chunks: int = 2,
         seed: int = 0,
+        long_samples: str = "refuse",
     ) -> None:
+        if long_samples not in LONG_SAMPLES:
+            raise ConfigError("data.long_samples", f"unknown policy '{long_samples}'", "use " + ", ".join(LONG_SAMPLES))
+        self.long_samples = long_samples
+        self.long_seen = 0  # samples longer than a row this process has truncated or split
         self.source, self.seq_len, self.rows, self.pad_id = source, seq_len, rows, pad_id
         self.doc_mask, self.buffer_size = doc_mask, max(buffer, rows)
         self.positions, self.window, self.pose_chunks, self.seed = positions, target_window, pose_chunks, seed
@@ -121,6 +177,7 @@ class Packer:
             target_window=cfg.target_window,
             pose_chunks=cfg.pose_chunks,
             seed=seed,
+            long_samples=cfg.long_samples,
         )
 
     # -- state ------------------------------------------------------------------------------------
@@ -150,7 +207,25 @@ class Packer:
                 if self.buffer:
                     break
                 continue
-            self.buffer.extend((0, p) for p in split_long(s, self.seq_len))
+            pieces = fit_to_row(s, self.seq_len, self.long_samples)
+            if len(pieces[0].input_ids) < len(s.input_ids):
+                self._count_long(len(s.input_ids))
+            self.buffer.extend((0, p) for p in pieces)
+
+    def _count_long(self, n: int) -> None:
+        # A running count at 1, 10, 100, ... long samples: visible without a line per sample.
+        self.long_seen += 1
+        if str(self.long_seen).strip("0") == "1":
+            done = "truncated to their last" if self.long_samples == "truncate_left" else "split into pieces of"
+            log.warning(
+                "data.long_samples=%s: %d samples longer than data.seq_len %d so far %s %d tokens (latest: %d tokens)",
+                self.long_samples,
+                self.long_seen,
+                self.seq_len,
+                done,
+                self.seq_len,
+                n,
+            )
 
     def _best_fit(self) -> list[list[Sample]]:
         """Assign buffered pieces to rows: waiting ones first, then longest first; best fit."""

@@ -16,7 +16,8 @@ positions beyond the trained window look like ones the model knows:
   0.1 ln(factor) + 1.
 
 `hf_rope_parameters` writes the choice into a transformers config (`rope_parameters`), so the
-saved model carries it and vLLM serves it; `inv_freq` computes the same frequencies in closed form,
+saved model carries it and vLLM serves it; `transformers4_keys` adds the same choice in the keys
+transformers 4.x and the tools built on it read (`rope_theta` at the top level, `rope_scaling`); `inv_freq` computes the same frequencies in closed form,
 which the tests hold the model's buffers against.
 """
 
@@ -102,6 +103,29 @@ def hf_rope_parameters(rope: RopeConfig, base: float, dim: int, original: int) -
     if s == "yarn":
         params["beta_fast"], params["beta_slow"] = float(rope.beta_fast), float(rope.beta_slow)
     return params
+
+
+def transformers4_keys(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config.json's dict with `rope_theta` and `rope_scaling` as transformers 4.x reads them.
+
+    transformers 5 writes one `rope_parameters` dict; 4.x (and vLLM, llama.cpp's converter and
+    other readers of 4.x configs) read `rope_theta` and a `rope_scaling` that is null for plain
+    RoPE, else `{"rope_type": ..., "factor": ..., ...}`, with `type` too for 4.x before 4.43.
+    Both spellings describe one choice, so a reader of either gets the same frequencies.
+    """
+    params = config.get("rope_parameters")
+    if not isinstance(params, dict):
+        return config
+    out = dict(config)
+    if "rope_theta" in params:
+        out["rope_theta"] = float(params["rope_theta"])
+    kind = params.get("rope_type", params.get("type", "default"))
+    if kind == "default":
+        out["rope_scaling"] = None
+    else:
+        scaling = {k: v for k, v in params.items() if k not in ("rope_theta", "type", "rope_type")}
+        out["rope_scaling"] = {"type": kind, "rope_type": kind, **scaling}
+    return out
 
 
 def apply(hf_config: Any, rope: RopeConfig, window: int) -> None:

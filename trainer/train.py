@@ -114,7 +114,12 @@ def train(cfg: TrainConfig, *, stop_after: int | None = None) -> Path:
 
     # Data: source -> packer -> this rank's micro-batches.
     source = data_mod.build_source(
-        cfg.data, run_id=cfg.resolved_run_id, seed=cfg.seed, rank=dist.rank, tokenizer_sha256=tok.sha256
+        cfg.data,
+        run_id=cfg.resolved_run_id,
+        seed=cfg.seed,
+        rank=dist.rank,
+        tokenizer_sha256=tok.sha256,
+        chat_template_sha256=tok.chat_template_sha256,
     )
     packer = Packer.from_config(cfg.data, source, rows=cfg.micro_batch, pad_id=pad_id, seed=cfg.seed)
     shared = all(s.kind == "parquet" for s in cfg.data.sources)

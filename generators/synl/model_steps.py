@@ -22,14 +22,14 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from ..context import Context, Stream
+from ..context import Context, dataset_seed
 from ..llm import LLMRequest, Sampling, ask
 from .fit import Attempt
 from .phrasing import SYSTEM as PHRASING_SYSTEM
 from .phrasing import check_rewrite, phrasing_prompt, required_strings, split_question
 from .plan import SamplePlan
 from .reasoning import check_reasoning_reply
-from .spec import STREAM, SynLSpec
+from .spec import SynLSpec
 
 LLM_RETRIES = 1  # one more batched round for the answers that failed validation
 _STEP_STREAM = {"phrasing": 1, "reasoning": 2}
@@ -48,7 +48,7 @@ class Draft:
 
 def _sampling(spec: SynLSpec, index: int, step: str, attempt: int) -> Sampling:
     """The step's sampling with a seed that is a function of (seed, sample, step, attempt) alone."""
-    seed = np.random.SeedSequence([spec.seed, STREAM, index, int(Stream.BEYOND_SAMPLES), _STEP_STREAM[step], attempt])
+    seed = np.random.SeedSequence([*dataset_seed(spec), index, _STEP_STREAM[step], attempt])
     return Sampling(
         temperature=spec.llm.temperature,
         top_p=spec.llm.top_p,

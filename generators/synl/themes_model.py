@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from ..context import Context, Stream
+from ..context import Context, dataset_rng, dataset_seed
 from ..llm import LLMRequest, LLMStats, Sampling, ask
 from .schema import TableSchema
-from .spec import STREAM, SynLSpec
+from .spec import SynLSpec
 from .themes_check import (
     MAX_COLUMNS,
     MAX_CONSTRAINTS,
@@ -198,7 +198,7 @@ def theme_prompt(topic: str, error: str = "") -> str:
 # -- the step ----------------------------------------------------------------------------------------
 def _topics(spec: SynLSpec) -> list[str]:
     """`num_themes` topics drawn from the seed (distinct while the list lasts)."""
-    rng = np.random.default_rng([spec.seed, STREAM, int(Stream.BEYOND_SAMPLES), 1])
+    rng = dataset_rng(spec, 1)
     n = spec.llm.num_themes
     out: list[str] = []
     while len(out) < n:
@@ -207,9 +207,7 @@ def _topics(spec: SynLSpec) -> list[str]:
 
 
 def _seed(spec: SynLSpec, j: int, attempt: int) -> int:
-    return int(
-        np.random.SeedSequence([spec.seed, STREAM, int(Stream.BEYOND_SAMPLES), 2, j, attempt]).generate_state(1)[0]
-    )
+    return int(np.random.SeedSequence([*dataset_seed(spec), 2, j, attempt]).generate_state(1)[0])
 
 
 def theme_request(spec: SynLSpec, j: int, topic: str, attempt: int = 0, error: str = "") -> LLMRequest:

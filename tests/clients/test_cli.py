@@ -184,6 +184,7 @@ FLAGS = {
         ("--vocab-size", "512", "vocab_size", 512),
         ("--text-field", "body", "text_field", "body"),
         ("--name", "x1", "name", "x1"),
+        ("--salt", "eval", "salt", "eval"),
     ],
     "synl": [
         ("--seq-len", "2048", "seq_len", 2048),
@@ -235,6 +236,7 @@ FLAGS = {
         ("--haystack", "prose", "haystack", "prose"),
         ("--num-samples", "6", "num_samples", 6),
         ("-n", "5", "num_samples", 5),
+        ("--salt", "held-out", "salt", "held-out"),
     ],
 }
 LLM_ARGS = ("--llm-endpoint", "http://h:1/v1", "--llm-model", "m")

@@ -6,6 +6,7 @@ mixture (proportions, resume).
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
 import pytest
@@ -106,3 +107,29 @@ def test_a_rewritten_shard_gets_a_new_copy(tokenizer, tmp_path):
     write_dataset(tokenizer, tmp_path / "d", 40, shards=1, seed=2)  # same path, other rows
     second = sorted(s.input_ids.tobytes() for s in ParquetSource([str(data)], cache_dir=cache))
     assert first != second and len(list(cache.glob("*.arrow"))) == 2
+
+
+def test_the_chat_template_is_checked_with_the_tokenizer(tokenizer, tmp_path):
+    out = write_dataset(tokenizer, tmp_path / "d", 20, shards=1)
+    info = json.loads((out / "dataset.json").read_text())
+    info["tokenizer"] = tokenizer.info()  # what `longweave generate` records
+    (out / "dataset.json").write_text(json.dumps(info))
+    assert info["tokenizer"]["chat_template_sha256"] == tokenizer.chat_template_sha256 is not None
+    cache = tmp_path / "arrow"
+    same = ParquetSource(
+        [str(out)],
+        tokenizer_sha256=tokenizer.sha256,
+        chat_template_sha256=tokenizer.chat_template_sha256,
+        cache_dir=cache,
+    )
+    assert same.n == 20
+    for other in ("0" * 64, None):  # another template, or a model tokenizer without one
+        with pytest.raises(ConfigError) as exc:
+            ParquetSource([str(out)], tokenizer_sha256=tokenizer.sha256, chat_template_sha256=other, cache_dir=cache)
+        assert exc.value.field == "data.sources" and "chat template" in exc.value.one_line()
+    # Data that records no template digest is checked on tokenizer.json alone.
+    del info["tokenizer"]["chat_template_sha256"]
+    (out / "dataset.json").write_text(json.dumps(info))
+    assert (
+        ParquetSource([str(out)], tokenizer_sha256=tokenizer.sha256, chat_template_sha256=None, cache_dir=cache).n == 20
+    )

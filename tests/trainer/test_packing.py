@@ -6,14 +6,17 @@ promise on a real model: changing one packed document's tokens changes no logit 
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from longweave.trainer import attention
+from longweave.generators.errors import ConfigError
+from longweave.trainer import attention, config
 from longweave.trainer.data import Sample
-from longweave.trainer.packing import Packer, split_long
+from longweave.trainer.packing import LongSample, Packer, fit_to_row, split_long, truncate_left
 
 
 class ListSource:
@@ -224,3 +227,76 @@ def test_a_live_source_with_nothing_new_does_not_hold_back_what_is_buffered():
     assert p.next_batch().sample_ids == ["d/00000/000000"]
     assert sorted(p.next_batch().sample_ids) == ["d/00000/000001", "d/00000/000002"]
     assert p.next_batch() is None
+
+
+# -- samples longer than a row (data.long_samples) ----------------------------------------------------
+def _long_sft(n: int = 150, answer: int = 6) -> Sample:
+    mask = np.zeros(n, bool)
+    mask[-answer:] = True
+    s = sample(1, n, mask)
+    s.segments = np.array([0, 40, 100, n - answer], np.int32)
+    return s
+
+
+def test_long_sample_refused_by_default_naming_both_lengths():
+    p = Packer(ListSource([sample(0, 20), _long_sft()]), seq_len=64, rows=1, pad_id=0)
+    with pytest.raises(LongSample) as err:
+        p.next_batch()
+    line = err.value.one_line()
+    assert "\n" not in line and "150 tokens" in line and "data.seq_len 64" in line
+    assert err.value.field == "data.long_samples" and "truncate_left" in line
+    assert config.validate({}).data.long_samples == "refuse"
+
+
+def test_truncate_left_keeps_the_answer_and_logs_a_count(caplog):
+    s = _long_sft()
+    p = Packer(ListSource([s, sample(2, 10)]), seq_len=64, rows=2, pad_id=0, long_samples="truncate_left")
+    with caplog.at_level(logging.WARNING, logger="longweave.trainer.packing"):
+        b = p.next_batch()
+    assert p.long_seen == 1 and "1 samples longer than data.seq_len 64" in caplog.text
+    row = int((b.doc_ids == 0).sum(dim=1).argmax())  # the row holding the truncated sample
+    kept = b.input_ids[row, b.doc_ids[row] == 0].numpy()
+    assert kept.tolist() == s.input_ids[-64:].tolist()
+    # Every answer token still carries loss: the targets of the kept tokens are the answer's.
+    carrying = b.targets[row][b.targets[row] != -100].numpy()
+    assert carrying.tolist() == s.input_ids[-6:].tolist()
+    cut = truncate_left(s, 64)
+    assert cut.segments.tolist() == [0, 100 - 86, 144 - 86] and cut.id == s.id
+
+
+def test_split_keeps_every_token_and_logs_a_count(caplog):
+    s = _long_sft()
+    p = Packer(ListSource([s]), seq_len=64, rows=3, pad_id=0, long_samples="split")
+    with caplog.at_level(logging.WARNING, logger="longweave.trainer.packing"):
+        b = p.next_batch()
+    assert p.long_seen == 1 and "split" in caplog.text
+    assert int((b.doc_ids >= 0).sum()) == 150 and b.sample_ids == [s.id]
+    assert [len(x.input_ids) for x in fit_to_row(s, 64, "split")] == [64, 64, 22]
+
+
+def test_long_samples_bad_value_is_one_line():
+    with pytest.raises(ConfigError, match=r"data\.long_samples"):
+        Packer(ListSource([]), seq_len=64, rows=1, pad_id=0, long_samples="cut")
+    with pytest.raises(ConfigError, match="long_samples"):
+        config.validate({"data": {"long_samples": "cut"}})
+
+
+def test_the_trainer_cli_refuses_a_long_sample_in_one_line(dataset_dir, tmp_path):
+    import subprocess
+    import sys
+
+    sets = [
+        f"run_dir={tmp_path / 'run'}",
+        "model.path=tiny",
+        "data.seq_len=64",  # the fixture's documents run to 200 tokens
+        f"data.sources=[{{kind: parquet, path: ['{dataset_dir}']}}]",
+        "steps=1",
+        "threads=1",
+        "progress=false",
+    ]
+    cmd = [sys.executable, "-m", "longweave.trainer.train", *(a for s in sets for a in ("--set", s))]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert len(lines) == 1 and lines[0].startswith("data.long_samples: sample '"), res.stderr
+    assert "more than data.seq_len 64" in lines[0] and "fix:" in lines[0]

@@ -144,3 +144,52 @@ def test_longrecipe_spreads_a_short_row_over_the_window():
 def test_a_row_longer_than_the_window_is_refused():
     with pytest.raises(ValueError):
         positions.pose(100, 50, 2, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    "r",
+    [
+        RopeConfig(),
+        RopeConfig(scaling="abf", theta=5e5),
+        RopeConfig(scaling="linear", factor=4),
+        RopeConfig(scaling="dynamic", factor=4),
+        RopeConfig(scaling="yarn", factor=4, original_max_position=256),
+    ],
+    ids=lambda r: r.scaling,
+)
+def test_saved_config_carries_the_transformers_4_rope_keys(r, tokenizer, tmp_path):
+    import json
+
+    from longweave.trainer.checkpoint import save_hf
+
+    cfg = LlamaConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+    )
+    rope.apply(cfg, r, 1024)
+    model = LlamaForCausalLM(cfg)
+    save_hf(model, tokenizer, tmp_path / "m")
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    # How transformers 4.x reads RoPE: a float rope_theta at the top, rope_scaling null or a dict.
+    theta = {"none": 10000.0, "abf": 5e5}.get(r.scaling, 10000.0)
+    assert saved["rope_theta"] == theta
+    if r.scaling in ("none", "abf"):
+        assert saved["rope_scaling"] is None
+    else:
+        scaling = saved["rope_scaling"]
+        assert scaling["type"] == scaling["rope_type"] == r.scaling and scaling["factor"] == 4.0
+        assert "rope_theta" not in scaling
+        if r.scaling == "yarn":
+            assert scaling["original_max_position_embeddings"] == 256
+            assert (scaling["beta_fast"], scaling["beta_slow"]) == (32.0, 1.0)
+    # The installed transformers reads the same choice back: the same frequencies.
+    loaded = LlamaConfig.from_pretrained(tmp_path / "m")
+    got = {k: v for k, v in loaded.rope_parameters.items() if k != "type"}
+    assert got == cfg.rope_parameters
+    back = LlamaForCausalLM(loaded).model.rotary_emb.inv_freq
+    assert torch.equal(back, model.model.rotary_emb.inv_freq)
