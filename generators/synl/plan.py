@@ -29,6 +29,15 @@ from .themes_data import THEMES
 
 MIN_ROWS = 4  # every table has at least this many rows, so every template has rows to pick from
 _DEPTH = chain_depth(THEMES)  # foreign-key chains follow the built-in themes only
+# Shares of 1-, 2- and 3-hop chains, as counts per block of consecutive sample indices (cut to
+# the hops a spec allows): uniform, so a spec asking for 3 hops gets as many 3-hop chains as
+# 1-hop ones. Each block deals its hop counts in a seeded order, so every block of indices holds
+# the shares exactly instead of drifting with independent draws.
+HOP_SHARES = (1, 1, 1)
+# Smaller plans tried in turn when the smallest tables exceed the target: (level, most hops).
+# Levels shrink tables and columns but keep the chain; only when even the smallest form of the
+# chain exceeds seq_len does the last step shorten it to one hop.
+FALLBACKS = ((0, 3), (1, 3), (2, 3), (2, 1))
 
 
 @dataclass
@@ -61,21 +70,48 @@ def _walk(rng: np.random.Generator, hops: int) -> list[str]:
     return path
 
 
+def hop_block(spec: SynLSpec) -> list[int]:
+    """One block of hop counts, 1..h with the counts of HOP_SHARES, h the most a spec allows
+    (max_hops, max_tables - 1, the themes' deepest chain)."""
+    h = min(spec.max_hops, spec.max_tables - 1, max(_DEPTH.values()))
+    return [hop for hop in range(1, h + 1) for _ in range(HOP_SHARES[hop - 1])]
+
+
+def draw_hops(spec: SynLSpec, index: int) -> int:
+    """The hops of a sample's chain: its place in its block of indices, in the block's seeded order."""
+    block = hop_block(spec)
+    b, pos = divmod(index, len(block))
+    order = sample_rng(spec, b, 6).permutation(len(block))
+    return block[int(order[pos])]
+
+
+def draw_chain(spec: SynLSpec, index: int, family: str) -> list[str]:
+    """The foreign-key chain of a sample (themes, start first), the same at every fallback level."""
+    rng = sample_rng(spec, index, 5)
+    wants = family == "multihop" or (family == "reasoning" and spec.max_tables >= 2 and rng.random() < 0.3)
+    if not wants:
+        return []
+    return _walk(rng, draw_hops(spec, index))
+
+
 def draw_plan(
-    spec: SynLSpec, index: int, family: str, fmt: str, level: int, pool: Mapping[str, TableSchema] = THEMES
+    spec: SynLSpec,
+    index: int,
+    family: str,
+    fmt: str,
+    level: int,
+    pool: Mapping[str, TableSchema] = THEMES,
+    max_hops: int = 3,
 ) -> SamplePlan:
     """Tables, columns and row weights of a sample; `level` 1 and 2 are smaller fallbacks.
 
     Foreign-key chains come from the built-in themes; the other tables are drawn from `pool`
-    (the built-in themes, plus the model's when the themes step runs).
+    (the built-in themes, plus the model's when the themes step runs). `max_hops` cuts the
+    drawn chain short (the last fallback, see `FALLBACKS`).
     """
     rng = sample_rng(spec, index, 1, level)
     max_tables = spec.max_tables if level == 0 else 1 if level == 2 else min(spec.max_tables, 2)
-    chain_themes: list[str] = []
-    if family == "multihop" or (family == "reasoning" and spec.max_tables >= 2 and rng.random() < 0.3):
-        max_hops = min(spec.max_hops, spec.max_tables - 1, max(_DEPTH.values()))
-        hops = 1 if level else int(rng.integers(1, max_hops + 1))
-        chain_themes = _walk(rng, hops)
+    chain_themes = draw_chain(spec, index, family)[: max_hops + 1]
     n = max(len(chain_themes), int(rng.integers(1, max_tables + 1)))
     others = [t for t in sorted(pool) if t not in chain_themes]
     extra = [others[i] for i in rng.choice(len(others), size=n - len(chain_themes), replace=False)]

@@ -44,7 +44,7 @@ from ..errors import ConfigError
 from ..records import Record, record_id
 from .fit import Attempt, TooLong, fit
 from .model_steps import Draft, run_steps
-from .plan import MIN_ROWS, SamplePlan, draw_plan
+from .plan import FALLBACKS, MIN_ROWS, SamplePlan, draw_plan
 from .schema import TableSchema, column_meta
 from .spec import SynLSpec
 from .themes_data import THEMES
@@ -66,8 +66,10 @@ def draft(
     fmt = spec.formats[int(rng.integers(len(spec.formats)))]
     found: tuple[SamplePlan, Attempt] | None = None
     smallest = 0
-    for level in range(3):  # smaller plans (fewer tables, fewer columns) when the minimum does not fit
-        plan = draw_plan(spec, index, family, fmt, level, pool)
+    for level, hops in FALLBACKS:  # smaller plans (fewer tables, fewer columns) when the minimum does not fit
+        if hops < spec.max_hops and found is not None:
+            break  # a sample a little over its target keeps its hops: fewer hops only when nothing fits seq_len
+        plan = draw_plan(spec, index, family, fmt, level, pool, hops)
         try:
             result = fit(ctx, spec, index, plan, target)
         except TooLong as exc:
