@@ -53,7 +53,7 @@ def attempt(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int) 
     """The full sample with R extra rows: tables, question, answer, tokens and segments."""
     sizes = plan.sizes(r)
     tables = build_tables(plan, sizes)
-    question = Asker(plan.family, plan.chain, tables, sample_rng(spec, index, 2)).ask()
+    question = Asker(plan.family, plan.chain, tables, sample_rng(spec, index, 2), plan.depth).ask()
     result = question.query.evaluate(tables)
     reasoning = plan.family == "reasoning"
     reply = reasoning_text(question, result, tables) if reasoning else result.answer

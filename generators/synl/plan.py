@@ -52,6 +52,7 @@ class SamplePlan:
     cumw: np.ndarray  # cumulative row weights, last entry exactly 1
     chain: list[int] = field(default_factory=list)  # display indices along a foreign-key chain
     links: list[tuple[int, str, int]] = field(default_factory=list)  # (from table, fk column, to table)
+    depth: float = 0.5  # relative depth of the evidence row within the tables (`draw_depth`)
 
     def sizes(self, r: int) -> list[int]:
         cut = np.floor(self.cumw * r).astype(np.int64)
@@ -77,12 +78,29 @@ def hop_block(spec: SynLSpec) -> list[int]:
     return [hop for hop in range(1, h + 1) for _ in range(HOP_SHARES[hop - 1])]
 
 
+def dealt(spec: SynLSpec, index: int, n: int, word: int) -> int:
+    """Which of n strata sample `index` gets: every block of n consecutive indices deals each
+    stratum once, in a seeded order, so shares hold exactly per block rather than on average."""
+    b, pos = divmod(index, n)
+    return int(sample_rng(spec, b, word).permutation(n)[pos])
+
+
 def draw_hops(spec: SynLSpec, index: int) -> int:
-    """The hops of a sample's chain: its place in its block of indices, in the block's seeded order."""
+    """The hops of a sample's chain, dealt from a block of HOP_SHARES."""
     block = hop_block(spec)
-    b, pos = divmod(index, len(block))
-    order = sample_rng(spec, b, 6).permutation(len(block))
-    return block[int(order[pos])]
+    return block[dealt(spec, index, len(block), 6)]
+
+
+DEPTH_BINS = 10  # uniform depths are dealt one per tenth of [0, 1] per block of 10 samples
+
+
+def draw_depth(spec: SynLSpec, index: int) -> float:
+    """The relative depth of a sample's evidence row: `spec.depths` dealt in turn, else uniform
+    (stratified over DEPTH_BINS, uniform within the bin)."""
+    if spec.depths:
+        return spec.depths[dealt(spec, index, len(spec.depths), 7)]
+    stratum = dealt(spec, index, DEPTH_BINS, 7)
+    return (stratum + float(sample_rng(spec, index, 7).random())) / DEPTH_BINS
 
 
 def draw_chain(spec: SynLSpec, index: int, family: str) -> list[str]:
@@ -138,7 +156,7 @@ def draw_plan(
     chain = [pos_of[t] for t in chain_themes]
     links = [(i, c.name, pos_of[c.ref]) for i, t in enumerate(tables) for c in t.fk_columns()]
     system = SYSTEM_PROMPTS[int(rng.integers(len(SYSTEM_PROMPTS)))]
-    return SamplePlan(family, fmt, system, tables, data, cumw, chain, links)
+    return SamplePlan(family, fmt, system, tables, data, cumw, chain, links, depth=draw_depth(spec, index))
 
 
 def _block_rng(spec: SynLSpec, index: int, level: int, table: int) -> Callable[[int], np.random.Generator]:

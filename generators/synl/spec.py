@@ -45,6 +45,14 @@ class SynLSpec(SpecBase):
     llm: LLMSpec = Field(
         default_factory=LLMSpec, description="Language model for the themes, phrasing and reasoning steps."
     )
+    depths: list[float] | None = Field(
+        None,
+        min_length=1,
+        description=(
+            "Relative depths in [0, 1] of the evidence row within the tables (0 = first row, 1 = last), dealt "
+            "in turn; none: uniform over [0, 1]."
+        ),
+    )
 
     @field_validator("formats", "families")
     @classmethod
@@ -58,6 +66,16 @@ class SynLSpec(SpecBase):
         if v < 2 and "multihop" in info.data.get("families", ()):
             raise ValueError(
                 "multihop questions need at least 2 tables: raise max_tables or drop multihop from families"
+            )
+        return v
+
+    @field_validator("depths")
+    @classmethod
+    def _depths_in_range(cls, v: list[float] | None) -> list[float] | None:
+        bad = [d for d in v or () if not 0 <= d <= 1]
+        if bad:
+            raise ValueError(
+                f"depths {bad[0]} is outside [0, 1]: give relative depths between 0 (first row) and 1 (last row)"
             )
         return v
 

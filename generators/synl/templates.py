@@ -14,7 +14,6 @@ from itertools import pairwise
 from typing import ClassVar
 
 import numpy as np
-import polars as pl
 
 from . import query as Q
 from .filters import broad_filter, ordinal, pick, selective_filter, value_cols
@@ -55,11 +54,14 @@ class Asker:
         "reasoning": "r_lookup",
     }
 
-    def __init__(self, family: str, chain: list[int], tables: list[Built], rng: np.random.Generator) -> None:
+    def __init__(
+        self, family: str, chain: list[int], tables: list[Built], rng: np.random.Generator, depth: float = 0.5
+    ) -> None:
         self.family = family
         self.chain = chain  # display indices along a foreign-key chain (multihop)
         self.tables = tables
         self.rng = rng
+        self.depth = depth  # relative depth of the evidence row in the tables' text
 
     def ask(self) -> Question:
         """A template drawn uniformly from the family; its fallback when the tables cannot support it."""
@@ -80,14 +82,44 @@ class Asker:
         key: str = b.frame[b.spec.key][int(self.rng.integers(len(b.frame)))]
         return key
 
+    def _row_starts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(character start, table, row) of every row in the tables' text.
+
+        The text is the tables' blocks joined by blank lines, as the prompt shows them, so a
+        character fraction of it is a depth in the prompt's tables (tokens follow characters
+        closely within one rendering)."""
+        starts, owners, rows = [], [], []
+        pos = 0
+        for t, b in enumerate(self.tables):
+            at = pos + len(b.spec.title) + 1 + len(b.head)
+            for j, row in enumerate(b.rows):
+                starts.append(at)
+                owners.append(t)
+                rows.append(j)
+                at += len(row) + 1
+            pos += len(b.text()) + 2
+        return np.asarray(starts), np.asarray(owners), np.asarray(rows)
+
+    def _evidence(self, table: int | None = None) -> tuple[int, Built, int]:
+        """The row nearest the sample's depth (within `table` when given): (table, built, row)."""
+        starts, owners, rows = self._row_starts()
+        # Depth 0 is the first row's start, 1 the last row's: titles and heads are not evidence.
+        goal = starts[0] + self.depth * (starts[-1] - starts[0])
+        if table is not None:
+            keep = owners == table
+            starts, owners, rows = starts[keep], owners[keep], rows[keep]
+        i = int(np.argmin(np.abs(starts - goal)))
+        t = int(owners[i])
+        return t, self.tables[t], int(rows[i])
+
     def _phrase(self, options: list[str]) -> tuple[int, str]:
         i = int(self.rng.integers(len(options)))
         return i, options[i]
 
     # retrieval
     def q_cell(self) -> Question:
-        t, b = self._table()
-        k = self._key_at(b)
+        t, b, j = self._evidence()
+        k: str = b.frame[b.spec.key][j]
         col = pick(self.rng, [c.name for c in b.spec.columns[1:]])
         e = b.spec.schema.entity
         i, text = self._phrase(
@@ -101,12 +133,12 @@ class Asker:
         return Question(f"cell/{i}", q, f"{text} Answer with the value exactly as written in the table.", "value")
 
     def q_reverse(self) -> Question | None:
-        t, b = self._table()
+        t, b, j = self._evidence()
         cols = [c.name for c in b.spec.columns if c.kind in ("name", "int", "decimal", "date", "text")]
         for col in [cols[i] for i in self.rng.permutation(len(cols))]:
-            unique = b.frame.filter(pl.col(col).is_unique())
-            if len(unique):
-                row = unique.row(int(self.rng.integers(len(unique))), named=True)
+            unique = b.frame[col].is_unique()
+            if unique[j]:  # the row at the sample's depth holds a value no other row has
+                row = b.frame.row(j, named=True)
                 kind = b.spec.kinds[col]
                 v = cell_text(kind, row[col])
                 i, text = self._phrase(
@@ -158,7 +190,7 @@ class Asker:
             return None
         chain = self.chain
         first, last = self.tables[chain[0]], self.tables[chain[-1]]
-        k = self._key_at(first)
+        k: str = first.frame[first.spec.key][self._evidence(chain[0])[2]]  # the start row nearest the depth
         col = pick(self.rng, [c.name for c in last.spec.columns[1:] if c.kind != "fk"])
         nested = " of the ".join(self.tables[j].spec.schema.entity for j in reversed(chain[1:]))
         i, text = self._phrase(
@@ -309,14 +341,14 @@ class Asker:
 
     # comparison
     def _pair(self) -> tuple[int, Built, str, str, str] | None:
-        t, b = self._table()
+        t, b, i = self._evidence()  # the first row at the sample's depth, the other anywhere
         col = pick(self.rng, value_cols(b, ORDERED_KINDS))
         vals = ordinal(b, col)
         for _ in range(8):
-            i, j = self.rng.choice(len(vals), size=2, replace=False)
+            j = int(self.rng.integers(len(vals)))
             if vals[i] != vals[j]:
                 keys = b.frame[b.spec.key]
-                return t, b, col, keys[int(i)], keys[int(j)]
+                return t, b, col, keys[i], keys[j]
         return None
 
     def _compare(self, ask: Q.CompareAsk) -> Question | None:

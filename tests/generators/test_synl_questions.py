@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from longweave.generators.records import Record
 from longweave.generators.synl.plan import HOP_SHARES
 from longweave.generators.tokenizer import Tokenizer
 
+from .table_parsers import parse_prompt, run_query
 from .test_synl import generate, verify
 
 HOP_TOLERANCE = 0.1  # each hop count's share within this of its stated share
@@ -40,3 +43,38 @@ def test_hops_follow_the_stated_shares_at_every_length(
     want = [w / sum(HOP_SHARES) for w in HOP_SHARES]
     for h, share in enumerate(want, start=1):
         assert abs(hops[h] / len(records) - share) <= HOP_TOLERANCE, (seq_len, dict(hops))
+
+
+def evidence_depth(rec: Record, tok: Tokenizer) -> float | None:
+    """The relative token depth of the single row a lookup rests on, between the first row of the
+    first table (0) and the last row of the last (1).
+
+    The rows come from the tests' own recomputation (`run_query` over the parsed text); their
+    places from the record's tokens: the text the ids decode to, cut at the start of each row's
+    line, each cut counted in tokens.
+    """
+    tables = parse_prompt(rec.messages[1]["content"], rec.meta["format"], rec.meta["tables"])
+    _, used = run_query(rec.meta["query"], tables)
+    if len(used) != 1:
+        return None
+    text = tok.decode(rec.input_ids)
+    titles = [text.index(f"\n{m['title']}\n") + 1 for m in rec.meta["tables"]]
+
+    def line_of(t: int, key: str) -> int:
+        body = text.index("\n", titles[t]) + 1
+        return text.rfind("\n", 0, text.index(key, body)) + 1
+
+    first = line_of(0, tables[0].rows[0][tables[0].key])
+    last = line_of(len(tables) - 1, tables[-1].rows[-1][tables[-1].key])
+    a, b, c = (len(tok.encode(text[:x])) for x in (first, line_of(*used[0]), last))
+    return (b - a) / (c - a)
+
+
+def test_evidence_depth_is_uniform_over_ten_bins(tokenizer: Tokenizer, cache_dir: Path) -> None:
+    fields = {"seq_len": 1024, "num_samples": 750, "shard_size": 250, "seed": 4, "families": ["retrieval"]}
+    records = generate(tokenizer, cache_dir, **fields)
+    depths = [d for d in (evidence_depth(r, tokenizer) for r in records) if d is not None]
+    assert len(depths) >= 500
+    hist = np.histogram(depths, bins=10, range=(0, 1))[0]
+    want = len(depths) / 10
+    assert all(abs(h - want) <= 0.2 * want for h in hist), str(hist.tolist()) + f" want {want}"
