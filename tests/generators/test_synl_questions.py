@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from longweave.generators.errors import ConfigError
+from longweave.generators.kinds import parse_spec
 from longweave.generators.records import Record
 from longweave.generators.synl.plan import HOP_SHARES
 from longweave.generators.tokenizer import Tokenizer
@@ -20,6 +22,7 @@ from .table_parsers import parse_prompt, run_query
 from .test_synl import generate, verify
 
 HOP_TOLERANCE = 0.1  # each hop count's share within this of its stated share
+DEPTH_OPS = ("cell", "reverse")  # the retrieval lookups that rest on one row, placed at the sample's depth
 
 
 @pytest.mark.parametrize("seq_len, seed", [(2048, 1), (4096, 2)])
@@ -53,10 +56,11 @@ def evidence_depth(rec: Record, tok: Tokenizer) -> float | None:
     places from the record's tokens: the text the ids decode to, cut at the start of each row's
     line, each cut counted in tokens.
     """
+    if rec.meta["query"]["op"] not in DEPTH_OPS:
+        return None
     tables = parse_prompt(rec.messages[1]["content"], rec.meta["format"], rec.meta["tables"])
     _, used = run_query(rec.meta["query"], tables)
-    if len(used) != 1:
-        return None
+    assert len(used) == 1
     text = tok.decode(rec.input_ids)
     titles = [text.index(f"\n{m['title']}\n") + 1 for m in rec.meta["tables"]]
 
@@ -71,10 +75,18 @@ def evidence_depth(rec: Record, tok: Tokenizer) -> float | None:
 
 
 def test_evidence_depth_is_uniform_over_ten_bins(tokenizer: Tokenizer, cache_dir: Path) -> None:
-    fields = {"seq_len": 1024, "num_samples": 750, "shard_size": 250, "seed": 4, "families": ["retrieval"]}
+    # 2K tokens: enough rows that the nearest row to a depth lies close to it.
+    fields = {"seq_len": 2048, "num_samples": 750, "shard_size": 250, "seed": 4, "families": ["retrieval"]}
     records = generate(tokenizer, cache_dir, **fields)
     depths = [d for d in (evidence_depth(r, tokenizer) for r in records) if d is not None]
     assert len(depths) >= 500
     hist = np.histogram(depths, bins=10, range=(0, 1))[0]
     want = len(depths) / 10
     assert all(abs(h - want) <= 0.2 * want for h in hist), str(hist.tolist()) + f" want {want}"
+
+
+@pytest.mark.parametrize("depths", [[1.5], [-0.1]])
+def test_a_depth_outside_0_1_is_refused_naming_depths(depths: list[float]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_spec({"kind": "synl", "depths": depths})
+    assert info.value.field == "depths" and "between 0" in str(info.value), info.value
