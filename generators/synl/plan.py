@@ -53,6 +53,7 @@ class SamplePlan:
     chain: list[int] = field(default_factory=list)  # display indices along a foreign-key chain
     links: list[tuple[int, str, int]] = field(default_factory=list)  # (from table, fk column, to table)
     depth: float = 0.5  # relative depth of the evidence row within the tables (`draw_depth`)
+    position: str = "after"  # where the first question sits: after, before or both sides of the tables
 
     def sizes(self, r: int) -> list[int]:
         cut = np.floor(self.cumw * r).astype(np.int64)
@@ -156,7 +157,11 @@ def draw_plan(
     chain = [pos_of[t] for t in chain_themes]
     links = [(i, c.name, pos_of[c.ref]) for i, t in enumerate(tables) for c in t.fk_columns()]
     system = SYSTEM_PROMPTS[int(rng.integers(len(SYSTEM_PROMPTS)))]
-    return SamplePlan(family, fmt, system, tables, data, cumw, chain, links, depth=draw_depth(spec, index))
+    place = sample_rng(spec, index, 8)  # the same at every fallback level
+    position = spec.question_position[int(place.integers(len(spec.question_position)))]
+    return SamplePlan(
+        family, fmt, system, tables, data, cumw, chain, links, depth=draw_depth(spec, index), position=position
+    )
 
 
 def _block_rng(spec: SynLSpec, index: int, level: int, table: int) -> Callable[[int], np.random.Generator]:

@@ -42,7 +42,7 @@ import numpy as np
 from ..context import Context, sample_rng
 from ..errors import ConfigError
 from ..records import Record, record_id
-from .fit import Attempt, TooLong, fit
+from .fit import Attempt, TooLong, fit, prompt_mode
 from .model_steps import Draft, run_steps
 from .plan import FALLBACKS, MIN_ROWS, SamplePlan, draw_plan
 from .schema import TableSchema, column_meta
@@ -101,7 +101,7 @@ def _record(
     target: int,
     llm_meta: dict[str, Any] | None = None,
 ) -> Record:
-    segments = [0, *att.starts, int((~att.mask).sum())]
+    segments = [0, *att.starts, att.answer_start]
     meta = {
         "family": plan.family,
         "template": att.question.template,
@@ -122,7 +122,14 @@ def _record(
         ],
         "links": [{"table": a, "column": c, "to": t} for a, c, t in plan.links],
         "chain": plan.chain,
-        "segment_labels": ["preamble", *[b.spec.label for b in att.tables], "question", "answer"],
+        "segment_labels": ["preamble", *att.labels, "answer"],
+        "question_position": plan.position,
+        "prompt": prompt_mode(ctx, spec),
+        "loss_on_prompt": spec.loss_on_prompt,
+        "more_questions": [
+            {"template": q.template, "query": q.query.to_meta(), "answer_format": q.answer_format, "answer": a}
+            for q, a in att.more
+        ],
         "seed": spec.seed,
         "index": index,
         "target_tokens": target,

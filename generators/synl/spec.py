@@ -8,6 +8,9 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from ..specs import FAMILIES, FORMATS, MAX_SEQ_LEN, Family, Format, LLMSpec, SpecBase, StrictInt
 
+Position = Literal["after", "before", "both"]
+POSITIONS: tuple[Position, ...] = ("after", "before", "both")
+
 # SynL's random stream id: the second word of every SynL seed (unique among kinds, see context.Kind).
 STREAM = 2
 
@@ -54,7 +57,24 @@ class SynLSpec(SpecBase):
         ),
     )
 
-    @field_validator("formats", "families")
+    question_position: list[Position] = Field(
+        default_factory=lambda: list(POSITIONS),
+        min_length=1,
+        description="Where the first question sits, drawn per sample: after the tables, before them, or both.",
+    )
+    questions_per_sample: StrictInt = Field(
+        1, ge=1, le=16, description="Questions over the same tables, one turn each, every answer trained on."
+    )
+    loss_on_prompt: bool = Field(False, description="Loss on the whole sample (long SFT as pretraining).")
+    prompt: Literal["chat", "plain"] | None = Field(
+        None,
+        description=(
+            "chat: the tokenizer's chat template; plain: plain text ('...Question: ...\\nAnswer: ...') for base "
+            "models; none: chat when the tokenizer has a template, else plain (with a notice)."
+        ),
+    )
+
+    @field_validator("formats", "families", "question_position")
     @classmethod
     def _dedupe(cls, v: list[str]) -> list[str]:
         return list(dict.fromkeys(v))
