@@ -6,6 +6,9 @@ the tests' own parsers); the properties below are measured from the records' tex
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +19,8 @@ from longweave.generators.errors import ConfigError
 from longweave.generators.kinds import parse_spec
 from longweave.generators.records import Record
 from longweave.generators.synl.plan import HOP_SHARES
-from longweave.generators.tokenizer import Tokenizer
+from longweave.generators.errors import TokenizerError
+from longweave.generators.tokenizer import Tokenizer, load_tokenizer
 
 from .table_parsers import parse_prompt, run_query
 from .test_synl import generate, verify
@@ -90,3 +94,70 @@ def test_a_depth_outside_0_1_is_refused_naming_depths(depths: list[float]) -> No
     with pytest.raises(ConfigError) as info:
         parse_spec({"kind": "synl", "depths": depths})
     assert info.value.field == "depths" and "between 0" in str(info.value), info.value
+
+
+@pytest.fixture(scope="module")
+def base_tokenizer(tokenizer: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    """The test tokenizer without its chat template, as a base model's would be."""
+    out = tmp_path_factory.mktemp("base-tok")
+    for f in tokenizer.path.iterdir():
+        if f.name != "chat_template.jinja":
+            shutil.copy(f, out / f.name)
+    cfg = json.loads((out / "tokenizer_config.json").read_text())
+    cfg.pop("chat_template", None)
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg))
+    tok = load_tokenizer(out)
+    assert not tok.has_chat_template()
+    return tok
+
+
+def test_several_questions_per_sample_each_answered_and_masked(tokenizer: Tokenizer, cache_dir: Path) -> None:
+    fields = {"seq_len": 2048, "num_samples": 10, "shard_size": 10, "seed": 8, "questions_per_sample": 3}
+    records = generate(tokenizer, cache_dir, **fields)
+    for rec in records:
+        verify(rec, tokenizer, fields)  # every answer recomputed; the mask decodes to the answers exactly
+        assert len(rec.meta["more_questions"]) == 2
+    positions = Counter(r.meta["question_position"] for r in records)
+    assert set(positions) == {"after", "before", "both"}, positions
+
+
+def test_a_tokenizer_without_chat_template_gets_plain_prompts(
+    base_tokenizer: Tokenizer, cache_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fields = {"seq_len": 1536, "num_samples": 6, "shard_size": 6, "seed": 9, "questions_per_sample": 2}
+    with caplog.at_level(logging.WARNING):
+        records = generate(base_tokenizer, cache_dir, **fields)
+    assert sum("no chat template" in r.getMessage() for r in caplog.records) == 1
+    for rec in records:
+        assert rec.meta["prompt"] == "plain"
+        verify(rec, base_tokenizer, fields)  # masked tokens decode to " answer" per turn, the last with EOS
+        text = base_tokenizer.decode(rec.input_ids)
+        assert "<|im_start|>" not in text and text.startswith(rec.messages[0]["content"] + "\n\n")
+    with pytest.raises(TokenizerError):  # asking for chat on a base tokenizer is refused
+        generate(base_tokenizer, cache_dir, **{**fields, "prompt": "chat"})
+
+
+def test_loss_on_prompt_covers_the_whole_sample(tokenizer: Tokenizer, cache_dir: Path) -> None:
+    fields = {"seq_len": 1024, "num_samples": 3, "shard_size": 3, "seed": 2, "loss_on_prompt": True}
+    for rec in generate(tokenizer, cache_dir, **fields):
+        verify(rec, tokenizer, fields)
+        assert np.asarray(rec.loss_mask).all()
+
+
+def test_encode_turns_masks_exactly_the_answers(tokenizer: Tokenizer, base_tokenizer: Tokenizer) -> None:
+    msgs = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "A1"},
+        {"role": "user", "content": "Q2"},
+        {"role": "assistant", "content": "A2"},
+    ]
+    ids, mask, starts = tokenizer.encode_turns(msgs, ["Q1", "Q2"])
+    assert tokenizer.decode(ids[mask]) == "A1<|im_end|>\nA2<|im_end|>\n"
+    assert tokenizer.decode(ids[~mask]).endswith("Q2<|im_end|>\n<|im_start|>assistant\n")
+    assert [tokenizer.decode(ids[s : s + 1]).strip()[:1] for s in starts] == ["Q", "Q"]
+    full = tokenizer.hf.apply_chat_template(msgs, tokenize=False)
+    assert tokenizer.decode(ids) == full
+    ids, mask, _ = base_tokenizer.encode_turns(msgs, [], "plain")
+    assert base_tokenizer.decode(ids) == f"S\n\nQ1\nAnswer: A1\n\nQ2\nAnswer: A2{base_tokenizer.hf.eos_token}"
+    assert base_tokenizer.decode(ids[mask]) == f" A1\n\n A2{base_tokenizer.hf.eos_token}"
