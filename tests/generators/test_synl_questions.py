@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from longweave.generators.errors import ConfigError
+from longweave.generators.errors import ConfigError, TokenizerError
 from longweave.generators.kinds import parse_spec
 from longweave.generators.records import Record
 from longweave.generators.synl.plan import HOP_SHARES
-from longweave.generators.errors import TokenizerError
 from longweave.generators.tokenizer import Tokenizer, load_tokenizer
 
 from .table_parsers import parse_prompt, run_query
