@@ -48,15 +48,13 @@ class SynLSpec(SpecBase):
     llm: LLMSpec = Field(
         default_factory=LLMSpec, description="Language model for the themes, phrasing and reasoning steps."
     )
-    depths: list[float] | None = Field(
-        None,
-        min_length=1,
+    depths: list[float] = Field(
+        default_factory=list,
         description=(
             "Relative depths in [0, 1] of the evidence row within the tables (0 = first row, 1 = last), dealt "
-            "in turn; none: uniform over [0, 1]."
+            "in turn; empty: uniform over [0, 1]."
         ),
     )
-
     question_position: list[Position] = Field(
         default_factory=lambda: list(POSITIONS),
         min_length=1,
@@ -91,8 +89,8 @@ class SynLSpec(SpecBase):
 
     @field_validator("depths")
     @classmethod
-    def _depths_in_range(cls, v: list[float] | None) -> list[float] | None:
-        bad = [d for d in v or () if not 0 <= d <= 1]
+    def _depths_in_range(cls, v: list[float]) -> list[float]:
+        bad = [d for d in v if not 0 <= d <= 1]
         if bad:
             raise ValueError(
                 f"depths {bad[0]} is outside [0, 1]: give relative depths between 0 (first row) and 1 (last row)"
