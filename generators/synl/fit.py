@@ -26,12 +26,14 @@ import numpy as np
 
 from ..context import Context, sample_rng
 from .plan import MIN_ROWS, SamplePlan, build_tables
-from .prompts import Question, intro, reasoning_text
+from .prompts import REASONING_NOTE, Question, intro, reasoning_text
+from .query import Aggregate, Count
 from .schema import Built
 from .spec import SynLSpec
 from .templates import Asker
 
 log = logging.getLogger(__name__)
+MAX_WORKED = 12  # an aggregation over at most this many rows lists them before its answer
 
 
 @dataclass
@@ -80,9 +82,21 @@ def encode(ctx: Context, spec: SynLSpec, att: Attempt) -> Attempt:
     return replace(att, ids=ids, mask=mask, starts=starts, answer_start=first)
 
 
-def _reply(family: str, q: Question, tables: list[Built]) -> tuple[str, str]:
+def _reply(family: str, q: Question, tables: list[Built]) -> tuple[Question, str, str]:
+    """(question, reply, answer): an aggregation over at most MAX_WORKED rows shows its working
+    (the rows counted or summed, then `Answer: ...`) and its question asks for it."""
     result = q.query.evaluate(tables)
-    return (reasoning_text(q, result, tables) if family == "reasoning" else result.answer), result.answer
+    worked = (
+        family == "aggregation"
+        and isinstance(q.query, Count | Aggregate)
+        and (isinstance(q.query, Count) or q.query.agg == "sum")
+        and 0 < len(result.used) <= MAX_WORKED
+    )
+    if worked:
+        q = replace(q, template=f"{q.template}+work", text=f"{q.text} {REASONING_NOTE}")
+    if family == "reasoning" or worked:
+        return q, reasoning_text(q, result, tables), result.answer
+    return q, result.answer, result.answer
 
 
 def attempt(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int) -> Attempt:
@@ -91,7 +105,7 @@ def attempt(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int) 
     tables = build_tables(plan, sizes)
     rng = sample_rng(spec, index, 2)
     question = Asker(plan.family, plan.chain, tables, rng, plan.depth).ask()
-    reply, answer = _reply(plan.family, question, tables)
+    question, reply, answer = _reply(plan.family, question, tables)
     blocks = "\n\n".join(b.text() for b in tables)
     ask = f"Question: {question.text}"
     titles = [f"{b.spec.title}\n" for b in tables]
@@ -120,7 +134,7 @@ def attempt(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int) 
             if q.text not in seen:
                 break
         seen.add(q.text)
-        r_text, r_answer = _reply(plan.family, q, tables)
+        q, r_text, r_answer = _reply(plan.family, q, tables)
         messages += [{"role": "user", "content": f"Question: {q.text}"}, {"role": "assistant", "content": r_text}]
         more.append((q, r_answer))
     att = Attempt(r, sizes, np.zeros(0), np.zeros(0, bool), [], messages, question, answer, tables, marks, labels, more)

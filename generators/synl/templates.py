@@ -351,8 +351,7 @@ class Asker:
         more = ("later", "earlier") if kind == "date" else ("larger", "smaller")
         if ask in ("larger", "smaller"):
             word = more[0] if ask == "larger" else more[1]
-            fields = {"table": table_label(b), "word": word, "col": col, "entity": e, "key": key}
-            i, text = self._say(D.LARGER, k1=k1, k2=k2, **fields)
+            i, text = self._say(D.LARGER, table=table_label(b), word=word, col=col, entity=e, key=key, k1=k1, k2=k2)
             text += f" Answer with the {key}."
         elif ask == "yesno":
             greater = "later" if kind == "date" else "greater"
