@@ -61,8 +61,8 @@ PINS: dict[str, tuple[str, str]] = {
         "b9b289088bb7b13e3c808430f02f3e4242597fd1265e454ffee04e2f14056e51",
     ),
     "synl": (
-        "5c95c4512004227589ef350489bf81d78dadddcc2f40b5c7046d3831216f9dbc",
-        "e3eeec30ca8aa6e9bb7d1e587477385998082ffb5bdbbbfdfbe467dce28c5205",
+        "4e844a91f1d1f95c5f60518c6f0149224bfd3c288c8ab75f15ee8fd4d3c3441a",
+        "399466b9db8aa77efe73373dfe50fd89c572b01f0d716abf956a7dfe5ec4ec79",
     ),
 }
 
