@@ -1,8 +1,10 @@
 """SynL: long-context SFT samples that ask exact questions about long synthetic tables.
 
 One sample is a chat: a system prompt, a user message holding one or several tables (each titled
-"Table i: theme", all in one rendering: markdown, CSV, JSON lines or HTML) followed by a question,
-and the assistant's answer. Five task families, several templates each (`templates.py`):
+"Table i: theme", all in one rendering: markdown, CSV, JSON lines or HTML) with a question after,
+before or on both sides of them (`question_position`), and the assistant's answer; with
+`questions_per_sample` > 1, further question turns over the same tables, each answered. The chat
+is rendered with the tokenizer's template or as plain text for base models (`prompt`). Five task families, several templates each (`templates.py`):
 
 - retrieval:   a cell by key; the key of the row holding a unique value; the keys matching 1-3
                conditions;
