@@ -72,7 +72,7 @@ class SynLSpec(SpecBase):
         ),
     )
 
-    @field_validator("formats", "families", "question_position")
+    @field_validator("formats", "families")
     @classmethod
     def _dedupe(cls, v: list[str]) -> list[str]:
         return list(dict.fromkeys(v))
@@ -87,6 +87,14 @@ class SynLSpec(SpecBase):
             )
         return v
 
+    @field_validator("max_columns")
+    @classmethod
+    def _columns_ordered(cls, v: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_columns", 5)
+        if v < low:
+            raise ValueError(f"max_columns {v} is below min_columns {low}: raise max_columns or lower min_columns")
+        return v
+
     @field_validator("depths")
     @classmethod
     def _depths_in_range(cls, v: list[float]) -> list[float]:
@@ -97,10 +105,7 @@ class SynLSpec(SpecBase):
             )
         return v
 
-    @field_validator("max_columns")
+    @field_validator("question_position")
     @classmethod
-    def _columns_ordered(cls, v: int, info: ValidationInfo) -> int:
-        low = info.data.get("min_columns", 5)
-        if v < low:
-            raise ValueError(f"max_columns {v} is below min_columns {low}: raise max_columns or lower min_columns")
-        return v
+    def _dedupe_positions(cls, v: list[Position]) -> list[Position]:
+        return list(dict.fromkeys(v))
