@@ -40,6 +40,7 @@ CHATML_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+PLAIN_ANSWER = "\nAnswer:"  # what follows each user turn in the plain (base-model) rendering
 
 
 @dataclass
@@ -113,46 +114,93 @@ class Tokenizer:
     ) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """`encode_chat`, plus the index of the token where each string of `marks` begins.
 
-        Each mark is searched in the rendered prompt after the previous one, so a caller names the
-        start of every piece (a table's title, the question) and gets exact token offsets from the
-        tokenizer's own character offsets in the same encoding that yields the ids, instead of
-        re-encoding prefixes.
+        The chat may hold several turns (system, user, assistant, user, assistant, ...): the mask
+        is true on every assistant message (with its end of turn). Each prompt part (the chat up to
+        an assistant turn, rendered with the generation prompt) must be a text prefix of the chat
+        that follows, which holds for any ordinary template, without `{% generation %}` markers.
+
+        Each mark is searched in the rendered prompt parts after the previous one, so a caller
+        names the start of every piece (a table's title, the question) and gets exact token offsets
+        from the tokenizer's own character offsets in the same encoding that yields the ids,
+        instead of re-encoding prefixes.
         """
+        return self.encode_turns(messages, marks, "chat")
+
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.hf, "chat_template", None))
+
+    def _chat_parts(self, messages: list[dict[str, str]]) -> list[tuple[str, bool]]:
+        """(text, is an answer) pieces of a chat rendered by the tokenizer's template."""
+        if not self.has_chat_template():
+            raise TokenizerError(FIELD, f"'{self.name}' has no chat template", "use a tokenizer with a chat_template")
+        parts: list[tuple[str, bool]] = []
+        done = ""
+        for i, m in enumerate(messages):
+            if m.get("role") != "assistant":
+                continue
+            prompt = self.hf.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
+            full = self.hf.apply_chat_template(messages[: i + 1], tokenize=False)
+            if not (prompt.startswith(done) and full.startswith(prompt)):
+                raise TokenizerError(
+                    FIELD,
+                    "the chat template renders the prompt differently inside the full chat",
+                    "use a template whose prompt is a prefix of the full chat",
+                )
+            parts += [(prompt[len(done) :], False), (full[len(prompt) :], True)]
+            done = full
+        return parts
+
+    def _plain_parts(self, messages: list[dict[str, str]]) -> list[tuple[str, bool]]:
+        """(text, is an answer) pieces of a chat as plain text for a base model: the system text,
+        a blank line, then each user turn followed by "\nAnswer:" and the answer (" " + text), turns
+        separated by a blank line; the last answer ends with EOS when the tokenizer has one."""
+        parts: list[tuple[str, bool]] = []
+        head = ""
+        eos = self.hf.eos_token if self.eos_id is not None else ""
+        last = max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
+        for i, m in enumerate(messages):
+            role, text = m.get("role"), m["content"]
+            if role == "system":
+                head += text + "\n\n"
+            elif role == "user":
+                head += text + PLAIN_ANSWER
+            else:
+                parts += [(head, False), (" " + text + (eos if i == last else "\n\n"), True)]
+                head = ""
+        return parts
+
+    def encode_turns(
+        self, messages: list[dict[str, str]], marks: list[str], prompt: str = "chat"
+    ) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Ids, loss mask (true on every assistant turn) and mark offsets of a conversation, rendered
+        with the chat template (`prompt="chat"`) or as plain text for a base model (`"plain"`,
+        see `_plain_parts`). Both renderings are one function so every generator can offer both."""
         if not messages or messages[-1].get("role") != "assistant":
             raise TokenizerError("messages", "the last message must be the assistant's answer", "end the chat with it")
-        if not getattr(self.hf, "chat_template", None):
-            raise TokenizerError(FIELD, f"'{self.name}' has no chat template", "use a tokenizer with a chat_template")
-        prompt = self.hf.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-        full = self.hf.apply_chat_template(messages, tokenize=False)
-        if not full.startswith(prompt):
-            raise TokenizerError(
-                FIELD,
-                "the chat template renders the prompt differently inside the full chat",
-                "use a template whose prompt is a prefix of the full chat",
-            )
+        parts = self._chat_parts(messages) if prompt == "chat" else self._plain_parts(messages)
         # Special tokens in the rendered text (BOS, <|im_start|>) are parsed by the backend.
-        enc = self.hf.backend_tokenizer.encode(prompt, add_special_tokens=False)
-        head = np.asarray(enc.ids, dtype=np.int32)
-        tail = np.asarray(
-            self.hf.backend_tokenizer.encode(full[len(prompt) :], add_special_tokens=False).ids, dtype=np.int32
-        )
+        encs = self.hf.backend_tokenizer.encode_batch([t for t, _ in parts], add_special_tokens=False)
+        pieces = [np.asarray(e.ids, dtype=np.int32) for e in encs]
+        offsets = np.cumsum([0] + [len(p) for p in pieces])
         starts: list[int] = []
-        pos = 0
+        k, pos = 0, 0  # the part searched and the character in it after the previous mark
         for mark in marks:
-            at = prompt.find(mark, pos)
-            if at < 0:
-                raise ValueError(f"mark {mark!r} does not occur in the rendered prompt (after character {pos})")
+            while k < len(parts) and (parts[k][1] or parts[k][0].find(mark, pos) < 0):
+                k, pos = k + 1, 0
+            if k == len(parts):
+                raise ValueError(f"mark {mark!r} does not occur in the rendered prompt (after the previous mark)")
+            text, enc = parts[k][0], encs[k]
+            at = text.find(mark, pos)
             tok = None
             # A character that no token covers (whitespace some tokenizers trim): take the next one.
-            for ch in range(at, len(prompt)):
+            for ch in range(at, len(text)):
                 tok = enc.char_to_token(ch)
                 if tok is not None:
                     break
-            starts.append(len(head) if tok is None else int(tok))
+            starts.append(int(offsets[k + 1]) if tok is None else int(offsets[k]) + int(tok))
             pos = at + len(mark)
-        ids = np.concatenate([head, tail])
-        mask = np.zeros(len(ids), dtype=bool)
-        mask[len(head) :] = True
+        ids = np.concatenate(pieces) if pieces else np.zeros(0, np.int32)
+        mask = np.concatenate([np.full(len(p), a, dtype=bool) for p, (_, a) in zip(pieces, parts)])
         return ids, mask, starts
 
     @property

@@ -19,22 +19,27 @@ index) whatever R the search visits first.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..context import Context, sample_rng
 from .filters import make_unanswerable
 from .plan import MIN_ROWS, SamplePlan, build_tables
-from .prompts import Question, intro, reasoning_text
+from .prompts import REASONING_NOTE, Question, intro, reasoning_text
+from .query import Aggregate, Count
 from .schema import Built
 from .spec import SynLSpec
 from .templates import Asker
 
+log = logging.getLogger(__name__)
+MAX_WORKED = 12  # an aggregation over at most this many rows lists them before its answer
+
 
 @dataclass
 class Attempt:
-    """The full sample at R extra rows: sizes, tokens, segment starts, chat, question and tables."""
+    """The full sample at R extra rows: sizes, tokens, segment starts, chat, questions and tables."""
 
     r: int
     sizes: list[int]
@@ -42,33 +47,101 @@ class Attempt:
     mask: np.ndarray
     starts: list[int]
     messages: list[dict[str, str]]
-    question: Question
+    question: Question  # the first question (the one around the tables)
     answer: str
     tables: list[Built]
+    marks: list[str] = field(default_factory=list)  # the strings whose token starts are `starts`
+    labels: list[str] = field(default_factory=list)  # the segment label of each mark
+    more: list[tuple[Question, str]] = field(default_factory=list)  # later turns: (question, answer)
+    answer_start: int = 0  # the token where the first answer begins
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
+def prompt_mode(ctx: Context, spec: SynLSpec) -> str:
+    """`spec.prompt`, or chat when the tokenizer has a chat template and plain (said once) when not."""
+    if spec.prompt is not None:
+        return spec.prompt
+    if ctx.tokenizer.has_chat_template():
+        return "chat"
+    if not ctx.memo.get("synl.plain_notice"):
+        ctx.memo["synl.plain_notice"] = True
+        log.warning(
+            "synl: tokenizer '%s' has no chat template; writing plain prompts (set prompt to choose)",
+            ctx.tokenizer.name,
+        )
+    return "plain"
+
+
+def encode(ctx: Context, spec: SynLSpec, att: Attempt) -> Attempt:
+    """`att` with ids, mask and segment starts of its messages (loss on every answer, or on all)."""
+    ids, mask, starts = ctx.tokenizer.encode_turns(att.messages, att.marks, prompt_mode(ctx, spec))
+    first = int(np.argmax(mask))
+    if spec.loss_on_prompt:
+        mask = np.ones(len(ids), dtype=bool)
+    return replace(att, ids=ids, mask=mask, starts=starts, answer_start=first)
+
+
+def _reply(family: str, q: Question, tables: list[Built]) -> tuple[Question, str, str]:
+    """(question, reply, answer): an aggregation over at most MAX_WORKED rows shows its working
+    (the rows counted or summed, then `Answer: ...`) and its question asks for it."""
+    result = q.query.evaluate(tables)
+    worked = (
+        family == "aggregation"
+        and isinstance(q.query, Count | Aggregate)
+        and (isinstance(q.query, Count) or q.query.agg == "sum")
+        and 0 < len(result.used) <= MAX_WORKED
+    )
+    if worked:
+        q = replace(q, template=f"{q.template}+work", text=f"{q.text} {REASONING_NOTE}")
+    if family == "reasoning" or worked:
+        return q, reasoning_text(q, result, tables), result.answer
+    return q, result.answer, result.answer
+
+
 def attempt(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int) -> Attempt:
-    """The full sample with R extra rows: tables, question, answer, tokens and segments."""
+    """The full sample with R extra rows: tables, questions, answers, tokens and segments."""
     sizes = plan.sizes(r)
     tables = build_tables(plan, sizes)
-    question = Asker(plan.family, plan.chain, tables, sample_rng(spec, index, 2)).ask()
+    rng = sample_rng(spec, index, 2)
+    question = Asker(plan.family, plan.chain, tables, rng, plan.depth).ask()
     question = make_unanswerable(question, tables, spec.unanswerable_rate, sample_rng(spec, index, 9))
-    result = question.query.evaluate(tables)
-    reasoning = plan.family == "reasoning"
-    reply = reasoning_text(question, result, tables) if reasoning else result.answer
+    question, reply, answer = _reply(plan.family, question, tables)
     blocks = "\n\n".join(b.text() for b in tables)
-    user = f"{intro(plan.fmt, tables, plan.links)}\n\n{blocks}\n\nQuestion: {question.text}"
+    ask = f"Question: {question.text}"
+    titles = [f"{b.spec.title}\n" for b in tables]
+    head = intro(plan.fmt, tables, plan.links)
+    if plan.position == "after":
+        user = f"{head}\n\n{blocks}\n\n{ask}"
+        marks, labels = [*titles, "Question: "], [*(b.spec.label for b in tables), "question"]
+    elif plan.position == "before":
+        user = f"{head}\n\n{ask}\n\n{blocks}"
+        marks, labels = ["Question: ", *titles], ["question", *(b.spec.label for b in tables)]
+    else:
+        user = f"{head}\n\n{ask}\n\n{blocks}\n\n{ask}"
+        marks = ["Question: ", *titles, "Question: "]
+        labels = ["question", *(b.spec.label for b in tables), "question"]
     messages = [
         {"role": "system", "content": plan.system},
         {"role": "user", "content": user},
         {"role": "assistant", "content": reply},
     ]
-    marks = [f"{b.spec.title}\n" for b in tables] + ["Question: "]
-    ids, mask, starts = ctx.tokenizer.encode_chat_marked(messages, marks)
-    return Attempt(r, sizes, ids, mask, starts, messages, question, result.answer, tables)
+    more: list[tuple[Question, str]] = []
+    seen = {question.text}
+    for turn in range(1, spec.questions_per_sample):
+        # Each later question over the same tables, at a depth of its own; a repeat is drawn again.
+        for _try in range(4):
+            q = Asker(plan.family, plan.chain, tables, rng, float(rng.random())).ask()
+            if q.text not in seen:
+                break
+        seen.add(q.text)
+        q = make_unanswerable(q, tables, spec.unanswerable_rate, sample_rng(spec, index, 9, turn))
+        q, r_text, r_answer = _reply(plan.family, q, tables)
+        messages += [{"role": "user", "content": f"Question: {q.text}"}, {"role": "assistant", "content": r_text}]
+        more.append((q, r_answer))
+    att = Attempt(r, sizes, np.zeros(0), np.zeros(0, bool), [], messages, question, answer, tables, marks, labels, more)
+    return encode(ctx, spec, att)
 
 
 class RowCosts:

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..context import Context, dataset_seed
 from ..llm import LLMRequest, Sampling, ask
-from .fit import Attempt
+from .fit import Attempt, encode
 from .phrasing import SYSTEM as PHRASING_SYSTEM
 from .phrasing import check_rewrite, phrasing_prompt, required_strings, split_question
 from .plan import SamplePlan
@@ -76,17 +76,16 @@ def _revise(ctx: Context, spec: SynLSpec, d: Draft, step: str, reply: str) -> At
         if not v.ok:
             return v.reason
         user = messages[1]["content"]
-        assert user.endswith(q.text)
+        ask = f"Question: {q.text}"
+        assert ask in user  # once, or twice with the question on both sides of the tables
         q = replace(q, text=v.text)
-        messages[1]["content"] = user[: len(user) - len(att.question.text)] + v.text
+        messages[1]["content"] = user.replace(ask, f"Question: {v.text}")
     else:
         r = check_reasoning_reply(reply, att.answer, q.answer_format)
         if not r.ok:
             return r.reason
         messages[2]["content"] = r.text
-    marks = [f"{b.spec.title}\n" for b in att.tables] + ["Question: "]
-    ids, mask, starts = ctx.tokenizer.encode_chat_marked(messages, marks)
-    new = replace(att, ids=ids, mask=mask, starts=starts, messages=messages, question=q)
+    new = encode(ctx, spec, replace(att, messages=messages, question=q))
     if len(new) > spec.seq_len:
         return "too_long"
     if len(new) < int(np.ceil(spec.min_len_ratio * spec.seq_len)) <= len(att):

@@ -29,6 +29,15 @@ from .themes_data import THEMES
 
 MIN_ROWS = 4  # every table has at least this many rows, so every template has rows to pick from
 _DEPTH = chain_depth(THEMES)  # foreign-key chains follow the built-in themes only
+# Shares of 1-, 2- and 3-hop chains, as counts per block of consecutive sample indices (cut to
+# the hops a spec allows): uniform, so a spec asking for 3 hops gets as many 3-hop chains as
+# 1-hop ones. Each block deals its hop counts in a seeded order, so every block of indices holds
+# the shares exactly instead of drifting with independent draws.
+HOP_SHARES = (1, 1, 1)
+# Smaller plans tried in turn when the smallest tables exceed the target: (level, most hops).
+# Levels shrink tables and columns but keep the chain; only when even the smallest form of the
+# chain exceeds seq_len does the last step shorten it to one hop.
+FALLBACKS = ((0, 3), (1, 3), (2, 3), (2, 1))
 
 
 @dataclass
@@ -43,6 +52,8 @@ class SamplePlan:
     cumw: np.ndarray  # cumulative row weights, last entry exactly 1
     chain: list[int] = field(default_factory=list)  # display indices along a foreign-key chain
     links: list[tuple[int, str, int]] = field(default_factory=list)  # (from table, fk column, to table)
+    depth: float = 0.5  # relative depth of the evidence row within the tables (`draw_depth`)
+    position: str = "after"  # where the first question sits: after, before or both sides of the tables
 
     def sizes(self, r: int) -> list[int]:
         cut = np.floor(self.cumw * r).astype(np.int64)
@@ -61,22 +72,66 @@ def _walk(rng: np.random.Generator, hops: int) -> list[str]:
     return path
 
 
+def hop_block(spec: SynLSpec) -> list[int]:
+    """One block of hop counts, 1..h with the counts of HOP_SHARES, h the most a spec allows
+    (max_hops, max_tables - 1, the themes' deepest chain)."""
+    h = min(spec.max_hops, spec.max_tables - 1, max(_DEPTH.values()))
+    return [hop for hop in range(1, h + 1) for _ in range(HOP_SHARES[hop - 1])]
+
+
+def dealt(spec: SynLSpec, index: int, n: int, word: int) -> int:
+    """Which of n strata sample `index` gets: every block of n consecutive indices deals each
+    stratum once, in a seeded order, so shares hold exactly per block rather than on average."""
+    b, pos = divmod(index, n)
+    return int(sample_rng(spec, b, word).permutation(n)[pos])
+
+
+def draw_hops(spec: SynLSpec, index: int) -> int:
+    """The hops of a sample's chain, dealt from a block of HOP_SHARES."""
+    block = hop_block(spec)
+    return block[dealt(spec, index, len(block), 6)]
+
+
+DEPTH_BINS = 10  # uniform depths are dealt one per tenth of [0, 1] per block of 10 samples
+
+
+def draw_depth(spec: SynLSpec, index: int) -> float:
+    """The relative depth of a sample's evidence row: `spec.depths` dealt in turn, else uniform
+    (stratified over DEPTH_BINS, uniform within the bin)."""
+    if spec.depths:
+        return spec.depths[dealt(spec, index, len(spec.depths), 7)]
+    stratum = dealt(spec, index, DEPTH_BINS, 7)
+    return (stratum + float(sample_rng(spec, index, 7).random())) / DEPTH_BINS
+
+
+def draw_chain(spec: SynLSpec, index: int, family: str) -> list[str]:
+    """The foreign-key chain of a sample (themes, start first), the same at every fallback level."""
+    rng = sample_rng(spec, index, 5)
+    wants = family == "multihop" or (family == "reasoning" and spec.max_tables >= 2 and rng.random() < 0.3)
+    if not wants:
+        return []
+    return _walk(rng, draw_hops(spec, index))
+
+
 def draw_plan(
-    spec: SynLSpec, index: int, family: str, fmt: str, level: int, pool: Mapping[str, TableSchema] = THEMES
+    spec: SynLSpec,
+    index: int,
+    family: str,
+    fmt: str,
+    level: int,
+    pool: Mapping[str, TableSchema] = THEMES,
+    max_hops: int = 3,
 ) -> SamplePlan:
     """Tables, columns and row weights of a sample; `level` 1 and 2 are smaller fallbacks.
 
     Foreign-key chains come from the built-in themes; the other tables are drawn from `pool`
-    (the built-in themes, plus the model's when the themes step runs).
+    (the built-in themes, plus the model's when the themes step runs). `max_hops` cuts the
+    drawn chain short (the last fallback, see `FALLBACKS`).
     """
     pool = sample_pool(spec.values, pool)  # symbolic themes under the same names when asked
     rng = sample_rng(spec, index, 1, level)
     max_tables = spec.max_tables if level == 0 else 1 if level == 2 else min(spec.max_tables, 2)
-    chain_themes: list[str] = []
-    if family == "multihop" or (family == "reasoning" and spec.max_tables >= 2 and rng.random() < 0.3):
-        max_hops = min(spec.max_hops, spec.max_tables - 1, max(_DEPTH.values()))
-        hops = 1 if level else int(rng.integers(1, max_hops + 1))
-        chain_themes = _walk(rng, hops)
+    chain_themes = draw_chain(spec, index, family)[: max_hops + 1]
     n = max(len(chain_themes), int(rng.integers(1, max_tables + 1)))
     others = [t for t in sorted(pool) if t not in chain_themes]
     extra = [others[i] for i in rng.choice(len(others), size=n - len(chain_themes), replace=False)]
@@ -103,7 +158,11 @@ def draw_plan(
     chain = [pos_of[t] for t in chain_themes]
     links = [(i, c.name, pos_of[c.ref]) for i, t in enumerate(tables) for c in t.fk_columns()]
     system = SYSTEM_PROMPTS[int(rng.integers(len(SYSTEM_PROMPTS)))]
-    return SamplePlan(family, fmt, system, tables, data, cumw, chain, links)
+    place = sample_rng(spec, index, 8)  # the same at every fallback level
+    position = spec.question_position[int(place.integers(len(spec.question_position)))]
+    return SamplePlan(
+        family, fmt, system, tables, data, cumw, chain, links, depth=draw_depth(spec, index), position=position
+    )
 
 
 def _block_rng(spec: SynLSpec, index: int, level: int, table: int) -> Callable[[int], np.random.Generator]:

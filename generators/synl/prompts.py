@@ -23,6 +23,21 @@ SYSTEM_PROMPTS = (
         "tables exactly."
     ),
     "Answer from the data below. Be exact: copy values as they are written and follow the answer format.",
+    "You are a careful assistant for tabular data. Base every answer on the tables provided and nothing else.",
+    (
+        "You help users look things up in data they paste. Read every table in full before answering, and give the "
+        "answer in exactly the form the question asks for."
+    ),
+    "Answer questions about the given tables. Values must be copied exactly; counts and totals must be exact.",
+    (
+        "You are a database assistant. Treat the tables in the message as the whole database: follow keys between "
+        "tables where needed and answer precisely."
+    ),
+    "Use only the tables in the conversation. Keep answers short and in the requested format.",
+    (
+        "You are an analyst checking records. Find the rows a question needs, read their values exactly, and answer "
+        "in the format the question states."
+    ),
 )
 FORMAT_NAMES = {"markdown": "Markdown", "csv": "CSV", "jsonl": "JSON Lines (one JSON object per row)", "html": "HTML"}
 REASONING_NOTE = (

@@ -1,8 +1,10 @@
 """SynL: long-context SFT samples that ask exact questions about long synthetic tables.
 
 One sample is a chat: a system prompt, a user message holding one or several tables (each titled
-"Table i: theme", all in one rendering: markdown, CSV, JSON lines or HTML) followed by a question,
-and the assistant's answer. Five task families, several templates each (`templates.py`):
+"Table i: theme", all in one rendering: markdown, CSV, JSON lines or HTML) with a question after,
+before or on both sides of them (`question_position`), and the assistant's answer; with
+`questions_per_sample` > 1, further question turns over the same tables, each answered. The chat
+is rendered with the tokenizer's template or as plain text for base models (`prompt`). Five task families, several templates each (`templates.py`):
 
 - retrieval:   a cell by key; the key of the row holding a unique value; the keys matching 1-3
                conditions;
@@ -42,9 +44,9 @@ import numpy as np
 from ..context import Context, sample_rng
 from ..errors import ConfigError
 from ..records import Record, record_id
-from .fit import Attempt, TooLong, fit
+from .fit import Attempt, TooLong, fit, prompt_mode
 from .model_steps import Draft, run_steps
-from .plan import MIN_ROWS, SamplePlan, draw_plan
+from .plan import FALLBACKS, MIN_ROWS, SamplePlan, draw_plan
 from .schema import TableSchema, column_meta
 from .spec import SynLSpec
 from .themes_data import THEMES
@@ -66,8 +68,10 @@ def draft(
     fmt = spec.formats[int(rng.integers(len(spec.formats)))]
     found: tuple[SamplePlan, Attempt] | None = None
     smallest = 0
-    for level in range(3):  # smaller plans (fewer tables, fewer columns) when the minimum does not fit
-        plan = draw_plan(spec, index, family, fmt, level, pool)
+    for level, hops in FALLBACKS:  # smaller plans (fewer tables, fewer columns) when the minimum does not fit
+        if hops < spec.max_hops and found is not None:
+            break  # a sample a little over its target keeps its hops: fewer hops only when nothing fits seq_len
+        plan = draw_plan(spec, index, family, fmt, level, pool, hops)
         try:
             result = fit(ctx, spec, index, plan, target)
         except TooLong as exc:
@@ -99,7 +103,7 @@ def _record(
     target: int,
     llm_meta: dict[str, Any] | None = None,
 ) -> Record:
-    segments = [0, *att.starts, int((~att.mask).sum())]
+    segments = [0, *att.starts, att.answer_start]
     meta = {
         "family": plan.family,
         "template": att.question.template,
@@ -120,7 +124,14 @@ def _record(
         ],
         "links": [{"table": a, "column": c, "to": t} for a, c, t in plan.links],
         "chain": plan.chain,
-        "segment_labels": ["preamble", *[b.spec.label for b in att.tables], "question", "answer"],
+        "segment_labels": ["preamble", *att.labels, "answer"],
+        "question_position": plan.position,
+        "prompt": prompt_mode(ctx, spec),
+        "loss_on_prompt": spec.loss_on_prompt,
+        "more_questions": [
+            {"template": q.template, "query": q.query.to_meta(), "answer_format": q.answer_format, "answer": a}
+            for q, a in att.more
+        ],
         "seed": spec.seed,
         "index": index,
         "target_tokens": target,

@@ -9,6 +9,9 @@ from pydantic import Field, ValidationInfo, field_validator
 from ..specs import FAMILIES, FORMATS, MAX_SEQ_LEN, Family, Format, LLMSpec, SpecBase, StrictInt
 from .schema import TableOptions
 
+Position = Literal["after", "before", "both"]
+POSITIONS: tuple[Position, ...] = ("after", "before", "both")
+
 # SynL's random stream id: the second word of every SynL seed (unique among kinds, see context.Kind).
 STREAM = 2
 
@@ -26,7 +29,7 @@ class SynLSpec(SpecBase):
         default_factory=lambda: list(FAMILIES), min_length=1, description="Task families to draw from."
     )
     max_tables: StrictInt = Field(
-        3, ge=1, le=8, description="Tables per prompt are drawn from 1..max_tables (multi-hop needs 2+)."
+        4, ge=1, le=8, description="Tables per prompt are drawn from 1..max_tables (a chain of h hops needs h+1)."
     )
     max_hops: StrictInt = Field(
         3, ge=1, le=3, description="Multi-hop questions follow 1..max_hops foreign keys (hops+1 tables)."
@@ -66,6 +69,29 @@ class SynLSpec(SpecBase):
             "their answer is 'The tables do not contain this information.'"
         ),
     )
+    depths: list[float] = Field(
+        default_factory=list,
+        description=(
+            "Relative depths in [0, 1] of the evidence row within the tables (0 = first row, 1 = last), dealt "
+            "in turn; empty: uniform over [0, 1]."
+        ),
+    )
+    question_position: list[Position] = Field(
+        default_factory=lambda: list(POSITIONS),
+        min_length=1,
+        description="Where the first question sits, drawn per sample: after the tables, before them, or both.",
+    )
+    questions_per_sample: StrictInt = Field(
+        1, ge=1, le=16, description="Questions over the same tables, one turn each, every answer trained on."
+    )
+    loss_on_prompt: bool = Field(False, description="Loss on the whole sample (long SFT as pretraining).")
+    prompt: Literal["chat", "plain"] | None = Field(
+        None,
+        description=(
+            "chat: the tokenizer's chat template; plain: plain text ('...Question: ...\\nAnswer: ...') for base "
+            "models; none: chat when the tokenizer has a template, else plain (with a notice)."
+        ),
+    )
 
     @field_validator("formats", "families")
     @classmethod
@@ -89,6 +115,21 @@ class SynLSpec(SpecBase):
         if v < low:
             raise ValueError(f"max_columns {v} is below min_columns {low}: raise max_columns or lower min_columns")
         return v
+
+    @field_validator("depths")
+    @classmethod
+    def _depths_in_range(cls, v: list[float]) -> list[float]:
+        bad = [d for d in v if not 0 <= d <= 1]
+        if bad:
+            raise ValueError(
+                f"depths {bad[0]} is outside [0, 1]: give relative depths between 0 (first row) and 1 (last row)"
+            )
+        return v
+
+    @field_validator("question_position")
+    @classmethod
+    def _dedupe_positions(cls, v: list[Position]) -> list[Position]:
+        return list(dict.fromkeys(v))
 
     @field_validator("max_agg_rows")
     @classmethod

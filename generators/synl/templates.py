@@ -14,9 +14,9 @@ from itertools import pairwise
 from typing import ClassVar
 
 import numpy as np
-import polars as pl
 
 from . import query as Q
+from . import templates_data as D
 from .filters import broad_filter, ordinal, pick, selective_filter, value_cols
 from .prompts import (
     REASONING_NOTE,
@@ -55,11 +55,14 @@ class Asker:
         "reasoning": "r_lookup",
     }
 
-    def __init__(self, family: str, chain: list[int], tables: list[Built], rng: np.random.Generator) -> None:
+    def __init__(
+        self, family: str, chain: list[int], tables: list[Built], rng: np.random.Generator, depth: float = 0.5
+    ) -> None:
         self.family = family
         self.chain = chain  # display indices along a foreign-key chain (multihop)
         self.tables = tables
         self.rng = rng
+        self.depth = depth  # relative depth of the evidence row in the tables' text
 
     def ask(self) -> Question:
         """A template drawn uniformly from the family; its fallback when the tables cannot support it."""
@@ -80,43 +83,67 @@ class Asker:
         key: str = b.frame[b.spec.key][int(self.rng.integers(len(b.frame)))]
         return key
 
-    def _phrase(self, options: list[str]) -> tuple[int, str]:
-        i = int(self.rng.integers(len(options)))
-        return i, options[i]
+    def _row_starts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(character start, table, row) of every row in the tables' text.
+
+        The text is the tables' blocks joined by blank lines, as the prompt shows them, so a
+        character fraction of it is a depth in the prompt's tables (tokens follow characters
+        closely within one rendering)."""
+        starts, owners, rows = [], [], []
+        pos = 0
+        for t, b in enumerate(self.tables):
+            at = pos + len(b.spec.title) + 1 + len(b.head)
+            for j, row in enumerate(b.rows):
+                starts.append(at)
+                owners.append(t)
+                rows.append(j)
+                at += len(row) + 1
+            pos += len(b.text()) + 2
+        return np.asarray(starts), np.asarray(owners), np.asarray(rows)
+
+    def _evidence(self, table: int | None = None) -> tuple[int, Built, int]:
+        """The row nearest the sample's depth (within `table` when given): (table, built, row)."""
+        starts, owners, rows = self._row_starts()
+        # Depth 0 is the first row's start, 1 the last row's: titles and heads are not evidence.
+        goal = starts[0] + self.depth * (starts[-1] - starts[0])
+        if table is not None:
+            keep = owners == table
+            starts, owners, rows = starts[keep], owners[keep], rows[keep]
+        i = int(np.argmin(np.abs(starts - goal)))
+        t = int(owners[i])
+        return t, self.tables[t], int(rows[i])
+
+    def _say(self, options: list[str], allowed: list[int] | None = None, **fields: object) -> tuple[int, str]:
+        """One phrasing of `templates_data` (drawn among `allowed` indices), filled with `fields`."""
+        idx = allowed if allowed is not None else list(range(len(options)))
+        i = idx[int(self.rng.integers(len(idx)))]
+        return i, options[i].format(**fields)
 
     # retrieval
     def q_cell(self) -> Question:
-        t, b = self._table()
-        k = self._key_at(b)
+        t, b, j = self._evidence()
+        k: str = b.frame[b.spec.key][j]
         col = pick(self.rng, [c.name for c in b.spec.columns[1:]])
-        e = b.spec.schema.entity
-        i, text = self._phrase(
-            [
-                f"In {table_label(b)}, what is the {col} of the row whose {b.spec.key} is {k}?",
-                f"Look up {e} {k} in {table_label(b)}. What is its {col}?",
-                f"What {col} does {table_label(b)} list for {b.spec.key} {k}?",
-            ]
-        )
+        i, text = self._say(D.CELL, table=table_label(b), col=col, key=b.spec.key, k=k, entity=b.spec.schema.entity)
         q = Q.Cell(t, k, col)
         return Question(f"cell/{i}", q, f"{text} Answer with the value exactly as written in the table.", "value")
 
     def q_reverse(self) -> Question | None:
-        t, b = self._table()
+        t, b, j = self._evidence()
         cols = [c.name for c in b.spec.columns if c.kind in ("name", "int", "decimal", "date", "text")]
         for col in [cols[i] for i in self.rng.permutation(len(cols))]:
-            unique = b.frame.filter(pl.col(col).is_unique())
-            if len(unique):
-                row = unique.row(int(self.rng.integers(len(unique))), named=True)
+            unique = b.frame[col].is_unique()
+            if unique[j]:  # the row at the sample's depth holds a value no other row has
+                row = b.frame.row(j, named=True)
                 kind = b.spec.kinds[col]
                 v = cell_text(kind, row[col])
-                i, text = self._phrase(
-                    [
-                        f"In {table_label(b)}, which {b.spec.key} has {col} equal to {quoted(kind, v)}?",
-                        (
-                            f"Find the {b.spec.schema.entity} in {table_label(b)} whose {col} is {quoted(kind, v)}. "
-                            f"What is its {b.spec.key}?"
-                        ),
-                    ]
+                i, text = self._say(
+                    D.REVERSE,
+                    table=table_label(b),
+                    key=b.spec.key,
+                    col=col,
+                    value=quoted(kind, v),
+                    entity=b.spec.schema.entity,
                 )
                 q = Q.Reverse(t, col, v)
                 return Question(f"reverse/{i}", q, f"{text} Answer with the {b.spec.key} only.", "key")
@@ -127,11 +154,8 @@ class Asker:
         conds = selective_filter(b, self.rng, MAX_LIST, min_conds=min(2, len(b.spec.columns) - 1))
         if conds is None:
             return None
-        i, text = self._phrase(
-            [
-                f"List every {b.spec.key} in {table_label(b)} where {conds_text(conds, b)}.",
-                f"Which rows of {table_label(b)} satisfy all of these: {conds_text(conds, b)}?",
-            ]
+        i, text = self._say(
+            D.FILTER_KEYS, table=table_label(b), key=b.spec.key, conds=conds_text(conds, b), entities=b.spec.schema.name
         )
         q = Q.FilterKeys(t, conds)
         return Question(f"filter_keys/{i}", q, f"{text} {keys_format(b)}", "keys")
@@ -158,20 +182,18 @@ class Asker:
             return None
         chain = self.chain
         first, last = self.tables[chain[0]], self.tables[chain[-1]]
-        k = self._key_at(first)
+        k: str = first.frame[first.spec.key][self._evidence(chain[0])[2]]  # the start row nearest the depth
         col = pick(self.rng, [c.name for c in last.spec.columns[1:] if c.kind != "fk"])
         nested = " of the ".join(self.tables[j].spec.schema.entity for j in reversed(chain[1:]))
-        i, text = self._phrase(
-            [
-                (
-                    f"Start at the row of {table_label(first)} whose {first.spec.key} is {k}; {self._path_text(path)}. "
-                    f"What is the value of {col} in the row you reach?"
-                ),
-                (
-                    f"What is the {col} value of the {nested} of {first.spec.schema.entity} {k}? Foreign keys are the columns "
-                    f"named like another table's key; {self._path_text(path)}."
-                ),
-            ]
+        i, text = self._say(
+            D.CHAIN,
+            table=table_label(first),
+            key=first.spec.key,
+            k=k,
+            path=self._path_text(path),
+            col=col,
+            nested=nested,
+            entity=first.spec.schema.entity,
         )
         q = Q.Chain(chain[0], k, path, chain[-1], col)
         return Question(f"chain/{i}", q, f"{text} Answer with the value exactly as written in the table.", "value")
@@ -188,17 +210,14 @@ class Asker:
         col = pick(self.rng, cats)
         conds = (Q.Condition(col, "eq", Q.row_of(last, end)[col]),)
         q = Q.ChainCount(chain[0], path, chain[-1], conds)
-        i, text = self._phrase(
-            [
-                (
-                    f"How many rows of {table_label(first)} lead to a row of {table_label(last)} where {conds_text(conds, last)}? "
-                    f"To follow a row, {self._path_text(path)}."
-                ),
-                (
-                    f"Count the {first.spec.schema.name} whose {last.spec.schema.entity} has {conds_text(conds, last)} "
-                    f"({self._path_text(path)})."
-                ),
-            ]
+        i, text = self._say(
+            D.CHAIN_COUNT,
+            first=table_label(first),
+            last=table_label(last),
+            conds=conds_text(conds, last),
+            path=self._path_text(path),
+            entities=first.spec.schema.name,
+            last_entity=last.spec.schema.entity,
         )
         return Question(f"chain_count/{i}", q, f"{text} Answer with a single integer.", "integer")
 
@@ -213,23 +232,27 @@ class Asker:
         q = Q.ChainKeys(chain[0], path, chain[-1], conds)
         if len(q.evaluate(self.tables).used) > MAX_LIST:
             return None
-        text = (
-            f"Which rows of {table_label(first)} lead to {last.spec.schema.entity} {end} of {table_label(last)}? "
-            f"To follow a row, {self._path_text(path)}."
+        i, text = self._say(
+            D.CHAIN_KEYS,
+            first=table_label(first),
+            last=table_label(last),
+            last_entity=last.spec.schema.entity,
+            end=end,
+            path=self._path_text(path),
         )
-        return Question("chain_keys/0", q, f"{text} {keys_format(first)}", "keys")
+        return Question(f"chain_keys/{i}", q, f"{text} {keys_format(first)}", "keys")
 
     # aggregation
     def q_count(self) -> Question:
         t, b = self._table()
         conds = broad_filter(b, self.rng)
-        i, text = self._phrase(
-            [
-                f"In {table_label(b)}, how many rows satisfy: {conds_text(conds, b)}?"
-                if conds
-                else f"How many rows does {table_label(b)} have?",
-                f"Count the {b.spec.schema.name} in {table_label(b)}{where_clause(conds, b)}.",
-            ]
+        i, text = self._say(
+            D.COUNT,
+            None if conds else list(range(1, len(D.COUNT))),  # the first phrasing needs a condition
+            table=table_label(b),
+            conds=conds_text(conds, b),
+            where=where_clause(conds, b),
+            entities=b.spec.schema.name,
         )
         q = Q.Count(t, conds)
         return Question(f"count/{i}", q, f"{text} Answer with a single integer.", "integer")
@@ -247,7 +270,7 @@ class Asker:
         if kind == "date":
             word = {"min": "earliest", "max": "latest"}[agg]
         scope = f"the rows of {table_label(b)}{where_clause(conds, b)}"
-        text = f"What is the {word} {col} over {scope}?"
+        i, text = self._say(D.AGGREGATE, word=word, col=col, scope=scope)
         if agg == "sum":
             fmt = (
                 "Give the exact total with 2 decimal places."
@@ -259,7 +282,7 @@ class Asker:
         else:
             fmt = "Answer with the value exactly as written in the table."
         q = Q.Aggregate(t, agg, col, conds)
-        return Question(f"{agg}/0", q, f"{text} {fmt}", {"sum": "number", "mean": "decimal2"}.get(agg, "value"))
+        return Question(f"{agg}/{i}", q, f"{text} {fmt}", {"sum": "number", "mean": "decimal2"}.get(agg, "value"))
 
     def _arg(self, largest: bool, selective: bool = False) -> Question | None:
         t, b = self._table()
@@ -273,13 +296,13 @@ class Asker:
             return None
         kind = b.spec.kinds[col]
         word = ("latest" if largest else "earliest") if kind == "date" else ("highest" if largest else "lowest")
-        text = (
-            f"Which {b.spec.key} in {table_label(b)} has the {word} {col}"
-            f"{' among the rows where ' + conds_text(conds, b) if conds else ''}? Answer with the "
-            f"{b.spec.key}; {Q.TIE_RULE.format(key=b.spec.key)}."
+        among = f" among the rows where {conds_text(conds, b)}" if conds else ""
+        i, ask = self._say(
+            D.ARG, key=b.spec.key, table=table_label(b), word=word, col=col, among=among, entity=b.spec.schema.entity
         )
+        text = f"{ask} Answer with the {b.spec.key}; {Q.TIE_RULE.format(key=b.spec.key)}."
         q = (Q.ArgMax if largest else Q.ArgMin)(t, col, conds)
-        return Question(f"{q.op}/0", q, text, "key")
+        return Question(f"{q.op}/{i}", q, text, "key")
 
     def q_topk(self) -> Question | None:
         t, b = self._table()
@@ -288,35 +311,34 @@ class Asker:
         desc = bool(self.rng.random() < 0.7)
         kind = b.spec.kinds[col]
         word = ("latest" if desc else "earliest") if kind == "date" else ("highest" if desc else "lowest")
+        i, ask = self._say(D.TOPK, n=k, table=table_label(b), word=word, col=col, entities=b.spec.schema.name)
         text = (
-            f"Which {k} rows of {table_label(b)} have the {word} {col}? List their {b.spec.key} values from the "
-            f"{word} {col} on, separated by commas; {Q.TOPK_TIE_RULE.format(key=b.spec.key)}."
+            f"{ask} List their {b.spec.key} values from the {word} {col} on, separated by commas; "
+            f"{Q.TOPK_TIE_RULE.format(key=b.spec.key)}."
         )
         q = Q.TopK(t, col, k, "desc" if desc else "asc")
-        return Question("topk/0", q, text, "keys")
+        return Question(f"topk/{i}", q, text, "keys")
 
     def q_distinct(self) -> Question | None:
         t, b = self._table()
         cols = [c.name for c in b.spec.columns if c.kind in ("category", "name", "fk", "date")]
         col = pick(self.rng, cols)
         conds = tuple(c for c in broad_filter(b, self.rng, 1, exclude=col) if c.column != col)
-        text = (
-            f"How many distinct values of {col} appear in {table_label(b)}"
-            f"{' among the rows where ' + conds_text(conds, b) if conds else ''}? Answer with a single integer."
-        )
+        among = f" among the rows where {conds_text(conds, b)}" if conds else ""
+        i, ask = self._say(D.DISTINCT, col=col, table=table_label(b), among=among)
         q = Q.Distinct(t, col, conds)
-        return Question("distinct/0", q, text, "integer")
+        return Question(f"distinct/{i}", q, f"{ask} Answer with a single integer.", "integer")
 
     # comparison
     def _pair(self) -> tuple[int, Built, str, str, str] | None:
-        t, b = self._table()
+        t, b, i = self._evidence()  # the first row at the sample's depth, the other anywhere
         col = pick(self.rng, value_cols(b, ORDERED_KINDS))
         vals = ordinal(b, col)
         for _ in range(8):
-            i, j = self.rng.choice(len(vals), size=2, replace=False)
+            j = int(self.rng.integers(len(vals)))
             if vals[i] != vals[j]:
                 keys = b.frame[b.spec.key]
-                return t, b, col, keys[int(i)], keys[int(j)]
+                return t, b, col, keys[i], keys[j]
         return None
 
     def _compare(self, ask: Q.CompareAsk) -> Question | None:
@@ -329,23 +351,12 @@ class Asker:
         more = ("later", "earlier") if kind == "date" else ("larger", "smaller")
         if ask in ("larger", "smaller"):
             word = more[0] if ask == "larger" else more[1]
-            i, text = self._phrase(
-                [
-                    f"In {table_label(b)}, which has the {word} {col}: {e} {k1} or {e} {k2}? Answer with the {key}.",
-                    (
-                        f"Compare {key} {k1} and {key} {k2} in {table_label(b)}. Which one has the {word} {col}? "
-                        f"Answer with its {key}."
-                    ),
-                ]
-            )
+            i, text = self._say(D.LARGER, table=table_label(b), word=word, col=col, entity=e, key=key, k1=k1, k2=k2)
+            text += f" Answer with the {key}."
         elif ask == "yesno":
-            i, text = (
-                0,
-                (
-                    f"In {table_label(b)}, is the {col} of {e} {k1} {'later' if kind == 'date' else 'greater'} "
-                    f"than that of {e} {k2}? Answer Yes or No."
-                ),
-            )
+            greater = "later" if kind == "date" else "greater"
+            i, text = self._say(D.YESNO, table=table_label(b), col=col, entity=e, key=key, k1=k1, k2=k2, word=greater)
+            text += " Answer Yes or No."
         else:
             unit = (
                 "Answer in days, as an integer."
@@ -354,13 +365,8 @@ class Asker:
                 if kind == "decimal"
                 else "Answer with an integer."
             )
-            i, text = (
-                0,
-                (
-                    f"In {table_label(b)}, what is the absolute difference between the {col} of {e} {k1} and the "
-                    f"{col} of {e} {k2}? {unit}"
-                ),
-            )
+            i, text = self._say(D.DIFFERENCE, table=table_label(b), col=col, entity=e, key=key, k1=k1, k2=k2)
+            text += f" {unit}"
         q = Q.Compare(t, (k1, k2), col, ask)
         return Question(f"{ask}/{i}", q, text, "key" if ask in ("larger", "smaller") else ask)
 
@@ -374,7 +380,7 @@ class Asker:
                 f"In {table_label(b)}, is the {col} of {b.spec.schema.entity} {k} greater than that of "
                 f"{b.spec.schema.entity} {k}? Answer Yes or No."
             )
-            q = Question("yesno/1", Q.Compare(t, (k, k), col, "yesno"), text, "yesno")
+            q = Question("yesno/same", Q.Compare(t, (k, k), col, "yesno"), text, "yesno")
         return q
 
     # reasoning: the same queries, answered with the rows they rest on

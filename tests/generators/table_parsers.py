@@ -305,7 +305,7 @@ def check_reasoning(reply: str, answer: str, used: list[tuple[int, str]], tables
         t = tables[ti]
         assert m.group(2) == t.theme and m.group(3) == t.key
         row = t.row(m.group(4))
-        for part in m.group(5).split(", "):
+        for part in re.split(r", (?=\w+ = )", m.group(5)):  # a value may hold ", " itself
             col, _, text = part.partition(" = ")
             assert canon(t.kinds[col], row[col]) == text, f"{part} misquotes the table"
         got.append((ti, m.group(4)))

@@ -45,7 +45,7 @@ def test_hf_folder_loads_with_load_dataset(synl_dir: Path, tmp_path: Path) -> No
     res = export(synl_dir, "hf", tmp_path / "hf")
     card = (tmp_path / "hf" / "README.md").read_text()
     assert card.startswith("---\nconfigs:\n") and "path: data/train-*.parquet" in card
-    ds = datasets.load_dataset(str(tmp_path / "hf"), split="train")
+    ds = datasets.load_dataset(str(tmp_path / "hf"), split="train", cache_dir=str(tmp_path / "hf-cache"))
     src = _source(synl_dir)
     assert res.rows == ds.num_rows == src.num_rows == 5
     assert ds.column_names == SCHEMA.names
@@ -67,7 +67,7 @@ def test_trl_prompt_completion_is_the_loss_span(synl_dir: Path, tmp_path: Path) 
         assert row["completion"] == tok.decode(ids[mask]) and rec["answer"] in row["completion"]
         assert row["prompt"] == tok.decode(ids[: int(np.argmax(mask))])
         assert "<|im_start|>assistant" in row["prompt"]  # the chat template's markup is kept
-    ds = datasets.load_dataset(str(tmp_path / "trl"), split="train")
+    ds = datasets.load_dataset(str(tmp_path / "trl"), split="train", cache_dir=str(tmp_path / "trl-cache"))
     assert ds.column_names == ["prompt", "completion"] and ds.num_rows == len(src)
 
 

@@ -53,16 +53,16 @@ CASES = {
 PINS: dict[str, tuple[str, str]] = {
     # kind: (sha256 of the shard files' bytes in order, sha256 of their rows as Arrow IPC)
     "cip": (
-        "146828e7b6a17fecc98fdc7aa775460c83f73894c556759af26776743514e9f7",
-        "5324045e6241c68d7a740f8a7955ac3c568dcee32e7cc5a0b3515ad212c72a27",
+        "5390f4c03dcf500def3541f3d122cd5e6cb7117d3609b918d1169cb93aa4babc",
+        "d35dddaa72c774c4f739ce625267719b2296fc7d72a2a5808474b10f158cd6a3",
     ),
     "niah": (
         "a66ceabc459921934ca34ddb56a4e9fd713f46d1e6499ca5b3d690fdd1238544",
         "8a8080347f57f40ed289ee9b9f1b2c3d66a2ed57259aa6014c5267dbe83f0781",
     ),
     "synl": (
-        "92539041f720897d7f0fef4865371868cb57c90ae5118b8920441edbc25f942f",
-        "c08599fbbac2dff73c7c8dc1818b97dfd5fa685e9b9c7d4c256c2c97f43b06c3",
+        "18fb3a1c239fb907bf591b329daea97493c93b4c1696f6792fb9cafeae8314cc",
+        "9efe8ca900c282a4b2840f03d5358dc0edf64162d72b8b632015672b5126450b",
     ),
 }
 

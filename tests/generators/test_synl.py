@@ -43,14 +43,24 @@ def generate(tokenizer: Tokenizer, cache_dir: Path, **fields: Any) -> list[Recor
     return [r for shard in range(ctx.spec.num_shards()) for r in generate_records(ctx, shard)]
 
 
+def check_reply(family: str, reply: str, answer: str, used: list, tables: list) -> None:
+    if family == "reasoning" or reply.startswith("Rows used:"):  # aggregations over few rows show them too
+        check_reasoning(reply, answer, used, tables)
+    else:
+        assert reply == answer
+
+
 def verify(rec: Record, tok: Tokenizer, spec_fields: dict[str, Any]) -> None:
     """Everything a SynL record promises, checked from its text and tokens."""
     meta = rec.meta
     seq_len = spec_fields.get("seq_len", SEQ_LEN)
     ratio = spec_fields.get("min_len_ratio", 0.5)
+    more = meta["more_questions"]
     assert rec.kind == "synl"
-    assert [m["role"] for m in rec.messages] == ["system", "user", "assistant"]
+    assert len(more) == spec_fields.get("questions_per_sample", 1) - 1
+    assert [m["role"] for m in rec.messages] == ["system", "user", "assistant"] + ["user", "assistant"] * len(more)
     user, reply = rec.messages[1]["content"], rec.messages[2]["content"]
+    replies = [m["content"] for m in rec.messages if m["role"] == "assistant"]
 
     # The answer, recomputed from the rendered text alone.
     tables = parse_prompt(user, meta["format"], meta["tables"])
@@ -64,28 +74,42 @@ def verify(rec: Record, tok: Tokenizer, spec_fields: dict[str, Any]) -> None:
         assert {r[link["column"]] for r in tables[link["table"]].rows} <= targets
     answer, used = run_query(meta["query"], tables)
     assert answer == rec.answer, (meta["template"], meta["query"], answer, rec.answer)
-    if meta["family"] == "reasoning":
-        check_reasoning(reply, answer, used, tables)
-    else:
-        assert reply == answer
+    check_reply(meta["family"], reply, answer, used, tables)
+    for q, later in zip(more, replies[1:]):  # later turns: the same tables, each answer recomputed
+        a, u = run_query(q["query"], tables)
+        assert a == q["answer"], (q, a)
+        check_reply(meta["family"], later, a, u, tables)
 
-    # Loss on the assistant turn only: the masked tokens decode to the answer and its end of turn.
+    # Loss on every assistant turn only (or on everything with loss_on_prompt).
     ids, mask = np.asarray(rec.input_ids), np.asarray(rec.loss_mask)
-    assert mask.any() and not mask[: np.argmax(mask)].any() and mask[np.argmax(mask) :].all()
-    assert tok.decode(ids[mask]) == reply + "<|im_end|>\n"
-    assert tok.decode(ids[~mask]).endswith(user + "<|im_end|>\n<|im_start|>assistant\n")
+    answer_start = rec.segments[-1]
+    if meta["loss_on_prompt"]:
+        assert mask.all()
+    elif meta["prompt"] == "chat":
+        assert tok.decode(ids[mask]) == "".join(r + "<|im_end|>\n" for r in replies)
+        assert not mask[:answer_start].any() and mask[answer_start]
+        assert tok.decode(ids[:answer_start]).endswith(user + "<|im_end|>\n<|im_start|>assistant\n")
+    else:
+        ends = ["\n\n"] * (len(replies) - 1) + [tok.hf.eos_token]
+        assert tok.decode(ids[mask]) == "".join(f" {r}{e}" for r, e in zip(replies, ends))
+        assert not mask[:answer_start].any() and mask[answer_start]
+        assert tok.decode(ids[:answer_start]).endswith(user + "\nAnswer:")
 
     # Length within bounds.
     assert math.ceil(ratio * seq_len) <= len(ids) <= seq_len, (len(ids), seq_len)
     assert meta["tokens"] == len(ids)
 
-    # Segments: preamble, each table title, the question, the answer.
+    # Segments: preamble, each table title and the question in the order they appear, the answer.
     seg = list(rec.segments)
-    assert seg[0] == 0 and seg == sorted(seg) and seg[-1] == int((~mask).sum())
-    assert len(seg) == len(tables) + 3 and meta["segment_labels"][1:-2] == [t["label"] for t in meta["tables"]]
-    for start, tm in zip(seg[1:-2], meta["tables"]):
-        assert tok.decode(ids[start : start + 12]).lstrip().startswith(tm["title"])
-    assert tok.decode(ids[seg[-2] : seg[-2] + 4]).lstrip().startswith("Question")
+    labels = meta["segment_labels"]
+    assert seg[0] == 0 and seg == sorted(seg) and len(seg) == len(labels)
+    assert [x for x in labels if x.startswith("Table")] == [t["label"] for t in meta["tables"]]
+    titles = {t["label"]: t["title"] for t in meta["tables"]}
+    want_q = {"after": 1, "before": 1, "both": 2}[meta["question_position"]]
+    assert labels.count("question") == want_q and labels[0] == "preamble" and labels[-1] == "answer"
+    for start, label in zip(seg[1:-1], labels[1:-1]):
+        head = tok.decode(ids[start : start + 12]).lstrip()
+        assert head.startswith(titles.get(label, "Question")), (label, head)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +213,8 @@ def test_same_seed_same_bytes_other_seed_other_data(tokenizer: Tokenizer, cache_
 
 
 def test_marked_encoding_is_encode_chat(matrix: dict, tokenizer: Tokenizer) -> None:
-    rec = matrix["retrieval", "html"][0]
+    # A sample with the question after the tables, so the marks below come in that order.
+    rec = next(r for rs in matrix.values() for r in rs if r.meta["question_position"] == "after")
     ids, mask = tokenizer.encode_chat(rec.messages)
     ids2, mask2, starts = tokenizer.encode_chat_marked(rec.messages, ["Table 1: ", "Question: "])
     assert np.array_equal(ids, ids2) and np.array_equal(mask, mask2)

@@ -51,7 +51,14 @@ Responder = Callable[[dict[str, Any]], "Reply | str"]
 # -- plumbing ----------------------------------------------------------------------------------------
 def make_spec(tokenizer: Tokenizer, url: str | None, steps: list[str], **fields: Any) -> SynLSpec:
     num_themes = fields.pop("num_themes", 8)
-    data: dict[str, Any] = {"kind": "synl", "tokenizer": str(tokenizer.path), "seq_len": SEQ_LEN, **fields}
+    # The question after the tables: the fake model below finds it as the user message's last part.
+    data: dict[str, Any] = {
+        "kind": "synl",
+        "tokenizer": str(tokenizer.path),
+        "seq_len": SEQ_LEN,
+        "question_position": ["after"],
+        **fields,
+    }
     if url is not None:
         data["llm"] = {
             "backend": "openai",
