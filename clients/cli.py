@@ -438,25 +438,33 @@ def show_cip_chunks(rec: Any, tok: Any, chars: int) -> None:
 
 
 def show_synl_question(rec: Any, tok: Any) -> None:
-    """A SynL sample's question and answer, which the first characters (preamble, tables) never reach:
-    the prompt's last line (or the segment labelled `question`: meta `segment_labels`, one per start
-    in `segments`), the reply when it is more than the answer (reasoning), and the answer."""
-    user = next((m["content"] for m in rec.messages or [] if m.get("role") == "user"), None)
+    """A SynL sample's questions and answers, which the first characters (preamble, tables) never reach.
+
+    Each user turn's `Question: ...` paragraph (before, after or on both sides of the tables), or the
+    segment labelled `question` (meta `segment_labels`, one per start in `segments`); the reply when
+    it is more than the answer (reasoning, worked aggregations); then the later turns of a
+    multi-question sample, each with its reply.
+    """
+    msgs = rec.messages or []
+    turns = [
+        (m["content"].partition("Question: ")[2].split("\n\n")[0].strip(), msgs[i + 1]["content"])
+        for i, m in enumerate(msgs[:-1])
+        if m.get("role") == "user" and msgs[i + 1].get("role") == "assistant"
+    ]
     labels, starts = rec.meta.get("segment_labels", []), list(rec.segments)
-    if user and "Question: " in user:  # the prompt ends with its `Question: ...` line
-        question = user.rpartition("Question: ")[2].strip()
-    elif "question" in labels and labels.index("question") + 1 < len(starts) == len(labels):
+    question, reply = turns[0] if turns else ("", None)
+    if not question and "question" in labels and labels.index("question") + 1 < len(starts) == len(labels):
         q = labels.index("question")
         question = tok.decode(rec.input_ids[starts[q] : starts[q + 1]], skip_special_tokens=True).strip()
-    else:
-        question = ""
     if question:
         out_console.print(f"[bold]question:[/] {question}", highlight=False)
-    reply = (rec.messages or [{}])[-1].get("content") if rec.messages else None
     if reply and reply != rec.answer:
         out_console.print(f"[bold]reply:[/] {reply}", highlight=False)
     if rec.answer is not None:
         out_console.print(f"[bold]answer:[/] {rec.answer}", highlight=False)
+    for n, (later, later_reply) in enumerate(turns[1:], start=2):
+        out_console.print(f"[bold]question {n}:[/] {later}", highlight=False)
+        out_console.print(f"[bold]answer {n}:[/] {later_reply}", highlight=False)
 
 
 # -- datasets on the service -------------------------------------------------------------------------

@@ -122,7 +122,7 @@ class SynLSpec(SpecBase):
         bad = [d for d in v if not 0 <= d <= 1]
         if bad:
             raise ValueError(
-                f"depths {bad[0]} is outside [0, 1]: give relative depths between 0 (first row) and 1 (last row)"
+                f"depths: {bad[0]} is outside [0, 1] (fix: give relative depths from 0, the first row, to 1, the last row)"
             )
         return v
 

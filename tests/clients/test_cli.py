@@ -70,19 +70,28 @@ def test_inspect_marks_the_chunk_boundaries_of_a_cip_sample(tmp_path: Path, cach
         ), line
 
 
-def test_inspect_shows_the_question_and_answer_of_a_synl_sample(tmp_path: Path, cache_dir: Path, monkeypatch) -> None:
+@pytest.mark.parametrize("position", ["before", "after", "both"])
+def test_inspect_shows_the_questions_and_answers_of_a_synl_sample(
+    position: str, tmp_path: Path, cache_dir: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("COLUMNS", "1000")
     res = longweave(
-        "generate", "synl", "--seq-len", "1024", "--num-samples", "1", "--out", tmp_path / "s", cache_dir=cache_dir
-    )
+        "generate", "synl", "--seq-len", "1024", "--num-samples", "1", "--question-position", position,
+        "--questions-per-sample", "2", "--out", tmp_path / "s", cache_dir=cache_dir,
+    )  # fmt: skip
     assert res.returncode == 0, res.stderr
     res = longweave("inspect", tmp_path / "s", "--chars", "200", cache_dir=cache_dir)
     assert res.returncode == 0, res.stderr
     rec = first_record(tmp_path / "s")
-    question = rec["messages"][1]["content"].rpartition("Question: ")[2].strip()
+    first, later = rec["messages"][1]["content"], rec["messages"][3]["content"]
+    # The question is the paragraph after "Question: ": before the tables, after them, or both.
+    tail = first.rpartition("Question: ")[2] if position == "after" else first.partition("Question: ")[2]
+    question = tail.split("\n\n")[0].strip()
     assert question and question not in res.stdout.split("question:")[0]  # past the 200 characters shown
     assert f"question: {question}" in res.stdout
     assert f"answer: {rec['answer']}" in res.stdout
+    assert f"question 2: {later.removeprefix('Question: ').strip()}" in res.stdout
+    assert f"answer 2: {rec['messages'][4]['content']}" in res.stdout
 
 
 def bad_corpora(tmp_path: Path) -> dict[str, Path]:
