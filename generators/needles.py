@@ -649,7 +649,7 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
     hay: _Haystack | LineHaystack
     if plan.lines is not None:  # a word-list task: the list is the whole context
         hay = LineHaystack(tok, plan.lines(budget, tok), DOC_SLACK_TOKENS)
-    elif spec.haystack == "prose":  # its own stream: the plan's draws stay those of the corpus haystack
+    elif spec.haystack == "prose":  # its own stream, apart from the plan's draws
         hay = LineHaystack(tok, prose_lines(sample_rng(spec, index, 1)), DOC_SLACK_TOKENS)
     else:
         hay = _Haystack(ctx, order, start, len(tok.encode(SEP)))

@@ -97,8 +97,11 @@ class SpecBase(BaseModel):
     # rest, so a 32K set and an 8K set draw different questions while 1,000 and 2,000 samples of one
     # spec share their first 1,000. The corpus and tokenizer are named by path, which differs between
     # machines: the tokenizer enters the salt by the sha256 of its file instead (`context.prepare`),
-    # and a corpus changes the data through its documents. A dotted name reaches into a section
-    # (`llm.endpoints`). A kind whose spec adds such a field extends this set.
+    # and a corpus changes the data through its documents. The `llm` section changes what a model
+    # writes, not what the seeded streams draw: a spec with model steps draws the same template
+    # samples as the same spec without them (its model's replies are swapped in, or refused and the
+    # template kept). A dotted name reaches into a section; a kind whose spec adds such a field
+    # extends this set.
     NOT_CONTENT: ClassVar[frozenset[str]] = frozenset(
         {
             "name",
@@ -107,12 +110,7 @@ class SpecBase(BaseModel):
             "shard_size",
             "corpus",
             "tokenizer",
-            "llm.endpoints",
-            "llm.concurrency",
-            "llm.timeout_s",
-            "llm.max_retries",
-            "llm.deadline_s",
-            "llm.engine_args",
+            "llm",
         }
     )
 

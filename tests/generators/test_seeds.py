@@ -81,7 +81,7 @@ def test_synl_lengths_share_no_keys(tokenizer_dir: Path, cache_dir: Path, monkey
     _pinned_salt(monkeypatch)
     asked_a, written_a = _synl_keys(_synl(tokenizer_dir, 1024), cache_dir)
     asked_b, written_b = _synl_keys(_synl(tokenizer_dir, 2048), cache_dir)
-    assert len(written_a & written_b) > 0.3 * min(len(written_a), len(written_b))
+    assert len(written_a & written_b) > 0.1 * min(len(written_a), len(written_b))  # the control: unsalted seeds collide
 
 
 def test_needle_lengths_share_no_values(tokenizer_dir: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,7 +123,7 @@ def test_same_spec_same_bytes_other_salt_other_data(
 def test_salt_reads_content_only(tokenizer_dir: Path) -> None:
     base = SynLSpec(seq_len=2048, tokenizer=str(tokenizer_dir))
     same = [
-        SynLSpec(seq_len=2048, tokenizer=str(tokenizer_dir), max_tables=3),  # an explicit default
+        SynLSpec(seq_len=2048, tokenizer=str(tokenizer_dir), max_tables=4),  # an explicit default
         SynLSpec(seq_len=2048, tokenizer="/elsewhere/tok", num_samples=7, shard_size=3, name="x"),
     ]
     for spec in same:
@@ -132,11 +132,13 @@ def test_salt_reads_content_only(tokenizer_dir: Path) -> None:
     a = SynLSpec.model_validate({"seq_len": 2048, "llm": {**openai, "endpoints": ["http://a/v1"], "concurrency": 2}})
     b = SynLSpec.model_validate({"seq_len": 2048, "llm": {**openai, "endpoints": ["http://b/v1"]}})
     assert context.content_salt(a) == context.content_salt(b)  # where the model runs is not content
+    # nor how it samples: model steps swap their replies into the same template samples
+    c = SynLSpec.model_validate({"seq_len": 2048, "llm": {**openai, "endpoints": ["http://a/v1"], "top_p": 0.5}})
+    assert context.content_salt(c) == context.content_salt(a) == context.content_salt(base)
     for spec in (
         SynLSpec(seq_len=4096),
         SynLSpec(seq_len=2048, salt="eval"),
         SynLSpec(seq_len=2048, max_tables=2),
-        SynLSpec.model_validate({"seq_len": 2048, "llm": {**openai, "endpoints": ["http://a/v1"], "top_p": 0.5}}),
     ):
         assert context.content_salt(spec) != context.content_salt(base), spec
 

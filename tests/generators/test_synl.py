@@ -9,6 +9,7 @@ same bytes, and bad input is refused with a typed error naming the field.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -260,5 +261,12 @@ def test_the_parsers_catch_a_wrong_answer(matrix: dict, tokenizer: Tokenizer) ->
     tables = parse_prompt(rec.messages[1]["content"], rec.meta["format"], rec.meta["tables"])
     row = tables[q["table"]].row(q["key"])
     assert run_query(q, tables)[0] == rec.answer
-    row[q["column"]] = "tampered"
+    value = row[q["column"]]
+    # Another value of the same type, so the tampered table still renders in its canonical text.
+    if isinstance(value, str):
+        row[q["column"]] = "tampered"
+    elif isinstance(value, dt.date):
+        row[q["column"]] = value + dt.timedelta(days=1)
+    else:
+        row[q["column"]] = value + 1
     assert run_query(q, tables)[0] != rec.answer
