@@ -92,7 +92,7 @@ def test_evidence_depth_is_uniform_over_ten_bins(tokenizer: Tokenizer, cache_dir
 def test_a_depth_outside_0_1_is_refused_naming_depths(depths: list[float]) -> None:
     with pytest.raises(ConfigError) as info:
         parse_spec({"kind": "synl", "depths": depths})
-    assert info.value.field == "depths" and "between 0" in str(info.value), info.value
+    assert info.value.field == "depths" and "from 0, the first row, to 1" in info.value.fix, info.value
 
 
 @pytest.fixture(scope="module")
