@@ -270,7 +270,7 @@ class _Haystack:
 
 def _decode(tok: Tokenizer, ids: np.ndarray) -> str:
     # The backend decoder straight from a list: no per-token conversion, no clean-up of spaces.
-    text: str = tok.hf.backend_tokenizer.decode(np.asarray(ids).tolist(), skip_special_tokens=False)
+    text: str = tok.backend.decode(np.asarray(ids).tolist(), skip_special_tokens=False)
     return text
 
 
@@ -351,7 +351,7 @@ def _render(tok: Tokenizer, messages: list[dict[str, str]], plain: bool) -> tupl
     """The prompt as `Tokenizer.encode_chat` (or `encode_plain`) renders it, and where the user content sits in it."""
     if plain:
         return render_plain(tok, messages[0]["content"])
-    prompt = tok.hf.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    prompt = tok.render_chat(messages[:-1], add_generation_prompt=True)
     at = prompt.find(messages[0]["content"])
     if at < 0:
         raise TokenizerError(
@@ -379,7 +379,7 @@ def _measure(
     encode_chat and compared, and the sample is refitted with full encodes if they differ.
     """
     prompt, at = _render(tok, messages, plain)
-    backend = tok.hf.backend_tokenizer
+    backend = tok.backend
     if base is not None and base.content_at == at:
         k = max(bisect.bisect_right(base.starts, at + same_until) - 1 - LOCAL_BACKOFF_TOKENS, 0)
         x = base.starts[k] if k < len(base.starts) else len(prompt)
@@ -472,7 +472,7 @@ def _plain(ctx: Context) -> bool:
     key = "niah.plain"
     if key not in ctx.memo:
         tok, form = ctx.tokenizer, ctx.spec.prompt
-        has_template = bool(getattr(tok.hf, "chat_template", None))
+        has_template = tok.has_chat_template()
         if form is None:
             form = "chat" if has_template else "plain"
             if not has_template:
@@ -554,7 +554,7 @@ class _Fitter:
             self.hay.ensure(self.hay.num_tokens + 4 * delta + 64)
             if len(self.hay.text) == before:
                 break
-        enc = self.ctx.tokenizer.hf.backend_tokenizer.encode(
+        enc = self.ctx.tokenizer.backend.encode(
             self.hay.text[cut : cut + window], add_special_tokens=False
         )
         offsets: list[tuple[int, int]] = enc.offsets

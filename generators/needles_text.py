@@ -365,7 +365,7 @@ class LineHaystack:
                 if not added:
                     return  # the source is exhausted
             self.text = "\n".join(self.parts)
-            enc = self.tok.hf.backend_tokenizer.encode(self.text, add_special_tokens=False)
+            enc = self.tok.backend.encode(self.text, add_special_tokens=False)
             self._starts = [a for a, _ in enc.offsets]
 
     def char_of(self, p: int) -> int:
@@ -385,20 +385,20 @@ def numbered(items: Callable[[], Iterator[str]]) -> Iterator[str]:
 # -- the plain (base-model) prompt ---------------------------------------------------------------
 def render_plain(tok: Tokenizer, content: str) -> tuple[str, int]:
     """The plain prompt text (BOS as text, parsed back by the encoder) and where content starts."""
-    bos = str(tok.hf.bos_token) if tok.bos_id is not None and tok.hf.bos_token else ""
+    bos = tok.bos_token or ""
     return bos + content, len(bos)
 
 
 def completion_text(tok: Tokenizer, answer: str) -> str:
     """What follows the plain prompt and carries the loss: a space, the answer, EOS."""
-    eos = str(tok.hf.eos_token) if tok.eos_id is not None and tok.hf.eos_token else ""
+    eos = tok.eos_token or ""
     return " " + answer + eos
 
 
 def encode_plain(tok: Tokenizer, content: str, answer: str) -> tuple[np.ndarray, np.ndarray]:
     """Ids of BOS + prompt + completion, and a mask true on the completion only."""
     prompt, _ = render_plain(tok, content)
-    backend = tok.hf.backend_tokenizer
+    backend = tok.backend
     head = np.asarray(backend.encode(prompt, add_special_tokens=False).ids, dtype=np.int32)
     tail = np.asarray(backend.encode(completion_text(tok, answer), add_special_tokens=False).ids, dtype=np.int32)
     mask = np.zeros(len(head) + len(tail), dtype=bool)

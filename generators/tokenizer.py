@@ -71,18 +71,40 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return len(self.hf)
 
+    @property
+    def backend(self) -> Any:
+        """The Rust `tokenizers.Tokenizer` every encode and decode goes through."""
+        return self.hf.backend_tokenizer
+
+    @property
+    def bos_token(self) -> str | None:
+        """BOS as text (what a rendered prompt holds), or None without one."""
+        return str(self.hf.bos_token) if self.bos_id is not None and self.hf.bos_token else None
+
+    @property
+    def eos_token(self) -> str | None:
+        """EOS as text, or None without one."""
+        return str(self.hf.eos_token) if self.eos_id is not None and self.hf.eos_token else None
+
+    def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
+        """The chat as text through the tokenizer's chat template (TokenizerError without one)."""
+        if not self.has_chat_template():
+            raise TokenizerError(FIELD, f"'{self.name}' has no chat template", "use a tokenizer with a chat_template")
+        text: str = self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return text
+
     def encode(self, text: str) -> np.ndarray:
-        return np.asarray(self.hf.backend_tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+        return np.asarray(self.backend.encode(text, add_special_tokens=False).ids, dtype=np.int32)
 
     def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-        encs = self.hf.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+        encs = self.backend.encode_batch(texts, add_special_tokens=False)
         return [np.asarray(e.ids, dtype=np.int32) for e in encs]
 
     def count(self, text: str) -> int:
-        return len(self.hf.backend_tokenizer.encode(text, add_special_tokens=False).ids)
+        return len(self.backend.encode(text, add_special_tokens=False).ids)
 
     def count_batch(self, texts: list[str]) -> list[int]:
-        return [len(e.ids) for e in self.hf.backend_tokenizer.encode_batch(texts, add_special_tokens=False)]
+        return [len(e.ids) for e in self.backend.encode_batch(texts, add_special_tokens=False)]
 
     def token_texts(self) -> list[str]:
         """The text of every token id decoded on its own, in one batch call of the Rust backend.
@@ -90,7 +112,7 @@ class Tokenizer:
         CIP reads it once per tokenizer to know which ids end a line or a sentence, so that it
         finds natural cut points by looking ids up instead of decoding corpus tokens.
         """
-        texts: list[str] = self.hf.backend_tokenizer.decode_batch(
+        texts: list[str] = self.backend.decode_batch(
             [[i] for i in range(self.vocab_size)], skip_special_tokens=False
         )
         return texts
@@ -131,15 +153,13 @@ class Tokenizer:
 
     def _chat_parts(self, messages: list[dict[str, str]]) -> list[tuple[str, bool]]:
         """(text, is an answer) pieces of a chat rendered by the tokenizer's template."""
-        if not self.has_chat_template():
-            raise TokenizerError(FIELD, f"'{self.name}' has no chat template", "use a tokenizer with a chat_template")
         parts: list[tuple[str, bool]] = []
         done = ""
         for i, m in enumerate(messages):
             if m.get("role") != "assistant":
                 continue
-            prompt = self.hf.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
-            full = self.hf.apply_chat_template(messages[: i + 1], tokenize=False)
+            prompt = self.render_chat(messages[:i], add_generation_prompt=True)
+            full = self.render_chat(messages[: i + 1])
             if not (prompt.startswith(done) and full.startswith(prompt)):
                 raise TokenizerError(
                     FIELD,
@@ -156,7 +176,7 @@ class Tokenizer:
         separated by a blank line; the last answer ends with EOS when the tokenizer has one."""
         parts: list[tuple[str, bool]] = []
         head = ""
-        eos = self.hf.eos_token if self.eos_id is not None else ""
+        eos = self.eos_token or ""
         last = max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
         for i, m in enumerate(messages):
             role, text = m.get("role"), m["content"]
@@ -179,7 +199,7 @@ class Tokenizer:
             raise TokenizerError("messages", "the last message must be the assistant's answer", "end the chat with it")
         parts = self._chat_parts(messages) if prompt == "chat" else self._plain_parts(messages)
         # Special tokens in the rendered text (BOS, <|im_start|>) are parsed by the backend.
-        encs = self.hf.backend_tokenizer.encode_batch([t for t, _ in parts], add_special_tokens=False)
+        encs = self.backend.encode_batch([t for t, _ in parts], add_special_tokens=False)
         pieces = [np.asarray(e.ids, dtype=np.int32) for e in encs]
         offsets = np.cumsum([0] + [len(p) for p in pieces])
         starts: list[int] = []
