@@ -1,0 +1,77 @@
+"""Where token arrays may be concatenated: the join rule that lets generators compose samples.
+
+A generator that pastes pre-tokenized pieces together (haystack lines, table rows) must produce the
+ids a tokenizer gives the whole rendered text, or a trainer sees token sequences no real prompt
+has. `encode(a + b) == encode(a) + encode(b)` holds exactly when the tokenizer's pipeline splits
+`a + b` at `len(a)` and treats the two sides the same as alone. For the byte-level BPE family
+(GPT-2, Llama 3, Qwen 2, our trained BPE) that is true at a *newline join*: `a` ends with "\\n"
+preceded by a character that is not whitespace, and `b` starts with a character that is not
+whitespace. Why: no pattern of those pre-tokenizer regexes matches "\\n" followed by a non-space
+character (letters take at most a space or a non-newline prefix, punctuation runs end at
+newlines, whitespace runs stop before the non-space), and with one non-space character before
+the "\\n" the newline is a pre-token of its own (or ends a punctuation run) whether or not `b`
+follows. A longer whitespace run before the join is not safe: GPT-2's `\\s+(?!\\S)` keeps
+"  \\n" whole at the end of a string but splits it before a letter.
+
+The rule is the regexes' property, so it is established per tokenizer in two steps, once:
+1. structure (`tokenizer.json`): no normalizer, which could rewrite across the join; a byte-level
+   pre-tokenizer without `add_prefix_space` (which would prefix `b` alone but not inside
+   `a + b`), alone or after `Split` regexes; no added token that strips on its left (it would eat
+   the "\\n") or holds a newline;
+2. probes: `PROBES` left ends against `PROBES` right starts (letters, digits, punctuation, quotes,
+   contractions, non-Latin text, the tokenizer's special tokens), every pair encoded whole and in
+   parts.
+A tokenizer that fails either step (SentencePiece's Metaspace, a normalizer, an unknown
+pre-tokenizer) is not joinable: generators then verify with one full encode per sample.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .tokenizer import Tokenizer
+
+# Left pieces end with "\n" after a non-space character; right pieces start with a non-space one.
+LEFT_ENDS = ("x\n", "word.\n", "a = 1\n", "9\n", ")\n", "'\n", '"\n', "é\n", "中\n", "|\n", "-->\n", "}\n", "\t#\n")
+RIGHT_STARTS = (
+    "def f():", "The", "'s a", "'re", "7 items", "1234567", "...", "| a | b |", "<tr><td>", '{"k": 1}',
+    "#", "-", "Über", "日本語", "ABC\n", "x\n\n  y", "\u00a0!", "$1.5",
+)  # fmt: skip
+
+_SAFE: dict[str, bool] = {}  # tokenizer sha256 -> joinable
+
+
+def newline_join(left: str, right: str) -> bool:
+    """Whether `left + right` is a newline join (the shape the rule covers), whatever the tokenizer."""
+    return len(left) >= 2 and left[-1] == "\n" and not left[-2].isspace() and bool(right) and not right[0].isspace()
+
+
+def _structure_allows(spec: dict[str, Any]) -> bool:
+    if spec.get("normalizer") is not None:
+        return False
+    model = spec.get("model") or {}
+    if model.get("dropout"):
+        return False
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    if not steps or steps[-1].get("type") != "ByteLevel" or steps[-1].get("add_prefix_space"):
+        return False
+    if any(s.get("type") != "Split" for s in steps[:-1]):
+        return False
+    return not any(t.get("lstrip") or "\n" in t.get("content", "") for t in spec.get("added_tokens", []))
+
+
+def joinable(tok: Tokenizer) -> bool:
+    """Whether ids of newline-joined pieces may be concatenated for this tokenizer (cached per sha256)."""
+    if tok.sha256 not in _SAFE:
+        ok = _structure_allows(json.loads(tok.backend.to_str()))
+        if ok:
+            specials = [t for t in (tok.bos_token, tok.eos_token) if t]
+            rights = [*RIGHT_STARTS, *(s + "x" for s in specials)]
+            pairs = [(a, b) for a in LEFT_ENDS for b in rights]
+            wholes = tok.encode_batch([a + b for a, b in pairs])
+            parts = tok.encode_batch([p for ab in pairs for p in ab])
+            ok = all(w.tolist() == parts[2 * i].tolist() + parts[2 * i + 1].tolist() for i, w in enumerate(wholes))
+        _SAFE[tok.sha256] = ok
+    return _SAFE[tok.sha256]

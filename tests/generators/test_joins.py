@@ -1,0 +1,120 @@
+"""The newline join rule (generators/joins.py): for which tokenizers ids of pieces may be concatenated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer as RawTokenizer
+
+from longweave.generators import joins
+from longweave.generators.corpus import Corpus
+from longweave.generators.tokenizer import Tokenizer, file_sha256, load_tokenizer
+
+# Llama 3's pre-tokenizer regex (public in its tokenizer.json): the other byte-level family.
+LLAMA3 = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def _lines(corpus: Corpus, n: int) -> list[str]:
+    """Lines (with their newline) of the corpus' first documents."""
+    out: list[str] = []
+    for text in corpus.sample_text(400_000):
+        out += text.splitlines(keepends=True)
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def _train(tmp: Path, name: str, raw: RawTokenizer, corpus: Corpus) -> Tokenizer:
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["<|eos|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    raw.train_from_iterator(corpus.sample_text(300_000), trainer=trainer)
+    d = tmp / name
+    d.mkdir()
+    raw.save(str(d / "tokenizer.json"))
+    (d / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|eos|>"})
+    )
+    return load_tokenizer(d)
+
+
+@pytest.fixture(scope="module")
+def llama3_style(stdlib_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    raw = RawTokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    raw.decoder = decoders.ByteLevel()
+    return _train(tmp_path_factory.mktemp("tok"), "llama3", raw, stdlib_corpus)
+
+
+@pytest.fixture(scope="module")
+def metaspace(stdlib_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    raw = RawTokenizer(models.BPE())
+    raw.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    raw.decoder = decoders.Metaspace()
+    return _train(tmp_path_factory.mktemp("tok"), "metaspace", raw, stdlib_corpus)
+
+
+def _concat_matches(tok: Tokenizer, pairs: list[tuple[str, str]]) -> list[bool]:
+    wholes = tok.encode_batch([a + b for a, b in pairs])
+    parts = tok.encode_batch([p for ab in pairs for p in ab])
+    return [np.array_equal(w, np.concatenate([parts[2 * i], parts[2 * i + 1]])) for i, w in enumerate(wholes)]
+
+
+@pytest.mark.parametrize("which", ["bpe", "llama3"])
+def test_byte_level_tokenizers_are_joinable_and_every_corpus_newline_join_concatenates(
+    which: str, tokenizer: Tokenizer, llama3_style: Tokenizer, stdlib_corpus: Corpus
+) -> None:
+    tok = tokenizer if which == "bpe" else llama3_style
+    assert joins.joinable(tok)
+    lines = _lines(stdlib_corpus, 3000)
+    rng = np.random.default_rng(0)
+    # Runs of 1-5 lines glued to the next run: every join the rule admits must concatenate exactly.
+    pairs = []
+    for _ in range(12000):
+        i, j = rng.integers(0, len(lines) - 5, size=2)
+        a, b = "".join(lines[i : i + rng.integers(1, 5)]), "".join(lines[j : j + rng.integers(1, 5)])
+        if joins.newline_join(a, b):
+            pairs.append((a, b))
+    assert len(pairs) > 800
+    assert all(_concat_matches(tok, pairs))
+
+
+def test_whitespace_before_the_newline_is_outside_the_rule(tokenizer: Tokenizer) -> None:
+    # GPT-2's regex keeps a trailing "\n\n" whole at the end of a string (one token in a vocab
+    # trained on code) but splits it before a letter, which is why the rule wants a non-space
+    # character before the newline.
+    assert not joins.newline_join("x\n\n", "def") and not joins.newline_join("x\n", " def")
+    assert _concat_matches(tokenizer, [("x\n\n", "def"), ("x\n", "def")]) == [False, True]
+
+
+def test_a_metaspace_tokenizer_is_not_joinable(metaspace: Tokenizer) -> None:
+    assert not joins.joinable(metaspace)
+    # And rightly: its normalizer prefixes each piece alone with "▁", so concatenation differs.
+    assert not all(_concat_matches(metaspace, [("x\n", "The"), ("a = 1\n", "def f():")]))
+
+
+def test_an_added_token_that_strips_left_makes_a_tokenizer_not_joinable(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    spec = json.loads((tokenizer.path / "tokenizer.json").read_text())
+    spec["added_tokens"][0]["lstrip"] = True
+    d = tmp_path / "lstrip"
+    d.mkdir()
+    (d / "tokenizer.json").write_text(json.dumps(spec))
+    (d / "tokenizer_config.json").write_text((tokenizer.path / "tokenizer_config.json").read_text())
+    tok = load_tokenizer(d)
+    assert tok.sha256 == file_sha256(d / "tokenizer.json") != tokenizer.sha256
+    assert not joins.joinable(tok)
