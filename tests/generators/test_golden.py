@@ -65,8 +65,8 @@ PINS: dict[str, tuple[str, str]] = {
         "8a8080347f57f40ed289ee9b9f1b2c3d66a2ed57259aa6014c5267dbe83f0781",
     ),
     "synl": (
-        "18fb3a1c239fb907bf591b329daea97493c93b4c1696f6792fb9cafeae8314cc",
-        "9efe8ca900c282a4b2840f03d5358dc0edf64162d72b8b632015672b5126450b",
+        "1c9c1d178bfde0fc402b2c80043a6328dd6a6c66d1ef5396a07870e4307467a1",
+        "f112ecf21511d91d527e17a1754b592c24a12bf4bd0d92ee96a227bf9cf27f39",
     ),
     "synl-identifier": (
         "18fb3a1c239fb907bf591b329daea97493c93b4c1696f6792fb9cafeae8314cc",
