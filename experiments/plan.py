@@ -58,7 +58,9 @@ class ArmPlan(_Section):
     about: str = ""
     start: str = Field("base", description="base, best (the best cip arm), or an arm's name")
     data: str | None = Field(None, description="a dataset of `datasets`; None: evaluate `start` untrained")
-    tokens: int | None = Field(None, ge=1, description="token budget (default: the plan's arm_tokens / sft_tokens)")
+    tokens: int | None = Field(
+        None, ge=1, description="token budget (default: the plan's arm_tokens, sft_tokens or check_tokens by group)"
+    )
     length_ratio: float = Field(1.0, gt=0, le=1, description="rows of this share of the target length")
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields laid over the plan's train")
 
@@ -87,6 +89,7 @@ class Plan(_Section):
     train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig fields every arm shares")
     arm_tokens: int = Field(..., ge=1)
     sft_tokens: int = Field(..., ge=1)
+    check_tokens: int = Field(..., ge=1, description="budget of the metric check's needle-task arm")
     baseline: str = Field("concat", description="the arm the others are compared with")
     datasets: dict[str, dict[str, Any]]
     arms: list[ArmPlan]
@@ -118,7 +121,8 @@ class Plan(_Section):
         return max(64, round(self.length * arm.length_ratio))
 
     def budget(self, arm: ArmPlan) -> int:
-        return arm.tokens or (self.sft_tokens if arm.group in ("sft", "check") and arm.data else self.arm_tokens)
+        default = {"cip": self.arm_tokens, "sft": self.sft_tokens, "check": self.check_tokens}[arm.group]
+        return arm.tokens or default
 
     def rows_per_step(self, train: dict[str, Any]) -> int:
         return int(train.get("micro_batch", 1)) * int(train.get("accumulation", 1))
@@ -151,7 +155,9 @@ def load(path: str | Path, quick: bool = False, overrides: dict[str, Any] | None
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(x) for x in err["loc"]) or "plan"
-        raise ConfigError(field, err["msg"].removeprefix("Value error, "), f"fix it in {path}") from None
+        if err["type"] == "extra_forbidden":
+            raise ConfigError(field, "unknown field", f"remove it from {path} or check its spelling") from None
+        raise ConfigError(field, err["msg"].removeprefix("Value error, "), f"correct it in {path}") from None
 
 
 def digest(value: Any) -> str:

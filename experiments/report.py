@@ -250,7 +250,7 @@ def render(plan: Plan, out: Path, report: Path, *, command: str, run: dict[str, 
         f"{run.get('reused', 0)} reused from an earlier invocation) on {os.cpu_count()} CPU cores "
         f"({platform.processor() or platform.machine()}). Seeds: {', '.join(map(str, plan.seeds))}. "
         f"Base: {plan.base.tokens:,} tokens at {plan.base.seq_len}; arms: {plan.arm_tokens:,} tokens "
-        f"(SFT arms {plan.sft_tokens:,}).",
+        f"(SFT arms {plan.sft_tokens:,}, the needle-task check {plan.check_tokens:,}).",
         "",
         "On GPUs, with a real base model: the same command with `--model PATH --length 32768 --gpus N` "
         "(the base is then PATH, training runs under torchrun, the needle grid reaches 2 x the length).",

@@ -6,7 +6,7 @@ The plan (plan.py) becomes a graph of jobs, each a process (worker.py):
     -> arm x seed (train if the arm trains, then evaluate) -> arms starting from `best`
        (long SFT from the cip arm with the best held-out score, found once all cip arms are done)
 
-At most `jobs` processes run at a time. Every output is keyed by a digest of what made it: a
+At most `jobs` processes run at a time; a dataset only one job uses is built inside that job. Every output is keyed by a digest of what made it: a
 dataset or base already built is reused, a finished result whose digest matches is skipped, so a
 rerun after an interruption continues from the finished arms (and the trainer's own checkpoints
 resume an arm cut off mid-run). A failed job fails only what depends on it; the report shows it.
@@ -46,6 +46,7 @@ class Job:
     label: str = ""
     wall_s: float = 0.0
     state: str = "pending"  # pending, running, done, failed, reused
+    builds: list[Callable[[], dict[str, Any]]] = field(default_factory=list)  # datasets it makes first
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,7 +88,8 @@ class Experiment:
     def prepare(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
         self.say("preparing: tokenizer, corpus split, held-out sets")
-        self.tok_dir = datasets.tokenizer_dir(self.plan, self.cache)
+        # With --model every dataset is made with that model's tokenizer.
+        self.tok_dir = Path(self.model) if self.model else datasets.tokenizer_dir(self.plan, self.cache)
         self.corpus = datasets.split_corpus(self.plan, self.work)
         self.heldout = datasets.heldout_sets(self.plan, self.work, self.corpus, self.tok_dir, self.cache)
 
@@ -212,7 +214,14 @@ class Experiment:
 
         def done() -> bool:
             r = self.read_result(arm.name, seed)
-            return r is not None and r.get("hash") == key
+            if r is None or r.get("hash") != key:
+                return False
+            if arm.start == "best":  # still the best cip arm's model (the cip results may have changed)
+                try:
+                    return r.get("start_model") == str(start())
+                except (RuntimeError, AssertionError):
+                    return False
+            return True
 
         jid = f"arm-{arm.name}-seed{seed}"
         self.jobs[jid] = Job(jid, deps, make, done, label=f"{arm.name} seed {seed}")
@@ -277,12 +286,27 @@ class Experiment:
             if not progressed:
                 raise RuntimeError("arms: a cycle of start references")
 
+    def fold_data(self) -> None:
+        """A dataset job with one user becomes part of that job (one process start less); a
+        dataset several jobs share stays its own job, built once before them."""
+        users: dict[str, list[str]] = {}
+        for job in self.jobs.values():
+            for d in job.deps:
+                if d.startswith("data-"):
+                    users.setdefault(d, []).append(job.id)
+        for d, ids in users.items():
+            if len(ids) == 1 and not self.jobs[d].done():
+                data = self.jobs.pop(d)
+                user = self.jobs[ids[0]]
+                user.deps.remove(d)
+                user.builds.append(data.make)
+
     # -- running --------------------------------------------------------------------------------
     def _launch(self, job: Job) -> subprocess.Popen[bytes]:
         jobs_dir = self.out / "jobs"
         jobs_dir.mkdir(parents=True, exist_ok=True)
         spec = jobs_dir / f"{job.id}.json"
-        spec.write_text(json.dumps(job.make(), indent=1))
+        spec.write_text(json.dumps({**job.make(), "build": [b() for b in job.builds]}, indent=1))
         log = (jobs_dir / f"{job.id}.log").open("wb")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
         cmd = [sys.executable, "-m", "longweave.experiments.worker", str(spec)]
@@ -331,6 +355,7 @@ class Experiment:
         t0 = time.perf_counter()
         self.prepare()
         self.build_graph()
+        self.fold_data()
         self.run_graph()
         states = [j.state for j in self.jobs.values()]
         return {

@@ -1,7 +1,8 @@
 """One job of an experiment, run in its own process: `python -m longweave.experiments.worker JOB.json`.
 
 A job is a JSON file the runner writes: `data` (build one dataset), `base` (train the base) or
-`arm` (train one arm for one seed, if it trains, then evaluate it). A process per job is what lets
+`arm` (train one arm for one seed, if it trains, then evaluate it); a base or arm job first builds
+the datasets no other job uses (`build`), saving a process start per dataset. A process per job is what lets
 arms run side by side (`--jobs N`) and keeps a crash to its own job; the job's log is beside its
 file. An arm's result is written atomically (temporary file, then rename) as the job's last act,
 so a result on disk is always whole and a job killed before it simply runs again.
@@ -61,6 +62,10 @@ def _evaluate(model_dir: Path, job: dict[str, Any]) -> dict[str, Any]:
 
     ev, held = job["eval"], Path(job["heldout"])
     model, tok = evaluate.load_model(model_dir), load_tokenizer(model_dir)
+    import torch
+
+    if torch.cuda.is_available():  # the GPU runs (--gpus) evaluate where they trained
+        model = model.cuda()
     hay = np.load(held / "haystack.npy")
     needle = evaluate.needle_grid(model, tok, hay, ev["lengths"], ev["depths"], ev["trials"], seed=job["eval_seed"])
     rows = np.load(held / "ppl.npy")
@@ -76,9 +81,11 @@ def run(job: dict[str, Any]) -> None:
         import torch
 
         torch.set_num_threads(int(job.get("threads", 1)))
-    if job["kind"] == "data":
-        from .datasets import build
+    from .datasets import build
 
+    for data in job.get("build", []):  # the datasets only this job uses (runner.fold_data)
+        build(data["fields"], Path(data["out"]), Path(data["cache"]))
+    if job["kind"] == "data":
         build(job["fields"], Path(job["out"]), Path(job["cache"]))
     elif job["kind"] == "base":
         _train(job["config"], job.get("gpus", 1))
@@ -95,6 +102,7 @@ def run(job: dict[str, Any]) -> None:
             "hash": job["hash"],
             "group": job["group"],
             "start": job["start"],
+            "start_model": job["model"],
             "model": str(model_dir),
             "train": train_info,
             **metrics,

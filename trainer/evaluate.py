@@ -147,13 +147,19 @@ def needle_sample(tok: Any, hay: np.ndarray, length: int, depth: float, key: str
     return np.concatenate([filler[:at], needle, filler[at:], question, answer]).astype(np.int64)
 
 
+def device_of(model: Any) -> torch.device:
+    """Where the model's weights are (the inputs go there); CPU for a model without parameters."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 @torch.no_grad()
 def answer_hits(model: Any, ids: np.ndarray, n: int) -> np.ndarray:
     """Per answer token (the last `n` of `ids`), whether the model's argmax under teacher forcing
     is that token: one forward pass, only the positions that predict the answer (transformers'
     `logits_to_keep`)."""
-    logits = model(input_ids=torch.from_numpy(np.asarray(ids, np.int64))[None], logits_to_keep=n + 1).logits[0, :-1]
-    return logits.argmax(-1).numpy() == np.asarray(ids[-n:])
+    x = torch.from_numpy(np.asarray(ids, np.int64))[None].to(device_of(model))
+    logits = model(input_ids=x, logits_to_keep=n + 1).logits[0, :-1]
+    return logits.argmax(-1).cpu().numpy() == np.asarray(ids[-n:])
 
 
 @torch.no_grad()
@@ -231,7 +237,7 @@ def perplexity_by_position(
     nll = torch.zeros(seq_len - 1, dtype=torch.float64)
     for r in range(rows):
         ids = torch.from_numpy(hay[r * seq_len : (r + 1) * seq_len].astype(np.int64))[None]
-        nll += next_token_nll(model, ids)
+        nll += next_token_nll(model, ids.to(device_of(model))).cpu()
         if progress is not None:
             progress("perplexity", r + 1, rows)
     nll /= rows
