@@ -8,7 +8,6 @@ keeps `longweave --help` fast.
 from __future__ import annotations
 
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -49,7 +48,20 @@ def efficacy(
     from longweave.generators.errors import LongweaveError
 
     console = Console(stderr=True)
-    command = "longweave " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    # The command as the options say it (not sys.argv, which is the caller's under a test runner).
+    given: list[tuple[str, object]] = [
+        ("--quick", quick),
+        ("--jobs", jobs if jobs != 1 else None),
+        ("--out", out),
+        ("--report", report),
+        ("--plan", plan),
+        ("--model", model),
+        ("--length", length),
+        ("--gpus", gpus if gpus != 1 else None),
+        ("--cache-dir", cache_dir),
+    ]
+    flags = [f if v is True else f"{f} {shlex.quote(str(v))}" for f, v in given if v not in (None, False)]
+    command = " ".join(["longweave experiment efficacy", *flags])
     try:
         from longweave.experiments.runner import efficacy as run
 

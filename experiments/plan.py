@@ -155,9 +155,12 @@ def load(path: str | Path, quick: bool = False, overrides: dict[str, Any] | None
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(x) for x in err["loc"]) or "plan"
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             raise ConfigError(field, "unknown field", f"remove it from {path} or check its spelling") from None
-        raise ConfigError(field, err["msg"].removeprefix("Value error, "), f"correct it in {path}") from None
+        if not err["loc"] and ": " in msg:  # the plan's own checks say "field: message"
+            field, msg = msg.split(": ", 1)
+        raise ConfigError(field, msg, f"correct it in {path}") from None
 
 
 def digest(value: Any) -> str:

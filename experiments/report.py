@@ -225,10 +225,14 @@ def plots(plan: Plan, results: dict[str, list[dict[str, Any]]], folder: Path, st
 
 def render(plan: Plan, out: Path, report: Path, *, command: str, run: dict[str, Any]) -> Path:
     """Write the report to `report` (plots beside it); returns its path."""
+    import json
     import os
     import platform
 
     results = collect(plan, out)
+    log = out / "invocations.jsonl"
+    calls = [json.loads(x) for x in log.read_text().splitlines() if x.strip()] if log.is_file() else [run]
+    total = sum(float(c.get("wall_s", 0)) for c in calls)
     st = stats(plan, results)
     report.parent.mkdir(parents=True, exist_ok=True)
     pngs = plots(plan, results, report.parent, report.stem)
@@ -246,8 +250,8 @@ def render(plan: Plan, out: Path, report: Path, *, command: str, run: dict[str, 
         command,
         "```",
         "",
-        f"Wall time of this invocation: {run.get('wall_s', 0):.0f} s ({run.get('ran', 0)} jobs run, "
-        f"{run.get('reused', 0)} reused from an earlier invocation) on {os.cpu_count()} CPU cores "
+        f"Wall time: {total:.0f} s over {len(calls)} invocation(s); the last one {run.get('wall_s', 0):.0f} s "
+        f"({run.get('ran', 0)} jobs run, {run.get('reused', 0)} reused) on {os.cpu_count()} CPU cores "
         f"({platform.processor() or platform.machine()}). Seeds: {', '.join(map(str, plan.seeds))}. "
         f"Base: {plan.base.tokens:,} tokens at {plan.base.seq_len}; arms: {plan.arm_tokens:,} tokens "
         f"(SFT arms {plan.sft_tokens:,}, the needle-task check {plan.check_tokens:,}).",
