@@ -40,7 +40,6 @@ def test_quick_experiment_trains_and_evaluates_every_arm(tmp_path: Path, cache_d
     plan = quick_plan()
     length, arms = plan["length"], plan["arms"]
     assert plan["seeds"] == [0]
-    rows_per_step = plan["train"].get("micro_batch", 1) * plan["train"]["accumulation"]
     lengths = sorted({round(r * length) for r in plan["eval"]["lengths"]})
     results = {}
     for arm in arms:
@@ -63,6 +62,8 @@ def test_quick_experiment_trains_and_evaluates_every_arm(tmp_path: Path, cache_d
         if arm.get("data") is None:
             assert r["train"] is None
             continue
+        train = {**plan["train"], **arm.get("train", {})}
+        rows_per_step = train.get("micro_batch", 1) * train.get("accumulation", 1)
         row = round(length * arm.get("length_ratio", 1.0))
         budget = plan[{"cip": "arm_tokens", "sft": "sft_tokens", "check": "check_tokens"}[arm.get("group", "cip")]]
         steps = -(-budget // (row * rows_per_step))
