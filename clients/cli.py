@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from longweave.clients.experiment_cli import experiment_app
 from longweave.generators.errors import ConfigError, LongweaveError
 
 app = typer.Typer(
@@ -45,6 +46,7 @@ datasets_app = typer.Typer(help="Datasets on the service (REST API): create, wat
 app.add_typer(datasets_app, name="datasets")
 keys_app = typer.Typer(help="API keys of the service.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+app.add_typer(experiment_app, name="experiment")
 
 console = Console(stderr=True)
 out_console = Console()

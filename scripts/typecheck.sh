@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 root=.longweave/typecheck
 mkdir -p "$root/longweave"
-for d in generators service trainer clients; do ln -sfn "$PWD/$d" "$root/longweave/$d"; done
+for d in generators service trainer clients experiments; do ln -sfn "$PWD/$d" "$root/longweave/$d"; done
 export MYPYPATH=$root
 "$PY" -m mypy --cache-dir .longweave/mypy-cache --warn-unused-ignores --warn-redundant-casts \
-    -p longweave.generators -p longweave.clients -p longweave.service -p longweave.trainer
+    -p longweave.generators -p longweave.clients -p longweave.service -p longweave.trainer -p longweave.experiments

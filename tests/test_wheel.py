@@ -25,7 +25,7 @@ import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROOTS = ("generators", "service", "trainer", "clients")
+ROOTS = ("generators", "service", "trainer", "clients", "experiments")
 SKIP = shutil.ignore_patterns(
     ".git",
     ".venv",

@@ -126,6 +126,42 @@ def corpus_haystack(tok: Any, tokens: int, source: str = "stdlib") -> np.ndarray
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
+def needle_sample(tok: Any, hay: np.ndarray, length: int, depth: float, key: str, number: str, rng: Any) -> np.ndarray:
+    """One needle trial of `length` tokens: filler from `hay` (from a random start drawn with
+    `rng`), the needle sentence at `depth`, the question, then the answer " <number>"; the answer
+    is the last `len(tok.encode(" " + number))` tokens. Training data for the needle task itself
+    (a check of this metric) is made with this function too, so the two cannot drift apart."""
+    needle = tok.encode(f" The magic number of {key} is {number}. ")
+    question = tok.encode(f"\nWhat is the magic number of {key}? The magic number of {key} is")
+    answer = tok.encode(f" {number}")
+    room = length - len(needle) - len(question) - len(answer)
+    if room <= 0:
+        raise ConfigError(
+            "--lengths",
+            f"{length} tokens cannot hold the needle and question",
+            "use context lengths of at least 64 tokens",
+        )
+    start = int(rng.integers(0, max(1, len(hay) - room)))
+    filler = np.resize(hay[start : start + room], room)
+    at = round(depth * room)
+    return np.concatenate([filler[:at], needle, filler[at:], question, answer]).astype(np.int64)
+
+
+def device_of(model: Any) -> torch.device:
+    """Where the model's weights are (the inputs go there); CPU for a model without parameters."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+@torch.no_grad()
+def answer_hits(model: Any, ids: np.ndarray, n: int) -> np.ndarray:
+    """Per answer token (the last `n` of `ids`), whether the model's argmax under teacher forcing
+    is that token: one forward pass, only the positions that predict the answer (transformers'
+    `logits_to_keep`)."""
+    x = torch.from_numpy(np.asarray(ids, np.int64))[None].to(device_of(model))
+    logits = model(input_ids=x, logits_to_keep=n + 1).logits[0, :-1]
+    return logits.argmax(-1).cpu().numpy() == np.asarray(ids[-n:])
+
+
 @torch.no_grad()
 def needle_grid(
     model: Any,
@@ -137,38 +173,55 @@ def needle_grid(
     seed: int = 0,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """accuracy[i][j]: share of trials at lengths[i], depths[j] whose answer was decoded exactly."""
+    """accuracy[i][j]: share of trials at lengths[i], depths[j] whose answer was decoded exactly;
+    token_accuracy[i][j]: share of answer tokens predicted right (a graded signal for small models)."""
     rng = np.random.default_rng(seed)
     acc = np.zeros((len(lengths), len(depths)))
+    tok_acc = np.zeros((len(lengths), len(depths)))
     for i, L in enumerate(lengths):
         for j, d in enumerate(depths):
-            hits = 0
+            hits, token_hits = 0, 0.0
             for t in range(trials):
                 key = KEYS[(i + j + t) % len(KEYS)]
                 number = str(int(rng.integers(10_000, 99_999)))
-                needle = tok.encode(f" The magic number of {key} is {number}. ")
-                question = tok.encode(f"\nWhat is the magic number of {key}? The magic number of {key} is")
-                answer = tok.encode(f" {number}")
-                room = L - len(needle) - len(question) - len(answer)
-                if room <= 0:
-                    raise ConfigError(
-                        "--lengths",
-                        f"{L} tokens cannot hold the needle and question",
-                        "use context lengths of at least 64 tokens",
-                    )
-                start = int(rng.integers(0, max(1, len(hay) - room)))
-                filler = np.resize(hay[start : start + room], room)
-                at = round(d * room)
-                ids = np.concatenate([filler[:at], needle, filler[at:], question, answer]).astype(np.int64)
-                n = len(answer)
-                # Only the positions that predict the answer: transformers' `logits_to_keep`.
-                logits = model(input_ids=torch.from_numpy(ids)[None], logits_to_keep=n + 1).logits[0, :-1]
-                pred = logits.argmax(-1).numpy()
-                hits += int(np.array_equal(pred, answer))
+                ids = needle_sample(tok, hay, L, d, key, number, rng)
+                right = answer_hits(model, ids, len(tok.encode(f" {number}")))
+                hits += int(right.all())
+                token_hits += float(right.mean())
                 if progress is not None:
                     progress("needles", (i * len(depths) + j) * trials + t + 1, len(lengths) * len(depths) * trials)
             acc[i, j] = hits / trials
-    return {"lengths": lengths, "depths": depths, "trials": trials, "accuracy": acc.round(4).tolist()}
+            tok_acc[i, j] = token_hits / trials
+    return {
+        "lengths": lengths,
+        "depths": depths,
+        "trials": trials,
+        "accuracy": acc.round(4).tolist(),
+        "token_accuracy": tok_acc.round(4).tolist(),
+    }
+
+
+@torch.no_grad()
+def answer_accuracy(model: Any, samples: list[Any]) -> dict[str, Any]:
+    """Teacher-forced accuracy on the answers of held-out SFT samples (`data.Sample`s whose loss
+    mask marks the answer, as SynL records carry): `exact` is the share of samples whose every
+    answer token is the argmax, `token` the share of answer tokens that are."""
+    exact, right, total = 0, 0, 0
+    for s in samples:
+        if s.loss_mask is None or not s.loss_mask.any():
+            continue
+        ids = np.asarray(s.input_ids, np.int64)
+        last = int(np.flatnonzero(s.loss_mask)[-1]) + 1
+        ids, mask = ids[:last], np.asarray(s.loss_mask[:last], bool)
+        first = int(np.flatnonzero(mask)[0])
+        hits = answer_hits(model, ids, last - first)[mask[first:]]
+        exact += int(hits.all())
+        right += int(hits.sum())
+        total += len(hits)
+    n = sum(1 for s in samples if s.loss_mask is not None and s.loss_mask.any())
+    if n == 0:
+        raise ConfigError("--data", "no held-out sample has an answer (loss mask)", "pass an SFT dataset such as SynL")
+    return {"samples": n, "exact": round(exact / n, 4), "token": round(right / max(total, 1), 4)}
 
 
 @torch.no_grad()
@@ -184,7 +237,7 @@ def perplexity_by_position(
     nll = torch.zeros(seq_len - 1, dtype=torch.float64)
     for r in range(rows):
         ids = torch.from_numpy(hay[r * seq_len : (r + 1) * seq_len].astype(np.int64))[None]
-        nll += next_token_nll(model, ids)
+        nll += next_token_nll(model, ids.to(device_of(model))).cpu()
         if progress is not None:
             progress("perplexity", r + 1, rows)
     nll /= rows

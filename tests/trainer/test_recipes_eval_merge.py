@@ -126,6 +126,39 @@ def test_needle_grid_finds_every_needle_for_a_perfect_retriever(dataset_dir, tok
     grid = evaluate.needle_grid(InductionOracle(), tokenizer, hay, [128, 256], [0.0, 0.5, 1.0], trials=2)
     assert np.asarray(grid["accuracy"]).shape == (2, 3)
     assert np.all(np.asarray(grid["accuracy"]) == 1.0), grid
+    assert np.all(np.asarray(grid["token_accuracy"]) == 1.0), grid
+
+
+class ConstantModel(torch.nn.Module):
+    """Predicts token 0 everywhere: retrieves nothing."""
+
+    def forward(self, input_ids, logits_to_keep=0):
+        n = logits_to_keep or input_ids.shape[1]
+        return type("Out", (), {"logits": torch.zeros(1, n, 9000)})()
+
+
+def test_needle_grid_scores_a_model_that_retrieves_nothing_at_zero(dataset_dir, tokenizer):
+    hay = evaluate.haystack_tokens([str(dataset_dir)])
+    grid = evaluate.needle_grid(ConstantModel(), tokenizer, hay, [128, 256], [0.0, 1.0], trials=2)
+    assert np.all(np.asarray(grid["accuracy"]) == 0.0) and np.all(np.asarray(grid["token_accuracy"]) == 0.0)
+
+
+def test_answer_accuracy_counts_the_masked_answer_tokens_under_teacher_forcing():
+    from longweave.trainer.data import Sample
+
+    # Answer [50, 51, 52] after a 4-gram seen earlier with that continuation: the oracle copies it.
+    ctx = [10, 11, 12, 13, 50, 51, 52, 99, 98, 97, 10, 11, 12, 13]
+    found = np.array([*ctx, 50, 51, 52, 7], np.int32)
+    mask = np.zeros(len(found), bool)
+    mask[len(ctx) : len(ctx) + 3] = True  # the trailing token 7 is outside the answer
+    # The same question with an answer that never appeared: only its first token (50) is copied.
+    missed = np.array([*ctx, 50, 60, 61], np.int32)
+    mask2 = np.zeros(len(missed), bool)
+    mask2[len(ctx) :] = True
+    res = evaluate.answer_accuracy(InductionOracle(), [Sample("a", found, mask), Sample("b", missed, mask2)])
+    assert res == {"samples": 2, "exact": 0.5, "token": round(4 / 6, 4)}
+    with pytest.raises(ConfigError):
+        evaluate.answer_accuracy(InductionOracle(), [Sample("c", found, None)])
 
 
 def test_eval_writes_grid_heatmap_and_position_perplexity(dataset_dir, tmp_path):
