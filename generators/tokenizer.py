@@ -360,7 +360,7 @@ def _token_text(value: Any) -> str | None:
 
 
 def _added_token(cls: Any, value: Any) -> Any:
-    """A `tokenizers.AddedToken` (special) for a config's token: its text, or an AddedToken dict."""
+    """A special `tokenizers.AddedToken` from a token's text or its settings (an AddedToken dict)."""
     if isinstance(value, dict):
         keys = ("lstrip", "rstrip", "single_word", "normalized")
         return cls(value["content"], special=True, **{k: bool(value[k]) for k in keys if k in value})
@@ -404,11 +404,21 @@ def _read_directory(p: Path) -> Tokenizer:
         cfg = {**cfg, **json.loads((p / "special_tokens_map.json").read_text(encoding="utf-8"))}
     special = {key: text for key in SPECIAL_TOKENS if (text := _token_text(cfg.get(key))) is not None}
     extras = cfg.get("extra_special_tokens") or cfg.get("additional_special_tokens") or []
-    declared = [cfg[key] for key in special] + (extras if isinstance(extras, list) else [])
-    # Every declared special token becomes a special added token of the backend (appended to the
-    # vocabulary when it lacks one), as transformers registers them on load: decode then skips
-    # them with skip_special_tokens, and the text of one never splits.
-    added = [_added_token(AddedToken, t) for t in declared if _token_text(t) is not None]
+    named = [cfg[key] for key in special]
+    extra = [t for t in (extras if isinstance(extras, list) else []) if _token_text(t) is not None]
+    # As transformers registers them on load: a named special token (bos, eos, pad, ...) becomes a
+    # special added token of the backend, keeping the settings tokenizer.json gives it (lstrip, ...),
+    # so decode skips it with skip_special_tokens and its text never splits; an extra one is added
+    # only when tokenizer.json does not list it; a token the vocabulary lacks is appended to it.
+    have = {t.content: t for t in backend.get_added_tokens_decoder().values()}
+    added = []
+    for value in named + extra:
+        text = _token_text(value)
+        if text in have and (have[text].special or value in extra):
+            continue
+        if text in have:
+            value = {k: getattr(have[text], k) for k in ("content", "lstrip", "rstrip", "single_word", "normalized")}
+        added.append(_added_token(AddedToken, value))
     if added:
         backend.add_special_tokens(added)
     name = cfg.get("longweave_name") or cfg.get("name_or_path") or p.name

@@ -218,3 +218,25 @@ def test_the_trained_directory_loads_identically_in_transformers(tmp_path: Path)
         )
     # The lazily built transformers object is the same directory.
     assert tok.hf.get_vocab() == hf.get_vocab() and tok.hf is tok.hf
+
+
+def test_a_listed_added_token_keeps_its_settings(tokenizer: Tokenizer, tmp_path: Path) -> None:
+    # In tokenizer.json <|pad|> strips the space before it and is not special, nor is <|im_end|>:
+    # as in transformers, the config's pad_token makes the pad special with its lstrip, while an
+    # extra special token that tokenizer.json lists stays as listed there.
+    spec = json.loads((tokenizer.path / "tokenizer.json").read_text())
+    by_content = {t["content"]: t for t in spec["added_tokens"]}
+    by_content["<|pad|>"].update(lstrip=True, special=False)
+    by_content["<|im_end|>"]["special"] = False
+    d = tmp_path / "tok"
+    d.mkdir()
+    (d / "tokenizer.json").write_text(json.dumps(spec))
+    (d / "tokenizer_config.json").write_text(json.dumps(specials(extra_special_tokens=["<|im_end|>"])))
+    tok, hf = load_tokenizer(d), transformers.AutoTokenizer.from_pretrained(str(d), local_files_only=True)
+    same_as_transformers(tok, hf)
+    text = "a <|pad|> b<|im_end|> c"
+    ids = tok.encode(text).tolist()
+    assert ids == hf.encode(text, add_special_tokens=False)
+    assert tok.decode(ids) == hf.decode(ids) == "a<|pad|> b<|im_end|> c"  # the space went into the pad
+    assert tok.decode(ids, skip_special_tokens=True) == hf.decode(ids, skip_special_tokens=True)
+    assert tok.decode(ids, skip_special_tokens=True) == "a b<|im_end|> c"
