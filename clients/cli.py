@@ -5,9 +5,14 @@
 fields (flag `--field-name` unless the kind's `cli_flags` says otherwise; help and default from
 the field's `Field`; list fields comma-separated), and the spec validates them; this module only
 collects options, reports progress and turns typed errors, which name spec fields, into one
-line naming the flag and the fix, with exit code 2. Building the generate commands loads the
-kinds registry (the generator modules) at start; commands that need the service or the trainer
-import them inside the command.
+line naming the flag and the fix, with exit code 2.
+
+Start-up is kept short: `longweave --help` and every one-line usage error come before anything
+heavy loads. The generate commands are built on demand (`KindCommands`): `longweave generate cip`
+imports the cip module alone (`kind_modules.load_kind`), validates the options with its spec, and
+opens the corpus and tokenizer (refusing missing paths) before the dataset machinery loads;
+commands that need the service, the trainer or rich's progress bars import them inside the
+command. tests/clients/test_cli.py checks that neither torch nor transformers is imported.
 """
 
 from __future__ import annotations
@@ -28,10 +33,36 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from typer.core import TyperGroup
 
 from longweave.clients.experiment_cli import experiment_app
 from longweave.generators.errors import ConfigError, LongweaveError
+from longweave.generators.kind_modules import KIND_MODULES
+
+if typing.TYPE_CHECKING:
+    from rich.progress import Progress
+
+
+class KindCommands(TyperGroup):
+    """`longweave generate`'s subcommands, one per kind, each built from its kind's spec when it
+    is first asked for, so that a command or its help loads that kind's module only."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [name.replace("_", "-") for name in KIND_MODULES]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        name = cmd_name.replace("-", "_")
+        if cmd_name not in self.commands and name in KIND_MODULES and cmd_name == name.replace("_", "-"):
+            from longweave.generators.kind_modules import load_kind
+
+            kind = load_kind(name)
+            one = typer.Typer(add_completion=False)
+            one.command(cmd_name)(handles_errors(generate_command(kind), kind))
+            command = typer.main.get_command(one)
+            command.name = cmd_name
+            self.commands[cmd_name] = command
+        return self.commands.get(cmd_name)
+
 
 app = typer.Typer(
     name="longweave",
@@ -40,7 +71,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-generate_app = typer.Typer(help="Generate a dataset into a local folder.", no_args_is_help=True)
+generate_app = typer.Typer(cls=KindCommands, help="Generate a dataset into a local folder.", no_args_is_help=True)
 app.add_typer(generate_app, name="generate")
 datasets_app = typer.Typer(help="Datasets on the service (REST API): create, watch, download.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
@@ -118,13 +149,22 @@ def llm_section(
     return section
 
 
-def run_generate(kind: Any, fields: dict[str, Any], out: Path, cache_dir: Path | None) -> None:
-    from longweave.generators.dataset import build_dataset
-    from longweave.generators.kinds import parse_spec
-    from longweave.generators.paths import Paths
-    from longweave.generators.pipeline import prepare
+def progress_bar(*columns: Any) -> Progress:
+    """A rich progress bar on stderr: the given columns between the bar and the times."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
-    spec = parse_spec(fields)
+    first, *rest = columns
+    return Progress(
+        first, BarColumn(), MofNCompleteColumn(), *rest, TimeElapsedColumn(), TimeRemainingColumn(), console=console
+    )
+
+
+def run_generate(kind: Any, fields: dict[str, Any], out: Path, cache_dir: Path | None) -> None:
+    from longweave.generators.context import prepare
+    from longweave.generators.kind_modules import parse_kind_spec
+    from longweave.generators.paths import Paths
+
+    spec = parse_kind_spec(kind, fields)
     cache = Paths.resolve(os.environ, cache_dir=cache_dir).cache_dir
     llm = None
     llm_spec = getattr(spec, "llm", None)
@@ -133,18 +173,15 @@ def run_generate(kind: Any, fields: dict[str, Any], out: Path, cache_dir: Path |
 
         llm = build_llm(llm_spec, redis_url=None, api_key=os.environ.get("LONGWEAVE_LLM_API_KEY"))
     with console.status("loading the tokenizer and corpus (first run trains and tokenizes, then caches)"):
-        ctx = prepare(spec, cache, llm=llm)
+        ctx = prepare(kind, spec, cache, llm=llm)
         if kind.needs_corpus:
             _ = ctx.store
-    progress = Progress(
-        TextColumn(f"[bold]{spec.kind}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("samples"),
-        TextColumn("{task.fields[tokens]:,} tokens"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
+    from rich.progress import TextColumn
+
+    from longweave.generators.dataset import build_dataset  # the generators, once the inputs are known good
+
+    progress = progress_bar(
+        TextColumn(f"[bold]{spec.kind}[/]"), TextColumn("samples"), TextColumn("{task.fields[tokens]:,} tokens")
     )
     with progress:
         task = progress.add_task("generate", total=spec.num_samples, tokens=0)
@@ -214,12 +251,6 @@ def _llm_options() -> dict[str, tuple[Any, Any, Any]]:
         )
         out[option] = (typ, typer.Option("--" + option.replace("_", "-"), help=escape(help_text)), None)
     return out
-
-
-def _kinds() -> dict[str, Any]:
-    from longweave.generators.kinds import KINDS
-
-    return KINDS
 
 
 def _flags(kind: Any, field: str) -> tuple[str, ...]:
@@ -349,15 +380,6 @@ def generate_command(kind: Any) -> Callable[..., None]:
     command.__name__ = f"generate_{kind.name}"
     command.__doc__ = " ".join((kind.spec.__doc__ or kind.name).split())
     return command
-
-
-def register_generate_commands() -> None:
-    for kind in _kinds().values():
-        command = generate_command(kind)
-        generate_app.command(kind.name.replace("_", "-"))(handles_errors(command, kind))
-
-
-register_generate_commands()
 
 
 # -- inspect -----------------------------------------------------------------------------------------
@@ -677,15 +699,10 @@ def datasets_watch(
                 sys.stdout.flush()
             ds = lw.get_dataset(dataset_id)
         else:
-            progress = Progress(
-                TextColumn(f"[bold]{ds.id}[/]"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("samples"),
-                TextColumn("{task.fields[state]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=console,
+            from rich.progress import TextColumn
+
+            progress = progress_bar(
+                TextColumn(f"[bold]{ds.id}[/]"), TextColumn("samples"), TextColumn("{task.fields[state]}")
             )
             with progress:
                 task = progress.add_task(
@@ -994,14 +1011,9 @@ def evaluate(
         depth_list = [float(x) for x in split_list(depths) or []] if depths else None
     except ValueError:
         fail("--lengths/--depths: not comma-separated numbers (fix: e.g. --lengths 1024,2048 --depths 0,0.5,1)")
-    progress = Progress(
-        TextColumn("[bold]{task.description}[/]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
+    from rich.progress import TextColumn
+
+    progress = progress_bar(TextColumn("[bold]{task.description}[/]"))
     tasks: dict[str, Any] = {}
 
     def on_progress(stage: str, done: int, total: int) -> None:

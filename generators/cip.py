@@ -49,16 +49,18 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field, StrictInt, model_validator
 
 from .context import Context, Kind, Stream, dataset_rng, sample_rng
 from .errors import ConfigError, CorpusError
-from .records import Record, record_id
 from .specs import MAX_SEQ_LEN, SpecBase
-from .tokenstore import TokenStore
+
+if TYPE_CHECKING:
+    from .records import Record
+    from .tokenstore import TokenStore
 
 # This kind's random stream id: the second word of every CIP seed (unique among kinds, see context.Kind).
 STREAM = 1
@@ -447,6 +449,8 @@ def plan_for(ctx: Context) -> Plan:
 
 def generate(ctx: Context, shard: int, start: int, stop: int) -> list[Record]:
     """Sequences [start, stop) of a CIP dataset."""
+    from .records import Record, record_id  # pyarrow: loaded when samples are made, not when the spec is read
+
     spec: CIPSpec = ctx.spec
     store, tok = ctx.store, ctx.tokenizer
     plan = plan_for(ctx)

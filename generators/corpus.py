@@ -34,9 +34,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import polars as pl
-
 from .errors import CorpusError
+from .lazy_imports import polars as pl
 from .paths import Roots, open_regular, refuse_dotdot, require_inside
 
 TABLE_SUFFIXES = {".jsonl", ".ndjson", ".json", ".parquet"}

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, model_validator
@@ -41,8 +41,10 @@ from . import cip
 from .context import Context, Kind, bind_tokenizer, doc_order, sample_rng
 from .errors import ConfigError
 from .llm import LLMRequest, LLMResponse, Sampling, ask
-from .records import Record, record_id
 from .specs import MAX_SEQ_LEN, LLMSpec, SpecBase
+
+if TYPE_CHECKING:
+    from .records import Record
 
 # This kind's random stream id: the second word of every doc_qa seed (unique among kinds, see context.Kind).
 STREAM = 4
@@ -396,6 +398,8 @@ def _messages(document: str, question: str, answer: str, variant: int) -> list[d
 
 
 def _record(ctx: Context, spec: DocQASpec, shard: int, index: int, local: int, f: _Found) -> Record:
+    from .records import Record, record_id  # pyarrow: loaded when samples are made, not when the spec is read
+
     tok = ctx.tokenizer
     variant = int(sample_rng(spec, index, 99).integers(len(INSTRUCTIONS)))
     ids = f.src.ids

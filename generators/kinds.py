@@ -7,8 +7,8 @@ spec classes (`AnySpec`, `DatasetSpec` for FastAPI bodies) and `parse_spec`. The
 REST API, the worker and the CLI read `KINDS`; none of them names a kind.
 
 Adding a kind: write its module (spec class, stream id, generate, `KIND`) and add the module to
-the tuple below (docs/architecture.md, "Adding a dataset
-kind").
+the tuple below and to `kind_modules.KIND_MODULES` (checked here at import), which lets the CLI
+load one kind alone (docs/architecture.md, "Adding a dataset kind").
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from pydantic import Field, TypeAdapter, ValidationError
 
 from . import cip, docqa, needles, synl
 from .context import Kind
-from .errors import ConfigError
+from .kind_modules import KIND_MODULES, config_error_from, load_kind
 from .specs import SpecBase
 from .specs import describe_error as _describe_error
 
 KINDS: dict[str, Kind] = {k.name: k for k in (cip.KIND, synl.KIND, needles.KIND, docqa.KIND)}
+if list(KINDS) != list(KIND_MODULES) or any(load_kind(name) is not kind for name, kind in KINDS.items()):
+    raise RuntimeError(f"kind_modules.KIND_MODULES {KIND_MODULES} does not match the registry {list(KINDS)}")
 
 if TYPE_CHECKING:
     # The union is built from the registry at run time, which a type checker cannot evaluate;
@@ -52,6 +54,4 @@ def describe_error(err: Mapping[str, Any], default_fix: str = "") -> tuple[str, 
     return _describe_error(err, default_fix, tuple(KINDS))
 
 
-def config_error_from(exc: ValidationError) -> ConfigError:
-    field, msg, fix = describe_error(exc.errors()[0], "see `longweave generate --help` for the accepted values")
-    return ConfigError(field if field.startswith("llm.") else field.split(".")[0], msg, fix)
+__all__ = ["KINDS", "AnySpec", "DatasetSpec", "config_error_from", "describe_error", "parse_spec"]

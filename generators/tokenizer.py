@@ -5,11 +5,19 @@ tokenizer is loaded once and wrapped in `Tokenizer`, which offers the few operat
 generators need, all returning numpy arrays: batch encoding without special tokens (the Rust
 backend's parallel `encode_batch`), exact counting, decoding, and chat encoding with a loss mask.
 
+A directory is read with the `tokenizers` library and jinja2 only: `tokenizer.json` is the Rust
+tokenizer, `tokenizer_config.json` (and a legacy `special_tokens_map.json`) names the special
+tokens and the decoding clean-up, `chat_template.jinja` or the config's `chat_template` is the
+chat template, rendered by `chat_template.render` as transformers renders it. Loading transformers
+costs seconds and the generators need none of it; `Tokenizer.hf` builds the transformers object
+on first use for the callers that hand a tokenizer to Hugging Face code (the trainer).
+
 Without a tokenizer directory, `train_tokenizer` trains a byte-level BPE (vocab 8192 by default)
-on the corpus with the `tokenizers` library and saves it as a normal Hugging Face directory with
-BOS/EOS/PAD tokens and a ChatML chat template, cached under a hash of corpus and settings so the
-second run loads it in milliseconds. A dataset records the tokenizer's name and the sha256 of its
-`tokenizer.json`; the trainer refuses data made with another one.
+on the corpus with the `tokenizers` library and writes it as a normal Hugging Face directory with
+BOS/EOS/PAD tokens and a ChatML chat template (the files transformers' `save_pretrained` writes),
+cached under a hash of corpus and settings so the second run loads it in milliseconds. A dataset
+records the tokenizer's name and the sha256 of its `tokenizer.json`; the trainer refuses data
+made with another one.
 """
 
 from __future__ import annotations
@@ -20,15 +28,18 @@ import os
 import shutil
 import tempfile
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .corpus import Corpus
+from . import chat_template
 from .errors import TokenizerError
 from .paths import Roots, open_regular, refuse_dotdot, regular_files, require_inside
+
+if TYPE_CHECKING:
+    from .corpus import Corpus
 
 FIELD = "tokenizer"
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
@@ -41,57 +52,94 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 PLAIN_ANSWER = "\nAnswer:"  # what follows each user turn in the plain (base-model) rendering
+# The named special tokens of a Hugging Face tokenizer, in transformers' order; a chat template
+# sees each one that is set as a variable of that name.
+SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
+CHAT_TEMPLATE_DIR = "additional_chat_templates"  # named templates beside the default, one .jinja each
+# The clean-up transformers' decode applies with clean_up_tokenization_spaces (made for WordPiece).
+CLEAN_UP = [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m")]
+CLEAN_UP += [(" 's", "'s"), (" 've", "'ve"), (" 're", "'re")]
 
 
 @dataclass
 class Tokenizer:
-    """A loaded Hugging Face fast tokenizer plus its identity (name, sha256)."""
+    """A fast tokenizer (the Rust `tokenizers.Tokenizer`) with its special tokens, chat template and
+    identity (name, sha256 of tokenizer.json), read from a Hugging Face tokenizer directory."""
 
-    hf: Any  # transformers.PreTrainedTokenizerFast
+    backend: Any  # tokenizers.Tokenizer: every encode and decode goes through it
     path: Path
     name: str
     sha256: str
+    special_tokens: dict[str, str] = field(default_factory=dict)  # SPECIAL_TOKENS that are set, as text
+    chat_template: str | dict[str, str] | None = None  # one template, or named ones ("default", "tool_use", ...)
+    clean_up_tokenization_spaces: bool = False
+    _hf: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def _id(self, key: str) -> int | None:
+        token = self.special_tokens.get(key)
+        token_id: int | None = self.backend.token_to_id(token) if token else None
+        return token_id
 
     @property
     def bos_id(self) -> int | None:
-        token_id: int | None = self.hf.bos_token_id
-        return token_id
+        return self._id("bos_token")
 
     @property
     def eos_id(self) -> int | None:
-        token_id: int | None = self.hf.eos_token_id
-        return token_id
+        return self._id("eos_token")
 
     @property
     def pad_id(self) -> int | None:
-        token_id: int | None = self.hf.pad_token_id
-        return token_id
+        return self._id("pad_token")
 
     @property
     def vocab_size(self) -> int:
-        return len(self.hf)
-
-    @property
-    def backend(self) -> Any:
-        """The Rust `tokenizers.Tokenizer` every encode and decode goes through."""
-        return self.hf.backend_tokenizer
+        """Every id the tokenizer can emit: the model's vocabulary and the added tokens."""
+        size: int = self.backend.get_vocab_size(with_added_tokens=True)
+        return size
 
     @property
     def bos_token(self) -> str | None:
         """BOS as text (what a rendered prompt holds), or None without one."""
-        return str(self.hf.bos_token) if self.bos_id is not None and self.hf.bos_token else None
+        return self.special_tokens["bos_token"] if self.bos_id is not None else None
 
     @property
     def eos_token(self) -> str | None:
         """EOS as text, or None without one."""
-        return str(self.hf.eos_token) if self.eos_id is not None and self.hf.eos_token else None
+        return self.special_tokens["eos_token"] if self.eos_id is not None else None
+
+    @property
+    def hf(self) -> Any:
+        """The same directory as a transformers `PreTrainedTokenizerFast`, loaded on first use.
+
+        For Hugging Face code that takes a tokenizer object (saving a model directory, TRL,
+        collators); the generators never use it, so they never import transformers.
+        """
+        if self._hf is None:
+            from transformers import AutoTokenizer
+
+            self._hf = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
+        return self._hf
+
+    def _template(self) -> str:
+        template = self.chat_template
+        if isinstance(template, dict):
+            # transformers' choice without a template name or tools: the one named "default".
+            if "default" not in template:
+                raise TokenizerError(
+                    FIELD,
+                    f"'{self.name}' has named chat templates ({', '.join(sorted(template))}) but none named default",
+                    "add a default chat template",
+                )
+            template = template["default"]
+        if not template:
+            raise TokenizerError(FIELD, f"'{self.name}' has no chat template", "use a tokenizer with a chat_template")
+        return template
 
     def render_chat(self, messages: list[dict[str, str]], add_generation_prompt: bool = False) -> str:
         """The chat as text through the tokenizer's chat template (TokenizerError without one)."""
-        if not self.has_chat_template():
-            raise TokenizerError(FIELD, f"'{self.name}' has no chat template", "use a tokenizer with a chat_template")
-        text: str = self.hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-        return text
+        return chat_template.render(self._template(), messages, add_generation_prompt, self.special_tokens)
 
     def encode(self, text: str) -> np.ndarray:
         return np.asarray(self.backend.encode(text, add_special_tokens=False).ids, dtype=np.int32)
@@ -112,13 +160,16 @@ class Tokenizer:
         CIP reads it once per tokenizer to know which ids end a line or a sentence, so that it
         finds natural cut points by looking ids up instead of decoding corpus tokens.
         """
-        texts: list[str] = self.backend.decode_batch(
-            [[i] for i in range(self.vocab_size)], skip_special_tokens=False
-        )
+        texts: list[str] = self.backend.decode_batch([[i] for i in range(self.vocab_size)], skip_special_tokens=False)
         return texts
 
     def decode(self, ids: np.ndarray | list[int], skip_special_tokens: bool = False) -> str:
-        text: str = self.hf.decode(list(map(int, ids)), skip_special_tokens=skip_special_tokens)
+        """The text of `ids`, as transformers' `decode` gives it for the same directory."""
+        text: str = self.backend.decode(list(map(int, ids)), skip_special_tokens=skip_special_tokens)
+        # transformers skips the clean-up for BPE models, where it would delete real spaces.
+        if self.clean_up_tokenization_spaces and type(self.backend.model).__name__ != "BPE":
+            for old, new in CLEAN_UP:
+                text = text.replace(old, new)
         return text
 
     def encode_chat(self, messages: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +200,7 @@ class Tokenizer:
         return self.encode_turns(messages, marks, "chat")
 
     def has_chat_template(self) -> bool:
-        return bool(getattr(self.hf, "chat_template", None))
+        return bool(self.chat_template)
 
     def _chat_parts(self, messages: list[dict[str, str]]) -> list[tuple[str, bool]]:
         """(text, is an answer) pieces of a chat rendered by the tokenizer's template."""
@@ -226,7 +277,7 @@ class Tokenizer:
     @property
     def chat_template_sha256(self) -> str | None:
         """sha256 of the chat template (tokenizer_config.json, outside tokenizer.json's digest); None without one."""
-        template = getattr(self.hf, "chat_template", None)
+        template = self.chat_template
         if not template:
             return None
         text = template if isinstance(template, str) else json.dumps(template, sort_keys=True)
@@ -259,8 +310,6 @@ def load_tokenizer(path: str | Path, roots: Roots = None, field: str = FIELD) ->
     regular files are read: they are copied into a private temporary directory (links are never
     followed) and loaded from there, so a link to a file outside cannot be read through it.
     """
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
     if roots is not None:
         refuse_dotdot(str(path), field)
         real = require_inside(path, roots, field)
@@ -293,20 +342,95 @@ def load_tokenizer(path: str | Path, roots: Roots = None, field: str = FIELD) ->
             "save the tokenizer with save_pretrained() (a fast tokenizer) into that directory",
         )
     try:
-        hf = AutoTokenizer.from_pretrained(str(p), local_files_only=True)
+        tok = _read_directory(p)
     except Exception as exc:
         raise TokenizerError(
             field,
-            f"'{path}' could not be loaded ({str(exc).splitlines()[0][:160]})",
+            f"'{path}' could not be loaded ({str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__})",
             "check tokenizer.json and tokenizer_config.json in that directory",
         ) from None
-    if not isinstance(hf, PreTrainedTokenizerFast):
-        raise TokenizerError(field, f"'{path}' is not a fast tokenizer", "convert it to a tokenizer.json first")
-    cfg = {}
+    return tok
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as the config gives it: its text, or an AddedToken dict with `content`."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
+
+
+def _added_token(cls: Any, value: Any) -> Any:
+    """A special `tokenizers.AddedToken` from a token's text or its settings (an AddedToken dict)."""
+    if isinstance(value, dict):
+        keys = ("lstrip", "rstrip", "single_word", "normalized")
+        return cls(value["content"], special=True, **{k: bool(value[k]) for k in keys if k in value})
+    return cls(value, special=True, normalized=False)
+
+
+def _chat_templates(p: Path, cfg: dict[str, Any]) -> str | dict[str, str] | None:
+    """The directory's chat template(s), where transformers looks: `chat_template.jinja` (the default)
+    and `additional_chat_templates/*.jinja` take priority over the config's `chat_template`, which is
+    one string or a list of `{"name", "template"}`."""
+    found: dict[str, str] = {}
+    if (p / CHAT_TEMPLATE_FILE).is_file():
+        found["default"] = (p / CHAT_TEMPLATE_FILE).read_text(encoding="utf-8")
+    if (p / CHAT_TEMPLATE_DIR).is_dir():
+        for f in sorted((p / CHAT_TEMPLATE_DIR).glob("*.jinja")):
+            found[f.name.removesuffix(".jinja")] = f.read_text(encoding="utf-8")
+    if found:
+        return found["default"] if list(found) == ["default"] else found
+    template = cfg.get("chat_template")
+    if isinstance(template, list):
+        return {str(t["name"]): str(t["template"]) for t in template}
+    if isinstance(template, dict):
+        return {str(k): str(v) for k, v in template.items()}
+    return template if isinstance(template, str) and template else None
+
+
+def _read_directory(p: Path) -> Tokenizer:
+    """The tokenizer of directory `p` (which has a tokenizer.json), read as transformers reads it."""
+    from tokenizers import AddedToken
+    from tokenizers import Tokenizer as RawTokenizer
+
+    backend = RawTokenizer.from_file(str(p / "tokenizer.json"))
+    cfg: dict[str, Any] = {}
     if (p / "tokenizer_config.json").is_file():
-        cfg = json.loads((p / "tokenizer_config.json").read_text())
+        cfg = json.loads((p / "tokenizer_config.json").read_text(encoding="utf-8"))
+        if not isinstance(cfg, dict):
+            raise ValueError("tokenizer_config.json is not a JSON object")
+    # A legacy special_tokens_map.json overrides the config's tokens, unless the config lists its
+    # added tokens itself (transformers reads the map only then).
+    if "added_tokens_decoder" not in cfg and (p / "special_tokens_map.json").is_file():
+        cfg = {**cfg, **json.loads((p / "special_tokens_map.json").read_text(encoding="utf-8"))}
+    special = {key: text for key in SPECIAL_TOKENS if (text := _token_text(cfg.get(key))) is not None}
+    extras = cfg.get("extra_special_tokens") or cfg.get("additional_special_tokens") or []
+    named = [cfg[key] for key in special]
+    extra = [t for t in (extras if isinstance(extras, list) else []) if _token_text(t) is not None]
+    # As transformers registers them on load: a named special token (bos, eos, pad, ...) becomes a
+    # special added token of the backend, keeping the settings tokenizer.json gives it (lstrip, ...),
+    # so decode skips it with skip_special_tokens and its text never splits; an extra one is added
+    # only when tokenizer.json does not list it; a token the vocabulary lacks is appended to it.
+    have = {t.content: t for t in backend.get_added_tokens_decoder().values()}
+    added = []
+    for value in named + extra:
+        text = _token_text(value)
+        if text in have and (have[text].special or value in extra):
+            continue
+        if text in have:
+            value = {k: getattr(have[text], k) for k in ("content", "lstrip", "rstrip", "single_word", "normalized")}
+        added.append(_added_token(AddedToken, value))
+    if added:
+        backend.add_special_tokens(added)
     name = cfg.get("longweave_name") or cfg.get("name_or_path") or p.name
-    return Tokenizer(hf, p, str(name), file_sha256(p / "tokenizer.json"))
+    return Tokenizer(
+        backend,
+        p,
+        str(name),
+        file_sha256(p / "tokenizer.json"),
+        special_tokens=special,
+        chat_template=_chat_templates(p, cfg),
+        clean_up_tokenization_spaces=bool(cfg.get("clean_up_tokenization_spaces", False)),
+    )
 
 
 def train_tokenizer(
@@ -316,10 +440,14 @@ def train_tokenizer(
     *,
     cache_dir: str | Path,
 ) -> Path:
-    """Train (or find in the cache) a byte-level BPE on the corpus; returns its directory."""
+    """Train (or find in the cache) a byte-level BPE on the corpus; returns its directory.
+
+    The directory holds what transformers' `save_pretrained` writes for this tokenizer (the test
+    checks that `AutoTokenizer` loads it with the same tokens, ids and template): tokenizer.json,
+    tokenizer_config.json (the special tokens and longweave's name) and chat_template.jinja.
+    """
     from tokenizers import Tokenizer as RawTokenizer
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
 
     if vocab_size < 300:
         raise TokenizerError(
@@ -343,22 +471,25 @@ def train_tokenizer(
         show_progress=False,
     )
     raw.train_from_iterator(corpus.sample_text(max_chars), trainer=trainer)
-    hf = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # transformers leaves its __init__ unannotated
-        tokenizer_object=raw,
-        bos_token=BOS,
-        eos_token=EOS,
-        pad_token=PAD,
-        additional_special_tokens=[IM_START, IM_END],
-        chat_template=CHATML_TEMPLATE,
-    )
+    # The post-processor transformers sets for a tokenizer that adds no BOS/EOS itself: part of
+    # tokenizer.json, whose sha256 seeds every dataset made with it (tests/generators/test_golden.py).
+    raw.post_processor = processors.TemplateProcessing(single="$A", pair="$A $B:1", special_tokens=[])
+    config = {  # the keys and order transformers writes; model_max_length is its "no limit" (int(1e30))
+        "backend": "tokenizers",
+        "bos_token": BOS,
+        "eos_token": EOS,
+        "extra_special_tokens": [IM_START, IM_END],
+        "model_max_length": int(1e30),
+        "pad_token": PAD,
+        "tokenizer_class": "TokenizersBackend",
+        "longweave_name": f"longweave-bpe{vocab_size}-{corpus.source if corpus.source == 'stdlib' else key}",
+    }
     # Write to a temporary sibling and rename, so a crash never leaves half a tokenizer behind.
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
-    hf.save_pretrained(str(tmp))
-    cfg_path = tmp / "tokenizer_config.json"
-    cfg = json.loads(cfg_path.read_text())
-    cfg["longweave_name"] = f"longweave-bpe{vocab_size}-{corpus.source if corpus.source == 'stdlib' else key}"
-    cfg_path.write_text(json.dumps(cfg, indent=2))
+    raw.save(str(tmp / "tokenizer.json"))
+    (tmp / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    (tmp / CHAT_TEMPLATE_FILE).write_text(CHATML_TEMPLATE, encoding="utf-8")
     try:
         tmp.rename(out)
     except OSError:  # another process won the race; its copy is identical

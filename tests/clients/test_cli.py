@@ -316,3 +316,75 @@ def test_generate_defaults_come_from_the_spec(tmp_path: Path, monkeypatch: pytes
         res = CliRunner().invoke(cli.app, ["generate", name.replace("_", "-"), *extra, "-o", str(tmp_path)])
         assert res.exit_code == 0, res.output
         assert seen["spec"] == parse_spec({"kind": name, **({"llm": seen["spec"].llm.model_dump()} if extra else {})})
+
+
+# -- start-up: what a command imports ------------------------------------------------------------
+# Runs the CLI like `longweave ARGS` and reports, at exit, which of these top-level packages it imported.
+PROBED = ("torch", "transformers", "polars", "pyarrow", "jinja2")
+PROBE = (
+    "import atexit, json, sys\n"
+    "def report():\n"
+    "    loaded = {m.split('.')[0] for m in sys.modules} | {m for m in sys.modules if m.startswith('longweave.')}\n"
+    "    print('LOADED ' + json.dumps(sorted(loaded)), file=sys.stderr)\n"
+    "atexit.register(report)\n"
+    "sys.argv = ['longweave', *sys.argv[1:]]\n"
+    "from longweave.clients.cli import main\n"
+    "main()\n"
+)
+
+
+def loaded_by(*args: str | Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    res = subprocess.run([sys.executable, "-c", PROBE, *map(str, args)], capture_output=True, text=True, timeout=300)
+    line = [ln for ln in res.stderr.splitlines() if ln.startswith("LOADED ")]
+    assert len(line) == 1, res.stderr
+    return res, set(json.loads(line[0].removeprefix("LOADED ")))
+
+
+def test_the_probe_sees_what_a_command_imports(tmp_path: Path, cache_dir: Path) -> None:
+    # `inspect` decodes with the dataset's tokenizer and reads Parquet: pyarrow must show up.
+    assert longweave(*CIP, "--out", tmp_path / "d", cache_dir=cache_dir).returncode == 0
+    res, loaded = loaded_by("inspect", tmp_path / "d")
+    assert res.returncode == 0, res.stderr
+    assert {"pyarrow", "longweave.generators.records", "longweave.generators.tokenizer"} <= loaded
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(), ("--help",), ("generate", "--help"), *[("generate", k, "--help") for k in ("cip", "synl", "niah", "doc-qa")]],
+)
+def test_help_loads_neither_torch_nor_transformers(args: tuple[str, ...]) -> None:
+    res, loaded = loaded_by(*args)
+    assert res.returncode in (0, 2), res.stderr  # no arguments: the usage, exit 2
+    assert "Usage" in res.stdout + res.stderr
+    assert not loaded & {"torch", "transformers"}, sorted(loaded & {"torch", "transformers"})
+    if len(args) <= 1:  # the top-level help builds no generate command: no generator module loads
+        assert not {m for m in loaded if m.startswith("longweave.generators.")} - {
+            "longweave.generators",
+            "longweave.generators.errors",
+            "longweave.generators.kind_modules",
+        }, sorted(loaded)
+    if args[1:2] == ("cip",) or args[:1] == ("--help",):
+        assert not loaded & {"polars", "pyarrow", "jinja2"}, sorted(loaded & set(PROBED))
+    if args[1:2] == ("cip",):
+        assert "longweave.generators.cip" in loaded and "longweave.generators.synl" not in loaded
+
+
+@pytest.mark.parametrize("option", ["--corpus", "--tokenizer"])
+def test_a_missing_input_is_refused_before_the_heavy_libraries_load(option: str, tmp_path: Path) -> None:
+    res, loaded = loaded_by("generate", "cip", option, tmp_path / "nope", "--out", tmp_path / "out")
+    assert res.returncode == 2, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith("LOADED ")]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {option}: ") and "fix:" in lines[0], res.stderr
+    assert not loaded & set(PROBED), sorted(loaded & set(PROBED))
+    assert not (tmp_path / "out").exists()
+
+
+def test_generating_loads_neither_torch_nor_transformers(tmp_path: Path, cache_dir: Path) -> None:
+    # SynL renders every sample through the tokenizer's chat template (jinja2, not transformers).
+    for args in (CIP, ("generate", "synl", "--seq-len", "1024", "--num-samples", "2")):
+        res, loaded = loaded_by(*args, "--out", tmp_path / args[1], "--cache-dir", cache_dir)
+        assert res.returncode == 0, res.stderr
+        assert "done:" in res.stdout
+        assert not loaded & {"torch", "transformers"}, sorted(loaded & {"torch", "transformers"})
+        assert {"pyarrow", "longweave.generators.dataset"} <= loaded
+    assert "jinja2" in loaded  # the synl run rendered chats

@@ -1,4 +1,5 @@
-"""The `longweave` package has no import cycle, counted statically over every module.
+"""The `longweave` package has no import cycle, counted statically over every module; the
+generators load neither torch nor transformers, checked in a fresh interpreter.
 
 A cycle held together by an import inside a function works until someone moves that import to
 the top, and it hides which module depends on which. So the graph here is built from the source
@@ -13,7 +14,12 @@ from __future__ import annotations
 
 import ast
 import itertools
+import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 ROOTS = ("generators", "service", "trainer", "clients")  # what setup.py installs as longweave.<root>
@@ -147,3 +153,37 @@ def test_the_walker_finds_cycles_through_function_level_and_relative_imports(tmp
     assert "pkg.a" in describe(["pkg.a", "pkg.c", "pkg.sub.b"], graph, mods)
     (pkg / "c.py").write_text("thing = 1\n")
     assert cycles(import_graph(modules({"pkg": pkg}))) == []
+
+
+def modules_after(code: str) -> set[str]:
+    """The top-level packages a fresh interpreter has imported after running `code`."""
+    probe = code + "\nimport json, sys\nprint(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    return set(json.loads(res.stdout.splitlines()[-1]))
+
+
+HEAVY = {"torch", "transformers"}
+
+
+@pytest.mark.parametrize(
+    "module", ["longweave.generators.pipeline", "longweave.generators.kinds", "longweave.generators.dataset"]
+)
+def test_the_generators_import_neither_torch_nor_transformers(module: str) -> None:
+    loaded = modules_after(f"import {module}")
+    assert "longweave" in loaded and "numpy" in loaded  # the probe sees what was imported
+    assert not loaded & HEAVY, sorted(loaded & HEAVY)
+
+
+def test_loading_a_tokenizer_and_rendering_a_chat_import_neither(tokenizer_dir: Path) -> None:
+    code = (
+        "from longweave.generators.tokenizer import load_tokenizer\n"
+        f"tok = load_tokenizer({str(tokenizer_dir)!r})\n"
+        "ids, mask = tok.encode_chat([{'role': 'user', 'content': 'q'}, {'role': 'assistant', 'content': 'a'}])\n"
+        "assert mask.any() and tok.decode(ids).startswith('<|im_start|>user')\n"
+    )
+    loaded = modules_after(code)
+    assert {"tokenizers", "jinja2"} <= loaded
+    assert not loaded & HEAVY, sorted(loaded & HEAVY)
+    # The transformers object is still there for Hugging Face code that asks for it.
+    assert "transformers" in modules_after(code + "assert tok.hf.eos_token == tok.eos_token\n")
