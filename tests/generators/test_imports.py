@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-ROOTS = ("generators", "service", "trainer", "clients")  # what setup.py installs as longweave.<root>
+ROOTS = ("generators", "service", "trainer", "clients", "experiments")  # what setup.py installs as longweave.<root>
 PREFIX = "longweave"
 
 
