@@ -53,6 +53,15 @@ first line and searches again, which moves the crossing to other text. Only if e
 restarts fail does it keep the longest sample below the target and record the gap in
 `meta.length_short`; in our runs (thousands of samples, two tokenizers, 700 to 131072 tokens)
 that never happened.
+
+Composition. For a `joinable` tokenizer (generators/joins.py) and the corpus haystack, the
+fitter's full encodes are composed instead (needles_compose.py): the store's ids between newline
+joins inside a document, and encodes only of the stretches no two joins bracket (around document
+boundaries, needles and the haystack's end); the result is what a full encode gives, so the
+search takes the same steps and picks the same window. The check after the fit then composes the
+final prompt (needed only when its measure came from re-encoding the changed end) instead of
+encoding the chat, and the record's ids are the composed prompt ids followed by the answer's.
+Other tokenizers, and the generated (prose, word-list) haystacks, fit by encoding.
 """
 
 from __future__ import annotations
@@ -565,7 +574,7 @@ class _Fitter:
     def full(self, lay: _Layout) -> Callable[[str, int], tuple[list[int], list[int]]] | None:
         """The composed full encode of prompts of this layout, or None to encode them whole."""
         composer, hay = self.composer, self.hay
-        if composer is None or not isinstance(hay, _Haystack) or hay.joins is None:
+        if composer is None or hay.joins is None:
             return None
         joins = hay.joins
 
@@ -683,13 +692,13 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
     budget = plan.length - overhead  # haystack tokens, estimated in corpus-token units
     hay: _Haystack | LineHaystack
     if plan.lines is not None:  # a word-list task: the list is the whole context
-        hay = LineHaystack(tok, plan.lines(budget, tok), DOC_SLACK_TOKENS)
+        hay = LineHaystack(tok, plan.lines(budget, tok), DOC_SLACK_TOKENS, compose=joinable(tok))
     elif spec.haystack == "prose":  # its own stream, apart from the plan's draws
-        hay = LineHaystack(tok, prose_lines(sample_rng(spec, index, 1)), DOC_SLACK_TOKENS)
+        hay = LineHaystack(tok, prose_lines(sample_rng(spec, index, 1)), DOC_SLACK_TOKENS, compose=joinable(tok))
     else:
         hay = _Haystack(ctx, order, start, len(tok.encode(SEP)), compose=joinable(tok))
     hay.ensure(budget)
-    composer = Composer(tok) if isinstance(hay, _Haystack) and hay.compose else None
+    composer = Composer(tok) if hay.compose else None
 
     # Needle points: line starts, fixed from the estimate so that the fit only moves the window's
     # ends; None = after the last line.
