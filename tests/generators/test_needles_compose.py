@@ -127,10 +127,29 @@ def test_the_trained_bpe_composes_every_prompt_without_encoding_it_whole(
         assert _reencodes(tok, rec)
 
 
+@pytest.mark.parametrize("variant", ["passkey", "cwe"])
+def test_generated_haystacks_are_composed_too(bpe_ctx: pipeline.Context, encoded: list[str], variant: str) -> None:
+    tok = bpe_ctx.tokenizer
+    haystack = "prose" if variant == "passkey" else "corpus"  # cwe's word list is its whole context
+    recs = _generate(bpe_ctx, 4, lengths=[1200, 5000], depths=[0.3, 1.0], variant=variant, haystack=haystack, seed=2)
+    texts = set(encoded)
+    encoded.clear()
+    for rec in recs:
+        assert _prompt(tok, rec) not in texts
+        assert len(rec.input_ids) == rec.meta["length"] and _reencodes(tok, rec)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"lengths": [700, 3000], "depths": [0.0, 0.5, 1.0], "variant": "multikey", "seed": 11},
+        {"lengths": [900, 2500], "depths": [0.2, 0.9], "haystack": "prose", "variant": "multivalue", "seed": 4},
+        {"lengths": [1500], "variant": "fwe", "seed": 4},
+    ],
+)
 def test_composing_gives_the_same_samples_as_encoding(
-    bpe_ctx: pipeline.Context, monkeypatch: pytest.MonkeyPatch
+    bpe_ctx: pipeline.Context, monkeypatch: pytest.MonkeyPatch, fields: dict[str, object]
 ) -> None:
-    fields: dict[str, object] = {"lengths": [700, 3000], "depths": [0.0, 0.5, 1.0], "variant": "multikey", "seed": 11}
     composed = _generate(bpe_ctx, 6, **fields)
     monkeypatch.setattr(needles, "joinable", lambda tok: False)  # the encoding fitter
     by_encoding = _generate(bpe_ctx, 6, **fields)
