@@ -14,8 +14,13 @@ fresh process timed from start to exit, imports included:
 Runs alternate between the contenders (`--repeat` rounds), so they see the same machine load;
 the table gives the median of each and the ratios RULER / longweave.
 
+`--fit-only` times instead what composing saves inside the process (imports, tokenizer and token
+store loaded once, untimed): `needles.generate` for the same samples with the composed fit and
+with the encoding fit (the path a tokenizer that is not joinable takes), alternating.
+
     .venv/bin/python bench/needles.py --ruler-dir /tmp/ruler/scripts/data
     .venv/bin/python bench/needles.py --ruler-dir /tmp/ruler/scripts/data --ruler-haystack noise
+    .venv/bin/python bench/needles.py --fit-only
 
 RULER needs `nltk`, `wonderwords`, `tenacity` and `tqdm` importable by `--python`; its essay
 haystack also needs NLTK's `punkt_tab` data (`nltk.download("punkt_tab")`).
@@ -34,8 +39,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from longweave.generators import needles
+from longweave.generators.context import Context
 from longweave.generators.corpus import Corpus
-from longweave.generators.tokenizer import resolve_tokenizer
+from longweave.generators.needles import NIAHSpec
+from longweave.generators.tokenizer import Tokenizer, resolve_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 ESSAY_CHARS = 2_000_000  # about as much text as RULER's Paul Graham essays (repeated when short)
@@ -74,18 +82,55 @@ def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
     return elapsed
 
 
+def fit_only(tok: Tokenizer, args: argparse.Namespace) -> None:
+    """needles.generate for the same samples, composed and encoding, alternating; median of each."""
+    corpus = Corpus.open("stdlib")
+    spec = NIAHSpec(num_samples=args.samples, lengths=[args.length], tokenizer=str(tok.path))
+    ctx = Context(spec, tok, corpus, args.cache_dir, spec.dataset_id())
+    len(ctx.store)  # load (or build) the token store outside the timing
+    times: dict[str, list[float]] = {"composed": [], "encoding": []}
+    for _ in range(args.repeat):
+        for name in times:
+            ctx.memo.clear()
+            original = needles.joinable
+            if name == "encoding":
+                needles.joinable = lambda t: False  # the fit a non-joinable tokenizer gets
+            try:
+                t = time.perf_counter()
+                needles.generate(ctx, 0, 0, args.samples)
+                times[name].append(time.perf_counter() - t)
+            finally:
+                needles.joinable = original
+    med = {k: statistics.median(v) for k, v in times.items()}
+    load = os.getloadavg()
+    print(
+        f"{args.samples} x {args.length} tokens in-process, median of {args.repeat}, load {load[0]:.2f} {load[1]:.2f}"
+    )
+    print("| fit | median s | runs (s) | samples/s | encoding / this |")
+    print("|---|---|---|---|---|")
+    for k, v in times.items():
+        runs = ", ".join(f"{x:.2f}" for x in v)
+        print(f"| {k} | {med[k]:.2f} | {runs} | {args.samples / med[k]:.1f} | {med['encoding'] / med[k]:.2f}x |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ruler-dir", type=Path, required=True, help="RULER's scripts/data folder")
+    ap.add_argument("--ruler-dir", type=Path, help="RULER's scripts/data folder")
     ap.add_argument("--ruler-haystack", choices=["essay", "noise"], default="essay")
     ap.add_argument("--python", default=sys.executable, help="interpreter that runs RULER")
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--length", type=int, default=32768)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cache-dir", type=Path, default=REPO / ".longweave" / "test-cache", help="trained BPE cache")
+    ap.add_argument("--fit-only", action="store_true", help="in-process: composed fit against encoding fit")
     args = ap.parse_args()
 
     tok = resolve_tokenizer(None, Corpus.open("stdlib"), vocab_size=8192, cache_dir=args.cache_dir)
+    if args.fit_only:
+        fit_only(tok, args)
+        return
+    if args.ruler_dir is None:
+        ap.error("--ruler-dir is required (RULER's scripts/data folder)")
     longweave = str(Path(sys.executable).with_name("longweave"))
     with tempfile.TemporaryDirectory(prefix="bench-needles-") as scratch:
         work = Path(scratch)
