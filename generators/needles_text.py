@@ -3,7 +3,7 @@
 Kept apart from `needles.py` (the grid, the layout and the exact-length fitter) because none of it
 knows about lengths or tokens except `LineHaystack`, which gives any line source the interface
 the fitter reads from the corpus haystack (`text`, `ensure`, `char_of`, `num_tokens`,
-`doc_ids_in`). Everything here draws from a generator it is handed (`sample_rng` streams), so a
+`doc_ids_in`, and `joins` for composing). Everything here draws from a generator it is handed (`sample_rng` streams), so a
 sample stays a function of its spec and index.
 
 - Keys and word values: adjective-noun pairs (4096), readable and unlikely in code or prose.
