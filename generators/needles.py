@@ -53,12 +53,22 @@ first line and searches again, which moves the crossing to other text. Only if e
 restarts fail does it keep the longest sample below the target and record the gap in
 `meta.length_short`; in our runs (thousands of samples, two tokenizers, 700 to 131072 tokens)
 that never happened.
+
+Composition. For a `joinable` tokenizer (generators/joins.py) and the corpus haystack, the
+fitter's full encodes are composed instead (needles_compose.py): the store's ids between newline
+joins inside a document, and encodes only of the stretches no two joins bracket (around document
+boundaries, needles and the haystack's end); the result is what a full encode gives, so the
+search takes the same steps and picks the same window. The check after the fit then composes the
+final prompt (needed only when its measure came from re-encoding the changed end) instead of
+encoding the chat, and the record's ids are the composed prompt ids followed by the answer's.
+Other tokenizers, and the generated (prose, word-list) haystacks, fit by encoding.
 """
 
 from __future__ import annotations
 
 import bisect
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
@@ -68,6 +78,8 @@ from pydantic import Field, StrictInt, field_validator, model_validator
 from . import needles_tasks as tasks
 from .context import Context, Kind, doc_order, sample_rng
 from .errors import ConfigError, TokenizerError
+from .joins import joinable
+from .needles_compose import Composer, DocPiece, JoinIndex, Segment, doc_piece
 from .needles_tasks import MAGIC_NEEDLE, Plan
 from .needles_text import LineHaystack, encode_plain, prose_lines, render_plain, values, word_pairs
 from .records import Record, record_id
@@ -217,6 +229,9 @@ class _Haystack:
     tok_starts: list[int] = field(default_factory=list)  # corpus-token position of each doc's start
     char_starts: list[int] = field(default_factory=list)
     text: str = ""
+    compose: bool = False  # keep each document's ids, char starts and joins (`joins`) for composing
+    pieces: list[DocPiece] = field(default_factory=list)
+    joins: JoinIndex | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -232,7 +247,8 @@ class _Haystack:
         store, tok = self.ctx.store, self.ctx.tokenizer
         if self.docs and len(self.tokens[-1]) < int(store.lengths[self.docs[-1]]):
             # The last document was cut short: take more of it before opening another one.
-            for column in (self.docs, self.tokens, self.texts, self.tok_starts, self.char_starts):
+            columns: tuple[list[Any], ...] = (self.docs, self.tokens, self.texts, self.tok_starts, self.char_starts)
+            for column in columns + ((self.pieces,) if self.compose else ()):
                 column.pop()
             self.position -= 1
         start = self.num_tokens + (self.sep_tokens if self.docs else 0)
@@ -243,6 +259,8 @@ class _Haystack:
             self.docs.append(doc)
             self.tokens.append(np.asarray(ids))
             self.texts.append(_decode(tok, ids))
+            if self.compose:
+                self.pieces.append(doc_piece(tok, self.tokens[-1], self.texts[-1]))
             self.tok_starts.append(start)
             start += len(ids) + self.sep_tokens
         self.text = SEP.join(self.texts)
@@ -251,6 +269,8 @@ class _Haystack:
         for t in self.texts:
             self.char_starts.append(pos)
             pos += len(t) + len(SEP)
+        if self.compose:
+            self.joins = JoinIndex(self.pieces, self.char_starts)
 
     def char_of(self, p: int) -> int:
         """Character position of corpus token p (approximate inside a multi-byte character)."""
@@ -259,6 +279,8 @@ class _Haystack:
         k = p - self.tok_starts[j]
         if k >= len(self.tokens[j]):  # inside the separator: the next document's start
             return min(self.char_starts[j] + len(self.texts[j]) + len(SEP), len(self.text))
+        if self.compose and self.pieces[j].ascii:  # the decoded prefix's length, without decoding it
+            return self.char_starts[j] + int(self.pieces[j].starts[k])
         return self.char_starts[j] + len(_decode(self.ctx.tokenizer, self.tokens[j][:k]))
 
     def doc_ids_in(self, s: int, cut: int) -> list[str]:
@@ -292,6 +314,7 @@ class _Layout:
     hay_end: int  # end of the haystack text proper (before needles appended at the end)
     tail_base: int  # content offset minus haystack offset in the last haystack segment
     tail_from: int  # haystack offset where that segment starts
+    segments: list[Segment] = field(default_factory=list)  # (content offset, hay start, hay end) copied verbatim
 
 
 def _layout(
@@ -312,8 +335,10 @@ def _layout(
     starts = [0] * len(needles)
     ends = [0] * len(needles)
     pos = s
+    segments: list[Segment] = []
     for i in inner:
         q = where[i]
+        segments.append((size, pos, q))
         parts.append(hay[pos:q])
         size += q - pos
         starts[i], ends[i] = size, size + len(needles[i])
@@ -321,6 +346,7 @@ def _layout(
         size += len(needles[i]) + 1
         pos = q
     tail_base, tail_from = size - pos, pos
+    segments.append((size, pos, cut))
     parts.append(hay[pos:cut])
     size += cut - pos
     hay_end = size
@@ -335,7 +361,7 @@ def _layout(
         parts.append(needles[i])
         size += len(needles[i])
     parts.append("\n\n" + question)
-    return _Layout("".join(parts), starts, ends, inner + at_end, len(head), hay_end, tail_base, tail_from)
+    return _Layout("".join(parts), starts, ends, inner + at_end, len(head), hay_end, tail_base, tail_from, segments)
 
 
 @dataclass
@@ -345,6 +371,7 @@ class _Measure:
     head_ids: list[int]  # the prompt's token ids
     starts: list[int]  # char start of each prompt token
     content_at: int  # where the user content begins in the prompt
+    exact: bool = True  # from a full (or composed) encode, not from re-encoding the changed end
 
 
 def _render(tok: Tokenizer, messages: list[dict[str, str]], plain: bool) -> tuple[str, int]:
@@ -369,6 +396,7 @@ def _measure(
     plain: bool,
     base: _Measure | None = None,
     same_until: int = 0,
+    full: Callable[[str, int], tuple[list[int], list[int]]] | None = None,
 ) -> _Measure:
     """Token count of the chat and the prompt's token offsets, encoding as `encode_chat` does.
 
@@ -387,7 +415,10 @@ def _measure(
             enc = backend.encode(prompt[x:], add_special_tokens=False)
             ids = base.head_ids[:k] + list(enc.ids)
             starts = base.starts[:k] + [x + a for a, _ in enc.offsets]
-            return _Measure(len(ids) + tail_tokens, prompt, ids, starts, at)
+            return _Measure(len(ids) + tail_tokens, prompt, ids, starts, at, exact=False)
+    if full is not None:  # composed from the token store (needles_compose.py), equal to a full encode
+        ids, starts = full(prompt, at)
+        return _Measure(len(ids) + tail_tokens, prompt, ids, starts, at)
     enc = backend.encode(prompt, add_special_tokens=False)
     return _Measure(len(enc.ids) + tail_tokens, prompt, list(enc.ids), [a for a, _ in enc.offsets], at)
 
@@ -506,8 +537,10 @@ class _Fitter:
         anchors: list[int | None],
         tail_tokens: int,
         local: bool = True,
+        composer: Composer | None = None,
     ) -> None:
         self.ctx, self.plan, self.hay, self.anchors, self.tail = ctx, plan, hay, anchors, tail_tokens
+        self.composer = composer  # full measures are composed from the store instead of encoded
         self.local = local  # re-encode only the changed end of the prompt (see `_measure`)
         self.tried: dict[tuple[int, int], tuple[int, _Layout, _Measure]] = {}
         self.base: dict[int, tuple[int, _Measure]] = {}  # s -> (cut, a full measure with that start)
@@ -531,12 +564,24 @@ class _Fitter:
                     min(lay.hay_end, self.tried[(s, base_cut)][1].hay_end),
                 )
             else:
-                m = _measure(self.ctx.tokenizer, messages, self.tail, p.plain)
+                m = _measure(self.ctx.tokenizer, messages, self.tail, p.plain, full=self.full(lay))
             if base is None:
                 self.base[s] = (cut, m)
                 self.encodes += 1
             self.tried[key] = (m.total, lay, m)
         return self.tried[key][0]
+
+    def full(self, lay: _Layout) -> Callable[[str, int], tuple[list[int], list[int]]] | None:
+        """The composed full encode of prompts of this layout, or None to encode them whole."""
+        composer, hay = self.composer, self.hay
+        if composer is None or hay.joins is None:
+            return None
+        joins = hay.joins
+
+        def compose(prompt: str, at: int) -> tuple[list[int], list[int]]:
+            return composer.encode(prompt, joins, [(at + c, a, b) for c, a, b in lay.segments])
+
+        return compose
 
     def step(self, s: int, cut: int, delta: int) -> int:
         """The cut `delta` tokens further (or back), read off the encoder's offsets."""
@@ -554,9 +599,7 @@ class _Fitter:
             self.hay.ensure(self.hay.num_tokens + 4 * delta + 64)
             if len(self.hay.text) == before:
                 break
-        enc = self.ctx.tokenizer.backend.encode(
-            self.hay.text[cut : cut + window], add_special_tokens=False
-        )
+        enc = self.ctx.tokenizer.backend.encode(self.hay.text[cut : cut + window], add_special_tokens=False)
         offsets: list[tuple[int, int]] = enc.offsets
         if not offsets:
             return cut + 1
@@ -635,6 +678,7 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
     empty = _layout(plan.intro, plan.question, "", 0, 0, [None] * len(plan.needles), plan.needles)
     ids, mask = _encode(tok, plan.plain, _messages(empty.content, plan.answer))
     tail_tokens = int(mask.sum())
+    answer_ids = ids[len(ids) - tail_tokens :]  # the completion is encoded apart from the prompt
     overhead = len(ids)
     if plan.length < overhead + MIN_HAYSTACK_TOKENS:
         need = overhead + MIN_HAYSTACK_TOKENS
@@ -648,12 +692,13 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
     budget = plan.length - overhead  # haystack tokens, estimated in corpus-token units
     hay: _Haystack | LineHaystack
     if plan.lines is not None:  # a word-list task: the list is the whole context
-        hay = LineHaystack(tok, plan.lines(budget, tok), DOC_SLACK_TOKENS)
+        hay = LineHaystack(tok, plan.lines(budget, tok), DOC_SLACK_TOKENS, compose=joinable(tok))
     elif spec.haystack == "prose":  # its own stream, apart from the plan's draws
-        hay = LineHaystack(tok, prose_lines(sample_rng(spec, index, 1)), DOC_SLACK_TOKENS)
+        hay = LineHaystack(tok, prose_lines(sample_rng(spec, index, 1)), DOC_SLACK_TOKENS, compose=joinable(tok))
     else:
-        hay = _Haystack(ctx, order, start, len(tok.encode(SEP)))
+        hay = _Haystack(ctx, order, start, len(tok.encode(SEP)), compose=joinable(tok))
     hay.ensure(budget)
+    composer = Composer(tok) if hay.compose else None
 
     # Needle points: line starts, fixed from the estimate so that the fit only moves the window's
     # ends; None = after the last line.
@@ -663,12 +708,20 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
         anchors.append(None if p >= budget else _line_start(hay.text, hay.char_of(p)))
 
     for local in (True, False):
-        fitter = _Fitter(ctx, plan, hay, anchors, tail_tokens, local=local)
+        fitter = _Fitter(ctx, plan, hay, anchors, tail_tokens, local=local, composer=composer)
         s, cut = fitter.fit(hay.char_of(budget))
         total, lay, m = fitter.tried[(s, cut)]
         messages = _messages(lay.content, plan.answer)
-        ids, mask = _encode(tok, plan.plain, messages)
-        if len(ids) == total and ids[: len(m.head_ids)].tolist() == m.head_ids:
+        compose = fitter.full(lay)
+        if compose is None:
+            ids, mask = _encode(tok, plan.plain, messages)
+            if len(ids) == total and ids[: len(m.head_ids)].tolist() == m.head_ids:
+                break
+        elif m.exact or compose(m.prompt, m.content_at)[0] == m.head_ids:
+            # The composed ids are the encoding of this prompt; the answer's tokens follow as encoded above.
+            ids = np.concatenate([np.asarray(m.head_ids, dtype=np.int32), answer_ids])
+            mask = np.zeros(len(ids), dtype=bool)
+            mask[len(m.head_ids) :] = True
             break
         # The tokenizer merged across the re-encoded boundary: fit again with full encodes.
     else:

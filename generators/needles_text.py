@@ -3,7 +3,7 @@
 Kept apart from `needles.py` (the grid, the layout and the exact-length fitter) because none of it
 knows about lengths or tokens except `LineHaystack`, which gives any line source the interface
 the fitter reads from the corpus haystack (`text`, `ensure`, `char_of`, `num_tokens`,
-`doc_ids_in`). Everything here draws from a generator it is handed (`sample_rng` streams), so a
+`doc_ids_in`, and `joins` for composing). Everything here draws from a generator it is handed (`sample_rng` streams), so a
 sample stays a function of its spec and index.
 
 - Keys and word values: adjective-noun pairs (4096), readable and unlikely in code or prose.
@@ -18,11 +18,14 @@ sample stays a function of its spec and index.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from .joins import newline_join
+from .needles_compose import DocPiece, JoinIndex
 from .tokenizer import Tokenizer
 
 NUMBER_DIGITS = 7
@@ -338,14 +341,26 @@ class LineHaystack:
     """Lines from a source, joined by newlines and grown on demand, with exact token positions.
 
     The corpus haystack counts in corpus tokens; this one encodes its own text, so `char_of` is
-    exact. It grows in steps of about the missing tokens (a few encodes per sample).
+    exact. It grows in steps of about the missing tokens (a few encodes per sample). With
+    `compose` (a joinable tokenizer, generators/joins.py), the text is kept as chunks that end
+    at newline joins (every line boundary, for prose and numbered lists): only the chunks a growth
+    step adds or reopens are encoded, and `joins` offers the chunk boundaries to the composer
+    (needles_compose.py), so that the fitter's prompts are assembled instead of encoded whole.
     """
 
-    def __init__(self, tok: Tokenizer, lines: Iterator[str], slack: int) -> None:
-        self.tok, self.lines, self.slack = tok, lines, slack
+    def __init__(self, tok: Tokenizer, lines: Iterator[str], slack: int, compose: bool = False) -> None:
+        self.tok, self.lines, self.slack, self.compose = tok, lines, slack, compose
         self.parts: list[str] = []
         self.text = ""
         self._starts: list[int] = []
+        self.joins: JoinIndex | None = None
+        # Closed chunks (each ends at a newline join) are kept; the lines after them are redone.
+        self._closed_lines = 0
+        self._closed_chars = 0
+        self._ids: list[np.ndarray] = []
+        self._chunk_starts: list[np.ndarray] = []
+        self._join_chars: list[int] = []
+        self._join_toks: list[int] = []
 
     @property
     def num_tokens(self) -> int:
@@ -365,8 +380,45 @@ class LineHaystack:
                 if not added:
                     return  # the source is exhausted
             self.text = "\n".join(self.parts)
-            enc = self.tok.backend.encode(self.text, add_special_tokens=False)
-            self._starts = [a for a, _ in enc.offsets]
+            if self.compose:
+                self._compose()
+            else:
+                enc = self.tok.backend.encode(self.text, add_special_tokens=False)
+                self._starts = [a for a, _ in enc.offsets]
+
+    def _compose(self) -> None:
+        """Encode the lines after the closed chunks as chunks cut at newline joins (the last one open)."""
+        lines = self.parts[self._closed_lines :]
+        cuts = [0, *(i for i in range(1, len(lines)) if newline_join(lines[i - 1] + "\n", lines[i])), len(lines)]
+        texts = ["\n".join(lines[a:b]) + ("\n" if b < len(lines) else "") for a, b in itertools.pairwise(cuts)]
+        encs = self.tok.backend.encode_batch(texts, add_special_tokens=False)
+        pos, tokens = self._closed_chars, sum(len(i) for i in self._ids)
+        tail_ids = tail_starts = np.zeros(0, dtype=np.int64)
+        for k, (text, enc) in enumerate(zip(texts, encs)):
+            ids = np.asarray(enc.ids, dtype=np.int64)
+            starts = np.asarray([a for a, _ in enc.offsets], dtype=np.int64) + pos
+            pos += len(text)
+            if k == len(texts) - 1:
+                tail_ids, tail_starts = ids, starts
+                break
+            tokens += len(ids)
+            self._ids.append(ids)
+            self._chunk_starts.append(starts)
+            self._closed_lines += cuts[k + 1] - cuts[k]
+            self._closed_chars = pos
+            self._join_chars.append(pos)
+            self._join_toks.append(tokens)
+        all_ids = np.concatenate([*self._ids, tail_ids])
+        all_starts = np.concatenate([*self._chunk_starts, tail_starts])
+        self._starts = all_starts.tolist()
+        piece = DocPiece(
+            all_ids,
+            all_starts,
+            self.text.isascii(),
+            np.asarray(self._join_chars, dtype=np.int64),
+            np.asarray(self._join_toks, dtype=np.int64),
+        )
+        self.joins = JoinIndex([piece], [0])
 
     def char_of(self, p: int) -> int:
         self.ensure(p)
