@@ -51,8 +51,15 @@ class Recorder:
 def encoded(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     """Every text any Tokenizer's backend encodes while the test runs."""
     seen: list[str] = []
-    original = Tokenizer.backend
-    monkeypatch.setattr(Tokenizer, "backend", property(lambda self: Recorder(original.fget(self), seen)))
+    # `backend` is a dataclass field: a class property shadows it and reads the instance's own value.
+    monkeypatch.setattr(
+        Tokenizer,
+        "backend",
+        property(
+            lambda self: Recorder(self.__dict__["backend"], seen), lambda self, v: self.__dict__.update(backend=v)
+        ),
+        raising=False,
+    )
     yield seen
 
 
