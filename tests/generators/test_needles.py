@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,13 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from longweave.generators import needles, pipeline
-from longweave.generators.corpus import Corpus
 from longweave.generators.errors import ConfigError
 from longweave.generators.kinds import parse_spec
-from longweave.generators.needles import NIAHSpec
 from longweave.generators.records import Record, from_table, to_table
 from longweave.generators.tokenizer import Tokenizer
-from longweave.generators.tokenstore import TokenStore
 
 LENGTHS = [300, 700, 1500]
 DEPTHS = [0.0, 0.25, 0.5, 0.75, 1.0]
@@ -39,15 +35,6 @@ VALUE_SHAPE = {
     "uuids": re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"),
     "words": re.compile(r"^[a-z]+-[a-z]+$"),
 }
-
-
-@pytest.fixture(scope="module")
-def base_ctx(
-    cache_dir: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer, stdlib_store: TokenStore
-) -> pipeline.Context:
-    """The session's tokenizer and token store; each test swaps in its own spec."""
-    spec = NIAHSpec()
-    return pipeline.Context(spec, tokenizer, stdlib_corpus, cache_dir, spec.dataset_id(), _store=stdlib_store)
 
 
 def ctx_for(base: pipeline.Context, **fields: object) -> pipeline.Context:

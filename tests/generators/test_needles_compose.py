@@ -11,7 +11,6 @@ import dataclasses
 import json
 import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,6 @@ from longweave.generators.needles_compose import Composer, JoinIndex, doc_piece
 from longweave.generators.needles_text import encode_plain
 from longweave.generators.records import Record
 from longweave.generators.tokenizer import Tokenizer, load_tokenizer
-from longweave.generators.tokenstore import TokenStore
 
 
 class Recorder:
@@ -85,12 +83,6 @@ def _reencodes(tok: Tokenizer, rec: Record) -> bool:
 
 
 @pytest.fixture(scope="module")
-def bpe_ctx(cache_dir: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer, stdlib_store: TokenStore) -> pipeline.Context:
-    spec = needles.NIAHSpec()
-    return pipeline.Context(spec, tokenizer, stdlib_corpus, cache_dir, spec.dataset_id(), _store=stdlib_store)
-
-
-@pytest.fixture(scope="module")
 def lines_ctx(
     stdlib_corpus: Corpus, tokenizer: Tokenizer, tmp_path_factory: pytest.TempPathFactory
 ) -> pipeline.Context:
@@ -135,10 +127,10 @@ def test_the_trained_bpe_composes_every_prompt_without_encoding_it_whole(
 
 
 @pytest.mark.parametrize("variant", ["passkey", "cwe"])
-def test_generated_haystacks_are_composed_too(bpe_ctx: pipeline.Context, encoded: list[str], variant: str) -> None:
-    tok = bpe_ctx.tokenizer
+def test_generated_haystacks_are_composed_too(base_ctx: pipeline.Context, encoded: list[str], variant: str) -> None:
+    tok = base_ctx.tokenizer
     haystack = "prose" if variant == "passkey" else "corpus"  # cwe's word list is its whole context
-    recs = _generate(bpe_ctx, 4, lengths=[1200, 5000], depths=[0.3, 1.0], variant=variant, haystack=haystack, seed=2)
+    recs = _generate(base_ctx, 4, lengths=[1200, 5000], depths=[0.3, 1.0], variant=variant, haystack=haystack, seed=2)
     texts = set(encoded)
     encoded.clear()
     for rec in recs:
@@ -155,13 +147,13 @@ def test_generated_haystacks_are_composed_too(bpe_ctx: pipeline.Context, encoded
     ],
 )
 def test_composing_gives_the_same_samples_as_encoding(
-    bpe_ctx: pipeline.Context, monkeypatch: pytest.MonkeyPatch, fields: dict[str, object]
+    base_ctx: pipeline.Context, monkeypatch: pytest.MonkeyPatch, fields: dict[str, object]
 ) -> None:
-    composed = _generate(bpe_ctx, 6, **fields)
+    composed = _generate(base_ctx, 6, **fields)
     monkeypatch.setattr(needles, "joinable", lambda tok: False)  # the encoding fitter
-    by_encoding = _generate(bpe_ctx, 6, **fields)
+    by_encoding = _generate(base_ctx, 6, **fields)
     for a, b in zip(composed, by_encoding, strict=True):
-        assert _reencodes(bpe_ctx.tokenizer, a)
+        assert _reencodes(base_ctx.tokenizer, a)
         assert np.array_equal(a.input_ids, b.input_ids) and np.array_equal(a.loss_mask, b.loss_mask)
         assert (a.messages, a.segments, a.meta) == (b.messages, b.segments, b.meta)
 

@@ -19,13 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from longweave.generators import needles, needles_tasks, pipeline
-from longweave.generators.corpus import Corpus
 from longweave.generators.errors import ConfigError
 from longweave.generators.kinds import parse_spec
-from longweave.generators.needles import NIAHSpec
 from longweave.generators.records import Record, to_table
 from longweave.generators.tokenizer import Tokenizer, load_tokenizer
-from longweave.generators.tokenstore import TokenStore
 
 from .needle_reading import (
     EOS,
@@ -44,14 +41,6 @@ from .needle_reading import (
 LENGTHS = [400, 1200]
 DEPTHS = [0.0, 0.5, 1.0]
 TASKS = ["passkey", "multikey", "multivalue", "multiquery", "vartrack", "cwe", "fwe"]
-
-
-@pytest.fixture(scope="module")
-def base_ctx(
-    cache_dir: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer, stdlib_store: TokenStore
-) -> pipeline.Context:
-    spec = NIAHSpec()
-    return pipeline.Context(spec, tokenizer, stdlib_corpus, cache_dir, spec.dataset_id(), _store=stdlib_store)
 
 
 @pytest.fixture(scope="module")
