@@ -4,13 +4,13 @@ A needle prompt is mostly corpus text whose ids the token store already holds (e
 encoded alone). Where the tokenizer is `joinable` (generators/joins.py), the ids of text split at
 newline joins are the concatenation of the ids of its parts, so the prompt's ids are assembled
 from pieces:
-- inside a document, between two of its newline joins, the store's ids (and their character
+- inside a document, between two of its joins (newline or indent joins), the store's ids (and their character
   starts, from the byte length of each token) are taken as they are;
 - everything else (the template head and the instruction, needles, the text around a document
   boundary or a needle that no join brackets, the partial line at the haystack's end, the
   question and the template tail) is encoded, one piece per stretch between joins, each piece
   cached by its text so that the fitter's tries of one sample encode it once.
-Every split point is checked on the prompt's own characters with `newline_join`, so a join that
+Every split point is checked on the prompt's own characters with `join_at`, so a join that
 a needle or the cut makes or breaks is decided by the text the prompt really holds. The result is
 what `backend.encode(prompt)` gives, ids and character starts, which the tests check against a
 full encode. A tokenizer that is not joinable gets no composer and the fitter encodes in full.
@@ -23,12 +23,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .joins import newline_join
+from .joins import join_at
 from .tokenizer import Tokenizer
 
-# A newline join's shape, found by the regex engine over a document's text; each hit is confirmed
-# with `newline_join` itself so the rule stays the one in joins.py.
-_JOIN_AT = re.compile(r"(?<=\S\n)(?=\S)")
+# The shapes of the joins, found by the regex engine over a document's text (a newline join, and the
+# end of "\n" plus spaces before the indentation's last space); each hit is confirmed with
+# `join_at` itself so the rule stays the one in joins.py.
+_JOINS = re.compile(r"(?<=\S\n)(?=\S)|\S\n *(?= \S)")
 _BYTES: dict[str, np.ndarray] = {}  # tokenizer sha256 -> bytes per token id
 
 
@@ -52,7 +53,7 @@ class DocPiece:
     ids: np.ndarray
     starts: np.ndarray  # char start of each token in the document's text (the char holding its first byte)
     ascii: bool  # the text is ASCII: a token's char start is also the length of the decoded prefix before it
-    join_chars: np.ndarray  # char offsets of newline joins that start a token
+    join_chars: np.ndarray  # char offsets of joins that start a token
     join_toks: np.ndarray  # the token index starting at each
 
 
@@ -69,10 +70,10 @@ def doc_piece(tok: Tokenizer, ids: np.ndarray, text: str) -> DocPiece:
         char_of_byte = np.cumsum(lead) - 1
         starts = char_of_byte[np.minimum(byte_starts, max(len(raw) - 1, 0))] if len(raw) else byte_starts
     chars, toks = [], []
-    for m in _JOIN_AT.finditer(text):
-        x = m.start()
+    for m in _JOINS.finditer(text):
+        x = m.end()
         # U+FFFD may stand for a character cut at the end of a shortened document: not a known char.
-        if not newline_join(text[x - 2 : x], text[x : x + 1]) or "\ufffd" in text[x - 2 : x + 1]:
+        if not join_at(text, x) or "\ufffd" in text[x - 2 : x + 2]:
             continue
         k = int(np.searchsorted(starts, x))
         if 0 < k < len(ids) and starts[k] == x:
@@ -82,7 +83,7 @@ def doc_piece(tok: Tokenizer, ids: np.ndarray, text: str) -> DocPiece:
 
 
 class JoinIndex:
-    """Newline joins of a haystack text made of documents: char position, document, token index."""
+    """Joins of a haystack text made of documents: char position, document, token index."""
 
     def __init__(self, pieces: list[DocPiece], char_starts: list[int]) -> None:
         self.pieces = pieces
@@ -127,7 +128,7 @@ class Composer:
             hi = int(np.searchsorted(index.chars, b, side="right"))
             for i in range(lo, hi):
                 x = o + int(index.chars[i]) - a
-                if newline_join(prompt[max(x - 2, 0) : x], prompt[x : x + 1]):
+                if join_at(prompt, x):
                     splits.append((x, int(index.docs[i]), int(index.toks[i]), si))
         ids: list[np.ndarray] = []
         starts: list[np.ndarray] = []

@@ -118,3 +118,37 @@ def test_an_added_token_that_strips_left_makes_a_tokenizer_not_joinable(tokenize
     tok = load_tokenizer(d)
     assert tok.sha256 == file_sha256(d / "tokenizer.json") != tokenizer.sha256
     assert not joins.joinable(tok)
+
+
+@pytest.mark.parametrize("which", ["bpe", "llama3"])
+def test_every_join_in_corpus_code_splits_the_ids_exactly(
+    which: str, tokenizer: Tokenizer, llama3_style: Tokenizer, stdlib_corpus: Corpus
+) -> None:
+    # Indented code: the indent joins are most of the line starts, the newline joins the rest.
+    tok = tokenizer if which == "bpe" else llama3_style
+    text = "".join(_lines(stdlib_corpus, 4000))
+    points = [x for x in range(len(text)) if joins.join_at(text, x)]
+    indents = [x for x in points if text[x] == " "]
+    assert len(points) > 1500 and len(indents) > len(points) / 3
+    rng = np.random.default_rng(1)
+    pairs = []
+    for x in rng.choice(points, size=1500, replace=False):
+        lo, hi = max(0, x - int(rng.integers(2, 400))), x + int(rng.integers(2, 400))
+        pairs.append((text[lo:x], text[x:hi]))
+    # A split point of text[lo:x] + text[x:hi] must still be a join inside the shorter window.
+    pairs = [(a, b) for a, b in pairs if joins.join_at(a + b, len(a))]
+    assert len(pairs) > 1000
+    assert all(_concat_matches(tok, pairs))
+
+
+def test_a_split_inside_the_indentation_is_not_a_join_and_would_differ(tokenizer: Tokenizer) -> None:
+    text = "if x:\n        return 1\n"
+    at = text.index("return") - 1  # before the indentation's last space: the join
+    assert [x for x in range(len(text)) if joins.join_at(text, x)] == [at]
+    # Splitting right after the newline instead hands "\n" and the indentation to two pieces.
+    after_newline = text.index("\n") + 1
+    assert _concat_matches(tokenizer, [(text[:at], text[at:]), (text[:after_newline], text[after_newline:])]) == [
+        True,
+        False,
+    ]
+    assert not joins.indent_join("x\n\t", " y") and not joins.indent_join("x \n  ", " y")
