@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..context import Context, sample_rng
+from ..joins import joinable
+from .compose import Pieces, composer
 from .filters import make_unanswerable
 from .plan import MIN_ROWS, SamplePlan, build_tables
 from .prompts import REASONING_NOTE, Question, intro, reasoning_text
@@ -74,9 +76,19 @@ def prompt_mode(ctx: Context, spec: SynLSpec) -> str:
     return "plain"
 
 
-def encode(ctx: Context, spec: SynLSpec, att: Attempt) -> Attempt:
-    """`att` with ids, mask and segment starts of its messages (loss on every answer, or on all)."""
-    ids, mask, starts = ctx.tokenizer.encode_turns(att.messages, att.marks, prompt_mode(ctx, spec))
+def encode(ctx: Context, spec: SynLSpec, att: Attempt, pieces: Pieces | None = None) -> Attempt:
+    """`att` with ids, mask and segment starts of its messages (loss on every answer, or on all).
+
+    For a joinable tokenizer the ids are composed from the rows' encodings (`compose.py`, rows
+    not in `pieces` yet are encoded there, in one batch); otherwise every part is encoded whole."""
+    tok = ctx.tokenizer
+    compose = None
+    if joinable(tok):
+        pieces = pieces if pieces is not None else Pieces(tok)
+        lines = [row + "\n" for b in att.tables for row in b.rows]
+        pieces.add(lines)
+        compose = composer(pieces, lines)
+    ids, mask, starts = tok.encode_turns(att.messages, att.marks, prompt_mode(ctx, spec), compose)
     first = int(np.argmax(mask))
     if spec.loss_on_prompt:
         mask = np.ones(len(ids), dtype=bool)
@@ -100,7 +112,9 @@ def _reply(family: str, q: Question, tables: list[Built]) -> tuple[Question, str
     return q, result.answer, result.answer
 
 
-def attempt(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int) -> Attempt:
+def attempt(
+    ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int, pieces: Pieces | None = None
+) -> Attempt:
     """The full sample with R extra rows: tables, questions, answers, tokens and segments."""
     sizes = plan.sizes(r)
     tables = build_tables(plan, sizes)
@@ -141,16 +155,25 @@ def attempt(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int) 
         messages += [{"role": "user", "content": f"Question: {q.text}"}, {"role": "assistant", "content": r_text}]
         more.append((q, r_answer))
     att = Attempt(r, sizes, np.zeros(0), np.zeros(0, bool), [], messages, question, answer, tables, marks, labels, more)
-    return encode(ctx, spec, att)
+    return encode(ctx, spec, att, pieces)
 
 
 class RowCosts:
-    """Token counts of rows, counted once per row, and the length estimate they give for any R."""
+    """Token counts of rows, counted once per row, and the length estimate they give for any R.
+
+    A row counts its tokens alone plus one for its newline. For a joinable tokenizer each row is
+    encoded as its line (`row + "\n"`), the piece `compose.py` reuses, and counted from it: when
+    the line ends in the newline's own token, the row alone has the tokens before it (BPE never
+    merged into that newline); only a row whose newline merged is also counted alone."""
 
     def __init__(self, ctx: Context, plan: SamplePlan) -> None:
         self.ctx = ctx
         self.plan = plan
         self.cum: list[np.ndarray] = [np.zeros(1, np.int64) for _ in plan.tables]
+        tok = ctx.tokenizer
+        self.pieces = Pieces(tok) if joinable(tok) else None
+        newline = tok.encode("\n")
+        self.newline = int(newline[0]) if len(newline) == 1 else -1
 
     def count_upto(self, r: int) -> None:
         """Make sure rows up to sizes(r) are counted (foreign keys resolved at that size)."""
@@ -163,11 +186,22 @@ class RowCosts:
             have = len(self.cum[t]) - 1
             texts += b.rows[have:]
             owners += [t] * (len(b.rows) - have)
-        counts = np.asarray(self.ctx.tokenizer.count_batch(texts), np.int64) + 1  # + the newline
+        counts = self._counts(texts)
         owners_arr = np.asarray(owners)
         for t in range(len(tables)):
             new = counts[owners_arr == t]
             self.cum[t] = np.concatenate([self.cum[t], self.cum[t][-1] + np.cumsum(new)])
+
+    def _counts(self, rows: list[str]) -> np.ndarray:
+        """Tokens of each row alone, plus one for its newline."""
+        if self.pieces is None:
+            return np.asarray(self.ctx.tokenizer.count_batch(rows), np.int64) + 1
+        lines = self.pieces.add([row + "\n" for row in rows])
+        counts = np.asarray([len(ids) for ids in lines], np.int64)
+        merged = [i for i, ids in enumerate(lines) if ids[-1] != self.newline]
+        if merged:
+            counts[merged] = np.asarray(self.ctx.tokenizer.count_batch([rows[i] for i in merged]), np.int64) + 1
+        return counts
 
     def rows_tokens(self, r: int) -> int:
         return int(sum(c[n] for c, n in zip(self.cum, self.plan.sizes(r))))
@@ -200,10 +234,12 @@ def fit(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, target: int)
     when even the smallest one exceeds seq_len."""
     seq_len = spec.seq_len
     tried: dict[int, Attempt] = {}
+    costs = RowCosts(ctx, plan)
+    costs.count_upto(0)  # the minimum tables' rows: the base sample's pieces and the first guess below
 
     def run(r: int) -> Attempt:
         if r not in tried:
-            tried[r] = attempt(ctx, spec, index, plan, r)
+            tried[r] = attempt(ctx, spec, index, plan, r, costs.pieces)
         return tried[r]
 
     base = run(0)
@@ -211,9 +247,7 @@ def fit(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, target: int)
         raise TooLong(len(base))
     if len(base) >= target:
         return base
-    costs = RowCosts(ctx, plan)
     # The minimum tables' rows give tokens per unit of R, hence a first guess (refined below).
-    costs.count_upto(0)
     per_r = max(1.0, costs.rows_tokens(0) / (MIN_ROWS * len(plan.tables)))
     guess = int((target - len(base)) / per_r)
     # The question and answer change a little with the tables (other numbers, other rows listed),
