@@ -113,11 +113,12 @@ def _reply(family: str, q: Question, tables: list[Built]) -> tuple[Question, str
 
 
 def attempt(
-    ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int, pieces: Pieces | None = None
+    ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int, costs: RowCosts | None = None
 ) -> Attempt:
-    """The full sample with R extra rows: tables, questions, answers, tokens and segments."""
+    """The full sample with R extra rows: tables, questions, answers, tokens and segments (`costs`:
+    the fit's, whose tables and row encodings it reuses)."""
     sizes = plan.sizes(r)
-    tables = build_tables(plan, sizes)
+    tables = costs.tables(sizes) if costs is not None else build_tables(plan, sizes)
     rng = sample_rng(spec, index, 2)
     question = Asker(plan.family, plan.chain, tables, rng, plan.depth).ask()
     question = make_unanswerable(question, tables, spec.unanswerable_rate, sample_rng(spec, index, 9))
@@ -155,7 +156,7 @@ def attempt(
         messages += [{"role": "user", "content": f"Question: {q.text}"}, {"role": "assistant", "content": r_text}]
         more.append((q, r_answer))
     att = Attempt(r, sizes, np.zeros(0), np.zeros(0, bool), [], messages, question, answer, tables, marks, labels, more)
-    return encode(ctx, spec, att, pieces)
+    return encode(ctx, spec, att, costs.pieces if costs is not None else None)
 
 
 class RowCosts:
@@ -174,13 +175,20 @@ class RowCosts:
         self.pieces = Pieces(tok) if joinable(tok) else None
         newline = tok.encode("\n")
         self.newline = int(newline[0]) if len(newline) == 1 else -1
+        self._built: tuple[list[int], list[Built]] | None = None
+
+    def tables(self, sizes: list[int]) -> list[Built]:
+        """`build_tables` at these sizes; the last sizes built are kept (the base sample's are counted first)."""
+        if self._built is None or self._built[0] != sizes:
+            self._built = (sizes, build_tables(self.plan, sizes))
+        return self._built[1]
 
     def count_upto(self, r: int) -> None:
         """Make sure rows up to sizes(r) are counted (foreign keys resolved at that size)."""
         sizes = self.plan.sizes(r)
         if all(len(c) > n for c, n in zip(self.cum, sizes)):
             return
-        tables = build_tables(self.plan, sizes)
+        tables = self.tables(sizes)
         texts, owners = [], []
         for t, b in enumerate(tables):
             have = len(self.cum[t]) - 1
@@ -239,7 +247,7 @@ def fit(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, target: int)
 
     def run(r: int) -> Attempt:
         if r not in tried:
-            tried[r] = attempt(ctx, spec, index, plan, r, costs.pieces)
+            tried[r] = attempt(ctx, spec, index, plan, r, costs)
         return tried[r]
 
     base = run(0)
