@@ -10,13 +10,15 @@ under which SynL composes its ids from the rows', see `synl/compose.py`).
 
 The floor is the raw single-thread encode of the same rendered text: the final chat text of every
 sample produced, encoded with `tok.backend.encode`, one at a time, timed right after our run of
-the same samples; "ours / floor" is the ratio of the two tokens/s. With `--repeats` (3 by
-default) both are timed that many times, alternating, and the table shows the medians.
+the same samples; "ours / floor" is the ratio of the two tokens/s. Between the two, the same
+samples are made again by the path that encodes every part of the chat whole (composition off):
+the same ids, asserted, for comparison. With `--repeats` (3 by default) all three are timed that
+many times, alternating, and the table shows the medians.
 
 `--ruler N` adds, for N samples per length, the plain RULER-style fit on the same plans: a binary
-search over the number of rows in which every step renders and tokenizes the whole chat. Its
-seconds per sample and encodings per sample, next to ours, show what counting each row once
-(`synl.fit.fit`) saves.
+search over the number of rows in which every step renders the whole chat and tokenizes all of
+it afresh (its rows in one batch, nothing kept between steps). Its seconds per sample and
+encodings per sample, next to ours, show what counting each row once (`synl.fit.fit`) saves.
 
     .venv/bin/python bench/synl.py                      # prints a markdown table
     .venv/bin/python bench/synl.py --samples 16,8,4 --repeats 3
@@ -112,6 +114,15 @@ def run(ctx: Context, samples: int, ruler: int) -> dict[str, float]:
         t = time.perf_counter()
         records = [r for shard in range(samples) for r in generate_records(ctx, shard)]
         elapsed = time.perf_counter() - t
+    joinable = fitting.joinable
+    fitting.joinable = lambda tok: False  # type: ignore[assignment]  # the whole-part path, same samples
+    try:
+        t = time.perf_counter()
+        whole = [r for shard in range(samples) for r in generate_records(ctx, shard)]
+        whole_s = time.perf_counter() - t
+    finally:
+        fitting.joinable = joinable
+    assert all(np.array_equal(a.input_ids, b.input_ids) for a, b in zip(records, whole))
     tokens = sum(len(r.input_ids) for r in records)
     texts = [chat_text(ctx.tokenizer, r.messages) for r in records]
     backend = ctx.tokenizer.backend
@@ -125,6 +136,7 @@ def run(ctx: Context, samples: int, ruler: int) -> dict[str, float]:
         "s_per_sample": elapsed / samples,
         "samples_per_s": samples / elapsed,
         "tokens_per_s": tokens / elapsed,
+        "whole_tokens_per_s": tokens / whole_s,
         "floor_tokens_per_s": floor_tokens / floor_s,
         "ratio": (tokens / elapsed) / (floor_tokens / floor_s),
         "attempts": counter.calls / samples,
@@ -164,14 +176,16 @@ def main() -> None:
         ruler = f" | {runs[0]['ruler_s_per_sample']:.2f} | {runs[0]['ruler_encodings']:.1f}" if args.ruler else ""
         rows.append(
             f"| {seq_len:,} | {n} | {r['mean_tokens']:,.0f} | {r['fill']:.3f} | {r['s_per_sample']:.3f} | "
-            f"{r['tokens_per_s']:,.0f} | {r['floor_tokens_per_s']:,.0f} | {r['ratio']:.2f} | "
+            f"{r['tokens_per_s']:,.0f} | {r['whole_tokens_per_s']:,.0f} | {r['floor_tokens_per_s']:,.0f} | "
+            f"{r['ratio']:.2f} | "
             f"{r['attempts']:.1f} | {r['whole']:.1f}{ruler} |"
         )
     head = (
-        "| seq_len | samples | mean tokens | tokens / target | s/sample | tokens/s | floor tokens/s | ours / floor"
+        "| seq_len | samples | mean tokens | tokens / target | s/sample | tokens/s | whole-part path tokens/s"
+        " | floor tokens/s | ours / floor"
         " | samples assembled/sample | whole encodes/sample"
     )
-    sep = "|---|---|---|---|---|---|---|---|---|---"
+    sep = "|---|---|---|---|---|---|---|---|---|---|---"
     if args.ruler:
         head += " | RULER-style fit s/sample | RULER-style encodings/sample"
         sep += "|---|---"

@@ -1,17 +1,24 @@
 """SynL length fitting: the sample with the most rows whose whole chat stays within a target.
 
 `attempt` builds the full sample at one R (rows beyond the minimum, see `plan.py`): tables,
-question, answer, and one exact encoding of the chat, whose marks give the token where each
-table title, the question and the answer begin. `fit` picks R. It follows RULER's idea (binary
+question, answer, and the exact ids of the chat, whose marks give the token where each table
+title, the question and the answer begin. `fit` picks R. It follows RULER's idea (binary
 search on the real tokenizer) without its cost: each row is tokenized once, alone, in one
 parallel batch (`RowCosts`); prefix sums then give the length of any R, a binary search picks
-the largest R under the target, and one exact encoding of the full chat confirms it. The search
-aims a small margin below the target, because the question and answer change a little with the
-tables, and stops as soon as it lands within that margin plus one row. When the exact count and
-the estimate differ more (tokenizers that merge across row boundaries, a question that grew),
-the estimate is re-anchored at the exact count and the search repeats; a handful of exact
-encodings at most, usually one. Only a window [min_len_ratio x seq_len, seq_len] narrower than
-one row can leave a sample below it. `TooLong` says even the smallest tables exceed seq_len.
+the largest R under the target, and one exact sample confirms it. The search aims a small
+margin below the target, because the question and answer change a little with the tables, and
+stops as soon as it lands within that margin plus one row. When the exact count and the
+estimate differ more (tokenizers that merge across row boundaries, a question that grew), the
+estimate is re-anchored at the exact count and the search repeats; a handful of exact samples
+at most, usually one besides the base one at R = 0. Only a window [min_len_ratio x seq_len,
+seq_len] narrower than one row can leave a sample below it. `TooLong` says even the smallest
+tables exceed seq_len.
+
+An exact sample costs no encoding of the whole chat when the tokenizer is joinable: its ids are
+composed from the encodings of its row lines, the ones the counting made (`compose.py`); only
+rows whose text differs from the counted one (a foreign key drawn over a referenced table of
+another size) and the short pieces between rows are encoded. Otherwise every part of the chat
+is encoded whole, once per exact sample.
 
 The question's rng is restarted for every R tried, so a sample is a pure function of (seed,
 index) whatever R the search visits first.
@@ -176,11 +183,13 @@ class RowCosts:
         newline = tok.encode("\n")
         self.newline = int(newline[0]) if len(newline) == 1 else -1
         self._built: tuple[list[int], list[Built]] | None = None
+        self._widest: dict[int, Built] = {}
 
     def tables(self, sizes: list[int]) -> list[Built]:
-        """`build_tables` at these sizes; the last sizes built are kept (the base sample's are counted first)."""
+        """`build_tables` at these sizes; the last sizes built are kept (the base sample's are
+        counted first), and tables without foreign keys are sliced from their widest rendering."""
         if self._built is None or self._built[0] != sizes:
-            self._built = (sizes, build_tables(self.plan, sizes))
+            self._built = (sizes, build_tables(self.plan, sizes, self._widest))
         return self._built[1]
 
     def count_upto(self, r: int) -> None:
