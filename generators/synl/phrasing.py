@@ -6,7 +6,7 @@ as written in the table.", plus the reasoning note). `split_question` cuts them 
 rewrites the ask only, and the instruction is put back unchanged, so the answer format never drifts.
 
 `check_rewrite` keeps a rewrite only if, compared case-insensitively with whitespace normalised:
-- it contains every string the query needs that the template shows: table labels, column names,
+- it contains every string the query needs that the template shows: table labels, column headers,
   keys, condition values, the k of a top-k (`required_strings`), each as a whole token;
 - it keeps the template's comparison words (largest, before, at least, ...) and adds none;
 - it adds no number, date, key or other token with a digit that the template does not hold;
@@ -92,7 +92,9 @@ def split_question(text: str) -> tuple[str, str]:
 def required_strings(question: Question, tables: list[Built]) -> list[str]:
     """Labels, columns, keys and values the query needs, in the form the template question shows them."""
     idx, cols, values = question.query.mentions()
-    cands = [tables[i].spec.label for i in idx] + cols + values
+    # A column is shown by its header text in each table that holds it (`TableSpec.header`).
+    shown_cols = [tables[i].spec.header(c) for c in cols for i in idx if c in tables[i].spec.kinds]
+    cands = [tables[i].spec.label for i in idx] + shown_cols + values
     shown = norm(question.text)
     return [s for s in dict.fromkeys(cands) if _has(shown, norm(s))]
 

@@ -8,8 +8,8 @@ spread over the tables by those weights (each step of R adds one row to one tabl
 grow monotonically); `build_tables` makes every table at the sizes of an R.
 
 Every random choice comes from `sample_rng(spec, index, ...)`: the plan from stream 1, each
-table's category weights from stream 3 and its rows from stream 4, one per block, so a plan is a
-pure function of (seed, index, level).
+table's category weights from stream 3 and its rows from stream 4, one per block, the header
+style of `labels: mixed` from stream 10, so a plan is a pure function of (seed, index, level).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..context import sample_rng
+from .labels import STYLES, HeaderStyle
 from .prompts import SYSTEM_PROMPTS
 from .render import render_rows
 from .rows import TableData, choose_columns, resolve_foreign_keys
@@ -54,6 +55,7 @@ class SamplePlan:
     links: list[tuple[int, str, int]] = field(default_factory=list)  # (from table, fk column, to table)
     depth: float = 0.5  # relative depth of the evidence row within the tables (`draw_depth`)
     position: str = "after"  # where the first question sits: after, before or both sides of the tables
+    header_style: HeaderStyle = "identifier"  # how every table and question names the columns
 
     def sizes(self, r: int) -> list[int]:
         cut = np.floor(self.cumw * r).astype(np.int64)
@@ -104,6 +106,14 @@ def draw_depth(spec: SynLSpec, index: int) -> float:
     return (stratum + float(sample_rng(spec, index, 7).random())) / DEPTH_BINS
 
 
+def draw_header_style(spec: SynLSpec, index: int) -> HeaderStyle:
+    """How a sample's tables and questions name columns: `spec.labels`, or for `mixed` one of
+    `labels.STYLES` dealt per block of two samples (stream 10: no other draw moves)."""
+    if spec.labels != "mixed":
+        return spec.labels
+    return STYLES[dealt(spec, index, len(STYLES), 10)]
+
+
 def draw_chain(spec: SynLSpec, index: int, family: str) -> list[str]:
     """The foreign-key chain of a sample (themes, start first), the same at every fallback level."""
     rng = sample_rng(spec, index, 5)
@@ -140,13 +150,15 @@ def draw_plan(
     themes = [themes[i] for i in order]
     present = set(themes)
     hi = spec.max_columns if level == 0 else min(spec.max_columns, max(spec.min_columns, 8))
+    style = draw_header_style(spec, index)
     tables: list[TableSpec] = []
     for pos, name in enumerate(themes):
         schema = pool[name]
         fks = [fk_column(pool[r]) for r in schema.refs if r in present]
         ncols = spec.min_columns if level == 2 else int(rng.integers(spec.min_columns, hi + 1))
         cols = choose_columns(schema, rng, ncols, fks)
-        tables.append(TableSpec(schema, cols, f"Table {pos + 1}: {name}", f"Table {pos + 1}", table_options(spec)))
+        title, label = f"Table {pos + 1}: {name}", f"Table {pos + 1}"
+        tables.append(TableSpec(schema, cols, title, label, table_options(spec), style))
     data = [
         TableData(t, sample_rng(spec, index, 3, level, i), _block_rng(spec, index, level, i))
         for i, t in enumerate(tables)
@@ -160,9 +172,8 @@ def draw_plan(
     system = SYSTEM_PROMPTS[int(rng.integers(len(SYSTEM_PROMPTS)))]
     place = sample_rng(spec, index, 8)  # the same at every fallback level
     position = spec.question_position[int(place.integers(len(spec.question_position)))]
-    return SamplePlan(
-        family, fmt, system, tables, data, cumw, chain, links, depth=draw_depth(spec, index), position=position
-    )
+    depth = draw_depth(spec, index)
+    return SamplePlan(family, fmt, system, tables, data, cumw, chain, links, depth, position, style)
 
 
 def _block_rng(spec: SynLSpec, index: int, level: int, table: int) -> Callable[[int], np.random.Generator]:

@@ -3,7 +3,8 @@
 Everything a sample says that is not a table or a drawn question template lives here: the system
 prompts one is drawn from, the line that introduces the tables and their foreign keys, how a
 table and a condition are named in a question, the instruction of reasoning questions, and the
-template reasoning answer (the rows used, with the values read, then `Answer: ...`).
+template reasoning answer (the rows used, with the values read, then `Answer: ...`). Columns are
+named by their header text (`TableSpec.header`), the name the rendered table shows.
 """
 
 from __future__ import annotations
@@ -65,9 +66,10 @@ def intro(fmt: str, tables: list[Built], links: list[tuple[int, str, int]]) -> s
         f"{'it starts' if n == 1 else 'each starts'} with a title line."
     )
     for a, col, b in links:
+        target = tables[b].spec
         text += (
-            f" In {table_label(tables[a])}, {col} refers to the {tables[b].spec.key} column of "
-            f"{table_label(tables[b])}."
+            f" In {table_label(tables[a])}, {tables[a].spec.header(col)} refers to the "
+            f"{target.header(target.key)} column of {table_label(tables[b])}."
         )
     return text
 
@@ -76,8 +78,9 @@ def quoted(kind: str, text: str) -> str:
     return text if kind in ORDERED_KINDS else f'"{text}"'
 
 
-def cond_text(cond: Condition, kind: str) -> str:
-    c, op, v = cond.column, cond.op, cond.value
+def cond_text(cond: Condition, kind: str, c: str) -> str:
+    """One condition in words, its column named `c` (the header text)."""
+    op, v = cond.op, cond.value
     if op == "between":
         return f"{c} is between {v[0]} and {v[1]} (inclusive)"
     if op == "eq":
@@ -92,15 +95,20 @@ def cond_text(cond: Condition, kind: str) -> str:
 
 
 def conds_text(conds: tuple[Condition, ...], b: Built) -> str:
-    return " and ".join(cond_text(c, b.spec.kinds[c.column]) for c in conds)
+    return " and ".join(cond_text(c, b.spec.kinds[c.column], b.spec.header(c.column)) for c in conds)
 
 
 def where_clause(conds: tuple[Condition, ...], b: Built) -> str:
     return f" where {conds_text(conds, b)}" if conds else ""
 
 
+def key_header(b: Built) -> str:
+    """The header text of a table's key column."""
+    return b.spec.header(b.spec.key)
+
+
 def keys_format(b: Built) -> str:
-    return f"List the {b.spec.key} values in the order the rows appear in the table, separated by commas."
+    return f"List the {key_header(b)} values in the order the rows appear in the table, separated by commas."
 
 
 def reasoning_text(q: Question, result: Result, tables: list[Built]) -> str:
@@ -110,8 +118,9 @@ def reasoning_text(q: Question, result: Result, tables: list[Built]) -> str:
         b = tables[t]
         row = row_of(b, key)
         kinds = b.spec.kinds
-        vals = ", ".join(f"{c} = {cell_text(kinds[c], row[c])}" for c in q.query.shown_columns(t, tables))
-        lines.append(f"- {table_label(b)}, {b.spec.key} {key}: {vals}")
+        shown = q.query.shown_columns(t, tables)
+        vals = ", ".join(f"{b.spec.header(c)} = {cell_text(kinds[c], row[c])}" for c in shown)
+        lines.append(f"- {table_label(b)}, {key_header(b)} {key}: {vals}")
     if result.work and q.query.op in ("aggregate", "count"):
         lines.append(result.work)
     lines.append(f"Answer: {result.answer}")

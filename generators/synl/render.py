@@ -5,7 +5,9 @@ Every rendering is a function of the typed frame and writes each value in its ca
 parser of the rendered text recovers every value exactly. A renderer gives one polars expression
 that builds a row's text from the columns' texts, plus the fixed head and tail around the rows;
 one query then renders every row. Only free-text kinds (names, categories, notes) are escaped:
-keys, numbers and dates never hold a special character of any format.
+keys, numbers and dates never hold a special character of any format, nor do column labels. The
+header names each column as the table's `header_style` says (`TableSpec.header`); JSON lines
+use the same text as keys, written as is like every value (a natural label may hold "²").
 
 Rows come back one string each (`render_rows`) so the length fitting can count tokens per row
 once and sum them.
@@ -24,7 +26,7 @@ from .schema import NUMERIC_KINDS, TableSpec
 
 @dataclass(frozen=True)
 class Cells:
-    """What a renderer needs of a table: column names, kinds, texts, and which are free text."""
+    """What a renderer needs of a table: header texts, kinds, cell texts, and which are free text."""
 
     names: list[str]
     kinds: list[str]
@@ -82,7 +84,7 @@ def _jsonl(c: Cells) -> tuple[pl.Expr, str, str]:
     parts = []
     for i, (n, k, t) in enumerate(zip(c.names, c.kinds, c.texts)):
         value = t if k in NUMERIC_KINDS else _json_string(t)
-        parts += [pl.lit(("{" if i == 0 else ", ") + json.dumps(n) + ": "), value]
+        parts += [pl.lit(("{" if i == 0 else ", ") + json.dumps(n, ensure_ascii=False) + ": "), value]
     parts.append(pl.lit("}"))
     return pl.concat_str(parts), "", ""
 
@@ -106,7 +108,7 @@ def render_rows(frame: pl.DataFrame, spec: TableSpec, fmt: str) -> tuple[str, li
     names = [c.name for c in spec.columns]
     kinds: list[str] = [c.kind for c in spec.columns]
     cells = Cells(
-        names,
+        [spec.header(n) for n in names],  # natural labels need no escaping (`labels.UNSAFE`)
         kinds,
         [_text_expr(n, k) for n, k in zip(names, kinds)],
         [k in ("name", "category", "text") for k in kinds],

@@ -4,7 +4,9 @@ One sample is a chat: a system prompt, a user message holding one or several tab
 "Table i: theme", all in one rendering: markdown, CSV, JSON lines or HTML) with a question after,
 before or on both sides of them (`question_position`), and the assistant's answer; with
 `questions_per_sample` > 1, further question turns over the same tables, each answered. The chat
-is rendered with the tokenizer's template or as plain text for base models (`prompt`). Five task families, several templates each (`templates.py`):
+is rendered with the tokenizer's template or as plain text for base models (`prompt`). Headers
+and questions name columns by natural labels or identifiers (`labels`, `labels.py`). Five task
+families, several templates each (`templates.py`):
 
 - retrieval:   a cell by key; the key of the row holding a unique value; the keys matching 1-3
                conditions;
@@ -137,6 +139,8 @@ def _record(
         "target_tokens": target,
         "tokens": len(att),
     }
+    if plan.header_style != "identifier":  # absent: identifiers, as the query and columns in meta name them
+        meta["labels"] = plan.header_style
     if llm_meta is not None:
         meta["llm"] = llm_meta
     return Record(

@@ -31,6 +31,8 @@ from typing import Literal
 import numpy as np
 import polars as pl
 
+from .labels import UNSAFE, HeaderStyle, rule_label
+
 ColumnKind = Literal["key", "name", "int", "decimal", "date", "category", "text", "fk"]
 FORMATS = ("markdown", "csv", "jsonl", "html")
 ORDERED_KINDS = ("int", "decimal", "date")  # kinds with an order: thresholds, min/max, comparisons
@@ -47,7 +49,8 @@ class Column:
     them log-uniformly (prices, populations); `start`/`end` bound dates (ISO strings); `choices`
     are the values of a category; `pool` names the generator of names (`person`, `company`,
     `product`, `title`, `place`) or text (`note`); `prefix` is a key's letters; `ref` is the theme
-    a foreign key points into.
+    a foreign key points into; `label` is the column's natural label where the rule of `labels.py`
+    does not give a good one (see `natural_label`).
     """
 
     name: str
@@ -61,6 +64,7 @@ class Column:
     pool: str = ""
     prefix: str = ""
     ref: str = ""
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,12 @@ EPOCH = dt.date(1970, 1, 1)
 
 def fk_column(target: TableSchema) -> Column:
     """The foreign-key column a table gets when it points at `target`: named like target's key."""
-    return Column(target.key.name, "fk", ref=target.name)
+    return Column(target.key.name, "fk", ref=target.name, label=target.key.label)
+
+
+def natural_label(c: Column) -> str:
+    """A column's natural label: the one its theme declares, else the rule's (`labels.rule_label`)."""
+    return c.label or rule_label(c.name)
 
 
 def check_themes(themes: Mapping[str, TableSchema]) -> None:
@@ -130,6 +139,9 @@ def check_themes(themes: Mapping[str, TableSchema]) -> None:
         assert any(c.kind in NUMERIC_KINDS for c in t.columns) and any(c.kind == "category" for c in t.columns)
         assert any(c.kind == "date" for c in t.columns), t.name
         assert all(r in themes for r in t.refs), t.name
+        labels = [natural_label(c) for c in (t.key, *t.columns, *(themes[r].key for r in t.refs))]
+        assert len(set(labels)) == len(labels), f"{t.name}: two columns share a natural label"
+        assert not any(set(label) & UNSAFE for label in labels), f"{t.name}: a label holds a character formats escape"
         check_constraints(t)
 
 
@@ -299,10 +311,17 @@ class TableSpec:
     title: str  # "Table 2: orders"
     label: str  # "Table 2"
     options: TableOptions = TableOptions()
+    header_style: HeaderStyle = "identifier"  # how the header, and every question, names the columns
 
     @property
     def key(self) -> str:
         return self.schema.key.name
+
+    def header(self, name: str) -> str:
+        """The text that names column `name` in this table's header and in every question about it."""
+        if self.header_style == "identifier":
+            return name
+        return natural_label(next(c for c in self.columns if c.name == name))
 
     @property
     def kinds(self) -> dict[str, str]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from ..specs import FAMILIES, FORMATS, MAX_SEQ_LEN, Family, Format, LLMSpec, SpecBase, StrictInt
+from .labels import LabelsOption
 from .schema import TableOptions
 
 Position = Literal["after", "before", "both"]
@@ -20,6 +21,11 @@ class SynLSpec(SpecBase):
     """Synthetic lengthy tables (SynL): lookup and reasoning questions over rendered tables."""
 
     kind: Literal["synl"] = "synl"
+    # The header style changes how a table names its columns, not what the seeded streams draw: one
+    # spec in two styles draws the same plans and values (the fitted row count follows the headers'
+    # length), a `mixed` sample is the sample of its style's spec, and `identifier` gives the very
+    # records of a spec of the same content that does not name the option.
+    NOT_CONTENT: ClassVar[frozenset[str]] = SpecBase.NOT_CONTENT | {"labels"}
     seq_len: StrictInt = Field(8192, ge=256, le=MAX_SEQ_LEN, description="Target tokens of prompt plus answer.")
     min_len_ratio: float = Field(0.5, gt=0, le=1, description="Sample lengths spread over [ratio x seq_len, seq_len].")
     formats: list[Format] = Field(
@@ -54,6 +60,13 @@ class SynLSpec(SpecBase):
         description=(
             "natural: themed columns with coherent values; symbolic: columns attr_1.. holding random ids and "
             "numbers, no world facts."
+        ),
+    )
+    labels: LabelsOption = Field(
+        "mixed",
+        description=(
+            "How table headers and questions name columns: natural: labels in words ('Ship date', 'Discount (%)'); "
+            "identifier: as identifiers ('ship_date'); mixed: one of the two drawn per sample, half each."
         ),
     )
     max_agg_rows: StrictInt | None = Field(

@@ -4,7 +4,8 @@
 computes its answer, and the answer format it states. A template returns None when the tables
 cannot support it (no unique value, too many matches, no chain); `ask` then falls back to the
 family's template that always works. Every choice comes from the rng it is given, which the
-sample restarts for every size the length fitting tries.
+sample restarts for every size the length fitting tries. A question names every column by its
+header text (`TableSpec.header`), as the rendered table does; the query keeps the identifiers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .prompts import (
     REASONING_NOTE,
     Question,
     conds_text,
+    key_header,
     keys_format,
     quoted,
     table_label,
@@ -124,7 +126,9 @@ class Asker:
         t, b, j = self._evidence()
         k: str = b.frame[b.spec.key][j]
         col = pick(self.rng, [c.name for c in b.spec.columns[1:]])
-        i, text = self._say(D.CELL, table=table_label(b), col=col, key=b.spec.key, k=k, entity=b.spec.schema.entity)
+        i, text = self._say(
+            D.CELL, table=table_label(b), col=b.spec.header(col), key=key_header(b), k=k, entity=b.spec.schema.entity
+        )
         q = Q.Cell(t, k, col)
         return Question(f"cell/{i}", q, f"{text} Answer with the value exactly as written in the table.", "value")
 
@@ -140,13 +144,13 @@ class Asker:
                 i, text = self._say(
                     D.REVERSE,
                     table=table_label(b),
-                    key=b.spec.key,
-                    col=col,
+                    key=key_header(b),
+                    col=b.spec.header(col),
                     value=quoted(kind, v),
                     entity=b.spec.schema.entity,
                 )
                 q = Q.Reverse(t, col, v)
-                return Question(f"reverse/{i}", q, f"{text} Answer with the {b.spec.key} only.", "key")
+                return Question(f"reverse/{i}", q, f"{text} Answer with the {key_header(b)} only.", "key")
         return None
 
     def q_filter_keys(self) -> Question | None:
@@ -155,7 +159,11 @@ class Asker:
         if conds is None:
             return None
         i, text = self._say(
-            D.FILTER_KEYS, table=table_label(b), key=b.spec.key, conds=conds_text(conds, b), entities=b.spec.schema.name
+            D.FILTER_KEYS,
+            table=table_label(b),
+            key=key_header(b),
+            conds=conds_text(conds, b),
+            entities=b.spec.schema.name,
         )
         q = Q.FilterKeys(t, conds)
         return Question(f"filter_keys/{i}", q, f"{text} {keys_format(b)}", "keys")
@@ -173,7 +181,10 @@ class Asker:
 
     def _path_text(self, path: tuple[Q.Hop, ...]) -> str:
         chain = self.chain
-        hops = [f"follow {s.column} to {table_label(self.tables[nxt])}" for s, nxt in zip(path, chain[1:])]
+        hops = [
+            f"follow {self.tables[s.table].spec.header(s.column)} to {table_label(self.tables[nxt])}"
+            for s, nxt in zip(path, chain[1:])
+        ]
         return ", then ".join(hops)
 
     def q_chain(self) -> Question | None:
@@ -188,10 +199,10 @@ class Asker:
         i, text = self._say(
             D.CHAIN,
             table=table_label(first),
-            key=first.spec.key,
+            key=key_header(first),
             k=k,
             path=self._path_text(path),
-            col=col,
+            col=last.spec.header(col),
             nested=nested,
             entity=first.spec.schema.entity,
         )
@@ -270,7 +281,7 @@ class Asker:
         if kind == "date":
             word = {"min": "earliest", "max": "latest"}[agg]
         scope = f"the rows of {table_label(b)}{where_clause(conds, b)}"
-        i, text = self._say(D.AGGREGATE, word=word, col=col, scope=scope)
+        i, text = self._say(D.AGGREGATE, word=word, col=b.spec.header(col), scope=scope)
         if agg == "sum":
             fmt = (
                 "Give the exact total with 2 decimal places."
@@ -297,10 +308,11 @@ class Asker:
         kind = b.spec.kinds[col]
         word = ("latest" if largest else "earliest") if kind == "date" else ("highest" if largest else "lowest")
         among = f" among the rows where {conds_text(conds, b)}" if conds else ""
+        key, h = key_header(b), b.spec.header
         i, ask = self._say(
-            D.ARG, key=b.spec.key, table=table_label(b), word=word, col=col, among=among, entity=b.spec.schema.entity
+            D.ARG, key=key, table=table_label(b), word=word, col=h(col), among=among, entity=b.spec.schema.entity
         )
-        text = f"{ask} Answer with the {b.spec.key}; {Q.TIE_RULE.format(key=b.spec.key)}."
+        text = f"{ask} Answer with the {key}; {Q.TIE_RULE.format(key=key)}."
         q = (Q.ArgMax if largest else Q.ArgMin)(t, col, conds)
         return Question(f"{q.op}/{i}", q, text, "key")
 
@@ -311,10 +323,11 @@ class Asker:
         desc = bool(self.rng.random() < 0.7)
         kind = b.spec.kinds[col]
         word = ("latest" if desc else "earliest") if kind == "date" else ("highest" if desc else "lowest")
-        i, ask = self._say(D.TOPK, n=k, table=table_label(b), word=word, col=col, entities=b.spec.schema.name)
+        key, shown = key_header(b), b.spec.header(col)
+        i, ask = self._say(D.TOPK, n=k, table=table_label(b), word=word, col=shown, entities=b.spec.schema.name)
         text = (
-            f"{ask} List their {b.spec.key} values from the {word} {col} on, separated by commas; "
-            f"{Q.TOPK_TIE_RULE.format(key=b.spec.key)}."
+            f"{ask} List their {key} values from the {word} {shown} on, separated by commas; "
+            f"{Q.TOPK_TIE_RULE.format(key=key)}."
         )
         q = Q.TopK(t, col, k, "desc" if desc else "asc")
         return Question(f"topk/{i}", q, text, "keys")
@@ -325,7 +338,7 @@ class Asker:
         col = pick(self.rng, cols)
         conds = tuple(c for c in broad_filter(b, self.rng, 1, exclude=col) if c.column != col)
         among = f" among the rows where {conds_text(conds, b)}" if conds else ""
-        i, ask = self._say(D.DISTINCT, col=col, table=table_label(b), among=among)
+        i, ask = self._say(D.DISTINCT, col=b.spec.header(col), table=table_label(b), among=among)
         q = Q.Distinct(t, col, conds)
         return Question(f"distinct/{i}", q, f"{ask} Answer with a single integer.", "integer")
 
@@ -347,15 +360,15 @@ class Asker:
             return None
         t, b, col, k1, k2 = pair
         kind = b.spec.kinds[col]
-        e, key = b.spec.schema.entity, b.spec.key
+        e, key, shown = b.spec.schema.entity, key_header(b), b.spec.header(col)
         more = ("later", "earlier") if kind == "date" else ("larger", "smaller")
         if ask in ("larger", "smaller"):
             word = more[0] if ask == "larger" else more[1]
-            i, text = self._say(D.LARGER, table=table_label(b), word=word, col=col, entity=e, key=key, k1=k1, k2=k2)
+            i, text = self._say(D.LARGER, table=table_label(b), word=word, col=shown, entity=e, key=key, k1=k1, k2=k2)
             text += f" Answer with the {key}."
         elif ask == "yesno":
             greater = "later" if kind == "date" else "greater"
-            i, text = self._say(D.YESNO, table=table_label(b), col=col, entity=e, key=key, k1=k1, k2=k2, word=greater)
+            i, text = self._say(D.YESNO, table=table_label(b), col=shown, entity=e, key=key, k1=k1, k2=k2, word=greater)
             text += " Answer Yes or No."
         else:
             unit = (
@@ -365,7 +378,7 @@ class Asker:
                 if kind == "decimal"
                 else "Answer with an integer."
             )
-            i, text = self._say(D.DIFFERENCE, table=table_label(b), col=col, entity=e, key=key, k1=k1, k2=k2)
+            i, text = self._say(D.DIFFERENCE, table=table_label(b), col=shown, entity=e, key=key, k1=k1, k2=k2)
             text += f" {unit}"
         q = Q.Compare(t, (k1, k2), col, ask)
         return Question(f"{ask}/{i}", q, text, "key" if ask in ("larger", "smaller") else ask)
@@ -377,7 +390,7 @@ class Asker:
             col = pick(self.rng, value_cols(b, ORDERED_KINDS))
             k = self._key_at(b)
             text = (
-                f"In {table_label(b)}, is the {col} of {b.spec.schema.entity} {k} greater than that of "
+                f"In {table_label(b)}, is the {b.spec.header(col)} of {b.spec.schema.entity} {k} greater than that of "
                 f"{b.spec.schema.entity} {k}? Answer Yes or No."
             )
             q = Question("yesno/same", Q.Compare(t, (k, k), col, "yesno"), text, "yesno")
@@ -407,7 +420,8 @@ class Asker:
             if b.spec.kinds[col] == "decimal"
             else "Give the exact total as an integer."
         )
-        text = f"What is the total {col} over the rows of {table_label(b)} where {conds_text(conds, b)}? {fmt}"
+        total = f"What is the total {b.spec.header(col)} over the rows of {table_label(b)}"
+        text = f"{total} where {conds_text(conds, b)}? {fmt}"
         return self._reason(Question("sum/0", q, text, "number"))
 
     def q_r_chain(self) -> Question | None:

@@ -2,8 +2,10 @@
 
 Twenty-odd themes (employees, orders, flights, ...) whose foreign keys (`refs`) form the chains the
 multi-hop questions follow. Kept apart from the code that samples and renders rows so that a new
-theme or pool word is a change here alone; the pools are read by `rows.py`. `check_themes` runs on
-import: a broken theme would otherwise only show up as a strange sample much later.
+theme or pool word is a change here alone; the pools are read by `rows.py`. A column whose
+identifier does not read well under the label rule (`labels.py`) declares its natural label here
+(`label=`). `check_themes` runs on import: a broken theme would otherwise only show up as a strange
+sample much later.
 """
 
 from __future__ import annotations
@@ -503,20 +505,20 @@ NOTE_WORDS = (
 )
 
 
-def _cat(name: str, *choices: str) -> Column:
-    return Column(name, "category", choices=tuple(choices))
+def _cat(name: str, *choices: str, label: str = "") -> Column:
+    return Column(name, "category", choices=tuple(choices), label=label)
 
 
-def _int(name: str, low: int, high: int, log: bool = False) -> Column:
-    return Column(name, "int", low=low, high=high, log=log)
+def _int(name: str, low: int, high: int, log: bool = False, label: str = "") -> Column:
+    return Column(name, "int", low=low, high=high, log=log, label=label)
 
 
-def _dec(name: str, low: float, high: float, log: bool = False) -> Column:
-    return Column(name, "decimal", low=low, high=high, log=log)
+def _dec(name: str, low: float, high: float, log: bool = False, label: str = "") -> Column:
+    return Column(name, "decimal", low=low, high=high, log=log, label=label)
 
 
-def _date(name: str, start: str, end: str) -> Column:
-    return Column(name, "date", start=start, end=end)
+def _date(name: str, start: str, end: str, label: str = "") -> Column:
+    return Column(name, "date", start=start, end=end, label=label)
 
 
 def _name(name: str, pool: str) -> Column:
@@ -586,7 +588,7 @@ _THEMES = (
             _dec("rating", 1, 5),
             _int("extension", 100, 9999),
             _cat("shift", "Day", "Night", "Rotating", "Remote"),
-            _int("vacation_days", 0, 40),
+            _int("vacation_days", 0, 40, label="Vacation days"),
             _cat("team", "Core", "Platform", "Growth", "R&D", "Ops", "Finance", "Legal"),
             NOTE,
         ),
@@ -661,7 +663,7 @@ _THEMES = (
             _int("elevation_m", 0, 3_600),
             _name("mayor", "person"),
             _cat("climate", "Oceanic", "Continental", "Mediterranean", "Tropical", "Arid", "Subarctic"),
-            _int("founded_year", 800, 1990),
+            _int("founded_year", 800, 1990, label="Year founded"),
             _dec("avg_rent", 250, 4_500),
             _int("universities", 0, 60),
             _cat("airport", "None", "Regional", "International", "Hub"),
@@ -687,7 +689,7 @@ _THEMES = (
             _cat("tier", "Bronze", "Silver", "Gold", "Platinum"),
             _dec("lifetime_value", 0, 500_000, log=True),
             _cat("preferred_channel", "Email", "Phone", "Store", "App"),
-            _int("orders_count", 0, 400),
+            _int("orders_count", 0, 400, label="Order count"),
             _date("last_contact", "2018-01-01", "2024-12-31"),
             _cat("language", "English", "French", "Spanish", "German", "Japanese", "Portuguese"),
             NOTE,
@@ -848,7 +850,7 @@ _THEMES = (
             _cat("engine", "CFM56", "LEAP-1A", "LEAP-1B", "GEnx", "Trent XWB", "PW1000G"),
             _int("cycles", 50, 60_000),
             _cat("owner", "Owned", "Leased", "Wet-leased"),
-            _dec("fuel_burn_kg_h", 1_500, 8_500),
+            _dec("fuel_burn_kg_h", 1_500, 8_500, label="Fuel burn (kg/h)"),
             NOTE,
         ),
         refs=("airlines",),
@@ -868,7 +870,7 @@ _THEMES = (
             _int("destinations", 5, 350),
             _name("ceo", "person"),
             _cat("model", "Full service", "Low cost", "Regional", "Charter"),
-            _dec("on_time_pct", 40, 99),
+            _dec("on_time_pct", 40, 99, label="On-time (%)"),
             _int("employees", 150, 120_000, log=True),
             _date("last_safety_audit", "2015-01-01", "2024-12-31"),
             NOTE,
@@ -904,7 +906,7 @@ _THEMES = (
         _key("warehouse_id", "W"),
         (
             _name("warehouse_name", "place"),
-            _int("capacity_pallets", 200, 90_000, log=True),
+            _int("capacity_pallets", 200, 90_000, log=True, label="Capacity (pallets)"),
             _date("opened", "1985-01-01", "2024-06-30"),
             _name("manager", "person"),
             _int("area_m2", 800, 250_000, log=True),
@@ -960,7 +962,7 @@ _THEMES = (
                 "General practice",
                 "Ear, nose & throat",
             ),
-            _int("years_experience", 0, 45),
+            _int("years_experience", 0, 45, label="Years of experience"),
             _date("hired", "1990-01-01", "2024-12-31"),
             _int("salary", 60_000, 480_000),
             _cat("shift", "Day", "Night", "Rotating", "On call"),
@@ -1001,7 +1003,7 @@ _THEMES = (
             _cat("format", "Hardcover", "Paperback", "E-book", "Audiobook"),
             _int("edition", 1, 12),
             _int("awards", 0, 9),
-            _date("rights_expire", "2025-01-01", "2060-12-31"),
+            _date("rights_expire", "2025-01-01", "2060-12-31", label="Rights expiry"),
             NOTE,
         ),
         refs=("authors", "publishers"),

@@ -121,6 +121,7 @@ def bad_corpora(tmp_path: Path) -> dict[str, Path]:
         ("doc share above 1", "--max-doc-share"),
         ("docs_per_seq_max below N", "--docs-per-seq-max"),
         ("unanswerable rate of 1", "--unanswerable-rate"),
+        ("unknown header style", "--labels"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(case: str, option: str, tmp_path: Path, cache_dir: Path) -> None:
@@ -143,6 +144,7 @@ def test_bad_input_is_one_line_exit_2(case: str, option: str, tmp_path: Path, ca
         "doc share above 1": ("generate", "cip", "--max-doc-share", "1.5", *out),
         "docs_per_seq_max below N": ("generate", "cip", "-N", "4", "--docs-per-seq-max", "2", *out),
         "unanswerable rate of 1": ("generate", "synl", "--unanswerable-rate", "1", *out),
+        "unknown header style": ("generate", "synl", "--labels", "title-case", *out),
     }[case]
     res = longweave(*args, cache_dir=cache_dir)
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
@@ -219,6 +221,8 @@ FLAGS = {
         ("--llm-steps", "themes,reasoning", "llm.steps", ["themes", "reasoning"]),
         ("--llm-concurrency", "5", "llm.concurrency", 5),
         ("--values", "symbolic", "values", "symbolic"),
+        ("--labels", "natural", "labels", "natural"),
+        ("--labels", "identifier", "labels", "identifier"),
         ("--max-agg-rows", "12", "max_agg_rows", 12),
         ("--distractors", None, "distractors", True),
         ("--unanswerable-rate", "0.25", "unanswerable_rate", 0.25),

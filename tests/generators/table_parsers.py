@@ -6,6 +6,12 @@ column kinds in `meta["tables"]`, and `run_query` answers `meta["query"]` with p
 those parsed rows. The tests compare that with the generator's polars answer, so a bug in
 generation, rendering or answering shows up as a mismatch rather than being checked against itself.
 
+Headers. A table's header names its columns in the sample's style (`meta["labels"]`, absent for
+identifiers): the identifiers of `meta["tables"]` exactly, or natural labels, which the parser
+takes from the rendered header and maps to the identifiers by position (it never asks the
+generator what a label is). Rows are keyed by identifier, as the queries name columns, and
+`ParsedTable.shown` gives the text a question must use for a column.
+
 The rules the interpreter applies are the ones the questions state: ties of argmax/argmin/top-k
 go to the smallest key (`ties: "key"` in the query); a lookup of a key no row holds answers
 `NO_ANSWER`. `violations` checks a table's rows against a theme's constraints, given as plain
@@ -19,7 +25,7 @@ import datetime as dt
 import io
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from html.parser import HTMLParser
@@ -37,6 +43,11 @@ class ParsedTable:
     rows: list[dict[str, Any]]  # typed values
     key: str
     kinds: dict[str, str]
+    names: dict[str, str] = field(default_factory=dict)  # identifier -> header text, where they differ
+
+    def shown(self, column: str) -> str:
+        """How the rendered header names a column."""
+        return self.names.get(column, column)
 
     def row(self, key: str) -> dict[str, Any]:
         hits = [r for r in self.rows if r[self.key] == key]
@@ -127,8 +138,15 @@ def canon(kind: str, value: Any) -> str:
     return str(value)
 
 
-def parse_prompt(user: str, fmt: str, tables_meta: list[dict[str, Any]]) -> list[ParsedTable]:
-    """Every table block of a user message, parsed by its format and typed by the column kinds."""
+NATURAL = re.compile(r"[A-Z][^_]*")  # a natural label: capitalised words, never an identifier's underscore
+
+
+def parse_prompt(
+    user: str, fmt: str, tables_meta: list[dict[str, Any]], labels: str = "identifier"
+) -> list[ParsedTable]:
+    """Every table block of a user message, parsed by its format and typed by the column kinds.
+
+    `labels` is the sample's header style (`meta.get("labels", "identifier")`)."""
     out = []
     for block in user.split("\n\n"):
         first, _, body = block.partition("\n")
@@ -139,14 +157,35 @@ def parse_prompt(user: str, fmt: str, tables_meta: list[dict[str, Any]]) -> list
         assert m.group(1) == meta["label"] and m.group(2) == meta["theme"], first
         header, raw = PARSERS[fmt](body)
         kinds = {c[0]: c[1] for c in meta["columns"]}
-        assert header == [c[0] for c in meta["columns"]], (header, meta["columns"])
+        columns = [c[0] for c in meta["columns"]]
+        if labels == "identifier":
+            assert header == columns, (header, meta["columns"])
+        else:
+            assert labels == "natural", labels
+            assert len(header) == len(columns) and len(set(header)) == len(header), (header, columns)
+            assert all(NATURAL.fullmatch(h) for h in header), header
         rows = []
         for values in raw:
             assert len(values) == len(header), values
-            rows.append({h: typed(kinds[h], v) for h, v in zip(header, values)})
-        out.append(ParsedTable(m.group(1), m.group(2), header, rows, meta["key"], kinds))
+            rows.append({c: typed(kinds[c], v) for c, v in zip(columns, values)})
+        names = {c: h for c, h in zip(columns, header) if c != h}
+        out.append(ParsedTable(m.group(1), m.group(2), header, rows, meta["key"], kinds, names))
     assert len(out) == len(tables_meta), f"found {len(out)} tables, meta lists {len(tables_meta)}"
     return out
+
+
+def named_columns(q: dict[str, Any], tables: list[ParsedTable]) -> list[tuple[int, str]]:
+    """(table, column) of every column a query's question names: its column, its conditions' and
+    its foreign-key steps' (a table's own key is left out: some questions name the row's entity)."""
+    target = q.get("target", q.get("table"))
+    out = [(s["table"], s["column"]) for s in q.get("path", [])]
+    out += [(target, c) for c in [q.get("column"), *(c["column"] for c in q.get("conditions", []))] if c]
+    return [(t, c) for t, c in out if c != tables[t].key]
+
+
+def names_column(question: str, shown: str) -> bool:
+    """The question holds a column's header text as a whole name (not inside a longer word)."""
+    return re.search(rf"(?<!\w){re.escape(shown)}(?!\w)", question) is not None
 
 
 # -- the query interpreter ----------------------------------------------------------------------------
@@ -287,7 +326,7 @@ def violations(t: ParsedTable, constraints: list[tuple[str, str, str, Any, dict[
     return out
 
 
-REASON_LINE = re.compile(r"^- (Table \d+) \((\w+)\), (\w+) (\S+): (.*)$")
+REASON_LINE = re.compile(r"^- (Table \d+) \((\w+)\), (.+?) (\S+): (.*)$")
 
 
 def check_reasoning(reply: str, answer: str, used: list[tuple[int, str]], tables: list[ParsedTable]) -> None:
@@ -303,10 +342,13 @@ def check_reasoning(reply: str, answer: str, used: list[tuple[int, str]], tables
         assert m is not None
         ti = by_label[m.group(1)]
         t = tables[ti]
-        assert m.group(2) == t.theme and m.group(3) == t.key
+        assert m.group(2) == t.theme and m.group(3) == t.shown(t.key)
         row = t.row(m.group(4))
-        for part in re.split(r", (?=\w+ = )", m.group(5)):  # a value may hold ", " itself
-            col, _, text = part.partition(" = ")
+        column_of = {h: c for c, h in zip(t.kinds, t.header)}  # header text -> identifier
+        starts = "|".join(re.escape(h) for h in t.header)
+        for part in re.split(rf", (?=(?:{starts}) = )", m.group(5)):  # a value may hold ", " itself
+            shown, _, text = part.partition(" = ")
+            col = column_of[shown]
             assert canon(t.kinds[col], row[col]) == text, f"{part} misquotes the table"
         got.append((ti, m.group(4)))
     assert got == used, (got, used)

@@ -38,6 +38,10 @@ CASES = {
         name="golden-cip",
     ),
     "synl": lambda tok: SynLSpec(num_samples=6, shard_size=4, seq_len=1024, seed=7, tokenizer=tok, name="golden-synl"),
+    # Identifier headers: the same records as a spec of the same content that names no header style.
+    "synl-identifier": lambda tok: SynLSpec(
+        num_samples=6, shard_size=4, seq_len=1024, seed=7, tokenizer=tok, name="golden-synl", labels="identifier"
+    ),
     "niah": lambda tok: NIAHSpec(
         num_samples=6,
         shard_size=4,
@@ -61,6 +65,10 @@ PINS: dict[str, tuple[str, str]] = {
         "8a8080347f57f40ed289ee9b9f1b2c3d66a2ed57259aa6014c5267dbe83f0781",
     ),
     "synl": (
+        "1c9c1d178bfde0fc402b2c80043a6328dd6a6c66d1ef5396a07870e4307467a1",
+        "f112ecf21511d91d527e17a1754b592c24a12bf4bd0d92ee96a227bf9cf27f39",
+    ),
+    "synl-identifier": (
         "18fb3a1c239fb907bf591b329daea97493c93b4c1696f6792fb9cafeae8314cc",
         "9efe8ca900c282a4b2840f03d5358dc0edf64162d72b8b632015672b5126450b",
     ),

@@ -125,6 +125,9 @@ def test_salt_reads_content_only(tokenizer_dir: Path) -> None:
     same = [
         SynLSpec(seq_len=2048, tokenizer=str(tokenizer_dir), max_tables=4),  # an explicit default
         SynLSpec(seq_len=2048, tokenizer="/elsewhere/tok", num_samples=7, shard_size=3, name="x"),
+        # the header style names the columns of the same draws (its own stream, `plan.draw_header_style`)
+        SynLSpec(seq_len=2048, tokenizer=str(tokenizer_dir), labels="identifier"),
+        SynLSpec(seq_len=2048, tokenizer=str(tokenizer_dir), labels="natural"),
     ]
     for spec in same:
         assert context.content_salt(spec) == context.content_salt(base), spec

@@ -28,7 +28,7 @@ from longweave.generators.synl import SynLSpec
 from longweave.generators.synl.templates import Asker
 from longweave.generators.tokenizer import Tokenizer
 
-from .table_parsers import check_reasoning, parse_prompt, run_query
+from .table_parsers import check_reasoning, named_columns, names_column, parse_prompt, run_query
 
 SEQ_LEN = 1536
 
@@ -64,7 +64,7 @@ def verify(rec: Record, tok: Tokenizer, spec_fields: dict[str, Any]) -> None:
     replies = [m["content"] for m in rec.messages if m["role"] == "assistant"]
 
     # The answer, recomputed from the rendered text alone.
-    tables = parse_prompt(user, meta["format"], meta["tables"])
+    tables = parse_prompt(user, meta["format"], meta["tables"], meta.get("labels", "identifier"))
     for t, tm in zip(tables, meta["tables"]):
         assert len(t.rows) == tm["rows"] >= synl.MIN_ROWS
         keys = [r[t.key] for r in t.rows]
@@ -73,6 +73,9 @@ def verify(rec: Record, tok: Tokenizer, spec_fields: dict[str, Any]) -> None:
     for link in meta["links"]:  # every foreign key points at a row that is in the prompt
         targets = {r[tables[link["to"]].key] for r in tables[link["to"]].rows}
         assert {r[link["column"]] for r in tables[link["table"]].rows} <= targets
+        # and is headed like the key it points at
+        assert tables[link["table"]].shown(link["column"]) == tables[link["to"]].shown(tables[link["to"]].key)
+    check_column_names(rec, tables)
     answer, used = run_query(meta["query"], tables)
     assert answer == rec.answer, (meta["template"], meta["query"], answer, rec.answer)
     check_reply(meta["family"], reply, answer, used, tables)
@@ -113,6 +116,27 @@ def verify(rec: Record, tok: Tokenizer, spec_fields: dict[str, Any]) -> None:
         assert head.startswith(titles.get(label, "Question")), (label, head)
 
 
+def check_column_names(rec: Record, tables: list) -> None:
+    """Every question names the columns its query uses as the rendered header does, and a sample
+    with natural labels shows no column identifier anywhere (tables, questions, answers)."""
+    meta = rec.meta
+    asks = [line for m in rec.messages if m["role"] == "user" for line in m["content"].split("\n")]
+    asks = [line for line in asks if line.startswith("Question: ")]
+    queries = [meta["query"]] * (1 + (meta["question_position"] == "both"))
+    queries += [q["query"] for q in meta["more_questions"]]
+    assert len(asks) == len(queries), asks
+    for ask, q in zip(asks, queries):
+        for t, col in named_columns(q, tables):
+            assert names_column(ask, tables[t].shown(col)), (tables[t].shown(col), ask)
+    if meta.get("labels") == "natural":
+        text = "\n".join(m["content"] for m in rec.messages[1:])
+        for t in tables:
+            for col in t.kinds:
+                assert t.shown(col) != col
+                if "_" in col:
+                    assert col not in text, f"{col} shown under natural labels"
+
+
 @pytest.fixture(scope="module")
 def matrix(tokenizer: Tokenizer, cache_dir: Path) -> dict[tuple[str, str], list[Record]]:
     out = {}
@@ -139,6 +163,35 @@ def test_answers_match_a_recomputation_from_the_text(matrix: dict, tokenizer: To
     for rec in records:
         assert rec.meta["family"] == family and rec.meta["format"] == fmt
         verify(rec, tokenizer, {"seq_len": SEQ_LEN})
+
+
+def test_natural_labels_head_every_table_and_name_every_column(tokenizer: Tokenizer, cache_dir: Path) -> None:
+    """labels natural: every header is a label in words, every question names its columns by it,
+    no identifier shows anywhere, and every answer still recomputes from the text (`verify`)."""
+    formats = set()
+    for i, family in enumerate(FAMILIES):
+        fields = {"seq_len": SEQ_LEN, "num_samples": 6, "seed": 40 + i, "families": [family], "labels": "natural"}
+        fields["questions_per_sample"] = 2
+        for rec in generate(tokenizer, cache_dir, **fields):
+            assert rec.meta["labels"] == "natural"
+            verify(rec, tokenizer, fields)
+            formats.add(rec.meta["format"])
+    assert formats == set(FORMATS)
+
+
+def test_mixed_labels_deal_both_styles_sample_for_sample(tokenizer: Tokenizer, cache_dir: Path) -> None:
+    """The default draws one style per sample, each once per block of two, and the style draws from
+    its own stream: a mixed sample is the sample of the same index in a spec of its style."""
+    fields = {"seq_len": 1024, "num_samples": 8, "seed": 4}
+    runs = {style: generate(tokenizer, cache_dir, **fields, labels=style) for style in ("natural", "identifier")}
+    mixed = generate(tokenizer, cache_dir, **fields)
+    styles = [r.meta.get("labels", "identifier") for r in mixed]
+    assert all(sorted(styles[i : i + 2]) == ["identifier", "natural"] for i in range(0, 8, 2)), styles
+    assert all("labels" not in r.meta for r in runs["identifier"])
+    for i, rec in enumerate(mixed):
+        twin = runs[styles[i]][i]
+        assert rec.messages == twin.messages and np.array_equal(rec.input_ids, twin.input_ids)
+        verify(rec, tokenizer, fields)
 
 
 def test_every_template_is_reached_and_answered_right(tokenizer: Tokenizer, cache_dir: Path) -> None:
@@ -232,6 +285,7 @@ def test_marked_encoding_is_encode_chat(matrix: dict, tokenizer: Tokenizer) -> N
         ({"families": ["multihop"], "max_tables": 1}, "max_tables"),
         ({"min_columns": 9, "max_columns": 6}, "max_columns"),
         ({"max_hops": 4}, "max_hops"),
+        ({"labels": "title-case"}, "labels"),
         ({"seq_len": 100}, "seq_len"),
     ],
 )
@@ -258,7 +312,9 @@ def test_the_parsers_catch_a_wrong_answer(matrix: dict, tokenizer: Tokenizer) ->
     """The check is not vacuous: change one cell the answer depends on and the recomputation differs."""
     rec = next(r for rs in matrix.values() for r in rs if r.meta["query"]["op"] == "cell")
     q = rec.meta["query"]
-    tables = parse_prompt(rec.messages[1]["content"], rec.meta["format"], rec.meta["tables"])
+    tables = parse_prompt(
+        rec.messages[1]["content"], rec.meta["format"], rec.meta["tables"], rec.meta.get("labels", "identifier")
+    )
     row = tables[q["table"]].row(q["key"])
     assert run_query(q, tables)[0] == rec.answer
     value = row[q["column"]]

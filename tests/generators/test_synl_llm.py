@@ -106,7 +106,7 @@ def tables_of(rec: Record) -> str:
 def check(rec: Record, tok: Tokenizer, seq_len: int = SEQ_LEN, ratio: float = 0.5) -> None:
     """The answer recomputed from the rendered text, the reply's form, loss mask and length."""
     meta, user, reply = rec.meta, rec.messages[1]["content"], rec.messages[2]["content"]
-    tables = parse_prompt(user, meta["format"], meta["tables"])
+    tables = parse_prompt(user, meta["format"], meta["tables"], meta.get("labels", "identifier"))
     answer, used = run_query(meta["query"], tables)
     assert answer == rec.answer, (meta["template"], meta["query"], answer, rec.answer)
     if meta["template"].endswith("+work"):  # an aggregation over few rows shows its working, then the answer
@@ -414,13 +414,15 @@ def test_model_themes_are_validated_and_their_rows_made_by_code(tokenizer: Token
         assert rec.meta["llm"] == {"model": "test-model", "themes": used}
         assert used == [t["theme"] for t in rec.meta["tables"] if t["theme"] in proposed]
         seen |= set(used)
-        tables = parse_prompt(rec.messages[1]["content"], rec.meta["format"], rec.meta["tables"])
+        tables = parse_prompt(
+            rec.messages[1]["content"], rec.meta["format"], rec.meta["tables"], rec.meta.get("labels", "identifier")
+        )
         for t in tables:
             if t.theme not in proposed:
                 continue
             theme = proposed[t.theme]
             cols = {c["name"]: c for c in theme["columns"]}
-            assert t.key == theme["key"]["name"] and not (set(t.header) - set(cols) - {t.key})
+            assert t.key == theme["key"]["name"] and not (set(t.kinds) - set(cols) - {t.key})
             for row in t.rows:  # rows are made by code within the proposal's bounds
                 assert row[t.key].startswith(theme["key"]["prefix"]) and len(row[t.key]) == 2 + 6
                 for name, v in row.items():

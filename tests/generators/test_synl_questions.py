@@ -61,7 +61,9 @@ def evidence_depth(rec: Record, tok: Tokenizer) -> float | None:
     """
     if rec.meta["query"]["op"] not in DEPTH_OPS:
         return None
-    tables = parse_prompt(rec.messages[1]["content"], rec.meta["format"], rec.meta["tables"])
+    tables = parse_prompt(
+        rec.messages[1]["content"], rec.meta["format"], rec.meta["tables"], rec.meta.get("labels", "identifier")
+    )
     _, used = run_query(rec.meta["query"], tables)
     assert len(used) == 1
     text = tok.decode(rec.input_ids)

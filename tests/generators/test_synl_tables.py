@@ -23,6 +23,7 @@ from longweave.generators.kinds import parse_spec
 from longweave.generators.records import Record
 from longweave.generators.specs import FAMILIES, FORMATS
 from longweave.generators.synl import query as Q
+from longweave.generators.synl.labels import rule_label
 from longweave.generators.synl.render import render_rows
 from longweave.generators.synl.rows import TableData
 from longweave.generators.synl.schema import (
@@ -32,6 +33,8 @@ from longweave.generators.synl.schema import (
     TableSchema,
     TableSpec,
     check_themes,
+    fk_column,
+    natural_label,
     symbolic_pool,
 )
 from longweave.generators.synl.themes_check import ThemeRejected, check_theme
@@ -50,7 +53,9 @@ def plain(constraints: tuple[Constraint, ...]) -> list[tuple[str, str, str, Any,
 
 
 def parsed(rec: Record) -> list[ParsedTable]:
-    return parse_prompt(rec.messages[1]["content"], rec.meta["format"], rec.meta["tables"])
+    return parse_prompt(
+        rec.messages[1]["content"], rec.meta["format"], rec.meta["tables"], rec.meta.get("labels", "identifier")
+    )
 
 
 # -- coherence ------------------------------------------------------------------------------------
@@ -149,6 +154,30 @@ def test_check_themes_refuses_a_bad_constraint(constraint: Constraint, message: 
         check_themes({**THEMES, "orders": twice})
 
 
+def test_natural_labels_come_from_the_rule_or_the_theme() -> None:
+    assert [rule_label(n) for n in ("order_id", "ship_date", "discount_pct", "area_km2", "flight_no")] == [
+        "Order ID",
+        "Ship date",
+        "Discount (%)",
+        "Area (km²)",
+        "Flight number",
+    ]
+    aircraft = THEMES["aircraft"]
+    assert natural_label(aircraft.column("fuel_burn_kg_h")) == "Fuel burn (kg/h)"  # declared: the rule reads badly
+    assert natural_label(fk_column(THEMES["airlines"])) == natural_label(THEMES["airlines"].key) == "Airline ID"
+    spec = TableSpec(aircraft, (aircraft.key, *aircraft.columns[:4]), "Table 1: aircraft", "Table 1")
+    assert spec.header("tail_no") == "tail_no"  # identifier style unless the sample draws natural
+    assert replace(spec, header_style="natural").header("tail_no") == "Tail number"
+    # Two columns that would share a label, or a label a rendering escapes, are refused.
+    orders = THEMES["orders"]
+    clash = replace(orders, columns=(*orders.columns, Column("ship_date_", "date")))
+    with pytest.raises(AssertionError, match="share a natural label"):
+        check_themes({**THEMES, "orders": clash})
+    unsafe = replace(orders, columns=(*orders.columns, Column("size", "int", high=9, label="Size, cm")))
+    with pytest.raises(AssertionError, match="escape"):
+        check_themes({**THEMES, "orders": unsafe})
+
+
 def test_a_model_theme_may_declare_constraints_checked_the_same_way() -> None:
     cols = (
         Column("opened", "date", start="2000-01-01", end="2010-12-31"),
@@ -231,7 +260,7 @@ def test_ties_go_to_the_smallest_key_and_the_question_says_so(tokenizer: Tokeniz
         asked += 1
         assert q["ties"] == "key"
         t = parsed(rec)[q["table"]]
-        assert f"smallest {t.key}" in rec.messages[1]["content"].rsplit("Question: ", 1)[1]
+        assert f"smallest {t.shown(t.key)}" in rec.messages[1]["content"].rsplit("Question: ", 1)[1]
         if q["op"] != "topk":
             values = [r[q["column"]] for r in where(t, q.get("conditions", []))]
             best = max(values) if q["op"] == "argmax" else min(values)

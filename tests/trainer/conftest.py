@@ -64,6 +64,24 @@ def make_records(
     return out
 
 
+def tiny_llama(seed: int = 0, **config: object):
+    """A randomly initialised 2-layer Llama (GQA, SDPA), seeded; keyword arguments override its config."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    defaults: dict[str, object] = {
+        "vocab_size": 300,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 64,
+    }
+    cfg = LlamaConfig(**{**defaults, **config})
+    cfg._attn_implementation = "sdpa"
+    return LlamaForCausalLM(cfg)
+
+
 def write_dataset(tokenizer: Tokenizer, out: Path, n: int, *, shards: int = 2, name: str = "ds", **kw) -> Path:
     """A dataset directory: dataset.json (with the tokenizer identity), tokenizer/, data/shard-*.parquet."""
     per = -(-n // shards)

@@ -19,13 +19,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AttentionInterface, LlamaConfig, LlamaForCausalLM
+from transformers import AttentionInterface
 from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
 
 from longweave.generators.errors import ConfigError
 from longweave.trainer import attention
 from longweave.trainer.data import Sample
 from longweave.trainer.packing import Packer
+
+from .conftest import tiny_llama
 
 CPU = torch.device("cpu")
 SEQ = 128
@@ -112,18 +114,7 @@ def varlen_sdpa(module, query, key, value, attention_mask, scaling=None, dropout
 
 @pytest.fixture(scope="module")
 def lm():
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=300,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=8 * SEQ,
-    )
-    cfg._attn_implementation = "sdpa"
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(max_position_embeddings=8 * SEQ).eval()
 
 
 def _logits(model, impl: str, batch) -> torch.Tensor:

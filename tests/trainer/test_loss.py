@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from longweave.generators.errors import ConfigError
 from longweave.trainer import loss
+
+from .conftest import tiny_llama
 
 TOL = {"rtol": 1e-5, "atol": 1e-6}
 
@@ -67,19 +68,7 @@ def test_a_batch_without_loss_gives_zero_and_keeps_the_head_in_the_graph():
 
 @pytest.fixture(scope="module")
 def lm():
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=300,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-    )
-    cfg._attn_implementation = "sdpa"
-    return LlamaForCausalLM(cfg)
+    return tiny_llama(max_position_embeddings=128, tie_word_embeddings=True)
 
 
 def test_the_loss_model_gives_the_plain_model_loss_and_parameter_gradients(lm):

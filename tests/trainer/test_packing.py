@@ -11,12 +11,13 @@ import logging
 import numpy as np
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from longweave.generators.errors import ConfigError
 from longweave.trainer import attention, config
 from longweave.trainer.data import Sample
 from longweave.trainer.packing import LongSample, Packer, fit_to_row, split_long, truncate_left
+
+from .conftest import tiny_llama
 
 
 class ListSource:
@@ -104,18 +105,7 @@ def test_packer_state_resumes_to_identical_batches():
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    torch.manual_seed(0)
-    cfg = LlamaConfig(
-        vocab_size=300,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=128,
-        max_position_embeddings=256,
-    )
-    cfg._attn_implementation = "sdpa"
-    return LlamaForCausalLM(cfg).eval()
+    return tiny_llama(hidden_size=64, intermediate_size=128, max_position_embeddings=256).eval()
 
 
 def _logits(model, batch, doc_mask=True, impl="sdpa"):
