@@ -149,7 +149,13 @@ def test_a_tokenizer_that_is_not_joinable_encodes_whole_parts_and_stays_exact(
         assert rec.meta["prompt"] == "plain"
         assert (
             run_query(
-                rec.meta["query"], parse_prompt(rec.messages[1]["content"], rec.meta["format"], rec.meta["tables"])
+                rec.meta["query"],
+                parse_prompt(
+                    rec.messages[1]["content"],
+                    rec.meta["format"],
+                    rec.meta["tables"],
+                    rec.meta.get("labels", "identifier"),
+                ),
             )[0]
             == rec.answer
         )
