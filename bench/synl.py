@@ -3,16 +3,25 @@
 For each length, `--samples` SynL samples (all families and formats mixed, as the default spec
 draws them) go through `pipeline.generate_records`, the path the CLI and the workers take, timed
 end to end after one untimed warm-up sample. Tokens/s counts the tokens of the samples produced
-(prompt and answer). The table also shows how many exact encodings of the full chat each sample
-needed (`synl.fit.attempt` calls, the base one at the minimum size included).
+(prompt and answer). The table also shows how many samples each one assembled while fitting
+(`synl.fit.attempt` calls, the base one at the minimum size included) and how many of them
+encoded the chat whole (`Tokenizer.encode_turns` without a parts encoder: 0 for a tokenizer
+under which SynL composes its ids from the rows', see `synl/compose.py`).
+
+The floor is the raw single-thread encode of the same rendered text: the final chat text of every
+sample produced, encoded with `tok.backend.encode`, one at a time, timed right after our run of
+the same samples; "ours / floor" is the ratio of the two tokens/s. Between the two, the same
+samples are made again by the path that encodes every part of the chat whole (composition off):
+the same ids, asserted, for comparison. With `--repeats` (3 by default) all three are timed that
+many times, alternating, and the table shows the medians.
 
 `--ruler N` adds, for N samples per length, the plain RULER-style fit on the same plans: a binary
-search over the number of rows in which every step renders and tokenizes the whole chat. Its
-seconds per sample and encodings per sample, next to ours, show what counting each row once
-(`synl.fit.fit`) saves.
+search over the number of rows in which every step renders the whole chat and tokenizes all of
+it afresh (its rows in one batch, nothing kept between steps). Its seconds per sample and
+encodings per sample, next to ours, show what counting each row once (`synl.fit.fit`) saves.
 
     .venv/bin/python bench/synl.py                      # prints a markdown table
-    .venv/bin/python bench/synl.py --samples 32,16,4 --ruler 2
+    .venv/bin/python bench/synl.py --samples 16,8,4 --repeats 3
 """
 
 from __future__ import annotations
@@ -28,27 +37,36 @@ from longweave.generators.paths import Paths
 from longweave.generators.pipeline import Context, generate_records, prepare, sample_rng
 from longweave.generators.synl import SynLSpec, draw_plan
 from longweave.generators.synl import fit as fitting
+from longweave.generators.tokenizer import Tokenizer
 
 LENGTHS = (8192, 32768, 131072)
 
 
 class Counter:
-    """Counts `fitting.attempt` calls (exact encodings of a full chat) while installed."""
+    """Counts `fitting.attempt` calls (samples assembled) and whole encodings of a chat while installed."""
 
     def __init__(self) -> None:
         self.calls = 0
+        self.whole = 0
         self._orig = fitting.attempt
+        self._turns = Tokenizer.encode_turns
 
     def __enter__(self) -> Self:
         def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
             self.calls += 1
             return self._orig(*args, **kwargs)
 
+        def turns(tok, messages, marks, prompt="chat", encode=None):  # type: ignore[no-untyped-def]
+            self.whole += encode is None
+            return self._turns(tok, messages, marks, prompt, encode)
+
         fitting.attempt = counted
+        Tokenizer.encode_turns = turns  # type: ignore[method-assign]
         return self
 
     def __exit__(self, *exc: object) -> None:
         fitting.attempt = self._orig
+        Tokenizer.encode_turns = self._turns  # type: ignore[method-assign]
 
 
 def ruler_fit(ctx: Context, spec: SynLSpec, index: int) -> tuple[int, int]:
@@ -81,22 +99,48 @@ def ruler_fit(ctx: Context, spec: SynLSpec, index: int) -> tuple[int, int]:
     return length(lo), calls
 
 
-def run(seq_len: int, samples: int, ruler: int, tokenizer: str | None, seed: int) -> dict[str, float]:
-    spec = SynLSpec(seq_len=seq_len, num_samples=samples + 1, shard_size=1, seed=seed, tokenizer=tokenizer)
-    ctx = prepare(spec, Paths.resolve(os.environ).cache_dir)
-    generate_records(ctx, samples)  # warm-up: the last sample, not timed
+def chat_text(tok: Tokenizer, messages: list[dict[str, str]]) -> str:
+    """The rendered text of a sample's chat (the chat template; plain prompts as `encode_turns` writes them)."""
+    if tok.has_chat_template():
+        return tok.render_chat(messages)
+    return "".join(t for t, _ in tok._plain_parts(messages))
+
+
+def run(ctx: Context, samples: int, ruler: int) -> dict[str, float]:
+    """One timed pass of ours, then the floor on the same samples' text."""
+    spec = ctx.spec
+    assert isinstance(spec, SynLSpec)
     with Counter() as counter:
         t = time.perf_counter()
         records = [r for shard in range(samples) for r in generate_records(ctx, shard)]
         elapsed = time.perf_counter() - t
+    joinable = fitting.joinable
+    fitting.joinable = lambda tok: False  # type: ignore[assignment]  # the whole-part path, same samples
+    try:
+        t = time.perf_counter()
+        whole = [r for shard in range(samples) for r in generate_records(ctx, shard)]
+        whole_s = time.perf_counter() - t
+    finally:
+        fitting.joinable = joinable
+    assert all(np.array_equal(a.input_ids, b.input_ids) for a, b in zip(records, whole))
     tokens = sum(len(r.input_ids) for r in records)
+    texts = [chat_text(ctx.tokenizer, r.messages) for r in records]
+    backend = ctx.tokenizer.backend
+    t = time.perf_counter()
+    floor_tokens = sum(len(backend.encode(text, add_special_tokens=False).ids) for text in texts)
+    floor_s = time.perf_counter() - t
+    assert floor_tokens == tokens, "the rendered text re-encodes to the samples' tokens"
     out = {
         "samples": samples,
         "mean_tokens": tokens / samples,
         "s_per_sample": elapsed / samples,
         "samples_per_s": samples / elapsed,
         "tokens_per_s": tokens / elapsed,
-        "encodings": counter.calls / samples,
+        "whole_tokens_per_s": tokens / whole_s,
+        "floor_tokens_per_s": floor_tokens / floor_s,
+        "ratio": (tokens / elapsed) / (floor_tokens / floor_s),
+        "attempts": counter.calls / samples,
+        "whole": counter.whole / samples,
         "fill": float(np.mean([len(r.input_ids) / r.meta["target_tokens"] for r in records])),
     }
     if ruler:
@@ -110,27 +154,44 @@ def run(seq_len: int, samples: int, ruler: int, tokenizer: str | None, seed: int
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--samples", default="16,8,4", help="samples timed at 8K,32K,128K")
+    ap.add_argument("--repeats", type=int, default=3, help="timed passes per length (medians reported)")
     ap.add_argument("--ruler", type=int, default=0, help="also time the RULER-style fit on this many samples")
     ap.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the BPE trained on stdlib)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     counts = [int(x) for x in args.samples.split(",")]
-    rows = []
+    ctxs = []
     for seq_len, n in zip(LENGTHS, counts):
-        r = run(seq_len, n, args.ruler, args.tokenizer, args.seed)
-        ruler = f" | {r['ruler_s_per_sample']:.2f} | {r['ruler_encodings']:.1f}" if args.ruler else ""
+        spec = SynLSpec(seq_len=seq_len, num_samples=n + 1, shard_size=1, seed=args.seed, tokenizer=args.tokenizer)
+        ctx = prepare(spec, Paths.resolve(os.environ).cache_dir)
+        generate_records(ctx, n)  # warm-up: the last sample, not timed
+        ctxs.append(ctx)
+    passes: list[list[dict[str, float]]] = [[] for _ in ctxs]
+    for rep in range(args.repeats):
+        for k, (ctx, n) in enumerate(zip(ctxs, counts)):
+            passes[k].append(run(ctx, n, args.ruler if rep == 0 else 0))
+    rows = []
+    for seq_len, n, runs in zip(LENGTHS, counts, passes):
+        r = {key: float(np.median([x[key] for x in runs])) for key in runs[0] if key in runs[-1]}
+        ruler = f" | {runs[0]['ruler_s_per_sample']:.2f} | {runs[0]['ruler_encodings']:.1f}" if args.ruler else ""
         rows.append(
             f"| {seq_len:,} | {n} | {r['mean_tokens']:,.0f} | {r['fill']:.3f} | {r['s_per_sample']:.3f} | "
-            f"{r['samples_per_s']:.2f} | {r['tokens_per_s']:,.0f} | {r['encodings']:.1f}{ruler} |"
+            f"{r['tokens_per_s']:,.0f} | {r['whole_tokens_per_s']:,.0f} | {r['floor_tokens_per_s']:,.0f} | "
+            f"{r['ratio']:.2f} | "
+            f"{r['attempts']:.1f} | {r['whole']:.1f}{ruler} |"
         )
     head = (
-        "| seq_len | samples | mean tokens | tokens / target | s/sample | samples/s | tokens/s | exact encodings/sample"
+        "| seq_len | samples | mean tokens | tokens / target | s/sample | tokens/s | whole-part path tokens/s"
+        " | floor tokens/s | ours / floor"
+        " | samples assembled/sample | whole encodes/sample"
     )
-    sep = "|---|---|---|---|---|---|---|---"
+    sep = "|---|---|---|---|---|---|---|---|---|---|---"
     if args.ruler:
         head += " | RULER-style fit s/sample | RULER-style encodings/sample"
         sep += "|---|---"
-    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}; cpus: {os.cpu_count()}")
+    print(
+        f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}; cpus: {os.cpu_count()}; medians of {args.repeats}"
+    )
     print(head + " |")
     print(sep + "|")
     print("\n".join(rows))

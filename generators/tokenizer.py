@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -241,16 +242,25 @@ class Tokenizer:
         return parts
 
     def encode_turns(
-        self, messages: list[dict[str, str]], marks: list[str], prompt: str = "chat"
+        self,
+        messages: list[dict[str, str]],
+        marks: list[str],
+        prompt: str = "chat",
+        encode: Callable[[list[str]], Sequence[Any]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, list[int]]:
         """Ids, loss mask (true on every assistant turn) and mark offsets of a conversation, rendered
         with the chat template (`prompt="chat"`) or as plain text for a base model (`"plain"`,
-        see `_plain_parts`). Both renderings are one function so every generator can offer both."""
+        see `_plain_parts`). Both renderings are one function so every generator can offer both.
+
+        `encode` turns the rendered parts into encodings (objects with `ids` and `char_to_token`,
+        like the backend's); by default the backend's `encode_batch`. A generator that assembles
+        the ids of a part from pre-tokenized pieces passes its own and keeps masks and marks."""
         if not messages or messages[-1].get("role") != "assistant":
             raise TokenizerError("messages", "the last message must be the assistant's answer", "end the chat with it")
         parts = self._chat_parts(messages) if prompt == "chat" else self._plain_parts(messages)
         # Special tokens in the rendered text (BOS, <|im_start|>) are parsed by the backend.
-        encs = self.backend.encode_batch([t for t, _ in parts], add_special_tokens=False)
+        texts = [t for t, _ in parts]
+        encs = encode(texts) if encode is not None else self.backend.encode_batch(texts, add_special_tokens=False)
         pieces = [np.asarray(e.ids, dtype=np.int32) for e in encs]
         offsets = np.cumsum([0] + [len(p) for p in pieces])
         starts: list[int] = []

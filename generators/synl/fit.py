@@ -1,17 +1,24 @@
 """SynL length fitting: the sample with the most rows whose whole chat stays within a target.
 
 `attempt` builds the full sample at one R (rows beyond the minimum, see `plan.py`): tables,
-question, answer, and one exact encoding of the chat, whose marks give the token where each
-table title, the question and the answer begin. `fit` picks R. It follows RULER's idea (binary
+question, answer, and the exact ids of the chat, whose marks give the token where each table
+title, the question and the answer begin. `fit` picks R. It follows RULER's idea (binary
 search on the real tokenizer) without its cost: each row is tokenized once, alone, in one
 parallel batch (`RowCosts`); prefix sums then give the length of any R, a binary search picks
-the largest R under the target, and one exact encoding of the full chat confirms it. The search
-aims a small margin below the target, because the question and answer change a little with the
-tables, and stops as soon as it lands within that margin plus one row. When the exact count and
-the estimate differ more (tokenizers that merge across row boundaries, a question that grew),
-the estimate is re-anchored at the exact count and the search repeats; a handful of exact
-encodings at most, usually one. Only a window [min_len_ratio x seq_len, seq_len] narrower than
-one row can leave a sample below it. `TooLong` says even the smallest tables exceed seq_len.
+the largest R under the target, and one exact sample confirms it. The search aims a small
+margin below the target, because the question and answer change a little with the tables, and
+stops as soon as it lands within that margin plus one row. When the exact count and the
+estimate differ more (tokenizers that merge across row boundaries, a question that grew), the
+estimate is re-anchored at the exact count and the search repeats; a handful of exact samples
+at most, usually one besides the base one at R = 0. Only a window [min_len_ratio x seq_len,
+seq_len] narrower than one row can leave a sample below it. `TooLong` says even the smallest
+tables exceed seq_len.
+
+An exact sample costs no encoding of the whole chat when the tokenizer is joinable: its ids are
+composed from the encodings of its row lines, the ones the counting made (`compose.py`); only
+rows whose text differs from the counted one (a foreign key drawn over a referenced table of
+another size) and the short pieces between rows are encoded. Otherwise every part of the chat
+is encoded whole, once per exact sample.
 
 The question's rng is restarted for every R tried, so a sample is a pure function of (seed,
 index) whatever R the search visits first.
@@ -25,6 +32,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..context import Context, sample_rng
+from ..joins import joinable
+from .compose import Pieces, composer
 from .filters import make_unanswerable
 from .plan import MIN_ROWS, SamplePlan, build_tables
 from .prompts import REASONING_NOTE, Question, intro, reasoning_text
@@ -74,9 +83,19 @@ def prompt_mode(ctx: Context, spec: SynLSpec) -> str:
     return "plain"
 
 
-def encode(ctx: Context, spec: SynLSpec, att: Attempt) -> Attempt:
-    """`att` with ids, mask and segment starts of its messages (loss on every answer, or on all)."""
-    ids, mask, starts = ctx.tokenizer.encode_turns(att.messages, att.marks, prompt_mode(ctx, spec))
+def encode(ctx: Context, spec: SynLSpec, att: Attempt, pieces: Pieces | None = None) -> Attempt:
+    """`att` with ids, mask and segment starts of its messages (loss on every answer, or on all).
+
+    For a joinable tokenizer the ids are composed from the rows' encodings (`compose.py`, rows
+    not in `pieces` yet are encoded there, in one batch); otherwise every part is encoded whole."""
+    tok = ctx.tokenizer
+    compose = None
+    if joinable(tok):
+        pieces = pieces if pieces is not None else Pieces(tok)
+        lines = [row + "\n" for b in att.tables for row in b.rows]
+        pieces.add(lines)
+        compose = composer(pieces, lines)
+    ids, mask, starts = tok.encode_turns(att.messages, att.marks, prompt_mode(ctx, spec), compose)
     first = int(np.argmax(mask))
     if spec.loss_on_prompt:
         mask = np.ones(len(ids), dtype=bool)
@@ -100,10 +119,13 @@ def _reply(family: str, q: Question, tables: list[Built]) -> tuple[Question, str
     return q, result.answer, result.answer
 
 
-def attempt(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int) -> Attempt:
-    """The full sample with R extra rows: tables, questions, answers, tokens and segments."""
+def attempt(
+    ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int, costs: RowCosts | None = None
+) -> Attempt:
+    """The full sample with R extra rows: tables, questions, answers, tokens and segments (`costs`:
+    the fit's, whose tables and row encodings it reuses)."""
     sizes = plan.sizes(r)
-    tables = build_tables(plan, sizes)
+    tables = costs.tables(sizes) if costs is not None else build_tables(plan, sizes)
     rng = sample_rng(spec, index, 2)
     question = Asker(plan.family, plan.chain, tables, rng, plan.depth).ask()
     question = make_unanswerable(question, tables, spec.unanswerable_rate, sample_rng(spec, index, 9))
@@ -141,33 +163,62 @@ def attempt(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, r: int) 
         messages += [{"role": "user", "content": f"Question: {q.text}"}, {"role": "assistant", "content": r_text}]
         more.append((q, r_answer))
     att = Attempt(r, sizes, np.zeros(0), np.zeros(0, bool), [], messages, question, answer, tables, marks, labels, more)
-    return encode(ctx, spec, att)
+    return encode(ctx, spec, att, costs.pieces if costs is not None else None)
 
 
 class RowCosts:
-    """Token counts of rows, counted once per row, and the length estimate they give for any R."""
+    """Token counts of rows, counted once per row, and the length estimate they give for any R.
+
+    A row counts its tokens alone plus one for its newline. For a joinable tokenizer each row is
+    encoded as its line (`row + "\n"`), the piece `compose.py` reuses, and counted from it: when
+    the line ends in the newline's own token, the row alone has the tokens before it (BPE never
+    merged into that newline); only a row whose newline merged is also counted alone."""
 
     def __init__(self, ctx: Context, plan: SamplePlan) -> None:
         self.ctx = ctx
         self.plan = plan
         self.cum: list[np.ndarray] = [np.zeros(1, np.int64) for _ in plan.tables]
+        tok = ctx.tokenizer
+        self.pieces = Pieces(tok) if joinable(tok) else None
+        newline = tok.encode("\n")
+        self.newline = int(newline[0]) if len(newline) == 1 else -1
+        self._built: tuple[list[int], list[Built]] | None = None
+        self._widest: dict[int, Built] = {}
+
+    def tables(self, sizes: list[int]) -> list[Built]:
+        """`build_tables` at these sizes; the last sizes built are kept (the base sample's are
+        counted first), and tables without foreign keys are sliced from their widest rendering."""
+        if self._built is None or self._built[0] != sizes:
+            self._built = (sizes, build_tables(self.plan, sizes, self._widest))
+        return self._built[1]
 
     def count_upto(self, r: int) -> None:
         """Make sure rows up to sizes(r) are counted (foreign keys resolved at that size)."""
         sizes = self.plan.sizes(r)
         if all(len(c) > n for c, n in zip(self.cum, sizes)):
             return
-        tables = build_tables(self.plan, sizes)
+        tables = self.tables(sizes)
         texts, owners = [], []
         for t, b in enumerate(tables):
             have = len(self.cum[t]) - 1
             texts += b.rows[have:]
             owners += [t] * (len(b.rows) - have)
-        counts = np.asarray(self.ctx.tokenizer.count_batch(texts), np.int64) + 1  # + the newline
+        counts = self._counts(texts)
         owners_arr = np.asarray(owners)
         for t in range(len(tables)):
             new = counts[owners_arr == t]
             self.cum[t] = np.concatenate([self.cum[t], self.cum[t][-1] + np.cumsum(new)])
+
+    def _counts(self, rows: list[str]) -> np.ndarray:
+        """Tokens of each row alone, plus one for its newline."""
+        if self.pieces is None:
+            return np.asarray(self.ctx.tokenizer.count_batch(rows), np.int64) + 1
+        lines = self.pieces.add([row + "\n" for row in rows])
+        counts = np.asarray([len(ids) for ids in lines], np.int64)
+        merged = [i for i, ids in enumerate(lines) if ids[-1] != self.newline]
+        if merged:
+            counts[merged] = np.asarray(self.ctx.tokenizer.count_batch([rows[i] for i in merged]), np.int64) + 1
+        return counts
 
     def rows_tokens(self, r: int) -> int:
         return int(sum(c[n] for c, n in zip(self.cum, self.plan.sizes(r))))
@@ -200,10 +251,12 @@ def fit(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, target: int)
     when even the smallest one exceeds seq_len."""
     seq_len = spec.seq_len
     tried: dict[int, Attempt] = {}
+    costs = RowCosts(ctx, plan)
+    costs.count_upto(0)  # the minimum tables' rows: the base sample's pieces and the first guess below
 
     def run(r: int) -> Attempt:
         if r not in tried:
-            tried[r] = attempt(ctx, spec, index, plan, r)
+            tried[r] = attempt(ctx, spec, index, plan, r, costs)
         return tried[r]
 
     base = run(0)
@@ -211,9 +264,7 @@ def fit(ctx: Context, spec: SynLSpec, index: int, plan: SamplePlan, target: int)
         raise TooLong(len(base))
     if len(base) >= target:
         return base
-    costs = RowCosts(ctx, plan)
     # The minimum tables' rows give tokens per unit of R, hence a first guess (refined below).
-    costs.count_upto(0)
     per_r = max(1.0, costs.rows_tokens(0) / (MIN_ROWS * len(plan.tables)))
     guess = int((target - len(base)) / per_r)
     # The question and answer change a little with the tables (other numbers, other rows listed),

@@ -181,13 +181,24 @@ def _block_rng(spec: SynLSpec, index: int, level: int, table: int) -> Callable[[
 
 
 # -- tables at a size ----------------------------------------------------------------------------------
-def build_tables(plan: SamplePlan, sizes: list[int]) -> list[Built]:
-    """Every table at the given row counts, foreign keys resolved, rendered row by row."""
+def build_tables(plan: SamplePlan, sizes: list[int], widest: dict[int, Built] | None = None) -> list[Built]:
+    """Every table at the given row counts, foreign keys resolved, rendered row by row.
+
+    `widest` (a caller's cache, filled here) holds the largest rendering of each table without
+    foreign keys: rows are prefix-stable (`rows.py`), so a smaller size of such a table is a slice
+    of it, not a new rendering. A table with foreign keys is rendered every time, since its keys
+    are resolved against the referenced tables' sizes."""
     frames = [d.frame(n) for d, n in zip(plan.data, sizes)]
     keys = {t.schema.name: f[t.key] for t, f in zip(plan.tables, frames)}
     out = []
-    for t, f in zip(plan.tables, frames):
+    for i, (t, f) in enumerate(zip(plan.tables, frames)):
+        wide = widest.get(i) if widest is not None and not t.fk_columns() else None
+        if wide is not None and len(wide.rows) >= len(f):
+            out.append(Built(t, f, wide.head, wide.rows[: len(f)], wide.tail))
+            continue
         f = resolve_foreign_keys(f, t, keys)
         head, rows, tail = render_rows(f, t, plan.fmt)
         out.append(Built(t, f, head, rows, tail))
+        if widest is not None and not t.fk_columns():
+            widest[i] = out[-1]
     return out

@@ -1,0 +1,114 @@
+"""SynL token ids by composition: a chat's ids assembled from the encodings of its table rows.
+
+Nearly all of a long SynL prompt is table rows, one per line. The fit encodes every row once
+anyway, to count it (`fit.RowCosts`); encoding the whole chat again to get its ids would pay for
+the same text twice, on one thread. So, for a tokenizer under which ids of newline-joined pieces
+concatenate exactly (`joins.joinable`), a rendered part of the chat is cut at the starts and
+ends of its row lines wherever the cut is a newline join (`joins.newline_join`: the line before
+ends with a non-space character and "\\n", the next starts with a non-space character); each row
+line (`row + "\\n"`) takes the ids cached for it, and what lies between the row lines (the
+system prompt, the intro, titles and heads, a table's last row with the blank line after it, the
+question, the answers, the template's markup) is encoded in one small batch. The ids are then
+those of encoding the part whole, by the rule, and `char_to_token` maps a character through
+the piece that holds it, so the loss mask and mark offsets of `Tokenizer.encode_turns` come out
+the same. A cut that is not a newline join (an indented line, a row ending in a space) is not
+made: that row stays inside its neighbour piece. A tokenizer that is not joinable never gets
+here: `fit.encode` then encodes every part whole.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import Any
+
+import numpy as np
+
+from ..joins import newline_join
+from ..tokenizer import Tokenizer
+
+
+class Pieces:
+    """Encodings of row lines (`row + "\\n"`) by text: each text encoded once, new ones in one parallel batch."""
+
+    def __init__(self, tok: Tokenizer) -> None:
+        self.tok = tok
+        self.enc: dict[str, tuple[np.ndarray, Any]] = {}  # text -> (ids, the backend's encoding)
+
+    def add(self, texts: list[str]) -> list[np.ndarray]:
+        """Ids of `texts`, encoding those not seen yet."""
+        new = [t for t in dict.fromkeys(texts) if t not in self.enc]
+        if new:
+            for t, e in zip(new, self.tok.backend.encode_batch(new, add_special_tokens=False)):
+                self.enc[t] = (np.asarray(e.ids, dtype=np.int32), e)
+        return [self.enc[t][0] for t in texts]
+
+
+class Composed:
+    """One part's encoding assembled from pieces: `ids`, and `char_to_token` through the piece holding the character."""
+
+    def __init__(self, chars: list[int], encs: list[Any], ids: list[np.ndarray]) -> None:
+        self.chars = chars  # character where each piece starts
+        self.encs = encs
+        self.firsts = np.cumsum([0] + [len(i) for i in ids])[:-1].tolist()  # token where each piece starts
+        self.ids = np.concatenate(ids) if ids else np.zeros(0, np.int32)
+
+    def char_to_token(self, ch: int) -> int | None:
+        k = bisect_right(self.chars, ch) - 1
+        t = self.encs[k].char_to_token(ch - self.chars[k])
+        return None if t is None else int(self.firsts[k] + t)
+
+
+def _cut(text: str, p: int) -> bool:
+    """Whether the text may be cut at character p (a part's ends always may)."""
+    return p == 0 or p == len(text) or newline_join(text[max(0, p - 2) : p], text[p])
+
+
+def composer(pieces: Pieces, lines: list[str]) -> Any:
+    """An `encode` for `Tokenizer.encode_turns`: the parts' encodings with the row `lines` (in the
+    order they appear in the chat, each `row + "\\n"`, all in `pieces`) taken from the cache."""
+
+    def encode(texts: list[str]) -> list[Composed]:
+        layout: list[list[tuple[int, int, bool]]] = []  # per part: (start, end, is a cached line)
+        gaps: list[str] = []
+        j = 0
+        for text in texts:
+            segs: list[tuple[int, int, bool]] = []
+            cur = 0
+            while j < len(lines):
+                line = lines[j]
+                at = cur if text.startswith(line, cur) else text.find(line, cur)
+                if at < 0:
+                    if cur == 0:
+                        break  # not in this part at all: the lines belong to a later part
+                    j += 1  # a line the rendering does not end with "\n" (the last of the prompt)
+                    continue
+                j += 1
+                end = at + len(line)
+                if not (_cut(text, at) and _cut(text, end)):
+                    continue  # stays inside the piece around it
+                if at > cur:
+                    segs.append((cur, at, False))
+                    gaps.append(text[cur:at])
+                segs.append((at, end, True))
+                cur = end
+            if cur < len(text) or not segs:
+                segs.append((cur, len(text), False))
+                gaps.append(text[cur:])
+            layout.append(segs)
+        gap_encs = iter(pieces.tok.backend.encode_batch(gaps, add_special_tokens=False))
+        out = []
+        for text, segs in zip(texts, layout):
+            chars, encs, ids = [], [], []
+            for a, b, cached in segs:
+                if cached:
+                    i, e = pieces.enc[text[a:b]]
+                else:
+                    e = next(gap_encs)
+                    i = np.asarray(e.ids, dtype=np.int32)
+                chars.append(a)
+                encs.append(e)
+                ids.append(i)
+            out.append(Composed(chars, encs, ids))
+        return out
+
+    return encode
