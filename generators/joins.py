@@ -25,12 +25,12 @@ A tokenizer that fails either step (SentencePiece's Metaspace, a normalizer, an 
 pre-tokenizer) is not joinable: generators then verify with one full encode per sample.
 
 Code indents most lines, so a second shape, the *indent join*, covers the line starts a newline
-join cannot: `a` ends with "\n" (after a non-space character) and then any number of spaces, `b`
+join cannot: `a` ends with "\\n" (after a non-space character) and then any number of spaces, `b`
 starts with one space and then a non-space character; the split falls before the indentation's
 last space. Whole, the regexes end the whitespace run one space before the non-space character
-(`\s+(?!\S)` backs off by one; Llama 3's `\s*[\r\n]+` takes the newline alone first) and give
+(`\\s+(?!\\S)` backs off by one; Llama 3's `\\s*[\\r\\n]+` takes the newline alone first) and give
 that space to the word, number or punctuation after it, exactly as `b` alone begins; alone, `a`'s
-"\n" plus spaces is the same whitespace pre-token(s) at the end of a string. The probes cover it.
+"\\n" plus spaces is the same whitespace pre-token(s) at the end of a string. The probes cover it.
 `join_at(text, x)` says whether position x of a text is either join.
 """
 
@@ -50,7 +50,19 @@ RIGHT_STARTS = (
 
 # Indent joins: left ends with "\n" and spaces, right starts with one space and a non-space character.
 INDENT_LEFTS = ("x\n", "a = 1\n    ", "):\n        ", '"\n  ', "é\n   ", "]\n ")
-INDENT_RIGHTS = (" def f():", " return 1", " 7 items", " 1234567", " 's'", " # c", " )", " Über", " 日本", " |", " <td>")
+INDENT_RIGHTS = (
+    " def f():",
+    " return 1",
+    " 7 items",
+    " 1234567",
+    " 's'",
+    " # c",
+    " )",
+    " Über",
+    " 日本",
+    " |",
+    " <td>",
+)
 
 _SAFE: dict[str, bool] = {}  # tokenizer sha256 -> joinable
 
@@ -61,7 +73,7 @@ def newline_join(left: str, right: str) -> bool:
 
 
 def indent_join(left: str, right: str) -> bool:
-    """Whether `left + right` is an indent join: "\n" and spaces after a non-space char, then " " and a non-space char."""
+    """Whether `left + right` is an indent join: "\\n" and spaces after a non-space char, then " " and a non-space char."""
     body = left.rstrip(" ")
     return (
         len(body) >= 2
