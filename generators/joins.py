@@ -24,14 +24,15 @@ The rule is the regexes' property, so it is established per tokenizer in two ste
 A tokenizer that fails either step (SentencePiece's Metaspace, a normalizer, an unknown
 pre-tokenizer) is not joinable: generators then verify with one full encode per sample.
 
-Code indents most lines, so a second shape, the *indent join*, covers the line starts a newline
-join cannot: `a` ends with "\\n" (after a non-space character) and then any number of spaces, `b`
-starts with one space and then a non-space character; the split falls before the indentation's
-last space. Whole, the regexes end the whitespace run one space before the non-space character
-(`\\s+(?!\\S)` backs off by one; Llama 3's `\\s*[\\r\\n]+` takes the newline alone first) and give
-that space to the word, number or punctuation after it, exactly as `b` alone begins; alone, `a`'s
-"\\n" plus spaces is the same whitespace pre-token(s) at the end of a string. The probes cover it.
-`join_at(text, x)` says whether position x of a text is either join.
+Code indents most lines and leaves blank lines, so a second shape, the *space join*, covers the
+line starts a newline join cannot: `b` starts with one space and then a non-space character (a
+word's leading space), `a` is any text. Whole, the regexes give that space to the word, number or
+punctuation after it, exactly as `b` alone begins, and end whatever precedes it where `a` alone
+ends: a whitespace run before it is cut one space short (`\\s+(?!\\S)` backs off by one; Llama 3's
+`\\s*[\\r\\n]+` takes the newlines first), which is the same run `a` ends with at the end of a
+string. One exception: a special token right after the space (the text before a special token is
+pre-tokenized as a segment of its own), so a composer takes no space join in text that holds one.
+The probes cover the shape. `join_at(text, x)` says whether position x of a text is either join.
 """
 
 from __future__ import annotations
@@ -48,21 +49,9 @@ RIGHT_STARTS = (
     "#", "-", "Über", "日本語", "ABC\n", "x\n\n  y", "\u00a0!", "$1.5",
 )  # fmt: skip
 
-# Indent joins: left ends with "\n" and spaces, right starts with one space and a non-space character.
-INDENT_LEFTS = ("x\n", "a = 1\n    ", "):\n        ", '"\n  ', "é\n   ", "]\n ")
-INDENT_RIGHTS = (
-    " def f():",
-    " return 1",
-    " 7 items",
-    " 1234567",
-    " 's'",
-    " # c",
-    " )",
-    " Über",
-    " 日本",
-    " |",
-    " <td>",
-)
+# Space joins: any left text, right starts with one space and a non-space character.
+SPACE_LEFTS = ("x", "word.", "9", "é", "中", "x  ", "x\n", "a = 1\n    ", "):\n\n        ", '"\n  ', "]\n \n ", "x\r\n")
+SPACE_RIGHTS = (" def f():", " return 1", " 7 items", " 1234567", " 's'", " # c", " )", " Über", " 日本", " |", " <td>")
 
 _SAFE: dict[str, bool] = {}  # tokenizer sha256 -> joinable
 
@@ -72,29 +61,16 @@ def newline_join(left: str, right: str) -> bool:
     return len(left) >= 2 and left[-1] == "\n" and not left[-2].isspace() and bool(right) and not right[0].isspace()
 
 
-def indent_join(left: str, right: str) -> bool:
-    """Whether `left + right` is an indent join: "\\n" and spaces after a non-space char, then " " and a non-space char."""
-    body = left.rstrip(" ")
-    return (
-        len(body) >= 2
-        and body[-1] == "\n"
-        and not body[-2].isspace()
-        and len(right) >= 2
-        and right[0] == " "
-        and not right[1].isspace()
-    )
+def space_join(left: str, right: str) -> bool:
+    """Whether `left + right` is a space join: `right` starts with " " and a non-space character."""
+    return bool(left) and len(right) >= 2 and right[0] == " " and not right[1].isspace()
 
 
 def join_at(text: str, x: int) -> bool:
-    """Whether splitting `text` at character `x` is a newline or an indent join."""
-    if x < 2 or x >= len(text):
+    """Whether splitting `text` at character `x` is a newline or a space join."""
+    if x < 1 or x >= len(text):
         return False
-    if text[x - 1] == "\n":
-        return newline_join(text[x - 2 : x], text[x : x + 1]) or indent_join(text[x - 2 : x], text[x : x + 2])
-    j = x
-    while j > 0 and text[j - 1] == " ":
-        j -= 1
-    return indent_join(text[max(j - 2, 0) : x], text[x : x + 2])
+    return newline_join(text[max(x - 2, 0) : x], text[x : x + 1]) or space_join(text[x - 1 : x], text[x : x + 2])
 
 
 def _structure_allows(spec: dict[str, Any]) -> bool:
@@ -120,7 +96,7 @@ def joinable(tok: Tokenizer) -> bool:
             specials = [t for t in (tok.bos_token, tok.eos_token) if t]
             rights = [*RIGHT_STARTS, *(s + "x" for s in specials)]
             pairs = [(a, b) for a in LEFT_ENDS for b in rights]
-            pairs += [(a, b) for a in INDENT_LEFTS for b in INDENT_RIGHTS]
+            pairs += [(a, b) for a in SPACE_LEFTS for b in SPACE_RIGHTS]
             wholes = tok.encode_batch([a + b for a, b in pairs])
             parts = tok.encode_batch([p for ab in pairs for p in ab])
             ok = all(w.tolist() == parts[2 * i].tolist() + parts[2 * i + 1].tolist() for i, w in enumerate(wholes))

@@ -4,7 +4,8 @@ A needle prompt is mostly corpus text whose ids the token store already holds (e
 encoded alone). Where the tokenizer is `joinable` (generators/joins.py), the ids of text split at
 newline joins are the concatenation of the ids of its parts, so the prompt's ids are assembled
 from pieces:
-- inside a document, between two of its joins (newline or indent joins), the store's ids (and their character
+- inside a document, between two of its joins (a newline join, or the space join before an
+  indented line), the store's ids (and their character
   starts, from the byte length of each token) are taken as they are;
 - everything else (the template head and the instruction, needles, the text around a document
   boundary or a needle that no join brackets, the partial line at the haystack's end, the
@@ -18,6 +19,7 @@ full encode. A tokenizer that is not joinable gets no composer and the fitter en
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -26,11 +28,19 @@ import numpy as np
 from .joins import join_at
 from .tokenizer import Tokenizer
 
-# The shapes of the joins, found by the regex engine over a document's text (a newline join, and the
-# end of "\n" plus spaces before the indentation's last space); each hit is confirmed with
-# `join_at` itself so the rule stays the one in joins.py.
-_JOINS = re.compile(r"(?<=\S\n)(?=\S)|\S\n *(?= \S)")
+# The joins a document offers, one per line at most, found by the regex engine: a newline join, and
+# the space join before the last space of a line's indentation (after any blank lines). Each hit is
+# confirmed with `join_at` itself so the rule stays the one in joins.py.
+_JOINS = re.compile(r"(?<=\S\n)(?=\S)|\S\s*\n\s*?(?= \S)")
 _BYTES: dict[str, np.ndarray] = {}  # tokenizer sha256 -> bytes per token id
+_SPECIALS: dict[str, tuple[str, ...]] = {}  # tokenizer sha256 -> the text of its added tokens
+
+
+def specials(tok: Tokenizer) -> tuple[str, ...]:
+    """The text of every added token: a space join may not sit right before one (joins.py)."""
+    if tok.sha256 not in _SPECIALS:
+        _SPECIALS[tok.sha256] = tuple(a.content for a in tok.backend.get_added_tokens_decoder().values() if a.content)
+    return _SPECIALS[tok.sha256]
 
 
 def token_bytes(tok: Tokenizer) -> np.ndarray:
@@ -69,17 +79,19 @@ def doc_piece(tok: Tokenizer, ids: np.ndarray, text: str) -> DocPiece:
         lead = (np.frombuffer(raw, dtype=np.uint8) & 0xC0) != 0x80  # first byte of each char
         char_of_byte = np.cumsum(lead) - 1
         starts = char_of_byte[np.minimum(byte_starts, max(len(raw) - 1, 0))] if len(raw) else byte_starts
-    chars, toks = [], []
-    for m in _JOINS.finditer(text):
-        x = m.end()
+    spaces_ok = not any(sp in text for sp in specials(tok))
+    hits = [
+        x
+        for x in (m.end() for m in _JOINS.finditer(text))
         # U+FFFD may stand for a character cut at the end of a shortened document: not a known char.
-        if not join_at(text, x) or "\ufffd" in text[x - 2 : x + 2]:
-            continue
-        k = int(np.searchsorted(starts, x))
-        if 0 < k < len(ids) and starts[k] == x:
-            chars.append(x)
-            toks.append(k)
-    return DocPiece(ids, starts, ascii_text, np.asarray(chars, dtype=np.int64), np.asarray(toks, dtype=np.int64))
+        if "\ufffd" not in text[x - 2 : x + 2] and (spaces_ok or text[x] != " ") and join_at(text, x)
+    ]
+    xs = np.asarray(hits, dtype=np.int64)
+    ks = np.searchsorted(starts, xs)
+    keep = (ks > 0) & (ks < len(ids))
+    keep[keep] = starts[ks[keep]] == xs[keep]
+    chars, toks = xs[keep], ks[keep].astype(np.int64)
+    return DocPiece(ids, starts, ascii_text, chars, toks)
 
 
 class JoinIndex:
@@ -123,12 +135,28 @@ class Composer:
     def encode(self, prompt: str, index: JoinIndex, segments: list[Segment]) -> tuple[list[int], list[int]]:
         """(ids, char start of each token) of `prompt`, equal to `backend.encode(prompt)`."""
         splits: list[tuple[int, int, int, int]] = []  # (prompt char, doc, token, segment)
+        marks = specials(self.tok)
+
+        def usable(i: int, o: int, a: int) -> int | None:
+            x = o + int(index.chars[i]) - a
+            ok = join_at(prompt, x) and not (prompt[x] == " " and prompt.startswith(marks, x + 1))
+            return x if ok else None
+
         for si, (o, a, b) in enumerate(segments):
             lo = int(np.searchsorted(index.chars, a, side="left"))
             hi = int(np.searchsorted(index.chars, b, side="right"))
-            for i in range(lo, hi):
-                x = o + int(index.chars[i]) - a
-                if join_at(prompt, x):
+            # Per run of one document's joins, only the first and the last usable one split: the
+            # store's ids between them are one slice. Joins inside a run were checked on the
+            # document's own text and the segment copies it, so only those near its edges, where
+            # the prompt's characters may differ, can fail here.
+            docs = index.docs[lo:hi]
+            bounds = [lo, *(lo + np.flatnonzero(docs[1:] != docs[:-1]) + 1).tolist(), hi]
+            for r0, r1 in itertools.pairwise(bounds):
+                first = next(((i, x) for i in range(r0, r1) if (x := usable(i, o, a)) is not None), None)
+                if first is None:
+                    continue
+                last = next(((i, x) for i in range(r1 - 1, first[0], -1) if (x := usable(i, o, a)) is not None), None)
+                for i, x in [first] if last is None else [first, last]:
                     splits.append((x, int(index.docs[i]), int(index.toks[i]), si))
         ids: list[np.ndarray] = []
         starts: list[np.ndarray] = []

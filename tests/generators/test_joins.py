@@ -124,31 +124,35 @@ def test_an_added_token_that_strips_left_makes_a_tokenizer_not_joinable(tokenize
 def test_every_join_in_corpus_code_splits_the_ids_exactly(
     which: str, tokenizer: Tokenizer, llama3_style: Tokenizer, stdlib_corpus: Corpus
 ) -> None:
-    # Indented code: the indent joins are most of the line starts, the newline joins the rest.
+    # Indented code with blank lines: space joins inside lines and before indentations, newline joins.
     tok = tokenizer if which == "bpe" else llama3_style
     text = "".join(_lines(stdlib_corpus, 4000))
     points = [x for x in range(len(text)) if joins.join_at(text, x)]
-    indents = [x for x in points if text[x] == " "]
-    assert len(points) > 1500 and len(indents) > len(points) / 3
+    indents = [x for x in points if text[x] == " " and text[x - 1] in " \n"]
+    assert len(indents) > 1000 and len(points) > 10_000
     rng = np.random.default_rng(1)
     pairs = []
-    for x in rng.choice(points, size=1500, replace=False):
-        lo, hi = max(0, x - int(rng.integers(2, 400))), x + int(rng.integers(2, 400))
-        pairs.append((text[lo:x], text[x:hi]))
-    # A split point of text[lo:x] + text[x:hi] must still be a join inside the shorter window.
-    pairs = [(a, b) for a, b in pairs if joins.join_at(a + b, len(a))]
-    assert len(pairs) > 1000
+    for x in [*rng.choice(points, size=1500, replace=False), *rng.choice(indents, size=1000, replace=False)]:
+        lo, hi = max(0, x - int(rng.integers(1, 400))), x + int(rng.integers(2, 400))
+        if joins.join_at(text[lo:hi], x - lo):  # still a join inside the shorter window
+            pairs.append((text[lo:x], text[x:hi]))
+    assert len(pairs) > 2000
     assert all(_concat_matches(tok, pairs))
 
 
-def test_a_split_inside_the_indentation_is_not_a_join_and_would_differ(tokenizer: Tokenizer) -> None:
-    text = "if x:\n        return 1\n"
-    at = text.index("return") - 1  # before the indentation's last space: the join
-    assert [x for x in range(len(text)) if joins.join_at(text, x)] == [at]
-    # Splitting right after the newline instead hands "\n" and the indentation to two pieces.
-    after_newline = text.index("\n") + 1
+def test_a_split_at_the_newline_of_an_indented_line_is_not_a_join_and_would_differ(tokenizer: Tokenizer) -> None:
+    text = "if x:\n\n        return 1\n"
+    at = text.index("return") - 1  # before the indentation's last space: a space join
+    after_newline = text.index("\n") + 1  # "\n" | "\n        return": neither join
+    assert joins.join_at(text, at) and not joins.join_at(text, after_newline)
+    assert not any(joins.join_at(text, x) for x in range(after_newline, at))
     assert _concat_matches(tokenizer, [(text[:at], text[at:]), (text[:after_newline], text[after_newline:])]) == [
         True,
         False,
     ]
-    assert not joins.indent_join("x\n\t", " y") and not joins.indent_join("x \n  ", " y")
+    assert not joins.space_join("x", "  y") and not joins.space_join("", " y") and joins.space_join("x\n\t", " y")
+
+
+def test_a_space_join_before_a_special_token_would_differ(tokenizer: Tokenizer) -> None:
+    # Why composers take no space join right before a special token (joins.py).
+    assert _concat_matches(tokenizer, [("x\n   ", " <|eos|>"), ("x\n   ", " eos")]) == [False, True]
