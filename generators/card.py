@@ -170,12 +170,11 @@ def length_stats(lengths: np.ndarray) -> dict[str, int]:
 
 
 def write_histogram(lengths: np.ndarray, path: Path, title: str) -> None:
-    import matplotlib
+    # A bare Figure renders through Agg without pyplot, which would load every backend's machinery.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    fig = Figure(figsize=(6, 3.2), dpi=100)
+    ax = fig.subplots()
     if len(lengths) and lengths.min() == lengths.max():
         # One length only (CIP): a single bar reads better than an empty-looking histogram.
         ax.bar([str(int(lengths[0]))], [len(lengths)], color="#3b6ea5")
@@ -186,7 +185,6 @@ def write_histogram(lengths: np.ndarray, path: Path, title: str) -> None:
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, metadata={"Software": None})  # no version stamp: rebuilds stay identical
-    plt.close(fig)
 
 
 def render_composition(composition: dict[str, dict[str, int]]) -> str:
