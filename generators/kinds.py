@@ -1,14 +1,14 @@
-"""The registry of dataset kinds: the one place that lists them.
+"""The registry of dataset kinds: every kind's declaration, and what needs them all at once.
 
 Each kind declares itself once, in its own module, as `KIND = Kind(name, spec class, stream,
-needs_corpus, generate, cli_flags)` (see `context.Kind`); this module collects the declarations
-into `KINDS` and builds from them what needs every kind at once: the discriminated union of the
-spec classes (`AnySpec`, `DatasetSpec` for FastAPI bodies) and `parse_spec`. The pipeline, the
-REST API, the worker and the CLI read `KINDS`; none of them names a kind.
+needs_corpus, generate, cli_flags)` (see `context.Kind`); `kind_modules.KIND_MODULES`, the one
+list of kinds, names that module, so the CLI can load one kind alone. This module loads them all
+into `KINDS` and builds what needs every kind at once: the discriminated union of the spec classes
+(`AnySpec`, `DatasetSpec` for FastAPI bodies) and `parse_spec`. The pipeline, the REST API, the
+worker and the CLI read `KINDS`; none of them names a kind.
 
-Adding a kind: write its module (spec class, stream id, generate, `KIND`) and add the module to
-the tuple below and to `kind_modules.KIND_MODULES` (checked here at import), which lets the CLI
-load one kind alone (docs/architecture.md, "Adding a dataset kind").
+Adding a kind: write its module (spec class, stream id, generate, `KIND`) and add it to
+`kind_modules.KIND_MODULES` (docs/architecture.md, "Adding a dataset kind").
 """
 
 from __future__ import annotations
@@ -18,15 +18,14 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, Union
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from . import cip, docqa, needles, synl
 from .context import Kind
 from .kind_modules import KIND_MODULES, config_error_from, load_kind
 from .specs import SpecBase
 from .specs import describe_error as _describe_error
 
-KINDS: dict[str, Kind] = {k.name: k for k in (cip.KIND, synl.KIND, needles.KIND, docqa.KIND)}
-if list(KINDS) != list(KIND_MODULES) or any(load_kind(name) is not kind for name, kind in KINDS.items()):
-    raise RuntimeError(f"kind_modules.KIND_MODULES {KIND_MODULES} does not match the registry {list(KINDS)}")
+KINDS: dict[str, Kind] = {name: load_kind(name) for name in KIND_MODULES}
+if any(kind.name != name for name, kind in KINDS.items()):
+    raise RuntimeError(f"a module of kind_modules.KIND_MODULES declares another kind: {KIND_MODULES}")
 
 if TYPE_CHECKING:
     # The union is built from the registry at run time, which a type checker cannot evaluate;
