@@ -16,16 +16,18 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from .card import Composition, dataset_info, example_text, write_card
 from .errors import ConfigError
-from .kinds import AnySpec
 from .pipeline import Context, generate_shard, prepare
 from .records import shard_name, token_lengths, write_parquet
+
+if TYPE_CHECKING:
+    from .kinds import AnySpec
 
 VERSION = "0.1.0"
 BUILDING = ".longweave-build.json"  # the spec of a build that has not finished

@@ -9,21 +9,26 @@ in any order on any host.
 
 Each kind's module declares `KIND = Kind(..., generate=...)` with `generate(ctx, shard, start, stop)
 -> list[Record]` for the global sample indices [start, stop) of one shard; this module looks the
-kind up in the registry (`kinds.KINDS`) and knows no kind by name.
+kind's module up by its name (`kind_modules.load_kind`, loading that kind alone) and knows no
+kind by name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from . import context
 from .context import Context, doc_order, sample_rng
-from .kinds import KINDS, AnySpec
+from .kind_modules import load_kind
 from .llm import LLM
 from .records import Record, to_table
+
+if TYPE_CHECKING:
+    from .kinds import AnySpec
 
 __all__ = ["Context", "doc_order", "generate_records", "generate_shard", "prepare", "sample_rng"]
 
@@ -38,13 +43,13 @@ def prepare(
 ) -> Context:
     """`context.prepare` for the spec's kind (see there)."""
     return context.prepare(
-        KINDS[spec.kind], spec, cache_dir, llm=llm, roots=roots, max_doc_bytes=max_doc_bytes, oversize=oversize
+        load_kind(spec.kind), spec, cache_dir, llm=llm, roots=roots, max_doc_bytes=max_doc_bytes, oversize=oversize
     )
 
 
 def generate_records(ctx: Context, shard: int) -> list[Record]:
     start, stop = ctx.spec.shard_bounds(shard)
-    return KINDS[ctx.spec.kind].generate(ctx, shard, start, stop)
+    return load_kind(ctx.spec.kind).generate(ctx, shard, start, stop)
 
 
 def generate_shard(ctx: Context, shard: int) -> pa.Table:
