@@ -7,18 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, trainers
-from tokenizers import Tokenizer as RawTokenizer
 
 from longweave.generators import joins
 from longweave.generators.corpus import Corpus
 from longweave.generators.tokenizer import Tokenizer, file_sha256, load_tokenizer
-
-# Llama 3's pre-tokenizer regex (public in its tokenizer.json): the other byte-level family.
-LLAMA3 = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
-)
 
 
 def _lines(corpus: Corpus, n: int) -> list[str]:
@@ -29,44 +21,6 @@ def _lines(corpus: Corpus, n: int) -> list[str]:
         if len(out) >= n:
             break
     return out[:n]
-
-
-def _train(tmp: Path, name: str, raw: RawTokenizer, corpus: Corpus) -> Tokenizer:
-    trainer = trainers.BpeTrainer(
-        vocab_size=600,
-        special_tokens=["<|eos|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    raw.train_from_iterator(corpus.sample_text(300_000), trainer=trainer)
-    d = tmp / name
-    d.mkdir()
-    raw.save(str(d / "tokenizer.json"))
-    (d / "tokenizer_config.json").write_text(
-        json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|eos|>"})
-    )
-    return load_tokenizer(d)
-
-
-@pytest.fixture(scope="module")
-def llama3_style(stdlib_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
-    raw = RawTokenizer(models.BPE())
-    raw.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(LLAMA3), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    raw.decoder = decoders.ByteLevel()
-    return _train(tmp_path_factory.mktemp("tok"), "llama3", raw, stdlib_corpus)
-
-
-@pytest.fixture(scope="module")
-def metaspace(stdlib_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
-    raw = RawTokenizer(models.BPE())
-    raw.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    raw.decoder = decoders.Metaspace()
-    return _train(tmp_path_factory.mktemp("tok"), "metaspace", raw, stdlib_corpus)
 
 
 def _concat_matches(tok: Tokenizer, pairs: list[tuple[str, str]]) -> list[bool]:

@@ -8,15 +8,12 @@ still be exact. Every record is checked against an independent encode of its own
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer as RawTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
 from longweave.generators import joins, needles, pipeline
 from longweave.generators.corpus import Corpus
@@ -24,7 +21,7 @@ from longweave.generators.kinds import parse_spec
 from longweave.generators.needles_compose import Composer, JoinIndex, doc_piece
 from longweave.generators.needles_text import encode_plain
 from longweave.generators.records import Record
-from longweave.generators.tokenizer import Tokenizer, load_tokenizer
+from longweave.generators.tokenizer import Tokenizer
 
 
 class Recorder:
@@ -195,22 +192,12 @@ def test_composed_ids_and_char_starts_equal_a_full_encode(tokenizer: Tokenizer, 
 
 
 @pytest.fixture(scope="module")
-def metaspace_ctx(stdlib_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> pipeline.Context:
+def metaspace_ctx(
+    stdlib_corpus: Corpus, metaspace: Tokenizer, tmp_path_factory: pytest.TempPathFactory
+) -> pipeline.Context:
     """A SentencePiece-style (Metaspace) BPE, not joinable, over a small folder of stdlib files."""
     tmp = tmp_path_factory.mktemp("metaspace")
-    raw = RawTokenizer(models.BPE())
-    raw.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    raw.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")
-    raw.decoder = decoders.Metaspace(prepend_scheme="never")
-    trainer = trainers.BpeTrainer(vocab_size=800, special_tokens=["<|bos|>", "<|eos|>"], show_progress=False)
-    raw.train_from_iterator(stdlib_corpus.sample_text(300_000), trainer=trainer)
-    tok_dir = tmp / "tok"
-    tok_dir.mkdir()
-    raw.save(str(tok_dir / "tokenizer.json"))
-    (tok_dir / "tokenizer_config.json").write_text(
-        json.dumps({"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|bos|>", "eos_token": "<|eos|>"})
-    )
-    tok = load_tokenizer(tok_dir)
+    tok = metaspace
     docs = tmp / "docs"
     docs.mkdir()
     for doc in stdlib_corpus.files[:40]:

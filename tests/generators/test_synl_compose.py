@@ -14,17 +14,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
-from tokenizers import Tokenizer as RawTokenizer
 
 from longweave.generators import joins
-from longweave.generators.corpus import Corpus
 from longweave.generators.records import Record
 from longweave.generators.synl import fit
 from longweave.generators.tokenizer import PLAIN_ANSWER, Tokenizer
 
 from .table_parsers import parse_prompt, run_query
-from .test_joins import LLAMA3, _train
 from .test_synl import generate, verify
 
 FIELDS: dict[str, Any] = {
@@ -95,27 +91,6 @@ def _same(a: Record, b: Record) -> None:
     assert np.array_equal(a.loss_mask, b.loss_mask)
     assert list(a.segments) == list(b.segments)
     assert a.messages == b.messages and a.meta == b.meta
-
-
-@pytest.fixture(scope="module")
-def llama3_style(stdlib_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
-    raw = RawTokenizer(models.BPE())
-    raw.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Split(Regex(LLAMA3), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-        ]
-    )
-    raw.decoder = decoders.ByteLevel()
-    return _train(tmp_path_factory.mktemp("tok"), "llama3", raw, stdlib_corpus)
-
-
-@pytest.fixture(scope="module")
-def metaspace(stdlib_corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
-    raw = RawTokenizer(models.BPE())
-    raw.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
-    raw.decoder = decoders.Metaspace()
-    return _train(tmp_path_factory.mktemp("tok"), "metaspace", raw, stdlib_corpus)
 
 
 @pytest.mark.parametrize("which", ["bpe", "llama3"])
