@@ -34,6 +34,8 @@ import hashlib
 import json
 import shutil
 import tempfile
+import threading
+import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,6 +52,11 @@ BATCH_CHARS = 4_000_000
 LAZY_MAX_CHARS = 1 << 28
 # Share of the documents a lazy store encodes one by one before it builds the whole store.
 LAZY_SHARE = 0.125
+
+# The stores open in this process by cache folder: the contexts of two datasets on one corpus and
+# tokenizer (a service worker keeps several) share one store, its lazily encoded documents too.
+_OPEN: weakref.WeakValueDictionary[Path, TokenStore] = weakref.WeakValueDictionary()
+_OPENING = threading.Lock()
 
 
 def store_key(corpus: Corpus, tokenizer: Tokenizer) -> str:
@@ -181,6 +188,7 @@ class TokenStore:
         self._texts: list[str] | None = None
         self._tokenizer: Tokenizer | None = None
         self._encoded: dict[int, np.ndarray] = {}
+        self._lock = threading.RLock()  # shards may run in threads of one worker
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -220,18 +228,30 @@ class TokenStore:
 
     def doc(self, i: int) -> np.ndarray:
         if self._texts is not None:
-            arr = self._encoded.get(i)
-            if arr is None:
-                assert self._tokenizer is not None
-                arr = self._encoded[i] = encode_texts(self._tokenizer, [self._texts[i]])[0]
-                if len(self._encoded) > LAZY_SHARE * len(self.ids):
-                    self._materialize()
-            return arr
+            with self._lock:
+                return self._lazy_doc(i)
         offsets = self.offsets
         return self.tokens[offsets[i] : offsets[i + 1]]
 
+    def _lazy_doc(self, i: int) -> np.ndarray:
+        if self._texts is None:  # another thread built the full store meanwhile
+            return self.doc(i)
+        arr = self._encoded.get(i)
+        if arr is None:
+            assert self._tokenizer is not None
+            arr = self._encoded[i] = encode_texts(self._tokenizer, [self._texts[i]])[0]
+            if len(self._encoded) > LAZY_SHARE * len(self.ids):
+                self._materialize()
+        return arr
+
     def _materialize(self) -> None:
         """Build (or load) the full store of a lazy one, then read everything from it."""
+        if self._texts is None:
+            return
+        with self._lock:
+            self._materialize_locked()
+
+    def _materialize_locked(self) -> None:
         texts, tokenizer = self._texts, self._tokenizer
         if texts is None or tokenizer is None:
             return
@@ -266,6 +286,14 @@ class TokenStore:
         Otherwise (or for a corpus over `LAZY_MAX_CHARS`) the full store is built now.
         """
         out = Path(cache_dir) / "tokens" / store_key(corpus, tokenizer)
+        with _OPENING:
+            store = _OPEN.get(out)
+            if store is None:
+                store = _OPEN[out] = cls._open(corpus, tokenizer, cache_dir, out, lazy)
+        return store
+
+    @classmethod
+    def _open(cls, corpus: Corpus, tokenizer: Tokenizer, cache_dir: str | Path, out: Path, lazy: bool) -> TokenStore:
         if (out / "ids.json").is_file() or not lazy or not never_empty(tokenizer):
             return cls.build(corpus, tokenizer, cache_dir)
         ids: list[str] = []

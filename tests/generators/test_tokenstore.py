@@ -83,3 +83,12 @@ def test_needles_from_a_lazy_store_are_the_pinned_bytes(tokenizer_dir: Path, tmp
     build_dataset(spec, tmp_path / "niah", cache_dir=tmp_path / "cache")
     assert _hashes(tmp_path / "niah")[1] == PINS["niah"][1]
     assert not (tmp_path / "cache" / "tokens").exists()  # six samples encoded a few documents only
+
+
+def test_one_store_per_cache_folder_in_a_process(tmp_path: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer) -> None:
+    """Two contexts on one corpus and tokenizer (a worker's datasets) share the store and what it encoded."""
+    corpus = small_corpus(tmp_path, stdlib_corpus)
+    a = TokenStore.open(corpus, tokenizer, tmp_path / "cache", lazy=True)
+    b = TokenStore.open(corpus, tokenizer, tmp_path / "cache", lazy=True)
+    assert a is b and a.lazy
+    assert TokenStore.open(corpus, tokenizer, tmp_path / "other", lazy=True) is not a
