@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,3 +93,38 @@ def test_one_store_per_cache_folder_in_a_process(tmp_path: Path, stdlib_corpus: 
     b = TokenStore.open(corpus, tokenizer, tmp_path / "cache", lazy=True)
     assert a is b and a.lazy
     assert TokenStore.open(corpus, tokenizer, tmp_path / "other", lazy=True) is not a
+
+
+def _build_in_child(corpus_path: str, tokenizer_dir: str, cache: str, ready: Any) -> None:
+    corpus, tok = Corpus.open(corpus_path), load_tokenizer(tokenizer_dir)
+    ready.set()
+    TokenStore.build(corpus, tok, cache)
+
+
+def test_processes_on_one_cache_build_the_store_once(
+    tmp_path: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer, tokenizer_dir: Path
+) -> None:
+    """A worker that finds another's build under way waits for it and maps its files."""
+    import fcntl
+    import multiprocessing
+    import time
+
+    corpus = small_corpus(tmp_path, stdlib_corpus)
+    cache = tmp_path / "cache"
+    out = cache / "tokens" / tokenstore.store_key(corpus, tokenizer)
+    out.parent.mkdir(parents=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # this process is "the other worker", mid-build
+        mp = multiprocessing.get_context("spawn")
+        ready = mp.Event()
+        child = mp.Process(target=_build_in_child, args=(str(corpus.files[0]), str(tokenizer_dir), str(cache), ready))
+        child.start()
+        assert ready.wait(120)
+        time.sleep(3)  # the child is in `build`: unlocked, it would have its temporary folder by now
+        assert child.is_alive() and not out.exists() and not list(out.parent.glob(".tmp-*"))
+        tokenstore._write_unlocked(tokenstore._batches(corpus), tokenizer, out)
+        built = (out / "tokens.bin").stat().st_mtime_ns
+    child.join(120)
+    assert child.exitcode == 0
+    assert (out / "tokens.bin").stat().st_mtime_ns == built  # the child loaded it, it did not rebuild
+    assert not list(out.parent.glob(".tmp-*"))
