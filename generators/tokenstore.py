@@ -48,8 +48,9 @@ from .tokenizer import Tokenizer
 
 # Characters of text per encode call (about 1 MB of tokens under a code BPE).
 BATCH_CHARS = 4_000_000
-# Most characters a lazy store holds in memory as text; a bigger corpus is built in full.
-LAZY_MAX_CHARS = 1 << 28
+# Most characters a lazy store holds in memory as text (a worker keeps several contexts); a
+# bigger corpus is built in full.
+LAZY_MAX_CHARS = 1 << 27
 # Share of the documents a lazy store encodes one by one before it builds the whole store.
 LAZY_SHARE = 0.125
 
