@@ -273,6 +273,8 @@ def cold(args: argparse.Namespace) -> None:
         label = {"floor": "tokenizer floor (whole process)"}.get(name, name)
         print(f"| {label} | {w:.1f} | {c:.1f} | {tokens / w:,.0f} | {olmo_wall / w:.2f}x | {olmo_cpu / c:.2f}x |")
     floor_cpu = med["floor"][1]
+    for name, v in runs.items():
+        print(f"{name} runs (wall s, CPU s): " + ", ".join(f"({w:.1f}, {c:.1f})" for w, c in v))
     print(
         f"\nfloor: `encode_batch` alone {floor_rate:,.0f} tokens/s (median); longweave end to end "
         f"{tokens / ours_wall:,.0f} tokens/s = {tokens / ours_wall / floor_rate:.2f}x the floor by wall time; "
