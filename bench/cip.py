@@ -10,13 +10,36 @@ end to end, `pipeline.generate_shard` (the Arrow table the records become). Both
 at equal sizes unless `--split random`.
 
     .venv/bin/python bench/cip.py            # prints a markdown table
+
+`--cold RUNS` measures whole processes from a cold cache instead, median of RUNS, the contenders
+alternating (their order rotates each run), each a fresh subprocess with empty caches (the OS page
+cache is left as it is: the corpus files are read warm by all three):
+- longweave: `longweave generate cip` end to end (read and tokenize the corpus, plan, build,
+  write Parquet and the card) into a fresh cache dir that holds only the trained tokenizer, so
+  tokenizer training is not timed;
+- OLMo-core: its data preparation done its own way, as `dolma tokens` does it (read the same
+  files, `tokenizers` `encode_batch` with the same tokenizer.json, EOS after every document, one
+  uint16 token file), then `NumpyInterleavedFSLDataset.prepare()` and `dataset[i]` for every
+  instance;
+- floor: the raw `tokenizers` `encode_batch` over the same texts (batches of 256 documents), the
+  rate the tokenizer allows; only the encode calls are timed.
+Wall seconds and CPU seconds (user + system of the process and its threads) are both reported:
+on a shared machine the CPU seconds are the steadier figure.
+
+    .venv/bin/python bench/cip.py --cold 3
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -115,15 +138,169 @@ def bench(
     return {"L": L, "N": N, "K": K, "n": n, "fill": fill, "our_index": our_index, "their_index": their_index, **rates}
 
 
+def read_texts(files: list[str]) -> list[str]:
+    """The documents as the corpus reads them: each file's text, empty ones dropped."""
+    texts = []
+    for f in files:
+        with open(f, "rb") as fh:
+            text = fh.read().decode("utf-8", errors="replace")
+        if text:
+            texts.append(text)
+    return texts
+
+
+def olmo_cold(job: dict) -> dict:
+    """OLMo-core from text: tokenize as `dolma tokens` does, prepare, build every instance."""
+    from olmo_core.data.numpy_dataset import NumpyInterleavedFSLDataset
+    from tokenizers import Tokenizer as RawTokenizer
+
+    logging.disable(logging.INFO)
+    tok = RawTokenizer.from_file(job["tokenizer_json"])
+    texts = read_texts(job["files"])
+    arrays = []
+    for s in range(0, len(texts), 256):
+        for e in tok.encode_batch(texts[s : s + 256], add_special_tokens=False):
+            arrays.append(np.asarray([*e.ids, job["eos_id"]], dtype=np.uint16))
+    work = Path(job["work"])
+    path = work / "tokens.npy"
+    np.concatenate(arrays).tofile(path)
+    L, N, K = job["L"], job["N"], job["K"]
+    ds = NumpyInterleavedFSLDataset(
+        path,
+        sequence_length=L,
+        pad_token_id=job["pad_id"],
+        eos_token_id=job["eos_id"],
+        bos_token_id=job["bos_id"],
+        vocab_size=job["vocab_size"],
+        seed=0,
+        docs_per_instance=N,
+        chunks_per_doc=K,
+        dtype=np.uint16,
+    )
+    ds.work_dir = work / "olmo"
+    ds.prepare()
+    n = min(job["count"], len(ds))
+    for i in range(n):
+        ds[i]
+    return {"instances": n}
+
+
+def floor_cold(job: dict) -> dict:
+    """The raw tokenizer: `encode_batch` over the same texts; only the encode calls are timed."""
+    from tokenizers import Tokenizer as RawTokenizer
+
+    tok = RawTokenizer.from_file(job["tokenizer_json"])
+    texts = read_texts(job["files"])
+    t, n = time.perf_counter(), 0
+    for s in range(0, len(texts), 256):
+        n += sum(len(e.ids) for e in tok.encode_batch(texts[s : s + 256], add_special_tokens=False))
+    return {"tokens": n, "encode_s": time.perf_counter() - t}
+
+
+def timed(cmd: list[str]) -> tuple[float, float, str]:
+    """Run `cmd`; its wall seconds, CPU seconds (user + system) and stdout."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, done.stdout
+
+
+def cold(args: argparse.Namespace) -> None:
+    """Whole processes from a cold cache: longweave, OLMo-core and the tokenizer floor, median of runs."""
+    L, N, K = map(int, args.configs.split(",")[0].split(":"))
+    ctx = prepare(CIPSpec(), cache_dir=Paths.resolve(os.environ, cache_dir=args.cache_dir).cache_dir)
+    tok = ctx.tokenizer
+    assert ctx.corpus is not None
+    tok_dir = tok.path
+    files = [str(f) for f in ctx.corpus.files]
+    longweave = str(Path(sys.executable).with_name("longweave"))
+    count = args.instances
+    load = [os.getloadavg()]
+    runs: dict[str, list[tuple[float, float]]] = {"longweave": [], "olmo-core": [], "floor": []}
+    floor_rates: list[float] = []
+    tokens = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        job = {
+            "files": files,
+            "tokenizer_json": str(tok_dir / "tokenizer.json"),
+            "eos_id": tok.eos_id,
+            "pad_id": tok.pad_id,
+            "bos_id": tok.bos_id,
+            "vocab_size": tok.vocab_size,
+            "L": L,
+            "N": N,
+            "K": K,
+            "count": count,
+        }
+        names = list(runs)
+        for r in range(args.cold):
+            for name in names[r % 3 :] + names[: r % 3]:
+                run = base / f"{name}-{r}"
+                run.mkdir()
+                if name == "longweave":
+                    cache = run / "cache"
+                    shutil.copytree(tok_dir, cache / "tokenizers" / tok_dir.name)
+                    cmd = [longweave, "generate", "cip", "-L", str(L), "-N", str(N), "-K", str(K)]
+                    cmd += ["-n", str(count), "--split", "equal", "--cache-dir", str(cache), "-o", str(run / "out")]
+                else:
+                    (run / "job.json").write_text(json.dumps({**job, "work": str(run)}))
+                    cmd = [sys.executable, __file__, "--child", name, str(run / "job.json")]
+                wall, cpu, out = timed(cmd)
+                runs[name].append((wall, cpu))
+                if name == "floor":
+                    got = json.loads(out.strip().splitlines()[-1])
+                    tokens = got["tokens"]
+                    floor_rates.append(tokens / got["encode_s"])
+                shutil.rmtree(run, ignore_errors=True)
+    load.append(os.getloadavg())
+
+    med = {name: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for name, v in runs.items()}
+    floor_rate = statistics.median(floor_rates)
+    ours_wall, ours_cpu = med["longweave"]
+    olmo_wall, olmo_cpu = med["olmo-core"]
+    print(
+        f"corpus: stdlib, {len(files)} files, {tokens:,} tokens; tokenizer {tok.name}; "
+        f"CIP L={L} N={N} K={K}, {count} instances; median of {args.cold} runs; "
+        f"load average {load[0][0]:.1f} at the start, {load[1][0]:.1f} at the end (2 cores)\n"
+    )
+    print("| contender | wall s | CPU s | corpus tokens / wall s | vs OLMo-core (wall) | vs OLMo-core (CPU) |")
+    print("|---|---|---|---|---|---|")
+    for name, (w, c) in med.items():
+        label = {"floor": "tokenizer floor (whole process)"}.get(name, name)
+        print(f"| {label} | {w:.1f} | {c:.1f} | {tokens / w:,.0f} | {olmo_wall / w:.2f}x | {olmo_cpu / c:.2f}x |")
+    floor_cpu = med["floor"][1]
+    for name, v in runs.items():
+        print(f"{name} runs (wall s, CPU s): " + ", ".join(f"({w:.1f}, {c:.1f})" for w, c in v))
+    print(
+        f"\nfloor: `encode_batch` alone {floor_rate:,.0f} tokens/s (median); longweave end to end "
+        f"{tokens / ours_wall:,.0f} tokens/s = {tokens / ours_wall / floor_rate:.2f}x the floor by wall time; "
+        f"by CPU time {tokens / ours_cpu:,.0f} vs the floor process's {tokens / floor_cpu:,.0f} tokens per "
+        f"CPU-second = {floor_cpu / ours_cpu:.2f}x"
+    )
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--child":
+        job = json.loads(Path(sys.argv[3]).read_text())
+        print(json.dumps((olmo_cold if sys.argv[2] == "olmo-core" else floor_cold)(job)))
+        return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=400, help="instances timed per config (at most OLMo-core's length)")
     ap.add_argument("--repeat", type=int, default=3, help="timed passes per config; the best one counts")
     ap.add_argument("--split", choices=["equal", "random"], default="equal", help="our chunk cut points")
     ap.add_argument("--cache-dir", default=None, help="longweave cache (tokenizer, token store)")
     ap.add_argument("--configs", default=",".join(f"{L}:{N}:{K}" for L, N, K in CONFIGS), help="L:N:K,...")
+    ap.add_argument("--instances", type=int, default=440, help="with --cold: CIP instances each contender builds")
+    ap.add_argument("--cold", type=int, default=0, help="RUNS: whole processes from a cold cache (first config)")
     args = ap.parse_args()
     logging.disable(logging.INFO)  # OLMo-core logs every index it writes
+    if args.cold:
+        cold(args)
+        return
 
     ctx = prepare(CIPSpec(), cache_dir=Paths.resolve(os.environ, cache_dir=args.cache_dir).cache_dir)
     configs = [tuple(map(int, c.split(":"))) for c in args.configs.split(",")]

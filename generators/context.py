@@ -113,11 +113,15 @@ class Context:
 
     @property
     def store(self) -> TokenStore:
-        """The tokenized corpus, built on first use and cached on disk."""
+        """The tokenized corpus: the cached store, else one that encodes the documents read.
+
+        Lazy (`TokenStore.open`): a kind that reads a few documents encodes only those, and one
+        that needs the whole arrays (CIP) builds and caches the full store on first use of them.
+        """
         if self._store is None:
             if self.corpus is None:
                 raise RuntimeError("this dataset kind has no corpus")
-            self._store = TokenStore.build(self.corpus, self.tokenizer, self.cache_dir)
+            self._store = TokenStore.open(self.corpus, self.tokenizer, self.cache_dir, lazy=True)
         return self._store
 
 
@@ -187,7 +191,7 @@ def doc_order(ctx: Context) -> np.ndarray:
     key = f"{ctx.spec.kind}.order"
     order = ctx.memo.get(key)
     if order is None:
-        nonempty = np.flatnonzero(ctx.store.lengths > 0)
+        nonempty = ctx.store.nonempty()
         if len(nonempty) == 0:
             raise CorpusError("corpus", "has no document with any text", "point it at a corpus with text")
         rng = dataset_rng(ctx.spec)

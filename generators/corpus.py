@@ -43,6 +43,25 @@ TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py", ".tex", ".html", ".c", ".h", ".js
 FIELD = "corpus"
 
 
+def _files_below(root: Path, suffixes: tuple[str, ...], skip: str | None = None) -> list[Path]:
+    """The regular files below `root` whose suffix is one of `suffixes`, sorted as paths.
+
+    One `os.walk` (a directory listing per folder, a stat per candidate only): `Path.rglob` with
+    a stat per entry takes ten times as long on the standard library. Symlinked folders are not
+    entered, as with `rglob`; folders named `skip` are not entered at all.
+    """
+    found = []
+    for folder, dirs, names in os.walk(root):
+        if skip is not None and skip in dirs:
+            dirs.remove(skip)
+        for name in names:
+            if os.path.splitext(name)[1] in suffixes:
+                path = Path(folder, name)
+                if path.is_file():
+                    found.append(path)
+    return sorted(found)
+
+
 @dataclass(frozen=True)
 class Document:
     id: str
@@ -88,7 +107,7 @@ class Corpus:
             raise CorpusError(FIELD, "no corpus given", "pass `stdlib`, a JSONL/Parquet file, a folder or a glob")
         if src == "stdlib":
             root = Path(sysconfig.get_paths()["stdlib"])
-            files = sorted(p for p in root.rglob("*.py") if "site-packages" not in p.parts and p.is_file())
+            files = [p for p in _files_below(root, (".py",), skip="site-packages") if "site-packages" not in p.parts]
             return cls("stdlib", files, root, "text", None, (".py",), max_doc_bytes=max_doc_bytes, oversize=oversize)
         if roots is not None:
             refuse_dotdot(src, field)
@@ -96,9 +115,7 @@ class Corpus:
                 require_inside(src, roots, field)
         path = Path(src).expanduser()
         if path.is_dir():
-            files = sorted(
-                p for p in path.rglob("*") if p.is_file() and (p.suffix in text_suffixes or p.suffix in TABLE_SUFFIXES)
-            )
+            files = _files_below(path, (*text_suffixes, *TABLE_SUFFIXES))
             root = path
         elif path.is_file():
             files, root = [path], path.parent

@@ -3,46 +3,266 @@
 CIP and the needle haystacks cut token ranges out of documents millions of times; doing that on
 text would mean re-tokenizing constantly. So a corpus is tokenized once per (corpus, tokenizer)
 into `tokens.bin` (int32, all documents back to back, no special tokens), `offsets.npy`
-(int64, n_docs + 1) and `ids.json`, cached under a hash of both. The build streams: documents are
-encoded in batches by the tokenizer's parallel Rust backend and appended to the file, so a corpus
-bigger than memory is fine. Reads are numpy slices of a memmap: no copies until a sequence is cut.
+(int64, n_docs + 1) and `ids.json`, cached under a hash of both. Reads are numpy slices of a
+memmap: no copies until a sequence is cut, and every process on a host (CLI, each service worker)
+maps the same files, so the pages are shared through the OS page cache.
+
+Building sits at the floor of the tokenizer itself: documents go to the Rust backend in batches
+of about `BATCH_CHARS` characters (large enough that its threads keep every core busy to the end
+of a batch, small enough that the batch's encodings stay a few tens of MB), the next batch is
+encoded while the previous one is written, and each batch is one concatenation and one write
+appended to `tokens.bin`. The total is unknown until every document is encoded, so the file is
+appended to rather than preallocated, and a corpus bigger than memory streams through. Python
+touches each document once (its id list to an int32 array), never each token.
+
+Lazy stores. A needle grid or a doc_qa set reads a few documents of its seeded order, not the
+whole corpus; when no cached store exists, `open(..., lazy=True)` reads the texts only and
+encodes a document on its first `doc(i)` / `lengths[i]`. The seeded order needs the set of
+documents with at least one token before any is encoded; `never_empty(tokenizer)` proves from
+the tokenizer's structure that every non-empty text (the corpus yields no empty one) has one, and
+without that proof (or for a corpus over `LAZY_MAX_CHARS`) the store is built in full at once.
+Asking for the whole arrays (`tokens`, `offsets`, `num_tokens`: CIP, the benchmark), or encoding
+more than `LAZY_SHARE` of the documents one by one, builds and caches the full store, which then
+serves every read. A document's ids are the same either way: the same backend call on the same
+text.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
 import tempfile
-from dataclasses import dataclass
+import threading
+import weakref
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .corpus import Corpus
 from .tokenizer import Tokenizer
 
+# Characters of text per encode call (about 1 MB of tokens under a code BPE).
+BATCH_CHARS = 4_000_000
+# Most characters a lazy store holds in memory as text (a worker keeps several contexts); a
+# bigger corpus is built in full.
+LAZY_MAX_CHARS = 1 << 27
+# Share of the documents a lazy store encodes one by one before it builds the whole store.
+LAZY_SHARE = 0.125
 
-@dataclass
+# The stores open in this process by cache folder: the contexts of two datasets on one corpus and
+# tokenizer (a service worker keeps several) share one store, its lazily encoded documents too.
+_OPEN: weakref.WeakValueDictionary[Path, TokenStore] = weakref.WeakValueDictionary()
+_OPENING = threading.Lock()
+
+
+def store_key(corpus: Corpus, tokenizer: Tokenizer) -> str:
+    """The cache folder name of (corpus, tokenizer)'s store."""
+    blob = json.dumps(["tokens-v1", corpus.fingerprint(), tokenizer.sha256]).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def never_empty(tokenizer: Tokenizer) -> bool:
+    """Whether every non-empty text encodes to at least one token, read from the tokenizer's structure.
+
+    True for byte-level BPE whose vocabulary holds all 256 byte symbols, with no normalizer (which
+    could erase text), no `Split` step that removes what it matches, and no dropout: the text's
+    bytes then each map to a vocabulary symbol, and merges only join symbols.
+    """
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    spec = json.loads(tokenizer.backend.to_str())
+    if spec.get("normalizer") is not None:
+        return False
+    model = spec.get("model") or {}
+    if model.get("type") != "BPE" or model.get("dropout"):
+        return False
+    pre = spec.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    if not steps or steps[-1].get("type") != "ByteLevel":
+        return False
+    if any(s.get("type") != "Split" or s.get("behavior") == "Removed" for s in steps[:-1]):
+        return False
+    vocab = model.get("vocab") or {}
+    return all(ch in vocab for ch in ByteLevel.alphabet())
+
+
+def encode_texts(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
+    """Each text's ids (int32, no special tokens), in one call of the parallel Rust backend.
+
+    `encode_batch_fast` gives the ids of `encode_batch` without computing character offsets.
+    """
+    encs = tokenizer.backend.encode_batch_fast(texts, add_special_tokens=False)
+    return [np.asarray(e.ids, dtype=np.int32) for e in encs]
+
+
+def _batches(corpus: Corpus) -> Iterator[tuple[list[str], list[str]]]:
+    """(ids, texts) of the corpus's documents in its order, about `BATCH_CHARS` characters each."""
+    ids: list[str] = []
+    texts: list[str] = []
+    size = 0
+    for batch in corpus.iter_batches(256):
+        for doc in batch:
+            ids.append(doc.id)
+            texts.append(doc.text)
+            size += len(doc.text)
+        if size >= BATCH_CHARS:
+            yield ids, texts
+            ids, texts, size = [], [], 0
+    if ids:
+        yield ids, texts
+
+
+def _write(batches: Iterator[tuple[list[str], list[str]]], tokenizer: Tokenizer, out: Path) -> None:
+    """Encode every batch and write the store's three files to `out`, once per host.
+
+    The build holds a lock file beside `out`, so of the processes sharing a cache dir (the
+    service's workers) one encodes and the others wait and then map its files.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "ids.json").is_file():
+            _write_unlocked(batches, tokenizer, out)
+
+
+def _write_unlocked(batches: Iterator[tuple[list[str], list[str]]], tokenizer: Tokenizer, out: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
+    lengths: list[int] = []
+    ids: list[str] = []
+    # One batch ahead: the backend encodes the next batch (without the GIL) while this thread
+    # reads the corpus and writes the previous one.
+    with open(tmp / "tokens.bin", "wb") as f, ThreadPoolExecutor(1) as pool:
+        pending: Any = None
+        for batch_ids, texts in batches:
+            ahead = pool.submit(encode_texts, tokenizer, texts)
+            if pending is not None:
+                _append(f, pending, lengths, ids)
+            pending = (batch_ids, ahead)
+        if pending is not None:
+            _append(f, pending, lengths, ids)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    np.save(tmp / "offsets.npy", offsets)
+    (tmp / "ids.json").write_text(json.dumps(ids))
+    try:
+        tmp.rename(out)
+    except OSError:  # a build without the lock (another host on a shared disk) finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _append(f: Any, pending: tuple[list[str], Any], lengths: list[int], ids: list[str]) -> None:
+    batch_ids, future = pending
+    arrays: list[np.ndarray] = future.result()
+    if arrays:
+        np.concatenate(arrays).tofile(f)
+    lengths.extend(len(a) for a in arrays)
+    ids.extend(batch_ids)
+
+
+class LazyLengths:
+    """`store.lengths` of a lazy store: `lengths[i]` encodes document i if it is not yet."""
+
+    def __init__(self, store: TokenStore) -> None:
+        self._store = store
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+    def __getitem__(self, i: int) -> int:
+        return len(self._store.doc(i))
+
+
 class TokenStore:
-    tokens: np.ndarray  # int32 memmap, every document back to back
-    offsets: np.ndarray  # int64, document i is tokens[offsets[i]:offsets[i+1]]
-    ids: list[str]
-    path: Path
+    """Documents as token arrays: `doc(i)`, `ids[i]`, `lengths[i]`, `len(store)`, `nonempty()`."""
+
+    def __init__(self, tokens: np.ndarray, offsets: np.ndarray, ids: list[str], path: Path) -> None:
+        self._tokens: np.ndarray | None = tokens  # int32 memmap, every document back to back
+        self._offsets: np.ndarray | None = offsets  # int64, document i is tokens[offsets[i]:offsets[i+1]]
+        self.ids = ids
+        self.path = path  # the cache folder
+        # Lazy state: the texts and tokenizer to encode from, and the documents encoded so far.
+        self._texts: list[str] | None = None
+        self._tokenizer: Tokenizer | None = None
+        self._encoded: dict[int, np.ndarray] = {}
+        self._lock = threading.RLock()  # shards may run in threads of one worker
 
     def __len__(self) -> int:
         return len(self.ids)
 
     @property
-    def lengths(self) -> np.ndarray:
+    def lazy(self) -> bool:
+        """Whether documents are still encoded on demand (no full store yet)."""
+        return self._texts is not None
+
+    @property
+    def tokens(self) -> np.ndarray:
+        self._materialize()
+        assert self._tokens is not None
+        return self._tokens
+
+    @property
+    def offsets(self) -> np.ndarray:
+        self._materialize()
+        assert self._offsets is not None
+        return self._offsets
+
+    @property
+    def lengths(self) -> np.ndarray | LazyLengths:
+        if self.lazy:
+            return LazyLengths(self)
         return np.diff(self.offsets)
 
     @property
     def num_tokens(self) -> int:
         return int(self.offsets[-1])
 
+    def nonempty(self) -> np.ndarray:
+        """Indices of the documents with at least one token (all of them in a lazy store, by proof)."""
+        if self.lazy:
+            return np.arange(len(self.ids))
+        return np.flatnonzero(np.diff(self.offsets) > 0)
+
     def doc(self, i: int) -> np.ndarray:
-        return self.tokens[self.offsets[i] : self.offsets[i + 1]]
+        if self._texts is not None:
+            with self._lock:
+                return self._lazy_doc(i)
+        offsets = self.offsets
+        return self.tokens[offsets[i] : offsets[i + 1]]
+
+    def _lazy_doc(self, i: int) -> np.ndarray:
+        if self._texts is None:  # another thread built the full store meanwhile
+            return self.doc(i)
+        arr = self._encoded.get(i)
+        if arr is None:
+            assert self._tokenizer is not None
+            arr = self._encoded[i] = encode_texts(self._tokenizer, [self._texts[i]])[0]
+            if len(self._encoded) > LAZY_SHARE * len(self.ids):
+                self._materialize()
+        return arr
+
+    def _materialize(self) -> None:
+        """Build (or load) the full store of a lazy one, then read everything from it."""
+        if self._texts is None:
+            return
+        with self._lock:
+            self._materialize_locked()
+
+    def _materialize_locked(self) -> None:
+        texts, tokenizer = self._texts, self._tokenizer
+        if texts is None or tokenizer is None:
+            return
+        if not (self.path / "ids.json").is_file():
+            step = max(1, len(texts) // max(1, sum(map(len, texts)) // BATCH_CHARS))
+            batches = ((self.ids[s : s + step], texts[s : s + step]) for s in range(0, len(texts), step))
+            _write(batches, tokenizer, self.path)
+        full = TokenStore.load(self.path)
+        self._tokens, self._offsets = full._tokens, full._offsets
+        self._texts, self._tokenizer, self._encoded = None, None, {}
 
     @classmethod
     def load(cls, path: Path) -> TokenStore:
@@ -53,32 +273,41 @@ class TokenStore:
         return cls(tokens, offsets, ids, path)
 
     @classmethod
-    def build(cls, corpus: Corpus, tokenizer: Tokenizer, cache_dir: str | Path, batch_size: int = 256) -> TokenStore:
+    def build(cls, corpus: Corpus, tokenizer: Tokenizer, cache_dir: str | Path) -> TokenStore:
         """Tokenize `corpus` with `tokenizer`, or load the cached result of doing so."""
-        cache = Path(cache_dir)
-        key = hashlib.sha256(json.dumps(["tokens-v1", corpus.fingerprint(), tokenizer.sha256]).encode()).hexdigest()[
-            :16
-        ]
-        out = cache / "tokens" / key
-        if (out / "ids.json").is_file():
-            return cls.load(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))
-        lengths: list[int] = []
-        ids: list[str] = []
-        with open(tmp / "tokens.bin", "wb") as f:
-            for batch in corpus.iter_batches(batch_size):
-                encoded = tokenizer.encode_batch([d.text for d in batch])
-                for doc, arr in zip(batch, encoded):
-                    f.write(arr.astype(np.int32, copy=False).tobytes())
-                    lengths.append(len(arr))
-                    ids.append(doc.id)
-        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        np.save(tmp / "offsets.npy", offsets)
-        (tmp / "ids.json").write_text(json.dumps(ids))
-        try:
-            tmp.rename(out)
-        except OSError:  # a concurrent build finished first; the results are identical
-            shutil.rmtree(tmp, ignore_errors=True)
+        out = Path(cache_dir) / "tokens" / store_key(corpus, tokenizer)
+        if not (out / "ids.json").is_file():
+            _write(_batches(corpus), tokenizer, out)
         return cls.load(out)
+
+    @classmethod
+    def open(cls, corpus: Corpus, tokenizer: Tokenizer, cache_dir: str | Path, lazy: bool = False) -> TokenStore:
+        """The cached store; else, with `lazy` and where it is exact, one that encodes on demand.
+
+        Otherwise (or for a corpus over `LAZY_MAX_CHARS`) the full store is built now.
+        """
+        out = Path(cache_dir) / "tokens" / store_key(corpus, tokenizer)
+        with _OPENING:
+            store = _OPEN.get(out)
+            if store is None:
+                store = _OPEN[out] = cls._open(corpus, tokenizer, cache_dir, out, lazy)
+        return store
+
+    @classmethod
+    def _open(cls, corpus: Corpus, tokenizer: Tokenizer, cache_dir: str | Path, out: Path, lazy: bool) -> TokenStore:
+        if (out / "ids.json").is_file() or not lazy or not never_empty(tokenizer):
+            return cls.build(corpus, tokenizer, cache_dir)
+        ids: list[str] = []
+        texts: list[str] = []
+        size = 0
+        for batch in corpus.iter_batches(256):
+            for doc in batch:
+                ids.append(doc.id)
+                texts.append(doc.text)
+                size += len(doc.text)
+            if size > LAZY_MAX_CHARS:
+                return cls.build(corpus, tokenizer, cache_dir)
+        store = cls(np.zeros(0, np.int32), np.zeros(1, np.int64), ids, out)
+        store._texts, store._tokenizer = texts, tokenizer
+        store._tokens = store._offsets = None
+        return store

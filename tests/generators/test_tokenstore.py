@@ -1,0 +1,130 @@
+"""The token store: a lazy store reads the same documents as the full one, and the data does not change."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from longweave.generators import tokenstore
+from longweave.generators.corpus import Corpus
+from longweave.generators.dataset import build_dataset
+from longweave.generators.tokenizer import Tokenizer, load_tokenizer
+from longweave.generators.tokenstore import TokenStore, never_empty
+
+from .test_golden import CASES, PINS, _hashes
+
+
+def small_corpus(tmp_path: Path, stdlib_corpus: Corpus, n: int = 120) -> Corpus:
+    """The first n stdlib documents as a JSONL corpus, with one whitespace-only document."""
+    rows = [{"id": d.id, "text": d.text} for _, d in zip(range(n), stdlib_corpus)]
+    rows.insert(7, {"id": "blank", "text": "   \n  "})
+    path = tmp_path / "small.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return Corpus.open(path)
+
+
+def test_lazy_store_reads_what_the_full_store_holds(
+    stdlib_corpus: Corpus, tokenizer: Tokenizer, stdlib_store: TokenStore, tmp_path: Path
+) -> None:
+    lazy = TokenStore.open(stdlib_corpus, tokenizer, tmp_path, lazy=True)
+    assert lazy.lazy and len(lazy) == len(stdlib_store) and lazy.ids == stdlib_store.ids
+    assert np.array_equal(lazy.nonempty(), stdlib_store.nonempty())
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(lazy), size=40, replace=False).tolist():
+        assert np.array_equal(lazy.doc(i), stdlib_store.doc(i)), stdlib_store.ids[i]
+        assert lazy.lengths[i] == int(stdlib_store.lengths[i])
+    assert lazy.lazy and not (tmp_path / "tokens").exists()  # 40 documents did not build the store
+
+
+def test_lazy_store_builds_the_full_one_when_asked_for_its_arrays(
+    tmp_path: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer
+) -> None:
+    corpus = small_corpus(tmp_path, stdlib_corpus)
+    full = TokenStore.build(corpus, tokenizer, tmp_path / "full")
+    lazy = TokenStore.open(corpus, tokenizer, tmp_path / "lazy", lazy=True)
+    assert lazy.lazy
+    first = lazy.doc(3)
+    assert np.array_equal(lazy.offsets, full.offsets) and not lazy.lazy
+    assert np.array_equal(np.asarray(lazy.tokens), np.asarray(full.tokens)) and lazy.ids == full.ids
+    assert np.array_equal(first, full.doc(3)) and (lazy.path / "ids.json").is_file()
+    # The whitespace-only document has tokens under this tokenizer, as the lazy order assumed.
+    assert np.array_equal(full.nonempty(), np.arange(len(full)))
+
+    # Encoding more than LAZY_SHARE of the documents one by one builds the store too.
+    again = TokenStore.open(corpus, tokenizer, tmp_path / "again", lazy=True)
+    for i in range(int(tokenstore.LAZY_SHARE * len(again)) + 1):
+        assert np.array_equal(again.doc(i), full.doc(i))
+    assert not again.lazy and np.array_equal(again.offsets, full.offsets)
+
+
+def test_a_tokenizer_that_can_erase_text_gets_a_full_store(
+    tmp_path: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer, tokenizer_dir: Path
+) -> None:
+    stripping = tmp_path / "strip-tok"
+    shutil.copytree(tokenizer_dir, stripping)
+    spec = json.loads((stripping / "tokenizer.json").read_text())
+    spec["normalizer"] = {"type": "Strip", "strip_left": True, "strip_right": True}
+    (stripping / "tokenizer.json").write_text(json.dumps(spec))
+    strip_tok = load_tokenizer(stripping)
+    assert never_empty(tokenizer) and not never_empty(strip_tok)
+
+    corpus = small_corpus(tmp_path, stdlib_corpus)
+    store = TokenStore.open(corpus, strip_tok, tmp_path / "cache", lazy=True)
+    assert not store.lazy
+    blank = store.ids.index("blank")
+    assert int(store.lengths[blank]) == 0 and blank not in store.nonempty().tolist()
+
+
+def test_needles_from_a_lazy_store_are_the_pinned_bytes(tokenizer_dir: Path, tmp_path: Path) -> None:
+    spec = CASES["niah"](str(tokenizer_dir))
+    build_dataset(spec, tmp_path / "niah", cache_dir=tmp_path / "cache")
+    assert _hashes(tmp_path / "niah")[1] == PINS["niah"][1]
+    assert not (tmp_path / "cache" / "tokens").exists()  # six samples encoded a few documents only
+
+
+def test_one_store_per_cache_folder_in_a_process(tmp_path: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer) -> None:
+    """Two contexts on one corpus and tokenizer (a worker's datasets) share the store and what it encoded."""
+    corpus = small_corpus(tmp_path, stdlib_corpus)
+    a = TokenStore.open(corpus, tokenizer, tmp_path / "cache", lazy=True)
+    b = TokenStore.open(corpus, tokenizer, tmp_path / "cache", lazy=True)
+    assert a is b and a.lazy
+    assert TokenStore.open(corpus, tokenizer, tmp_path / "other", lazy=True) is not a
+
+
+def _build_in_child(corpus_path: str, tokenizer_dir: str, cache: str, ready: Any) -> None:
+    corpus, tok = Corpus.open(corpus_path), load_tokenizer(tokenizer_dir)
+    ready.set()
+    TokenStore.build(corpus, tok, cache)
+
+
+def test_processes_on_one_cache_build_the_store_once(
+    tmp_path: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer, tokenizer_dir: Path
+) -> None:
+    """A worker that finds another's build under way waits for it and maps its files."""
+    import fcntl
+    import multiprocessing
+    import time
+
+    corpus = small_corpus(tmp_path, stdlib_corpus)
+    cache = tmp_path / "cache"
+    out = cache / "tokens" / tokenstore.store_key(corpus, tokenizer)
+    out.parent.mkdir(parents=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # this process is "the other worker", mid-build
+        mp = multiprocessing.get_context("spawn")
+        ready = mp.Event()
+        child = mp.Process(target=_build_in_child, args=(str(corpus.files[0]), str(tokenizer_dir), str(cache), ready))
+        child.start()
+        assert ready.wait(120)
+        time.sleep(3)  # the child is in `build`: unlocked, it would have its temporary folder by now
+        assert child.is_alive() and not out.exists() and not list(out.parent.glob(".tmp-*"))
+        tokenstore._write_unlocked(tokenstore._batches(corpus), tokenizer, out)
+        built = (out / "tokens.bin").stat().st_mtime_ns
+    child.join(120)
+    assert child.exitcode == 0
+    assert (out / "tokens.bin").stat().st_mtime_ns == built  # the child loaded it, it did not rebuild
+    assert not list(out.parent.glob(".tmp-*"))
