@@ -300,11 +300,10 @@ class TokenStore:
         ids: list[str] = []
         texts: list[str] = []
         size = 0
-        for batch in corpus.iter_batches(256):
-            for doc in batch:
-                ids.append(doc.id)
-                texts.append(doc.text)
-                size += len(doc.text)
+        for batch_ids, batch_texts in _batches(corpus):
+            ids += batch_ids
+            texts += batch_texts
+            size += sum(map(len, batch_texts))
             if size > LAZY_MAX_CHARS:
                 return cls.build(corpus, tokenizer, cache_dir)
         store = cls(np.zeros(0, np.int32), np.zeros(1, np.int64), ids, out)
