@@ -10,13 +10,19 @@ median wall seconds and the median CPU seconds (user + system of the child), whi
 disturbs less, with `uptime` before and after.
 
     .venv/bin/python bench/startup.py --base main     # prints a markdown table
+    .venv/bin/python bench/startup.py --first-line    # this tree: seconds to the first progress line
+
+`--first-line` runs a warm `longweave generate cip -n 2000` in a pseudo-terminal (the progress bar
+draws only on a terminal) and times the first output that holds the bar's sample count.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import pty
 import resource
+import select
 import shutil
 import statistics
 import subprocess
@@ -56,14 +62,52 @@ def run(argv: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     return wall, cpu, res.returncode
 
 
+def first_line(argv: list[str]) -> float:
+    """Seconds from start until `argv`, run on a pseudo-terminal, prints its first progress line."""
+    start = time.perf_counter()
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: become the command
+        os.execv(argv[0], argv)
+    seen = None
+    while select.select([fd], [], [], 60)[0]:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        if seen is None and b"samples" in data:
+            seen = time.perf_counter() - start
+    os.waitpid(pid, 0)
+    if seen is None:
+        raise SystemExit(f"no progress line from {' '.join(argv)}")
+    return seen
+
+
+def first_lines(args: argparse.Namespace, tmp: Path) -> None:
+    cli = shutil.which("longweave", path=str(Path(sys.executable).parent)) or "longweave"
+    base = [cli, "generate", "cip", "-n", "2000", "--cache-dir", args.cache_dir]
+    subprocess.run([*base, "-n", "8", "--out", str(tmp / "warm")], check=True, capture_output=True)
+    times = [first_line([*base, "--out", str(tmp / f"run-{i}")]) for i in range(args.repeat)]
+    load = os.getloadavg()[0]
+    runs = ", ".join(f"{t:.2f}" for t in times)
+    print(
+        f"first progress line of a warm `generate cip -n 2000`: {statistics.median(times):.2f} s median ({runs}), load {load:.2f}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", default="main", help="The commit to compare with (default: main).")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--cache-dir", default=str(REPO / ".longweave" / "test-cache"))
+    ap.add_argument("--first-line", action="store_true", help="Time this tree's first progress line only.")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="longweave-startup-"))
     try:
+        if args.first_line:
+            first_lines(args, tmp)
+            return
         trees = {"before": base_tree(args.base, tmp / "base"), "after": None}
         out = tmp / "out"
         warm = ["generate", "cip", "-L", "512", "-n", "6", "--shard-size", "4", "--cache-dir", args.cache_dir]
