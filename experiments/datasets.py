@@ -32,6 +32,7 @@ from .plan import NEEDLE_TASK, Plan, digest
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    # trainer.checkpoint.atomic_write imports torch with its module; the runner's process does not.
     tmp = path.with_name(f".tmp-{path.name}")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -110,8 +111,7 @@ def build(fields: dict[str, Any], out: Path, cache: Path) -> Path:
     from longweave.generators.dataset import build_dataset
     from longweave.generators.kinds import parse_spec
 
-    spec_data = {k: v for k, v in fields.items()}
-    build_dataset(parse_spec(spec_data), out, cache)
+    build_dataset(parse_spec(dict(fields)), out, cache)
     return out
 
 

@@ -14,7 +14,6 @@ in this process afterwards.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -108,11 +107,11 @@ def run(job: dict[str, Any]) -> None:
             **metrics,
             "wall_s": round(time.perf_counter() - t0, 2),
         }
+        from longweave.trainer.checkpoint import atomic_write  # the trainer is loaded: it just trained
+
         out = Path(job["result"])
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".tmp-{out.name}")
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, out)
+        atomic_write(out, json.dumps(result, indent=1))
     else:
         raise SystemExit(f"unknown job kind {job['kind']!r}")
 

@@ -107,7 +107,7 @@ class Corpus:
             raise CorpusError(FIELD, "no corpus given", "pass `stdlib`, a JSONL/Parquet file, a folder or a glob")
         if src == "stdlib":
             root = Path(sysconfig.get_paths()["stdlib"])
-            files = [p for p in _files_below(root, (".py",), skip="site-packages") if "site-packages" not in p.parts]
+            files = _files_below(root, (".py",), skip="site-packages")
             return cls("stdlib", files, root, "text", None, (".py",), max_doc_bytes=max_doc_bytes, oversize=oversize)
         if roots is not None:
             refuse_dotdot(src, field)

@@ -17,10 +17,10 @@ The rule is the regexes' property, so it is established per tokenizer in two ste
 1. structure (`tokenizer.json`): no normalizer, which could rewrite across the join; a byte-level
    pre-tokenizer without `add_prefix_space` (which would prefix `b` alone but not inside
    `a + b`), alone or after `Split` regexes; no added token that strips on its left (it would eat
-   the "\\n") or holds a newline;
-2. probes: `PROBES` left ends against `PROBES` right starts (letters, digits, punctuation, quotes,
-   contractions, non-Latin text, the tokenizer's special tokens), every pair encoded whole and in
-   parts.
+   the "\\n") or holds whitespace (a join could fall inside it);
+2. probes: `LEFT_ENDS` against `RIGHT_STARTS` and `SPACE_LEFTS` against `SPACE_RIGHTS` (letters,
+   digits, punctuation, quotes, contractions, non-Latin text, the tokenizer's special tokens),
+   every pair encoded whole and in parts.
 A tokenizer that fails either step (SentencePiece's Metaspace, a normalizer, an unknown
 pre-tokenizer) is not joinable: generators then verify with one full encode per sample.
 
@@ -31,16 +31,14 @@ punctuation after it, exactly as `b` alone begins, and end whatever precedes it 
 ends: a whitespace run before it is cut one space short (`\\s+(?!\\S)` backs off by one; Llama 3's
 `\\s*[\\r\\n]+` takes the newlines first), which is the same run `a` ends with at the end of a
 string. One exception: a special token right after the space (the text before a special token is
-pre-tokenized as a segment of its own), so a composer takes no space join in text that holds one.
-The probes cover the shape. `join_at(text, x)` says whether position x of a text is either join.
+pre-tokenized as a segment of its own), so `join_at` refuses a space join followed by one of the
+tokenizer's `special_texts`. The probes cover the shape. `join_at(text, x, specials)` says whether
+position x of a text is either join.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, byte_level_pipeline
 
 # Left pieces end with "\n" after a non-space character; right pieces start with a non-space one.
 LEFT_ENDS = ("x\n", "word.\n", "a = 1\n", "9\n", ")\n", "'\n", '"\n', "é\n", "中\n", "|\n", "-->\n", "}\n", "\t#\n")
@@ -54,6 +52,7 @@ SPACE_LEFTS = ("x", "word.", "9", "é", "中", "x  ", "x\n", "a = 1\n    ", "):\
 SPACE_RIGHTS = (" def f():", " return 1", " 7 items", " 1234567", " 's'", " # c", " )", " Über", " 日本", " |", " <td>")
 
 _SAFE: dict[str, bool] = {}  # tokenizer sha256 -> joinable
+_SPECIALS: dict[str, tuple[str, ...]] = {}  # tokenizer sha256 -> the text of its added tokens
 
 
 def newline_join(left: str, right: str) -> bool:
@@ -66,32 +65,43 @@ def space_join(left: str, right: str) -> bool:
     return bool(left) and len(right) >= 2 and right[0] == " " and not right[1].isspace()
 
 
-def join_at(text: str, x: int) -> bool:
-    """Whether splitting `text` at character `x` is a newline or a space join."""
+def join_at(text: str, x: int, specials: tuple[str, ...] = ()) -> bool:
+    """Whether splitting `text` at character `x` is a newline or a space join; a space join right
+    before one of `specials` (the tokenizer's `special_texts`) is not one."""
     if x < 1 or x >= len(text):
         return False
-    return newline_join(text[max(x - 2, 0) : x], text[x : x + 1]) or space_join(text[x - 1 : x], text[x : x + 2])
+    if newline_join(text[max(x - 2, 0) : x], text[x : x + 1]):
+        return True
+    return space_join(text[x - 1 : x], text[x : x + 2]) and not text.startswith(specials, x + 1)
 
 
-def _structure_allows(spec: dict[str, Any]) -> bool:
-    if spec.get("normalizer") is not None:
+def special_texts(tok: Tokenizer) -> tuple[str, ...]:
+    """The text of every added token of `tok` (cached per sha256), for `join_at`."""
+    if tok.sha256 not in _SPECIALS:
+        added = tok.backend.get_added_tokens_decoder().values()
+        _SPECIALS[tok.sha256] = tuple(a.content for a in added if a.content)
+    return _SPECIALS[tok.sha256]
+
+
+def _structure_allows(tok: Tokenizer) -> bool:
+    pipeline = byte_level_pipeline(tok)
+    if pipeline is None:
         return False
-    model = spec.get("model") or {}
-    if model.get("dropout"):
+    spec, steps = pipeline
+    if steps[-1].get("add_prefix_space"):
         return False
-    pre = spec.get("pre_tokenizer") or {}
-    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
-    if not steps or steps[-1].get("type") != "ByteLevel" or steps[-1].get("add_prefix_space"):
-        return False
-    if any(s.get("type") != "Split" for s in steps[:-1]):
-        return False
-    return not any(t.get("lstrip") or "\n" in t.get("content", "") for t in spec.get("added_tokens", []))
+    # A special token that holds whitespace could have a join inside it.
+    return not any(t.get("lstrip") or _has_space(t.get("content", "")) for t in spec.get("added_tokens", []))
+
+
+def _has_space(text: str) -> bool:
+    return any(ch.isspace() for ch in text)
 
 
 def joinable(tok: Tokenizer) -> bool:
-    """Whether ids of newline-joined pieces may be concatenated for this tokenizer (cached per sha256)."""
+    """Whether ids of pieces split at newline or space joins may be concatenated for this tokenizer (cached per sha256)."""
     if tok.sha256 not in _SAFE:
-        ok = _structure_allows(json.loads(tok.backend.to_str()))
+        ok = _structure_allows(tok)
         if ok:
             specials = [t for t in (tok.bos_token, tok.eos_token) if t]
             rights = [*RIGHT_STARTS, *(s + "x" for s in specials)]

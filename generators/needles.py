@@ -55,8 +55,8 @@ restarts fail does it keep the longest sample below the target and record the ga
 that never happened.
 
 Composition. For a `joinable` tokenizer (generators/joins.py) and the corpus haystack, the
-fitter's full encodes are composed instead (needles_compose.py): the store's ids between newline
-joins inside a document, and encodes only of the stretches no two joins bracket (around document
+fitter's full encodes are composed instead (needles_compose.py): the store's ids between joins
+(newline or space joins) inside a document, and encodes only of the stretches no two joins bracket (around document
 boundaries, needles and the haystack's end); the result is what a full encode gives, so the
 search takes the same steps and picks the same window. The check after the fit then composes the
 final prompt (needed only when its measure came from re-encoding the changed end) instead of

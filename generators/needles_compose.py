@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .joins import join_at
+from .joins import join_at, special_texts
 from .tokenizer import Tokenizer
 
 # The joins a document offers, one per line at most, found by the regex engine: a newline join, and
@@ -33,14 +33,6 @@ from .tokenizer import Tokenizer
 # confirmed with `join_at` itself so the rule stays the one in joins.py.
 _JOINS = re.compile(r"(?<=\S\n)(?=\S)|\S\s*\n\s*?(?= \S)")
 _BYTES: dict[str, np.ndarray] = {}  # tokenizer sha256 -> bytes per token id
-_SPECIALS: dict[str, tuple[str, ...]] = {}  # tokenizer sha256 -> the text of its added tokens
-
-
-def specials(tok: Tokenizer) -> tuple[str, ...]:
-    """The text of every added token: a space join may not sit right before one (joins.py)."""
-    if tok.sha256 not in _SPECIALS:
-        _SPECIALS[tok.sha256] = tuple(a.content for a in tok.backend.get_added_tokens_decoder().values() if a.content)
-    return _SPECIALS[tok.sha256]
 
 
 def token_bytes(tok: Tokenizer) -> np.ndarray:
@@ -58,7 +50,7 @@ def token_bytes(tok: Tokenizer) -> np.ndarray:
 
 @dataclass
 class DocPiece:
-    """One haystack document's ids, the character start of each, and its usable newline joins."""
+    """One haystack document's ids, the character start of each, and its usable joins."""
 
     ids: np.ndarray
     starts: np.ndarray  # char start of each token in the document's text (the char holding its first byte)
@@ -79,12 +71,12 @@ def doc_piece(tok: Tokenizer, ids: np.ndarray, text: str) -> DocPiece:
         lead = (np.frombuffer(raw, dtype=np.uint8) & 0xC0) != 0x80  # first byte of each char
         char_of_byte = np.cumsum(lead) - 1
         starts = char_of_byte[np.minimum(byte_starts, max(len(raw) - 1, 0))] if len(raw) else byte_starts
-    spaces_ok = not any(sp in text for sp in specials(tok))
+    specials = special_texts(tok)
     hits = [
         x
         for x in (m.end() for m in _JOINS.finditer(text))
         # U+FFFD may stand for a character cut at the end of a shortened document: not a known char.
-        if "\ufffd" not in text[x - 2 : x + 2] and (spaces_ok or text[x] != " ") and join_at(text, x)
+        if "\ufffd" not in text[x - 2 : x + 2] and join_at(text, x, specials)
     ]
     xs = np.asarray(hits, dtype=np.int64)
     ks = np.searchsorted(starts, xs)
@@ -135,12 +127,11 @@ class Composer:
     def encode(self, prompt: str, index: JoinIndex, segments: list[Segment]) -> tuple[list[int], list[int]]:
         """(ids, char start of each token) of `prompt`, equal to `backend.encode(prompt)`."""
         splits: list[tuple[int, int, int, int]] = []  # (prompt char, doc, token, segment)
-        marks = specials(self.tok)
+        specials = special_texts(self.tok)
 
         def usable(i: int, o: int, a: int) -> int | None:
             x = o + int(index.chars[i]) - a
-            ok = join_at(prompt, x) and not (prompt[x] == " " and prompt.startswith(marks, x + 1))
-            return x if ok else None
+            return x if join_at(prompt, x, specials) else None
 
         for si, (o, a, b) in enumerate(segments):
             lo = int(np.searchsorted(index.chars, a, side="left"))

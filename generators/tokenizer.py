@@ -305,6 +305,21 @@ class Tokenizer:
         }
 
 
+def byte_level_pipeline(tok: Tokenizer) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """`tokenizer.json` as a dict and its pre-tokenizer steps, when the pipeline is the byte-level
+    family's: no normalizer (which could rewrite or erase text), no dropout, `Split` regexes (or
+    none) then `ByteLevel`; None otherwise. What `joins.joinable` and the token store's lazy mode
+    check before their own conditions."""
+    spec: dict[str, Any] = json.loads(tok.backend.to_str())
+    if spec.get("normalizer") is not None or (spec.get("model") or {}).get("dropout"):
+        return None
+    pre = spec.get("pre_tokenizer") or {}
+    steps: list[dict[str, Any]] = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    if not steps or steps[-1].get("type") != "ByteLevel" or any(s.get("type") != "Split" for s in steps[:-1]):
+        return None
+    return spec, steps
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

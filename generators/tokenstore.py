@@ -36,7 +36,7 @@ import shutil
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from .corpus import Corpus
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, byte_level_pipeline
 
 # Characters of text per encode call (about 1 MB of tokens under a code BPE).
 BATCH_CHARS = 4_000_000
@@ -75,17 +75,12 @@ def never_empty(tokenizer: Tokenizer) -> bool:
     """
     from tokenizers.pre_tokenizers import ByteLevel
 
-    spec = json.loads(tokenizer.backend.to_str())
-    if spec.get("normalizer") is not None:
+    pipeline = byte_level_pipeline(tokenizer)
+    if pipeline is None:
         return False
+    spec, steps = pipeline
     model = spec.get("model") or {}
-    if model.get("type") != "BPE" or model.get("dropout"):
-        return False
-    pre = spec.get("pre_tokenizer") or {}
-    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
-    if not steps or steps[-1].get("type") != "ByteLevel":
-        return False
-    if any(s.get("type") != "Split" or s.get("behavior") == "Removed" for s in steps[:-1]):
+    if model.get("type") != "BPE" or any(s.get("behavior") == "Removed" for s in steps[:-1]):
         return False
     vocab = model.get("vocab") or {}
     return all(ch in vocab for ch in ByteLevel.alphabet())
@@ -100,16 +95,22 @@ def encode_texts(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
     return [np.asarray(e.ids, dtype=np.int32) for e in encs]
 
 
-def _batches(corpus: Corpus) -> Iterator[tuple[list[str], list[str]]]:
-    """(ids, texts) of the corpus's documents in its order, about `BATCH_CHARS` characters each."""
+def _documents(corpus: Corpus) -> Iterator[tuple[str, str]]:
+    """(id, text) of the corpus's documents in its order."""
+    for batch in corpus.iter_batches(256):
+        for doc in batch:
+            yield doc.id, doc.text
+
+
+def _batches(docs: Iterable[tuple[str, str]]) -> Iterator[tuple[list[str], list[str]]]:
+    """(ids, texts) of the documents in their order, about `BATCH_CHARS` characters each."""
     ids: list[str] = []
     texts: list[str] = []
     size = 0
-    for batch in corpus.iter_batches(256):
-        for doc in batch:
-            ids.append(doc.id)
-            texts.append(doc.text)
-            size += len(doc.text)
+    for doc_id, text in docs:
+        ids.append(doc_id)
+        texts.append(text)
+        size += len(text)
         if size >= BATCH_CHARS:
             yield ids, texts
             ids, texts, size = [], [], 0
@@ -257,9 +258,7 @@ class TokenStore:
         if texts is None or tokenizer is None:
             return
         if not (self.path / "ids.json").is_file():
-            step = max(1, len(texts) // max(1, sum(map(len, texts)) // BATCH_CHARS))
-            batches = ((self.ids[s : s + step], texts[s : s + step]) for s in range(0, len(texts), step))
-            _write(batches, tokenizer, self.path)
+            _write(_batches(zip(self.ids, texts)), tokenizer, self.path)
         full = TokenStore.load(self.path)
         self._tokens, self._offsets = full._tokens, full._offsets
         self._texts, self._tokenizer, self._encoded = None, None, {}
@@ -277,7 +276,7 @@ class TokenStore:
         """Tokenize `corpus` with `tokenizer`, or load the cached result of doing so."""
         out = Path(cache_dir) / "tokens" / store_key(corpus, tokenizer)
         if not (out / "ids.json").is_file():
-            _write(_batches(corpus), tokenizer, out)
+            _write(_batches(_documents(corpus)), tokenizer, out)
         return cls.load(out)
 
     @classmethod
@@ -300,7 +299,7 @@ class TokenStore:
         ids: list[str] = []
         texts: list[str] = []
         size = 0
-        for batch_ids, batch_texts in _batches(corpus):
+        for batch_ids, batch_texts in _batches(_documents(corpus)):
             ids += batch_ids
             texts += batch_texts
             size += sum(map(len, batch_texts))

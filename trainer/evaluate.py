@@ -206,10 +206,11 @@ def answer_accuracy(model: Any, samples: list[Any]) -> dict[str, Any]:
     """Teacher-forced accuracy on the answers of held-out SFT samples (`data.Sample`s whose loss
     mask marks the answer, as SynL records carry): `exact` is the share of samples whose every
     answer token is the argmax, `token` the share of answer tokens that are."""
-    exact, right, total = 0, 0, 0
+    n, exact, right, total = 0, 0, 0, 0
     for s in samples:
         if s.loss_mask is None or not s.loss_mask.any():
             continue
+        n += 1
         ids = np.asarray(s.input_ids, np.int64)
         last = int(np.flatnonzero(s.loss_mask)[-1]) + 1
         ids, mask = ids[:last], np.asarray(s.loss_mask[:last], bool)
@@ -218,7 +219,6 @@ def answer_accuracy(model: Any, samples: list[Any]) -> dict[str, Any]:
         exact += int(hits.all())
         right += int(hits.sum())
         total += len(hits)
-    n = sum(1 for s in samples if s.loss_mask is not None and s.loss_mask.any())
     if n == 0:
         raise ConfigError("--data", "no held-out sample has an answer (loss mask)", "pass an SFT dataset such as SynL")
     return {"samples": n, "exact": round(exact / n, 4), "token": round(right / max(total, 1), 4)}

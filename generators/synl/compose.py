@@ -2,17 +2,17 @@
 
 Nearly all of a long SynL prompt is table rows, one per line. The fit encodes every row once
 anyway, to count it (`fit.RowCosts`); encoding the whole chat again to get its ids would pay for
-the same text twice, on one thread. So, for a tokenizer under which ids of newline-joined pieces
+the same text twice, on one thread. So, for a tokenizer under which ids of pieces split at joins
 concatenate exactly (`joins.joinable`), a rendered part of the chat is cut at the starts and
-ends of its row lines wherever the cut is a newline join (`joins.newline_join`: the line before
-ends with a non-space character and "\\n", the next starts with a non-space character); each row
+ends of its row lines wherever the cut is a join (`joins.join_at`: mostly newline joins, the line
+before ends with a non-space character and "\\n", the next starts with a non-space character); each row
 line (`row + "\\n"`) takes the ids cached for it, and what lies between the row lines (the
 system prompt, the intro, titles and heads, a table's last row with the blank line after it, the
 question, the answers, the template's markup) is encoded in one small batch. The ids are then
 those of encoding the part whole, by the rule, and `char_to_token` maps a character through
 the piece that holds it, so the loss mask and mark offsets of `Tokenizer.encode_turns` come out
-the same. A cut that is not a newline join (an indented line, a row ending in a space) is not
-made: that row stays inside its neighbour piece. A tokenizer that is not joinable never gets
+the same. A cut that is not a join (a line indented by more than one space, a row ending in a space) is
+not made: that row stays inside its neighbour piece. A tokenizer that is not joinable never gets
 here: `fit.encode` then encodes every part whole.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..joins import newline_join
+from ..joins import join_at, special_texts
 from ..tokenizer import Tokenizer
 
 
@@ -58,14 +58,16 @@ class Composed:
         return None if t is None else int(self.firsts[k] + t)
 
 
-def _cut(text: str, p: int) -> bool:
+def _cut(text: str, p: int, specials: tuple[str, ...]) -> bool:
     """Whether the text may be cut at character p (a part's ends always may)."""
-    return p == 0 or p == len(text) or newline_join(text[max(0, p - 2) : p], text[p])
+    return p == 0 or p == len(text) or join_at(text, p, specials)
 
 
 def composer(pieces: Pieces, lines: list[str]) -> Any:
     """An `encode` for `Tokenizer.encode_turns`: the parts' encodings with the row `lines` (in the
     order they appear in the chat, each `row + "\\n"`, all in `pieces`) taken from the cache."""
+
+    specials = special_texts(pieces.tok)
 
     def encode(texts: list[str]) -> list[Composed]:
         layout: list[list[tuple[int, int, bool]]] = []  # per part: (start, end, is a cached line)
@@ -84,7 +86,7 @@ def composer(pieces: Pieces, lines: list[str]) -> Any:
                     continue
                 j += 1
                 end = at + len(line)
-                if not (_cut(text, at) and _cut(text, end)):
+                if not (_cut(text, at, specials) and _cut(text, end, specials)):
                     continue  # stays inside the piece around it
                 if at > cur:
                     segs.append((cur, at, False))

@@ -122,7 +122,7 @@ def test_processes_on_one_cache_build_the_store_once(
         assert ready.wait(120)
         time.sleep(3)  # the child is in `build`: unlocked, it would have its temporary folder by now
         assert child.is_alive() and not out.exists() and not list(out.parent.glob(".tmp-*"))
-        tokenstore._write_unlocked(tokenstore._batches(corpus), tokenizer, out)
+        tokenstore._write_unlocked(tokenstore._batches(tokenstore._documents(corpus)), tokenizer, out)
         built = (out / "tokens.bin").stat().st_mtime_ns
     child.join(120)
     assert child.exitcode == 0
