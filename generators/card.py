@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from .records import shard_name
 
-HISTOGRAM = "lengths.png"
+HISTOGRAM = "lengths.svg"
 EXAMPLE_HEAD, EXAMPLE_TAIL = 1500, 1200  # characters of the decoded example shown at each end
 
 
@@ -169,22 +169,64 @@ def length_stats(lengths: np.ndarray) -> dict[str, int]:
     }
 
 
-def write_histogram(lengths: np.ndarray, path: Path, title: str) -> None:
-    # A bare Figure renders through Agg without pyplot, which would load every backend's machinery.
-    from matplotlib.figure import Figure
+def histogram_svg(lengths: np.ndarray, title: str) -> str:
+    """The token-length histogram as an SVG document: bars, axes with a few ticks, the title.
 
-    fig = Figure(figsize=(6, 3.2), dpi=100)
-    ax = fig.subplots()
-    if len(lengths) and lengths.min() == lengths.max():
+    Plain SVG, not a plotting library: the card is written at the end of every `generate` run,
+    and importing matplotlib would cost about a second of a run that is otherwise a few seconds.
+    Browsers, GitHub and the Hugging Face Hub render it inline, labels included."""
+    width, height, left, right, top, bottom = 600, 320, 62, 16, 34, 46
+    plot_w, plot_h = width - left - right, height - top - bottom
+    lengths = np.asarray(lengths)
+    if len(lengths) == 0:
+        counts, edges = np.zeros(1, np.int64), np.array([0.0, 1.0])
+    elif lengths.min() == lengths.max():
         # One length only (CIP): a single bar reads better than an empty-looking histogram.
-        ax.bar([str(int(lengths[0]))], [len(lengths)], color="#3b6ea5")
+        v = float(lengths[0])
+        counts, edges = np.array([len(lengths)]), np.array([v - 0.5, v + 0.5])
     else:
-        ax.hist(lengths, bins=min(40, max(5, len(lengths) // 4)), color="#3b6ea5")
-    ax.set_xlabel("tokens per sample")
-    ax.set_ylabel("samples")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})  # no version stamp: rebuilds stay identical
+        counts, edges = np.histogram(lengths, bins=min(40, max(5, len(lengths) // 4)))
+    peak = max(int(counts.max()), 1)
+    x0, x1 = float(edges[0]), float(edges[-1])
+
+    def sx(v: float) -> float:
+        return left + (v - x0) / (x1 - x0) * plot_w
+
+    def sy(c: float) -> float:
+        return top + plot_h - c / peak * plot_h
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="{width / 2:.1f}" y="20" text-anchor="middle" font-size="13">{_xml(title)}</text>',
+    ]
+    for c, a, b in zip(counts.tolist(), edges[:-1].tolist(), edges[1:].tolist()):
+        if c:
+            out.append(
+                f'<rect x="{sx(a):.1f}" y="{sy(c):.1f}" width="{max(sx(b) - sx(a) - 1, 1):.1f}" '
+                f'height="{sy(0) - sy(c):.1f}" fill="#3b6ea5"/>'
+            )
+    axis = f"M{left},{top} V{top + plot_h} H{left + plot_w}"
+    out.append(f'<path d="{axis}" fill="none" stroke="black"/>')
+    for v in np.linspace(x0, x1, 5) if len(counts) > 1 else [(x0 + x1) / 2]:
+        x = sx(float(v))
+        out.append(f'<path d="M{x:.1f},{top + plot_h} v4" stroke="black"/>')
+        out.append(f'<text x="{x:.1f}" y="{top + plot_h + 16}" text-anchor="middle">{round(float(v)):,}</text>')
+    for tick in sorted({0, peak // 2, peak}):
+        y = sy(tick)
+        out.append(f'<path d="M{left},{y:.1f} h-4" stroke="black"/>')
+        out.append(f'<text x="{left - 7}" y="{y + 4:.1f}" text-anchor="end">{tick:,}</text>')
+    out.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle">tokens per sample</text>')
+    out.append(
+        f'<text transform="translate(16,{top + plot_h / 2:.1f}) rotate(-90)" text-anchor="middle">samples</text>'
+    )
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def _xml(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def render_composition(composition: dict[str, dict[str, int]]) -> str:
@@ -255,5 +297,6 @@ Rebuild with the same parameters (`longweave generate {info["kind"]} ...` or the
 
 def write_card(out_dir: Path, info: dict[str, Any], lengths: np.ndarray, example: str | None = None) -> None:
     out_dir = Path(out_dir)
-    write_histogram(lengths, out_dir / HISTOGRAM, f"{info['id']}: {info['num_samples']:,} samples")
+    title = f"{info['id']}: {info['num_samples']:,} samples"
+    (out_dir / HISTOGRAM).write_text(histogram_svg(lengths, title), encoding="utf-8")
     (out_dir / "README.md").write_text(render_card(info, example), encoding="utf-8")

@@ -124,6 +124,11 @@ class Context:
             self._store = TokenStore.open(self.corpus, self.tokenizer, self.cache_dir, lazy=True)
         return self._store
 
+    def save_store(self) -> None:
+        """Keep what a lazy store encoded in the cache for the next run (`TokenStore.save_encoded`)."""
+        if self._store is not None:
+            self._store.save_encoded()
+
 
 # Per spec object (by id, dropped when the spec is collected): the sha256 of the tokenizer that
 # `prepare` loaded for it, and its content salt, computed once since every draw asks for it.

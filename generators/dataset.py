@@ -79,6 +79,7 @@ def build_dataset(
         if on_shard:
             on_shard(shard, len(lengths), int(lengths.sum()))
 
+    ctx.save_store()
     lengths = np.concatenate(per_shard) if per_shard else np.zeros(0, np.int64)
     tok_dir = out / "tokenizer"
     if tok_dir.exists():

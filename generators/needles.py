@@ -84,7 +84,7 @@ from .needles_tasks import MAGIC_NEEDLE, Plan
 from .needles_text import LineHaystack, encode_plain, prose_lines, render_plain, values, word_pairs
 from .records import Record, record_id
 from .specs import MAX_SAMPLES, MAX_SEQ_LEN, SpecBase
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, byte_decoder
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,10 @@ class _Haystack:
                 column.pop()
             self.position -= 1
         start = self.num_tokens + (self.sep_tokens if self.docs else 0)
+        if store.lazy:  # encode the documents this call will likely read in one parallel call
+            per_doc = store.mean_length() or 1024.0
+            ahead = min(int((want - start) / max(per_doc, 1.0)) + 2, len(self.order))
+            store.prefetch(self.order[(self.position + k) % len(self.order)] for k in range(ahead))
         while start < want:
             doc = int(self.order[self.position % len(self.order)])
             self.position += 1
@@ -291,7 +295,11 @@ class _Haystack:
 
 
 def _decode(tok: Tokenizer, ids: np.ndarray) -> str:
-    # The backend decoder straight from a list: no per-token conversion, no clean-up of spaces.
+    # A byte-level tokenizer decodes from its byte table; others through the backend, straight
+    # from a list (no per-token conversion, no clean-up of spaces).
+    decode = byte_decoder(tok)
+    if decode is not None:
+        return decode(np.asarray(ids).tolist())
     text: str = tok.backend.decode(np.asarray(ids).tolist(), skip_special_tokens=False)
     return text
 

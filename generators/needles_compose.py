@@ -19,8 +19,9 @@ full encode. A tokenizer that is not joinable gets no composer and the fitter en
 
 from __future__ import annotations
 
-import itertools
+import bisect
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,11 +29,8 @@ import numpy as np
 from .joins import join_at, special_texts
 from .tokenizer import Tokenizer
 
-# The joins a document offers, one per line at most, found by the regex engine: a newline join, and
-# the space join before the last space of a line's indentation (after any blank lines). Each hit is
-# confirmed with `join_at` itself so the rule stays the one in joins.py.
-_JOINS = re.compile(r"(?<=\S\n)(?=\S)|\S\s*\n\s*?(?= \S)")
 _BYTES: dict[str, np.ndarray] = {}  # tokenizer sha256 -> bytes per token id
+_SPACE_RUN = re.compile(r"\s*")
 
 
 def token_bytes(tok: Tokenizer) -> np.ndarray:
@@ -50,13 +48,53 @@ def token_bytes(tok: Tokenizer) -> np.ndarray:
 
 @dataclass
 class DocPiece:
-    """One haystack document's ids, the character start of each, and its usable joins."""
+    """One haystack text's ids (its encoding, or encodings concatenated at joins), the character
+    start of each, and where its joins may be.
+
+    Joins are found on demand, near the edges of the stretches a prompt copies: a sample's
+    composer splits a document at two joins at most, so checking every line of every document
+    up front would be almost all wasted work."""
 
     ids: np.ndarray
-    starts: np.ndarray  # char start of each token in the document's text (the char holding its first byte)
+    starts: np.ndarray  # char start of each token in the text (the char holding its first byte)
     ascii: bool  # the text is ASCII: a token's char start is also the length of the decoded prefix before it
-    join_chars: np.ndarray  # char offsets of joins that start a token
-    join_toks: np.ndarray  # the token index starting at each
+    text: str
+    newlines: np.ndarray  # char offset of every "\n" in the text
+
+    def candidates(self, lo: int, hi: int, reverse: bool = False) -> Iterator[int]:
+        """Char positions in [lo, hi] where a join may be, in order (`reverse`: from `hi` down):
+        after each newline (a newline join) and before the last space of the whitespace that
+        follows it (a space join before an indented line). `token_at` decides."""
+        nl, text = self.newlines, self.text
+        # Blank lines: each newline of a run points at the same space join, given once, in order.
+        if reverse:
+            i, prev = int(np.searchsorted(nl, hi, side="right")) - 1, hi + 1
+            while i >= 0 and int(nl[i]) + 1 >= lo:
+                x1 = int(nl[i]) + 1
+                x2 = _SPACE_RUN.match(text, x1).end() - 1  # type: ignore[union-attr]
+                for x in (x2, x1) if x2 > x1 else (x1,):
+                    if lo <= x < prev:
+                        yield x
+                        prev = x
+                i -= 1
+        else:
+            i, prev = int(np.searchsorted(nl, lo - 1, side="left")), lo - 1
+            while i < len(nl) and int(nl[i]) + 1 <= hi:
+                x1 = int(nl[i]) + 1
+                x2 = _SPACE_RUN.match(text, x1).end() - 1  # type: ignore[union-attr]
+                for x in (x1, x2) if x2 > x1 else (x1,):
+                    if prev < x <= hi:
+                        yield x
+                        prev = x
+                i += 1
+
+    def token_at(self, x: int, specials: tuple[str, ...]) -> int | None:
+        """The index of the token starting at char `x` when `x` is a join of this text, else None."""
+        # U+FFFD may stand for a character cut at the end of a shortened document: not a known char.
+        if "\ufffd" in self.text[max(x - 2, 0) : x + 2] or not join_at(self.text, x, specials):
+            return None
+        k = int(np.searchsorted(self.starts, x))
+        return k if 0 < k < len(self.ids) and int(self.starts[k]) == x else None
 
 
 def doc_piece(tok: Tokenizer, ids: np.ndarray, text: str) -> DocPiece:
@@ -64,40 +102,68 @@ def doc_piece(tok: Tokenizer, ids: np.ndarray, text: str) -> DocPiece:
     ids = np.asarray(ids)
     byte_starts = np.cumsum(token_bytes(tok)[ids]) - token_bytes(tok)[ids]
     raw = text.encode("utf-8")
-    ascii_text = len(raw) == len(text)
-    if ascii_text:
-        starts = byte_starts
-    else:
-        lead = (np.frombuffer(raw, dtype=np.uint8) & 0xC0) != 0x80  # first byte of each char
-        char_of_byte = np.cumsum(lead) - 1
-        starts = char_of_byte[np.minimum(byte_starts, max(len(raw) - 1, 0))] if len(raw) else byte_starts
-    specials = special_texts(tok)
-    hits = [
-        x
-        for x in (m.end() for m in _JOINS.finditer(text))
-        # U+FFFD may stand for a character cut at the end of a shortened document: not a known char.
-        if "\ufffd" not in text[x - 2 : x + 2] and join_at(text, x, specials)
-    ]
-    xs = np.asarray(hits, dtype=np.int64)
-    ks = np.searchsorted(starts, xs)
-    keep = (ks > 0) & (ks < len(ids))
-    keep[keep] = starts[ks[keep]] == xs[keep]
-    chars, toks = xs[keep], ks[keep].astype(np.int64)
-    return DocPiece(ids, starts, ascii_text, chars, toks)
+    if len(raw) == len(text):
+        return DocPiece(ids, byte_starts, True, text, newlines(text, raw))
+    lead = (np.frombuffer(raw, dtype=np.uint8) & 0xC0) != 0x80  # first byte of each char
+    char_of_byte = np.cumsum(lead) - 1
+    starts = char_of_byte[np.minimum(byte_starts, max(len(raw) - 1, 0))] if len(raw) else byte_starts
+    return DocPiece(ids, starts, False, text, newlines(text, raw))
+
+
+def newlines(text: str, raw: bytes | None = None) -> np.ndarray:
+    """The char offset of every "\\n" in `text` (`raw`: its UTF-8 bytes, when at hand)."""
+    raw = text.encode("utf-8") if raw is None else raw
+    at = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 10)
+    if len(raw) != len(text):  # a multi-byte char before a newline shifts its char offset
+        lead = (np.frombuffer(raw, dtype=np.uint8) & 0xC0) != 0x80
+        at = (np.cumsum(lead) - 1)[at]
+    return at.astype(np.int64)
 
 
 class JoinIndex:
-    """Joins of a haystack text made of documents: char position, document, token index."""
+    """A haystack text made of pieces (documents, or one grown text) at known char offsets."""
 
     def __init__(self, pieces: list[DocPiece], char_starts: list[int]) -> None:
         self.pieces = pieces
         self.char_starts = char_starts
-        if pieces:
-            self.chars = np.concatenate([p.join_chars + c for p, c in zip(pieces, char_starts)])
-            self.docs = np.concatenate([np.full(len(p.join_chars), j) for j, p in enumerate(pieces)])
-            self.toks = np.concatenate([p.join_toks for p in pieces])
-        else:
-            self.chars = self.docs = self.toks = np.zeros(0, dtype=np.int64)
+
+    def splits(self, a: int, b: int, usable: Callable[[int], bool], specials: tuple[str, ...]) -> list[Split]:
+        """Per piece that haystack chars [a, b] overlap, its first and last join in that range
+        that `usable` (haystack char -> whether the prompt has a join there too) accepts:
+        (haystack char, piece, token index), in order. The store's ids between the two are one
+        slice, so joins inside a piece's run are never looked at."""
+        out: list[Split] = []
+        j = max(bisect.bisect_right(self.char_starts, a) - 1, 0)
+        while j < len(self.pieces) and self.char_starts[j] <= b:
+            piece, c = self.pieces[j], self.char_starts[j]
+            lo, hi = max(a - c, 0), min(b - c, len(piece.text))
+            first = self._find(piece, c, j, piece.candidates(lo, hi), usable, specials)
+            if first is not None:
+                out.append(first)
+                back = piece.candidates(first[0] - c + 1, hi, reverse=True)
+                last = self._find(piece, c, j, back, usable, specials)
+                if last is not None:
+                    out.append(last)
+            j += 1
+        return out
+
+    @staticmethod
+    def _find(
+        piece: DocPiece,
+        c: int,
+        j: int,
+        xs: Iterator[int],
+        usable: Callable[[int], bool],
+        specials: tuple[str, ...],
+    ) -> Split | None:
+        for x in xs:
+            k = piece.token_at(x, specials)
+            if k is not None and usable(c + x):
+                return (c + x, j, k)
+        return None
+
+
+Split = tuple[int, int, int]  # (haystack char, piece, token index) of a join
 
 
 Segment = tuple[int, int, int]  # (prompt offset, haystack start, haystack end): text copied verbatim
@@ -129,26 +195,13 @@ class Composer:
         splits: list[tuple[int, int, int, int]] = []  # (prompt char, doc, token, segment)
         specials = special_texts(self.tok)
 
-        def usable(i: int, o: int, a: int) -> int | None:
-            x = o + int(index.chars[i]) - a
-            return x if join_at(prompt, x, specials) else None
-
         for si, (o, a, b) in enumerate(segments):
-            lo = int(np.searchsorted(index.chars, a, side="left"))
-            hi = int(np.searchsorted(index.chars, b, side="right"))
-            # Per run of one document's joins, only the first and the last usable one split: the
-            # store's ids between them are one slice. Joins inside a run were checked on the
-            # document's own text and the segment copies it, so only those near its edges, where
-            # the prompt's characters may differ, can fail here.
-            docs = index.docs[lo:hi]
-            bounds = [lo, *(lo + np.flatnonzero(docs[1:] != docs[:-1]) + 1).tolist(), hi]
-            for r0, r1 in itertools.pairwise(bounds):
-                first = next(((i, x) for i in range(r0, r1) if (x := usable(i, o, a)) is not None), None)
-                if first is None:
-                    continue
-                last = next(((i, x) for i in range(r1 - 1, first[0], -1) if (x := usable(i, o, a)) is not None), None)
-                for i, x in [first] if last is None else [first, last]:
-                    splits.append((x, int(index.docs[i]), int(index.toks[i]), si))
+            # A join that a needle or the cut makes or breaks is decided by the prompt's own text.
+            def usable(hx: int, o: int = o, a: int = a) -> bool:
+                return join_at(prompt, o + hx - a, specials)
+
+            for hx, doc, k in index.splits(a, b, usable, specials):
+                splits.append((o + hx - a, doc, k, si))
         ids: list[np.ndarray] = []
         starts: list[np.ndarray] = []
         prev: tuple[int, int, int, int] | None = None

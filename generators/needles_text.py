@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from .joins import newline_join
-from .needles_compose import DocPiece, JoinIndex
+from .needles_compose import DocPiece, JoinIndex, newlines
 from .tokenizer import Tokenizer
 
 NUMBER_DIGITS = 7
@@ -344,8 +344,9 @@ class LineHaystack:
     exact. It grows in steps of about the missing tokens (a few encodes per sample). With
     `compose` (a joinable tokenizer, generators/joins.py), the text is kept as chunks that end
     at newline joins (every line boundary, for prose and numbered lists): only the chunks a growth
-    step adds or reopens are encoded, and `joins` offers the chunk boundaries to the composer
-    (needles_compose.py), so that the fitter's prompts are assembled instead of encoded whole.
+    step adds or reopens are encoded, and `joins` offers the text (its ids split at every join, as
+    the chunks' encodings concatenated are) to the composer (needles_compose.py), so that the
+    fitter's prompts are assembled instead of encoded whole.
     """
 
     def __init__(self, tok: Tokenizer, lines: Iterator[str], slack: int, compose: bool = False) -> None:
@@ -359,8 +360,6 @@ class LineHaystack:
         self._closed_chars = 0
         self._ids: list[np.ndarray] = []
         self._chunk_starts: list[np.ndarray] = []
-        self._join_chars: list[int] = []
-        self._join_toks: list[int] = []
 
     @property
     def num_tokens(self) -> int:
@@ -392,7 +391,7 @@ class LineHaystack:
         cuts = [0, *(i for i in range(1, len(lines)) if newline_join(lines[i - 1] + "\n", lines[i])), len(lines)]
         texts = ["\n".join(lines[a:b]) + ("\n" if b < len(lines) else "") for a, b in itertools.pairwise(cuts)]
         encs = self.tok.backend.encode_batch(texts, add_special_tokens=False)
-        pos, tokens = self._closed_chars, sum(len(i) for i in self._ids)
+        pos = self._closed_chars
         tail_ids = tail_starts = np.zeros(0, dtype=np.int64)
         for k, (text, enc) in enumerate(zip(texts, encs)):
             ids = np.asarray(enc.ids, dtype=np.int64)
@@ -401,23 +400,14 @@ class LineHaystack:
             if k == len(texts) - 1:
                 tail_ids, tail_starts = ids, starts
                 break
-            tokens += len(ids)
             self._ids.append(ids)
             self._chunk_starts.append(starts)
             self._closed_lines += cuts[k + 1] - cuts[k]
             self._closed_chars = pos
-            self._join_chars.append(pos)
-            self._join_toks.append(tokens)
         all_ids = np.concatenate([*self._ids, tail_ids])
         all_starts = np.concatenate([*self._chunk_starts, tail_starts])
         self._starts = all_starts.tolist()
-        piece = DocPiece(
-            all_ids,
-            all_starts,
-            self.text.isascii(),
-            np.asarray(self._join_chars, dtype=np.int64),
-            np.asarray(self._join_toks, dtype=np.int64),
-        )
+        piece = DocPiece(all_ids, all_starts, self.text.isascii(), self.text, newlines(self.text))
         self.joins = JoinIndex([piece], [0])
 
     def char_of(self, p: int) -> int:

@@ -9,7 +9,7 @@ A dataset directory looks like this:
 
     <out>/dataset.json            spec, tokenizer identity, counts (machine-readable)
     <out>/README.md               the dataset card (parameters, counts, length histogram)
-    <out>/lengths.png             token-length histogram
+    <out>/lengths.svg             token-length histogram
     <out>/tokenizer/              a copy of the tokenizer the data was made with
     <out>/data/shard-00000.parquet ...
 """
@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 SCHEMA = pa.schema(
@@ -73,14 +72,45 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _list_array(arrays: Sequence[np.ndarray], value_type: pa.DataType) -> pa.Array:
-    """A list array built from numpy pieces with one concatenate (no per-token Python)."""
+# Arrays are built from buffers, never with `pa.array`: on its first call pyarrow imports pandas
+# (when installed) to check whether the input is a pandas object, about a second of a `generate`
+# run that takes a few.
+def _values(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """A numpy array (int32, or bool) as an Arrow array of `value_type`, no nulls."""
+    if value_type == pa.bool_():
+        bits = np.packbits(np.asarray(values, dtype=bool), bitorder="little")
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+    data = np.ascontiguousarray(values, dtype=np.int32)
+    return pa.Array.from_buffers(value_type, len(data), [None, pa.py_buffer(data)])
+
+
+def _validity(valid: Sequence[bool]) -> pa.Buffer:
+    return pa.py_buffer(np.packbits(np.asarray(valid, dtype=bool), bitorder="little"))
+
+
+def _strings(texts: Sequence[str | None]) -> pa.Array:
+    """A string array; None entries are nulls."""
+    raw = [t.encode("utf-8") if t is not None else b"" for t in texts]
+    offsets = np.zeros(len(raw) + 1, dtype=np.int32)
+    np.cumsum(np.fromiter(map(len, raw), dtype=np.int64, count=len(raw)), out=offsets[1:])
+    nulls = sum(t is None for t in texts)
+    validity = _validity([t is not None for t in texts]) if nulls else None
+    return pa.StringArray.from_buffers(len(raw), pa.py_buffer(offsets), pa.py_buffer(b"".join(raw)), validity, nulls)
+
+
+def _list_array(arrays: Sequence[np.ndarray], value_type: pa.DataType, valid: Sequence[bool] | None = None) -> pa.Array:
+    """A list array built from numpy pieces with one concatenate (no per-token Python); `valid`:
+    which entries are lists (the others are nulls)."""
     lengths = np.fromiter((len(a) for a in arrays), dtype=np.int64, count=len(arrays))
     offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
     np_type = np.bool_ if value_type == pa.bool_() else np.int32
     values = np.concatenate([np.asarray(a, dtype=np_type) for a in arrays]) if arrays else np.zeros(0, np_type)
-    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values, value_type))
+    nulls = 0 if valid is None else len(valid) - int(sum(valid))
+    validity = _validity(valid) if valid is not None and nulls else None
+    children = [_values(values, value_type)]
+    buffers = [validity, pa.py_buffer(offsets)]
+    return pa.Array.from_buffers(pa.list_(value_type), len(arrays), buffers, nulls, children=children)
 
 
 def to_table(records: Sequence[Record]) -> pa.Table:
@@ -92,18 +122,16 @@ def to_table(records: Sequence[Record]) -> pa.Table:
         loss_mask = pa.nulls(len(records), pa.list_(pa.bool_()))
     else:
         filled = [m if m is not None else np.zeros(0, bool) for m in masks]
-        arr = _list_array(filled, pa.bool_())
-        validity = pa.array([m is not None for m in masks])
-        loss_mask = pa.ListArray.from_arrays(arr.offsets, arr.values, mask=pc.invert(validity))
+        loss_mask = _list_array(filled, pa.bool_(), [m is not None for m in masks])
     columns = [
-        pa.array([r.id for r in records], pa.string()),
-        pa.array([r.kind for r in records], pa.string()),
+        _strings([r.id for r in records]),
+        _strings([r.kind for r in records]),
         _list_array([r.input_ids for r in records], pa.int32()),
         loss_mask,
         _list_array([np.asarray(r.segments, dtype=np.int32) for r in records], pa.int32()),
-        pa.array([None if r.messages is None else _json(r.messages) for r in records], pa.string()),
-        pa.array([r.answer for r in records], pa.string()),
-        pa.array([_json(r.meta) for r in records], pa.string()),
+        _strings([None if r.messages is None else _json(r.messages) for r in records]),
+        _strings([r.answer for r in records]),
+        _strings([_json(r.meta) for r in records]),
     ]
     return pa.Table.from_arrays(columns, schema=SCHEMA)
 
@@ -187,5 +215,7 @@ def token_lengths(tables: Iterable[pa.Table]) -> np.ndarray:
     parts = []
     for t in tables:
         for chunk in t.column("input_ids").chunks:
-            parts.append(np.diff(chunk.offsets.to_numpy()))
+            # The offsets buffer itself: `to_numpy` would import pandas (see `_values`).
+            offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]
+            parts.append(np.diff(offsets).astype(np.int64))
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)

@@ -22,8 +22,12 @@ documents with at least one token before any is encoded; `never_empty(tokenizer)
 the tokenizer's structure that every non-empty text (the corpus yields no empty one) has one, and
 without that proof (or for a corpus over `LAZY_MAX_CHARS`) the store is built in full at once.
 Asking for the whole arrays (`tokens`, `offsets`, `num_tokens`: CIP, the benchmark), or encoding
-more than `LAZY_SHARE` of the documents one by one, builds and caches the full store, which then
-serves every read. A document's ids are the same either way: the same backend call on the same
+more than `LAZY_SHARE` of the corpus' characters, builds and caches the full store, which then
+serves every read. A reader that knows which documents come next (the needle haystack, in its
+seeded order) hands them to `prefetch`, which encodes them in one parallel call. `save_encoded`
+keeps what a lazy store encoded in the cache (`<key>.lazy.npz`, written whole then renamed), so
+the next run on that corpus opens with those documents encoded; it holds under `LAZY_SHARE` of
+the corpus, since past that the full store is built. A document's ids are the same either way: the same backend call on the same
 text.
 """
 
@@ -32,10 +36,12 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import threading
 import weakref
+import zipfile
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,8 +57,10 @@ BATCH_CHARS = 4_000_000
 # Most characters a lazy store holds in memory as text (a worker keeps several contexts); a
 # bigger corpus is built in full.
 LAZY_MAX_CHARS = 1 << 27
-# Share of the documents a lazy store encodes one by one before it builds the whole store.
-LAZY_SHARE = 0.125
+# Share of the corpus' characters a lazy store encodes before it builds the whole store: by then
+# the rest costs no more than what was spent, so a run never pays more than twice the full build
+# (the rent-or-buy rule), and a run that needs less of the corpus never pays for the rest.
+LAZY_SHARE = 0.5
 
 # The stores open in this process by cache folder: the contexts of two datasets on one corpus and
 # tokenizer (a service worker keeps several) share one store, its lazily encoded documents too.
@@ -190,6 +198,9 @@ class TokenStore:
         self._texts: list[str] | None = None
         self._tokenizer: Tokenizer | None = None
         self._encoded: dict[int, np.ndarray] = {}
+        self._encoded_chars = 0
+        self._total_chars = 0
+        self._saved = 0  # documents of `_encoded` already in the cache's .lazy.npz
         self._lock = threading.RLock()  # shards may run in threads of one worker
 
     def __len__(self) -> int:
@@ -236,15 +247,72 @@ class TokenStore:
         return self.tokens[offsets[i] : offsets[i + 1]]
 
     def _lazy_doc(self, i: int) -> np.ndarray:
-        if self._texts is None:  # another thread built the full store meanwhile
+        if self._texts is not None and i not in self._encoded:
+            self._encode([i])
+        if self._texts is None:  # built in full meanwhile (by that encode, or by another thread)
             return self.doc(i)
-        arr = self._encoded.get(i)
-        if arr is None:
-            assert self._tokenizer is not None
-            arr = self._encoded[i] = encode_texts(self._tokenizer, [self._texts[i]])[0]
-            if len(self._encoded) > LAZY_SHARE * len(self.ids):
-                self._materialize()
-        return arr
+        return self._encoded[i]
+
+    def prefetch(self, docs: Iterable[int]) -> None:
+        """Encode these documents now, in one call (both cores), if the store is lazy."""
+        if self._texts is not None:
+            with self._lock:
+                if self._texts is not None:
+                    self._encode([int(i) for i in docs if int(i) not in self._encoded])
+
+    def mean_length(self) -> float | None:
+        """Mean tokens per document encoded so far (all of them in a full store); None before any."""
+        if self._texts is None:
+            return float(self.num_tokens) / max(len(self), 1)
+        return sum(map(len, self._encoded.values())) / len(self._encoded) if self._encoded else None
+
+    def _lazy_file(self) -> Path:
+        return self.path.with_name(f"{self.path.name}.lazy.npz")
+
+    def save_encoded(self) -> None:
+        """Keep the documents a lazy store encoded in the cache, for the next run (no-op otherwise)."""
+        with self._lock:
+            if self._texts is None or len(self._encoded) == self._saved:
+                return
+            docs = np.fromiter(self._encoded, dtype=np.int64, count=len(self._encoded))
+            arrays = [self._encoded[int(d)] for d in docs]
+            offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+            np.cumsum([len(a) for a in arrays], out=offsets[1:])
+            tokens = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
+            path = self._lazy_file()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+            with open(tmp, "wb") as f:
+                np.savez(f, docs=docs, offsets=offsets, tokens=tokens, count=np.int64(len(self.ids)))
+            os.replace(tmp, path)
+            self._saved = len(self._encoded)
+
+    def _load_encoded(self) -> None:
+        """The documents an earlier lazy run kept (`save_encoded`), if the file matches this corpus."""
+        assert self._texts is not None
+        try:
+            with np.load(self._lazy_file()) as z:
+                docs, offsets, tokens, count = z["docs"], z["offsets"], z["tokens"], int(z["count"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            return  # none yet, or one cut short: the documents are encoded again
+        if count != len(self.ids) or len(offsets) != len(docs) + 1 or (len(docs) and docs.max() >= count):
+            return
+        for k, d in enumerate(docs.tolist()):
+            self._encoded[d] = tokens[offsets[k] : offsets[k + 1]]
+        self._encoded_chars = sum(len(self._texts[d]) for d in self._encoded)
+        self._saved = len(self._encoded)
+
+    def _encode(self, docs: list[int]) -> None:
+        assert self._tokenizer is not None and self._texts is not None
+        docs = list(dict.fromkeys(docs))
+        if not docs:
+            return
+        texts = [self._texts[i] for i in docs]
+        for i, arr in zip(docs, encode_texts(self._tokenizer, texts)):
+            self._encoded[i] = arr
+        self._encoded_chars += sum(map(len, texts))
+        if self._encoded_chars > LAZY_SHARE * self._total_chars:
+            self._materialize()
 
     def _materialize(self) -> None:
         """Build (or load) the full store of a lazy one, then read everything from it."""
@@ -306,6 +374,7 @@ class TokenStore:
             if size > LAZY_MAX_CHARS:
                 return cls.build(corpus, tokenizer, cache_dir)
         store = cls(np.zeros(0, np.int32), np.zeros(1, np.int64), ids, out)
-        store._texts, store._tokenizer = texts, tokenizer
+        store._texts, store._tokenizer, store._total_chars = texts, tokenizer, size
+        store._load_encoded()
         store._tokens = store._offsets = None
         return store

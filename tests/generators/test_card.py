@@ -99,3 +99,28 @@ def test_cip_card_reports_corpus_use(cache_dir: Path, stdlib_store: object, tmp_
         assert "## Corpus use" in card and f"{100 * use['used_share']:.1f}%" in card
         figures[policy] = use
     assert figures["continue"]["used_share"] > figures["prefix"]["used_share"]
+
+
+def test_the_length_histogram_is_an_svg_whose_bars_are_the_counts() -> None:
+    import xml.etree.ElementTree as ET
+
+    import numpy as np
+
+    from longweave.generators.card import histogram_svg
+
+    rng = np.random.default_rng(3)
+    lengths = rng.integers(4096, 8192, size=200)
+    svg = ET.fromstring(histogram_svg(lengths, "a <b> & c"))
+    bars = [e for e in svg if e.tag.endswith("rect") and e.get("fill") == "#3b6ea5"]
+    counts, _ = np.histogram(lengths, bins=40)
+    assert len(bars) == int((counts > 0).sum())
+    heights = np.array([float(b.get("height", 0)) for b in bars])
+    # Bar heights are the counts up to one scale (pixel rounding aside), in bin order by x.
+    scale = heights.max() / counts.max()
+    assert np.allclose(heights, counts[counts > 0] * scale, atol=0.1)
+    assert [float(b.get("x", 0)) for b in bars] == sorted(float(b.get("x", 0)) for b in bars)
+    texts = "".join(e.text or "" for e in svg.iter() if e.tag.endswith("text"))
+    assert "a <b> & c" in texts and "tokens per sample" in texts
+    one = ET.fromstring(histogram_svg(np.full(7, 512), "cip"))  # one length: one bar, its tick labelled
+    assert len([e for e in one if e.tag.endswith("rect")]) == 2
+    assert "512" in "".join(e.text or "" for e in one.iter())

@@ -8,6 +8,7 @@ still be exact. Every record is checked against an independent encode of its own
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 from collections.abc import Iterator
 from typing import Any
@@ -162,7 +163,16 @@ def test_composed_ids_and_char_starts_equal_a_full_encode(tokenizer: Tokenizer, 
     texts = [tokenizer.decode(a) for a in ids]
     assert texts == docs
     pieces = [doc_piece(tokenizer, a, t) for a, t in zip(ids, texts)]
-    assert pieces[-1].join_chars.size > 0 and not pieces[-1].ascii
+    assert not pieces[-1].ascii
+    for piece in pieces:
+        # The joins a piece offers: after a line break, and before the last space of the
+        # indentation after it (blank lines included), where `join_at` holds at a token start.
+        lines = re.finditer(r"(?<=\S\n)(?=\S)|\S\s*\n\s*?(?= \S)", piece.text)
+        every = {x for x in (m.end() for m in lines) if piece.token_at(x, ()) is not None}
+        found = {x for x in piece.candidates(0, len(piece.text)) if piece.token_at(x, ()) is not None}
+        assert found == every and found
+        back = [x for x in piece.candidates(0, len(piece.text), reverse=True) if piece.token_at(x, ()) is not None]
+        assert back == sorted(found, reverse=True)
     hay = "\n\n".join(texts)
     starts, pos = [], 0
     for t in texts:

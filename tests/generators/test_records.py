@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +62,30 @@ def test_schema_check_names_the_field() -> None:
     bad = pa.schema([f if f.name != "input_ids" else pa.field("input_ids", pa.list_(pa.int64())) for f in SCHEMA])
     with pytest.raises(ValueError, match="input_ids"):
         check_schema(bad)
+
+
+def test_the_table_equals_one_built_from_python_lists() -> None:
+    import pyarrow as pa
+
+    recs = sample_records() * 3  # nulls among values, at several bit positions
+    recs[3] = Record(record_id("ds", 0, 3), "niah", np.arange(3, dtype=np.int32), np.ones(3, bool), [], None, "a", {})
+    table = to_table(recs)
+    rows = {
+        "id": [r.id for r in recs],
+        "kind": [r.kind for r in recs],
+        "input_ids": [r.input_ids.tolist() for r in recs],
+        "loss_mask": [None if r.loss_mask is None else r.loss_mask.tolist() for r in recs],
+        "segments": [list(r.segments) for r in recs],
+        "messages": [
+            None
+            if r.messages is None
+            else json.dumps(r.messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            for r in recs
+        ],
+        "answer": [r.answer for r in recs],
+        "meta": [json.dumps(r.meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for r in recs],
+    }
+    expected = pa.table({k: pa.array(v, SCHEMA.field(k).type) for k, v in rows.items()}, schema=SCHEMA)
+    table.validate(full=True)
+    assert table.equals(expected)
+    assert table.column("loss_mask").null_count == 3 and table.column("messages").null_count == 4

@@ -59,3 +59,23 @@ def test_bad_tokenizer_directories(tmp_path: Path) -> None:
     assert info.value.field == "tokenizer" and "not a directory" in info.value.message
     with pytest.raises(TokenizerError, match=r"no tokenizer\.json"):
         load_tokenizer(tmp_path)
+
+
+@pytest.mark.parametrize("which", ["tokenizer", "llama3_style", "metaspace"])
+def test_the_byte_table_decodes_as_the_backend(which: str, request: pytest.FixtureRequest) -> None:
+    from longweave.generators.tokenizer import byte_decoder
+
+    tok = request.getfixturevalue(which)
+    decode = byte_decoder(tok)
+    if which == "metaspace":  # not a byte-level decoder: no table, the backend decodes
+        assert decode is None
+        return
+    assert decode is not None
+    rng = np.random.default_rng(5)
+    n = tok.backend.get_vocab_size(with_added_tokens=True)
+    text = "Über naïve café\n中文 😀 <|endoftext|> x = 1\n" * 3
+    cases = [tok.backend.encode(text, add_special_tokens=False).ids, list(range(n))]
+    # Random ids cut multi-byte characters anywhere: each broken sequence must become U+FFFD as the backend does.
+    cases += [rng.integers(0, n, size=int(rng.integers(1, 400))).tolist() for _ in range(300)]
+    for ids in cases:
+        assert decode(ids) == tok.backend.decode(ids, skip_special_tokens=False)

@@ -54,11 +54,56 @@ def test_lazy_store_builds_the_full_one_when_asked_for_its_arrays(
     # The whitespace-only document has tokens under this tokenizer, as the lazy order assumed.
     assert np.array_equal(full.nonempty(), np.arange(len(full)))
 
-    # Encoding more than LAZY_SHARE of the documents one by one builds the store too.
+    # Encoding more than LAZY_SHARE of the corpus' characters builds the store too, not before.
     again = TokenStore.open(corpus, tokenizer, tmp_path / "again", lazy=True)
-    for i in range(int(tokenstore.LAZY_SHARE * len(again)) + 1):
+    texts = [d.text for d in corpus]
+    total, spent = sum(map(len, texts)), 0
+    for i, text in enumerate(texts):
+        assert again.lazy, f"built after {spent} of {total} characters"
         assert np.array_equal(again.doc(i), full.doc(i))
+        spent += len(text)
+        if spent > tokenstore.LAZY_SHARE * total:
+            break
     assert not again.lazy and np.array_equal(again.offsets, full.offsets)
+
+
+def test_prefetch_encodes_in_one_call_and_a_later_run_reuses_what_was_encoded(
+    tmp_path: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer, monkeypatch: Any
+) -> None:
+    corpus = small_corpus(tmp_path, stdlib_corpus)
+    full = TokenStore.build(corpus, tokenizer, tmp_path / "full")
+    calls: list[int] = []
+    real = tokenstore.encode_texts
+
+    def counting(tok: Tokenizer, texts: list[str]) -> list[np.ndarray]:
+        calls.append(len(texts))
+        return real(tok, texts)
+
+    monkeypatch.setattr(tokenstore, "encode_texts", counting)
+    store = TokenStore.open(corpus, tokenizer, tmp_path / "cache", lazy=True)
+    store.prefetch([5, 9, 2, 9])
+    assert calls == [3] and store.mean_length() == np.mean([len(full.doc(i)) for i in (5, 9, 2)])
+    for i in (2, 5, 9):
+        assert np.array_equal(store.doc(i), full.doc(i))
+    assert calls == [3]
+    store.doc(11)
+    store.save_encoded()
+    assert calls == [3, 1] and not (store.path / "ids.json").exists()
+
+    # Another process (a fresh store object on the same cache) starts with those four encoded.
+    monkeypatch.setattr(tokenstore, "_OPEN", type(tokenstore._OPEN)())
+    later = TokenStore.open(corpus, tokenizer, tmp_path / "cache", lazy=True)
+    assert later is not store and later.lazy
+    for i in (2, 5, 9, 11):
+        assert np.array_equal(later.doc(i), full.doc(i))
+    assert calls == [3, 1]
+    assert np.array_equal(later.doc(0), full.doc(0)) and calls == [3, 1, 1]
+    # A saved file cut short is ignored: the documents are encoded again, not read wrong.
+    lazy_file = store.path.with_name(f"{store.path.name}.lazy.npz")
+    lazy_file.write_bytes(lazy_file.read_bytes()[:100])
+    monkeypatch.setattr(tokenstore, "_OPEN", type(tokenstore._OPEN)())
+    cut = TokenStore.open(corpus, tokenizer, tmp_path / "cache", lazy=True)
+    assert np.array_equal(cut.doc(5), full.doc(5)) and calls == [3, 1, 1, 1]
 
 
 def test_a_tokenizer_that_can_erase_text_gets_a_full_store(
@@ -83,7 +128,11 @@ def test_needles_from_a_lazy_store_are_the_pinned_bytes(tokenizer_dir: Path, tmp
     spec = CASES["niah"](str(tokenizer_dir))
     build_dataset(spec, tmp_path / "niah", cache_dir=tmp_path / "cache")
     assert _hashes(tmp_path / "niah")[1] == PINS["niah"][1]
-    assert not (tmp_path / "cache" / "tokens").exists()  # six samples encoded a few documents only
+    # Six samples encoded a few documents only: no full store, those kept for the next run.
+    tokens = tmp_path / "cache" / "tokens"
+    assert [p.suffix for p in tokens.iterdir()] == [".npz"]
+    build_dataset(spec, tmp_path / "again", cache_dir=tmp_path / "cache")
+    assert _hashes(tmp_path / "again")[1] == PINS["niah"][1]
 
 
 def test_one_store_per_cache_folder_in_a_process(tmp_path: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer) -> None:
