@@ -65,14 +65,12 @@ class DocPiece:
         """Char positions in [lo, hi] where a join may be, in order (`reverse`: from `hi` down):
         after each newline (a newline join) and before the last space of the whitespace that
         follows it (a space join before an indented line). `token_at` decides."""
-        nl, text = self.newlines, self.text
+        nl = self.newlines
         # Blank lines: each newline of a run points at the same space join, given once, in order.
         if reverse:
             i, prev = int(np.searchsorted(nl, hi, side="right")) - 1, hi + 1
             while i >= 0 and int(nl[i]) + 1 >= lo:
-                x1 = int(nl[i]) + 1
-                x2 = _SPACE_RUN.match(text, x1).end() - 1  # type: ignore[union-attr]
-                for x in (x2, x1) if x2 > x1 else (x1,):
+                for x in reversed(self._after(int(nl[i]))):
                     if lo <= x < prev:
                         yield x
                         prev = x
@@ -80,13 +78,18 @@ class DocPiece:
         else:
             i, prev = int(np.searchsorted(nl, lo - 1, side="left")), lo - 1
             while i < len(nl) and int(nl[i]) + 1 <= hi:
-                x1 = int(nl[i]) + 1
-                x2 = _SPACE_RUN.match(text, x1).end() - 1  # type: ignore[union-attr]
-                for x in (x1, x2) if x2 > x1 else (x1,):
+                for x in self._after(int(nl[i])):
                     if prev < x <= hi:
                         yield x
                         prev = x
                 i += 1
+
+    def _after(self, newline: int) -> tuple[int, ...]:
+        """The join candidates a newline gives, in order: right after it, and before the last
+        space of the whitespace that follows it (when there is any)."""
+        x1 = newline + 1
+        x2 = _SPACE_RUN.match(self.text, x1).end() - 1  # type: ignore[union-attr]
+        return (x1, x2) if x2 > x1 else (x1,)
 
     def token_at(self, x: int, specials: tuple[str, ...]) -> int | None:
         """The index of the token starting at char `x` when `x` is a join of this text, else None."""
@@ -104,19 +107,24 @@ def doc_piece(tok: Tokenizer, ids: np.ndarray, text: str) -> DocPiece:
     raw = text.encode("utf-8")
     if len(raw) == len(text):
         return DocPiece(ids, byte_starts, True, text, newlines(text, raw))
-    lead = (np.frombuffer(raw, dtype=np.uint8) & 0xC0) != 0x80  # first byte of each char
-    char_of_byte = np.cumsum(lead) - 1
+    char_of_byte = _char_of_byte(raw)
     starts = char_of_byte[np.minimum(byte_starts, max(len(raw) - 1, 0))] if len(raw) else byte_starts
-    return DocPiece(ids, starts, False, text, newlines(text, raw))
+    return DocPiece(ids, starts, False, text, newlines(text, raw, char_of_byte))
 
 
-def newlines(text: str, raw: bytes | None = None) -> np.ndarray:
-    """The char offset of every "\\n" in `text` (`raw`: its UTF-8 bytes, when at hand)."""
+def _char_of_byte(raw: bytes) -> np.ndarray:
+    """The index of the char each UTF-8 byte belongs to."""
+    lead = (np.frombuffer(raw, dtype=np.uint8) & 0xC0) != 0x80  # first byte of each char
+    return np.cumsum(lead) - 1
+
+
+def newlines(text: str, raw: bytes | None = None, char_of_byte: np.ndarray | None = None) -> np.ndarray:
+    """The char offset of every "\\n" in `text` (`raw`: its UTF-8 bytes, `char_of_byte`: their
+    chars, when at hand)."""
     raw = text.encode("utf-8") if raw is None else raw
     at = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 10)
     if len(raw) != len(text):  # a multi-byte char before a newline shifts its char offset
-        lead = (np.frombuffer(raw, dtype=np.uint8) & 0xC0) != 0x80
-        at = (np.cumsum(lead) - 1)[at]
+        at = (_char_of_byte(raw) if char_of_byte is None else char_of_byte)[at]
     return at.astype(np.int64)
 
 

@@ -78,14 +78,14 @@ def _default(obj: Any) -> Any:
 def _values(values: np.ndarray, value_type: pa.DataType) -> pa.Array:
     """A numpy array (int32, or bool) as an Arrow array of `value_type`, no nulls."""
     if value_type == pa.bool_():
-        bits = np.packbits(np.asarray(values, dtype=bool), bitorder="little")
-        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
+        return pa.Array.from_buffers(pa.bool_(), len(values), [None, _bits(values)])
     data = np.ascontiguousarray(values, dtype=np.int32)
     return pa.Array.from_buffers(value_type, len(data), [None, pa.py_buffer(data)])
 
 
-def _validity(valid: Sequence[bool]) -> pa.Buffer:
-    return pa.py_buffer(np.packbits(np.asarray(valid, dtype=bool), bitorder="little"))
+def _bits(flags: Sequence[bool] | np.ndarray) -> pa.Buffer:
+    """Booleans as an Arrow bitmap (values of a bool array, or a validity buffer)."""
+    return pa.py_buffer(np.packbits(np.asarray(flags, dtype=bool), bitorder="little"))
 
 
 def _strings(texts: Sequence[str | None]) -> pa.Array:
@@ -94,7 +94,7 @@ def _strings(texts: Sequence[str | None]) -> pa.Array:
     offsets = np.zeros(len(raw) + 1, dtype=np.int32)
     np.cumsum(np.fromiter(map(len, raw), dtype=np.int64, count=len(raw)), out=offsets[1:])
     nulls = sum(t is None for t in texts)
-    validity = _validity([t is not None for t in texts]) if nulls else None
+    validity = _bits([t is not None for t in texts]) if nulls else None
     return pa.StringArray.from_buffers(len(raw), pa.py_buffer(offsets), pa.py_buffer(b"".join(raw)), validity, nulls)
 
 
@@ -107,7 +107,7 @@ def _list_array(arrays: Sequence[np.ndarray], value_type: pa.DataType, valid: Se
     np_type = np.bool_ if value_type == pa.bool_() else np.int32
     values = np.concatenate([np.asarray(a, dtype=np_type) for a in arrays]) if arrays else np.zeros(0, np_type)
     nulls = 0 if valid is None else len(valid) - int(sum(valid))
-    validity = _validity(valid) if valid is not None and nulls else None
+    validity = _bits(valid) if valid is not None and nulls else None
     children = [_values(values, value_type)]
     buffers = [validity, pa.py_buffer(offsets)]
     return pa.Array.from_buffers(pa.list_(value_type), len(arrays), buffers, nulls, children=children)

@@ -199,6 +199,7 @@ class TokenStore:
         self._tokenizer: Tokenizer | None = None
         self._encoded: dict[int, np.ndarray] = {}
         self._encoded_chars = 0
+        self._encoded_tokens = 0
         self._total_chars = 0
         self._saved = 0  # documents of `_encoded` already in the cache's .lazy.npz
         self._lock = threading.RLock()  # shards may run in threads of one worker
@@ -264,7 +265,7 @@ class TokenStore:
         """Mean tokens per document encoded so far (all of them in a full store); None before any."""
         if self._texts is None:
             return float(self.num_tokens) / max(len(self), 1)
-        return sum(map(len, self._encoded.values())) / len(self._encoded) if self._encoded else None
+        return self._encoded_tokens / len(self._encoded) if self._encoded else None
 
     def _lazy_file(self) -> Path:
         return self.path.with_name(f"{self.path.name}.lazy.npz")
@@ -300,6 +301,7 @@ class TokenStore:
         for k, d in enumerate(docs.tolist()):
             self._encoded[d] = tokens[offsets[k] : offsets[k + 1]]
         self._encoded_chars = sum(len(self._texts[d]) for d in self._encoded)
+        self._encoded_tokens = int(offsets[-1])
         self._saved = len(self._encoded)
 
     def _encode(self, docs: list[int]) -> None:
@@ -310,6 +312,7 @@ class TokenStore:
         texts = [self._texts[i] for i in docs]
         for i, arr in zip(docs, encode_texts(self._tokenizer, texts)):
             self._encoded[i] = arr
+            self._encoded_tokens += len(arr)
         self._encoded_chars += sum(map(len, texts))
         if self._encoded_chars > LAZY_SHARE * self._total_chars:
             self._materialize()
