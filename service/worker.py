@@ -23,13 +23,15 @@ Redis being unreachable (a restart) is waited out, never turned into a failed da
 Memory: while a shard runs, `RssWatch` samples the worker's RSS (/proc/self/statm) every 0.5 s and
 keeps the shard's peak in the dataset's meta. Past `worker_max_rss` the shard aborts at its next
 cooperative checkpoint (the same one cancellation uses) and its dataset fails with a message; the
-process lives on (`serve` does not restart dead workers). What no checkpoint catches, the kernel's
+process lives on (`serve` does not restart dead workers) and returns the shard's memory to the
+system before its next task (`release_memory`). What no checkpoint catches, the kernel's
 OOM killer does: every start of a shard is counted before its work begins, so a shard that killed
 its worker `max_attempts` times fails its dataset on the next claim, naming the last peak RSS.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import gc
 import logging
@@ -80,6 +82,17 @@ class OverMemory(Exception):
 def rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * PAGE
+
+
+def release_memory() -> None:
+    """Give what a dropped shard held back to the system: collect its reference cycles, empty
+    Arrow's pool and, on glibc, trim the heap (freed small blocks otherwise stay in the RSS)."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the allocator keeps its own policy
+        pass
 
 
 def _mib(n: int) -> str:
@@ -292,6 +305,7 @@ class Worker:
             )
             self.q.ack(task.entry_id)
             return
+        over_memory = False
         try:
             self.q.transition(task.dataset, "running", ("queued",))
             ctx = self.context(task.dataset)
@@ -304,8 +318,8 @@ class Worker:
             pass
         except OverMemory as exc:
             self.contexts.pop(task.dataset, None)
-            gc.collect()  # the shard's frames are gone: return what they held before the next task
             self.q.fail(task.dataset, str(exc))
+            over_memory = True
         except REDIS_DOWN:
             self._unstart_later(task)
             raise
@@ -338,6 +352,10 @@ class Worker:
             log.exception("task %s failed", task)
             self._retry_or_fail(task, exc)
             return
+        if over_memory:
+            # Only here, past the except block, is the traceback (and the shard's frames it holds)
+            # gone; the next task must start under the bound again.
+            release_memory()
         self.q.ack(task.entry_id)
 
     def _unstart_later(self, task: Task) -> None:
