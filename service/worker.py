@@ -31,6 +31,7 @@ its worker `max_attempts` times fails its dataset on the next claim, naming the 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import gc
@@ -89,10 +90,8 @@ def release_memory() -> None:
     Arrow's pool and, on glibc, trim the heap (freed small blocks otherwise stay in the RSS)."""
     gc.collect()
     pa.default_memory_pool().release_unused()
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: the allocator keeps its own policy
         ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the allocator keeps its own policy
-        pass
 
 
 def _mib(n: int) -> str:
