@@ -225,6 +225,7 @@ class _Haystack:
     sep_tokens: int
     docs: list[int] = field(default_factory=list)
     tokens: list[np.ndarray] = field(default_factory=list)  # tokens used of each doc (a prefix)
+    whole: list[bool] = field(default_factory=list)  # whether `tokens` holds all of the doc
     texts: list[str] = field(default_factory=list)
     tok_starts: list[int] = field(default_factory=list)  # corpus-token position of each doc's start
     char_starts: list[int] = field(default_factory=list)
@@ -245,23 +246,26 @@ class _Haystack:
         if self.num_tokens >= want:
             return
         store, tok = self.ctx.store, self.ctx.tokenizer
-        if self.docs and len(self.tokens[-1]) < int(store.lengths[self.docs[-1]]):
+        if self.docs and not self.whole[-1]:
             # The last document was cut short: take more of it before opening another one.
-            columns: tuple[list[Any], ...] = (self.docs, self.tokens, self.texts, self.tok_starts, self.char_starts)
+            columns: tuple[list[Any], ...] = (
+                self.docs, self.tokens, self.whole, self.texts, self.tok_starts, self.char_starts
+            )  # fmt: skip
             for column in columns + ((self.pieces,) if self.compose else ()):
                 column.pop()
             self.position -= 1
         start = self.num_tokens + (self.sep_tokens if self.docs else 0)
-        if store.lazy:  # encode the documents this call will likely read in one parallel call
-            per_doc = store.mean_length() or 1024.0
-            ahead = min(int((want - start) / max(per_doc, 1.0)) + 2, len(self.order))
-            store.prefetch(self.order[(self.position + k) % len(self.order)] for k in range(ahead))
+        if store.lazy:  # encode what this call will likely read (a long last document's start) in one call
+            n = len(self.order)
+            store.prefetch((self.order[(self.position + k) % n] for k in range(n)), tokens=want - start)
         while start < want:
             doc = int(self.order[self.position % len(self.order)])
             self.position += 1
-            ids = store.doc(doc)[: want - start]  # cap huge documents at what is needed
+            got, whole = store.doc_prefix(doc, want - start)
+            ids = got[: want - start]  # cap huge documents at what is needed
             self.docs.append(doc)
             self.tokens.append(np.asarray(ids))
+            self.whole.append(whole and len(ids) == len(got))
             self.texts.append(_decode(tok, ids))
             if self.compose:
                 self.pieces.append(doc_piece(tok, self.tokens[-1], self.texts[-1]))

@@ -24,8 +24,11 @@ without that proof (or for a corpus over `LAZY_MAX_CHARS`) the store is built in
 Asking for the whole arrays (`tokens`, `offsets`, `num_tokens`: CIP, the benchmark), or encoding
 more than `LAZY_SHARE` of the corpus' characters, builds and caches the full store, which then
 serves every read. A reader that knows which documents come next (the needle haystack, in its
-seeded order) hands them to `prefetch`, which encodes them in one parallel call. `save_encoded`
-keeps what a lazy store encoded in the cache (`<key>.lazy.npz`, written whole then renamed), so
+seeded order) hands them to `prefetch` with the number of tokens it needs, which encodes them in
+one parallel call; of a long document the reader needs only the start of (`doc_prefix`), a
+joinable tokenizer's store encodes a prefix cut at a join (`joins.join_at`), whose ids are exactly
+the first ids of the whole text's, rather than all of it. `save_encoded`
+keeps what a lazy store encoded, prefixes included, in the cache (`<key>.lazy.npz`, written whole then renamed), so
 the next run on that corpus opens with those documents encoded; it holds under `LAZY_SHARE` of
 the corpus, since past that the full store is built. A document's ids are the same either way: the same backend call on the same
 text.
@@ -61,6 +64,11 @@ LAZY_MAX_CHARS = 1 << 27
 # the rest costs no more than what was spent, so a run never pays more than twice the full build
 # (the rent-or-buy rule), and a run that needs less of the corpus never pays for the rest.
 LAZY_SHARE = 0.5
+# A lazy store encodes a join-cut prefix of a document instead of all of it when the reader needs
+# less than this share of its (estimated) tokens; the prefix holds PREFIX_MARGIN x the estimated
+# characters of what was asked, so that a document denser in tokens than the average still fits.
+PREFIX_SHARE = 0.8
+PREFIX_MARGIN = 1.25
 
 # The stores open in this process by cache folder: the contexts of two datasets on one corpus and
 # tokenizer (a service worker keeps several) share one store, its lazily encoded documents too.
@@ -198,10 +206,14 @@ class TokenStore:
         self._texts: list[str] | None = None
         self._tokenizer: Tokenizer | None = None
         self._encoded: dict[int, np.ndarray] = {}
-        self._encoded_chars = 0
-        self._encoded_tokens = 0
+        self._prefixes: dict[int, np.ndarray] = {}  # join-cut prefixes of documents not in `_encoded`
+        self._prefix_chars: dict[int, int] = {}  # the characters each of those prefixes encodes
+        self._joins: tuple[bool, tuple[str, ...]] | None = None  # (joinable, special texts), once known
+        self._encoded_chars = 0  # characters encoded (whole documents and prefixes): the rent
+        self._encoded_tokens = 0  # tokens of the whole documents in `_encoded`
+        self._rate = (0, 0)  # (characters, tokens) of every encode: chars per token
         self._total_chars = 0
-        self._saved = 0  # documents of `_encoded` already in the cache's .lazy.npz
+        self._unsaved = False  # encoded since the cache's .lazy.npz was written or read
         self._lock = threading.RLock()  # shards may run in threads of one worker
 
     def __len__(self) -> int:
@@ -254,39 +266,114 @@ class TokenStore:
             return self.doc(i)
         return self._encoded[i]
 
-    def prefetch(self, docs: Iterable[int]) -> None:
-        """Encode these documents now, in one call (both cores), if the store is lazy."""
-        if self._texts is not None:
-            with self._lock:
-                if self._texts is not None:
-                    self._encode([int(i) for i in docs if int(i) not in self._encoded])
-
-    def mean_length(self) -> float | None:
-        """Mean tokens per document encoded so far (all of them in a full store); None before any."""
+    def doc_prefix(self, i: int, n: int) -> tuple[np.ndarray, bool]:
+        """At least the first `n` ids of document i (all of them when it has fewer), and whether
+        they are the whole document. A lazy store over a joinable tokenizer may encode only a
+        prefix of the text, cut at a join (`joins.join_at`): its ids are the first ids of the
+        whole text's, so a reader that needs the start of a long document pays for that start."""
         if self._texts is None:
-            return float(self.num_tokens) / max(len(self), 1)
-        return self._encoded_tokens / len(self._encoded) if self._encoded else None
+            return self.doc(i), True
+        with self._lock:
+            if self._texts is None or i in self._encoded:
+                return self.doc(i), True
+            have = self._prefixes.get(i)
+            if have is not None and len(have) >= n:
+                return have, False
+            rate = self._chars_per_token()
+            if have is not None and len(have):  # this document's own rate, from its shorter prefix
+                rate = self._prefix_chars[i] / len(have)
+            while (text := self._prefix_text(i, n, rate)) is not None:
+                self._encode([], {i: text})
+                if self._texts is None:  # the encode built the full store
+                    return self.doc(i), True
+                got = self._prefixes[i]
+                if len(got) >= n:
+                    return got, False
+                rate = len(text) / max(len(got), 1) * PREFIX_MARGIN  # denser than estimated
+            return self.doc(i), True
+
+    def prefetch(self, docs: Iterable[int], tokens: int | None = None) -> None:
+        """Encode the documents a reader takes next, in order, in one call (both cores), if the
+        store is lazy. With `tokens`, only those expected to hold that many tokens together: the
+        ones expected to fit whole, then a join-cut prefix of the one expected to reach past it."""
+        if self._texts is None:
+            return
+        with self._lock:
+            texts = self._texts
+            if texts is None:
+                return
+            whole: list[int] = []
+            prefixes: dict[int, str] = {}
+            have = 0.0
+            for d in map(int, docs):
+                if tokens is not None and have >= tokens:
+                    break
+                if d in self._encoded:
+                    have += len(self._encoded[d])
+                    continue
+                if tokens is not None:
+                    rest = int(tokens - have) + 1
+                    ready = self._prefixes.get(d)
+                    if ready is not None and len(ready) >= rest:
+                        break
+                    cut = self._prefix_text(d, rest)
+                    if cut is not None:
+                        prefixes[d] = cut
+                        break
+                whole.append(d)
+                have += len(texts[d]) / self._chars_per_token()
+            self._encode(whole, prefixes)
+
+    def _chars_per_token(self) -> float:
+        chars, tokens = self._rate
+        return chars / tokens if tokens else 4.0
+
+    def _prefix_text(self, i: int, n: int, rate: float | None = None) -> str | None:
+        """The text of document i up to the first join after about `n` tokens' worth of
+        characters (at `rate` characters per token, the store's so far by default); None when
+        that is most of the document or the tokenizer has no join rule (then the whole document
+        is encoded)."""
+        from .joins import join_at, joinable, special_texts
+
+        assert self._texts is not None and self._tokenizer is not None
+        if self._joins is None:
+            tok = self._tokenizer
+            self._joins = (True, special_texts(tok)) if joinable(tok) else (False, ())
+        ok, specials = self._joins
+        if not ok:
+            return None
+        text = self._texts[i]
+        want = int(n * (rate or self._chars_per_token()) * PREFIX_MARGIN) + 64
+        if want >= PREFIX_SHARE * len(text):
+            return None
+        for x in range(want, len(text)):
+            if join_at(text, x, specials):
+                return text[:x]
+        return None
 
     def _lazy_file(self) -> Path:
         return self.path.with_name(f"{self.path.name}.lazy.npz")
 
     def save_encoded(self) -> None:
-        """Keep the documents a lazy store encoded in the cache, for the next run (no-op otherwise)."""
+        """Keep the documents (and prefixes) a lazy store encoded in the cache, for the next run
+        (no-op otherwise)."""
         with self._lock:
-            if self._texts is None or len(self._encoded) == self._saved:
+            if self._texts is None or not self._unsaved:
                 return
-            docs = np.fromiter(self._encoded, dtype=np.int64, count=len(self._encoded))
-            arrays = [self._encoded[int(d)] for d in docs]
-            offsets = np.zeros(len(docs) + 1, dtype=np.int64)
-            np.cumsum([len(a) for a in arrays], out=offsets[1:])
-            tokens = np.concatenate(arrays).astype(np.int32) if arrays else np.zeros(0, np.int32)
+            held = [*self._encoded.items(), *self._prefixes.items()]
+            docs = np.array([d for d, _ in held], dtype=np.int64)
+            # The characters each prefix encodes (0: a whole document), for its rate when it grows.
+            cut = np.array([0] * len(self._encoded) + [self._prefix_chars[d] for d in self._prefixes], np.int64)
+            offsets = np.zeros(len(held) + 1, dtype=np.int64)
+            np.cumsum([len(a) for _, a in held], out=offsets[1:])
+            tokens = np.concatenate([a for _, a in held]).astype(np.int32) if held else np.zeros(0, np.int32)
             path = self._lazy_file()
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
             with open(tmp, "wb") as f:
-                np.savez(f, docs=docs, offsets=offsets, tokens=tokens, count=np.int64(len(self.ids)))
+                np.savez(f, docs=docs, offsets=offsets, tokens=tokens, cut=cut, count=np.int64(len(self.ids)))
             os.replace(tmp, path)
-            self._saved = len(self._encoded)
+            self._unsaved = False
 
     def _load_encoded(self) -> None:
         """The documents an earlier lazy run kept (`save_encoded`), if the file matches this corpus."""
@@ -294,26 +381,48 @@ class TokenStore:
         try:
             with np.load(self._lazy_file()) as z:
                 docs, offsets, tokens, count = z["docs"], z["offsets"], z["tokens"], int(z["count"])
+                cut = z["cut"]
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             return  # none yet, or one cut short: the documents are encoded again
-        if count != len(self.ids) or len(offsets) != len(docs) + 1 or (len(docs) and docs.max() >= count):
+        if (
+            count != len(self.ids)
+            or len(offsets) != len(docs) + 1
+            or len(cut) != len(docs)
+            or (len(docs) and docs.max() >= count)
+        ):
             return
-        for k, d in enumerate(docs.tolist()):
-            self._encoded[d] = tokens[offsets[k] : offsets[k + 1]]
-        self._encoded_chars = sum(len(self._texts[d]) for d in self._encoded)
-        self._encoded_tokens = int(offsets[-1])
-        self._saved = len(self._encoded)
+        for k, (d, chars) in enumerate(zip(docs.tolist(), cut.tolist())):
+            ids = tokens[offsets[k] : offsets[k + 1]]
+            if chars:
+                self._prefixes[d], self._prefix_chars[d] = ids, chars
+            else:
+                self._encoded[d] = ids
+        self._encoded_tokens = sum(len(a) for a in self._encoded.values())
+        chars = sum(len(self._texts[d]) for d in self._encoded)
+        self._encoded_chars = chars + sum(self._prefix_chars.values())
+        self._rate = (self._encoded_chars, self._encoded_tokens + sum(len(a) for a in self._prefixes.values()))
 
-    def _encode(self, docs: list[int]) -> None:
+    def _encode(self, docs: list[int], prefixes: dict[int, str] | None = None) -> None:
+        """Encode whole documents `docs` and the prefix texts `prefixes` (document -> text) in one
+        call of the backend."""
         assert self._tokenizer is not None and self._texts is not None
-        docs = list(dict.fromkeys(docs))
-        if not docs:
+        docs = [d for d in dict.fromkeys(docs) if d not in self._encoded]
+        cuts = list((prefixes or {}).items())
+        if not docs and not cuts:
             return
-        texts = [self._texts[i] for i in docs]
-        for i, arr in zip(docs, encode_texts(self._tokenizer, texts)):
+        texts = [self._texts[i] for i in docs] + [t for _, t in cuts]
+        arrays = encode_texts(self._tokenizer, texts)
+        for i, arr in zip(docs, arrays):
             self._encoded[i] = arr
+            self._prefixes.pop(i, None)
+            self._prefix_chars.pop(i, None)
             self._encoded_tokens += len(arr)
-        self._encoded_chars += sum(map(len, texts))
+        for (i, text), arr in zip(cuts, arrays[len(docs) :]):
+            self._prefixes[i], self._prefix_chars[i] = arr, len(text)
+        chars = sum(map(len, texts))
+        self._encoded_chars += chars
+        self._rate = (self._rate[0] + chars, self._rate[1] + sum(map(len, arrays)))
+        self._unsaved = True
         if self._encoded_chars > LAZY_SHARE * self._total_chars:
             self._materialize()
 
@@ -332,7 +441,7 @@ class TokenStore:
             _write(_batches(zip(self.ids, texts)), tokenizer, self.path)
         full = TokenStore.load(self.path)
         self._tokens, self._offsets = full._tokens, full._offsets
-        self._texts, self._tokenizer, self._encoded = None, None, {}
+        self._texts, self._tokenizer, self._encoded, self._prefixes, self._prefix_chars = None, None, {}, {}, {}
 
     @classmethod
     def load(cls, path: Path) -> TokenStore:

@@ -82,7 +82,7 @@ def test_prefetch_encodes_in_one_call_and_a_later_run_reuses_what_was_encoded(
     monkeypatch.setattr(tokenstore, "encode_texts", counting)
     store = TokenStore.open(corpus, tokenizer, tmp_path / "cache", lazy=True)
     store.prefetch([5, 9, 2, 9])
-    assert calls == [3] and store.mean_length() == np.mean([len(full.doc(i)) for i in (5, 9, 2)])
+    assert calls == [3]
     for i in (2, 5, 9):
         assert np.array_equal(store.doc(i), full.doc(i))
     assert calls == [3]
@@ -104,6 +104,82 @@ def test_prefetch_encodes_in_one_call_and_a_later_run_reuses_what_was_encoded(
     monkeypatch.setattr(tokenstore, "_OPEN", type(tokenstore._OPEN)())
     cut = TokenStore.open(corpus, tokenizer, tmp_path / "cache", lazy=True)
     assert np.array_equal(cut.doc(5), full.doc(5)) and calls == [3, 1, 1, 1]
+
+
+def test_a_prefix_is_the_start_of_its_document_and_a_later_run_reuses_it(
+    tmp_path: Path, stdlib_corpus: Corpus, tokenizer: Tokenizer, monkeypatch: Any
+) -> None:
+    corpus = small_corpus(tmp_path, stdlib_corpus)
+    full = TokenStore.build(corpus, tokenizer, tmp_path / "full")
+    calls: list[int] = []
+    real = tokenstore.encode_texts
+
+    def counting(tok: Tokenizer, texts: list[str]) -> list[np.ndarray]:
+        calls.append(sum(map(len, texts)))
+        return real(tok, texts)
+
+    monkeypatch.setattr(tokenstore, "encode_texts", counting)
+    monkeypatch.setattr(tokenstore, "LAZY_SHARE", 10.0)  # this small corpus stays lazy throughout
+    lengths = np.diff(full.offsets)
+    longest = [int(i) for i in np.argsort(-lengths)[:6]]
+    store = TokenStore.open(corpus, tokenizer, tmp_path / "cache", lazy=True)
+    texts = [d.text for d in corpus]
+    for i in longest:
+        whole = full.doc(i)
+        for n in (1, 40, len(whole) // 3):
+            ids, is_whole = store.doc_prefix(i, n)
+            assert n <= len(ids) and np.array_equal(ids, whole[: len(ids)]), (full.ids[i], n)
+            assert is_whole == (len(ids) == len(whole)) and (n > 40 or not is_whole), (full.ids[i], n)
+        # Asking for nearly all of it encodes all of it, which then serves every prefix.
+        ids, is_whole = store.doc_prefix(i, len(whole) - 5)
+        assert is_whole and np.array_equal(ids, whole)
+        assert store.doc_prefix(i, 1)[1]
+    assert sum(calls) < sum(len(texts[i]) for i in longest) * 2  # prefixes, not whole texts, each time
+
+    # prefetch with a token budget: whole documents, then a prefix of the one that reaches past it.
+    order = [i for i in range(len(full)) if i not in longest]
+    budget = int(lengths[order[:3]].sum()) + 30
+    calls.clear()
+    store.prefetch(order, tokens=budget)
+    assert len(calls) == 1 and calls[0] < sum(len(texts[i]) for i in order[:12])
+    got, left = [], budget
+    for i in order:
+        if left <= 0:
+            break
+        ids, is_whole = store.doc_prefix(i, left)
+        assert np.array_equal(ids, full.doc(i)[: len(ids)]) and (is_whole == (len(ids) == lengths[i]))
+        got.append(len(ids))
+        left -= len(ids)
+    store.save_encoded()
+
+    # A fresh store object on the same cache holds the prefixes: no encode for the same reads.
+    monkeypatch.setattr(tokenstore, "_OPEN", type(tokenstore._OPEN)())
+    later = TokenStore.open(corpus, tokenizer, tmp_path / "cache", lazy=True)
+    calls.clear()
+    left = budget
+    for i, n in zip(order, got):
+        ids, _ = later.doc_prefix(i, min(left, n))
+        assert np.array_equal(ids, full.doc(i)[: len(ids)])
+        left -= n
+    assert calls == []
+
+
+def test_a_tokenizer_without_a_join_rule_encodes_whole_documents(
+    tmp_path: Path, stdlib_corpus: Corpus, tokenizer_dir: Path
+) -> None:
+    prefixed = tmp_path / "prefix-space-tok"
+    shutil.copytree(tokenizer_dir, prefixed)
+    spec = json.loads((prefixed / "tokenizer.json").read_text())
+    spec["pre_tokenizer"]["add_prefix_space"] = True
+    (prefixed / "tokenizer.json").write_text(json.dumps(spec))
+    tok = load_tokenizer(prefixed)
+    corpus = small_corpus(tmp_path, stdlib_corpus)
+    store = TokenStore.open(corpus, tok, tmp_path / "cache", lazy=True)
+    assert store.lazy  # never_empty holds; only the join rule does not
+    full = TokenStore.build(corpus, tok, tmp_path / "full")
+    i = int(np.argmax(np.diff(full.offsets)))
+    ids, whole = store.doc_prefix(i, 10)
+    assert whole and np.array_equal(ids, full.doc(i))
 
 
 def test_a_tokenizer_that_can_erase_text_gets_a_full_store(
