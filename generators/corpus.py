@@ -29,6 +29,7 @@ import glob as globlib
 import hashlib
 import json
 import os
+import stat
 import sysconfig
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -281,9 +282,17 @@ class Corpus:
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(json.dumps([self.source, self.text_field, self.id_field]).encode())
+            folders: dict[str, str] = {}  # each folder resolved once, not once per file in it
             for p in self.files:
-                st = p.stat()
-                h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                st = os.lstat(p)
+                if stat.S_ISLNK(st.st_mode):
+                    real, st = str(p.resolve()), p.stat()
+                else:
+                    parent, name = os.path.split(p)
+                    if parent not in folders:
+                        folders[parent] = str(Path(parent).resolve())
+                    real = os.path.join(folders[parent], name)
+                h.update(f"{real}|{st.st_size}|{st.st_mtime_ns}\n".encode())
             self._fingerprint = h.hexdigest()[:16]
         return self._fingerprint
 

@@ -54,6 +54,34 @@ def test_stdlib_has_stable_ids() -> None:
     assert a.fingerprint() == b.fingerprint()
 
 
+def test_fingerprint_keys_the_resolved_files_sizes_and_mtimes(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.txt").write_text("hello")
+    (tmp_path / "b.txt").write_text("x")
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    (tmp_path / "src").mkdir()
+    os.symlink(tmp_path / "b.txt", tmp_path / "src" / "c.txt")  # a linked file: its target's identity
+    (tmp_path / "src" / "d.txt").write_text("y")
+
+    def expected(c: Corpus) -> str:
+        h = hashlib.sha256(json.dumps([c.source, c.text_field, c.id_field]).encode())
+        for p in c.files:
+            st = p.stat()
+            h.update(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:16]
+
+    sources = [tmp_path / "src", tmp_path / "link" / "a.txt", str(tmp_path / "link" / "*.txt"), "stdlib"]
+    prints = {str(src): Corpus.open(src).fingerprint() for src in sources}
+    for src in sources:
+        assert prints[str(src)] == expected(Corpus.open(src)), src
+    # An edit changes it: the caches built from the old text are not read for the new.
+    (tmp_path / "real" / "a.txt").write_text("hello, again")
+    assert Corpus.open(tmp_path / "link" / "a.txt").fingerprint() != prints[str(tmp_path / "link" / "a.txt")]
+
+
 @pytest.mark.parametrize(
     "content, suffix, expect",
     [
