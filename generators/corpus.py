@@ -175,8 +175,43 @@ class Corpus:
                 if text is not None:
                     yield Document(self._file_id(path), text)
 
-    def _read_text(self, path: Path) -> str | None:
-        """The file's text, read in bounded pieces; None when it is over the bound and skipped."""
+    def text_files(self) -> tuple[list[str], list[Path], int] | None:
+        """For a corpus of text files only, the (ids, paths, bytes) of its documents, one per
+        file, known from the files' sizes without reading them: empty files and, under `oversize:
+        skip`, files over `max_doc_bytes` are left out, as reading would leave them out (a
+        non-empty file decodes to a non-empty text). None for a corpus with tables (JSONL,
+        Parquet), whose documents are known only by reading them."""
+        if any(p.suffix in TABLE_SUFFIXES for p in self.files):
+            return None
+        ids: list[str] = []
+        paths: list[Path] = []
+        total = 0
+        for p in self.files:
+            size = os.stat(p).st_size
+            if self.max_doc_bytes is not None and size > self.max_doc_bytes:
+                if self.oversize == "skip":
+                    continue
+                size = self.max_doc_bytes
+            if size:
+                ids.append(self._file_id(p))
+                paths.append(p)
+                total += size
+        return ids, paths, total
+
+    def read_file(self, path: Path) -> str:
+        """The text of one document of `text_files`, read now (the bound applied as when iterating)."""
+        text = self._read_text(path, count=False)
+        if not text:
+            raise CorpusError(
+                FIELD,
+                f"'{self._file_id(path)}' changed while the corpus was read (now empty or over max_doc_bytes)",
+                "leave the corpus unchanged while a dataset is made from it, then run again",
+            )
+        return text
+
+    def _read_text(self, path: Path, count: bool = True) -> str | None:
+        """The file's text, read in bounded pieces; None when it is over the bound and skipped
+        (`count`: add it to `docs_skipped` / `docs_cut`)."""
         fd = open_regular(path, self.roots, "corpus")
         limit = self.max_doc_bytes
         with os.fdopen(fd, "rb") as f:
@@ -193,9 +228,9 @@ class Corpus:
                 data = b"".join(parts)
                 if size > limit:
                     if self.oversize == "skip":
-                        self.docs_skipped += 1
+                        self.docs_skipped += count
                         return None
-                    self.docs_cut += 1
+                    self.docs_cut += count
                     data = data[:limit]
         return data.decode("utf-8", errors="replace")
 

@@ -30,7 +30,10 @@ joinable tokenizer's store encodes a prefix cut at a join (`joins.join_at`), who
 the first ids of the whole text's, rather than all of it. `save_encoded`
 keeps what a lazy store encoded, prefixes included, in the cache (`<key>.lazy.npz`, written whole then renamed), so
 the next run on that corpus opens with those documents encoded; it holds under `LAZY_SHARE` of
-the corpus, since past that the full store is built. A document's ids are the same either way: the same backend call on the same
+the corpus, since past that the full store is built. A corpus of text files (one document per
+file, the `stdlib` corpus among them) is not even read when a lazy store opens: its documents are
+known from the files' sizes (`Corpus.text_files`), a file is read when its document is encoded,
+and the corpus' size for `LAZY_SHARE` is its bytes. A document's ids are the same either way: the same backend call on the same
 text.
 """
 
@@ -45,10 +48,10 @@ import tempfile
 import threading
 import weakref
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -194,6 +197,29 @@ class LazyLengths:
         return len(self._store.doc(i))
 
 
+class FileTexts(Sequence[str]):
+    """The texts of a text-file corpus (`Corpus.text_files`), each file read when asked for."""
+
+    def __init__(self, corpus: Corpus, paths: list[Path]) -> None:
+        self._corpus, self._paths = corpus, paths
+
+    def __len__(self) -> int:
+        return len(self._paths)
+
+    def size(self, i: int) -> int:
+        """Bytes of file i (its characters for ASCII text), without reading it."""
+        return os.stat(self._paths[i]).st_size
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [self._corpus.read_file(p) for p in self._paths[i]]
+        return self._corpus.read_file(self._paths[i])
+
+
 class TokenStore:
     """Documents as token arrays: `doc(i)`, `ids[i]`, `lengths[i]`, `len(store)`, `nonempty()`."""
 
@@ -203,11 +229,11 @@ class TokenStore:
         self.ids = ids
         self.path = path  # the cache folder
         # Lazy state: the texts and tokenizer to encode from, and the documents encoded so far.
-        self._texts: list[str] | None = None
+        self._texts: Sequence[str] | None = None  # a list, or `FileTexts` read on demand
         self._tokenizer: Tokenizer | None = None
         self._encoded: dict[int, np.ndarray] = {}
         self._prefixes: dict[int, np.ndarray] = {}  # join-cut prefixes of documents not in `_encoded`
-        self._prefix_chars: dict[int, int] = {}  # the characters each of those prefixes encodes
+        self._chars: dict[int, int] = {}  # characters each entry of `_encoded` / `_prefixes` encodes
         self._joins: tuple[bool, tuple[str, ...]] | None = None  # (joinable, special texts), once known
         self._encoded_chars = 0  # characters encoded (whole documents and prefixes): the rent
         self._encoded_tokens = 0  # tokens of the whole documents in `_encoded`
@@ -281,7 +307,7 @@ class TokenStore:
                 return have, False
             rate = self._chars_per_token()
             if have is not None and len(have):  # this document's own rate, from its shorter prefix
-                rate = self._prefix_chars[i] / len(have)
+                rate = self._chars[i] / len(have)
             while (text := self._prefix_text(i, n, rate)) is not None:
                 self._encode([], {i: text})
                 if self._texts is None:  # the encode built the full store
@@ -321,7 +347,7 @@ class TokenStore:
                         prefixes[d] = cut
                         break
                 whole.append(d)
-                have += len(texts[d]) / self._chars_per_token()
+                have += (texts.size(d) if isinstance(texts, FileTexts) else len(texts[d])) / self._chars_per_token()
             self._encode(whole, prefixes)
 
     def _chars_per_token(self) -> float:
@@ -362,8 +388,8 @@ class TokenStore:
                 return
             held = [*self._encoded.items(), *self._prefixes.items()]
             docs = np.array([d for d, _ in held], dtype=np.int64)
-            # The characters each prefix encodes (0: a whole document), for its rate when it grows.
-            cut = np.array([0] * len(self._encoded) + [self._prefix_chars[d] for d in self._prefixes], np.int64)
+            whole = np.arange(len(held)) < len(self._encoded)
+            chars = np.array([self._chars[d] for d, _ in held], dtype=np.int64)  # no text read to reopen
             offsets = np.zeros(len(held) + 1, dtype=np.int64)
             np.cumsum([len(a) for _, a in held], out=offsets[1:])
             tokens = np.concatenate([a for _, a in held]).astype(np.int32) if held else np.zeros(0, np.int32)
@@ -371,7 +397,15 @@ class TokenStore:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
             with open(tmp, "wb") as f:
-                np.savez(f, docs=docs, offsets=offsets, tokens=tokens, cut=cut, count=np.int64(len(self.ids)))
+                np.savez(
+                    f,
+                    docs=docs,
+                    offsets=offsets,
+                    tokens=tokens,
+                    whole=whole,
+                    chars=chars,
+                    count=np.int64(len(self.ids)),
+                )
             os.replace(tmp, path)
             self._unsaved = False
 
@@ -381,26 +415,20 @@ class TokenStore:
         try:
             with np.load(self._lazy_file()) as z:
                 docs, offsets, tokens, count = z["docs"], z["offsets"], z["tokens"], int(z["count"])
-                cut = z["cut"]
+                whole, chars = z["whole"], z["chars"]
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             return  # none yet, or one cut short: the documents are encoded again
-        if (
-            count != len(self.ids)
-            or len(offsets) != len(docs) + 1
-            or len(cut) != len(docs)
-            or (len(docs) and docs.max() >= count)
-        ):
+        n = len(docs)
+        if count != len(self.ids) or len(offsets) != n + 1 or len(whole) != n or len(chars) != n:
             return
-        for k, (d, chars) in enumerate(zip(docs.tolist(), cut.tolist())):
-            ids = tokens[offsets[k] : offsets[k + 1]]
-            if chars:
-                self._prefixes[d], self._prefix_chars[d] = ids, chars
-            else:
-                self._encoded[d] = ids
+        if n and docs.max() >= count:
+            return
+        for k, (d, full, c) in enumerate(zip(docs.tolist(), whole.tolist(), chars.tolist())):
+            (self._encoded if full else self._prefixes)[d] = tokens[offsets[k] : offsets[k + 1]]
+            self._chars[d] = c
         self._encoded_tokens = sum(len(a) for a in self._encoded.values())
-        chars = sum(len(self._texts[d]) for d in self._encoded)
-        self._encoded_chars = chars + sum(self._prefix_chars.values())
-        self._rate = (self._encoded_chars, self._encoded_tokens + sum(len(a) for a in self._prefixes.values()))
+        self._encoded_chars = int(chars.sum())
+        self._rate = (self._encoded_chars, int(offsets[-1]))
 
     def _encode(self, docs: list[int], prefixes: dict[int, str] | None = None) -> None:
         """Encode whole documents `docs` and the prefix texts `prefixes` (document -> text) in one
@@ -412,13 +440,12 @@ class TokenStore:
             return
         texts = [self._texts[i] for i in docs] + [t for _, t in cuts]
         arrays = encode_texts(self._tokenizer, texts)
-        for i, arr in zip(docs, arrays):
-            self._encoded[i] = arr
+        for i, text, arr in zip(docs, texts, arrays):
+            self._encoded[i], self._chars[i] = arr, len(text)
             self._prefixes.pop(i, None)
-            self._prefix_chars.pop(i, None)
             self._encoded_tokens += len(arr)
         for (i, text), arr in zip(cuts, arrays[len(docs) :]):
-            self._prefixes[i], self._prefix_chars[i] = arr, len(text)
+            self._prefixes[i], self._chars[i] = arr, len(text)
         chars = sum(map(len, texts))
         self._encoded_chars += chars
         self._rate = (self._rate[0] + chars, self._rate[1] + sum(map(len, arrays)))
@@ -441,7 +468,7 @@ class TokenStore:
             _write(_batches(zip(self.ids, texts)), tokenizer, self.path)
         full = TokenStore.load(self.path)
         self._tokens, self._offsets = full._tokens, full._offsets
-        self._texts, self._tokenizer, self._encoded, self._prefixes, self._prefix_chars = None, None, {}, {}, {}
+        self._texts, self._tokenizer, self._encoded, self._prefixes, self._chars = None, None, {}, {}, {}
 
     @classmethod
     def load(cls, path: Path) -> TokenStore:
@@ -476,15 +503,19 @@ class TokenStore:
     def _open(cls, corpus: Corpus, tokenizer: Tokenizer, cache_dir: str | Path, out: Path, lazy: bool) -> TokenStore:
         if (out / "ids.json").is_file() or not lazy or not never_empty(tokenizer):
             return cls.build(corpus, tokenizer, cache_dir)
-        ids: list[str] = []
-        texts: list[str] = []
-        size = 0
-        for batch_ids, batch_texts in _batches(_documents(corpus)):
-            ids += batch_ids
-            texts += batch_texts
-            size += sum(map(len, batch_texts))
-            if size > LAZY_MAX_CHARS:
-                return cls.build(corpus, tokenizer, cache_dir)
+        files = corpus.text_files()
+        texts: Sequence[str]
+        if files is not None:  # one document per file: read a file when its document is encoded
+            ids, paths, size = files
+            texts = FileTexts(corpus, paths)
+        else:
+            ids, texts, size = [], [], 0
+            for batch_ids, batch_texts in _batches(_documents(corpus)):
+                ids += batch_ids
+                texts += batch_texts
+                size += sum(map(len, batch_texts))
+                if size > LAZY_MAX_CHARS:
+                    return cls.build(corpus, tokenizer, cache_dir)
         store = cls(np.zeros(0, np.int32), np.zeros(1, np.int64), ids, out)
         store._texts, store._tokenizer, store._total_chars = texts, tokenizer, size
         store._load_encoded()

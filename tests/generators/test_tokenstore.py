@@ -164,6 +164,37 @@ def test_a_prefix_is_the_start_of_its_document_and_a_later_run_reuses_it(
     assert calls == []
 
 
+def test_a_text_file_corpus_opens_lazily_without_reading_its_files(
+    tmp_path: Path, tokenizer: Tokenizer, monkeypatch: Any
+) -> None:
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("def f():\n    return 1\n" * 20)
+    (folder / "empty.txt").write_text("")
+    (folder / "sub" / "big.md").write_text("word " * 400)  # 2,000 bytes: over the bound below
+    (folder / "sub" / "c.md").write_text("Über naïve text\n")
+    reads: list[str] = []
+    real = Corpus.read_file
+
+    def counting(self: Corpus, path: Path) -> str:
+        reads.append(path.name)
+        return real(self, path)
+
+    monkeypatch.setattr(Corpus, "read_file", counting)
+    monkeypatch.setattr(tokenstore, "LAZY_SHARE", 10.0)  # stays lazy: every read below is one document's
+    for oversize in ("cut", "skip"):
+        full = TokenStore.build(Corpus.open(folder, max_doc_bytes=1000, oversize=oversize), tokenizer, tmp_path / "f")
+        corpus = Corpus.open(folder, max_doc_bytes=1000, oversize=oversize)
+        lazy = TokenStore.open(corpus, tokenizer, tmp_path / oversize, lazy=True)
+        assert lazy.lazy and lazy.ids == full.ids and reads == []
+        assert ("sub/big.md" in lazy.ids) == (oversize == "cut") and "empty.txt" not in lazy.ids
+        for i in range(len(full)):
+            assert np.array_equal(lazy.doc(i), full.doc(i)), full.ids[i]
+        assert len(reads) == len(full) and corpus.docs_cut == 0  # read for encoding, not counted twice
+        reads.clear()
+        shutil.rmtree(tmp_path / "f")
+
+
 def test_a_tokenizer_without_a_join_rule_encodes_whole_documents(
     tmp_path: Path, stdlib_corpus: Corpus, tokenizer_dir: Path
 ) -> None:
