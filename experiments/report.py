@@ -152,6 +152,7 @@ def statement(plan: Plan, st: dict[str, dict[str, tuple[float, float | None]]]) 
             "differences below are single draws."
         )
     found: dict[str, list[str]] = {"helped": [], "hurt": [], "within": [], "draw": [], "equal": []}
+    verdicts: dict[str, dict[str, list[str]]] = {}  # arm -> verdict -> metric titles
     for arm in plan.arms:
         if arm.name in (plan.baseline, CHECK_ARM, BASE_ARM) or arm.name not in st:
             continue
@@ -164,6 +165,7 @@ def statement(plan: Plan, st: dict[str, dict[str, tuple[float, float | None]]]) 
             diff = (m - bm) if higher else (bm - m)  # > 0: better than the baseline
             spread = max(sd or 0.0, bsd or 0.0)
             verdict = _judge(diff, spread, one_seed)
+            verdicts.setdefault(arm.name, {}).setdefault(verdict, []).append(title)
             text = f"{arm.name} on {title}" if verdict == "equal" else f"{arm.name} on {title} ({m:.3f} vs {bm:.3f}"
             if verdict in ("helped", "hurt"):
                 text += (
@@ -174,22 +176,68 @@ def statement(plan: Plan, st: dict[str, dict[str, tuple[float, float | None]]]) 
             elif verdict != "equal":
                 text += ")"
             found[verdict].append(text)
-    if found["helped"]:
-        lines.append("Beats the baseline by more than 2 spreads: " + "; ".join(found["helped"]) + ".")
-    if found["hurt"]:
-        lines.append("Trails the baseline by more than 2 spreads: " + "; ".join(found["hurt"]) + ".")
-    if not one_seed and not found["helped"] and not found["hurt"]:
-        lines.append(
-            f"No arm differs from the baseline ({plan.baseline}) beyond twice the spread on any judged metric: "
-            "a null result at this scale."
-        )
-    if found["within"]:
-        lines.append("Within twice the spread of the baseline: " + "; ".join(found["within"]) + ".")
-    if found["draw"]:
-        lines.append("Differences from the baseline (single draws): " + "; ".join(found["draw"]) + ".")
-    if found["equal"]:
-        lines.append(f"Equal to the baseline to {EQUAL:g}: " + "; ".join(found["equal"]) + ".")
+    if not one_seed:
+        lines += _reading(plan, st, verdicts)
+    heads = {
+        "helped": "Beats the baseline by more than 2 spreads",
+        "hurt": "Trails the baseline by more than 2 spreads",
+        "within": "Within twice the spread of the baseline",
+        "draw": "Differences from the baseline (single draws)",
+        "equal": f"Equal to the baseline to {EQUAL:g}",
+    }
+    for verdict, head in heads.items():
+        if found[verdict]:
+            lines.append(_sentence(f"{head}: " + "; ".join(found[verdict])))
     return lines
+
+
+def _verb(subjects: list[str], verb: str) -> str:
+    return verb + "s" if len(subjects) == 1 else verb
+
+
+def _sentence(text: str) -> str:
+    return text if text.endswith(".") else text + "."
+
+
+def _reading(
+    plan: Plan, st: dict[str, dict[str, tuple[float, float | None]]], verdicts: dict[str, dict[str, list[str]]]
+) -> list[str]:
+    """What the verdicts say per group: the data arms of continued pretraining, then long SFT."""
+
+    def listed(names: list[str], verdict: str) -> str:
+        return "; ".join(f"{n} ({', '.join(verdicts[n][verdict])})" for n in names)
+
+    out = []
+    cip = [a.name for a in plan.arms if a.group == "cip" and a.name != plan.baseline and a.name in verdicts]
+    if cip:
+        helped = [n for n in cip if verdicts[n].get("helped")]
+        hurt = [n for n in cip if verdicts[n].get("hurt")]
+        text = f"Continued pretraining, against {plan.baseline}: "
+        text += (
+            f"{listed(helped, 'helped')} {_verb(helped, 'beat')} it"
+            if helped
+            else "no arm beats it beyond twice the spread"
+        )
+        text += f"; {listed(hurt, 'hurt')} {_verb(hurt, 'trail')} it" if hurt else ""
+        if not helped:
+            text += ". At this scale these data and RoPE choices do not separate from plain concatenation"
+        out.append(_sentence(text))
+    sft = [a.name for a in plan.arms if a.group == "sft" and a.name in verdicts]
+    if sft:
+        scored = {a.name: st[a.name]["needle_token"][0] + st[a.name]["synl_token"][0] for a in plan.arms
+                  if a.group == "cip" and a.name in st}  # fmt: skip
+        start = f" from {max(scored, key=lambda n: scored[n])} (the best cip arm)" if scored else ""
+        helped = [n for n in sft if verdicts[n].get("helped")]
+        hurt = [n for n in sft if verdicts[n].get("hurt")]
+        text = f"Long SFT{start}: "
+        text += (
+            f"{listed(helped, 'helped')} {_verb(helped, 'beat')} {plan.baseline}"
+            if helped
+            else "no arm beats the baseline"
+        )
+        text += f"; {listed(hurt, 'hurt')} {_verb(hurt, 'trail')} it" if hurt else ""
+        out.append(_sentence(text))
+    return out
 
 
 def plots(plan: Plan, results: dict[str, list[dict[str, Any]]], folder: Path, stem: str) -> list[str]:
@@ -230,11 +278,14 @@ def plots(plan: Plan, results: dict[str, list[dict[str, Any]]], folder: Path, st
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name in arms:
+    cmap = plt.get_cmap("tab20")  # one color per arm: the default cycle repeats after ten
+    colors = [cmap(i) for i in range(20)]
+    for k, name in enumerate(arms):
         ppl = results[name][0]["perplexity"]
         edges = np.asarray(ppl["bucket_edges"])
         nll = np.mean([r["perplexity"]["nll"] for r in results[name]], 0)
-        ax.plot((edges[:-1] + edges[1:]) / 2, nll, marker="o", label=name)
+        color, ls = colors[(2 * k) % 20 + (2 * k) // 20], "-" if k < 10 else "--"
+        ax.plot((edges[:-1] + edges[1:]) / 2, nll, marker="o", label=name, color=color, ls=ls)
     ax.axvline(plan.length, color="grey", ls="--", lw=1)
     ax.set_xlabel("position (tokens); dashed: training length")
     ax.set_ylabel("held-out NLL (nats/token)")
@@ -304,7 +355,7 @@ def render(plan: Plan, out: Path, report: Path, *, command: str, run: dict[str, 
     if run.get("failed"):
         lines += ["", "Failed jobs (see jobs/*.log): " + ", ".join(run["failed"]) + "."]
     lines += ["", "## What it says", ""]
-    lines += statement(plan, st)
+    lines += [f"- {x}" for x in statement(plan, st)]  # one point per line: Markdown joins bare lines
     if pngs:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in pngs]
     report.write_text("\n".join(lines) + "\n")

@@ -39,6 +39,32 @@ def test_the_statement_sorts_arms_by_the_spread() -> None:
     assert "cip_k4 on needle token acc. (0.210 vs 0.200)" in within
     assert "Equal to the baseline to 0.0005: cip_k2 on SynL token acc." in text
     assert "0.300 vs 0.300" not in text
+    assert line("Continued pretraining, against concat: ") == (
+        "Continued pretraining, against concat: cip_k2 (needle token acc.); cip_k4 (NLL at positions > L) beat it; "
+        "cip_k2 (NLL at positions > L); cip_k4 (SynL token acc.) trail it."
+    )
+    assert not any(x.startswith("Long SFT") for x in lines) and ".." not in text
+
+
+def test_the_reading_names_the_sft_start_and_a_null_result_of_the_data_arms() -> None:
+    plan = plan_mod.load(DEFAULT_PLAN)
+    st = _stats(
+        concat={"synl_token": (0.05, 0.01), "nll_beyond": (5.0, 0.02)},
+        cip_k2={"synl_token": (0.06, 0.01), "nll_beyond": (5.1, 0.02)},
+        cip_abf={"synl_token": (0.065, 0.01), "nll_beyond": (5.0, 0.02)},
+        sft_synl={"synl_token": (0.12, 0.01), "nll_beyond": (5.8, 0.05)},
+        sft_niah={"needle_token": (0.03, 0.005), "synl_token": (0.05, 0.01), "nll_beyond": (8.0, 0.05)},
+    )
+    lines = statement(plan, st)
+    assert (
+        "Continued pretraining, against concat: no arm beats it beyond twice the spread; cip_k2 (NLL at positions > L) "
+        "trails it. At this scale these data "
+        "and RoPE choices do not separate from plain concatenation." in lines
+    )
+    assert (
+        "Long SFT from cip_abf (the best cip arm): sft_synl (SynL token acc.); sft_niah (needle token acc.) beat "
+        "concat; sft_synl (NLL at positions > L); sft_niah (NLL at positions > L) trail it." in lines
+    )
 
 
 def test_the_needle_check_fails_when_the_task_model_does_not_retrieve() -> None:
