@@ -25,16 +25,16 @@ Asking for the whole arrays (`tokens`, `offsets`, `num_tokens`: CIP, the benchma
 more than `LAZY_SHARE` of the corpus' characters, builds and caches the full store, which then
 serves every read. A reader that knows which documents come next (the needle haystack, in its
 seeded order) hands them to `prefetch` with the number of tokens it needs, which encodes them in
-one parallel call; of a long document the reader needs only the start of (`doc_prefix`), a
-joinable tokenizer's store encodes a prefix cut at a join (`joins.join_at`), whose ids are exactly
-the first ids of the whole text's, rather than all of it. `save_encoded`
-keeps what a lazy store encoded, prefixes included, in the cache (`<key>.lazy.npz`, written whole then renamed), so
-the next run on that corpus opens with those documents encoded; it holds under `LAZY_SHARE` of
-the corpus, since past that the full store is built. A corpus of text files (one document per
-file, the `stdlib` corpus among them) is not even read when a lazy store opens: its documents are
-known from the files' sizes (`Corpus.text_files`), a file is read when its document is encoded,
-and the corpus' size for `LAZY_SHARE` is its bytes. A document's ids are the same either way: the same backend call on the same
-text.
+one parallel call. Of a long document the reader needs only the start of (`doc_prefix`), a
+joinable tokenizer's store encodes a prefix cut at a join (`joins.join_at`), whose ids are
+exactly the first ids of the whole text's. `save_encoded` keeps what a lazy store encoded,
+prefixes included, in the cache (`<key>.lazy.npz`, written whole then renamed), so the next run
+on that corpus opens with those documents encoded; it holds under `LAZY_SHARE` of the corpus,
+since past that the full store is built. A corpus of text files (one document per file, the
+`stdlib` corpus among them) is not even read when a lazy store opens: its documents are known
+from the files' sizes (`Corpus.text_files`), a file is read when its document is encoded, and the
+corpus' size for `LAZY_SHARE` is its bytes. A document's ids are the same either way: the same
+backend call on the same text.
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ LAZY_SHARE = 0.5
 # characters of what was asked, so that a document denser in tokens than the average still fits.
 PREFIX_SHARE = 0.8
 PREFIX_MARGIN = 1.25
+JOIN_SCAN_CHARS = 4096  # how far past the estimated cut a prefix looks for a join
 
 # The stores open in this process by cache folder: the contexts of two datasets on one corpus and
 # tokenizer (a service worker keeps several) share one store, its lazily encoded documents too.
@@ -236,7 +237,6 @@ class TokenStore:
         self._chars: dict[int, int] = {}  # characters each entry of `_encoded` / `_prefixes` encodes
         self._joins: tuple[bool, tuple[str, ...]] | None = None  # (joinable, special texts), once known
         self._encoded_chars = 0  # characters encoded (whole documents and prefixes): the rent
-        self._encoded_tokens = 0  # tokens of the whole documents in `_encoded`
         self._rate = (0, 0)  # (characters, tokens) of every encode: chars per token
         self._total_chars = 0
         self._unsaved = False  # encoded since the cache's .lazy.npz was written or read
@@ -372,10 +372,10 @@ class TokenStore:
         want = int(n * (rate or self._chars_per_token()) * PREFIX_MARGIN) + 64
         if want >= PREFIX_SHARE * len(text):
             return None
-        for x in range(want, len(text)):
+        for x in range(want, min(len(text), want + JOIN_SCAN_CHARS)):
             if join_at(text, x, specials):
                 return text[:x]
-        return None
+        return None  # no join near the cut (text without spaces or newlines): the whole text
 
     def _lazy_file(self) -> Path:
         return self.path.with_name(f"{self.path.name}.lazy.npz")
@@ -426,7 +426,6 @@ class TokenStore:
         for k, (d, full, c) in enumerate(zip(docs.tolist(), whole.tolist(), chars.tolist())):
             (self._encoded if full else self._prefixes)[d] = tokens[offsets[k] : offsets[k + 1]]
             self._chars[d] = c
-        self._encoded_tokens = sum(len(a) for a in self._encoded.values())
         self._encoded_chars = int(chars.sum())
         self._rate = (self._encoded_chars, int(offsets[-1]))
 
@@ -443,7 +442,6 @@ class TokenStore:
         for i, text, arr in zip(docs, texts, arrays):
             self._encoded[i], self._chars[i] = arr, len(text)
             self._prefixes.pop(i, None)
-            self._encoded_tokens += len(arr)
         for (i, text), arr in zip(cuts, arrays[len(docs) :]):
             self._prefixes[i], self._chars[i] = arr, len(text)
         chars = sum(map(len, texts))
