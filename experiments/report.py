@@ -70,8 +70,11 @@ def summary(result: dict[str, Any], length: int | None = None) -> dict[str, floa
 
 def score(result: dict[str, Any]) -> float:
     """How the best cip arm is chosen: needle plus SynL token accuracy (held-out, higher better)."""
-    s = summary(result)
-    return s["needle_token"] + s["synl_token"]
+    return _score(summary(result))
+
+
+def _score(summary: dict[str, float]) -> float:
+    return summary["needle_token"] + summary["synl_token"]
 
 
 def _mean_sd(values: list[float]) -> tuple[float, float | None]:
@@ -207,36 +210,30 @@ def _reading(
     def listed(names: list[str], verdict: str) -> str:
         return "; ".join(f"{n} ({', '.join(verdicts[n][verdict])})" for n in names)
 
+    def line(head: str, names: list[str], beaten: str, none: str) -> tuple[str, bool]:
+        helped = [n for n in names if verdicts[n].get("helped")]
+        hurt = [n for n in names if verdicts[n].get("hurt")]
+        text = head + (f"{listed(helped, 'helped')} {_verb(helped, 'beat')} {beaten}" if helped else none)
+        text += f"; {listed(hurt, 'hurt')} {_verb(hurt, 'trail')} it" if hurt else ""
+        return text, bool(helped)
+
     out = []
     cip = [a.name for a in plan.arms if a.group == "cip" and a.name != plan.baseline and a.name in verdicts]
     if cip:
-        helped = [n for n in cip if verdicts[n].get("helped")]
-        hurt = [n for n in cip if verdicts[n].get("hurt")]
-        text = f"Continued pretraining, against {plan.baseline}: "
-        text += (
-            f"{listed(helped, 'helped')} {_verb(helped, 'beat')} it"
-            if helped
-            else "no arm beats it beyond twice the spread"
+        text, helped = line(
+            f"Continued pretraining, against {plan.baseline}: ", cip, "it", "no arm beats it beyond twice the spread"
         )
-        text += f"; {listed(hurt, 'hurt')} {_verb(hurt, 'trail')} it" if hurt else ""
         if not helped:
             text += ". At this scale these data and RoPE choices do not separate from plain concatenation"
         out.append(_sentence(text))
     sft = [a.name for a in plan.arms if a.group == "sft" and a.name in verdicts]
     if sft:
-        scored = {a.name: st[a.name]["needle_token"][0] + st[a.name]["synl_token"][0] for a in plan.arms
-                  if a.group == "cip" and a.name in st}  # fmt: skip
-        start = f" from {max(scored, key=lambda n: scored[n])} (the best cip arm)" if scored else ""
-        helped = [n for n in sft if verdicts[n].get("helped")]
-        hurt = [n for n in sft if verdicts[n].get("hurt")]
-        text = f"Long SFT{start}: "
-        text += (
-            f"{listed(helped, 'helped')} {_verb(helped, 'beat')} {plan.baseline}"
-            if helped
-            else "no arm beats the baseline"
-        )
-        text += f"; {listed(hurt, 'hurt')} {_verb(hurt, 'trail')} it" if hurt else ""
-        out.append(_sentence(text))
+        means = {
+            a.name: {k: v[0] for k, v in st[a.name].items()} for a in plan.arms if a.group == "cip" and a.name in st
+        }
+        best = max(means, key=lambda n: _score(means[n])) if means else None
+        start = f" from {best} (the best cip arm)" if best else ""
+        out.append(_sentence(line(f"Long SFT{start}: ", sft, plan.baseline, "no arm beats the baseline")[0]))
     return out
 
 

@@ -175,7 +175,7 @@ class Corpus:
                 if text is not None:
                     yield Document(self._file_id(path), text)
 
-    def text_files(self) -> tuple[list[str], list[Path], int] | None:
+    def text_files(self) -> tuple[list[str], list[Path], list[int]] | None:
         """For a corpus of text files only, the (ids, paths, bytes) of its documents, one per
         file, known from the files' sizes without reading them: empty files and, under `oversize:
         skip`, files over `max_doc_bytes` are left out, as reading would leave them out (a
@@ -185,18 +185,21 @@ class Corpus:
             return None
         ids: list[str] = []
         paths: list[Path] = []
-        total = 0
+        sizes: list[int] = []
         for p in self.files:
-            size = os.stat(p).st_size
-            if self.max_doc_bytes is not None and size > self.max_doc_bytes:
-                if self.oversize == "skip":
-                    continue
-                size = self.max_doc_bytes
+            size = self._kept_bytes(os.stat(p).st_size)
             if size:
                 ids.append(self._file_id(p))
                 paths.append(p)
-                total += size
-        return ids, paths, total
+                sizes.append(size)
+        return ids, paths, sizes
+
+    def _kept_bytes(self, size: int) -> int | None:
+        """The bytes of a document of `size` bytes that the corpus keeps under `max_doc_bytes`:
+        all of them, the bound (`oversize: cut`) or None (`oversize: skip`)."""
+        if self.max_doc_bytes is None or size <= self.max_doc_bytes:
+            return size
+        return None if self.oversize == "skip" else self.max_doc_bytes
 
     def read_file(self, path: Path) -> str:
         """The text of one document of `text_files`, read now (the bound applied as when iterating)."""
@@ -226,12 +229,13 @@ class Corpus:
                     parts.append(piece)
                     size += len(piece)
                 data = b"".join(parts)
-                if size > limit:
-                    if self.oversize == "skip":
-                        self.docs_skipped += count
-                        return None
+                kept = self._kept_bytes(size)
+                if kept is None:
+                    self.docs_skipped += count
+                    return None
+                if kept < size:
                     self.docs_cut += count
-                    data = data[:limit]
+                    data = data[:kept]
         return data.decode("utf-8", errors="replace")
 
     def _check_lines(self, path: Path) -> Path:

@@ -207,10 +207,6 @@ class FileTexts(Sequence[str]):
     def __len__(self) -> int:
         return len(self._paths)
 
-    def size(self, i: int) -> int:
-        """Bytes of file i (its characters for ASCII text), without reading it."""
-        return os.stat(self._paths[i]).st_size
-
     @overload
     def __getitem__(self, i: int) -> str: ...
     @overload
@@ -237,7 +233,8 @@ class TokenStore:
         self._chars: dict[int, int] = {}  # characters each entry of `_encoded` / `_prefixes` encodes
         self._joins: tuple[bool, tuple[str, ...]] | None = None  # (joinable, special texts), once known
         self._encoded_chars = 0  # characters encoded (whole documents and prefixes): the rent
-        self._rate = (0, 0)  # (characters, tokens) of every encode: chars per token
+        self._encoded_ids = 0  # the ids they gave: characters per token for estimates
+        self._sizes: list[int] = []  # each document's characters (a text file's bytes), known unread
         self._total_chars = 0
         self._unsaved = False  # encoded since the cache's .lazy.npz was written or read
         self._lock = threading.RLock()  # shards may run in threads of one worker
@@ -347,12 +344,11 @@ class TokenStore:
                         prefixes[d] = cut
                         break
                 whole.append(d)
-                have += (texts.size(d) if isinstance(texts, FileTexts) else len(texts[d])) / self._chars_per_token()
+                have += self._sizes[d] / self._chars_per_token()
             self._encode(whole, prefixes)
 
     def _chars_per_token(self) -> float:
-        chars, tokens = self._rate
-        return chars / tokens if tokens else 4.0
+        return self._encoded_chars / self._encoded_ids if self._encoded_ids else 4.0
 
     def _prefix_text(self, i: int, n: int, rate: float | None = None) -> str | None:
         """The text of document i up to the first join after about `n` tokens' worth of
@@ -426,8 +422,7 @@ class TokenStore:
         for k, (d, full, c) in enumerate(zip(docs.tolist(), whole.tolist(), chars.tolist())):
             (self._encoded if full else self._prefixes)[d] = tokens[offsets[k] : offsets[k + 1]]
             self._chars[d] = c
-        self._encoded_chars = int(chars.sum())
-        self._rate = (self._encoded_chars, int(offsets[-1]))
+        self._encoded_chars, self._encoded_ids = int(chars.sum()), int(offsets[-1])
 
     def _encode(self, docs: list[int], prefixes: dict[int, str] | None = None) -> None:
         """Encode whole documents `docs` and the prefix texts `prefixes` (document -> text) in one
@@ -446,7 +441,7 @@ class TokenStore:
             self._prefixes[i], self._chars[i] = arr, len(text)
         chars = sum(map(len, texts))
         self._encoded_chars += chars
-        self._rate = (self._rate[0] + chars, self._rate[1] + sum(map(len, arrays)))
+        self._encoded_ids += sum(map(len, arrays))
         self._unsaved = True
         if self._encoded_chars > LAZY_SHARE * self._total_chars:
             self._materialize()
@@ -504,18 +499,19 @@ class TokenStore:
         files = corpus.text_files()
         texts: Sequence[str]
         if files is not None:  # one document per file: read a file when its document is encoded
-            ids, paths, size = files
+            ids, paths, sizes = files
             texts = FileTexts(corpus, paths)
         else:
-            ids, texts, size = [], [], 0
+            ids, texts, sizes, held = [], [], [], 0
             for batch_ids, batch_texts in _batches(_documents(corpus)):
                 ids += batch_ids
                 texts += batch_texts
-                size += sum(map(len, batch_texts))
-                if size > LAZY_MAX_CHARS:
+                sizes += map(len, batch_texts)
+                held += sum(sizes[-len(batch_texts) :])
+                if held > LAZY_MAX_CHARS:
                     return cls.build(corpus, tokenizer, cache_dir)
         store = cls(np.zeros(0, np.int32), np.zeros(1, np.int64), ids, out)
-        store._texts, store._tokenizer, store._total_chars = texts, tokenizer, size
+        store._texts, store._tokenizer, store._sizes, store._total_chars = texts, tokenizer, sizes, sum(sizes)
         store._load_encoded()
         store._tokens = store._offsets = None
         return store

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,19 @@ def small_corpus(tmp_path: Path, stdlib_corpus: Corpus, n: int = 120) -> Corpus:
     path = tmp_path / "small.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return Corpus.open(path)
+
+
+def count_encodes(monkeypatch: Any, measure: Callable[[list[str]], int]) -> list[int]:
+    """`measure` of the texts of every call of the store's encoder from now on, in order."""
+    calls: list[int] = []
+    real = tokenstore.encode_texts
+
+    def counting(tok: Tokenizer, texts: list[str]) -> list[np.ndarray]:
+        calls.append(measure(texts))
+        return real(tok, texts)
+
+    monkeypatch.setattr(tokenstore, "encode_texts", counting)
+    return calls
 
 
 def test_lazy_store_reads_what_the_full_store_holds(
@@ -72,14 +86,7 @@ def test_prefetch_encodes_in_one_call_and_a_later_run_reuses_what_was_encoded(
 ) -> None:
     corpus = small_corpus(tmp_path, stdlib_corpus)
     full = TokenStore.build(corpus, tokenizer, tmp_path / "full")
-    calls: list[int] = []
-    real = tokenstore.encode_texts
-
-    def counting(tok: Tokenizer, texts: list[str]) -> list[np.ndarray]:
-        calls.append(len(texts))
-        return real(tok, texts)
-
-    monkeypatch.setattr(tokenstore, "encode_texts", counting)
+    calls = count_encodes(monkeypatch, len)
     store = TokenStore.open(corpus, tokenizer, tmp_path / "cache", lazy=True)
     store.prefetch([5, 9, 2, 9])
     assert calls == [3]
@@ -111,14 +118,7 @@ def test_a_prefix_is_the_start_of_its_document_and_a_later_run_reuses_it(
 ) -> None:
     corpus = small_corpus(tmp_path, stdlib_corpus)
     full = TokenStore.build(corpus, tokenizer, tmp_path / "full")
-    calls: list[int] = []
-    real = tokenstore.encode_texts
-
-    def counting(tok: Tokenizer, texts: list[str]) -> list[np.ndarray]:
-        calls.append(sum(map(len, texts)))
-        return real(tok, texts)
-
-    monkeypatch.setattr(tokenstore, "encode_texts", counting)
+    calls = count_encodes(monkeypatch, lambda texts: sum(map(len, texts)))
     monkeypatch.setattr(tokenstore, "LAZY_SHARE", 10.0)  # this small corpus stays lazy throughout
     lengths = np.diff(full.offsets)
     longest = [int(i) for i in np.argsort(-lengths)[:6]]
