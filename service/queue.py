@@ -40,7 +40,9 @@ Delivery semantics (ARCHITECTURE.md §4), stated once:
 - Trimming (`TRIM`): entries below the oldest entry some active group has not acknowledged, and
   below the first entry of any shard whose Parquet file is not yet written, may go. With no
   active group attached the stream is capped instead: once it holds more than 2 x `keep`
-  entries (`max_queued_batches`), entries older than the newest `keep` go, again never below the
+  entries (`max_queued_batches`), entries older than the newest `keep` go, and so do the
+  entries every idle group that can still resume from the stream (none of its unacknowledged
+  entries trimmed yet) acknowledged (all of them when no group can), again never below the
   first entry of a shard not yet in Parquet; a late consumer reads the rest from the Parquet
   files (a trainer whose unread entries went is told so: trainer/data.py `StreamTrimmed`).
 - Fair scheduling: shard tasks are queued lazily, at most a window per dataset at a time

@@ -196,6 +196,36 @@ def test_an_idle_group_holds_no_backpressure_and_no_trim_floor_and_a_live_one_do
     r.close()
 
 
+def test_when_every_group_is_idle_what_the_resumable_ones_acknowledged_goes(private_redis) -> None:
+    from longweave.service.queue import Queue
+
+    q = Queue(private_redis.url, consumer_idle_s=0.5, keep_unconsumed=4)
+    r = redis.Redis.from_url(private_redis.url)
+    ds = "all-idle"
+    r.hset(S.meta_key(ds), mapping={"state": "running", "num_shards": 1, "samples_total": 50})
+    out = S.out_key(ds)
+    r.xgroup_create(out, "run:lost", id="0", mkstream=True)
+    r.xgroup_create(out, "run:done", id="0")
+    r.xgroup_create(out, "run:paused", id="0")
+    for seq in range(6):
+        assert q.publish(ds, 0, seq, 5, b"x", 50, 100) == 1
+    q.finish_shard(ds, 0, 30)
+    ids = [e for e, _ in r.xrange(out)]
+    r.xreadgroup("run:lost", "rank0", {out: ">"}, count=1)  # reads one, never acknowledges it
+    got = r.xreadgroup("run:done", "rank0", {out: ">"})[0][1]
+    r.xack(out, "run:done", *[e for e, _ in got])
+    r.xreadgroup("run:paused", "rank0", {out: ">"}, count=3)
+    r.xack(out, "run:paused", *ids[:3])
+    time.sleep(0.8)  # every group is idle now
+    # lost can still resume (its pending entry is there): it keeps everything.
+    assert q.trim(ds) == 0 and r.xlen(out) == 6
+    r.xtrim(out, minid=ids[1], approximate=False)  # lost's pending entry is gone: it reads Parquet
+    assert q.trim(ds) == 2 and [e for e, _ in r.xrange(out)] == ids[3:]  # paused keeps what it has not acknowledged
+    r.xgroup_destroy(out, "run:paused")
+    assert q.trim(ds) == 3 and r.xlen(out) == 0  # nobody can resume from the stream: it all goes
+    r.close()
+
+
 def test_a_run_away_too_long_is_told_its_unread_entries_were_trimmed(private_redis, monkeypatch) -> None:
     import pyarrow as pa
 
