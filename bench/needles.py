@@ -5,7 +5,8 @@ Both make `--samples` single-needle samples of `--length` tokens with the same t
 longweave draws its haystack from are written, joined by blank lines, as the essay JSON RULER
 reads (`json/PaulGrahamEssays.json` in a scratch copy of `--ruler-dir`, RULER's `scripts/data`,
 extracted from its repository with `git archive HEAD scripts/data | tar -x`). Each contender is a
-fresh process timed from start to exit, imports included:
+fresh process timed from start to exit, imports included (from bytecode compiled before the
+first round, as an installed package runs):
 - longweave cold: a fresh cache folder (no token store), the tokenizer already trained;
 - longweave warm: the same cache again, its token store now built;
 - RULER: `synthetic/niah.py` with its niah template and answer prefix (`constants.TASKS`),
@@ -138,7 +139,12 @@ def main() -> None:
         synthetic = work / "ruler" / "synthetic"
         essay_json(synthetic / "json" / "PaulGrahamEssays.json", ESSAY_CHARS)
         template = ruler_template(synthetic)
+        # Both run from bytecode, as an installed package does (pip compiles at install): compiled
+        # once here, untimed, and never skipped by an inherited PYTHONDONTWRITEBYTECODE.
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "true"}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        packages = [str(REPO / p) for p in ("generators", "clients", "service", "trainer")]
+        subprocess.run([sys.executable, "-m", "compileall", "-q", *packages, str(work / "ruler")], check=True)
 
         def ours(cache: Path, run: str) -> float:
             cmd = [longweave, "generate", "niah", "-o", str(work / run), "-n", str(args.samples)]

@@ -303,7 +303,7 @@ def _decode(tok: Tokenizer, ids: np.ndarray) -> str:
     # from a list (no per-token conversion, no clean-up of spaces).
     decode = byte_decoder(tok)
     if decode is not None:
-        return decode(np.asarray(ids).tolist())
+        return decode(ids)
     text: str = tok.backend.decode(np.asarray(ids).tolist(), skip_special_tokens=False)
     return text
 
@@ -380,8 +380,8 @@ def _layout(
 class _Measure:
     total: int
     prompt: str
-    head_ids: list[int]  # the prompt's token ids
-    starts: list[int]  # char start of each prompt token
+    head_ids: np.ndarray  # the prompt's token ids (int64)
+    starts: np.ndarray  # char start of each prompt token (int64, increasing)
     content_at: int  # where the user content begins in the prompt
     exact: bool = True  # from a full (or composed) encode, not from re-encoding the changed end
 
@@ -408,7 +408,7 @@ def _measure(
     plain: bool,
     base: _Measure | None = None,
     same_until: int = 0,
-    full: Callable[[str, int], tuple[list[int], list[int]]] | None = None,
+    full: Callable[[str, int], tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> _Measure:
     """Token count of the chat and the prompt's token offsets, encoding as `encode_chat` does.
 
@@ -421,23 +421,28 @@ def _measure(
     prompt, at = _render(tok, messages, plain)
     backend = tok.backend
     if base is not None and base.content_at == at:
-        k = max(bisect.bisect_right(base.starts, at + same_until) - 1 - LOCAL_BACKOFF_TOKENS, 0)
-        x = base.starts[k] if k < len(base.starts) else len(prompt)
+        k = max(int(np.searchsorted(base.starts, at + same_until, side="right")) - 1 - LOCAL_BACKOFF_TOKENS, 0)
+        x = int(base.starts[k]) if k < len(base.starts) else len(prompt)
         if k > 0 and prompt[:x] == base.prompt[:x]:
-            enc = backend.encode(prompt[x:], add_special_tokens=False)
-            ids = base.head_ids[:k] + list(enc.ids)
-            starts = base.starts[:k] + [x + a for a, _ in enc.offsets]
+            ids, starts = _encoded(backend.encode(prompt[x:], add_special_tokens=False))
+            ids = np.concatenate([base.head_ids[:k], ids])
+            starts = np.concatenate([base.starts[:k], starts + x])
             return _Measure(len(ids) + tail_tokens, prompt, ids, starts, at, exact=False)
     if full is not None:  # composed from the token store (needles_compose.py), equal to a full encode
         ids, starts = full(prompt, at)
         return _Measure(len(ids) + tail_tokens, prompt, ids, starts, at)
-    enc = backend.encode(prompt, add_special_tokens=False)
-    return _Measure(len(enc.ids) + tail_tokens, prompt, list(enc.ids), [a for a, _ in enc.offsets], at)
+    ids, starts = _encoded(backend.encode(prompt, add_special_tokens=False))
+    return _Measure(len(ids) + tail_tokens, prompt, ids, starts, at)
+
+
+def _encoded(enc: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, char start of each token) of a backend encoding, as int64 arrays."""
+    return np.asarray(enc.ids, dtype=np.int64), np.asarray([a for a, _ in enc.offsets], dtype=np.int64)
 
 
 def _token_at(m: _Measure, char: int) -> int:
     """Index of the prompt token that holds character `char`."""
-    return max(bisect.bisect_right(m.starts, char) - 1, 0)
+    return max(int(np.searchsorted(m.starts, char, side="right")) - 1, 0)
 
 
 # -- one sample -----------------------------------------------------------------------------------
@@ -583,14 +588,14 @@ class _Fitter:
             self.tried[key] = (m.total, lay, m)
         return self.tried[key][0]
 
-    def full(self, lay: _Layout) -> Callable[[str, int], tuple[list[int], list[int]]] | None:
+    def full(self, lay: _Layout) -> Callable[[str, int], tuple[np.ndarray, np.ndarray]] | None:
         """The composed full encode of prompts of this layout, or None to encode them whole."""
         composer, hay = self.composer, self.hay
         if composer is None or hay.joins is None:
             return None
         joins = hay.joins
 
-        def compose(prompt: str, at: int) -> tuple[list[int], list[int]]:
+        def compose(prompt: str, at: int) -> tuple[np.ndarray, np.ndarray]:
             return composer.encode(prompt, joins, [(at + c, a, b) for c, a, b in lay.segments])
 
         return compose
@@ -600,9 +605,9 @@ class _Fitter:
         _, lay, m = self.tried[(s, cut)]
         if delta < 0:
             end = m.content_at + lay.hay_end
-            e = bisect.bisect_left(m.starts, end)  # first token starting at or after the haystack end
+            e = int(np.searchsorted(m.starts, end))  # first token starting at or after the haystack end
             t = max(e + delta, 0)
-            new = m.starts[t] - m.content_at - lay.tail_base if t < len(m.starts) else cut
+            new = int(m.starts[t]) - m.content_at - lay.tail_base if t < len(m.starts) else cut
             return max(min(new, cut - 1), lay.tail_from, s)
         # Forward: tokenize a window of the text after the cut (growing the haystack if needed).
         window = 16 * delta + 64
@@ -727,11 +732,11 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
         compose = fitter.full(lay)
         if compose is None:
             ids, mask = _encode(tok, plan.plain, messages)
-            if len(ids) == total and ids[: len(m.head_ids)].tolist() == m.head_ids:
+            if len(ids) == total and np.array_equal(ids[: len(m.head_ids)], m.head_ids):
                 break
-        elif m.exact or compose(m.prompt, m.content_at)[0] == m.head_ids:
+        elif m.exact or np.array_equal(compose(m.prompt, m.content_at)[0], m.head_ids):
             # The composed ids are the encoding of this prompt; the answer's tokens follow as encoded above.
-            ids = np.concatenate([np.asarray(m.head_ids, dtype=np.int32), answer_ids])
+            ids = np.concatenate([m.head_ids.astype(np.int32), answer_ids])
             mask = np.zeros(len(ids), dtype=bool)
             mask[len(m.head_ids) :] = True
             break
@@ -757,7 +762,7 @@ def _sample(ctx: Context, index: int) -> _SampleParts:
         (_token_at(m, at + lay.needle_starts[i]), _token_at(m, at + lay.needle_ends[i] - 1) + 1) for i in lay.order
     ]
     h0 = _token_at(m, at + lay.hay_start)
-    h1 = bisect.bisect_left(m.starts, at + lay.hay_end)
+    h1 = int(np.searchsorted(m.starts, at + lay.hay_end))
     needle_tokens = sum(b - a for a, b in spans)
     hay_tokens = max(h1 - h0 - sum(b - a for a, b in spans if a < h1), 1)
     depths = []

@@ -198,8 +198,8 @@ class Composer:
             self.encoded_chars += len(text)
         return hit
 
-    def encode(self, prompt: str, index: JoinIndex, segments: list[Segment]) -> tuple[list[int], list[int]]:
-        """(ids, char start of each token) of `prompt`, equal to `backend.encode(prompt)`."""
+    def encode(self, prompt: str, index: JoinIndex, segments: list[Segment]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, char start of each token) of `prompt` as int64 arrays, equal to `backend.encode(prompt)`."""
         splits: list[tuple[int, int, int, int]] = []  # (prompt char, doc, token, segment)
         specials = special_texts(self.tok)
 
@@ -227,5 +227,5 @@ class Composer:
                 starts.append(gap_starts + pos)
             prev, pos = cur, x
         if not ids:
-            return [], []
-        return np.concatenate(ids).tolist(), np.concatenate(starts).tolist()
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        return np.concatenate(ids).astype(np.int64, copy=False), np.concatenate(starts).astype(np.int64, copy=False)

@@ -46,6 +46,29 @@ def test_folder_and_glob(tmp_path: Path) -> None:
     assert [d.text for d in by_glob] == ["first"]
 
 
+def test_a_folder_lists_what_rglob_lists_linked_files_in_and_linked_folders_out(tmp_path: Path) -> None:
+    import os
+
+    from longweave.generators.corpus import _files_below
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a-c").mkdir()  # sorts between "a" and "a/b" as a string, after them as a path
+    (tmp_path / "site-packages").mkdir()
+    for rel in ("x.txt", "a/y.md", "a/b/z.txt", "a-c/w.txt", "site-packages/s.txt", "a/skip.bin"):
+        (tmp_path / rel).write_text(rel)
+    os.symlink(tmp_path / "x.txt", tmp_path / "a" / "linked.txt")  # a linked file is listed
+    os.symlink(tmp_path / "a-c", tmp_path / "a" / "into")  # a linked folder is not entered
+    os.symlink(tmp_path / "gone.txt", tmp_path / "dangling.txt")  # a dangling link is no file
+    suffixes = (".txt", ".md")
+    expected = sorted(
+        p for p in tmp_path.rglob("*") if p.suffix in suffixes and p.is_file() and "site-packages" not in p.parts
+    )
+    got = _files_below(tmp_path, suffixes, skip="site-packages")
+    assert got == expected and [str(p) for p in got] == [str(p) for p in expected]
+    corpus = Corpus.open(tmp_path)
+    assert [corpus._file_id(p) for p in corpus.files][:4] == ["a/b/z.txt", "a/linked.txt", "a/y.md", "a-c/w.txt"]
+
+
 def test_stdlib_has_stable_ids() -> None:
     a, b = Corpus.open("stdlib"), Corpus.open("stdlib")
     first = next(a.iter_batches(8))

@@ -77,5 +77,8 @@ def test_the_byte_table_decodes_as_the_backend(which: str, request: pytest.Fixtu
     cases = [tok.backend.encode(text, add_special_tokens=False).ids, list(range(n))]
     # Random ids cut multi-byte characters anywhere: each broken sequence must become U+FFFD as the backend does.
     cases += [rng.integers(0, n, size=int(rng.integers(1, 400))).tolist() for _ in range(300)]
+    cases.append([])
     for ids in cases:
-        assert decode(ids) == tok.backend.decode(ids, skip_special_tokens=False)
+        assert (
+            decode(ids) == decode(np.asarray(ids, dtype=np.int32)) == tok.backend.decode(ids, skip_special_tokens=False)
+        )
