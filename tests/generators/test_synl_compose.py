@@ -48,6 +48,10 @@ class Recording:
         self.seen += [len(t) for t in texts]
         return self.inner.encode_batch(texts, *args, **kwargs)
 
+    def encode_batch_fast(self, texts: list[str], *args: Any, **kwargs: Any) -> Any:
+        self.seen += [len(t) for t in texts]
+        return self.inner.encode_batch_fast(texts, *args, **kwargs)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
@@ -112,6 +116,19 @@ def test_composed_samples_run_no_full_encode_and_equal_the_whole_encoding(
         parts = _parts(tok, rec)
         assert np.array_equal(rec.input_ids, np.concatenate([tok.encode(p) for p in parts]))
         verify(rec, tok, FIELDS)
+
+
+def test_a_character_inside_a_cached_row_line_maps_to_the_token_of_the_whole_encoding(tokenizer: Tokenizer) -> None:
+    from longweave.generators.synl.compose import Pieces, composer
+
+    lines = [f"| K{i:06d} | {i * 37 % 1000}.{i % 100:02d} | Item {i} |\n" for i in range(40)]
+    text = "Intro line\n\n" + "".join(lines) + "\nQuestion: which?"
+    pieces = Pieces(tokenizer)
+    pieces.add(lines)
+    (got,) = composer(pieces, lines)([text])
+    enc = tokenizer.backend.encode(text, add_special_tokens=False)
+    assert got.ids.tolist() == enc.ids
+    assert [got.char_to_token(ch) for ch in range(len(text))] == [enc.char_to_token(ch) for ch in range(len(text))]
 
 
 def test_a_tokenizer_that_is_not_joinable_encodes_whole_parts_and_stays_exact(
