@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from longweave.generators import needles, needles_tasks, pipeline
@@ -228,6 +228,9 @@ def test_cwe_counts_follow_ruler_at_a_long_length(base_ctx: pipeline.Context) ->
     k=st.integers(1, 6),
     value_kind=st.sampled_from(["numbers", "uuids", "words"]),
 )
+@example(  # too short for its needles: refused with a length that fits
+    length=500, depth=0.5, seed=3, variant="multivalue", haystack="prose", prompt="chat", k=6, value_kind="uuids"
+)
 def test_any_length_is_hit_exactly_with_the_right_answer(
     base_ctx: pipeline.Context,
     length: int,
@@ -241,7 +244,14 @@ def test_any_length_is_hit_exactly_with_the_right_answer(
 ) -> None:
     fields = dict(lengths=[length], depths=[depth], seed=seed, variant=variant, haystack=haystack, prompt=prompt)
     fields["value_kind"] = value_kind
-    (rec,) = make(base_ctx, 1, num_needles=k, **fields)
+    try:
+        (rec,) = make(base_ctx, 1, num_needles=k, **fields)
+    except ConfigError as exc:
+        # Many long needles at a short length: the refusal must name a length that does fit.
+        need = re.search(r"at least (\d+)", exc.fix)
+        assert exc.field == "lengths" and need is not None and int(need.group(1)) > length, exc
+        length = int(need.group(1))
+        (rec,) = make(base_ctx, 1, num_needles=k, **{**fields, "lengths": [length]})
     assert len(rec.input_ids) == length and rec.meta["length_short"] == 0
     text, form, answer = read(base_ctx.tokenizer, rec)
     assert form == prompt and answer == expected_answer(variant, text, k)
