@@ -15,6 +15,25 @@ local function ack_floor(g)  -- the first entry the group has not acknowledged
   local ms, seq = parse(g['last-delivered-id'])
   return ms .. '-' .. (seq + 1)
 end
+-- A group can resume from the stream when nothing it has not acknowledged was trimmed: its first
+-- unacknowledged entry is still there, or (nothing pending, all it would read next lies past the
+-- head) the entries added after its last read, `entries-added` less its `entries-read`, are no
+-- more than the stream holds (as trainer/data.py checks; a group that never read has read 0). A
+-- count Redis cannot tell counts as resumable: the cap still bounds the stream.
+local xlen = redis.call('XLEN', KEYS[1])
+local added = nil
+local function can_resume(g, f)
+  if not less(f, head[1]) then return true end
+  if g['pending'] > 0 then return false end
+  local read = g['entries-read']
+  if type(read) ~= 'number' and g['last-delivered-id'] == '0-0' then read = 0 end
+  if type(read) ~= 'number' then return true end
+  if added == nil then
+    local info = redis.call('XINFO', 'STREAM', KEYS[1])
+    for i = 1, #info, 2 do if info[i] == 'entries-added' then added = info[i + 1] end end
+  end
+  return type(added) ~= 'number' or added - read <= xlen
+end
 local gs = groups(KEYS[1])
 local keep = tonumber(ARGV[1])
 local idle_ms = tonumber(ARGV[2] or '0')
@@ -24,7 +43,7 @@ for _, g in ipairs(gs) do
   if not is_idle(KEYS[1], g['name'], idle_ms) then
     active = active + 1
     floor = min_id(floor, f)
-  elseif not less(f, head[1]) then
+  elseif can_resume(g, f) then
     resumable = min_id(resumable, f)
   end
 end
@@ -34,7 +53,7 @@ if active == 0 then
     local ms, seq = parse(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1][1])
     floor = ms .. '-' .. (seq + 1)  -- no group can resume from the stream: all of it may go
   end
-  if redis.call('XLEN', KEYS[1]) > 2 * keep then
+  if xlen > 2 * keep then
     local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', keep)
     local cap = newest[#newest][1]
     if floor == nil or less(floor, cap) then floor = cap end

@@ -226,6 +226,29 @@ def test_when_every_group_is_idle_what_the_resumable_ones_acknowledged_goes(priv
     r.close()
 
 
+def test_an_idle_group_that_never_read_keeps_the_stream_it_can_still_resume(private_redis) -> None:
+    from longweave.service.queue import Queue
+
+    q = Queue(private_redis.url, consumer_idle_s=0.5, keep_unconsumed=4)
+    r = redis.Redis.from_url(private_redis.url)
+    ds = "never-read"
+    r.hset(S.meta_key(ds), mapping={"state": "running", "num_shards": 1, "samples_total": 50})
+    out = S.out_key(ds)
+    r.xgroup_create(out, "run:unread", id="0", mkstream=True)
+    r.xgroup_createconsumer(out, "run:unread", "rank0")  # attached, reads nothing
+    r.xgroup_create(out, "run:done", id="0")
+    for seq in range(6):
+        assert q.publish(ds, 0, seq, 5, b"x", 50, 100) == 1
+    q.finish_shard(ds, 0, 30)
+    got = r.xreadgroup("run:done", "rank0", {out: ">"})[0][1]
+    r.xack(out, "run:done", *[e for e, _ in got])
+    time.sleep(0.8)  # both idle; unread lost nothing yet, so all of it stays for it
+    assert q.trim(ds) == 0 and r.xlen(out) == 6
+    r.xtrim(out, minid=[e for e, _ in got][1], approximate=False)  # now it has lost its first entry
+    assert q.trim(ds) == 5 and r.xlen(out) == 0
+    r.close()
+
+
 def test_a_run_away_too_long_is_told_its_unread_entries_were_trimmed(private_redis, monkeypatch) -> None:
     import pyarrow as pa
 
