@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -196,20 +197,26 @@ def test_an_idle_group_holds_no_backpressure_and_no_trim_floor_and_a_live_one_do
     r.close()
 
 
-def test_when_every_group_is_idle_what_the_resumable_ones_acknowledged_goes(private_redis) -> None:
+def _six_written_entries(url: str, ds: str, groups: list[str]) -> tuple[Any, redis.Redis, str]:
+    """A queue whose groups go idle after 0.5 s, and dataset `ds` with `groups` attached at the
+    start and six entries of one shard already in Parquet: (queue, client, stream key)."""
     from longweave.service.queue import Queue
 
-    q = Queue(private_redis.url, consumer_idle_s=0.5, keep_unconsumed=4)
-    r = redis.Redis.from_url(private_redis.url)
-    ds = "all-idle"
+    q = Queue(url, consumer_idle_s=0.5, keep_unconsumed=4)
+    r = redis.Redis.from_url(url)
     r.hset(S.meta_key(ds), mapping={"state": "running", "num_shards": 1, "samples_total": 50})
     out = S.out_key(ds)
-    r.xgroup_create(out, "run:lost", id="0", mkstream=True)
-    r.xgroup_create(out, "run:done", id="0")
-    r.xgroup_create(out, "run:paused", id="0")
+    for i, group in enumerate(groups):
+        r.xgroup_create(out, group, id="0", mkstream=i == 0)
     for seq in range(6):
         assert q.publish(ds, 0, seq, 5, b"x", 50, 100) == 1
     q.finish_shard(ds, 0, 30)
+    return q, r, out
+
+
+def test_when_every_group_is_idle_what_the_resumable_ones_acknowledged_goes(private_redis) -> None:
+    ds = "all-idle"
+    q, r, out = _six_written_entries(private_redis.url, ds, ["run:lost", "run:done", "run:paused"])
     ids = [e for e, _ in r.xrange(out)]
     r.xreadgroup("run:lost", "rank0", {out: ">"}, count=1)  # reads one, never acknowledges it
     got = r.xreadgroup("run:done", "rank0", {out: ">"})[0][1]
@@ -227,19 +234,9 @@ def test_when_every_group_is_idle_what_the_resumable_ones_acknowledged_goes(priv
 
 
 def test_an_idle_group_that_never_read_keeps_the_stream_it_can_still_resume(private_redis) -> None:
-    from longweave.service.queue import Queue
-
-    q = Queue(private_redis.url, consumer_idle_s=0.5, keep_unconsumed=4)
-    r = redis.Redis.from_url(private_redis.url)
     ds = "never-read"
-    r.hset(S.meta_key(ds), mapping={"state": "running", "num_shards": 1, "samples_total": 50})
-    out = S.out_key(ds)
-    r.xgroup_create(out, "run:unread", id="0", mkstream=True)
+    q, r, out = _six_written_entries(private_redis.url, ds, ["run:unread", "run:done"])
     r.xgroup_createconsumer(out, "run:unread", "rank0")  # attached, reads nothing
-    r.xgroup_create(out, "run:done", id="0")
-    for seq in range(6):
-        assert q.publish(ds, 0, seq, 5, b"x", 50, 100) == 1
-    q.finish_shard(ds, 0, 30)
     got = r.xreadgroup("run:done", "rank0", {out: ">"})[0][1]
     r.xack(out, "run:done", *[e for e, _ in got])
     time.sleep(0.8)  # both idle; unread lost nothing yet, so all of it stays for it
