@@ -15,6 +15,12 @@ samples are made again by the path that encodes every part of the chat whole (co
 the same ids, asserted, for comparison. With `--repeats` (3 by default) all three are timed that
 many times, alternating, and the table shows the medians.
 
+`--build N` adds whole local builds (`dataset.build_dataset`, what `longweave generate synl`
+runs, Parquet written) of N samples per length, in one process and with `--jobs` worker processes
+(2 by default), timed from the call to the last file, worker start-up included; their floor is the
+same single-thread encode of those samples' text (decoded from the Parquet ids; the count is
+asserted equal). The files of the two builds are asserted byte-identical.
+
 `--ruler N` adds, for N samples per length, the plain RULER-style fit on the same plans: a binary
 search over the number of rows in which every step renders the whole chat and tokenizes all of
 it afresh (its rows in one batch, nothing kept between steps). Its seconds per sample and
@@ -22,19 +28,25 @@ encodings per sample, next to ours, show what counting each row once (`synl.fit.
 
     .venv/bin/python bench/synl.py                      # prints a markdown table
     .venv/bin/python bench/synl.py --samples 16,8,4 --repeats 3
+    .venv/bin/python bench/synl.py --samples 16,8,4 --repeats 3 --build 400,100,25 --jobs 2
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Self
 
 import numpy as np
 
+from longweave.generators.dataset import build_dataset
 from longweave.generators.paths import Paths
 from longweave.generators.pipeline import Context, generate_records, prepare, sample_rng
+from longweave.generators.records import read_parquet
 from longweave.generators.synl import SynLSpec, draw_plan
 from longweave.generators.synl import fit as fitting
 from longweave.generators.tokenizer import Tokenizer
@@ -151,6 +163,37 @@ def run(ctx: Context, samples: int, ruler: int) -> dict[str, float]:
     return out
 
 
+def build_pass(ctx: Context, samples: int, jobs: int, root: Path) -> dict[str, float]:
+    """Whole local builds of `samples` samples in one process and in `jobs`, then their floor."""
+    spec = SynLSpec(**{**ctx.spec.model_dump(), "num_samples": samples, "shard_size": max(1, samples // (8 * jobs))})
+    cache = Paths.resolve(os.environ).cache_dir
+    seconds = {}
+    for n in (1, jobs):
+        out = root / f"jobs{n}"
+        shutil.rmtree(out, ignore_errors=True)
+        t = time.perf_counter()
+        build_dataset(spec, out, cache, jobs=n)
+        seconds[n] = time.perf_counter() - t
+    one, many = (sorted((root / f"jobs{n}" / "data").glob("*.parquet")) for n in (1, jobs))
+    assert [p.read_bytes() for p in one] == [p.read_bytes() for p in many], "parallel files differ"
+    ids = [row for p in one for row in read_parquet(p).column("input_ids").to_pylist()]
+    tok = ctx.tokenizer
+    texts = [tok.decode(x) for x in ids]
+    tokens = sum(len(x) for x in ids)
+    t = time.perf_counter()
+    floor_tokens = sum(len(tok.backend.encode(text, add_special_tokens=False).ids) for text in texts)
+    floor_s = time.perf_counter() - t
+    assert floor_tokens == tokens, "the decoded text re-encodes to the samples' tokens"
+    floor = floor_tokens / floor_s
+    return {
+        "one_tokens_per_s": tokens / seconds[1],
+        "many_tokens_per_s": tokens / seconds[jobs],
+        "build_floor_tokens_per_s": floor,
+        "one_ratio": tokens / seconds[1] / floor,
+        "many_ratio": tokens / seconds[jobs] / floor,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--samples", default="16,8,4", help="samples timed at 8K,32K,128K")
@@ -158,8 +201,11 @@ def main() -> None:
     ap.add_argument("--ruler", type=int, default=0, help="also time the RULER-style fit on this many samples")
     ap.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the BPE trained on stdlib)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--build", default=None, help="samples of whole local builds at 8K,32K,128K (e.g. 400,100,25)")
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes of the parallel build (with --build)")
     args = ap.parse_args()
     counts = [int(x) for x in args.samples.split(",")]
+    builds = [int(x) for x in args.build.split(",")] if args.build else None
     ctxs = []
     for seq_len, n in zip(LENGTHS, counts):
         spec = SynLSpec(seq_len=seq_len, num_samples=n + 1, shard_size=1, seed=args.seed, tokenizer=args.tokenizer)
@@ -167,13 +213,25 @@ def main() -> None:
         generate_records(ctx, n)  # warm-up: the last sample, not timed
         ctxs.append(ctx)
     passes: list[list[dict[str, float]]] = [[] for _ in ctxs]
-    for rep in range(args.repeats):
-        for k, (ctx, n) in enumerate(zip(ctxs, counts)):
-            passes[k].append(run(ctx, n, args.ruler if rep == 0 else 0))
+    root = Path(tempfile.mkdtemp(prefix="bench-synl-"))
+    try:
+        for rep in range(args.repeats):
+            for k, (ctx, n) in enumerate(zip(ctxs, counts)):
+                result = run(ctx, n, args.ruler if rep == 0 else 0)
+                if builds:
+                    result.update(build_pass(ctx, builds[k], args.jobs, root))
+                passes[k].append(result)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     rows = []
     for seq_len, n, runs in zip(LENGTHS, counts, passes):
         r = {key: float(np.median([x[key] for x in runs])) for key in runs[0] if key in runs[-1]}
         ruler = f" | {runs[0]['ruler_s_per_sample']:.2f} | {runs[0]['ruler_encodings']:.1f}" if args.ruler else ""
+        if builds:
+            ruler += (
+                f" | {builds[len(rows)]} | {r['one_tokens_per_s']:,.0f} | {r['many_tokens_per_s']:,.0f}"
+                f" | {r['build_floor_tokens_per_s']:,.0f} | {r['one_ratio']:.2f} | {r['many_ratio']:.2f}"
+            )
         rows.append(
             f"| {seq_len:,} | {n} | {r['mean_tokens']:,.0f} | {r['fill']:.3f} | {r['s_per_sample']:.3f} | "
             f"{r['tokens_per_s']:,.0f} | {r['whole_tokens_per_s']:,.0f} | {r['floor_tokens_per_s']:,.0f} | "
@@ -189,6 +247,12 @@ def main() -> None:
     if args.ruler:
         head += " | RULER-style fit s/sample | RULER-style encodings/sample"
         sep += "|---|---"
+    if builds:
+        head += (
+            f" | build samples | build tokens/s, 1 process | build tokens/s, {args.jobs} processes | build floor tokens/s"
+            f" | build, 1 process / floor | build, {args.jobs} processes / floor"
+        )
+        sep += "|---|---|---|---|---|---"
     print(
         f"load average (1 min) at the end: {os.getloadavg()[0]:.1f}; cpus: {os.cpu_count()}; medians of {args.repeats}"
     )

@@ -159,7 +159,7 @@ def progress_bar(*columns: Any) -> Progress:
     )
 
 
-def run_generate(kind: Any, fields: dict[str, Any], out: Path, cache_dir: Path | None) -> None:
+def run_generate(kind: Any, fields: dict[str, Any], out: Path, cache_dir: Path | None, jobs: int = 1) -> None:
     from longweave.generators.context import prepare
     from longweave.generators.kind_modules import parse_kind_spec
     from longweave.generators.paths import Paths
@@ -194,7 +194,7 @@ def run_generate(kind: Any, fields: dict[str, Any], out: Path, cache_dir: Path |
             progress.update(task, advance=stop - start, tokens=total_tokens)
 
         try:
-            result = build_dataset(spec, out, cache, on_shard=on_shard, ctx=ctx)
+            result = build_dataset(spec, out, cache, on_shard=on_shard, ctx=ctx, jobs=jobs)
         finally:
             if llm is not None:
                 llm.close()  # type: ignore[attr-defined]
@@ -229,6 +229,15 @@ CLI_ONLY: dict[str, tuple[Any, Any, Any]] = {  # options of `longweave generate 
             help="Where trained tokenizers and tokenized corpora are cached (default: $LONGWEAVE_HOME/cache).",
         ),
         None,
+    ),
+    "jobs": (
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            help="Worker processes that generate shards side by side (the files are the same for any number).",
+        ),
+        1,
     ),
 }
 LLM_CLI = {  # the spec's nested `llm` section, for kinds that have one: option -> (LLMSpec field, type)
@@ -350,6 +359,7 @@ def generate_command(kind: Any) -> Callable[..., None]:
             bool(info.default) if is_bool else None,
         )
     specs["cache_dir"] = CLI_ONLY["cache_dir"]
+    specs["jobs"] = CLI_ONLY["jobs"]
     if "llm" in kind.spec.model_fields:
         specs.update(_llm_options())
     for name, (typ, option, default) in specs.items():
@@ -373,7 +383,9 @@ def generate_command(kind: Any) -> Callable[..., None]:
             )
             if llm is not None:
                 data["llm"] = llm
-        run_generate(kind, data, options["out"], options["cache_dir"])
+        if options["jobs"] < 1:
+            fail(f"--jobs: {options['jobs']} is not a number of processes (fix: use 1 or more)")
+        run_generate(kind, data, options["out"], options["cache_dir"], options["jobs"])
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = annotations

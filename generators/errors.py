@@ -7,6 +7,8 @@ both without a traceback. Anything that is not a `LongweaveError` is a bug in lo
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LongweaveError(Exception):
     """Base class: `field` names the option at fault, `fix` says what to do instead."""
@@ -17,11 +19,23 @@ class LongweaveError(Exception):
         self.fix = fix
         super().__init__(self.one_line())
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Pickled by its fields, not its one line, and rebuilt without the subclass's own
+        # `__init__` (whose arguments differ): an error raised in a worker process (a parallel
+        # local build) arrives in the parent as the same typed error.
+        return (_rebuild, (type(self), self.field, self.message, self.fix))
+
     def one_line(self) -> str:
         text = f"{self.field}: {self.message}"
         if self.fix:
             text += f" (fix: {self.fix})"
         return text
+
+
+def _rebuild(cls: type[LongweaveError], field: str, message: str, fix: str) -> LongweaveError:
+    err = cls.__new__(cls)
+    LongweaveError.__init__(err, field, message, fix)
+    return err
 
 
 class ConfigError(LongweaveError, ValueError):

@@ -27,12 +27,12 @@ CIP = ("generate", "cip", "--seq-len", "512", "--num-samples", "6", "--shard-siz
 
 def test_generate_is_byte_identical_per_seed(tmp_path: Path, cache_dir: Path) -> None:
     runs = {}
-    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
-        res = longweave(*CIP, "--seed", seed, "--out", tmp_path / name, cache_dir=cache_dir)
+    for name, seed, jobs in (("a", "1", "1"), ("b", "1", "2"), ("c", "2", "1")):
+        res = longweave(*CIP, "--seed", seed, "--jobs", jobs, "--out", tmp_path / name, cache_dir=cache_dir)
         assert res.returncode == 0, res.stderr
         runs[name] = parquet_bytes(tmp_path / name)
     assert len(runs["a"]) == 2  # 6 samples in shards of 4
-    assert runs["a"] == runs["b"]
+    assert runs["a"] == runs["b"]  # two worker processes write what one process writes
     assert runs["a"] != runs["c"]
     info = json.loads((tmp_path / "a" / "dataset.json").read_text())
     assert info["num_samples"] == 6 and info["num_tokens"] == 6 * 512
@@ -124,6 +124,7 @@ def bad_corpora(tmp_path: Path) -> dict[str, Path]:
         ("docs_per_seq_max below N", "--docs-per-seq-max"),
         ("unanswerable rate of 1", "--unanswerable-rate"),
         ("unknown header style", "--labels"),
+        ("no processes", "--jobs"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(case: str, option: str, tmp_path: Path, cache_dir: Path) -> None:
@@ -147,6 +148,7 @@ def test_bad_input_is_one_line_exit_2(case: str, option: str, tmp_path: Path, ca
         "docs_per_seq_max below N": ("generate", "cip", "-N", "4", "--docs-per-seq-max", "2", *out),
         "unanswerable rate of 1": ("generate", "synl", "--unanswerable-rate", "1", *out),
         "unknown header style": ("generate", "synl", "--labels", "title-case", *out),
+        "no processes": ("generate", "synl", "--jobs", "0", *out),
     }[case]
     res = longweave(*args, cache_dir=cache_dir)
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
@@ -277,7 +279,7 @@ def test_every_generate_flag_sets_its_spec_field(
     monkeypatch.setattr(
         cli,
         "run_generate",
-        lambda kind, fields, out, cache_dir: seen.update(spec=parse_spec(fields), out=out, cache_dir=cache_dir),
+        lambda kind, fields, out, cache_dir, jobs: seen.update(spec=parse_spec(fields), out=out, cache_dir=cache_dir),
     )
     # doc_qa refuses a spec without a model, and an llm section needs both (the flag under test comes last and wins).
     extra = LLM_ARGS if kind == "doc-qa" or flag.startswith("--llm") else ()
@@ -310,14 +312,15 @@ def test_generate_defaults_come_from_the_spec(tmp_path: Path, monkeypatch: pytes
     for name, kind in KINDS.items():
         seen: dict[str, object] = {}
 
-        def record(kind: object, fields: dict, out: Path, cache_dir: Path | None, seen: dict = seen) -> None:
-            seen["spec"] = parse_spec(fields)
+        def record(kind: object, fields: dict, out: Path, cache_dir: Path | None, jobs: int, seen: dict = seen) -> None:
+            seen["spec"], seen["jobs"] = parse_spec(fields), jobs
 
         monkeypatch.setattr(cli, "run_generate", record)
         extra = LLM_ARGS if "llm" in kind.spec.model_fields else ()
         res = CliRunner().invoke(cli.app, ["generate", name.replace("_", "-"), *extra, "-o", str(tmp_path)])
         assert res.exit_code == 0, res.output
         assert seen["spec"] == parse_spec({"kind": name, **({"llm": seen["spec"].llm.model_dump()} if extra else {})})
+        assert seen["jobs"] == 1  # one process unless --jobs says otherwise
 
 
 # -- start-up: what a command imports ------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The local build (`longweave generate`): an interrupted build resumes and ends byte-identical to an
-uninterrupted one, a resume with other parameters is refused, and a doc_qa shard whose samples
-were all dropped is not asked of the model again.
+uninterrupted one, a resume with other parameters is refused, a doc_qa shard whose samples
+were all dropped is not asked of the model again, and a parallel build (`jobs`) writes the bytes
+one process writes, resumes a serial one, and passes a worker's error up as the same typed error.
 
     .venv/bin/python -m pytest tests/generators/test_dataset.py -q
 """
@@ -8,6 +9,7 @@ were all dropped is not asked of the model again.
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,81 @@ def test_a_doc_qa_shard_without_rows_is_not_asked_again(cache_dir: Path, stdlib_
             first = build_dataset(spec, tmp_path / "dq", cache_dir, ctx=prepare(spec, cache_dir, llm=llm))
             calls = srv.calls
             again = build_dataset(spec, tmp_path / "dq", cache_dir, ctx=prepare(spec, cache_dir, llm=llm))
+            with pytest.raises(ConfigError, match="a spec that calls a model is built in one process"):
+                build_dataset(
+                    spec.model_copy(update={"num_samples": 8}),
+                    tmp_path / "dq2",
+                    cache_dir,
+                    ctx=prepare(spec, cache_dir, llm=llm),
+                    jobs=2,
+                )
     assert calls > 0 and srv.calls == calls  # the second build asked the model nothing
     assert first.info["num_samples"] == again.info["num_samples"] == 0
     assert sorted(files(tmp_path / "dq")) == ["shard-00000.parquet"]
+
+
+def everything(out: Path) -> dict[str, bytes]:
+    """Every file of a dataset folder by its path inside it."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "cip", "num_samples": 12, "shard_size": 2, "seq_len": 512, "docs_per_seq": 2, "chunks_per_doc": 2},
+        {"kind": "synl", "num_samples": 6, "shard_size": 1, "seq_len": 2048},
+    ],
+    ids=["cip", "synl"],
+)
+def test_a_parallel_build_writes_the_bytes_one_process_writes(
+    fields: dict[str, Any], cache_dir: Path, stdlib_store: object, tmp_path: Path
+) -> None:
+    spec = parse_spec(fields)
+    one = build_dataset(spec, tmp_path / "one", cache_dir)
+    seen: list[int] = []
+    two = build_dataset(spec, tmp_path / "two", cache_dir, on_shard=lambda s, n, t: seen.append(s), jobs=2)
+    assert sorted(seen) == list(range(spec.num_shards()))  # each shard reported once
+    assert everything(tmp_path / "two") == everything(tmp_path / "one")
+    assert two.info == one.info
+
+
+def test_a_parallel_build_resumes_a_serial_one(cache_dir: Path, stdlib_store: object, tmp_path: Path) -> None:
+    spec = cip(shard_size=2)
+    whole = build_dataset(spec, tmp_path / "whole", cache_dir)
+
+    def die_after_shard_0(shard: int, samples: int, tokens: int) -> None:
+        raise Killed
+
+    parts = tmp_path / "parts"
+    with pytest.raises(Killed):
+        build_dataset(spec, parts, cache_dir, on_shard=die_after_shard_0)
+    kept = (parts / "data" / "shard-00000.parquet").stat().st_mtime_ns
+    seen: list[int] = []
+    build_dataset(spec, parts, cache_dir, on_shard=lambda s, n, t: seen.append(s), jobs=3)
+    assert (parts / "data" / "shard-00000.parquet").stat().st_mtime_ns == kept  # not regenerated
+    assert sorted(seen) == list(range(spec.num_shards()))
+    assert everything(parts) == everything(tmp_path / "whole") and whole.info["num_samples"] == 12
+
+
+def test_a_workers_error_reaches_the_caller_as_the_same_typed_error(
+    cache_dir: Path, stdlib_store: object, tmp_path: Path
+) -> None:
+    # Too short for any SynL sample: the parent prepares fine, every worker's first shard refuses.
+    spec = parse_spec({"kind": "synl", "num_samples": 4, "shard_size": 1, "seq_len": 300})
+    with pytest.raises(ConfigError) as serial:
+        build_dataset(spec, tmp_path / "one", cache_dir)
+    with pytest.raises(ConfigError) as parallel:
+        build_dataset(spec, tmp_path / "two", cache_dir, jobs=2)
+    assert parallel.value.field == serial.value.field == "seq_len"
+    assert parallel.value.message == serial.value.message and parallel.value.fix == serial.value.fix
+    assert not (tmp_path / "two" / "dataset.json").exists()
+    with pytest.raises(ConfigError, match="jobs: 0 is not a number of processes"):
+        build_dataset(spec, tmp_path / "three", cache_dir, jobs=0)
+
+
+def test_a_typed_error_with_its_own_constructor_pickles_whole() -> None:
+    from longweave.trainer.packing import LongSample
+
+    err = pickle.loads(pickle.dumps(LongSample("cip-0-1", 900, 512)))
+    assert type(err) is LongSample and err.field == "data.long_samples"
+    assert str(err) == str(LongSample("cip-0-1", 900, 512)) and isinstance(err, ValueError)
