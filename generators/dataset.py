@@ -70,6 +70,12 @@ def build_dataset(
                 "out", f"'{out}' holds {what} with other parameters", "choose another folder or delete that one"
             )
     ctx = ctx or prepare(spec, cache_dir)
+    if jobs > 1 and ctx.llm is not None:
+        raise ConfigError(
+            "jobs",
+            "a spec that calls a model is built in one process (the model client is not shared)",
+            "use --jobs 1; the llm concurrency setting runs model calls in parallel",
+        )
     data = out / "data"
     data.mkdir(parents=True, exist_ok=True)
     if not (out / "dataset.json").is_file():
@@ -77,12 +83,6 @@ def build_dataset(
     missing = [i for i in range(spec.num_shards()) if not (data / shard_name(i)).is_file()]
     reported: set[int] = set()
     if jobs > 1 and len(missing) > 1:
-        if ctx.llm is not None:
-            raise ConfigError(
-                "jobs",
-                "a spec that calls a model is built in one process (the model client is not shared)",
-                "use --jobs 1; the llm concurrency setting runs model calls in parallel",
-            )
         for shard, samples, tokens in _parallel(spec, data, cache_dir, missing, jobs):
             reported.add(shard)
             if on_shard:
