@@ -12,7 +12,9 @@ not survive a fork), each prepares its own context from the spec (the tokenizer 
 come from the cache the parent filled, the store by memory map) and writes its shards itself; the
 parent then reads them in order for the card, exactly as it reads the shards of a resumed build.
 A worker's error reaches the parent as the same typed error (`LongweaveError` pickles by its
-fields). A spec that calls a model is built with one process: its client lives in the parent. The spec of
+fields). A spec that calls a model is built with one process: its client lives in the parent.
+As with any spawned pool, a script that calls `build_dataset(..., jobs=N)` at its top level needs
+the `if __name__ == "__main__":` guard, since each worker imports the script's main module. The spec of
 a build in progress is kept in `.longweave-build.json` until `dataset.json` replaces it, so a
 resume with other parameters is refused instead of mixing shards of two specs. Only one shard is
 in memory at a time. Nothing here is timestamped: the same spec gives byte-identical Parquet files.
