@@ -118,6 +118,15 @@ def chat_text(tok: Tokenizer, messages: list[dict[str, str]]) -> str:
     return "".join(t for t, _ in tok._plain_parts(messages))
 
 
+def floor_rate(tok: Tokenizer, texts: list[str], tokens: int) -> float:
+    """Tokens/s of the raw single-thread encode of `texts`, one at a time; asserts they are `tokens` tokens."""
+    t = time.perf_counter()
+    floor_tokens = sum(len(tok.backend.encode(text, add_special_tokens=False).ids) for text in texts)
+    floor_s = time.perf_counter() - t
+    assert floor_tokens == tokens, "the samples' text re-encodes to the samples' tokens"
+    return floor_tokens / floor_s
+
+
 def run(ctx: Context, samples: int, ruler: int) -> dict[str, float]:
     """One timed pass of ours, then the floor on the same samples' text."""
     spec = ctx.spec
@@ -136,12 +145,7 @@ def run(ctx: Context, samples: int, ruler: int) -> dict[str, float]:
         fitting.joinable = joinable
     assert all(np.array_equal(a.input_ids, b.input_ids) for a, b in zip(records, whole))
     tokens = sum(len(r.input_ids) for r in records)
-    texts = [chat_text(ctx.tokenizer, r.messages) for r in records]
-    backend = ctx.tokenizer.backend
-    t = time.perf_counter()
-    floor_tokens = sum(len(backend.encode(text, add_special_tokens=False).ids) for text in texts)
-    floor_s = time.perf_counter() - t
-    assert floor_tokens == tokens, "the rendered text re-encodes to the samples' tokens"
+    floor = floor_rate(ctx.tokenizer, [chat_text(ctx.tokenizer, r.messages) for r in records], tokens)
     out = {
         "samples": samples,
         "mean_tokens": tokens / samples,
@@ -149,8 +153,8 @@ def run(ctx: Context, samples: int, ruler: int) -> dict[str, float]:
         "samples_per_s": samples / elapsed,
         "tokens_per_s": tokens / elapsed,
         "whole_tokens_per_s": tokens / whole_s,
-        "floor_tokens_per_s": floor_tokens / floor_s,
-        "ratio": (tokens / elapsed) / (floor_tokens / floor_s),
+        "floor_tokens_per_s": floor,
+        "ratio": (tokens / elapsed) / floor,
         "attempts": counter.calls / samples,
         "whole": counter.whole / samples,
         "fill": float(np.mean([len(r.input_ids) / r.meta["target_tokens"] for r in records])),
@@ -177,14 +181,8 @@ def build_pass(ctx: Context, samples: int, jobs: int, root: Path) -> dict[str, f
     one, many = (sorted((root / f"jobs{n}" / "data").glob("*.parquet")) for n in (1, jobs))
     assert [p.read_bytes() for p in one] == [p.read_bytes() for p in many], "parallel files differ"
     ids = [row for p in one for row in read_parquet(p).column("input_ids").to_pylist()]
-    tok = ctx.tokenizer
-    texts = [tok.decode(x) for x in ids]
     tokens = sum(len(x) for x in ids)
-    t = time.perf_counter()
-    floor_tokens = sum(len(tok.backend.encode(text, add_special_tokens=False).ids) for text in texts)
-    floor_s = time.perf_counter() - t
-    assert floor_tokens == tokens, "the decoded text re-encodes to the samples' tokens"
-    floor = floor_tokens / floor_s
+    floor = floor_rate(ctx.tokenizer, [ctx.tokenizer.decode(x) for x in ids], tokens)
     return {
         "one_tokens_per_s": tokens / seconds[1],
         "many_tokens_per_s": tokens / seconds[jobs],

@@ -4,7 +4,10 @@ The service does the same work spread over workers and Redis; here one process w
 in order, or, with `jobs` > 1, hands the missing shards to that many worker processes. Each shard file
 is written atomically (temporary name, then rename), so a shard file that exists is whole and is
 kept: an interrupted build resumes where it stopped, without asking a model again for a doc_qa
-shard whose samples were all dropped (its file holds no rows).
+shard whose samples were all dropped (its file holds no rows). The spec of a build in progress is
+kept in `.longweave-build.json` until `dataset.json` replaces it, so a resume with other
+parameters is refused instead of mixing shards of two specs. Only one shard is in memory at a
+time (per process). Nothing here is timestamped: the same spec gives byte-identical Parquet files.
 
 Parallel builds: a shard is a pure function of (spec, shard), so the files are the same bytes
 whatever `jobs` is. Workers are spawned (not forked: the tokenizer's and polars' thread pools do
@@ -14,10 +17,7 @@ parent then reads them in order for the card, exactly as it reads the shards of 
 A worker's error reaches the parent as the same typed error (`LongweaveError` pickles by its
 fields). A spec that calls a model is built with one process: its client lives in the parent.
 As with any spawned pool, a script that calls `build_dataset(..., jobs=N)` at its top level needs
-the `if __name__ == "__main__":` guard, since each worker imports the script's main module. The spec of
-a build in progress is kept in `.longweave-build.json` until `dataset.json` replaces it, so a
-resume with other parameters is refused instead of mixing shards of two specs. Only one shard is
-in memory at a time. Nothing here is timestamped: the same spec gives byte-identical Parquet files.
+the `if __name__ == "__main__":` guard, since each worker imports the script's main module.
 """
 
 from __future__ import annotations
@@ -167,6 +167,5 @@ def _parallel(
             for f in as_completed(futures):
                 yield f.result()
         except BaseException:
-            for f in futures:  # a failed shard or an interrupt: the shards not started are not run
-                f.cancel()
+            pool.shutdown(cancel_futures=True)  # a failed shard or an interrupt: the shards not started are not run
             raise
