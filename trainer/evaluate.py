@@ -174,13 +174,18 @@ def needle_grid(
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """accuracy[i][j]: share of trials at lengths[i], depths[j] whose answer was decoded exactly;
-    token_accuracy[i][j]: share of answer tokens predicted right (a graded signal for small models)."""
+    token_accuracy[i][j]: share of answer tokens predicted right (a graded signal for small models);
+    first_token_accuracy[i][j]: share of trials whose first answer token was predicted right. The
+    first token is found by matching the question's words against the needle's; each later one is
+    a copy of the token after the previous one, a skill a small model can lack while it has the
+    first, so the two are reported apart."""
     rng = np.random.default_rng(seed)
     acc = np.zeros((len(lengths), len(depths)))
     tok_acc = np.zeros((len(lengths), len(depths)))
+    first_acc = np.zeros((len(lengths), len(depths)))
     for i, L in enumerate(lengths):
         for j, d in enumerate(depths):
-            hits, token_hits = 0, 0.0
+            hits, token_hits, first_hits = 0, 0.0, 0
             for t in range(trials):
                 key = KEYS[(i + j + t) % len(KEYS)]
                 number = str(int(rng.integers(10_000, 99_999)))
@@ -188,16 +193,19 @@ def needle_grid(
                 right = answer_hits(model, ids, len(tok.encode(f" {number}")))
                 hits += int(right.all())
                 token_hits += float(right.mean())
+                first_hits += int(right[0])
                 if progress is not None:
                     progress("needles", (i * len(depths) + j) * trials + t + 1, len(lengths) * len(depths) * trials)
             acc[i, j] = hits / trials
             tok_acc[i, j] = token_hits / trials
+            first_acc[i, j] = first_hits / trials
     return {
         "lengths": lengths,
         "depths": depths,
         "trials": trials,
         "accuracy": acc.round(4).tolist(),
         "token_accuracy": tok_acc.round(4).tolist(),
+        "first_token_accuracy": first_acc.round(4).tolist(),
     }
 
 

@@ -127,6 +127,29 @@ def test_needle_grid_finds_every_needle_for_a_perfect_retriever(dataset_dir, tok
     assert np.asarray(grid["accuracy"]).shape == (2, 3)
     assert np.all(np.asarray(grid["accuracy"]) == 1.0), grid
     assert np.all(np.asarray(grid["token_accuracy"]) == 1.0), grid
+    assert np.all(np.asarray(grid["first_token_accuracy"]) == 1.0), grid
+
+
+class FirstTokenOracle(InductionOracle):
+    """Retrieves the first answer token and nothing after it: the perfect retriever's logits for
+    the first position asked for, token 0 at every later one (answers never hold token 0)."""
+
+    def forward(self, input_ids, logits_to_keep=0):
+        out = self.all_logits(input_ids)[:, -logits_to_keep:].clone()
+        out[:, 1:] = -1.0
+        out[:, 1:, 0] = 1.0
+        return type("Out", (), {"logits": out})()
+
+
+def test_needle_grid_reports_the_first_answer_token_apart(dataset_dir, tokenizer):
+    hay = evaluate.haystack_tokens([str(dataset_dir)])
+    grid = evaluate.needle_grid(FirstTokenOracle(), tokenizer, hay, [128, 256], [0.0, 1.0], trials=2)
+    answer_tokens = [len(tokenizer.encode(f" {n}")) for n in (10_000, 99_998)]
+    assert min(answer_tokens) > 1  # every answer has tokens after its first, so the two shares differ
+    assert np.all(np.asarray(grid["first_token_accuracy"]) == 1.0), grid
+    assert np.all(np.asarray(grid["accuracy"]) == 0.0), grid
+    tok = np.asarray(grid["token_accuracy"])
+    assert np.all((tok > 0.0) & (tok < 1.0)), grid
 
 
 class ConstantModel(torch.nn.Module):
@@ -141,6 +164,7 @@ def test_needle_grid_scores_a_model_that_retrieves_nothing_at_zero(dataset_dir, 
     hay = evaluate.haystack_tokens([str(dataset_dir)])
     grid = evaluate.needle_grid(ConstantModel(), tokenizer, hay, [128, 256], [0.0, 1.0], trials=2)
     assert np.all(np.asarray(grid["accuracy"]) == 0.0) and np.all(np.asarray(grid["token_accuracy"]) == 0.0)
+    assert np.all(np.asarray(grid["first_token_accuracy"]) == 0.0), grid
 
 
 def test_answer_accuracy_counts_the_masked_answer_tokens_under_teacher_forcing():
