@@ -180,32 +180,25 @@ def needle_grid(
     a copy of the token after the previous one, a skill a small model can lack while it has the
     first, so the two are reported apart."""
     rng = np.random.default_rng(seed)
-    acc = np.zeros((len(lengths), len(depths)))
-    tok_acc = np.zeros((len(lengths), len(depths)))
-    first_acc = np.zeros((len(lengths), len(depths)))
+    scores = np.zeros((len(lengths), len(depths), 3))  # per cell: exact, token, first-token hits
     for i, L in enumerate(lengths):
         for j, d in enumerate(depths):
-            hits, token_hits, first_hits = 0, 0.0, 0
             for t in range(trials):
                 key = KEYS[(i + j + t) % len(KEYS)]
                 number = str(int(rng.integers(10_000, 99_999)))
                 ids = needle_sample(tok, hay, L, d, key, number, rng)
                 right = answer_hits(model, ids, len(tok.encode(f" {number}")))
-                hits += int(right.all())
-                token_hits += float(right.mean())
-                first_hits += int(right[0])
+                scores[i, j] += (right.all(), right.mean(), right[0])
                 if progress is not None:
                     progress("needles", (i * len(depths) + j) * trials + t + 1, len(lengths) * len(depths) * trials)
-            acc[i, j] = hits / trials
-            tok_acc[i, j] = token_hits / trials
-            first_acc[i, j] = first_hits / trials
+    shares = (scores / trials).round(4)
     return {
         "lengths": lengths,
         "depths": depths,
         "trials": trials,
-        "accuracy": acc.round(4).tolist(),
-        "token_accuracy": tok_acc.round(4).tolist(),
-        "first_token_accuracy": first_acc.round(4).tolist(),
+        "accuracy": shares[..., 0].tolist(),
+        "token_accuracy": shares[..., 1].tolist(),
+        "first_token_accuracy": shares[..., 2].tolist(),
     }
 
 

@@ -145,7 +145,8 @@ def test_needle_grid_reports_the_first_answer_token_apart(dataset_dir, tokenizer
     hay = evaluate.haystack_tokens([str(dataset_dir)])
     grid = evaluate.needle_grid(FirstTokenOracle(), tokenizer, hay, [128, 256], [0.0, 1.0], trials=2)
     answer_tokens = [len(tokenizer.encode(f" {n}")) for n in (10_000, 99_998)]
-    assert min(answer_tokens) > 1  # every answer has tokens after its first, so the two shares differ
+    # The smallest and largest answers have tokens after their first (exact 0 below: all do).
+    assert min(answer_tokens) > 1
     assert np.all(np.asarray(grid["first_token_accuracy"]) == 1.0), grid
     assert np.all(np.asarray(grid["accuracy"]) == 0.0), grid
     tok = np.asarray(grid["token_accuracy"])
