@@ -7,7 +7,10 @@
 - Training datasets: generator kinds (cip, synl, niah) through `generators.dataset.build_dataset`,
   whose own resume makes an interrupted build continue; `needle_task`, the evaluation's own needle
   format (trainer/evaluate.py `needle_sample`) with the loss on the answer, which only the metric
-  check trains on.
+  check trains on. Its `stages` are a length curriculum: samples of a fraction of the row length
+  for a share of the budget, shortest first, packed into full rows and read in order (`ordered`).
+  A small model learns to copy the needle only where the haystack is short; trained at the full
+  length from the start, two or three answer tokens in a thousand teach it nothing.
 - Held-out sets: the haystack (held-out text as tokens), the perplexity rows (held-out documents
   at least as long as a row, one row each, so every position of a row is inside one document),
   and SynL tables of a held-out salt.
@@ -85,13 +88,33 @@ def spec_fields(
     fields = dict(plan.datasets[name])
     kind = fields["kind"]
     fields.update(seed=seed, tokenizer=str(tok_dir), corpus=str(corpus / "train.jsonl"))
+    if kind == NEEDLE_TASK:
+        fields.update(seq_len=row_len, stages=needle_stages(fields.get("stages"), row_len, rows))
+        return fields
     if kind == "niah":
         fields["lengths"] = [row_len]
     else:
         fields["seq_len"] = row_len
-    # CIP and needle rows are exactly row_len; SynL and NIAH samples may be shorter (packed together).
-    fields["num_samples"] = rows + 2 if kind in ("cip", NEEDLE_TASK) else 2 * rows + 2
+    # CIP rows are exactly row_len; SynL and NIAH samples may be shorter (packed together).
+    fields["num_samples"] = rows + 2 if kind == "cip" else 2 * rows + 2
     return fields
+
+
+def needle_stages(stages: list[dict[str, float]] | None, row_len: int, rows: int) -> list[list[int]]:
+    """[[sample length, samples], ...] for `rows` rows of `row_len` tokens: each stage's share of
+    the tokens in samples of its length (a fraction of the row, at least 64 tokens), so that they
+    fill whole rows; the last stage has two rows more, the reader's slack."""
+    out = []
+    for st in stages or [{"length": 1.0, "share": 1.0}]:
+        n = max(64, round(st["length"] * row_len))
+        out.append([n, max(1, round(st["share"] * rows * row_len / n))])
+    out[-1][1] += 2 * max(1, row_len // out[-1][0])
+    return out
+
+
+def ordered(fields: dict[str, Any]) -> bool:
+    """Whether the trainer must read the dataset in its own order (a curriculum), not shuffled."""
+    return fields["kind"] == NEEDLE_TASK
 
 
 def dataset_dir(work: Path, fields: dict[str, Any]) -> Path:
@@ -125,9 +148,10 @@ def _needle_task(fields: dict[str, Any], out: Path) -> Path:
     hay = np.concatenate(_docs_tokens(Path(fields["corpus"]), tok)).astype(np.int64)
     rng = np.random.default_rng([fields["seed"], 17])
     recs = []
-    for i in range(fields["num_samples"]):
+    lengths = [n for n, count in fields["stages"] for _ in range(count)]
+    for i, n in enumerate(lengths):
         number = str(int(rng.integers(10_000, 99_999)))
-        ids = needle_sample(tok, hay, fields["seq_len"], float(rng.random()), KEYS[i % len(KEYS)], number, rng)
+        ids = needle_sample(tok, hay, n, float(rng.random()), KEYS[i % len(KEYS)], number, rng)
         mask = np.zeros(len(ids), bool)
         mask[-len(tok.encode(f" {number}")) :] = True
         recs.append(

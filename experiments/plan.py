@@ -112,6 +112,8 @@ class Plan(_Section):
         for name, fields in self.datasets.items():
             if "kind" not in fields:
                 raise ValueError(f"datasets.{name}: give its kind (cip, synl, niah or {NEEDLE_TASK})")
+            if fields["kind"] == NEEDLE_TASK and "stages" in fields:
+                _check_stages(f"datasets.{name}.stages", fields["stages"])
         return self
 
     def arm(self, name: str) -> ArmPlan:
@@ -133,6 +135,22 @@ class Plan(_Section):
 
     def eval_lengths(self) -> list[int]:
         return sorted({max(64, round(r * self.length)) for r in self.eval.lengths})
+
+
+def _check_stages(field: str, stages: Any) -> None:
+    """A needle-task curriculum: [{length, share}, ...], lengths fractions of the row in (0, 1],
+    shares of the budget that sum to 1."""
+    ok = (
+        isinstance(stages, list)
+        and stages
+        and all(isinstance(s, dict) and set(s) == {"length", "share"} for s in stages)
+    )
+    if not ok:
+        raise ValueError(f"{field}: give a list of {{length, share}} (e.g. [{{length: 0.25, share: 0.5}}, ...])")
+    if not all(isinstance(s[k], (int, float)) and 0 < s[k] <= 1 for s in stages for k in ("length", "share")):
+        raise ValueError(f"{field}: every length (a fraction of the row) and share lies in (0, 1]")
+    if abs(sum(s["share"] for s in stages) - 1) > 1e-6:
+        raise ValueError(f"{field}: the shares add up to {sum(s['share'] for s in stages):g}, not 1")
 
 
 def load(path: str | Path, quick: bool = False, overrides: dict[str, Any] | None = None) -> Plan:

@@ -29,6 +29,7 @@ from .plan import Plan
 METRICS: list[tuple[str, str, bool]] = [
     ("needle_token", "needle token acc.", True),
     ("needle_within", "needle token acc. <= L", True),
+    ("needle_first_within", "needle first token <= L", True),
     ("needle_beyond", "needle token acc. > L", True),
     ("needle_exact", "needle exact", True),
     ("synl_token", "SynL token acc.", True),
@@ -50,6 +51,7 @@ def summary(result: dict[str, Any], length: int | None = None) -> dict[str, floa
     lengths = needle["lengths"]
     L = length or max(lengths) // 2
     tok = np.asarray(needle.get("token_accuracy", needle["accuracy"]))
+    first = np.asarray(needle.get("first_token_accuracy", np.full(tok.shape, np.nan)))
     beyond = [i for i, x in enumerate(lengths) if x > L]
     within = [i for i, x in enumerate(lengths) if x <= L]
     edges = np.asarray(ppl["bucket_edges"])
@@ -59,6 +61,7 @@ def summary(result: dict[str, Any], length: int | None = None) -> dict[str, floa
     return {
         "needle_token": float(tok.mean()),
         "needle_within": float(tok[within].mean()) if within else float("nan"),
+        "needle_first_within": float(first[within].mean()) if within else float("nan"),
         "needle_beyond": float(tok[beyond].mean()) if beyond else float("nan"),
         "needle_exact": float(np.asarray(needle["accuracy"]).mean()),
         "synl_token": float(result["synl"]["token"]),
@@ -132,10 +135,11 @@ def statement(plan: Plan, st: dict[str, dict[str, tuple[float, float | None]]]) 
     lines = []
     if CHECK_ARM in st and BASE_ARM in st:
         hi, lo = st[CHECK_ARM]["needle_within"][0], st[BASE_ARM]["needle_within"][0]
+        first = st[CHECK_ARM]["needle_first_within"][0]
         ok = hi >= CHECK_PASS and hi - lo >= 0.5
         lines.append(
             f"Needle metric check: at lengths up to the training length, the model trained on the needle task "
-            f"scores {hi:.3f} (token accuracy), the untrained base {lo:.3f}. "
+            f"scores {hi:.3f} (token accuracy; {first:.3f} on the first answer token), the untrained base {lo:.3f}. "
             + (
                 "The metric separates a model that retrieves from one that does not."
                 if ok

@@ -181,7 +181,7 @@ class Experiment:
             data_id = self.data_job(arm.data, fields)
             deps.append(data_id)
             data_out = self.jobs[data_id].extra["out"]
-            src = {"kind": "parquet", "path": [str(data_out)], "epochs": 100}
+            src = {"kind": "parquet", "path": [str(data_out)], "epochs": 100, "shuffle": not datasets.ordered(fields)}
             train_cfg = deep_merge(
                 merged,
                 {"data": {"seq_len": row_len, "sources": [src]}, "steps": steps},

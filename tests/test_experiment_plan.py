@@ -47,6 +47,15 @@ def test_budgets_become_steps_and_length_moves_every_length() -> None:
         (lambda d: d["arms"].append({"name": "y", "start": "nowhere"}), "arms.y.start"),
         (lambda d: d.update(baseline="absent"), "baseline"),
         (lambda d: d.update(colour="blue"), "colour"),
+        (
+            lambda d: d["datasets"]["needle_task"].update(stages=[{"length": 0.5, "share": 0.6}]),
+            "datasets.needle_task.stages",
+        ),
+        (
+            lambda d: d["datasets"]["needle_task"].update(stages=[{"length": 2, "share": 1}]),
+            "datasets.needle_task.stages",
+        ),
+        (lambda d: d["datasets"]["needle_task"].update(stages=[{"len": 1, "share": 1}]), "datasets.needle_task.stages"),
     ],
 )
 def test_a_bad_plan_names_the_field(tmp_path: Path, edit, field: str) -> None:
@@ -57,3 +66,15 @@ def test_a_bad_plan_names_the_field(tmp_path: Path, edit, field: str) -> None:
     with pytest.raises(ConfigError) as info:
         plan_mod.load(bad)
     assert info.value.field == field, info.value.one_line()
+
+
+def test_needle_stages_fill_the_budget_shortest_first() -> None:
+    from longweave.experiments.datasets import needle_stages
+
+    stages = [{"length": 0.0625, "share": 0.5}, {"length": 0.25, "share": 0.25}, {"length": 1.0, "share": 0.25}]
+    got = needle_stages(stages, row_len=1024, rows=100)
+    assert [n for n, _ in got] == [64, 256, 1024]
+    # Each stage holds its share of 100 rows x 1024 tokens; the last one two rows of slack more.
+    assert [n * c for n, c in got] == [51_200, 25_600, 27_648]
+    assert needle_stages(None, 512, 10) == [[512, 12]]  # no curriculum: rows of the full length
+    assert needle_stages([{"length": 0.01, "share": 1.0}], 1024, 1)[0][0] == 64  # never under 64 tokens

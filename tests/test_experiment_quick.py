@@ -82,6 +82,22 @@ def test_quick_experiment_trains_and_evaluates_every_arm(tmp_path: Path, cache_d
     }
     assert len(sft_starts) == 1 and sft_starts <= cip_models
 
+    # The needle task is a curriculum read in order: samples of each stage's length (a fraction of
+    # the row, at least 64 tokens), shortest first, each with the loss on its answer only.
+    job = json.loads((out / "jobs" / "arm-needle_task-seed0.json").read_text())
+    (src,) = job["config"]["data"]["sources"]
+    assert src["shuffle"] is False
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(sorted(Path(src["path"][0], "data").glob("*.parquet")))
+    lens = [len(x) for x in table.column("input_ids").to_pylist()]
+    stages = plan["datasets"]["needle_task"]["stages"]
+    want = [max(64, round(st["length"] * length)) for st in stages]
+    assert [n for i, n in enumerate(lens) if i == 0 or n != lens[i - 1]] == want
+    for mask in table.column("loss_mask").to_pylist()[:3]:
+        k = sum(mask)
+        assert 2 <= k <= 4 and all(mask[-k:])  # a five-digit answer, two to four tokens, at the end
+
     # The report: one table row per arm, no arm missing, the plots beside it.
     report = (out / "experiments.md").read_text()
     table = [line for line in report.splitlines() if line.startswith("| ") and not line.startswith("| arm ")]

@@ -19,14 +19,15 @@ def test_the_statement_sorts_arms_by_the_spread() -> None:
     assert len(plan.seeds) == 3 and plan.baseline == "concat"
     st = _stats(
         base={"needle_within": (0.01, 0.01)},
-        needle_task={"needle_within": (0.97, 0.01)},
+        needle_task={"needle_within": (0.97, 0.01), "needle_first_within": (0.99, 0.01)},
         concat={"needle_token": (0.20, 0.01), "synl_token": (0.30, 0.02), "nll_beyond": (3.0, 0.05)},
         cip_k2={"needle_token": (0.30, 0.01), "synl_token": (0.30, 0.02), "nll_beyond": (3.5, 0.05)},
         cip_k4={"needle_token": (0.21, 0.01), "synl_token": (0.25, 0.0), "nll_beyond": (2.9, 0.0)},
     )
     lines = statement(plan, st)
     text = " ".join(lines)
-    assert "scores 0.970" in text and "separates a model that retrieves" in text
+    assert "scores 0.970 (token accuracy; 0.990 on the first answer token)" in text
+    assert "separates a model that retrieves" in text
 
     def line(start: str) -> str:
         return next(x for x in lines if x.startswith(start))
@@ -72,12 +73,12 @@ def test_the_needle_check_fails_when_the_task_model_does_not_retrieve() -> None:
     assert len(plan.seeds) == 1
     st = _stats(
         base={"needle_within": (0.0, None)},
-        needle_task={"needle_within": (0.06, None)},
+        needle_task={"needle_within": (0.06, None), "needle_first_within": (0.5, None)},
         concat={"needle_token": (0.0, None)},
         cip_k2={"needle_token": (0.0, None), "synl_token": (0.05, None)},
     )
     text = " ".join(statement(plan, st))
-    assert "scores 0.060" in text and "does not pass" in text
+    assert "scores 0.060 (token accuracy; 0.500 on the first answer token)" in text and "does not pass" in text
     assert "Differences from the baseline (single draws): cip_k2 on SynL token acc. (0.050 vs 0.000)" in text
     assert "Equal to the baseline to 0.0005: cip_k2 on needle token acc." in text
     assert "Beats" not in text and "Trails" not in text and "null result" not in text
