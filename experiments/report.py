@@ -338,7 +338,9 @@ def render(plan: Plan, out: Path, report: Path, *, command: str, run: dict[str, 
         "## Results",
         "",
         "Mean ± sample standard deviation over the seeds. Needle: teacher-forced, the share of answer "
-        "tokens that are the argmax (token) or of trials with every answer token right (exact), over "
+        "tokens that are the argmax (token), of trials whose first answer token is (first token: the one "
+        "found by matching the question; the rest are copied after it) or of trials with every answer "
+        "token right (exact), over "
         f"lengths {', '.join(map(str, plan.eval_lengths()))} and depths "
         f"{', '.join(f'{d:g}' for d in plan.eval.depths)}; > L: lengths beyond the training length. SynL: "
         "the same on held-out tables' answers. NLL: held-out long documents, per token; > L: positions "
